@@ -7,6 +7,7 @@ original chained as ``__cause__``. On the wire, exceptions defined here are writ
 
 from __future__ import annotations
 
+import builtins
 import numbers
 from datetime import datetime
 from typing import Any
@@ -79,7 +80,7 @@ class AlreadyRegistered(CarawayError):
     """A different task already uses that name."""
 
 
-class TimeoutError(CarawayError, TimeoutError):  # noqa: A001 - Celery's public name
+class TimeoutError(CarawayError, builtins.TimeoutError):  # noqa: A001 - Celery's public name
     """The operation did not finish within the time given."""
 
 

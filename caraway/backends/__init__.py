@@ -1,0 +1,1 @@
+"""Result backends: where task states and return values are kept."""

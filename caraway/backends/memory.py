@@ -1,0 +1,50 @@
+"""``cache+memory://``: results in this process only (tests), shared by every app in it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from caraway import states
+from caraway.backends.base import Backend, Stored
+
+if TYPE_CHECKING:
+    from caraway.app import Caraway
+
+_STORE: dict[str, tuple[Stored, str | None, float | None]] = {}
+_CHANGED = threading.Condition()
+
+
+class MemoryBackend(Backend):
+    first_poll = 0.05  # waits are woken by the condition, so the pause is only a fallback
+
+    def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(app, url, options)
+
+    def get_raw(self, key: str) -> Stored | None:
+        with _CHANGED:
+            entry = _STORE.get(key)
+            if entry is None:
+                return None
+            if entry[2] is not None and entry[2] < time.time():
+                del _STORE[key]
+                return None
+            return entry[0]
+
+    def set_raw(self, key: str, value: Stored, state: str | None, ttl: float | None) -> None:
+        with _CHANGED:
+            current = _STORE.get(key)
+            if state is not None and current is not None and current[1] == states.SUCCESS:
+                return
+            _STORE[key] = (value, state, None if ttl is None else time.time() + ttl)
+            _CHANGED.notify_all()
+
+    def delete_raw(self, key: str) -> None:
+        with _CHANGED:
+            _STORE.pop(key, None)
+
+    def wait_changed(self, key: str, timeout: float) -> None:
+        with _CHANGED:
+            _CHANGED.wait(timeout)

@@ -1,0 +1,110 @@
+"""The broker contract: a few primitives every engine implements.
+
+Prefetch windows, ETA holding, rate limits and acknowledgement policy are written once, above
+this contract, in the worker. An engine declares what it can do natively through class
+attributes so the layers above know what they must do themselves.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from caraway.protocol import Message
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """A message on its way to ``queue``, not to be delivered before ``deliver_at``."""
+
+    message: Message
+    queue: str
+    priority: int = 0
+    deliver_at: float | None = None
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A message handed to a consumer; ``tag`` identifies it for ack, release and renewal."""
+
+    message: Message
+    queue: str
+    tag: Any
+    redelivered: bool = False
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A message set aside because it cannot be run, with the reason."""
+
+    message: Message
+    queue: str
+    reason: str
+    failed_at: float
+
+
+class Broker(ABC):
+    """What a broker engine must provide.
+
+    Capabilities:
+    ``native_delay``: messages with ``deliver_at`` are held by the broker, not the worker.
+    ``leases``: delivered messages come back on their own unless renewed (``renew``).
+    ``priority_order``: ``"high-first"`` or ``"low-first"`` (Redis' convention).
+    """
+
+    native_delay: ClassVar[bool] = False
+    leases: ClassVar[bool] = False
+    priority_order: ClassVar[str] = "high-first"
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        self.url = url
+        self.options = dict(options or {})
+
+    @abstractmethod
+    def publish(self, batch: Sequence[Outgoing]) -> None:
+        """Store every message of the batch durably before returning."""
+
+    @abstractmethod
+    def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        """Up to ``limit`` ready messages from ``queues``, waiting up to ``timeout`` for one."""
+
+    @abstractmethod
+    def ack(self, tags: Sequence[Any]) -> None:
+        """Forget delivered messages for good."""
+
+    @abstractmethod
+    def release(self, tags: Sequence[Any], delay: float = 0.0) -> None:
+        """Give delivered messages back to their queue, visible again after ``delay`` s."""
+
+    @abstractmethod
+    def dead_letter(self, delivery: Delivery, reason: str) -> str:
+        """Move a delivered message aside; returns where it went, for the log."""
+
+    @abstractmethod
+    def purge(self, queue: str) -> int:
+        """Delete the messages waiting in ``queue``; returns how many."""
+
+    @abstractmethod
+    def size(self, queue: str) -> int:
+        """How many messages wait in ``queue`` (delivered ones excluded)."""
+
+    @abstractmethod
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The messages set aside, oldest first."""
+
+    def renew(self, tags: Sequence[Any]) -> None:  # noqa: B027 - optional for lease-less brokers
+        """Extend the lease of messages still held (brokers with ``leases``)."""
+
+    def declare(self, queue: str) -> None:  # noqa: B027 - queues are implicit in most engines
+        """Make sure ``queue`` exists."""
+
+    def close(self) -> None:  # noqa: B027 - nothing to close in most engines
+        """Release connections."""
+
+    def describe(self) -> str:
+        """The URL with secrets masked, for logs and banners."""
+        from caraway.utils.text import mask_url
+
+        return mask_url(self.url)

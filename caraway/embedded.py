@@ -1,0 +1,128 @@
+"""The SQLite file behind the embedded default: one file holds the broker and the results.
+
+Each thread gets its own connection (SQLite connections are not shared across threads), in
+WAL mode so readers never block the writer and several worker processes on one machine can
+share the file. ``synchronous=NORMAL`` keeps every commit across a process crash; only a
+power loss may lose the last transactions, the usual WAL trade-off.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from caraway.exceptions import ImproperlyConfigured, OperationalError
+
+ENV_HOME = "CARAWAY_HOME"
+DEFAULT_FILENAME = "caraway.sqlite3"
+#: How long a writer waits for another process's transaction before giving up.
+BUSY_TIMEOUT_MS = 30_000
+
+
+def default_path() -> Path:
+    """``$CARAWAY_HOME/caraway.sqlite3``, else under ``$XDG_DATA_HOME`` (``~/.local/share``).
+
+    A per-user location (not the current directory) so a client and a worker started from
+    different folders still meet on the same file.
+    """
+    home = os.environ.get(ENV_HOME)
+    if home:
+        return Path(home).expanduser() / DEFAULT_FILENAME
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "caraway" / DEFAULT_FILENAME
+
+
+def path_from_url(url: str | None) -> Path:
+    """``sqlite:///relative.db``, ``sqlite:////abs/path.db`` (SQLAlchemy's form) or None."""
+    if not url:
+        return default_path()
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in {"sqlite", "db+sqlite"}:
+        raise ImproperlyConfigured(f"not a SQLite URL: {url!r} (expected sqlite:///path)")
+    path = rest[1:] if rest.startswith("/") else rest
+    path = path.split("?", 1)[0]
+    if not path:
+        return default_path()
+    return Path(path).expanduser()
+
+
+class Database:
+    """One SQLite file, a connection per thread, and the schema of everything stored in it."""
+
+    _instances: dict[Path, Database] = {}
+    _instances_lock = threading.Lock()
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._schemas: set[str] = set()
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    @classmethod
+    def open(cls, path: Path) -> Database:
+        """The shared ``Database`` for ``path`` in this process."""
+        key = path.resolve() if path.exists() else path.absolute()
+        with cls._instances_lock:
+            db = cls._instances.get(key)
+            if db is None or db._pid != os.getpid():
+                db = cls._instances[key] = cls(key)
+            return db
+
+    def connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        except (OSError, sqlite3.Error) as exc:
+            raise OperationalError(f"cannot open the SQLite file {self.path}: {exc}") from exc
+        return conn
+
+    def ensure_schema(self, name: str, statements: str) -> None:
+        """Run ``statements`` (idempotent DDL) once per process for this file."""
+        if name in self._schemas:
+            return
+        with self._lock:
+            if name not in self._schemas:
+                with self.write() as conn:
+                    for statement in filter(None, (s.strip() for s in statements.split(";"))):
+                        conn.execute(statement)
+                self._schemas.add(name)
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction taken at once (``BEGIN IMMEDIATE``), so it never deadlocks."""
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise OperationalError(f"SQLite file {self.path} is not writable: {exc}") from exc
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def close_thread(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

@@ -1,0 +1,366 @@
+"""Payloads to bytes and back: serializers, kombu's JSON type markers, and compression.
+
+Names, mime types and content encodings match kombu's registries, so bodies read and write the
+way Celery's do (spec §2). Optional codecs (msgpack, yaml, zstd, brotli) are imported on first
+use and fail with the ``pip install`` line that fixes them.
+"""
+
+from __future__ import annotations
+
+import base64
+import bz2
+import difflib
+import importlib
+import json
+import lzma
+import pickle
+import uuid
+import zlib
+from collections.abc import Callable, Collection, Iterable
+from datetime import date, datetime, time
+from decimal import Decimal
+from types import ModuleType
+from typing import Any, NamedTuple
+
+import orjson
+
+from caraway.exceptions import (
+    ContentDisallowed,
+    DecodeError,
+    EncodeError,
+    ImproperlyConfigured,
+    MissingExtra,
+    SerializationError,
+)
+
+__all__ = [
+    "compress",
+    "content_type_for",
+    "decompress",
+    "dumps",
+    "json_dumps",
+    "json_loads",
+    "loads",
+    "normalize_accept",
+]
+
+# Errors we raise on purpose pass through the boundary handlers untouched.
+_OURS = (SerializationError, MissingExtra)
+
+
+def _optional(module: str, install: str) -> ModuleType:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtra(f"{module} is not installed; run: pip install {install}") from exc
+
+
+def _unknown(kind: str, value: str, names: Iterable[str], aliases: Iterable[str]) -> Exception:
+    valid = sorted(names)
+    close = difflib.get_close_matches(value.strip().lower(), [*valid, *aliases], n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ImproperlyConfigured(f"Unknown {kind} {value!r}.{hint} Valid names: {', '.join(valid)}.")
+
+
+# --- JSON with kombu's type markers (spec §2.2) -------------------------------------------------
+
+
+def _marker(kind: str, value: Any) -> dict[str, Any]:
+    return {"__type__": kind, "__value__": value}
+
+
+def _json_default(obj: Any) -> Any:
+    # datetime is a subclass of date, so it must be tested first.
+    if isinstance(obj, datetime):
+        return _marker("datetime", obj.isoformat())
+    if isinstance(obj, date):
+        return _marker("date", obj.isoformat())
+    if isinstance(obj, time):
+        return _marker("time", obj.isoformat())
+    if isinstance(obj, uuid.UUID):
+        return _marker("uuid", {"hex": obj.hex})
+    if isinstance(obj, Decimal):
+        return _marker("decimal", str(obj))
+    if isinstance(obj, (bytes, bytearray)):
+        try:
+            return _marker("bytes", obj.decode("utf-8"))
+        except UnicodeDecodeError:
+            return _marker("base64", base64.b64encode(obj).decode("ascii"))
+    raise EncodeError(
+        f"Object of type {type(obj).__qualname__} is not JSON serializable "
+        "(kombu's JSON carries datetime, date, time, UUID, Decimal and bytes besides JSON types)"
+    )
+
+
+def _decode_datetime(value: str) -> datetime:
+    # Python 3.10's fromisoformat rejects a trailing "Z", which non-Python producers write.
+    if value.endswith("Z"):
+        value = value[:-1] + "+00:00"
+    return datetime.fromisoformat(value)
+
+
+def _decode_uuid(value: Any) -> uuid.UUID:
+    # kombu writes {"hex": ...}; a plain string is what pre-5.3 kombu wrote, accept it too.
+    return uuid.UUID(hex=value["hex"]) if isinstance(value, dict) else uuid.UUID(value)
+
+
+def _decode_bytes(value: str) -> bytes:
+    return value.encode("utf-8")
+
+
+_DECODERS: dict[str, Callable[[Any], Any]] = {
+    "datetime": _decode_datetime,
+    "date": date.fromisoformat,
+    "time": time.fromisoformat,
+    "uuid": _decode_uuid,
+    "decimal": Decimal,
+    "bytes": _decode_bytes,
+    "base64": base64.b64decode,
+}
+
+
+def _object_hook(obj: dict[str, Any]) -> Any:
+    if len(obj) == 2 and "__type__" in obj and "__value__" in obj:
+        kind = obj["__type__"]
+        decoder = _DECODERS.get(kind) if isinstance(kind, str) else None
+        if decoder is None:
+            raise DecodeError(f"Unknown JSON type marker {kind!r}")
+        return decoder(obj["__value__"])
+    return obj
+
+
+def json_dumps(obj: Any) -> bytes:
+    """Encode ``obj`` as UTF-8 JSON the way kombu does (markers, default separators, ASCII)."""
+    # Not orjson: it writes UUIDs and datetimes natively as strings, not as kombu markers.
+    try:
+        return json.dumps(obj, default=_json_default).encode("utf-8")
+    except _OURS:
+        raise
+    except Exception as exc:
+        raise EncodeError(f"Cannot encode {type(obj).__qualname__} as JSON: {exc}") from exc
+
+
+def json_loads(data: bytes | str) -> Any:
+    """Decode JSON, turning kombu's ``{"__type__", "__value__"}`` objects into native values."""
+    try:
+        plain = b'"__type__"' not in data if isinstance(data, bytes) else '"__type__"' not in data
+        if plain:
+            try:
+                return orjson.loads(data)
+            except orjson.JSONDecodeError:
+                pass  # NaN, Infinity or ints beyond 64 bits: valid for Python's json below
+        return json.loads(data, object_hook=_object_hook)
+    except _OURS:
+        raise
+    except Exception as exc:
+        raise DecodeError(f"Invalid JSON payload: {exc}") from exc
+
+
+# --- Serializer registry (spec §2.1) ------------------------------------------------------------
+
+# Celery writes protocol 4 (the capture starts 0x80 0x04); any Python 3 reader can load it.
+_PICKLE_PROTOCOL = 4
+
+
+def _pickle_dumps(obj: Any) -> bytes:
+    return pickle.dumps(obj, protocol=_PICKLE_PROTOCOL)
+
+
+def _msgpack() -> ModuleType:
+    return _optional("msgpack", '"caraway[msgpack]"')
+
+
+def _yaml() -> ModuleType:
+    return _optional("yaml", '"caraway[yaml]"')
+
+
+class _Codec(NamedTuple):
+    name: str
+    content_type: str
+    content_encoding: str
+    encode: Callable[[Any], bytes]
+    decode: Callable[[Any], Any]
+
+
+_CODECS = (
+    _Codec("json", "application/json", "utf-8", json_dumps, json_loads),
+    _Codec("pickle", "application/x-python-serialize", "binary", _pickle_dumps, pickle.loads),
+    _Codec(
+        "msgpack",
+        "application/x-msgpack",
+        "binary",
+        lambda obj: _msgpack().packb(obj, use_bin_type=True),
+        lambda data: _msgpack().unpackb(data, raw=False),
+    ),
+    _Codec(
+        "yaml",
+        "application/x-yaml",
+        "utf-8",
+        lambda obj: _yaml().safe_dump(obj).encode("utf-8"),
+        lambda data: _yaml().safe_load(data),
+    ),
+)
+_BY_KEY = {key: c for c in _CODECS for key in (c.name, c.content_type)}
+# Text payloads in these encodings go to the decoders as bytes; json and yaml read UTF-8 bytes.
+_NO_TRANSCODE = frozenset({"utf-8", "utf8", "binary", "ascii-8bit", "ascii", "us-ascii"})
+
+
+def _find_codec(serializer: str) -> _Codec | None:
+    codec = _BY_KEY.get(serializer)
+    if codec is None:  # "JSON", " application/json; charset=utf-8"
+        codec = _BY_KEY.get(serializer.split(";", 1)[0].strip().lower())
+    return codec
+
+
+def _codec(serializer: str) -> _Codec:
+    codec = _find_codec(serializer)
+    if codec is None:
+        raise _unknown("serializer", serializer, (c.name for c in _CODECS), _BY_KEY)
+    return codec
+
+
+def content_type_for(serializer: str) -> str:
+    """The mime type of a serializer given by name (``"json"``) or mime type."""
+    return _codec(serializer).content_type
+
+
+def normalize_accept(accept: Collection[str]) -> frozenset[str]:
+    """Names or mime types -> mime types. Unknown mime types pass through, as in kombu."""
+    if isinstance(accept, str):  # accept_content="json" would otherwise be read letter by letter
+        accept = (accept,)
+    return frozenset(item.lower() if "/" in item else content_type_for(item) for item in accept)
+
+
+def dumps(obj: Any, serializer: str = "json") -> tuple[str, str, bytes]:
+    """Serialize ``obj`` -> ``(content_type, content_encoding, payload)``."""
+    codec = _codec(serializer)
+    try:
+        payload = codec.encode(obj)
+    except _OURS:
+        raise
+    except Exception as exc:
+        raise EncodeError(
+            f"Cannot encode {type(obj).__qualname__} with {codec.name}: {exc}"
+        ) from exc
+    return codec.content_type, codec.content_encoding, payload
+
+
+def loads(
+    data: bytes | str,
+    content_type: str,
+    content_encoding: str = "utf-8",
+    accept: Collection[str] | None = None,
+) -> Any:
+    """Deserialize a payload; ``accept`` (names or mime types) limits the content types allowed.
+
+    ``accept=None`` allows every registered serializer, pickle included: callers pass their
+    ``accept_content`` setting.
+    """
+    if not content_type:
+        raise DecodeError("The payload has no content type")
+    codec = _find_codec(content_type)
+    mime = codec.content_type if codec else content_type
+    if accept is not None and mime not in accept and mime not in normalize_accept(accept):
+        name = codec.name if codec else mime
+        raise ContentDisallowed(
+            f"Refusing to decode content of type {mime!r}: it is not in the accepted content "
+            f"types {sorted(normalize_accept(accept))}. If the sender is trusted, add {name!r} "
+            "to the accept_content setting (result_accept_content for results)."
+        )
+    if codec is None:
+        raise DecodeError(f"No decoder for content type {content_type!r}")
+    try:
+        if codec.content_encoding == "binary":
+            if isinstance(data, str):
+                data = data.encode("utf-8")  # what kombu does with text given to a binary codec
+        elif (
+            isinstance(data, bytes)
+            and content_encoding not in _NO_TRANSCODE
+            and content_encoding.lower() not in _NO_TRANSCODE
+        ):
+            data = data.decode(content_encoding)
+        return codec.decode(data)
+    except _OURS:
+        raise
+    except Exception as exc:
+        raise DecodeError(f"Cannot decode {mime} payload: {exc}") from exc
+
+
+# --- Compression (spec §2.3) --------------------------------------------------------------------
+
+
+def _zlib_decompress(data: bytes) -> bytes:
+    # wbits 32+15 reads kombu's zlib stream and also a true gzip stream from other producers.
+    return zlib.decompress(data, 32 + zlib.MAX_WBITS)
+
+
+def _zstd() -> ModuleType:
+    return _optional("zstandard", '"caraway[zstd]"')
+
+
+def _brotli() -> ModuleType:
+    return _optional("brotli", '"caraway[brotli]"')
+
+
+class _Compressor(NamedTuple):
+    mime: str
+    compress: Callable[[bytes], bytes]
+    decompress: Callable[[bytes], bytes]
+
+
+_ZLIB = _Compressor("application/x-gzip", zlib.compress, _zlib_decompress)
+_BZ2 = _Compressor("application/x-bz2", bz2.compress, bz2.decompress)
+_LZMA = _Compressor("application/x-lzma", lzma.compress, lzma.decompress)
+_ZSTD = _Compressor(
+    "application/zstd",
+    lambda data: _zstd().ZstdCompressor().compress(data),
+    # decompressobj also reads frames written without a content size (streaming producers).
+    lambda data: _zstd().ZstdDecompressor().decompressobj().decompress(data),
+)
+_BROTLI = _Compressor(
+    "application/x-brotli",
+    lambda data: _brotli().compress(data),
+    lambda data: _brotli().decompress(data),
+)
+_COMPRESSION_NAMES = {
+    "zlib": _ZLIB,
+    "gzip": _ZLIB,
+    "bzip2": _BZ2,
+    "bzip": _BZ2,
+    "lzma": _LZMA,
+    "xz": _LZMA,
+    "zstd": _ZSTD,
+    "zstandard": _ZSTD,
+    "brotli": _BROTLI,
+}
+_COMPRESSORS = {**_COMPRESSION_NAMES, **{c.mime: c for c in _COMPRESSION_NAMES.values()}}
+
+
+def _compressor(method: str) -> _Compressor:
+    found = _COMPRESSORS.get(method) or _COMPRESSORS.get(method.strip().lower())
+    if found is None:
+        mimes = {c.mime for c in _COMPRESSION_NAMES.values()}
+        raise _unknown("compression", method, _COMPRESSION_NAMES, mimes)
+    return found
+
+
+def compress(data: bytes, method: str) -> tuple[bytes, str]:
+    """Compress with a method name or mime -> ``(compressed, mime for the compression header)``."""
+    compressor = _compressor(method)
+    try:
+        return compressor.compress(data), compressor.mime
+    except _OURS:
+        raise
+    except Exception as exc:
+        raise EncodeError(f"Cannot compress with {compressor.mime}: {exc}") from exc
+
+
+def decompress(data: bytes, mime_or_name: str) -> bytes:
+    """Undo :func:`compress`; ``mime_or_name`` is usually the message's compression header."""
+    compressor = _compressor(mime_or_name)
+    try:
+        return compressor.decompress(data)
+    except _OURS:
+        raise
+    except Exception as exc:
+        raise DecodeError(f"Cannot decompress {compressor.mime} payload: {exc}") from exc

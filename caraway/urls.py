@@ -1,0 +1,66 @@
+"""Engines chosen by URL scheme, imported lazily so extras stay optional."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from caraway.exceptions import ImproperlyConfigured, MissingExtra
+from caraway.utils.imports import symbol_by_name
+from caraway.utils.text import did_you_mean, mask_url
+
+if TYPE_CHECKING:
+    from caraway.app import Caraway
+    from caraway.backends.base import Backend
+    from caraway.brokers.base import Broker
+
+#: scheme -> (engine class, extra that provides its client library or None)
+BROKERS: dict[str, tuple[str, str | None]] = {
+    "memory": ("caraway.brokers.memory:MemoryBroker", None),
+    "sqlite": ("caraway.brokers.sqlite:SQLiteBroker", None),
+}
+BACKENDS: dict[str, tuple[str, str | None]] = {
+    "cache+memory": ("caraway.backends.memory:MemoryBackend", None),
+    "memory": ("caraway.backends.memory:MemoryBackend", None),
+    "sqlite": ("caraway.backends.sqlite:SQLiteBackend", None),
+    "disabled": ("caraway.backends.disabled:DisabledBackend", None),
+}
+
+
+def scheme_of(url: str) -> str:
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        raise ImproperlyConfigured(
+            f"{mask_url(url)!r} is not a URL: expected scheme://..., e.g. 'redis://localhost'"
+        )
+    return scheme.lower()
+
+
+def _load(table: dict[str, tuple[str, str | None]], url: str, kind: str) -> Any:
+    scheme = scheme_of(url)
+    if scheme not in table:
+        raise ImproperlyConfigured(
+            f"unknown {kind} scheme {scheme!r} in {mask_url(url)!r}."
+            f"{did_you_mean(scheme, table)} Known schemes: {', '.join(sorted(table))}."
+        )
+    path, extra = table[scheme]
+    try:
+        return symbol_by_name(path)
+    except ImportError as exc:
+        if extra is None:
+            raise
+        raise MissingExtra(
+            f"the {scheme}:// {kind} needs an extra: pip install \"caraway[{extra}]\""
+        ) from exc
+
+
+def create_broker(url: str, options: Mapping[str, Any] | None = None) -> Broker:
+    cls = _load(BROKERS, url, "broker")
+    broker: Broker = cls(url, options)
+    return broker
+
+
+def create_backend(app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> Backend:
+    cls = _load(BACKENDS, url, "result backend")
+    backend: Backend = cls(app, url, options)
+    return backend

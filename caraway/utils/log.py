@@ -1,0 +1,92 @@
+"""Logging with Celery's formats: ``get_task_logger`` and a formatter that knows the task."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from caraway.current import get_current_task
+
+DEFAULT_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+DEFAULT_TASK_FORMAT = (
+    "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: %(message)s"
+)
+
+task_logger = logging.getLogger("caraway.task")
+worker_logger = logging.getLogger("caraway.worker")
+
+
+def get_logger(name: str) -> logging.Logger:
+    return logging.getLogger(name)
+
+
+def get_task_logger(name: str) -> logging.Logger:
+    """A logger whose records carry the running task's name and id."""
+    if name in {"caraway.task", "celery.task"}:
+        raise RuntimeError(f"logger name {name!r} is reserved; use __name__")
+    logger = logging.getLogger(name)
+    logger.parent = task_logger
+    return logger
+
+
+class TaskFormatter(logging.Formatter):
+    """Fills ``task_name``/``task_id`` from the current task, ``???`` outside one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        task = get_current_task()
+        if task is not None and task.request.id:
+            record.__dict__.setdefault("task_id", task.request.id)
+            record.__dict__.setdefault("task_name", task.name)
+        else:
+            record.__dict__.setdefault("task_id", "???")
+            record.__dict__.setdefault("task_name", "???")
+        return super().format(record)
+
+
+def level_number(level: int | str) -> int:
+    """``'info'``/``'INFO'``/``20`` → 20; an unknown name is an error that lists the choices."""
+    if isinstance(level, int):
+        return level
+    number = logging.getLevelName(level.upper())
+    if not isinstance(number, int):
+        raise ValueError(
+            f"unknown log level {level!r}: choose DEBUG, INFO, WARNING, ERROR or CRITICAL"
+        )
+    return number
+
+
+def setup_logging(
+    loglevel: int | str = logging.WARNING,
+    logfile: str | None = None,
+    fmt: str = DEFAULT_FORMAT,
+    task_fmt: str = DEFAULT_TASK_FORMAT,
+    colorize: bool | None = None,
+) -> None:
+    """Configure the root logger and the task logger the way a Celery worker does."""
+    level = level_number(loglevel)
+    handler: logging.Handler = (
+        logging.FileHandler(logfile) if logfile else logging.StreamHandler(sys.stderr)
+    )
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        if getattr(existing, "_caraway", False):
+            root.removeHandler(existing)
+    handler._caraway = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+
+    task_handler: logging.Handler = (
+        logging.FileHandler(logfile) if logfile else logging.StreamHandler(sys.stderr)
+    )
+    task_handler.setFormatter(TaskFormatter(task_fmt))
+    for existing in list(task_logger.handlers):
+        task_logger.removeHandler(existing)
+    task_logger.addHandler(task_handler)
+    task_logger.setLevel(level)
+    task_logger.propagate = False
+
+
+
+__all__ = ["get_logger", "get_task_logger", "setup_logging", "task_logger", "worker_logger"]
