@@ -1,0 +1,31 @@
+"""caraway: a fast, Celery-compatible distributed task queue.
+
+Code written for Celery runs after changing ``celery`` to ``caraway`` in its imports.
+"""
+
+from caraway.app import Caraway, Celery, shared_task
+from caraway.canvas import Signature, chain, maybe_signature, signature, subtask
+from caraway.current import current_app, current_task
+from caraway.result import AsyncResult, EagerResult
+from caraway.task import Task
+
+__version__ = "0.1.0"
+VERSION = (0, 1, 0)
+
+__all__ = [
+    "VERSION",
+    "AsyncResult",
+    "Caraway",
+    "Celery",
+    "EagerResult",
+    "Signature",
+    "Task",
+    "__version__",
+    "chain",
+    "current_app",
+    "current_task",
+    "maybe_signature",
+    "shared_task",
+    "signature",
+    "subtask",
+]

@@ -25,7 +25,7 @@ class Signature(dict[str, Any]):
         args: Iterable[Any] | None = None,
         kwargs: dict[str, Any] | None = None,
         options: dict[str, Any] | None = None,
-        type: Task[Any, Any] | None = None,  # noqa: A002 - Celery's keyword
+        type: Task[Any, Any] | None = None,
         subtask_type: str | None = None,
         immutable: bool = False,
         app: Caraway | None = None,
@@ -155,10 +155,10 @@ class Signature(dict[str, Any]):
 
     def freeze(self, _id: str | None = None) -> AsyncResult[Any]:
         """Fix the task id now, so it is known before the task is sent."""
-        task_id = self.options.setdefault("task_id", _id or str(uuid.uuid4()))
+        task_id = str(self.options.setdefault("task_id", _id or str(uuid.uuid4())))
         return self.app.AsyncResult(task_id, task_name=self.task)
 
-    def __or__(self, other: Signature) -> _chain:
+    def __or__(self, other: Any) -> Any:
         if not isinstance(other, Signature):
             return NotImplemented
         return _chain(*_steps(self), *_steps(other), app=self._app)
@@ -166,7 +166,10 @@ class Signature(dict[str, Any]):
     # --- calling --------------------------------------------------------------------------
 
     def apply_async(
-        self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
     ) -> AsyncResult[Any]:
         new_args, new_kwargs, new_options = self._merge(args, kwargs, options)
         task = self.type
@@ -178,7 +181,10 @@ class Signature(dict[str, Any]):
         return self.apply_async(args, kwargs)
 
     def apply(
-        self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
     ) -> EagerResult[Any]:
         new_args, new_kwargs, new_options = self._merge(args, kwargs, options)
         return self._require_type().apply(new_args, new_kwargs, **new_options)
@@ -219,7 +225,7 @@ def _steps(sig: Signature) -> list[Signature]:
     return list(sig.tasks) if isinstance(sig, _chain) else [sig]
 
 
-class _chain(Signature):  # noqa: N801 - Celery's class name
+class _chain(Signature):
     """Run signatures one after another, each receiving the previous result."""
 
     def __init__(self, *tasks: Any, app: Caraway | None = None, **options: Any) -> None:
@@ -245,7 +251,10 @@ class _chain(Signature):  # noqa: N801 - Celery's class name
         return list(self["kwargs"]["tasks"])
 
     def apply_async(
-        self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
     ) -> AsyncResult[Any]:
         steps = [step.clone() for step in self.tasks]
         if not steps:
@@ -260,12 +269,15 @@ class _chain(Signature):  # noqa: N801 - Celery's class name
         first.apply_async(args, kwargs, chain=[dict(s) for s in reversed(rest)], **options)
         result = None
         for step in steps:
-            result = self.app.AsyncResult(step.id, task_name=step.task, parent=result)
+            result = self.app.AsyncResult(str(step.id), task_name=step.task, parent=result)
         assert result is not None
         return result
 
     def apply(
-        self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
     ) -> EagerResult[Any]:
         result: EagerResult[Any] | None = None
         for index, step in enumerate(self.tasks):
@@ -291,7 +303,8 @@ def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:
         if isinstance(varies, Signature):
             return varies.clone()
         return Signature.from_dict(varies, app)
-    return Signature(varies, *args, app=app, **kwargs)
+    kwargs["app"] = app
+    return Signature(varies, *args, **kwargs)
 
 
 subtask = signature

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 from caraway.exceptions import ImproperlyConfigured, OperationalError
 
@@ -53,7 +54,7 @@ def path_from_url(url: str | None) -> Path:
 class Database:
     """One SQLite file, a connection per thread, and the schema of everything stored in it."""
 
-    _instances: dict[Path, Database] = {}
+    _instances: ClassVar[dict[Path, Database]] = {}
     _instances_lock = threading.Lock()
 
     def __init__(self, path: Path) -> None:
@@ -84,9 +85,7 @@ class Database:
     def _connect(self) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
-            )
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")

@@ -80,7 +80,7 @@ class AlreadyRegistered(CarawayError):
     """A different task already uses that name."""
 
 
-class TimeoutError(CarawayError, builtins.TimeoutError):  # noqa: A001 - Celery's public name
+class TimeoutError(CarawayError, builtins.TimeoutError):
     """The operation did not finish within the time given."""
 
 

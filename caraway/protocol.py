@@ -243,5 +243,5 @@ def _time_header(headers: dict[str, Any], key: str) -> datetime | None:
 def _timelimit(value: Any) -> tuple[float | None, float | None]:
     if not value:
         return (None, None)
-    hard, soft = (list(value) + [None, None])[:2]
+    hard, soft = [*list(value), None, None][:2]
     return (hard, soft)

@@ -40,11 +40,13 @@ class TaskRegistry(MutableMapping[str, "Task[Any, Any]"]):
         return len(self._tasks)
 
     def register(self, task: Task[Any, Any]) -> Task[Any, Any]:
+        if not task.name:
+            raise ValueError(f"cannot register {task!r}: it has no name")
         self._tasks[task.name] = task
         return task
 
     def unregister(self, name: str | Task[Any, Any]) -> None:
-        del self[name if isinstance(name, str) else name.name]
+        del self[name if isinstance(name, str) else str(name.name)]
 
     def regular(self) -> dict[str, Task[Any, Any]]:
         """User tasks, without caraway's built-in ones (``celery.*``)."""

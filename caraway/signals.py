@@ -28,7 +28,14 @@ class Signal:
         self._lock = threading.Lock()
 
     @overload
-    def connect(self, receiver: Receiver) -> Receiver: ...
+    def connect(
+        self,
+        receiver: Receiver,
+        *,
+        sender: Any = None,
+        weak: bool = False,
+        dispatch_uid: Any = None,
+    ) -> Receiver: ...
 
     @overload
     def connect(
@@ -110,7 +117,7 @@ class Signal:
 
 def _weak(receiver: Receiver) -> Any:
     if hasattr(receiver, "__self__") and hasattr(receiver, "__func__"):
-        return weakref.WeakMethod(receiver)  # type: ignore[arg-type]
+        return weakref.WeakMethod(receiver)
     return weakref.ref(receiver)
 
 

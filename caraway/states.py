@@ -45,7 +45,7 @@ def precedence(state: str | None) -> int:
     return _LOOKUP.get(state, _CUSTOM)
 
 
-class state(str):  # noqa: N801 - Celery's public name
+class state(str):
     """A state name that compares by precedence: ``state(SUCCESS) > state(PENDING)``."""
 
     def __gt__(self, other: Any) -> bool:

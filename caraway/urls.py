@@ -50,7 +50,7 @@ def _load(table: dict[str, tuple[str, str | None]], url: str, kind: str) -> Any:
         if extra is None:
             raise
         raise MissingExtra(
-            f"the {scheme}:// {kind} needs an extra: pip install \"caraway[{extra}]\""
+            f'the {scheme}:// {kind} needs an extra: pip install "caraway[{extra}]"'
         ) from exc
 
 

@@ -42,11 +42,15 @@ class SQLiteBackend(Backend):
         return f"sqlite://{self.db.path}"
 
     def get_raw(self, key: str) -> Stored | None:
-        row = self._conn().execute(
-            "SELECT payload, content_type, content_encoding FROM caraway_results"
-            " WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
-            (key, time.time()),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT payload, content_type, content_encoding FROM caraway_results"
+                " WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
+                (key, time.time()),
+            )
+            .fetchone()
+        )
         return None if row is None else Stored(bytes(row[0]), row[1], row[2])
 
     def set_raw(self, key: str, value: Stored, state: str | None, ttl: float | None) -> None:

@@ -94,6 +94,14 @@ class Broker(ABC):
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The messages set aside, oldest first."""
 
+    @abstractmethod
+    def revoke(self, task_ids: Sequence[str], terminate: bool = False) -> None:
+        """Record that these tasks must not run, for every consumer now and later."""
+
+    @abstractmethod
+    def revocations(self, cursor: int) -> tuple[list[tuple[str, bool]], int]:
+        """Revocations recorded after ``cursor``: ``([(task_id, terminate)], new_cursor)``."""
+
     def renew(self, tags: Sequence[Any]) -> None:  # noqa: B027 - optional for lease-less brokers
         """Extend the lease of messages still held (brokers with ``leases``)."""
 

@@ -22,6 +22,7 @@ class _Store:
         self.delayed: list[tuple[float, int, Outgoing]] = []
         self.held: dict[int, Outgoing] = {}
         self.dead: list[DeadLetter] = []
+        self.revoked: list[tuple[str, bool]] = []
         self.changed = threading.Condition()
         self.counter = itertools.count()
 
@@ -130,3 +131,12 @@ class MemoryBroker(Broker):
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         with self._store.changed:
             return list(self._store.dead[:limit])
+
+    def revoke(self, task_ids: Sequence[str], terminate: bool = False) -> None:
+        with self._store.changed:
+            self._store.revoked.extend((task_id, terminate) for task_id in task_ids)
+
+    def revocations(self, cursor: int) -> tuple[list[tuple[str, bool]], int]:
+        with self._store.changed:
+            revoked = self._store.revoked
+            return list(revoked[cursor:]), len(revoked)

@@ -48,6 +48,12 @@ CREATE TABLE IF NOT EXISTS caraway_dead_letters (
     body BLOB NOT NULL,
     content_type TEXT NOT NULL,
     content_encoding TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS caraway_revoked (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL,
+    terminate INTEGER NOT NULL DEFAULT 0,
+    revoked_at REAL NOT NULL
 )
 """
 DEAD_LETTER_TABLE = "caraway_dead_letters"
@@ -195,7 +201,7 @@ class SQLiteBroker(Broker):
             f" WHERE lease_owner IN ({','.join('?' * len(dead))})",
             dead,
         )
-        return cursor.rowcount
+        return int(cursor.rowcount)
 
     def _is_dead(self, owner: str) -> bool:
         host, _, rest = owner.partition(":")
@@ -228,22 +234,30 @@ class SQLiteBroker(Broker):
             " AND (lease_until IS NULL OR lease_until < ?)",
             (queue, time.time()),
         )
-        return cursor.rowcount
+        return int(cursor.rowcount)
 
     def size(self, queue: str) -> int:
-        row = self._conn().execute(
-            "SELECT count(*) FROM caraway_messages WHERE queue = ?"
-            " AND (lease_until IS NULL OR lease_until < ?)",
-            (queue, time.time()),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT count(*) FROM caraway_messages WHERE queue = ?"
+                " AND (lease_until IS NULL OR lease_until < ?)",
+                (queue, time.time()),
+            )
+            .fetchone()
+        )
         return int(row[0])
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        rows = self._conn().execute(
-            "SELECT queue, reason, failed_at, headers, properties, body, content_type,"
-            " content_encoding FROM caraway_dead_letters ORDER BY id LIMIT ?",
-            (limit,),
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT queue, reason, failed_at, headers, properties, body, content_type,"
+                " content_encoding FROM caraway_dead_letters ORDER BY id LIMIT ?",
+                (limit,),
+            )
+            .fetchall()
+        )
         return [
             DeadLetter(
                 Message(
@@ -262,3 +276,24 @@ class SQLiteBroker(Broker):
 
     def close(self) -> None:
         self.db.close_thread()
+
+    def revoke(self, task_ids: Sequence[str], terminate: bool = False) -> None:
+        now = time.time()
+        with self.db.write() as conn:
+            conn.executemany(
+                "INSERT INTO caraway_revoked (task_id, terminate, revoked_at) VALUES (?, ?, ?)",
+                [(task_id, int(terminate), now) for task_id in task_ids],
+            )
+
+    def revocations(self, cursor: int) -> tuple[list[tuple[str, bool]], int]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT id, task_id, terminate FROM caraway_revoked WHERE id > ? ORDER BY id",
+                (cursor,),
+            )
+            .fetchall()
+        )
+        if not rows:
+            return [], cursor
+        return [(row[1], bool(row[2])) for row in rows], int(rows[-1][0])

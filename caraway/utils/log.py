@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
 
 from caraway.current import get_current_task
 
@@ -86,7 +85,6 @@ def setup_logging(
     task_logger.addHandler(task_handler)
     task_logger.setLevel(level)
     task_logger.propagate = False
-
 
 
 __all__ = ["get_logger", "get_task_logger", "setup_logging", "task_logger", "worker_logger"]

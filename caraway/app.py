@@ -1,0 +1,404 @@
+"""``Caraway`` (also exported as ``Celery``): the app that ties tasks, config and engines.
+
+Creating an app or declaring tasks never connects to anything: the broker and the result
+backend are created on first use (first publish, first result read, or worker start).
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+
+from caraway import signals
+from caraway import task as task_module
+from caraway.config import Configuration, load_from_envvar
+from caraway.current import _all_apps, set_current_app, set_default_app
+from caraway.registry import TaskRegistry
+from caraway.task import task_from_function
+
+if TYPE_CHECKING:
+    from caraway.backends.base import Backend
+    from caraway.brokers.base import Broker
+    from caraway.control import Control
+    from caraway.result import AsyncResult
+    from caraway.worker.worker import Worker
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: ``shared_task`` declarations, replayed on every app (including apps created later).
+_shared_tasks: list[Callable[[Caraway], task_module.Task[Any, Any]]] = []
+
+
+class Caraway:
+    """A task queue application: ``app = Caraway('proj', broker=..., backend=...)``."""
+
+    def __init__(
+        self,
+        main: str | None = None,
+        broker: str | None = None,
+        backend: str | None = None,
+        include: Iterable[str] | None = None,
+        set_as_current: bool = True,
+        config_source: Any = None,
+        namespace: str | None = None,
+        task_cls: type[task_module.Task[Any, Any]] | str | None = None,
+        strict_typing: bool = True,
+        autofinalize: bool = True,
+        **preconf: Any,
+    ) -> None:
+        self.main = main
+        self.strict_typing = strict_typing
+        self.autofinalize = autofinalize
+        settings: dict[str, Any] = dict(preconf)
+        if broker is not None:
+            settings["broker_url"] = broker
+        if backend is not None:
+            settings["result_backend"] = backend
+        if include is not None:
+            settings["include"] = tuple(include)
+        self.conf = Configuration(settings)
+        if config_source is not None:
+            self.conf.set_source(config_source, namespace)
+        self._task_cls = task_cls
+        self._base_task: type[task_module.Task[Any, Any]] | None = None
+        self._tasks = TaskRegistry()
+        self._finalized = False
+        self._pending: list[Callable[[], task_module.Task[Any, Any]]] = []
+        self._lock = threading.RLock()
+        self._broker: Broker | None = None
+        self._backend: Backend | None = None
+        self._local = threading.local()
+        self._routers: list[Any] | None = None
+        self._autodiscover: list[tuple[Callable[[], Iterable[str]], str]] = []
+        self.on_after_configure = signals.Signal("app.on_after_configure")
+        self.on_after_finalize = signals.Signal("app.on_after_finalize")
+        _all_apps.append(self)
+        if set_as_current:
+            set_current_app(self)
+
+    def _make_default(self) -> Caraway:
+        set_default_app(self)
+        return self
+
+    # --- configuration ------------------------------------------------------------------
+
+    def config_from_object(
+        self, obj: Any, silent: bool = False, force: bool = False, namespace: str | None = None
+    ) -> None:
+        """Read settings from a dict, an object, a module or ``'module'``/``'module:attr'``."""
+        self.conf.set_source(obj, namespace, silent=silent)
+        self._routers = None
+
+    def config_from_envvar(
+        self, variable_name: str, silent: bool = False, force: bool = False
+    ) -> bool:
+        """Read settings from the module named by an environment variable."""
+        self._routers = None
+        return load_from_envvar(self.conf, variable_name, silent)
+
+    def add_defaults(self, fun_or_mapping: Any) -> None:
+        mapping = fun_or_mapping() if callable(fun_or_mapping) else fun_or_mapping
+        for key, value in dict(mapping).items():
+            self.conf.setdefault(key, value)
+
+    @property
+    def routers(self) -> list[Any]:
+        from caraway.routing import prepare_routers
+
+        if self._routers is None:
+            self._routers = prepare_routers(self.conf.task_routes)
+        return self._routers
+
+    # --- tasks --------------------------------------------------------------------------
+
+    @property
+    def Task(self) -> type[task_module.Task[Any, Any]]:
+        """The app's base task class: subclass it for custom behaviour shared by tasks."""
+        if self._base_task is None:
+            from caraway.utils.imports import symbol_by_name
+
+            base = symbol_by_name(self._task_cls) if self._task_cls else task_module.Task
+            self._base_task = type("Task", (base,), {"app": self, "__module__": base.__module__})
+        return self._base_task
+
+    @Task.setter
+    def Task(self, value: type[task_module.Task[Any, Any]]) -> None:
+        self._base_task = value
+
+    @overload
+    def task(self, fun: Callable[P, R]) -> task_module.Task[P, R]: ...
+
+    @overload
+    def task(
+        self, *, bind: Literal[True], **options: Any
+    ) -> Callable[[Callable[Concatenate[Any, P], R]], task_module.Task[P, R]]: ...
+
+    @overload
+    def task(
+        self, *, bind: Literal[False] = False, **options: Any
+    ) -> Callable[[Callable[P, R]], task_module.Task[P, R]]: ...
+
+    def task(self, fun: Any = None, **options: Any) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
+        if options.pop("shared", False):
+            options.pop("lazy", None)
+            return shared_task(fun, **options) if fun else lambda f: shared_task(f, **options)
+
+        def decorate(function: Callable[..., Any]) -> task_module.Task[Any, Any]:
+            return self._register(function, dict(options))
+
+        if fun is not None and callable(fun):
+            return decorate(fun)
+        if fun is not None:
+            raise TypeError("use @app.task or @app.task(**options), not @app.task(<value>)")
+        return decorate
+
+    def _register(
+        self, fun: Callable[..., Any], options: dict[str, Any]
+    ) -> task_module.Task[Any, Any]:
+        base = options.pop("base", None) or self.Task
+        if not (isinstance(base, type) and issubclass(base, task_module.Task)):
+            raise TypeError(f"base= must be a Task subclass, got {base!r}")
+        if base is not self.Task and getattr(base, "app", None) is not self:
+            base = type(base.__name__, (base,), {"app": self, "__module__": base.__module__})
+        task = task_from_function(self, fun, base, options)
+        existing = self._tasks.get(task.name or "")
+        if existing is not None and getattr(existing, "__wrapped__", None) is fun:
+            return existing
+        self._tasks.register(task)
+        return task
+
+    def gen_task_name(self, name: str, module: str) -> str:
+        """``module.function``; tasks in ``__main__`` take the app's ``main`` name instead."""
+        if module == "__main__" and self.main:
+            module = self.main
+        return f"{module}.{name}"
+
+    @property
+    def tasks(self) -> TaskRegistry:
+        """Every registered task; reading it finalizes the app (shared tasks join it)."""
+        self.finalize()
+        return self._tasks
+
+    def finalize(self, auto: bool = False) -> None:
+        with self._lock:
+            if self._finalized:
+                return
+            self._finalized = True
+            from caraway.builtins import register_builtins
+
+            register_builtins(self)
+            for make in list(_shared_tasks):
+                make(self)
+            self.on_after_finalize.send(sender=self)
+
+    @property
+    def finalized(self) -> bool:
+        return self._finalized
+
+    def autodiscover_tasks(
+        self,
+        packages: Iterable[str] | Callable[[], Iterable[str]] | None = None,
+        related_name: str = "tasks",
+        force: bool = False,
+    ) -> None:
+        """Import ``<package>.<related_name>`` for each package, when the worker starts.
+
+        Lazy unless ``force``: the list may be a callable evaluated only then (Django's
+        ``lambda: settings.INSTALLED_APPS``). Packages without the module are skipped.
+        """
+        if packages is None:
+            packages = lambda: self.conf.get("installed_apps") or ()  # noqa: E731
+        source = packages if callable(packages) else (lambda p=tuple(packages): p)
+        self._autodiscover.append((source, related_name))
+        if force:
+            self.import_task_modules()
+
+    def import_task_modules(self) -> list[str]:
+        """Import ``imports``, ``include`` and autodiscovered modules; returns their names."""
+        names = [*(self.conf.imports or ()), *(self.conf.include or ())]
+        signals.import_modules.send(sender=self)
+        for module in names:
+            importlib.import_module(module)
+        for source, related_name in self._autodiscover:
+            for package in source():
+                candidate = f"{package}.{related_name}" if related_name else package
+                try:
+                    importlib.import_module(candidate)
+                except ModuleNotFoundError as exc:
+                    if exc.name not in {candidate, package}:
+                        raise
+                    continue
+                names.append(candidate)
+        return names
+
+    # --- engines ------------------------------------------------------------------------
+
+    @property
+    def broker(self) -> Broker:
+        """The broker engine, created on first use from ``broker_url`` (default: SQLite)."""
+        if self._broker is None:
+            with self._lock:
+                if self._broker is None:
+                    from caraway.urls import create_broker
+
+                    url = self.conf.broker_url or "sqlite://"
+                    self._broker = create_broker(url, self.conf.broker_transport_options)
+        return self._broker
+
+    @property
+    def backend(self) -> Backend:
+        """The result backend, created on first use from ``result_backend``.
+
+        With no backend configured, results go to the embedded SQLite file when the broker
+        is SQLite (the default); otherwise results are disabled, as in Celery.
+        """
+        if self._backend is None:
+            with self._lock:
+                if self._backend is None:
+                    from caraway.urls import create_backend
+
+                    self._backend = create_backend(
+                        self, self._backend_url(), self.conf.result_backend_transport_options
+                    )
+        return self._backend
+
+    def _backend_url(self) -> str:
+        url = self.conf.result_backend
+        if url:
+            return str(url)
+        broker_url = self.conf.broker_url
+        if not broker_url or str(broker_url).startswith("sqlite:"):
+            return str(broker_url or "sqlite://")
+        return "disabled://"
+
+    @property
+    def control(self) -> Control:
+        from caraway.control import Control
+
+        return Control(self)
+
+    @property
+    def oid(self) -> str:
+        """This app's id in ``reply_to``: one per app instance, as in Celery."""
+        value: str | None = self.__dict__.get("_oid")
+        if value is None:
+            value = self.__dict__["_oid"] = str(uuid.uuid4())
+        return value
+
+    @property
+    def thread_oid(self) -> str:
+        return self.oid
+
+    def close(self) -> None:
+        """Release connections held by the engines."""
+        for engine in (self._broker, self._backend):
+            if engine is not None:
+                engine.close()
+        self._broker = self._backend = None
+
+    # --- calling and results ---------------------------------------------------------------
+
+    def send_task(
+        self,
+        name: str,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        countdown: float | None = None,
+        eta: Any = None,
+        task_id: str | None = None,
+        **options: Any,
+    ) -> AsyncResult[Any]:
+        """Send a task by name, without needing its code here."""
+        from caraway.calling import send_task_message
+
+        if self.conf.task_always_eager:
+            import warnings
+
+            from caraway.exceptions import CarawayWarning
+
+            warnings.warn(
+                "send_task() ignores task_always_eager: the task is sent to the broker",
+                CarawayWarning,
+                stacklevel=2,
+            )
+        options.setdefault("ignore_result", None)
+        return send_task_message(
+            self, name, args, kwargs, task_id=task_id, countdown=countdown, eta=eta, **options
+        )
+
+    def AsyncResult(self, id: str, **kwargs: Any) -> AsyncResult[Any]:
+        from caraway.result import AsyncResult
+
+        return AsyncResult(id, app=self, **kwargs)
+
+    def signature(self, *args: Any, **kwargs: Any) -> Any:
+        from caraway.canvas import signature
+
+        kwargs.setdefault("app", self)
+        return signature(*args, **kwargs)
+
+    def Worker(self, **kwargs: Any) -> Worker:
+        from caraway.worker.worker import Worker
+
+        return Worker(self, **kwargs)
+
+    def worker_main(self, argv: list[str] | None = None) -> None:
+        from caraway.cli.main import main
+
+        main(["-A", "__app__", *(argv or ["worker"])], app=self)
+
+    def set_current(self) -> None:
+        set_current_app(self)
+
+    def set_default(self) -> None:
+        set_default_app(self)
+
+    def now(self) -> Any:
+        from caraway.utils.time import utcnow
+
+        return utcnow()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.main or '__main__'} at {id(self):#x}>"
+
+
+Celery = Caraway
+
+
+def shared_task(fun: Any = None, **options: Any) -> Any:
+    """Declare a task for every app (current and future), as Celery's ``shared_task``.
+
+    Returns a proxy that resolves to the task of the current app at each use.
+    """
+
+    def decorate(function: Callable[..., Any]) -> Any:
+        name = options.get("name")
+
+        def make(app: Caraway) -> task_module.Task[Any, Any]:
+            return app._register(function, dict(options))
+
+        _shared_tasks.append(make)
+        for app in list(_all_apps):
+            if app.finalized:
+                make(app)
+        from caraway.current import get_current_app
+
+        def resolve() -> task_module.Task[Any, Any]:
+            app = get_current_app()
+            task_name = name or app.gen_task_name(function.__name__, function.__module__)
+            if task_name not in app.tasks:
+                make(app)
+            return app.tasks[task_name]
+
+        from caraway.current import _Proxy
+
+        return _Proxy(resolve)
+
+    if fun is not None and callable(fun):
+        return decorate(fun)
+    return decorate

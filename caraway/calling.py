@@ -1,0 +1,154 @@
+"""Sending a task: options, routing, the protocol-2 message, and the publish with retries."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from caraway import signals
+from caraway.brokers.base import Outgoing
+from caraway.current import get_current_worker_task
+from caraway.exceptions import OperationalError
+from caraway.protocol import Message, build_task_message
+from caraway.routing import lookup, resolve_queue
+from caraway.utils.time import absolute_time
+
+if TYPE_CHECKING:
+    from caraway.app import Caraway
+    from caraway.result import AsyncResult
+    from caraway.task import Task
+
+#: Task attributes that act as default call options (Celery's ``_get_exec_options``).
+TASK_EXEC_OPTIONS = ("queue", "routing_key", "exchange", "priority", "serializer", "compression")
+DEFAULT_RETRY_POLICY = {
+    "max_retries": 3,
+    "interval_start": 0.0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
+
+
+def _signature_dicts(value: Any) -> list[dict[str, Any]] | None:
+    if value is None:
+        return None
+    items = value if isinstance(value, list | tuple) else [value]
+    return [dict(item) for item in items] or None
+
+
+def send_task_message(
+    app: Caraway,
+    name: str,
+    args: Iterable[Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    *,
+    task: Task[Any, Any] | None = None,
+    task_id: str | None = None,
+    link: Any = None,
+    link_error: Any = None,
+    shadow: str | None = None,
+    **options: Any,
+) -> AsyncResult[Any]:
+    """Build and publish the message for one task call; returns its ``AsyncResult``."""
+    conf = app.conf
+    args = args if isinstance(args, list | tuple) else list(args or ())
+    kwargs = dict(kwargs or {})
+    task_id = task_id or str(uuid.uuid4())
+    if task is not None:
+        defaults = {key: getattr(task, key) for key in TASK_EXEC_OPTIONS}
+        options = {**{k: v for k, v in defaults.items() if v is not None}, **options}
+    options = {k: v for k, v in options.items() if v is not None}
+    route = lookup(app.routers, name, args, kwargs, options, task)
+    merged = {**route, **options}
+    queue = resolve_queue(
+        merged, conf.task_default_queue, conf.task_queues, conf.task_create_missing_queues
+    )
+    now = time.time()
+    eta = absolute_time(options.get("eta"), now)
+    if eta is None and options.get("countdown") is not None:
+        eta = absolute_time(float(options["countdown"]), now)
+    expires = options.get("expires")
+    if expires is None and task is not None and task.expires is not None:
+        expires = task.expires
+    expires_at = absolute_time(expires, now)
+    parent = get_current_worker_task()
+    parent_request = parent.request if parent is not None else None
+    priority = merged.get("priority", conf.task_default_priority)
+    ignore_result = options.get("ignore_result")
+    if ignore_result is None and task is not None:
+        ignore_result = task.ignore_result
+    if ignore_result is None:
+        ignore_result = conf.task_ignore_result if task is not None else None
+    serializer = options.get("serializer") or conf.task_serializer
+    message = build_task_message(
+        name,
+        task_id,
+        args,
+        kwargs,
+        eta=eta,
+        expires=expires_at,
+        group=options.get("group_id"),
+        group_index=options.get("group_index"),
+        retries=int(options.get("retries") or 0),
+        time_limit=options.get("time_limit"),
+        soft_time_limit=options.get("soft_time_limit"),
+        root_id=options.get("root_id") or (parent_request.root_id if parent_request else None),
+        parent_id=options.get("parent_id") or (parent_request.id if parent_request else None),
+        shadow=shadow,
+        ignore_result=ignore_result,
+        callbacks=_signature_dicts(link),
+        errbacks=_signature_dicts(link_error),
+        chain=options.get("chain"),
+        chord=options.get("chord"),
+        reply_to=options.get("reply_to") or app.thread_oid,
+        priority=priority,
+        serializer=serializer,
+        compression=options.get("compression") or conf.task_compression,
+        headers=options.get("headers"),
+        stamped_headers=options.get("stamped_headers"),
+        stamps=options.get("stamps"),
+    )
+    message.properties["delivery_info"] = {"exchange": "", "routing_key": queue}
+    embed = {"callbacks": link, "errbacks": link_error, "chain": options.get("chain"),
+             "chord": options.get("chord")}  # fmt: skip
+    deliver_at = eta.timestamp() if eta else None
+    publish(app, name, message, (args, kwargs, embed), queue, priority or 0, deliver_at, options)
+    if parent_request is not None:
+        parent_request.children.append([[task_id, None], None])
+    return app.AsyncResult(task_id, task_name=name)
+
+
+def publish(
+    app: Caraway,
+    name: str,
+    message: Message,
+    body: tuple[Any, Any, Any],
+    queue: str,
+    priority: int,
+    deliver_at: float | None,
+    options: dict[str, Any],
+) -> None:
+    """Publish with the signals around it, retrying connection errors per ``retry_policy``."""
+    signals.before_task_publish.send(
+        sender=name, body=body, exchange="", routing_key=queue, headers=message.headers,
+        properties=message.properties, declare=[], retry_policy=options.get("retry_policy"),
+    )  # fmt: skip
+    outgoing = Outgoing(message, queue, priority, deliver_at)
+    retry = options.get("retry", app.conf.task_publish_retry)
+    policy = {**DEFAULT_RETRY_POLICY, **(app.conf.task_publish_retry_policy or {})}
+    policy.update(options.get("retry_policy") or {})
+    attempts = int(policy["max_retries"] or 0) if retry else 0
+    pause = float(policy["interval_start"])
+    for attempt in range(attempts + 1):
+        try:
+            app.broker.publish([outgoing])
+            break
+        except OperationalError:
+            if attempt >= attempts:
+                raise
+            time.sleep(pause)
+            pause = min(pause + float(policy["interval_step"]), float(policy["interval_max"]))
+    signals.after_task_publish.send(
+        sender=name, body=body, exchange="", routing_key=queue, headers=message.headers
+    )

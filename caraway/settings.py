@@ -1,0 +1,445 @@
+# ruff: noqa: E501  (the table reads best as one row per line)
+"""Every setting caraway knows: one table of name, types, default, old name and a one-line doc.
+
+Names, defaults and old uppercase names follow Celery 5.x's "Configuration and defaults"
+reference, so a Celery configuration module works unchanged. Loading (``caraway.config``),
+validation errors, ``caraway report`` and the docs are all derived from :data:`SETTINGS`.
+
+Deliberate differences from Celery:
+
+* ``broker_url`` defaults to None, meaning the embedded SQLite file (Celery: ``amqp://``).
+* ``worker_pool`` defaults to ``"threads"`` until the prefork pool exists.
+* Class paths that name Celery's own classes (``beat_scheduler``, ``worker_consumer``,
+  ``worker_autoscaler``) name caraway's instead, as user imports do.
+* ``result_chord_ordered`` is not a setting: Celery reads it from
+  ``result_backend_transport_options`` and so will we.
+
+Old names: Celery derives each setting's 3.x name from its group (``task_*`` ↔ ``CELERY_*``,
+``worker_*`` ↔ ``CELERYD_*``, ``beat_*`` ↔ ``CELERYBEAT_*`` …, groups without a 3.x prefix
+just upper-case the name). :func:`_old_name` applies that rule; a row lists extra spellings
+where Celery 3 or Celery's docs used a different one (``task_acks_late`` ↔ ``CELERY_ACKS_LATE``
+comes from the rule, ``result_expires`` ↔ ``CELERY_TASK_RESULT_EXPIRES`` is listed).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta, tzinfo
+from types import MappingProxyType
+from typing import Any, cast
+
+from caraway.exceptions import ImproperlyConfigured
+from caraway.utils.text import mask_url
+
+__all__ = ["OLD_NAMES", "SETTINGS", "Setting", "coerce", "suggest"]
+
+NoneType = type(None)
+_CALLABLE = cast(type, Callable)
+
+BOOL: tuple[type, ...] = (bool,)
+OPT_BOOL = (bool, NoneType)
+INT: tuple[type, ...] = (int,)
+OPT_INT = (int, NoneType)
+NUM = (int, float)
+OPT_NUM = (int, float, NoneType)
+STR: tuple[type, ...] = (str,)
+OPT_STR = (str, NoneType)
+DICT: tuple[type, ...] = (Mapping,)
+OPT_DICT = (Mapping, NoneType)
+SEQ = (list, tuple, set, frozenset)
+OPT_SEQ = (*SEQ, NoneType)
+URLS = (str, list, tuple, NoneType)  # one URL, or several for failover
+ID = (int, str, NoneType)  # uid/gid/umask: a number or a name
+ANY: tuple[type, ...] = ()  # anything goes: routers, annotations, queue objects
+
+_TYPE_NAMES = {NoneType: "None", Mapping: "dict", _CALLABLE: "callable"}
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+_NULL = frozenset({"", "none", "null"})
+
+LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+TASK_LOG_FORMAT = (
+    "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: %(message)s"
+)
+
+# Celery 3 prefix of each group; groups not listed had none, so their old name is NAME.upper().
+_OLD_PREFIXES = (
+    ("task_", "CELERY_"),
+    ("worker_", "CELERYD_"),
+    ("beat_", "CELERYBEAT_"),
+    ("result_", "CELERY_RESULT_"),
+    ("event_", "CELERY_EVENT_"),
+    ("redis_", "CELERY_REDIS_"),
+    ("security_", "CELERY_SECURITY_"),
+    ("cache_", "CELERY_CACHE_"),
+    ("couchbase_", "CELERY_COUCHBASE_"),
+    ("arangodb_", "CELERY_ARANGODB_"),
+    ("mongodb_", "CELERY_MONGODB_"),
+    ("elasticsearch_", "CELERY_ELASTICSEARCH_"),
+)
+_TOP_LEVEL = frozenset({"accept_content", "enable_utc", "imports", "include", "timezone"})
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the table. ``types`` empty means any value; ``old[0]`` is the usual old name.
+
+    ``fallback`` names the setting whose value is used while this one is None (Celery's
+    ``task_default_exchange`` follows ``task_default_queue``, for example).
+    """
+
+    name: str
+    types: tuple[type, ...]
+    default: Any
+    doc: str
+    old: tuple[str, ...] = ()
+    fallback: str | None = None
+
+    @property
+    def type_names(self) -> str:
+        """``'int or None'`` — what the setting accepts, for errors and docs."""
+        if not self.types:
+            return "any value"
+        names = [_TYPE_NAMES.get(t, t.__name__) for t in self.types]
+        return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+
+
+def _old_name(name: str) -> str:
+    if name in _TOP_LEVEL:
+        return "CELERY_" + name.upper()
+    for new, old in _OLD_PREFIXES:
+        if name.startswith(new):
+            return old + name[len(new) :].upper()
+    return name.upper()
+
+
+def _s(
+    name: str, types: tuple[type, ...], default: Any, doc: str, *old: str, fallback: str = ""
+) -> Setting:
+    rule = _old_name(name)
+    names = (*old, rule) if rule not in old else old
+    return Setting(name, types, default, doc, names, fallback or None)
+
+
+_RETRY_POLICY = {"max_retries": 3, "interval_start": 0, "interval_max": 1, "interval_step": 0.2}
+
+# fmt: off
+_TABLE = (
+    # General, time and date
+    _s("accept_content", SEQ, ("json",), "Serializers (or MIME types) a worker accepts."),
+    _s("result_accept_content", OPT_SEQ, None, "Serializers accepted for results; None: as accept_content."),
+    _s("enable_utc", BOOL, True, "Convert dates and times in messages to UTC."),
+    _s("timezone", (str, tzinfo, NoneType), None, "Time zone for schedules; None: UTC, or local time when enable_utc is off."),
+    # Tasks
+    _s("task_annotations", ANY, None, "Override task attributes by task name, '*' or annotation objects."),
+    _s("task_compression", OPT_STR, None, "Compression for task messages (gzip, bzip2, zstd…); None: none.", "CELERY_MESSAGE_COMPRESSION"),
+    _s("task_protocol", INT, 2, "Task message protocol version sent (1 or 2).", "CELERY_TASK_PROTOCOL"),
+    _s("task_serializer", STR, "json", "Default serializer for task messages.", "CELERY_TASK_SERIALIZER"),
+    _s("task_args_repr_function", (str, _CALLABLE, NoneType), None, "Function (or its dotted path) that shortens args/kwargs for logs; None: built-in."),
+    _s("task_publish_retry", BOOL, True, "Retry publishing a task when the connection fails.", "CELERY_TASK_PUBLISH_RETRY"),
+    _s("task_publish_retry_policy", DICT, _RETRY_POLICY, "max_retries/interval_start/interval_step/interval_max for publish retries.", "CELERY_TASK_PUBLISH_RETRY_POLICY"),
+    # Task execution
+    _s("task_always_eager", BOOL, False, "Run tasks in the caller, blocking, instead of sending them."),
+    _s("task_eager_propagates", BOOL, False, "Eagerly run tasks re-raise their exceptions.", "CELERY_EAGER_PROPAGATES_EXCEPTIONS", "CELERY_EAGER_PROPAGATES"),
+    _s("task_store_eager_result", BOOL, False, "Store results of eagerly run tasks in the result backend."),
+    _s("task_remote_tracebacks", BOOL, False, "Re-raised task errors carry the worker's traceback."),
+    _s("task_ignore_result", BOOL, False, "Do not store task return values."),
+    _s("task_store_errors_even_if_ignored", BOOL, False, "Store failures even for tasks that ignore results."),
+    _s("task_track_started", BOOL, False, "Report the STARTED state when a worker begins a task."),
+    _s("task_time_limit", OPT_NUM, None, "Hard time limit in seconds; the task is stopped past it.", "CELERYD_TASK_TIME_LIMIT"),
+    _s("task_soft_time_limit", OPT_NUM, None, "Soft time limit in seconds; raises SoftTimeLimitExceeded in the task.", "CELERYD_TASK_SOFT_TIME_LIMIT", "CELERYD_SOFT_TIME_LIMIT"),
+    _s("task_allow_error_cb_on_chord_header", BOOL, False, "Link a chord's error callback to every header task too."),
+    _s("task_acks_late", BOOL, False, "Ack a task message after the task ran, not just before."),
+    _s("task_acks_on_failure_or_timeout", BOOL, True, "With late acks, ack messages of tasks that failed or timed out."),
+    _s("task_acks_on_failure", OPT_BOOL, None, "With late acks, ack failed tasks; None: as task_acks_on_failure_or_timeout."),
+    _s("task_acks_on_timeout", OPT_BOOL, None, "With late acks, ack timed-out tasks; None: as task_acks_on_failure_or_timeout."),
+    _s("task_reject_on_worker_lost", OPT_BOOL, None, "Requeue, not ack, a late-ack task whose worker died (beware loops)."),
+    _s("task_default_rate_limit", (str, int, float, NoneType), None, "Rate limit for tasks without their own ('10/s', '100/m'); None: none."),
+    # Results
+    _s("result_backend", OPT_STR, None, "URL of the result store; None: no backend configured."),
+    _s("result_backend_always_retry", BOOL, False, "Retry recoverable backend errors with exponential backoff."),
+    _s("result_backend_max_sleep_between_retries_ms", INT, 10000, "Longest sleep between backend retries, in ms."),
+    _s("result_backend_base_sleep_between_retries_ms", INT, 10, "First sleep between backend retries, in ms."),
+    _s("result_backend_max_retries", NUM, float("inf"), "Most retries of a recoverable backend error."),
+    _s("result_backend_thread_safe", BOOL, False, "Share one backend object across threads."),
+    _s("result_backend_transport_options", DICT, {}, "Extra options for the result backend's transport."),
+    _s("result_serializer", STR, "json", "Serializer for stored results."),
+    _s("result_compression", OPT_STR, None, "Compression for stored results; None: none."),
+    _s("result_extended", BOOL, False, "Also store name, args, kwargs, worker, retries and queue with results."),
+    _s("result_expires", (int, float, timedelta, NoneType), timedelta(days=1), "Delete stored results after this (seconds or timedelta); None or 0: never.", "CELERY_TASK_RESULT_EXPIRES"),
+    _s("result_cache_max", OPT_INT, -1, "Results cached by the client; -1 disables the cache, 0 or None: no limit.", "CELERY_MAX_CACHED_RESULTS"),
+    _s("result_chord_join_timeout", NUM, 3.0, "Seconds to wait when joining a chord header's results."),
+    _s("result_chord_retry_interval", NUM, 1.0, "Seconds between retries of a chord's unlock."),
+    _s("result_exchange", STR, "celeryresults", "Exchange of the AMQP result backend."),
+    _s("result_exchange_type", STR, "direct", "Exchange type of the AMQP result backend."),
+    _s("result_persistent", OPT_BOOL, None, "RPC backend: persistent result messages (survive a broker restart)."),
+    _s("override_backends", OPT_DICT, None, "Map a backend alias to a 'module:Class' that replaces it."),
+    # SQL database backend
+    _s("database_create_tables_at_setup", BOOL, True, "Create the result tables at setup instead of on first use."),
+    _s("database_engine_options", DICT, {}, "Extra SQLAlchemy engine options.", "CELERY_RESULT_ENGINE_OPTIONS"),
+    _s("database_short_lived_sessions", BOOL, False, "Open a database session per operation (helps with stale connections).", "CELERY_RESULT_DB_SHORT_LIVED_SESSIONS"),
+    _s("database_table_schemas", DICT, {}, "Schema of the 'task' and 'group' result tables."),
+    _s("database_table_names", DICT, {}, "Names of the 'task' and 'group' result tables.", "CELERY_RESULT_DB_TABLENAMES", "CELERY_RESULT_DB_TABLE_NAMES"),
+    _s("database_url", OPT_STR, None, "Database URL of the SQL backend; prefer result_backend='db+…'.", "CELERY_RESULT_DBURI"),
+    # Cache backend
+    _s("cache_backend", OPT_STR, None, "Cache backend name (kept for django-celery-results)."),
+    _s("cache_backend_options", DICT, {}, "Options for the memcached client."),
+    # Redis backend
+    _s("redis_backend_health_check_interval", OPT_INT, None, "Seconds between health checks of backend connections."),
+    _s("redis_backend_use_ssl", (Mapping, bool, NoneType), None, "SSL options for the Redis backend (same keys as broker_use_ssl)."),
+    _s("redis_max_connections", OPT_INT, None, "Size of the backend's connection pool; None: no limit."),
+    _s("redis_socket_connect_timeout", OPT_NUM, None, "Seconds to wait when connecting to Redis."),
+    _s("redis_socket_timeout", OPT_NUM, 120.0, "Seconds to wait for a Redis read or write."),
+    _s("redis_retry_on_timeout", BOOL, False, "Retry a Redis read or write that timed out."),
+    _s("redis_socket_keepalive", BOOL, False, "TCP keepalive on Redis connections."),
+    _s("redis_host", OPT_STR, None, "Redis host (old style; prefer a URL in result_backend)."),
+    _s("redis_port", OPT_INT, None, "Redis port (old style; prefer a URL in result_backend)."),
+    _s("redis_db", OPT_INT, None, "Redis database number (old style; prefer a URL)."),
+    _s("redis_username", OPT_STR, None, "Redis user name (old style; prefer a URL)."),
+    _s("redis_password", OPT_STR, None, "Redis password (old style; prefer a URL)."),
+    # Other result stores
+    _s("mongodb_backend_settings", OPT_DICT, None, "MongoDB backend: database, taskmeta_collection, max_pool_size, options."),
+    _s("cassandra_servers", OPT_SEQ, [], "Cassandra hosts (exclusive with cassandra_secure_bundle_path)."),
+    _s("cassandra_secure_bundle_path", OPT_STR, None, "Astra DB secure-connect bundle (exclusive with cassandra_servers)."),
+    _s("cassandra_port", OPT_INT, 9042, "Cassandra port."),
+    _s("cassandra_keyspace", OPT_STR, None, "Cassandra keyspace holding results."),
+    _s("cassandra_table", OPT_STR, None, "Cassandra table holding results.", "CASSANDRA_COLUMN_FAMILY"),
+    _s("cassandra_read_consistency", OPT_STR, None, "Cassandra read consistency (ONE, QUORUM, LOCAL_QUORUM…)."),
+    _s("cassandra_write_consistency", OPT_STR, None, "Cassandra write consistency (ONE, QUORUM, LOCAL_QUORUM…)."),
+    _s("cassandra_entry_ttl", OPT_NUM, None, "Seconds Cassandra keeps a result; None: forever."),
+    _s("cassandra_auth_provider", OPT_STR, None, "cassandra.auth provider class name."),
+    _s("cassandra_auth_kwargs", DICT, {}, "Arguments for the Cassandra auth provider."),
+    _s("cassandra_options", DICT, {}, "Arguments for cassandra.cluster.Cluster."),
+    _s("s3_access_key_id", OPT_STR, None, "S3 access key id."),
+    _s("s3_secret_access_key", OPT_STR, None, "S3 secret access key."),
+    _s("s3_bucket", OPT_STR, None, "S3 bucket holding results."),
+    _s("s3_base_path", OPT_STR, None, "Key prefix for results in the S3 bucket."),
+    _s("s3_endpoint_url", OPT_STR, None, "Endpoint of an S3-compatible store."),
+    _s("s3_region", OPT_STR, None, "S3 region."),
+    _s("azureblockblob_container_name", STR, "celery", "Azure container holding results."),
+    _s("azureblockblob_base_path", OPT_STR, None, "Key prefix for results in the Azure container."),
+    _s("azureblockblob_retry_initial_backoff_sec", INT, 2, "First Azure retry backoff, in seconds."),
+    _s("azureblockblob_retry_increment_base", INT, 2, "Base of the exponential Azure retry backoff."),
+    _s("azureblockblob_retry_max_attempts", INT, 3, "Most Azure retry attempts."),
+    _s("azureblockblob_connection_timeout", INT, 20, "Seconds to connect to Azure."),
+    _s("azureblockblob_read_timeout", INT, 120, "Seconds to read an Azure blob."),
+    _s("gcs_bucket", OPT_STR, None, "Google Cloud Storage bucket holding results."),
+    _s("gcs_project", OPT_STR, None, "Google Cloud project."),
+    _s("gcs_base_path", OPT_STR, None, "Key prefix for results in the GCS bucket."),
+    _s("gcs_ttl", NUM, 0, "Seconds GCS keeps result blobs (needs a lifecycle rule); 0: forever."),
+    _s("gcs_threadpool_maxsize", INT, 10, "Threads (and connections) for GCS operations."),
+    _s("firestore_project", OPT_STR, None, "Firestore project for chord counting; None: gcs_project.", fallback="gcs_project"),
+    _s("elasticsearch_retry_on_timeout", BOOL, False, "Retry on another Elasticsearch node after a timeout."),
+    _s("elasticsearch_max_retries", INT, 3, "Most Elasticsearch retries before the error propagates."),
+    _s("elasticsearch_timeout", NUM, 10.0, "Elasticsearch request timeout, in seconds."),
+    _s("elasticsearch_save_meta_as_text", BOOL, True, "Store result metadata as text rather than JSON."),
+    _s("dynamodb_endpoint_url", OPT_STR, None, "Endpoint of a DynamoDB-compatible service."),
+    _s("couchbase_backend_settings", DICT, {}, "Couchbase backend: host, port, bucket, username, password."),
+    _s("arangodb_backend_settings", DICT, {}, "ArangoDB backend: host, port, database, collection, credentials…"),
+    _s("cosmosdbsql_database_name", STR, "celerydb", "CosmosDB database holding results."),
+    _s("cosmosdbsql_collection_name", STR, "celerycol", "CosmosDB collection holding results."),
+    _s("cosmosdbsql_consistency_level", STR, "Session", "CosmosDB consistency level."),
+    _s("cosmosdbsql_max_retry_attempts", INT, 9, "Most CosmosDB retries of a request."),
+    _s("cosmosdbsql_max_retry_wait_time", INT, 30, "Seconds CosmosDB retries may take in all."),
+    # Routing
+    _s("task_queues", (list, tuple, Mapping, NoneType), None, "Queues workers consume from; None: just task_default_queue.", "CELERY_QUEUES"),
+    _s("task_routes", (Mapping, list, tuple, str, _CALLABLE, NoneType), None, "Routers: a dict of name/glob → queue, a function, a dotted path, or a list of those.", "CELERY_ROUTES"),
+    _s("task_queue_max_priority", OPT_INT, None, "x-max-priority of queues (RabbitMQ)."),
+    _s("task_default_priority", OPT_INT, None, "Priority of tasks that set none."),
+    _s("task_inherit_parent_priority", BOOL, False, "Child tasks inherit their parent's priority."),
+    _s("worker_direct", BOOL, False, "Give every worker its own queue '<node>.dq'.", "CELERY_WORKER_DIRECT"),
+    _s("task_create_missing_queues", BOOL, True, "Create queues named in routes but missing from task_queues."),
+    _s("task_create_missing_queue_type", STR, "classic", "Type of automatically created queues: classic or quorum."),
+    _s("task_create_missing_queue_exchange_type", OPT_STR, None, "Exchange type for automatically created queues; None: unchanged."),
+    _s("task_default_queue", STR, "celery", "Queue of tasks that are not routed elsewhere."),
+    _s("task_default_queue_type", STR, "classic", "Type of the default queue: classic or quorum."),
+    _s("task_default_exchange", OPT_STR, None, "Default exchange; None: named like task_default_queue.", fallback="task_default_queue"),
+    _s("task_default_exchange_type", STR, "direct", "Type of the default exchange."),
+    _s("task_default_routing_key", OPT_STR, None, "Default routing key; None: task_default_queue.", fallback="task_default_queue"),
+    _s("task_default_delivery_mode", (str, int), "persistent", "'persistent' (2) or 'transient' (1) messages."),
+    # Broker
+    _s("broker_url", URLS, None, "Broker URL (a list: failover); None: the embedded SQLite file."),
+    _s("broker_read_url", URLS, None, "Broker URL for consuming; None: broker_url.", fallback="broker_url"),
+    _s("broker_write_url", URLS, None, "Broker URL for publishing; None: broker_url.", fallback="broker_url"),
+    _s("broker_transport", OPT_STR, None, "Broker transport name when broker_url gives none."),
+    _s("broker_transport_options", DICT, {}, "Extra options for the broker transport (visibility_timeout…)."),
+    _s("broker_failover_strategy", (str, _CALLABLE, NoneType), "round-robin", "How to pick the next broker URL on failover."),
+    _s("broker_heartbeat", OPT_NUM, 120.0, "AMQP heartbeat in seconds (worker side); None or 0: off."),
+    _s("broker_heartbeat_checkrate", NUM, 2.0, "Heartbeat checks per heartbeat interval."),
+    _s("broker_use_ssl", (bool, Mapping), False, "Use TLS to the broker: True, or a dict of SSL options."),
+    _s("broker_pool_limit", OPT_INT, 10, "Most broker connections in the pool; None or 0: no pool."),
+    _s("broker_connection_timeout", NUM, 4.0, "Seconds a worker waits to connect to the broker."),
+    _s("broker_connection_retry", BOOL, True, "Reconnect to the broker when the connection is lost."),
+    _s("broker_connection_retry_on_startup", OPT_BOOL, True, "Retry connecting to the broker when a worker starts."),
+    _s("broker_connection_max_retries", OPT_INT, 100, "Most reconnection attempts; None: forever."),
+    _s("broker_channel_error_retry", BOOL, False, "Reconnect after an invalid response from the broker."),
+    _s("broker_login_method", OPT_STR, "AMQPLAIN", "AMQP login method."),
+    _s("broker_native_delayed_delivery_queue_type", STR, "quorum", "Queue type for RabbitMQ native delayed delivery."),
+    # Worker
+    _s("imports", SEQ, (), "Modules a worker imports at start (tasks, signal handlers)."),
+    _s("include", SEQ, (), "More modules to import at start, after imports."),
+    _s("worker_deduplicate_successful_tasks", BOOL, False, "Skip redelivered late-ack tasks already stored as SUCCESS."),
+    _s("worker_concurrency", OPT_INT, None, "Tasks run at once per worker; None: the number of CPUs."),
+    _s("worker_prefetch_multiplier", INT, 4, "Messages reserved per concurrency slot; 0: no limit."),
+    _s("worker_eta_task_limit", OPT_INT, None, "Most ETA/countdown tasks held in memory; None: no limit."),
+    _s("worker_disable_prefetch", BOOL, False, "Fetch a message only when a slot is free."),
+    _s("worker_enable_prefetch_count_reduction", BOOL, True, "Lower prefetch after a reconnect, then restore it as tasks finish."),
+    _s("worker_lost_wait", NUM, 10.0, "Seconds to wait for a lost worker's result before WorkerLostError.", "CELERYD_WORKER_LOST_WAIT"),
+    _s("worker_max_tasks_per_child", OPT_INT, None, "Replace a pool child after this many tasks; None: never."),
+    _s("worker_max_memory_per_child", OPT_INT, None, "Replace a pool child past this resident memory, in KiB."),
+    _s("worker_disable_rate_limits", BOOL, False, "Ignore every rate limit.", "CELERY_DISABLE_RATE_LIMITS"),
+    _s("worker_state_db", OPT_STR, None, "File keeping worker state (revoked ids) across restarts."),
+    _s("worker_timer_precision", NUM, 1.0, "Longest sleep of the ETA scheduler, in seconds."),
+    _s("worker_enable_remote_control", BOOL, True, "Accept remote control commands.", "CELERY_ENABLE_REMOTE_CONTROL"),
+    _s("worker_proc_alive_timeout", NUM, 4.0, "Seconds to wait for a new pool child to start."),
+    _s("worker_cancel_long_running_tasks_on_connection_loss", BOOL, False, "Cancel running late-ack tasks when the broker connection is lost."),
+    _s("worker_detect_quorum_queues", BOOL, True, "Turn off global QoS when a quorum queue is consumed."),
+    _s("worker_soft_shutdown_timeout", NUM, 0.0, "Seconds running tasks get before a cold shutdown; 0: off."),
+    _s("worker_enable_soft_shutdown_on_idle", BOOL, False, "Soft shutdown waits even with no task running."),
+    # Events
+    _s("worker_send_task_events", BOOL, False, "Send task events for monitors (like -E).", "CELERY_SEND_EVENTS", "CELERYD_SEND_EVENTS"),
+    _s("task_send_sent_event", BOOL, False, "Send a task-sent event when a task is published.", "CELERY_SEND_TASK_SENT_EVENT"),
+    _s("event_queue_ttl", OPT_NUM, 5.0, "Seconds an event waits in a monitor's queue (x-message-ttl)."),
+    _s("event_queue_expires", OPT_NUM, 60.0, "Seconds before an unused monitor queue is deleted (x-expires)."),
+    _s("event_queue_durable", BOOL, False, "Event receiver queues survive a broker restart."),
+    _s("event_queue_exclusive", BOOL, False, "Event receiver queues belong to one connection."),
+    _s("event_queue_prefix", STR, "celeryev", "Prefix of event receiver queue names."),
+    _s("event_exchange", STR, "celeryev", "Name of the event exchange."),
+    _s("event_serializer", STR, "json", "Serializer for event messages."),
+    _s("events_logfile", OPT_STR, None, "Log file of 'caraway events' (default stdout)."),
+    _s("events_pidfile", OPT_STR, None, "PID file of 'caraway events'."),
+    _s("events_uid", ID, None, "User 'caraway events' switches to when detached."),
+    _s("events_gid", ID, None, "Group 'caraway events' switches to when detached."),
+    _s("events_umask", ID, None, "umask of 'caraway events' when detached."),
+    _s("events_executable", OPT_STR, None, "Python executable of detached 'caraway events'."),
+    # Remote control
+    _s("control_queue_ttl", NUM, 300.0, "Seconds a control command waits for a worker before expiring."),
+    _s("control_queue_expires", NUM, 10.0, "Seconds before an unused control or reply queue is deleted."),
+    _s("control_exchange", STR, "celery", "Name of the control command exchange."),
+    _s("control_queue_durable", BOOL, False, "Control exchange and queue survive a broker restart."),
+    _s("control_queue_exclusive", BOOL, False, "Control queue belongs to one connection."),
+    # Logging
+    _s("worker_hijack_root_logger", BOOL, True, "Remove the root logger's handlers and install caraway's."),
+    _s("worker_log_color", OPT_BOOL, None, "Colored log output; None: when logging to a terminal."),
+    _s("worker_log_format", STR, LOG_FORMAT, "Format of worker log lines."),
+    _s("worker_task_log_format", STR, TASK_LOG_FORMAT, "Format of log lines from inside tasks."),
+    _s("worker_redirect_stdouts", BOOL, True, "Send print output of tasks to the log.", "CELERY_REDIRECT_STDOUTS", "CELERYD_REDIRECT_STDOUTS"),
+    _s("worker_redirect_stdouts_level", (str, int), "WARNING", "Level of redirected stdout/stderr lines.", "CELERY_REDIRECT_STDOUTS_LEVEL", "CELERYD_REDIRECT_STDOUTS_LEVEL"),
+    # Security (message signing)
+    _s("security_key", OPT_STR, None, "Path of the private key that signs messages."),
+    _s("security_key_password", (str, bytes, NoneType), None, "Password of the signing key."),
+    _s("security_certificate", OPT_STR, None, "Path of the X.509 certificate that signs messages."),
+    _s("security_cert_store", OPT_STR, None, "Directory or glob of trusted X.509 certificates."),
+    _s("security_digest", STR, "sha256", "Digest used to sign messages."),
+    # Components
+    _s("worker_pool", STR, "threads", "Pool: threads, solo, prefork or asyncio (Celery: prefork)."),
+    _s("worker_pool_restarts", BOOL, False, "Allow the pool_restart control command."),
+    _s("worker_pool_putlocks", BOOL, True, "Block when the pool is full instead of queueing locally."),
+    _s("worker_autoscaler", STR, "caraway.worker.autoscale:Autoscaler", "Autoscaler class."),
+    _s("worker_consumer", STR, "caraway.worker.consumer:Consumer", "Consumer class of the worker."),
+    _s("worker_timer", OPT_STR, None, "ETA scheduler class; None: chosen by the pool."),
+    _s("worker_agent", OPT_STR, None, "Agent class started with the worker."),
+    _s("worker_logfile", OPT_STR, None, "Log file of the worker (default stderr)."),
+    _s("worker_pidfile", OPT_STR, None, "PID file of the worker."),
+    _s("worker_uid", ID, None, "User the worker switches to when detached."),
+    _s("worker_gid", ID, None, "Group the worker switches to when detached."),
+    _s("worker_umask", ID, None, "umask of the worker when detached."),
+    _s("worker_executable", OPT_STR, None, "Python executable of the detached worker."),
+    # Beat
+    _s("beat_schedule", DICT, {}, "Periodic tasks: name → {task, schedule, args, kwargs, options}."),
+    _s("beat_scheduler", STR, "caraway.beat:PersistentScheduler", "Scheduler class of beat."),
+    _s("beat_schedule_filename", STR, "celerybeat-schedule", "File where beat keeps last run times."),
+    _s("beat_sync_every", INT, 0, "Sync the schedule file after this many sends; 0: by time."),
+    _s("beat_max_loop_interval", NUM, 0, "Longest sleep of beat, in seconds; 0: the scheduler's own (300)."),
+    _s("beat_cron_starting_deadline", OPT_NUM, None, "Seconds a missed crontab may be run late; None: always."),
+    _s("beat_logfile", OPT_STR, None, "Log file of beat (default stderr)."),
+    _s("beat_pidfile", OPT_STR, None, "PID file of beat."),
+    _s("beat_uid", ID, None, "User beat switches to when detached."),
+    _s("beat_gid", ID, None, "Group beat switches to when detached."),
+    _s("beat_umask", ID, None, "umask of beat when detached."),
+    _s("beat_executable", OPT_STR, None, "Python executable of detached beat."),
+)
+# fmt: on
+
+
+def _index(rows: tuple[Setting, ...]) -> tuple[dict[str, Setting], dict[str, str]]:
+    by_name: dict[str, Setting] = {}
+    old_to_new: dict[str, str] = {}
+    for row in rows:
+        if row.name in by_name:
+            raise RuntimeError(f"setting {row.name!r} is listed twice")
+        by_name[row.name] = row
+        for old in row.old:
+            if old_to_new.setdefault(old, row.name) != row.name:
+                raise RuntimeError(f"old name {old!r} maps to two settings")
+    return by_name, old_to_new
+
+
+_BY_NAME, _OLD_TO_NEW = _index(_TABLE)
+#: Every setting by its (lowercase) name, in the order of the reference.
+SETTINGS: Mapping[str, Setting] = MappingProxyType(_BY_NAME)
+#: Celery 3 uppercase name → new name (``"CELERY_ACKS_LATE"`` → ``"task_acks_late"``).
+OLD_NAMES: Mapping[str, str] = MappingProxyType(_OLD_TO_NEW)
+
+
+def suggest(name: str, cutoff: float = 0.6) -> str | None:
+    """The valid setting name closest to ``name`` (compared in lowercase), or None."""
+    close = difflib.get_close_matches(name.lower(), list(SETTINGS), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+def coerce(setting: Setting, value: Any) -> Any:
+    """``value`` checked against ``setting.types``; strings from files or the environment
+    are converted for bool (true/false, 1/0, yes/no, on/off), int, float, None, lists
+    (comma-separated) and dicts (JSON). Raises ImproperlyConfigured naming what was expected.
+    """
+    types = setting.types
+    if not types or _is_instance(value, types):
+        return value
+    if isinstance(value, str):
+        converted = _from_string(types, value)
+        if converted is not _NO_MATCH:
+            return converted
+    shown = mask_url(repr(value)) if isinstance(value, str) else repr(value)
+    hint = " (write true/false, 1/0, yes/no or on/off)" if bool in types else ""
+    raise ImproperlyConfigured(
+        f"Setting {setting.name!r} expects {setting.type_names}; "
+        f"got {type(value).__name__} {shown}{hint}"
+    )
+
+
+def _is_instance(value: Any, types: tuple[type, ...]) -> bool:
+    # bool is an int to Python, but worker_concurrency=True is a mistake, not 1.
+    if isinstance(value, bool) and bool not in types:
+        return False
+    return isinstance(value, types)
+
+
+_NO_MATCH: Any = object()
+
+
+def _from_string(types: tuple[type, ...], text: str) -> Any:
+    word = text.strip().lower()
+    if NoneType in types and word in _NULL:
+        return None
+    if bool in types and word in _TRUE | _FALSE:
+        return word in _TRUE
+    for number in (int, float):
+        if number in types:
+            try:
+                return number(text.strip())
+            except ValueError:
+                pass
+    if Mapping in types and word.startswith("{"):
+        try:
+            loaded = json.loads(text)
+        except ValueError:
+            return _NO_MATCH
+        return loaded if isinstance(loaded, dict) else _NO_MATCH
+    for sequence in (list, tuple):
+        if sequence in types:
+            return sequence(part.strip() for part in text.split(",") if part.strip())
+    return _NO_MATCH

@@ -1,0 +1,424 @@
+"""``Task``: a function registered with an app, callable here or on a worker.
+
+``@app.task`` makes a subclass of the app's ``Task`` with the function as ``run`` and
+registers one instance. ``Task`` is generic over the function's parameters and return type,
+so ``add.delay("x")`` is a type error where ``add(x: int, y: int)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
+
+from caraway import states
+from caraway.canvas import Signature
+from caraway.current import pop_task, push_task
+from caraway.exceptions import MaxRetriesExceededError, Reject, Retry
+from caraway.request import Context
+
+if TYPE_CHECKING:
+    from caraway.app import Caraway
+    from caraway.backends.base import Backend
+    from caraway.result import AsyncResult, EagerResult
+    from caraway.utils.einfo import ExceptionInfo
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Options ``@app.task(...)`` accepts besides attributes the base class defines.
+TASK_OPTIONS = frozenset(
+    {
+        "name", "bind", "base", "max_retries", "default_retry_delay", "autoretry_for",
+        "dont_autoretry_for", "retry_kwargs", "retry_backoff", "retry_backoff_max",
+        "retry_jitter", "ignore_result", "store_errors_even_if_ignored", "serializer",
+        "compression", "queue", "routing_key", "exchange", "priority", "rate_limit",
+        "time_limit", "soft_time_limit", "acks_late", "acks_on_failure_or_timeout",
+        "reject_on_worker_lost", "track_started", "expires", "typing", "shared", "lazy",
+        "trail", "send_events", "store_eager_result", "resultrepr_maxsize", "Request",
+        "Strategy", "abstract", "filter", "pydantic",
+    }
+)  # fmt: skip
+
+
+class Task(Generic[P, R]):
+    """Base class of every task; subclass it (or ``app.Task``) for shared behaviour."""
+
+    app: ClassVar[Caraway]
+    name: ClassVar[str | None] = None
+    typing: ClassVar[bool | None] = None
+    max_retries: ClassVar[int | None] = 3
+    default_retry_delay: ClassVar[float] = 3 * 60
+    rate_limit: ClassVar[str | float | None] = None
+    ignore_result: ClassVar[bool | None] = None
+    store_errors_even_if_ignored: ClassVar[bool | None] = None
+    serializer: ClassVar[str | None] = None
+    compression: ClassVar[str | None] = None
+    queue: ClassVar[str | None] = None
+    routing_key: ClassVar[str | None] = None
+    exchange: ClassVar[str | None] = None
+    priority: ClassVar[int | None] = None
+    time_limit: ClassVar[float | None] = None
+    soft_time_limit: ClassVar[float | None] = None
+    acks_late: ClassVar[bool | None] = None
+    acks_on_failure_or_timeout: ClassVar[bool | None] = None
+    reject_on_worker_lost: ClassVar[bool | None] = None
+    track_started: ClassVar[bool | None] = None
+    expires: ClassVar[Any] = None
+    send_events: ClassVar[bool] = True
+    store_eager_result: ClassVar[bool | None] = None
+    autoretry_for: ClassVar[tuple[type[BaseException], ...]] = ()
+    dont_autoretry_for: ClassVar[tuple[type[BaseException], ...]] = ()
+    retry_kwargs: ClassVar[dict[str, Any]] = {}
+    retry_backoff: ClassVar[bool | int] = False
+    retry_backoff_max: ClassVar[int] = 600
+    retry_jitter: ClassVar[bool] = True
+    abstract: ClassVar[bool] = True
+    MaxRetriesExceededError = MaxRetriesExceededError
+
+    _request_var: ContextVar[Context | None]
+
+    def __init__(self) -> None:
+        self._request_var = ContextVar(f"caraway.request:{self.name}", default=None)
+
+    if TYPE_CHECKING:
+        run: Callable[..., Any]
+    else:
+
+        def run(self, *args: Any, **kwargs: Any) -> Any:
+            raise NotImplementedError(f"task {self.name!r} must define run()")
+
+    # --- calling ----------------------------------------------------------------------------
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the task body here and now (no broker, no result stored)."""
+        token = push_task(self)
+        request_token = self._request_var.set(Context(args=args, kwargs=kwargs))
+        try:
+            result: R = self.run(*args, **kwargs)
+            return result
+        finally:
+            self._request_var.reset(request_token)
+            pop_task(token)
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """Send the task to a worker: ``apply_async(args, kwargs)``."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        task_id: str | None = None,
+        producer: Any = None,
+        link: Any = None,
+        link_error: Any = None,
+        shadow: str | None = None,
+        **options: Any,
+    ) -> AsyncResult[R]:
+        """Send the task with options (countdown, eta, expires, queue, priority, ...)."""
+        from caraway.calling import send_task_message
+
+        if self.app.strict_typing if self.typing is None else self.typing:
+            self._check_arguments(args, kwargs)
+        if self.app.conf.task_always_eager:
+            return self._apply_eagerly(args, kwargs, task_id, link, link_error, options)
+        return send_task_message(
+            self.app, self.name or "", args, kwargs, task=self, task_id=task_id,
+            link=link, link_error=link_error, shadow=shadow, **options,
+        )  # fmt: skip
+
+    def _apply_eagerly(
+        self,
+        args: Iterable[Any] | None,
+        kwargs: dict[str, Any] | None,
+        task_id: str | None,
+        link: Any,
+        link_error: Any,
+        options: dict[str, Any],
+    ) -> AsyncResult[R]:
+        """Eager calls still pass through the serializer, so bad arguments fail as for real."""
+        from caraway import serialization
+
+        serializer = options.get("serializer") or self.serializer or self.app.conf.task_serializer
+        content_type, encoding, data = serialization.dumps(
+            [list(args or ()), dict(kwargs or {})], serializer
+        )
+        args, kwargs = serialization.loads(data, content_type, encoding)
+        return self.apply(
+            args, kwargs, task_id=task_id, link=link, link_error=link_error, **options
+        )
+
+    def apply(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        link: Any = None,
+        link_error: Any = None,
+        task_id: str | None = None,
+        retries: int | None = None,
+        throw: bool | None = None,
+        **options: Any,
+    ) -> EagerResult[R]:
+        """Run the task in this process, as a worker would, and return an ``EagerResult``."""
+        from caraway.execution import run_eagerly
+
+        if throw is None:
+            throw = bool(self.app.conf.task_eager_propagates)
+        return run_eagerly(
+            self, list(args or ()), dict(kwargs or {}), task_id=task_id, retries=retries or 0,
+            link=link, link_error=link_error, throw=throw, options=options,
+        )  # fmt: skip
+
+    def _check_arguments(self, args: Iterable[Any] | None, kwargs: dict[str, Any] | None) -> None:
+        """Fail at the call site when the arguments cannot bind to ``run`` (``typing=True``)."""
+        import inspect
+
+        try:
+            signature = inspect.signature(self.run)
+        except (TypeError, ValueError):
+            return
+        try:
+            signature.bind(*(args or ()), **(kwargs or {}))
+        except TypeError as exc:
+            raise TypeError(f"{self.name}{signature}: {exc}") from None
+
+    # --- signatures ---------------------------------------------------------------------
+
+    def signature(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Signature:
+        return Signature(self, args, kwargs, options, app=self.app)
+
+    subtask = signature
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature with partial arguments: ``add.s(2)`` later called with ``(4,)``."""
+        return self.signature(args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: a parent's result is not passed to it."""
+        return self.signature(args, kwargs, immutable=True)
+
+    def signature_from_request(
+        self,
+        request: Context | None = None,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> Signature:
+        """The signature that re-sends the current call (used by ``retry``)."""
+        request = request or self.request
+        delivery_info = request.delivery_info or {}
+        hard, soft = request.timelimit or (None, None)
+        options: dict[str, Any] = {
+            "task_id": request.id,
+            "link": request.callbacks,
+            "link_error": request.errbacks,
+            "group_id": request.group,
+            "group_index": request.group_index,
+            "shadow": request.shadow,
+            "chord": request.chord,
+            "chain": request.chain,
+            "soft_time_limit": soft,
+            "time_limit": hard,
+            "reply_to": request.reply_to,
+            "root_id": request.root_id,
+            "priority": delivery_info.get("priority"),
+            "queue": delivery_info.get("routing_key"),
+            "expires": request.expires,
+            **extra,
+        }
+        return self.signature(
+            request.args if args is None else args,
+            request.kwargs if kwargs is None else kwargs,
+            **options,
+        )
+
+    # --- inside a running task ---------------------------------------------------------------
+
+    @property
+    def request(self) -> Context:
+        """The current call's request; outside any call, an empty one (``called_directly``)."""
+        return self._request_var.get() or Context()
+
+    def push_request(self, request: Context) -> Any:
+        return self._request_var.set(request)
+
+    def pop_request(self, token: Any) -> None:
+        self._request_var.reset(token)
+
+    @property
+    def backend(self) -> Backend:
+        return self.app.backend
+
+    def retry(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: Any = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Retry:
+        """Send this call again later and raise ``Retry`` (Celery's semantics).
+
+        Past ``max_retries`` it raises ``exc`` when given, else ``MaxRetriesExceededError``.
+        Called outside a worker, it raises ``exc`` (or ``Retry``) at once.
+        """
+        request = self.request
+        retries = request.retries + 1
+        limit = self.max_retries if max_retries is None else max_retries
+        if request.called_directly:
+            raise exc if exc is not None else Retry("Task can be retried", None)
+        if not eta and countdown is None:
+            countdown = self.default_retry_delay
+        sig = self.signature_from_request(
+            request, args, kwargs, countdown=countdown, eta=eta, retries=retries, **options
+        )
+        if limit is not None and retries > limit:
+            if exc is not None:
+                raise exc
+            raise self.MaxRetriesExceededError(
+                f"Can't retry {self.name}[{request.id}] args:{request.args}"
+                f" kwargs:{request.kwargs}",
+                task_args=sig.args,
+                task_kwargs=sig.kwargs,
+            )
+        when: Any = eta or countdown
+        signal = Retry(exc=exc, when=when, is_eager=request.is_eager, sig=sig)
+        if not request.is_eager:
+            try:
+                sig.apply_async()
+            except Exception as publish_error:
+                raise Reject(publish_error, requeue=False) from publish_error
+        if throw:
+            raise signal
+        return signal
+
+    def update_state(
+        self, task_id: str | None = None, state: str | None = None, meta: Any = None, **kwargs: Any
+    ) -> None:
+        """Store a state (e.g. a custom ``PROGRESS`` with a dict) for this or another task."""
+        task_id = task_id or self.request.id
+        if task_id is None:
+            raise ValueError("update_state() outside a running task needs a task_id")
+        self.backend.store_result(task_id, meta, state or states.PENDING, request=self.request)
+
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult[R]:
+        return self.app.AsyncResult(task_id, task_name=self.name, **kwargs)
+
+    def send_event(self, type_: str, retry: bool = True, **fields: Any) -> None:
+        """Task events are sent by the worker's event dispatcher when events are enabled."""
+
+    # --- hooks: override in a base class -----------------------------------------------------
+
+    def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Called in the worker just before the task runs."""
+
+    def on_success(
+        self, retval: Any, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Called in the worker after the task returned."""
+
+    def on_failure(
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: ExceptionInfo,
+    ) -> None:
+        """Called in the worker after the task raised."""
+
+    def on_retry(
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: ExceptionInfo,
+    ) -> None:
+        """Called in the worker when the task is to be retried."""
+
+    def after_return(
+        self,
+        status: str,
+        retval: Any,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: ExceptionInfo | None,
+    ) -> None:
+        """Called in the worker after the task finished, whatever the outcome."""
+
+    def __repr__(self) -> str:
+        return f"<@task: {self.name} of {self.app.main}>"
+
+
+def task_from_function(
+    app: Caraway, fun: Callable[..., Any], base: type[Task[Any, Any]], options: dict[str, Any]
+) -> Task[Any, Any]:
+    """Build the task class for ``fun`` and its one instance; unknown options are errors."""
+    from caraway.exceptions import ImproperlyConfigured
+    from caraway.utils.text import did_you_mean
+
+    bind = bool(options.pop("bind", False))
+    name = options.pop("name", None) or app.gen_task_name(fun.__name__, fun.__module__)
+    for option in options:
+        if option not in TASK_OPTIONS and (option.startswith("_") or not hasattr(base, option)):
+            raise ImproperlyConfigured(
+                f"unknown task option {option!r} for {name!r}."
+                f"{did_you_mean(option, TASK_OPTIONS)} Valid options: see Task's attributes."
+            )
+    for ignored in ("shared", "lazy", "filter", "pydantic", "base"):
+        options.pop(ignored, None)
+    run = fun if bind else staticmethod(fun)
+    attrs = {
+        "app": app,
+        "name": name,
+        "run": run,
+        "abstract": False,
+        "__doc__": fun.__doc__,
+        "__module__": fun.__module__,
+        "__qualname__": getattr(fun, "__qualname__", fun.__name__),
+        "__wrapped__": fun,
+        **options,
+    }
+    cls = type(fun.__name__, (base,), attrs)
+    task: Task[Any, Any] = cls()
+    if task.autoretry_for:
+        _add_autoretry(task)
+    return task
+
+
+def _add_autoretry(task: Task[Any, Any]) -> None:
+    """Wrap ``run`` so exceptions in ``autoretry_for`` become ``self.retry(exc=...)``."""
+    from caraway.retries import backoff_countdown
+
+    run = task.run
+
+    def run_with_autoretry(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return run(*args, **kwargs)
+        except Retry:
+            raise
+        except task.dont_autoretry_for:
+            raise
+        except task.autoretry_for as exc:
+            retry_kwargs = dict(task.retry_kwargs)
+            if task.retry_backoff:
+                retry_kwargs["countdown"] = backoff_countdown(
+                    int(task.retry_backoff),
+                    task.request.retries,
+                    maximum=task.retry_backoff_max,
+                    full_jitter=task.retry_jitter,
+                )
+            raise task.retry(exc=exc, **retry_kwargs) from None
+
+    task.run = run_with_autoretry

@@ -1,0 +1,304 @@
+"""The consumer: fills the prefetch window, turns messages into jobs and applies ack policy.
+
+Every message ends in exactly one of: acked (ran, expired or revoked), released (given back
+on shutdown, or requeued by ``Reject``), or set aside as a dead letter (cannot run here).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from caraway import serialization, signals, states
+from caraway.brokers.base import Broker, Delivery
+from caraway.exceptions import (
+    NotRegistered,
+    SerializationError,
+    SoftTimeLimitExceeded,
+    TaskError,
+    TaskRevokedError,
+    TimeLimitExceeded,
+)
+from caraway.execution import execute
+from caraway.protocol import parse_task_message
+from caraway.worker.job import Job
+from caraway.worker.pools.base import LATE_LIMIT_SIGNALS, Pool, raise_in_thread
+from caraway.worker.ratelimit import TokenBucket, parse_rate
+from caraway.worker.state import WorkerState
+from caraway.worker.timers import Timer
+
+if TYPE_CHECKING:
+    from caraway.app import Caraway
+
+logger = logging.getLogger("caraway.worker")
+
+#: Longest a fetch blocks, so a stop request is noticed within this many seconds.
+FETCH_TIMEOUT = 0.2
+
+
+class Consumer:
+    def __init__(
+        self,
+        app: Caraway,
+        broker: Broker,
+        queues: Sequence[str],
+        pool: Pool,
+        timer: Timer,
+        state: WorkerState,
+        hostname: str,
+        prefetch: int,
+    ) -> None:
+        self.app = app
+        self.broker = broker
+        self.queues = list(queues)
+        self.pool = pool
+        self.timer = timer
+        self.state = state
+        self.hostname = hostname
+        self.window = max(1, prefetch)
+        self.accept = serialization.normalize_accept(app.conf.accept_content)
+        self.rate_limits_enabled = not app.conf.worker_disable_rate_limits
+        self._buckets: dict[str, TokenBucket | None] = {}
+        self._held: dict[Any, Job] = {}
+        self._inflight = 0
+        self._slots = threading.Condition()
+        self._stopping = threading.Event()
+        self._revocation_cursor = 0
+
+    # --- main loop ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Consume until ``stop()``; returns once no more messages will be taken."""
+        while not self._stopping.is_set():
+            with self._slots:
+                free = self.window - self._inflight
+                if free <= 0:
+                    self._slots.wait(FETCH_TIMEOUT)
+                    continue
+            deliveries = self.broker.fetch(self.queues, free, FETCH_TIMEOUT)
+            for delivery in deliveries:
+                if self._stopping.is_set():
+                    self.broker.release([delivery.tag])
+                    continue
+                with self._slots:
+                    self._inflight += 1
+                self.on_delivery(delivery)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._slots:
+            self._slots.notify_all()
+
+    def give_back(self) -> int:
+        """Release every message held or queued but not started (warm shutdown)."""
+        tags = [job.delivery.tag for job in self._held.values()]
+        self._held.clear()
+        for work in self.pool.take_pending():
+            job = getattr(work, "job", None)
+            if job is not None:
+                tags.append(job.delivery.tag)
+        if tags:
+            self.broker.release(tags)
+        return len(tags)
+
+    def _done(self) -> None:
+        with self._slots:
+            self._inflight -= 1
+            self._slots.notify()
+
+    # --- housekeeping, run by the timer ---------------------------------------------------
+
+    def poll_revocations(self) -> None:
+        revoked, self._revocation_cursor = self.broker.revocations(self._revocation_cursor)
+        for task_id, terminate in revoked:
+            self.state.revoke(task_id, terminate)
+            if terminate and task_id in self.state.active:
+                logger.warning(
+                    "Cannot terminate %s: tasks on the %s pool run to the end",
+                    task_id, type(self.pool).__name__,
+                )  # fmt: skip
+
+    def renew_leases(self) -> None:
+        self.broker.renew([])
+
+    # --- one message -----------------------------------------------------------------------
+
+    def on_delivery(self, delivery: Delivery) -> None:
+        job = self._make_job(delivery)
+        if job is None:
+            self._done()
+            return
+        signals.task_received.send(sender=self, request=job.request)
+        if self.state.is_revoked(job.id):
+            self._revoke(job, "revoked")
+            self._done()
+            return
+        eta = job.eta
+        if eta is not None and eta > time.time():
+            self._hold(job, eta)
+            return
+        self._schedule(job)
+
+    def _make_job(self, delivery: Delivery) -> Job | None:
+        message = delivery.message
+        try:
+            call = parse_task_message(message, self.accept)
+        except (SerializationError, TaskError, ValueError) as exc:
+            where = self.broker.dead_letter(delivery, f"cannot decode: {exc}")
+            logger.error(
+                "Cannot decode message %s (content type %r): %s. Set aside in %s. If it is"
+                " valid, add its content type to accept_content.",
+                message.task_id, message.content_type, exc, where,
+            )  # fmt: skip
+            signals.task_rejected.send(sender=self, message=message, exc=exc)
+            return None
+        try:
+            task = self.app.tasks[call.name]
+        except NotRegistered as exc:
+            self._unknown(delivery, call.name, call.id, exc)
+            return None
+        return Job(delivery, call, task, self.hostname)
+
+    def _unknown(self, delivery: Delivery, name: str, task_id: str, exc: NotRegistered) -> None:
+        hint = self.app.tasks.unknown_task_hint(name)
+        where = self.broker.dead_letter(delivery, hint)
+        logger.error("%s The message is set aside in %s.", hint, where)
+        signals.task_unknown.send(
+            sender=self, name=name, id=task_id, message=delivery.message, exc=exc
+        )
+        self._safely(self.app.backend.mark_as_failure, task_id, exc, None)
+
+    def _hold(self, job: Job, when: float) -> None:
+        self._held[job.delivery.tag] = job
+        self.timer.call_at(when, lambda: self._release_hold(job))
+
+    def _release_hold(self, job: Job) -> None:
+        if self._held.pop(job.delivery.tag, None) is not None:
+            self._schedule(job)
+
+    def _schedule(self, job: Job) -> None:
+        if job.call.expires is not None and job.call.expires.timestamp() < time.time():
+            self._revoke(job, "expired")
+            self._done()
+            return
+        wait = self._rate_wait(job)
+        if wait > 0:
+            self._hold(job, time.time() + wait)
+            return
+        work = _Work(self, job)
+        self.pool.submit(work)
+
+    def _rate_wait(self, job: Job) -> float:
+        if not self.rate_limits_enabled:
+            return 0.0
+        name = job.name
+        if name not in self._buckets:
+            rate = parse_rate(job.task.rate_limit or self.app.conf.task_default_rate_limit)
+            self._buckets[name] = TokenBucket(rate) if rate > 0 else None
+        bucket = self._buckets[name]
+        return 0.0 if bucket is None else bucket.take()
+
+    def _revoke(self, job: Job, reason: str) -> None:
+        self.broker.ack([job.delivery.tag])
+        logger.info("Discarding %s: %s", job.describe(), reason)
+        if not job.call.ignore_result:
+            self._safely(
+                self.app.backend.store_result, job.id, TaskRevokedError(reason),
+                states.REVOKED, None, job.request,
+            )  # fmt: skip
+        signals.task_revoked.send(
+            sender=job.task, request=job.request, terminated=False, signum=None,
+            expired=reason == "expired",
+        )  # fmt: skip
+
+    def _safely(self, fun: Any, *args: Any) -> None:
+        """Result writes on the side paths must never stop the consumer."""
+        try:
+            fun(*args)
+        except Exception:
+            logger.exception("Could not store a result with %r", fun)
+
+    # --- running (in a pool thread) ----------------------------------------------------
+
+    def run_job(self, job: Job) -> None:
+        tag = job.delivery.tag
+        try:
+            if self.state.is_revoked(job.id):
+                self._revoke(job, "revoked")
+                return
+            if not job.acks_late:
+                self.broker.ack([tag])
+            self.state.active[job.id] = job
+            outcome = self._execute_with_limits(job)
+            self.state.active.pop(job.id, None)
+            self.state.task_done(job.name)
+            if job.acks_late:
+                self._settle_late(job, outcome)
+            elif outcome.reject is not None:
+                logger.warning("%s rejected after its message was acked", job.describe())
+        except LATE_LIMIT_SIGNALS:
+            logger.warning("%s: a time limit fired as the task finished", job.describe())
+        except Exception:
+            logger.exception("Internal error running %s", job.describe())
+            if job.acks_late:
+                self.broker.release([tag])
+        finally:
+            self._done()
+
+    def _settle_late(self, job: Job, outcome: Any) -> None:
+        tag = job.delivery.tag
+        reject = outcome.reject
+        if reject is not None and reject.requeue:
+            self.broker.release([tag])
+        elif reject is not None:
+            where = self.broker.dead_letter(job.delivery, f"rejected: {reject.reason!r}")
+            logger.warning("%s rejected; message set aside in %s", job.describe(), where)
+        elif outcome.state == states.FAILURE and not self._acks_failures(job):
+            where = self.broker.dead_letter(job.delivery, f"failed: {outcome.retval!r}")
+            logger.warning("%s failed; message set aside in %s", job.describe(), where)
+        else:
+            self.broker.ack([tag])
+
+    def _acks_failures(self, job: Job) -> bool:
+        value = job.task.acks_on_failure_or_timeout
+        return bool(self.app.conf.task_acks_on_failure_or_timeout if value is None else value)
+
+    def _execute_with_limits(self, job: Job) -> Any:
+        """Run the job with its soft and hard limits armed on the timer."""
+        thread_id = threading.get_ident()
+        guard = threading.Lock()
+        running = [True]
+        for limit, exc_type in (
+            (job.soft_time_limit, SoftTimeLimitExceeded),
+            (job.time_limit, TimeLimitExceeded),
+        ):
+            if limit:
+
+                def fire(exc: type[BaseException] = exc_type) -> None:
+                    with guard:
+                        if running[0]:
+                            logger.error("%s exceeded its %s", job.describe(), exc.__name__)
+                            raise_in_thread(thread_id, exc)
+
+                self.timer.call_later(float(limit), fire)
+        try:
+            return execute(job.task, job.request)
+        finally:
+            with guard:
+                running[0] = False
+
+
+class _Work:
+    """A job ready for the pool; keeps the job reachable for a warm shutdown."""
+
+    __slots__ = ("consumer", "job")
+
+    def __init__(self, consumer: Consumer, job: Job) -> None:
+        self.consumer = consumer
+        self.job = job
+
+    def __call__(self) -> None:
+        self.consumer.run_job(self.job)

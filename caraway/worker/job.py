@@ -1,0 +1,64 @@
+"""A ``Job``: one delivered message, decoded and bound to the task that will run it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from caraway.brokers.base import Delivery
+from caraway.protocol import TaskCall
+from caraway.request import Context
+from caraway.task import Task
+
+
+class Job:
+    """What the consumer schedules and the pool runs."""
+
+    def __init__(
+        self, delivery: Delivery, call: TaskCall, task: Task[Any, Any], hostname: str
+    ) -> None:
+        self.delivery = delivery
+        self.call = call
+        self.task = task
+        conf = task.app.conf
+        self.acks_late = bool(conf.task_acks_late if task.acks_late is None else task.acks_late)
+        hard, soft = call.timelimit
+        self.time_limit = _first(hard, task.time_limit, conf.task_time_limit)
+        self.soft_time_limit = _first(soft, task.soft_time_limit, conf.task_soft_time_limit)
+        self.request = Context(
+            id=call.id, task=call.name, args=call.args, kwargs=call.kwargs,
+            retries=call.retries, is_eager=False, called_directly=False,
+            eta=call.headers.get("eta"), expires=call.headers.get("expires"),
+            hostname=hostname, correlation_id=call.correlation_id, root_id=call.root_id,
+            parent_id=call.parent_id, group=call.group, group_index=call.group_index,
+            chord=call.embed.get("chord"), chain=call.embed.get("chain"),
+            callbacks=call.embed.get("callbacks"), errbacks=call.embed.get("errbacks"),
+            headers=call.headers, properties=call.properties,
+            timelimit=(self.time_limit, self.soft_time_limit), reply_to=call.reply_to,
+            origin=call.origin, shadow=call.shadow, ignore_result=call.ignore_result,
+            stamps=call.headers.get("stamps"), stamped_headers=call.headers.get("stamped_headers"),
+            replaced_task_nesting=call.headers.get("replaced_task_nesting") or 0,
+            acks_late=self.acks_late,
+            delivery_info={
+                "exchange": "", "routing_key": delivery.queue,
+                "priority": delivery.message.priority, "redelivered": delivery.redelivered,
+            },
+        )  # fmt: skip
+
+    @property
+    def id(self) -> str:
+        return self.call.id
+
+    @property
+    def name(self) -> str:
+        return self.call.name
+
+    @property
+    def eta(self) -> float | None:
+        return self.call.eta.timestamp() if self.call.eta else None
+
+    def describe(self) -> str:
+        return f"{self.name}[{self.id}]"
+
+
+def _first(*values: Any) -> Any:
+    return next((value for value in values if value is not None), None)
