@@ -167,10 +167,36 @@ class Caraway:
             base = type(base.__name__, (base,), {"app": self, "__module__": base.__module__})
         task = task_from_function(self, fun, base, options)
         existing = self._tasks.get(task.name or "")
-        if existing is not None and getattr(existing, "__wrapped__", None) is fun:
+        # Read on the class: through the instance, the function would be a bound method.
+        if existing is not None and getattr(type(existing), "__wrapped__", None) is fun:
             return existing
-        self._tasks.register(task)
+        self._tasks.register(self._annotate(task) if self._finalized else task)
         return task
+
+    def _annotate(self, task: task_module.Task[Any, Any]) -> task_module.Task[Any, Any]:
+        """Apply ``task_annotations``: ``{name or '*': {attribute: value}}`` dicts or routers."""
+        annotations = self.conf.task_annotations
+        if not annotations:
+            return task
+        for annotation in annotations if isinstance(annotations, list | tuple) else [annotations]:
+            if callable(annotation):
+                values = annotation(task) or {}
+            else:
+                values = annotation.get(task.name) or annotation.get("*") or {}
+            for attribute, value in values.items():
+                setattr(type(task), attribute, value)
+        return task
+
+    def register_task(self, task: Any) -> task_module.Task[Any, Any]:
+        """Register a class-based task (an instance or a class); binds it to this app."""
+        cls: Any = task if isinstance(task, type) else type(task)
+        if not getattr(cls, "name", None):
+            raise ValueError(f"{cls.__qualname__} needs a 'name' attribute to be registered")
+        if getattr(cls, "app", None) is not self:
+            cls = type(cls.__name__, (cls,), {"app": self, "__module__": cls.__module__})
+        registered: task_module.Task[Any, Any] = cls()
+        self._tasks.register(self._annotate(registered) if self._finalized else registered)
+        return registered
 
     def gen_task_name(self, name: str, module: str) -> str:
         """``module.function``; tasks in ``__main__`` take the app's ``main`` name instead."""
@@ -194,6 +220,8 @@ class Caraway:
             register_builtins(self)
             for make in list(_shared_tasks):
                 make(self)
+            for task in self._tasks.values():
+                self._annotate(task)
             self.on_after_finalize.send(sender=self)
 
     @property
@@ -348,9 +376,11 @@ class Caraway:
         return Worker(self, **kwargs)
 
     def worker_main(self, argv: list[str] | None = None) -> None:
-        from caraway.cli.main import main
+        """Run a worker for this app as ``caraway worker`` would: ``['worker', '-l', 'INFO']``."""
+        from caraway.cli.main import run_with_app
 
-        main(["-A", "__app__", *(argv or ["worker"])], app=self)
+        argv = list(argv or ["worker"])
+        run_with_app(self, argv if "worker" in argv else ["worker", *argv])
 
     def set_current(self) -> None:
         set_current_app(self)

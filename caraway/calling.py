@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from caraway import signals
@@ -37,6 +38,12 @@ def _signature_dicts(value: Any) -> list[dict[str, Any]] | None:
     return [dict(item) for item in items] or None
 
 
+def _stamps(options: dict[str, Any]) -> dict[str, Any] | None:
+    """Celery's form: ``stamped_headers=["k"]`` names options that hold the stamp values."""
+    names = options.get("stamped_headers") or ()
+    return {name: options[name] for name in names if name in options} or None
+
+
 def send_task_message(
     app: Caraway,
     name: str,
@@ -52,7 +59,8 @@ def send_task_message(
 ) -> AsyncResult[Any]:
     """Build and publish the message for one task call; returns its ``AsyncResult``."""
     conf = app.conf
-    args = args if isinstance(args, list | tuple) else list(args or ())
+    # A tuple when none were given, as Celery sends them: argsrepr reads "()" (spec §1.3).
+    args = args if isinstance(args, list | tuple) else tuple(args or ())
     kwargs = dict(kwargs or {})
     task_id = task_id or str(uuid.uuid4())
     if task is not None:
@@ -107,7 +115,8 @@ def send_task_message(
         compression=options.get("compression") or conf.task_compression,
         headers=options.get("headers"),
         stamped_headers=options.get("stamped_headers"),
-        stamps=options.get("stamps"),
+        stamps=options.get("stamps") or _stamps(options),
+        now=datetime.fromtimestamp(now, timezone.utc),
     )
     message.properties["delivery_info"] = {"exchange": "", "routing_key": queue}
     embed = {"callbacks": link, "errbacks": link_error, "chain": options.get("chain"),

@@ -104,19 +104,22 @@ class Signature(dict[str, Any]):
 
     def _merge(
         self, args: Iterable[Any] | None, kwargs: dict[str, Any] | None, options: dict[str, Any]
-    ) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
-        """New args go in front of the partial ones (unless immutable); options merge."""
+    ) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]:
+        """New args go in front of the partial ones (unless immutable); options merge.
+
+        Args come back as a tuple, as Celery passes them, so ``argsrepr`` reads ``(1, 2)``.
+        """
         merged_options = {**self.options, **options}
         if self.immutable:
-            return self.args, self.kwargs, merged_options
-        return [*(args or ()), *self.args], {**self.kwargs, **(kwargs or {})}, merged_options
+            return tuple(self.args), self.kwargs, merged_options
+        return (*(args or ()), *self.args), {**self.kwargs, **(kwargs or {})}, merged_options
 
     def clone(
         self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None, **opts: Any
     ) -> Signature:
         new_args, new_kwargs, new_options = self._merge(args, kwargs, opts)
         data = copy.deepcopy(dict(self))
-        data.update(args=new_args, kwargs=new_kwargs, options=new_options)
+        data.update(args=list(new_args), kwargs=new_kwargs, options=new_options)
         clone = type(self).from_dict(data, self._app)
         clone._type = self._type
         return clone
@@ -256,6 +259,9 @@ class _chain(Signature):
         kwargs: dict[str, Any] | None = None,
         **options: Any,
     ) -> AsyncResult[Any]:
+        if self.app.conf.task_always_eager:
+            # An eager first step would drop the rest of the chain: run every step here.
+            return self.apply(args, kwargs, **options)
         steps = [step.clone() for step in self.tasks]
         if not steps:
             raise ValueError("cannot apply an empty chain")

@@ -70,7 +70,18 @@ class QueueNotFound(CarawayError, KeyError):
 
 
 class NotRegistered(CarawayError, KeyError):
-    """The task name is not registered with the app."""
+    """The task name is not registered with the app.
+
+    ``hint`` (e.g. " Did you mean 'proj.add'?") shows in ``str()`` only: ``args`` stay
+    ``(name,)``, which is what goes on the wire.
+    """
+
+    def __init__(self, *args: Any, hint: str = "") -> None:
+        super().__init__(*args)
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return super().__str__() + self.hint
 
     def __repr__(self) -> str:
         return f"NotRegistered({self.args[0]!r})" if self.args else "NotRegistered()"
@@ -199,6 +210,7 @@ class WorkerTerminate(SystemExit):
 
 
 __all__ = [
+    "WIRE_MODULE",
     "AlreadyRegistered",
     "CarawayError",
     "CarawayWarning",

@@ -9,6 +9,7 @@ import inspect
 import logging
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,7 @@ def _run(
     task: Task[Any, Any], request: Context, args: list[Any], kwargs: dict[str, Any], store: bool
 ) -> Outcome:
     task_id = str(request.id)
+    started = time.monotonic()
     try:
         task.before_start(task_id, tuple(args), kwargs)
         retval = task.run(*args, **kwargs)
@@ -83,7 +85,11 @@ def _run(
         return _on_retry(task, request, exc, store)
     except Exception as exc:
         return _on_failure(task, request, exc, store)
-    return _on_success(task, request, retval, store)
+    outcome = _on_success(task, request, retval, store)
+    if not request.is_eager and logger.isEnabledFor(logging.INFO):
+        runtime = time.monotonic() - started
+        logger.info("Task %s[%s] succeeded in %.6fs: %r", task.name, task_id, runtime, retval)
+    return outcome
 
 
 def _ignores_result(task: Task[Any, Any], request: Context) -> bool:

@@ -73,7 +73,33 @@ class TaskCall:
 
 
 def _repr_args(value: Any) -> str:
-    return truncate(repr(value), 1024)
+    text = repr(value)
+    if "b'" in text or 'b"' in text:  # may hold bytes: walk it only then, repr is faster
+        text = _safe_repr(value)
+    return truncate(text, 1024)
+
+
+def _safe_repr(value: Any, depth: int = 0) -> str:
+    """``repr``, except bytes that are not UTF-8 show as hex (``b'ff0001'``), as Celery logs."""
+    if isinstance(value, bytes):
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            return f"b'{value.hex()}'"
+        return repr(value)
+    if depth < 8:  # deeper (or self-referencing) structures fall back to plain repr
+        kind = type(value)
+        if kind is dict:
+            items = (
+                f"{_safe_repr(k, depth + 1)}: {_safe_repr(v, depth + 1)}" for k, v in value.items()
+            )
+            return "{" + ", ".join(items) + "}"
+        if kind is list:
+            return "[" + ", ".join(_safe_repr(item, depth + 1) for item in value) + "]"
+        if kind is tuple:
+            inner = [_safe_repr(item, depth + 1) for item in value]
+            return "(" + ", ".join(inner) + ("," if len(inner) == 1 else "") + ")"
+    return repr(value)
 
 
 def build_task_message(
@@ -137,9 +163,9 @@ def build_task_message(
         "stamps": stamps or {},
     }
     embed = {"callbacks": callbacks, "errbacks": errbacks, "chain": chain, "chord": chord}
-    content_type, content_encoding, body = serialization.dumps(
-        [list(args), kwargs, embed], serializer
-    )
+    # A tuple with args as given: pickle then writes ((1, 2), {}, {...}) as Celery does;
+    # text serializers write arrays either way.
+    content_type, content_encoding, body = serialization.dumps((args, kwargs, embed), serializer)
     if compression:
         body, message_headers["compression"] = serialization.compress(body, compression)
     if headers:
@@ -152,7 +178,8 @@ def build_task_message(
     }
     if expires is not None:
         reference = now or datetime.now(expires.tzinfo)
-        ttl_ms = max(0, int((expires - reference).total_seconds() * 1000))
+        # Rounded, not truncated: expires=120 must read "120000" despite float noise.
+        ttl_ms = max(0, round((expires - reference).total_seconds() * 1000))
         properties["expiration"] = str(ttl_ms)
     return Message(message_headers, properties, body, content_type, content_encoding)
 

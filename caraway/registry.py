@@ -22,7 +22,7 @@ class TaskRegistry(MutableMapping[str, "Task[Any, Any]"]):
         try:
             return self._tasks[name]
         except KeyError:
-            raise NotRegistered(name) from None
+            raise NotRegistered(name, hint=did_you_mean(name, self._tasks)) from None
 
     def __setitem__(self, name: str, task: Task[Any, Any]) -> None:
         self._tasks[name] = task

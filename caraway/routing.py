@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from caraway.exceptions import ImproperlyConfigured, QueueNotFound
@@ -34,12 +34,17 @@ def expand_route(route: Any) -> Route:
 
 
 class MapRouter:
-    """A dict of exact task names, globs (``'proj.*'``) or compiled regexes to routes."""
+    """Exact task names, globs (``'proj.*'``) or compiled regexes mapped to routes.
 
-    def __init__(self, routes: Mapping[Any, Any]) -> None:
+    Given as a dict, or as a list of ``(pattern, route)`` pairs when the order of the
+    patterns matters (Celery's "items format").
+    """
+
+    def __init__(self, routes: Mapping[Any, Any] | Iterable[tuple[Any, Any]]) -> None:
         self.exact: dict[str, Any] = {}
         self.patterns: list[tuple[re.Pattern[str], Any]] = []
-        for key, route in routes.items():
+        items = routes.items() if isinstance(routes, Mapping) else routes
+        for key, route in items:
             if isinstance(key, re.Pattern):
                 self.patterns.append((key, route))
             elif any(ch in key for ch in "*?["):
@@ -64,7 +69,9 @@ def prepare_routers(routes: Any) -> list[Router]:
         routes = [routes]
     routers: list[Router] = []
     for route in routes:
-        if isinstance(route, Mapping):
+        if isinstance(route, Mapping) or (
+            isinstance(route, list | tuple) and all(_is_pair(item) for item in route)
+        ):
             routers.append(MapRouter(route))
         elif isinstance(route, str):
             routers.append(symbol_by_name(route))
@@ -76,6 +83,10 @@ def prepare_routers(routes: Any) -> list[Router]:
                 f"got {route!r}"
             )
     return routers
+
+
+def _is_pair(item: Any) -> bool:
+    return isinstance(item, list | tuple) and len(item) == 2 and not callable(item[0])
 
 
 def lookup(
@@ -117,8 +128,9 @@ def resolve_queue(route: Route, default_queue: str, task_queues: Any, create_mis
     elif queue is not None and hasattr(queue, "name"):
         queue = queue.name
     queue = queue or default_queue
-    known = queue_names(task_queues)
-    if known is not None and queue not in known and not create_missing:
+    # Without task_queues, the default queue is the only one declared (as in Celery).
+    known = queue_names(task_queues) or {default_queue}
+    if queue not in known and not create_missing:
         raise QueueNotFound(
             f"queue {queue!r} is not defined in task_queues ({', '.join(sorted(known))})"
             " and task_create_missing_queues is off"

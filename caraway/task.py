@@ -191,7 +191,8 @@ class Task(Generic[P, R]):
         kwargs: dict[str, Any] | None = None,
         **options: Any,
     ) -> Signature:
-        return Signature(self, args, kwargs, options, app=self.app)
+        # Signature's own keywords (immutable, subtask_type) must not end up in its options.
+        return Signature(self, args, kwargs, app=self.app, **options)
 
     subtask = signature
 

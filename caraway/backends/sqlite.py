@@ -39,7 +39,7 @@ class SQLiteBackend(Backend):
         return self.db.connection()
 
     def describe(self) -> str:
-        return f"sqlite://{self.db.path}"
+        return f"sqlite:///{self.db.path}"  # SQLAlchemy form: 4 slashes for /abs/path
 
     def get_raw(self, key: str) -> Stored | None:
         row = (

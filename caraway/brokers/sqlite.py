@@ -87,7 +87,7 @@ class SQLiteBroker(Broker):
         return self.db.connection()
 
     def describe(self) -> str:
-        return f"sqlite://{self.db.path}"
+        return f"sqlite:///{self.db.path}"  # SQLAlchemy form: 4 slashes for /abs/path
 
     def publish(self, batch: Sequence[Outgoing]) -> None:
         self._conn()

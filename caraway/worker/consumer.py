@@ -6,6 +6,8 @@ on shutdown, or requeued by ``Reject``), or set aside as a dead letter (cannot r
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import threading
 import time
@@ -62,7 +64,12 @@ class Consumer:
         self.accept = serialization.normalize_accept(app.conf.accept_content)
         self.rate_limits_enabled = not app.conf.worker_disable_rate_limits
         self._buckets: dict[str, TokenBucket | None] = {}
+        # Jobs waiting for their ETA or a rate-limit token: by tag (to give back), and in a
+        # heap of (when, seq, job, limit_rate) released by the consumer's own thread, so a
+        # solo pool runs them there too (never in the timer thread).
         self._held: dict[Any, Job] = {}
+        self._holds: list[tuple[float, int, Job, bool]] = []
+        self._hold_seq = itertools.count()
         self._inflight = 0
         self._slots = threading.Condition()
         self._stopping = threading.Event()
@@ -73,12 +80,13 @@ class Consumer:
     def run(self) -> None:
         """Consume until ``stop()``; returns once no more messages will be taken."""
         while not self._stopping.is_set():
+            timeout = self._release_due_holds()
             with self._slots:
                 free = self.window - self._inflight
                 if free <= 0:
-                    self._slots.wait(FETCH_TIMEOUT)
+                    self._slots.wait(timeout)
                     continue
-            deliveries = self.broker.fetch(self.queues, free, FETCH_TIMEOUT)
+            deliveries = self.broker.fetch(self.queues, free, timeout)
             for delivery in deliveries:
                 if self._stopping.is_set():
                     self.broker.release([delivery.tag])
@@ -96,6 +104,7 @@ class Consumer:
         """Release every message held or queued but not started (warm shutdown)."""
         tags = [job.delivery.tag for job in self._held.values()]
         self._held.clear()
+        self._holds.clear()
         for work in self.pool.take_pending():
             job = getattr(work, "job", None)
             if job is not None:
@@ -131,6 +140,7 @@ class Consumer:
         if job is None:
             self._done()
             return
+        logger.info("Task %s received", job.describe())
         signals.task_received.send(sender=self, request=job.request)
         if self.state.is_revoked(job.id):
             self._revoke(job, "revoked")
@@ -171,22 +181,29 @@ class Consumer:
         )
         self._safely(self.app.backend.mark_as_failure, task_id, exc, None)
 
-    def _hold(self, job: Job, when: float) -> None:
+    def _hold(self, job: Job, when: float, limit_rate: bool = True) -> None:
         self._held[job.delivery.tag] = job
-        self.timer.call_at(when, lambda: self._release_hold(job))
+        heapq.heappush(self._holds, (when, next(self._hold_seq), job, limit_rate))
 
-    def _release_hold(self, job: Job) -> None:
-        if self._held.pop(job.delivery.tag, None) is not None:
-            self._schedule(job)
+    def _release_due_holds(self) -> float:
+        """Schedule the held jobs that are due; returns how long the loop may block."""
+        while self._holds and self._holds[0][0] <= time.time():
+            _, _, job, limit_rate = heapq.heappop(self._holds)
+            if self._held.pop(job.delivery.tag, None) is not None:
+                self._schedule(job, limit_rate)
+        if not self._holds:
+            return FETCH_TIMEOUT
+        return min(FETCH_TIMEOUT, max(self._holds[0][0] - time.time(), 0.001))
 
-    def _schedule(self, job: Job) -> None:
+    def _schedule(self, job: Job, limit_rate: bool = True) -> None:
         if job.call.expires is not None and job.call.expires.timestamp() < time.time():
             self._revoke(job, "expired")
             self._done()
             return
-        wait = self._rate_wait(job)
+        wait = self._rate_wait(job) if limit_rate else 0.0
         if wait > 0:
-            self._hold(job, time.time() + wait)
+            # The bucket reserved a token for this job: when due it runs without another.
+            self._hold(job, time.time() + wait, limit_rate=False)
             return
         work = _Work(self, job)
         self.pool.submit(work)

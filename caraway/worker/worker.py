@@ -1,7 +1,7 @@
 """``Worker``: boots the parts in order and shuts them down warmly.
 
 Boot order (``start``): logging → worker_init → import task modules → engines → pool →
-timer (leases, revocations, ETA holds) → worker_ready → consume. A warm shutdown stops
+timer (leases, revocations, time limits) → worker_ready → consume. A warm shutdown stops
 fetching, gives back what was prefetched but not started, and lets running tasks finish.
 """
 
@@ -32,6 +32,8 @@ logger = logging.getLogger("caraway.worker")
 REVOCATION_POLL = 0.5
 ORPHAN_POLL = 5.0
 CLEANUP_INTERVAL = 3600.0
+#: Messages reserved per slot when ``worker_prefetch_multiplier`` is 0 (Celery: unlimited).
+UNLIMITED_PREFETCH = 1000
 
 
 def expand_hostname(template: str | None) -> str:
@@ -71,8 +73,11 @@ class Worker:
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
         if self.pool_name == "solo":
             self.concurrency = 1
-        multiplier = prefetch_multiplier or conf.worker_prefetch_multiplier
-        self.prefetch = max(1, self.concurrency * int(multiplier))
+        multiplier = int(
+            conf.worker_prefetch_multiplier if prefetch_multiplier is None else prefetch_multiplier
+        )
+        # 0 means "no limit" in Celery; a bounded window still keeps the lease renewals cheap.
+        self.prefetch = self.concurrency * (multiplier or UNLIMITED_PREFETCH)
         self.loglevel = loglevel if loglevel is not None else logging.WARNING
         self.logfile = logfile
         self._setup_logging = setup_logging
@@ -83,6 +88,7 @@ class Worker:
         self.ready = threading.Event()
         self.stopped = threading.Event()
         self._cold = False
+        self._stop_requested = threading.Event()
         self.options = options
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -92,6 +98,8 @@ class Worker:
         try:
             self._boot()
             assert self.consumer is not None
+            if self._stop_requested.is_set():  # stop() came while booting
+                self.consumer.stop()
             signals.worker_ready.send(sender=self)
             self.ready.set()
             logger.info("%s ready.", self.hostname)
@@ -140,8 +148,26 @@ class Worker:
     def stop(self, warm: bool = True) -> None:
         """Ask the worker to stop; safe from any thread and from signal handlers."""
         self._cold = self._cold or not warm
+        self._stop_requested.set()
         if self.consumer is not None:
             self.consumer.stop()
+
+    def reload(
+        self, modules: Iterable[str] | None = None, reload: bool = False, reloader: Any = None
+    ) -> None:
+        """Import ``modules`` (again, with ``reload``), as Celery's ``WorkController.reload``.
+
+        Tasks are looked up by name for each message, so tasks registered after the start
+        (``celery_worker.reload()`` in Celery's testing docs) need nothing more.
+        """
+        import importlib
+        import sys
+
+        for name in modules or ():
+            if reload and name in sys.modules:
+                (reloader or importlib.reload)(sys.modules[name])
+            else:
+                importlib.import_module(name)
 
     def _shutdown(self) -> None:
         how = "Cold" if self._cold else "Warm"

@@ -1,0 +1,1 @@
+"""The ``caraway`` command line: ``caraway.cli.main:main`` is the console script."""

@@ -1,0 +1,103 @@
+"""``caraway call`` sends a task by name; ``caraway result`` shows what a task left behind."""
+
+from __future__ import annotations
+
+import json
+import pprint
+from datetime import datetime
+from typing import Any
+
+import click
+
+from caraway import states
+from caraway.cli.base import state_of
+from caraway.utils.text import did_you_mean
+
+
+def _json(kind: type, example: str) -> Any:
+    def convert(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        if value is None:
+            return None
+        try:
+            loaded = json.loads(value)
+        except ValueError as exc:
+            raise click.BadParameter(f"not valid JSON ({exc}); for example {example}") from None
+        if not isinstance(loaded, kind):
+            raise click.BadParameter(
+                f"expected a JSON {'array' if kind is list else 'object'}, e.g. {example}"
+            )
+        return loaded
+
+    return convert
+
+
+def _iso(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    from caraway.utils.time import parse_iso
+
+    try:
+        return parse_iso(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO-8601 time, e.g. 2030-01-31T09:00:00+00:00 (no offset: UTC)"
+        ) from None
+
+
+@click.command()
+@click.argument("name")
+@click.option("-a", "--args", callback=_json(list, "'[2, 2]'"), help="Positional args, JSON.")
+@click.option("-k", "--kwargs", callback=_json(dict, "'{\"x\": 1}'"), help="Keyword args, JSON.")
+@click.option("--countdown", type=click.FloatRange(min=0), help="Run in this many seconds.")
+@click.option("--eta", callback=_iso, help="Run at this ISO-8601 time.")
+@click.option("--queue", help="Queue to send to (default: by the app's routes).")
+@click.pass_context
+def call(
+    ctx: click.Context,
+    name: str,
+    args: list[Any] | None,
+    kwargs: dict[str, Any] | None,
+    countdown: float | None,
+    eta: datetime | None,
+    queue: str | None,
+) -> None:
+    """Send task NAME to the workers and print its id."""
+    state = state_of(ctx)
+    app = state.app
+    if state.app_given and name not in app.tasks:
+        # Only a near miss is worth a word: tasks of modules in `include` are not known here.
+        hint = did_you_mean(name, app.tasks.regular())
+        if hint:
+            click.echo(f"Note: {name!r} is not a task of this app.{hint} Sent anyway.", err=True)
+    sent = app.send_task(name, args, kwargs, countdown=countdown, eta=eta, queue=queue)
+    click.echo(sent.id)
+
+
+@click.command()
+@click.argument("task_id")
+@click.option("--traceback", is_flag=True, help="Show the traceback of a failed task.")
+@click.pass_context
+def result(ctx: click.Context, task_id: str, traceback: bool) -> None:
+    """Show the result of task TASK_ID (without waiting for it).
+
+    Prints the return value of a successful task; otherwise the state and what is known
+    (the exception of a failure, the meta of a custom state such as PROGRESS).
+    """
+    app = state_of(ctx).app
+    meta = app.backend.get_task_meta(task_id)
+    status = meta["status"]
+    if traceback:
+        text = meta.get("traceback")
+        click.echo(text.rstrip() if text else f"{status}: no traceback stored for {task_id}")
+        return
+    if status == states.SUCCESS:
+        click.echo(_pretty(meta["result"]))
+    elif status == states.PENDING:
+        click.echo(f"PENDING: no result stored yet (unknown task id, or not run yet): {task_id}")
+    elif status in states.EXCEPTION_STATES:
+        exc = app.backend.exception_from_meta(meta)
+        click.echo(f"{status}: {type(exc).__name__}: {exc}")
+    else:
+        click.echo(f"{status}: {_pretty(meta['result'])}")
+
+
+def _pretty(value: Any) -> str:
+    return value if isinstance(value, str) else pprint.pformat(value, width=100)

@@ -1,0 +1,1 @@
+"""Integrations that sit on top of caraway: the pytest plugin and testing helpers."""

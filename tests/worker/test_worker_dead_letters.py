@@ -1,0 +1,62 @@
+"""Messages a worker cannot run are set aside as dead letters, and the worker keeps serving."""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from worker_support import WAIT, make_app
+
+from caraway import serialization, states
+from caraway.brokers.base import Outgoing
+from caraway.exceptions import NotRegistered
+from caraway.protocol import build_task_message
+
+
+@pytest.mark.parametrize("broker", ["memory", "sqlite"])
+def test_undecodable_and_unknown_messages_become_dead_letters(
+    broker: str, tmp_path: Path, start_worker: Any
+) -> None:
+    app = make_app(broker, f"dead-{broker}", tmp_path / "b.sqlite3", accept_content=["json"])
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    start_worker(app, pool="solo")
+
+    # A body of [args, kwargs] without the third element (embed).
+    short = build_task_message(add.name or "", str(uuid.uuid4()), [1, 2])
+    short.body = serialization.json_dumps([[1, 2], {}])
+    # A pickle body, while the worker accepts only JSON.
+    pickled = build_task_message(add.name or "", str(uuid.uuid4()), [1, 2])
+    pickled.body = pickle.dumps(([1, 2], {}, {}))
+    pickled.content_type, pickled.content_encoding = "application/x-python-serialize", "binary"
+    app.broker.publish([Outgoing(short, "celery"), Outgoing(pickled, "celery")])
+    unknown = app.send_task("tests.worker.no_such_task", args=(1,))
+
+    # A normal task sent after them still runs: the worker kept serving.
+    assert add.delay(1, 2).get(timeout=WAIT) == 3
+
+    dead = app.broker.dead_letters()
+    assert [d.message.task_id for d in dead] == [short.task_id, pickled.task_id, unknown.id]
+    assert [d.queue for d in dead] == ["celery"] * 3
+    assert dead[0].reason.startswith("cannot decode: ")
+    assert "3-element array" in dead[0].reason
+    assert dead[1].reason.startswith("cannot decode: ")
+    assert "'application/x-python-serialize'" in dead[1].reason
+    assert "accept_content" in dead[1].reason
+    assert dead[1].message.body == pickled.body  # kept as it came, to be inspected or replayed
+    assert "unregistered task of type 'tests.worker.no_such_task'" in dead[2].reason
+
+    # As Celery does on the wire: the unknown task is marked FAILURE with NotRegistered.
+    assert unknown.state == states.FAILURE
+    assert isinstance(unknown.result, NotRegistered)
+    assert unknown.result.args == ("tests.worker.no_such_task",)
+    # Undecodable messages have no trustworthy id to store a result under.
+    assert app.AsyncResult(short.task_id or "").state == states.PENDING
+    assert app.AsyncResult(pickled.task_id or "").state == states.PENDING
+    assert app.broker.size("celery") == 0

@@ -1,0 +1,108 @@
+"""``self.retry`` and ``autoretry_for`` on a real worker: re-sent, counted, and bounded."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from worker_support import WAIT, ThreadedWorker, sqlite_app, wait_until
+
+from caraway import states
+from caraway.exceptions import MaxRetriesExceededError
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    path = tmp_path_factory.mktemp("retries") / "b.sqlite3"
+    # result_extended: the stored meta carries the request's ``retries``.
+    app = sqlite_app("retries", path, result_extended=True)
+    attempts: dict[str, list[float]] = defaultdict(list)
+
+    @app.task(bind=True, max_retries=5)
+    def flaky(self: Any, key: str, failures: int) -> int:
+        attempts[key].append(time.monotonic())
+        if self.request.retries < failures:
+            raise self.retry(countdown=0.05)
+        return int(self.request.retries)
+
+    @app.task(bind=True, max_retries=2)
+    def hopeless(self: Any, key: str) -> None:
+        attempts[key].append(time.monotonic())
+        raise self.retry(countdown=0.01)
+
+    @app.task(bind=True, max_retries=1)
+    def hopeless_with_exc(self: Any, key: str) -> None:
+        attempts[key].append(time.monotonic())
+        try:
+            raise ValueError("backend down")
+        except ValueError as exc:
+            raise self.retry(exc=exc, countdown=0.01) from exc
+
+    @app.task(
+        bind=True,
+        autoretry_for=(ConnectionError,),
+        retry_backoff=True,
+        retry_jitter=False,
+        max_retries=2,
+    )
+    def backoff(self: Any, key: str) -> int:
+        attempts[key].append(time.monotonic())
+        if self.request.retries < 2:
+            raise ConnectionError("unreachable")
+        return int(self.request.retries)
+
+    worker = ThreadedWorker(app, pool="threads", concurrency=2).start()
+    yield SimpleNamespace(
+        app=app, attempts=attempts, flaky=flaky, hopeless=hopeless,
+        hopeless_with_exc=hopeless_with_exc, backoff=backoff,
+    )  # fmt: skip
+    worker.stop()
+
+
+def test_retry_reaches_success_with_the_retry_count(served: SimpleNamespace) -> None:
+    result = served.flaky.delay("flaky", 2)
+
+    assert result.get(timeout=WAIT) == 2
+    assert result.state == states.SUCCESS
+    assert result.retries == 2
+    assert len(served.attempts["flaky"]) == 3
+    assert served.app.broker.size("celery") == 0
+
+
+def test_retrying_past_max_retries_fails_with_max_retries_exceeded(
+    served: SimpleNamespace,
+) -> None:
+    result = served.hopeless.delay("hopeless")
+
+    with pytest.raises(MaxRetriesExceededError):
+        result.get(timeout=WAIT)
+    assert result.state == states.FAILURE
+    assert len(served.attempts["hopeless"]) == 3  # the first run and max_retries=2 retries
+
+
+def test_retrying_past_max_retries_with_exc_fails_with_that_exception(
+    served: SimpleNamespace,
+) -> None:
+    result = served.hopeless_with_exc.delay("with-exc")
+
+    with pytest.raises(ValueError, match="backend down"):
+        result.get(timeout=WAIT)
+    assert result.state == states.FAILURE
+    assert len(served.attempts["with-exc"]) == 2
+
+
+def test_autoretry_with_exponential_backoff(served: SimpleNamespace) -> None:
+    """``retry_backoff=True`` without jitter waits 1 s, then 2 s."""
+    result = served.backoff.delay("backoff")
+
+    # Between attempts the stored state is RETRY, with the exception that caused it.
+    wait_until(lambda: served.app.AsyncResult(result.id).state == states.RETRY, what="RETRY")
+    assert result.get(timeout=WAIT) == 2
+    assert result.retries == 2
+    first, second, third = served.attempts["backoff"]
+    assert 0.9 <= second - first < 1 + 2
+    assert 1.9 <= third - second < 2 + 2

@@ -1,0 +1,75 @@
+"""Soft and hard time limits interrupt pure-Python busy loops on the solo and threads pools."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import pytest
+from worker_support import WAIT, ThreadedWorker, memory_app
+
+from caraway import states
+from caraway.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+
+
+def spin(seconds: float) -> None:
+    """Pure Python, never blocked in C: where a thread can be interrupted."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pass
+
+
+@pytest.fixture(scope="module", params=["solo", "threads"])
+def served(request: pytest.FixtureRequest) -> Iterator[SimpleNamespace]:
+    app = memory_app(f"limits-{request.param}")
+
+    @app.task(soft_time_limit=0.2)
+    def soft() -> str:
+        try:
+            spin(WAIT)
+        except SoftTimeLimitExceeded:
+            return "cleaned up"
+        return "never interrupted"
+
+    @app.task(time_limit=0.2)
+    def hard() -> str:
+        spin(WAIT)
+        return "never interrupted"
+
+    @app.task
+    def busy(seconds: float) -> str:
+        try:
+            spin(seconds)
+        except SoftTimeLimitExceeded:
+            return "cleaned up"
+        return "finished"
+
+    worker = ThreadedWorker(app, pool=request.param, concurrency=2).start()
+    yield SimpleNamespace(app=app, soft=soft, hard=hard, busy=busy)
+    worker.stop()
+
+
+def test_soft_time_limit_can_be_caught_by_the_task(served: SimpleNamespace) -> None:
+    started = time.monotonic()
+
+    assert served.soft.delay().get(timeout=WAIT) == "cleaned up"
+    assert time.monotonic() - started < WAIT / 2
+
+
+def test_soft_time_limit_given_per_call(served: SimpleNamespace) -> None:
+    limited = served.busy.apply_async((WAIT,), soft_time_limit=0.2)
+
+    assert limited.get(timeout=WAIT) == "cleaned up"
+    # Finishing within the limit: the limit never fires later on, in that thread's next task.
+    assert served.busy.apply_async((0.01,), soft_time_limit=0.2).get(timeout=WAIT) == "finished"
+    assert served.busy.delay(0.3).get(timeout=WAIT) == "finished"
+
+
+def test_hard_time_limit_fails_the_task_and_the_worker_goes_on(served: SimpleNamespace) -> None:
+    result = served.hard.delay()
+
+    with pytest.raises(TimeLimitExceeded):
+        result.get(timeout=WAIT)
+    assert result.state == states.FAILURE
+    assert served.busy.delay(0.01).get(timeout=WAIT) == "finished"

@@ -1,0 +1,266 @@
+"""Real workers against real brokers: helpers shared by ``tests/worker`` (fixtures: conftest).
+
+Two ways to run a worker:
+
+* in this process, in a daemon thread (``ThreadedWorker``; fixture ``start_worker``): fast,
+  for everything that needs no crash. Tasks can then share ``threading`` events with the test.
+* as a subprocess (``WorkerProject``; fixture ``worker_project``): for SIGKILL, SIGTERM and
+  restart stories. The tasks live in a module written into ``tmp_path`` and leave marker
+  files the test reads.
+
+Every wait is bounded, and every worker started here is stopped (or killed) at teardown.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
+
+from caraway import Celery
+
+T = TypeVar("T")
+
+#: Upper bound for anything that normally takes milliseconds: generous, so a loaded
+#: 2-core CI machine does not turn slowness into failures.
+WAIT = 10.0
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = WAIT, what: str = "condition") -> T:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds.
+
+    Used for effects in another thread or process (a stored state, a marker file) that
+    offer nothing to block on.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.002
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
+# --- apps --------------------------------------------------------------------------------
+
+
+def memory_app(main: str, **conf: Any) -> Celery:
+    """An app on its own ``memory://`` store (stores are shared per name in a process)."""
+    return Celery(
+        main, broker=f"memory://{main}-{uuid.uuid4().hex}", backend="cache+memory://", **conf
+    )
+
+
+def sqlite_app(main: str, path: Path, **conf: Any) -> Celery:
+    """An app on a SQLite file; with no backend set, results go to the same file."""
+    return Celery(main, broker=f"sqlite:///{path}", **conf)
+
+
+def make_app(kind: str, main: str, path: Path, **conf: Any) -> Celery:
+    if kind == "memory":
+        return memory_app(main, **conf)
+    if kind == "sqlite":
+        return sqlite_app(main, path, **conf)
+    raise ValueError(kind)
+
+
+# --- workers in a thread -------------------------------------------------------------------
+
+
+class ThreadedWorker:
+    """``app.Worker(...).start()`` in a daemon thread; errors surface in the test thread."""
+
+    def __init__(self, app: Celery, **options: Any) -> None:
+        self.worker = app.Worker(**options)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="test-worker", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.worker.start()
+        except BaseException as exc:  # reported by start()/stop(), not lost in the thread
+            self.error = exc
+
+    def start(self, timeout: float = WAIT) -> ThreadedWorker:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.worker.ready.wait(0.01):
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.stop(timeout=1.0)
+                raise AssertionError(f"worker did not become ready: {self.error!r}")
+        return self
+
+    def stop(self, timeout: float = WAIT) -> None:
+        self.worker.stop(warm=True)
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "worker thread did not stop"
+        if self.error is not None:
+            raise AssertionError(f"worker failed: {self.error!r}") from self.error
+
+
+# --- workers in a subprocess -----------------------------------------------------------------
+
+#: The app a subprocess worker runs. Tasks leave one JSON line per run in ``marks/<key>``
+#: and ``block`` waits for the test to create ``release-<key>`` (the cross-process event).
+TASKS_SOURCE = """
+import json
+import os
+import time
+from pathlib import Path
+
+from caraway import Celery
+
+HERE = Path(__file__).resolve().parent
+app = Celery(
+    "crashproj",
+    broker=f"sqlite:///{HERE}/b.sqlite3",
+    broker_transport_options={"visibility_timeout": 2},
+)
+
+
+def mark(key, **info):
+    marks = HERE / "marks"
+    marks.mkdir(exist_ok=True)
+    line = json.dumps({"pid": os.getpid(), "at": time.time(), **info})
+    with open(marks / key, "a") as f:
+        f.write(line + "\\n")
+    return len((marks / key).read_text().splitlines())
+
+
+def block(key, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not (HERE / f"release-{key}").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"release-{key} never came")
+        time.sleep(0.01)
+
+
+def _run_blocking_first_time(request, key):
+    runs = mark(key, redelivered=bool((request.delivery_info or {}).get("redelivered")))
+    if runs == 1:
+        block(key)
+    return runs
+
+
+@app.task(name="crash.late", bind=True, acks_late=True)
+def late(self, key):
+    return _run_blocking_first_time(self.request, key)
+
+
+@app.task(name="crash.early", bind=True)
+def early(self, key):
+    return _run_blocking_first_time(self.request, key)
+
+
+@app.task(name="crash.hold")
+def hold(key):
+    mark(key)
+    block(key)
+    return key
+
+
+@app.task(name="crash.stamp")
+def stamp(key):
+    mark(key)
+    return time.time()
+"""
+
+
+class WorkerProject:
+    """A tasks module in ``tmp_path`` and the subprocess workers that run it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.module_path = root / "crashproj_tasks.py"
+        self.module_path.write_text(TASKS_SOURCE)
+        # Loaded here under a unique name: task names are explicit, so they match the worker's.
+        name = f"crashproj_tasks_{uuid.uuid4().hex}"
+        spec = importlib.util.spec_from_file_location(name, self.module_path)
+        assert spec is not None
+        assert spec.loader is not None
+        self.tasks: ModuleType = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(self.tasks)
+        self.app: Celery = self.tasks.app
+        self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def spawn(self, pool: str = "threads", concurrency: int = 2) -> subprocess.Popen[bytes]:
+        """Start a worker process; returns at once (use ``ping`` to wait until it serves)."""
+        code = (
+            "import crashproj_tasks as m; "
+            f"m.app.Worker(pool={pool!r}, concurrency={concurrency}, setup_logging=True,"
+            " loglevel='INFO', install_signal_handlers=True).start()"
+        )
+        log = self.root / f"worker-{len(self.procs)}.log"
+        env = {**os.environ, "PYTHONPATH": str(self.root)}
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", code],
+                cwd=self.root,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.procs.append((proc, log))
+        return proc
+
+    def ping(self, timeout: float = WAIT) -> None:
+        """Wait until some worker serves: a ``celery.ping`` sent now gets its answer."""
+        assert self.app.send_task("celery.ping").get(timeout=timeout) == "pong"
+
+    def marks(self, key: str) -> list[dict[str, Any]]:
+        path = self.root / "marks" / key
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def wait_marks(self, key: str, count: int, timeout: float = WAIT) -> list[dict[str, Any]]:
+        return wait_until(
+            lambda: (marks := self.marks(key)) and len(marks) >= count and marks,
+            timeout,
+            f"{count} run(s) of {key!r}",
+        )
+
+    def release(self, key: str) -> None:
+        (self.root / f"release-{key}").touch()
+
+    def messages_in_file(self) -> int:
+        """Every message row left in the broker file, leased or not."""
+        with sqlite3.connect(self.root / "b.sqlite3") as conn:
+            return int(conn.execute("SELECT count(*) FROM caraway_messages").fetchone()[0])
+
+    def lease_until(self, task_id: str) -> float:
+        """When the lease on ``task_id``'s message ends (it must be leased)."""
+        with sqlite3.connect(self.root / "b.sqlite3") as conn:
+            rows = conn.execute(
+                "SELECT lease_until, headers FROM caraway_messages WHERE lease_until IS NOT NULL"
+            ).fetchall()
+        [until] = [until for until, headers in rows if json.loads(headers)["id"] == task_id]
+        return float(until)
+
+    @staticmethod
+    def stop(proc: subprocess.Popen[bytes], sig: int, timeout: float = WAIT) -> int:
+        proc.send_signal(sig)
+        return proc.wait(timeout)
+
+    def close(self) -> None:
+        for proc, log in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(WAIT)
+            # Shown by pytest only when the test failed.
+            print(f"----- {log.name} (exit {proc.returncode}) -----")
+            print(log.read_text(errors="replace"))
