@@ -6,12 +6,12 @@ import random
 
 
 def backoff_countdown(
-    factor: int, retries: int, maximum: float | None = 600, full_jitter: bool = True
-) -> float:
-    """``factor * 2**retries`` seconds, capped at ``maximum``, then jittered in ``[0, delay]``."""
+    factor: int, retries: int, maximum: int | None = 600, full_jitter: bool = True
+) -> int:
+    """``factor * 2**retries`` whole seconds, capped at ``maximum``, jittered in ``[0, delay]``."""
     delay = factor * (2**retries)
     if maximum is not None:
-        delay = min(maximum, delay)
+        delay = min(int(maximum), delay)
     if full_jitter:
-        delay = random.randrange(int(delay) + 1)
-    return float(max(0, delay))
+        delay = random.randrange(delay + 1)
+    return max(0, delay)

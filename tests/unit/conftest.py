@@ -2,18 +2,53 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from caraway import Caraway
+from caraway.brokers.base import Outgoing
 
 
 @pytest.fixture(scope="session")
 def captures_dir() -> Path:
     """The golden captures of real Celery traffic, in the shared/ checkout beside the repo."""
-    path = Path(__file__).resolve().parents[3] / "shared" / "spec" / "captures"
+    shared = os.environ.get("CARAWAY_SHARED") or Path(__file__).resolve().parents[3] / "shared"
+    path = Path(shared) / "spec" / "captures"
     if not path.is_dir():
         pytest.fail(
             f"Celery captures not found at {path}: check out shared/ beside the caraway repo "
-            "(the unit tests read shared/spec/captures/*.json)."
+            "(the unit tests read shared/spec/captures/*.json), or set CARAWAY_SHARED to its path."
         )
     return path
+
+
+@pytest.fixture
+def app() -> Iterator[Caraway]:
+    """A fresh app on its own in-process broker, not set as current."""
+    app = Caraway(
+        "proj",
+        broker=f"memory://unit-{uuid.uuid4().hex}",
+        backend="cache+memory://",
+        set_as_current=False,
+    )
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def published(app: Caraway, monkeypatch: pytest.MonkeyPatch) -> list[Outgoing]:
+    """Every message the app publishes, including ones the broker holds until their ETA."""
+    sent: list[Outgoing] = []
+    publish = app.broker.publish
+
+    def record(batch: Any) -> None:
+        sent.extend(batch)
+        publish(batch)
+
+    monkeypatch.setattr(app.broker, "publish", record)
+    return sent

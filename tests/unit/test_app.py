@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import caraway.app
+import caraway.current
 from caraway import Caraway, Celery, Task, shared_task
 from caraway.brokers.memory import MemoryBroker
 from caraway.exceptions import ImproperlyConfigured, NotRegistered
@@ -28,9 +29,13 @@ def app() -> Iterator[Caraway]:
 
 
 @pytest.fixture
-def isolated_shared_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``shared_task`` declarations made by a test do not leak into other tests' apps."""
+def isolated_shared_tasks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Shared tasks declared and apps made current by a test do not leak into other tests."""
     monkeypatch.setattr(caraway.app, "_shared_tasks", [])
+    monkeypatch.setattr(caraway.current, "_default_app", [])
+    token = caraway.current._current_app.set(None)
+    yield
+    caraway.current._current_app.reset(token)
 
 
 # --- configuration ------------------------------------------------------------------------

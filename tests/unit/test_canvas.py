@@ -6,8 +6,6 @@ import base64
 import copy
 import json
 import pickle
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,37 +22,12 @@ JSON = frozenset({"application/json"})
 
 
 @pytest.fixture
-def app() -> Iterator[Caraway]:
-    app = Caraway(
-        "proj",
-        broker=f"memory://canvas-{uuid.uuid4().hex}",
-        backend="cache+memory://",
-        set_as_current=False,
-    )
-    yield app
-    app.close()
-
-
-@pytest.fixture
 def add(app: Caraway) -> Task[Any, Any]:
     @app.task(name="proj.add")
     def add(x: int, y: int) -> int:
         return x + y
 
     return add
-
-
-@pytest.fixture
-def published(app: Caraway, monkeypatch: pytest.MonkeyPatch) -> list[Outgoing]:
-    sent: list[Outgoing] = []
-    publish = app.broker.publish
-
-    def record(batch: Any) -> None:
-        sent.extend(batch)
-        publish(batch)
-
-    monkeypatch.setattr(app.broker, "publish", record)
-    return sent
 
 
 def _embed(outgoing: Outgoing) -> dict[str, Any]:
@@ -291,3 +264,58 @@ def test_chain_dict_round_trips(app: Caraway, add: Task[Any, Any]) -> None:
 def test_empty_chain_cannot_be_sent(app: Caraway) -> None:
     with pytest.raises(ValueError, match="empty chain"):
         chain(app=app).apply_async()
+
+
+# --- callbacks as a worker publishes them (spec §1.5, §6.2) -------------------------------------
+
+
+def _run_as_worker(app: Caraway, outgoing: Outgoing) -> None:
+    from caraway.brokers.base import Delivery
+    from caraway.execution import execute
+    from caraway.worker.job import Job
+
+    call = parse_task_message(outgoing.message, JSON)
+    task = app.tasks[call.name]
+    job = Job(Delivery(outgoing.message, outgoing.queue, None), call, task, "w1@test")
+    execute(task, job.request)
+
+
+def test_link_callback_gets_the_result_prepended_and_is_a_child(
+    app: Caraway, add: Task[Any, Any], published: list[Outgoing]
+) -> None:
+    @app.task(name="proj.echo")
+    def echo(value: Any) -> Any:
+        return value
+
+    parent = add.apply_async((1, 2), link=echo.s())
+    _run_as_worker(app, published[0])
+
+    callback = published[1].message.headers
+    assert callback["task"] == "proj.echo"
+    assert parse_task_message(published[1].message, JSON).args == [3]
+    assert callback["argsrepr"] == "(3,)"
+    assert callback["parent_id"] == parent.id
+    assert callback["root_id"] == parent.id
+    assert callback["id"] != parent.id
+    assert app.backend.get_task_meta(parent.id)["children"] == [[[callback["id"], None], None]]
+
+
+def test_errback_is_published_with_the_failed_task_id(
+    app: Caraway, published: list[Outgoing]
+) -> None:
+    @app.task(name="proj.fail")
+    def fail() -> None:
+        raise ValueError("linkerr")
+
+    @app.task(name="proj.on_error")
+    def on_error(task_id: str) -> str:
+        return task_id
+
+    failed = fail.apply_async(link_error=on_error.s())
+    _run_as_worker(app, published[0])
+
+    errback = published[1].message
+    assert errback.headers["task"] == "proj.on_error"
+    assert parse_task_message(errback, JSON).args == [failed.id]
+    assert errback.headers["parent_id"] == failed.id
+    assert app.backend.get_task_meta(failed.id)["status"] == "FAILURE"

@@ -206,20 +206,6 @@ def tasks(app: Caraway) -> Tasks:
     return {"add": add, "echo": echo, "on_error": on_error}
 
 
-@pytest.fixture
-def published(app: Caraway, monkeypatch: pytest.MonkeyPatch) -> list[Outgoing]:
-    """Everything the app publishes, including messages the broker holds until their ETA."""
-    sent: list[Outgoing] = []
-    publish = app.broker.publish
-
-    def record(batch: Any) -> None:
-        sent.extend(batch)
-        publish(batch)
-
-    monkeypatch.setattr(app.broker, "publish", record)
-    return sent
-
-
 def _send(app: Caraway, tasks: Tasks, published: list[Outgoing], variant: str) -> Outgoing:
     SENDS[variant](app, tasks)
     assert len(published) == 1, f"{variant}: one call must publish one message"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,31 +12,6 @@ from caraway.brokers.base import Outgoing
 from caraway.exceptions import ImproperlyConfigured, QueueNotFound
 from caraway.routing import MapRouter, expand_route, lookup, prepare_routers, resolve_queue
 from caraway.task import Task
-
-
-@pytest.fixture
-def app() -> Iterator[Caraway]:
-    app = Caraway(
-        "proj",
-        broker=f"memory://routing-{uuid.uuid4().hex}",
-        backend="cache+memory://",
-        set_as_current=False,
-    )
-    yield app
-    app.close()
-
-
-@pytest.fixture
-def published(app: Caraway, monkeypatch: pytest.MonkeyPatch) -> list[Outgoing]:
-    sent: list[Outgoing] = []
-    publish = app.broker.publish
-
-    def record(batch: Any) -> None:
-        sent.extend(batch)
-        publish(batch)
-
-    monkeypatch.setattr(app.broker, "publish", record)
-    return sent
 
 
 def _task(app: Caraway, name: str, **options: Any) -> Task[Any, Any]:

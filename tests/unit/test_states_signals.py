@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -219,18 +218,6 @@ def test_strong_receiver_is_kept_by_default() -> None:
 
 
 # --- signals sent by caraway --------------------------------------------------------------
-
-
-@pytest.fixture
-def app() -> Iterator[Caraway]:
-    app = Caraway(
-        "proj",
-        broker=f"memory://signals-{uuid.uuid4().hex}",
-        backend="cache+memory://",
-        set_as_current=False,
-    )
-    yield app
-    app.close()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -19,32 +18,6 @@ from caraway.task import Task
 from caraway.worker.job import Job
 
 JSON = frozenset({"application/json"})
-
-
-@pytest.fixture
-def app() -> Iterator[Caraway]:
-    app = Caraway(
-        "proj",
-        broker=f"memory://task-{uuid.uuid4().hex}",
-        backend="cache+memory://",
-        set_as_current=False,
-    )
-    yield app
-    app.close()
-
-
-@pytest.fixture
-def published(app: Caraway, monkeypatch: pytest.MonkeyPatch) -> list[Outgoing]:
-    """Every message the app publishes, delayed ones included."""
-    sent: list[Outgoing] = []
-    publish = app.broker.publish
-
-    def record(batch: Any) -> None:
-        sent.extend(batch)
-        publish(batch)
-
-    monkeypatch.setattr(app.broker, "publish", record)
-    return sent
 
 
 def _run_as_worker(app: Caraway, outgoing: Outgoing) -> Outcome:

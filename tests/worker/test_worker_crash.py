@@ -83,15 +83,15 @@ def test_countdown_task_survives_a_restart_and_runs_once_after_its_eta(
     assert project.messages_in_file() == 0
 
 
-@pytest.mark.parametrize(("pool", "concurrency"), [("solo", 1), ("threads", 1)])
+@pytest.mark.parametrize("pool", ["solo", "threads"])
 def test_sigterm_finishes_the_running_task_and_gives_back_prefetched_messages(
-    worker_project: WorkerProject, pool: str, concurrency: int
+    worker_project: WorkerProject, pool: str
 ) -> None:
     project = worker_project
     running = project.tasks.hold.delay("running")
     waiting = [project.tasks.stamp.delay(f"waiting-{n}") for n in range(3)]
     # Started after publishing: its first fetch fills the whole window (1 slot x 4).
-    proc = project.spawn(pool=pool, concurrency=concurrency)
+    proc = project.spawn(pool=pool, concurrency=1)
     project.wait_marks("running", 1)
     # Leased messages are not counted: at 0, all three are prefetched by the worker.
     wait_until(lambda: project.app.broker.size("celery") == 0, what="the prefetch")
@@ -124,3 +124,18 @@ def test_a_live_worker_renews_its_lease_past_the_visibility_timeout(
     project.release("long")
     assert result.get(timeout=WAIT) == 1
     assert project.messages_in_file() == 0
+
+
+def test_sigterm_while_booting_stops_the_worker_before_it_takes_anything(
+    worker_project: WorkerProject,
+) -> None:
+    """The signal arrives (from a ``worker_process_init`` receiver) before consuming starts."""
+    project = worker_project
+    result = project.tasks.stamp.delay("never")
+
+    proc = project.spawn(pool="solo", CRASHPROJ_TERM_DURING_BOOT="1")
+
+    assert proc.wait(WAIT) == 0
+    assert project.marks("never") == []
+    assert result.state == states.PENDING
+    assert project.app.broker.size("celery") == 1

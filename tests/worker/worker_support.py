@@ -119,10 +119,11 @@ class ThreadedWorker:
 TASKS_SOURCE = """
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
-from caraway import Celery
+from caraway import Celery, signals
 
 HERE = Path(__file__).resolve().parent
 app = Celery(
@@ -130,6 +131,12 @@ app = Celery(
     broker=f"sqlite:///{HERE}/b.sqlite3",
     broker_transport_options={"visibility_timeout": 2},
 )
+
+
+@signals.worker_process_init.connect
+def term_during_boot(sender=None, **kwargs):
+    if os.environ.get("CRASHPROJ_TERM_DURING_BOOT"):
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def mark(key, **info):
@@ -197,7 +204,9 @@ class WorkerProject:
         self.app: Celery = self.tasks.app
         self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
 
-    def spawn(self, pool: str = "threads", concurrency: int = 2) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, pool: str = "threads", concurrency: int = 2, **env: str
+    ) -> subprocess.Popen[bytes]:
         """Start a worker process; returns at once (use ``ping`` to wait until it serves)."""
         code = (
             "import crashproj_tasks as m; "
@@ -205,7 +214,7 @@ class WorkerProject:
             " loglevel='INFO', install_signal_handlers=True).start()"
         )
         log = self.root / f"worker-{len(self.procs)}.log"
-        env = {**os.environ, "PYTHONPATH": str(self.root)}
+        env = {**os.environ, **env, "PYTHONPATH": str(self.root)}
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-c", code],
