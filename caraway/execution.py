@@ -138,11 +138,16 @@ def _call_errbacks(
     """Errbacks taking ``(request, exc, traceback)`` run here; others are sent the task id."""
     for errback in request.errbacks or ():
         sig = maybe_signature(errback, task.app)
-        target = sig.type
-        if target is not None and _positional_arity(target.run) > 1:
-            sig(request, exc, einfo.traceback)
-        else:
-            sig.apply_async((request.id,))
+        try:
+            target = sig.type
+            if target is not None and _positional_arity(target.run) > 1:
+                sig(request, exc, einfo.traceback)
+            else:
+                sig.apply_async((request.id,))
+        except Exception:
+            # The failure is stored already. Raising here would make it an internal error,
+            # and the worker would redeliver an acks_late task again and again.
+            logger.exception("Errback %r of %s[%s] raised", sig, task.name, request.id)
 
 
 def _positional_arity(fun: Any) -> int:

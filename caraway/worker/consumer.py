@@ -153,24 +153,30 @@ class Consumer:
         self._schedule(job)
 
     def _make_job(self, delivery: Delivery) -> Job | None:
-        message = delivery.message
         try:
-            call = parse_task_message(message, self.accept)
-        except (SerializationError, TaskError, ValueError) as exc:
-            where = self.broker.dead_letter(delivery, f"cannot decode: {exc}")
-            logger.error(
-                "Cannot decode message %s (content type %r): %s. Set aside in %s. If it is"
-                " valid, add its content type to accept_content.",
-                message.task_id, message.content_type, exc, where,
-            )  # fmt: skip
-            signals.task_rejected.send(sender=self, message=message, exc=exc)
+            call = parse_task_message(delivery.message, self.accept)
+        except (SerializationError, TaskError, ValueError, TypeError) as exc:
+            self._undecodable(delivery, exc)
             return None
         try:
             task = self.app.tasks[call.name]
         except NotRegistered as exc:
             self._unknown(delivery, call.name, call.id, exc)
             return None
-        return Job(delivery, call, task, self.hostname)
+        try:
+            return Job(delivery, call, task, self.hostname)
+        except (ValueError, TypeError) as exc:  # a header or property of the wrong type
+            self._undecodable(delivery, exc)
+            return None
+
+    def _undecodable(self, delivery: Delivery, exc: Exception) -> None:
+        message = delivery.message
+        where = self.broker.dead_letter(delivery, f"cannot decode: {exc}")
+        logger.error(
+            "Cannot decode message %s (content type %r), set aside in %s: %s",
+            message.task_id, message.content_type, where, exc,
+        )  # fmt: skip
+        signals.task_rejected.send(sender=self, message=message, exc=exc)
 
     def _unknown(self, delivery: Delivery, name: str, task_id: str, exc: NotRegistered) -> None:
         hint = self.app.tasks.unknown_task_hint(name)

@@ -22,8 +22,12 @@ class Job:
         conf = task.app.conf
         self.acks_late = bool(conf.task_acks_late if task.acks_late is None else task.acks_late)
         hard, soft = call.timelimit
-        self.time_limit = _first(hard, task.time_limit, conf.task_time_limit)
-        self.soft_time_limit = _first(soft, task.soft_time_limit, conf.task_soft_time_limit)
+        # float() here: a malformed ``timelimit`` header fails now, so the message is set
+        # aside, instead of failing later in the pool where it would be redelivered.
+        self.time_limit = _seconds(_first(hard, task.time_limit, conf.task_time_limit))
+        self.soft_time_limit = _seconds(
+            _first(soft, task.soft_time_limit, conf.task_soft_time_limit)
+        )
         self.request = Context(
             id=call.id, task=call.name, args=call.args, kwargs=call.kwargs,
             retries=call.retries, is_eager=False, called_directly=False,
@@ -62,3 +66,7 @@ class Job:
 
 def _first(*values: Any) -> Any:
     return next((value for value in values if value is not None), None)
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -29,8 +29,10 @@ def test_acks_late_task_killed_with_sigkill_runs_again_on_the_next_worker(
     project.release("late")
     project.spawn(pool="solo")
 
-    # The new worker reclaims the dead process's lease at start and runs the task again.
+    # The new worker reclaims the dead process's lease at start (without waiting for it to
+    # expire) and runs the task again.
     assert result.get(timeout=WAIT) == 2
+    assert "Restored 1 message(s) left by a worker that died" in project.log(1)
     assert result.state == states.SUCCESS
     runs = project.marks("late")
     assert len(runs) == 2

@@ -12,7 +12,7 @@ from worker_support import WAIT, make_app
 
 from caraway import serialization, states
 from caraway.brokers.base import Outgoing
-from caraway.exceptions import NotRegistered
+from caraway.exceptions import NotRegistered, Reject
 from caraway.protocol import build_task_message
 
 
@@ -59,4 +59,77 @@ def test_undecodable_and_unknown_messages_become_dead_letters(
     # Undecodable messages have no trustworthy id to store a result under.
     assert app.AsyncResult(short.task_id or "").state == states.PENDING
     assert app.AsyncResult(pickled.task_id or "").state == states.PENDING
+    assert app.broker.size("celery") == 0
+
+
+#: Header or property values of the wrong type, as a buggy or hostile producer may send.
+MALFORMED = {
+    "timelimit-not-numbers": lambda m: m.headers.update(timelimit=["x", None]),
+    "timelimit-not-a-list": lambda m: m.headers.update(timelimit=5),
+    "retries-not-a-number": lambda m: m.headers.update(retries="abc"),
+    "expires-not-a-time": lambda m: m.headers.update(expires="soon"),
+    "priority-not-a-number": lambda m: m.properties.update(priority="high"),
+    "compressed-garbage": lambda m: m.headers.update(compression="zlib"),
+}
+
+
+@pytest.mark.parametrize("broker", ["memory", "sqlite"])
+def test_messages_with_malformed_headers_become_dead_letters(
+    broker: str, tmp_path: Path, start_worker: Any
+) -> None:
+    """None of them may stop the worker, or fail later in the pool (and be redelivered)."""
+    app = make_app(broker, f"dead-headers-{broker}", tmp_path / "b.sqlite3")
+    runs: list[int] = []
+
+    @app.task(acks_late=True)
+    def add(x: int, y: int) -> int:
+        runs.append(x + y)
+        return x + y
+
+    start_worker(app, pool="solo")
+    messages = []
+    for spoil in MALFORMED.values():
+        message = build_task_message(add.name or "", str(uuid.uuid4()), [1, 2])
+        spoil(message)
+        messages.append(message)
+    app.broker.publish([Outgoing(message, "celery") for message in messages])
+
+    assert add.delay(2, 3).get(timeout=WAIT) == 5
+    dead = app.broker.dead_letters()
+    assert [d.message.task_id for d in dead] == [m.task_id for m in messages]
+    assert all(d.reason.startswith("cannot decode: ") for d in dead)
+    assert runs == [5]
+    assert app.broker.size("celery") == 0
+
+
+@pytest.mark.parametrize("broker", ["memory", "sqlite"])
+def test_late_ack_tasks_that_reject_or_fail_unacked_become_dead_letters(
+    broker: str, tmp_path: Path, start_worker: Any
+) -> None:
+    app = make_app(broker, f"dead-late-{broker}", tmp_path / "b.sqlite3")
+
+    @app.task(acks_late=True)
+    def refuse() -> None:
+        raise Reject("bad input", requeue=False)
+
+    @app.task(acks_late=True, acks_on_failure_or_timeout=False)
+    def crash() -> None:
+        raise ValueError("kept for a look")
+
+    @app.task(acks_late=True)
+    def crash_acked() -> None:
+        raise ValueError("acked anyway")
+
+    start_worker(app, pool="solo")
+    refused, crashed, acked = refuse.delay(), crash.delay(), crash_acked.delay()
+    with pytest.raises(ValueError, match="acked anyway"):
+        acked.get(timeout=WAIT)  # the solo worker has handled the two before it
+
+    dead = app.broker.dead_letters()
+    assert [(d.message.task_id, d.reason) for d in dead] == [
+        (refused.id, "rejected: 'bad input'"),
+        (crashed.id, "failed: ValueError('kept for a look')"),
+    ]
+    assert refused.state == states.PENDING  # Reject stores nothing, as in Celery
+    assert crashed.state == states.FAILURE
     assert app.broker.size("celery") == 0

@@ -33,8 +33,9 @@ def test_rate_limit_spaces_starts_per_task_name(
             starts["free"].append(time.monotonic())
         return n
 
-    # Four threads: the pool is never what holds the limited task back.
-    start_worker(app, pool=pool, concurrency=4)
+    # Four threads, and a window for all twelve messages: tasks held for a token count in the
+    # prefetch window, so a small one would hold the other task back too.
+    start_worker(app, pool=pool, concurrency=4, prefetch_multiplier=12)
     sent_at = time.monotonic()
     slow = [limited.delay(n) for n in range(6)]
     fast = [free.delay(n) for n in range(6)]

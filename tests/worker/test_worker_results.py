@@ -176,3 +176,40 @@ def test_result_expires_on_sqlite(tmp_path: Path, start_worker: Any) -> None:
     )
     assert app.backend.cleanup() == 1
     assert app.backend.get_raw(f"celery-task-meta-{result.id}") is None
+
+
+def test_a_broken_errback_neither_reruns_the_task_nor_stops_other_errbacks(
+    tmp_path: Path, start_worker: Any
+) -> None:
+    app = sqlite_app("broken-errback", tmp_path / "b.sqlite3")
+    runs: list[int] = []
+
+    @app.task(acks_late=True)
+    def fail() -> None:
+        runs.append(1)
+        raise KeyError("nope")
+
+    @app.task
+    def broken(request: Any, exc: BaseException, traceback: str) -> None:
+        raise RuntimeError("errback bug")
+
+    @app.task
+    def failed_id(task_id: str) -> str:
+        return task_id
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    start_worker(app, pool="solo")
+    by_id = failed_id.s()
+    by_id_result = by_id.freeze()
+    result = fail.apply_async(link_error=[broken.s(), by_id])
+    after = add.delay(1, 1)
+
+    assert after.get(timeout=WAIT) == 2  # one at a time: a redelivery would have run first
+    assert by_id_result.get(timeout=WAIT) == result.id
+    with pytest.raises(KeyError, match="nope"):
+        result.get(timeout=WAIT)
+    assert runs == [1]
+    assert app.broker.size("celery") == 0

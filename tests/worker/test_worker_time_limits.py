@@ -37,6 +37,14 @@ def served(request: pytest.FixtureRequest) -> Iterator[SimpleNamespace]:
         spin(WAIT)
         return "never interrupted"
 
+    @app.task(soft_time_limit=0.2, time_limit=0.5)
+    def stubborn() -> str:
+        try:
+            spin(WAIT)
+        except SoftTimeLimitExceeded:
+            spin(WAIT)  # ignores the warning and carries on
+        return "never interrupted"
+
     @app.task
     def busy(seconds: float) -> str:
         try:
@@ -46,7 +54,7 @@ def served(request: pytest.FixtureRequest) -> Iterator[SimpleNamespace]:
         return "finished"
 
     worker = ThreadedWorker(app, pool=request.param, concurrency=2).start()
-    yield SimpleNamespace(app=app, soft=soft, hard=hard, busy=busy)
+    yield SimpleNamespace(app=app, soft=soft, hard=hard, stubborn=stubborn, busy=busy)
     worker.stop()
 
 
@@ -72,4 +80,14 @@ def test_hard_time_limit_fails_the_task_and_the_worker_goes_on(served: SimpleNam
     with pytest.raises(TimeLimitExceeded):
         result.get(timeout=WAIT)
     assert result.state == states.FAILURE
+    assert served.busy.delay(0.01).get(timeout=WAIT) == "finished"
+
+
+def test_a_task_that_ignores_its_soft_limit_is_stopped_by_the_hard_one(
+    served: SimpleNamespace,
+) -> None:
+    result = served.stubborn.delay()
+
+    with pytest.raises(TimeLimitExceeded):
+        result.get(timeout=WAIT)
     assert served.busy.delay(0.01).get(timeout=WAIT) == "finished"

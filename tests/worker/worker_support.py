@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -214,7 +215,8 @@ class WorkerProject:
             " loglevel='INFO', install_signal_handlers=True).start()"
         )
         log = self.root / f"worker-{len(self.procs)}.log"
-        env = {**os.environ, **env, "PYTHONPATH": str(self.root)}
+        path = os.pathsep.join(filter(None, [str(self.root), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, **env, "PYTHONPATH": path}
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-c", code],
@@ -225,6 +227,10 @@ class WorkerProject:
             )
         self.procs.append((proc, log))
         return proc
+
+    def log(self, index: int) -> str:
+        """What the ``index``-th worker process started by this project has logged so far."""
+        return self.procs[index][1].read_text(errors="replace")
 
     def ping(self, timeout: float = WAIT) -> None:
         """Wait until some worker serves: a ``celery.ping`` sent now gets its answer."""
@@ -246,17 +252,20 @@ class WorkerProject:
     def release(self, key: str) -> None:
         (self.root / f"release-{key}").touch()
 
+    def query(self, sql: str) -> list[Any]:
+        """Read the broker file directly, to see what the broker API does not show."""
+        with closing(sqlite3.connect(self.root / "b.sqlite3")) as conn:
+            return conn.execute(sql).fetchall()
+
     def messages_in_file(self) -> int:
         """Every message row left in the broker file, leased or not."""
-        with sqlite3.connect(self.root / "b.sqlite3") as conn:
-            return int(conn.execute("SELECT count(*) FROM caraway_messages").fetchone()[0])
+        return int(self.query("SELECT count(*) FROM caraway_messages")[0][0])
 
     def lease_until(self, task_id: str) -> float:
         """When the lease on ``task_id``'s message ends (it must be leased)."""
-        with sqlite3.connect(self.root / "b.sqlite3") as conn:
-            rows = conn.execute(
-                "SELECT lease_until, headers FROM caraway_messages WHERE lease_until IS NOT NULL"
-            ).fetchall()
+        rows = self.query(
+            "SELECT lease_until, headers FROM caraway_messages WHERE lease_until IS NOT NULL"
+        )
         [until] = [until for until, headers in rows if json.loads(headers)["id"] == task_id]
         return float(until)
 
