@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,7 +60,9 @@ class Database:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._local = threading.local()
+        self._conns: weakref.WeakKeyDictionary[threading.Thread, sqlite3.Connection] = (
+            weakref.WeakKeyDictionary()
+        )
         self._schemas: set[str] = set()
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -75,17 +78,27 @@ class Database:
             return db
 
     def connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None or self._pid != os.getpid():
+        """This thread's connection; it is closed when the thread object goes away."""
+        if self._pid != os.getpid():  # a forked child never touches its parent's connections
             self._pid = os.getpid()
-            conn = self._connect()
-            self._local.conn = conn
+            self._conns = weakref.WeakKeyDictionary()
+        thread = threading.current_thread()
+        conn = self._conns.get(thread)
+        if conn is None:
+            conn = self._conns[thread] = self._connect()
+            weakref.finalize(thread, conn.close)
         return conn
 
     def _connect(self) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+            # check_same_thread off: the finalizer that closes it may run on another thread.
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                check_same_thread=False,
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -121,7 +134,6 @@ class Database:
             conn.execute("COMMIT")
 
     def close_thread(self) -> None:
-        conn = getattr(self._local, "conn", None)
+        conn = self._conns.pop(threading.current_thread(), None)
         if conn is not None:
             conn.close()
-            self._local.conn = None
