@@ -142,21 +142,7 @@ class SQLiteBroker(Broker):
             (self.owner, now + self.lease_seconds, *queues, now, now, limit),
         ).fetchall()
         rows.sort(key=lambda row: (-row[2], row[0]))
-        return [
-            Delivery(
-                Message(
-                    serialization.json_loads(row[4]),
-                    serialization.json_loads(row[5]),
-                    bytes(row[6]),
-                    row[7],
-                    row[8],
-                ),
-                row[1],
-                row[0],
-                bool(row[3]),
-            )
-            for row in rows
-        ]
+        return [Delivery(_message(row[4:9]), row[1], row[0], bool(row[3])) for row in rows]
 
     def _where_mine(self, tags: Sequence[Any]) -> tuple[str, list[Any]]:
         return f"id IN ({','.join('?' * len(tags))}) AND lease_owner = ?", [*tags, self.owner]
@@ -258,21 +244,7 @@ class SQLiteBroker(Broker):
             )
             .fetchall()
         )
-        return [
-            DeadLetter(
-                Message(
-                    serialization.json_loads(r[3]),
-                    serialization.json_loads(r[4]),
-                    bytes(r[5]),
-                    r[6],
-                    r[7],
-                ),
-                r[0],
-                r[1],
-                r[2],
-            )
-            for r in rows
-        ]
+        return [DeadLetter(_message(r[3:8]), r[0], r[1], r[2]) for r in rows]
 
     def close(self) -> None:
         self.db.close_thread()
@@ -297,3 +269,15 @@ class SQLiteBroker(Broker):
         if not rows:
             return [], cursor
         return [(row[1], bool(row[2])) for row in rows], int(rows[-1][0])
+
+
+def _message(columns: Sequence[Any]) -> Message:
+    """A ``Message`` from the columns headers, properties, body, content_type, encoding."""
+    headers, properties, body, content_type, content_encoding = columns
+    return Message(
+        serialization.json_loads(headers),
+        serialization.json_loads(properties),
+        bytes(body),
+        content_type,
+        content_encoding,
+    )
