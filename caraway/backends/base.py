@@ -74,6 +74,13 @@ class Backend(ABC):
     def delete_raw(self, key: str) -> None:
         """Forget ``key``."""
 
+    @abstractmethod
+    def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        """Atomically add ``amount`` to the counter ``key``; returns the new value.
+
+        Chords count finished header tasks with it, so no worker has to poll.
+        """
+
     def wait_changed(self, key: str, timeout: float) -> None:
         """Block until ``key`` may have changed or ``timeout`` passes (default: just sleep)."""
         time.sleep(timeout)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 from caraway.backends.base import Backend, Stored
 from caraway.exceptions import ImproperlyConfigured
@@ -12,12 +12,19 @@ class BackendNotConfigured(ImproperlyConfigured, NotImplementedError):
     """Raised on reading a result when no result backend is configured (as Celery does)."""
 
 
+def _not_configured() -> NoReturn:
+    raise BackendNotConfigured(
+        "No result backend is configured: set result_backend (e.g. 'sqlite:///results.db',"
+        " 'redis://localhost/1') or pass backend= to the app to read task results."
+    )
+
+
 class DisabledBackend(Backend):
     def get_raw(self, key: str) -> Stored | None:
-        raise BackendNotConfigured(
-            "No result backend is configured: set result_backend (e.g. 'sqlite:///results.db',"
-            " 'redis://localhost/1') or pass backend= to the app to read task results."
-        )
+        _not_configured()
+
+    def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        _not_configured()
 
     def set_raw(self, key: str, value: Stored, state: str | None, ttl: float | None) -> None:
         """Results are dropped on purpose: nobody asked to keep them."""

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from caraway.app import Caraway
 
 _STORE: dict[str, tuple[Stored, str | None, float | None]] = {}
+_COUNTERS: dict[str, int] = {}
 _CHANGED = threading.Condition()
 
 
@@ -41,9 +42,16 @@ class MemoryBackend(Backend):
             _STORE[key] = (value, state, None if ttl is None else time.time() + ttl)
             _CHANGED.notify_all()
 
+    def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        with _CHANGED:
+            value = _COUNTERS.get(key, 0) + amount
+            _COUNTERS[key] = value
+            return value
+
     def delete_raw(self, key: str) -> None:
         with _CHANGED:
             _STORE.pop(key, None)
+            _COUNTERS.pop(key, None)
 
     def wait_changed(self, key: str, timeout: float) -> None:
         with _CHANGED:

@@ -22,7 +22,12 @@ CREATE TABLE IF NOT EXISTS caraway_results (
     content_encoding TEXT NOT NULL,
     expires_at REAL
 );
-CREATE INDEX IF NOT EXISTS caraway_results_expiry ON caraway_results (expires_at)
+CREATE INDEX IF NOT EXISTS caraway_results_expiry ON caraway_results (expires_at);
+CREATE TABLE IF NOT EXISTS caraway_counters (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL,
+    expires_at REAL
+)
 """
 
 
@@ -76,12 +81,31 @@ class SQLiteBackend(Backend):
         )
 
     def delete_raw(self, key: str) -> None:
-        self._conn().execute("DELETE FROM caraway_results WHERE key = ?", (key,))
+        conn = self._conn()
+        conn.execute("DELETE FROM caraway_results WHERE key = ?", (key,))
+        conn.execute("DELETE FROM caraway_counters WHERE key = ?", (key,))
+
+    def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        expires_at = None if ttl is None else time.time() + ttl
+        row = (
+            self._conn()
+            .execute(
+                "INSERT INTO caraway_counters (key, value, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value = value + excluded.value,"
+                " expires_at = excluded.expires_at RETURNING value",
+                (key, amount, expires_at),
+            )
+            .fetchone()
+        )
+        return int(row[0])
 
     def cleanup(self) -> int:
-        cursor = self._conn().execute(
-            "DELETE FROM caraway_results WHERE expires_at IS NOT NULL AND expires_at <= ?",
-            (time.time(),),
+        conn, now = self._conn(), time.time()
+        conn.execute(
+            "DELETE FROM caraway_counters WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+        )
+        cursor = conn.execute(
+            "DELETE FROM caraway_results WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
         )
         return int(cursor.rowcount)
 

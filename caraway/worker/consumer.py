@@ -65,11 +65,15 @@ class Consumer:
         self.rate_limits_enabled = not app.conf.worker_disable_rate_limits
         self._buckets: dict[str, TokenBucket | None] = {}
         # Jobs waiting for their ETA or a rate-limit token: by tag (to give back), and in a
-        # heap of (when, seq, job, limit_rate) released by the consumer's own thread, so a
+        # heap of (when, seq, job, kind) released by the consumer's own thread, so a
         # solo pool runs them there too (never in the timer thread).
         self._held: dict[Any, Job] = {}
-        self._holds: list[tuple[float, int, Job, bool]] = []
+        self._holds: list[tuple[float, int, Job, str]] = []
         self._hold_seq = itertools.count()
+        # Messages taken from the broker and not yet settled; their leases are renewed.
+        self._leased: set[Any] = set()
+        # Messages counted against the prefetch window. Jobs waiting for an ETA are not
+        # counted (as in Celery), so many future tasks never stall the consumer.
         self._inflight = 0
         self._slots = threading.Condition()
         self._stopping = threading.Event()
@@ -93,6 +97,7 @@ class Consumer:
                     continue
                 with self._slots:
                     self._inflight += 1
+                    self._leased.add(delivery.tag)
                 self.on_delivery(delivery)
 
     def stop(self) -> None:
@@ -105,6 +110,7 @@ class Consumer:
         tags = [job.delivery.tag for job in self._held.values()]
         self._held.clear()
         self._holds.clear()
+        self._leased.clear()
         for work in self.pool.take_pending():
             job = getattr(work, "job", None)
             if job is not None:
@@ -113,9 +119,12 @@ class Consumer:
             self.broker.release(tags)
         return len(tags)
 
-    def _done(self) -> None:
+    def _done(self, job: Job | Delivery) -> None:
+        """The message is settled (acked, released or set aside): free its slot."""
+        tag = job.delivery.tag if isinstance(job, Job) else job.tag
         with self._slots:
             self._inflight -= 1
+            self._leased.discard(tag)
             self._slots.notify()
 
     # --- housekeeping, run by the timer ---------------------------------------------------
@@ -131,24 +140,30 @@ class Consumer:
                 )  # fmt: skip
 
     def renew_leases(self) -> None:
-        self.broker.renew([])
+        with self._slots:
+            tags = list(self._leased)
+        if tags:
+            self.broker.renew(tags)
 
     # --- one message -----------------------------------------------------------------------
 
     def on_delivery(self, delivery: Delivery) -> None:
         job = self._make_job(delivery)
         if job is None:
-            self._done()
+            self._done(delivery)
             return
         logger.info("Task %s received", job.describe())
         signals.task_received.send(sender=self, request=job.request)
         if self.state.is_revoked(job.id):
             self._revoke(job, "revoked")
-            self._done()
+            self._done(job)
             return
         eta = job.eta
         if eta is not None and eta > time.time():
-            self._hold(job, eta)
+            with self._slots:
+                self._inflight -= 1
+                self._slots.notify()
+            self._hold(job, eta, "eta")
             return
         self._schedule(job)
 
@@ -187,16 +202,21 @@ class Consumer:
         )
         self._safely(self.app.backend.mark_as_failure, task_id, exc, None)
 
-    def _hold(self, job: Job, when: float, limit_rate: bool = True) -> None:
+    def _hold(self, job: Job, when: float, kind: str) -> None:
+        """Keep ``job`` until ``when``; ``kind`` is "eta" or "rate" (a reserved token)."""
         self._held[job.delivery.tag] = job
-        heapq.heappush(self._holds, (when, next(self._hold_seq), job, limit_rate))
+        heapq.heappush(self._holds, (when, next(self._hold_seq), job, kind))
 
     def _release_due_holds(self) -> float:
         """Schedule the held jobs that are due; returns how long the loop may block."""
         while self._holds and self._holds[0][0] <= time.time():
-            _, _, job, limit_rate = heapq.heappop(self._holds)
-            if self._held.pop(job.delivery.tag, None) is not None:
-                self._schedule(job, limit_rate)
+            _, _, job, kind = heapq.heappop(self._holds)
+            if self._held.pop(job.delivery.tag, None) is None:
+                continue
+            if kind == "eta":
+                with self._slots:
+                    self._inflight += 1
+            self._schedule(job, limit_rate=kind == "eta")
         if not self._holds:
             return FETCH_TIMEOUT
         return min(FETCH_TIMEOUT, max(self._holds[0][0] - time.time(), 0.001))
@@ -204,12 +224,12 @@ class Consumer:
     def _schedule(self, job: Job, limit_rate: bool = True) -> None:
         if job.call.expires is not None and job.call.expires.timestamp() < time.time():
             self._revoke(job, "expired")
-            self._done()
+            self._done(job)
             return
         wait = self._rate_wait(job) if limit_rate else 0.0
         if wait > 0:
             # The bucket reserved a token for this job: when due it runs without another.
-            self._hold(job, time.time() + wait, limit_rate=False)
+            self._hold(job, time.time() + wait, "rate")
             return
         work = _Work(self, job)
         self.pool.submit(work)
@@ -269,7 +289,7 @@ class Consumer:
             if job.acks_late:
                 self.broker.release([tag])
         finally:
-            self._done()
+            self._done(job)
 
     def _settle_late(self, job: Job, outcome: Any) -> None:
         tag = job.delivery.tag

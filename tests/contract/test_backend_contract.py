@@ -1,0 +1,110 @@
+"""What every result backend must do, checked on each one against its real server."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from caraway import states
+from caraway.backends.base import Backend
+from caraway.exceptions import TimeoutError
+
+
+def test_a_stored_result_reads_back_with_celerys_meta(backend: Backend) -> None:
+    task_id = str(uuid.uuid4())
+    backend.store_result(task_id, {"answer": 42}, states.SUCCESS)
+
+    meta = backend.get_task_meta(task_id)
+
+    assert meta["status"] == states.SUCCESS
+    assert meta["result"] == {"answer": 42}
+    assert meta["task_id"] == task_id
+    assert meta["date_done"].endswith("+00:00")
+
+
+def test_an_unknown_task_is_pending(backend: Backend) -> None:
+    assert backend.get_task_meta(str(uuid.uuid4()))["status"] == states.PENDING
+
+
+def test_a_failure_rebuilds_the_exception(backend: Backend) -> None:
+    task_id = str(uuid.uuid4())
+    backend.mark_as_failure(task_id, KeyError("missing"), "Traceback: ...")
+
+    meta = backend.get_task_meta(task_id)
+    exc = backend.exception_from_meta(meta)
+
+    assert meta["status"] == states.FAILURE
+    assert isinstance(exc, KeyError)
+    assert exc.args == ("missing",)
+    assert meta["traceback"] == "Traceback: ..."
+
+
+def test_success_is_never_overwritten_by_a_later_state(backend: Backend) -> None:
+    task_id = str(uuid.uuid4())
+    backend.mark_as_done(task_id, 1)
+    backend.store_result(task_id, {"pid": 1}, states.STARTED)
+    assert backend.get_task_meta(task_id)["status"] == states.SUCCESS
+
+
+def test_forget_deletes_the_result(backend: Backend) -> None:
+    task_id = str(uuid.uuid4())
+    backend.mark_as_done(task_id, 1)
+    backend.forget(task_id)
+    assert backend.get_task_meta(task_id)["status"] == states.PENDING
+
+
+def test_results_expire(backend: Backend) -> None:
+    task_id = str(uuid.uuid4())
+    backend.expires = 1
+    backend.mark_as_done(task_id, 1)
+    assert backend.get_task_meta(task_id)["status"] == states.SUCCESS
+    time.sleep(1.3)
+    backend.cleanup()
+    assert backend.get_task_meta(task_id)["status"] == states.PENDING
+
+
+def test_wait_for_wakes_when_the_result_arrives(backend: Backend) -> None:
+    task_id = str(uuid.uuid4())
+    writer = threading.Timer(0.2, backend.mark_as_done, (task_id, "done"))
+    writer.start()
+    started = time.monotonic()
+
+    meta = backend.wait_for(task_id, timeout=5, interval=0.5)
+
+    assert meta["result"] == "done"
+    assert time.monotonic() - started < 1.0
+    writer.join()
+
+
+def test_wait_for_times_out(backend: Backend) -> None:
+    with pytest.raises(TimeoutError):
+        backend.wait_for(str(uuid.uuid4()), timeout=0.3)
+
+
+def test_groups_save_and_restore(backend: Backend) -> None:
+    group_id = str(uuid.uuid4())
+    tuples = [[[str(uuid.uuid4()), None], None], [[str(uuid.uuid4()), None], None]]
+    backend.save_group(group_id, [[group_id, None], tuples])
+
+    assert backend.restore_group(group_id) == [[group_id, None], tuples]
+    backend.delete_group(group_id)
+    assert backend.restore_group(group_id) is None
+
+
+def test_counters_are_atomic_under_concurrency(backend: Backend) -> None:
+    key = f"counter-{uuid.uuid4()}"
+
+    def bump() -> None:
+        for _ in range(50):
+            backend.incr(key, ttl=60)
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert backend.incr(key, 0, ttl=60) == 200
