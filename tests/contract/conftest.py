@@ -6,6 +6,7 @@ Redis key prefix or database, or RabbitMQ vhost/queue names; it cleans up afterw
 
 from __future__ import annotations
 
+import importlib.util
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +39,20 @@ def _memory_backend(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 BROKERS: dict[str, EngineFactory] = {"memory": _memory_broker, "sqlite": _sqlite}
 BACKENDS: dict[str, EngineFactory] = {"memory": _memory_backend, "sqlite": _sqlite}
+
+
+def _load_engine_factories() -> None:
+    """Each ``factories_<engine>.py`` beside this file adds its ``BROKERS``/``BACKENDS``."""
+    for path in sorted(Path(__file__).parent.glob("factories_*.py")):
+        spec = importlib.util.spec_from_file_location(f"contract_{path.stem}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        BROKERS.update(getattr(module, "BROKERS", {}))
+        BACKENDS.update(getattr(module, "BACKENDS", {}))
+
+
+_load_engine_factories()
 
 
 @pytest.fixture(params=sorted(BROKERS))
