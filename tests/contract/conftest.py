@@ -45,7 +45,8 @@ def _load_engine_factories() -> None:
     """Each ``factories_<engine>.py`` beside this file adds its ``BROKERS``/``BACKENDS``."""
     for path in sorted(Path(__file__).parent.glob("factories_*.py")):
         spec = importlib.util.spec_from_file_location(f"contract_{path.stem}", path)
-        assert spec is not None and spec.loader is not None
+        assert spec is not None
+        assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         BROKERS.update(getattr(module, "BROKERS", {}))
