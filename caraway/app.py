@@ -29,6 +29,13 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
+#: Settings handed to the broker engine with its transport options (which win over them).
+BROKER_SETTINGS = (
+    "broker_heartbeat", "broker_heartbeat_checkrate", "broker_connection_timeout",
+    "broker_use_ssl", "broker_login_method", "task_default_queue", "task_queues",
+    "task_queue_max_priority", "task_default_queue_type", "task_create_missing_queue_type",
+)  # fmt: skip
+
 #: ``shared_task`` declarations, replayed on every app (including apps created later).
 _shared_tasks: list[Callable[[Caraway], task_module.Task[Any, Any]]] = []
 
@@ -275,8 +282,14 @@ class Caraway:
                     from caraway.urls import create_broker
 
                     url = self.conf.broker_url or "sqlite://"
-                    self._broker = create_broker(url, self.conf.broker_transport_options)
+                    self._broker = create_broker(url, self._broker_options())
         return self._broker
+
+    def _broker_options(self) -> dict[str, Any]:
+        """Transport options, plus the settings an engine may need (it cannot see ``conf``)."""
+        conf = self.conf
+        passed = {name: getattr(conf, name) for name in BROKER_SETTINGS}
+        return {**passed, **conf.broker_transport_options}
 
     @property
     def backend(self) -> Backend:

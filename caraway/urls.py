@@ -18,12 +18,33 @@ if TYPE_CHECKING:
 BROKERS: dict[str, tuple[str, str | None]] = {
     "memory": ("caraway.brokers.memory:MemoryBroker", None),
     "sqlite": ("caraway.brokers.sqlite:SQLiteBroker", None),
+    "redis": ("caraway.brokers.redis:RedisBroker", "redis"),
+    "rediss": ("caraway.brokers.redis:RedisBroker", "redis"),
+    "sentinel": ("caraway.brokers.redis:RedisBroker", "redis"),
+    "redis+socket": ("caraway.brokers.redis:RedisBroker", "redis"),
+    "unix": ("caraway.brokers.redis:RedisBroker", "redis"),
+    "amqp": ("caraway.brokers.amqp:AMQPBroker", "amqp"),
+    "amqps": ("caraway.brokers.amqp:AMQPBroker", "amqp"),
+    "pyamqp": ("caraway.brokers.amqp:AMQPBroker", "amqp"),
 }
 BACKENDS: dict[str, tuple[str, str | None]] = {
     "cache+memory": ("caraway.backends.memory:MemoryBackend", None),
     "memory": ("caraway.backends.memory:MemoryBackend", None),
     "sqlite": ("caraway.backends.sqlite:SQLiteBackend", None),
+    "redis": ("caraway.backends.redis:RedisBackend", "redis"),
+    "rediss": ("caraway.backends.redis:RedisBackend", "redis"),
+    "sentinel": ("caraway.backends.redis:RedisBackend", "redis"),
+    "redis+socket": ("caraway.backends.redis:RedisBackend", "redis"),
+    "unix": ("caraway.backends.redis:RedisBackend", "redis"),
     "disabled": ("caraway.backends.disabled:DisabledBackend", None),
+    "db+postgresql": ("caraway.backends.sql:SQLBackend", "postgresql"),
+    "db+postgresql+psycopg": ("caraway.backends.sql:SQLBackend", "postgresql"),
+    "db+mysql": ("caraway.backends.sql:SQLBackend", "mysql"),
+    "db+mysql+pymysql": ("caraway.backends.sql:SQLBackend", "mysql"),
+    "db+mariadb": ("caraway.backends.sql:SQLBackend", "mysql"),
+    "db+mariadb+pymysql": ("caraway.backends.sql:SQLBackend", "mysql"),
+    "db+sqlite": ("caraway.backends.sql:SQLBackend", "sql"),
+    "rpc": ("caraway.backends.rpc:RPCBackend", "amqp"),
 }
 
 

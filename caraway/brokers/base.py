@@ -52,11 +52,14 @@ class Broker(ABC):
     ``native_delay``: messages with ``deliver_at`` are held by the broker, not the worker.
     ``leases``: delivered messages come back on their own unless renewed (``renew``).
     ``priority_order``: ``"high-first"`` or ``"low-first"`` (Redis' convention).
+    ``max_hold``: longest a consumer may keep a delivered message unsettled while it waits
+    for its ETA (None: no limit); past it the consumer calls ``defer``.
     """
 
     native_delay: ClassVar[bool] = False
     leases: ClassVar[bool] = False
     priority_order: ClassVar[str] = "high-first"
+    max_hold: float | None = None
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         self.url = url
@@ -104,6 +107,13 @@ class Broker(ABC):
 
     def renew(self, tags: Sequence[Any]) -> None:  # noqa: B027 - optional for lease-less brokers
         """Extend the lease of messages still held (brokers with ``leases``)."""
+
+    def qos(self, prefetch_count: int) -> None:  # noqa: B027 - optional: prefetch is above
+        """The consumer's prefetch window, for engines that push messages (AMQP basic.qos)."""
+
+    def defer(self, delivery: Delivery, until: float) -> bool:
+        """Hand ``delivery`` back to come again near ``until``; False if the engine cannot."""
+        return False
 
     def declare(self, queue: str) -> None:  # noqa: B027 - queues are implicit in most engines
         """Make sure ``queue`` exists."""

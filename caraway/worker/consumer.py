@@ -78,6 +78,7 @@ class Consumer:
         self._slots = threading.Condition()
         self._stopping = threading.Event()
         self._revocation_cursor = 0
+        broker.qos(self.window)
 
     # --- main loop ---------------------------------------------------------------------------
 
@@ -160,6 +161,17 @@ class Consumer:
             return
         eta = job.eta
         if eta is not None and eta > time.time():
+            max_hold = self.broker.max_hold
+            # Held longer, the broker would take the message back (RabbitMQ's consumer_timeout):
+            # it keeps the message for us instead, and sends it back nearer the ETA.
+            if (
+                max_hold is not None
+                and eta - time.time() > max_hold
+                and self.broker.defer(delivery, eta)
+            ):
+                logger.info("Task %s deferred by the broker until nearer its ETA", job.id)
+                self._done(job)
+                return
             with self._slots:
                 self._inflight -= 1
                 self._slots.notify()

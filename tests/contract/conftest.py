@@ -19,7 +19,7 @@ from caraway import Caraway
 from caraway.backends.base import Backend
 from caraway.brokers.base import Broker
 
-EngineFactory = Callable[[Path], Any]  # a context manager yielding (url, options)
+EngineFactory = Callable[[Path], Any]  # a context manager yielding (url, options[, conf])
 
 
 @contextmanager
@@ -77,11 +77,15 @@ def broker(broker_app: Caraway) -> Broker:
 
 @pytest.fixture(params=sorted(BACKENDS))
 def backend_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Caraway]:
-    """An app whose result backend is the engine under test."""
-    with BACKENDS[request.param](tmp_path) as (url, options):
+    """An app whose result backend is the engine under test.
+
+    A factory may yield a third item: settings for the app (e.g. per-test table names).
+    """
+    with BACKENDS[request.param](tmp_path) as (url, options, *extra):
+        conf: dict[str, Any] = extra[0] if extra else {}
         app = Caraway(
             "contract", broker=f"memory://contract-{uuid.uuid4().hex}", backend=url,
-            set_as_current=False, result_backend_transport_options=options,
+            set_as_current=False, result_backend_transport_options=options, **conf,
         )  # fmt: skip
         try:
             yield app

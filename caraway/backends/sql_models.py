@@ -1,0 +1,188 @@
+"""Celery's result tables (``celery_taskmeta``, ``celery_tasksetmeta``) and their pickles.
+
+The tables are declared column for column as Celery's SQLAlchemy backend declares them, so a
+database shared with Celery clients keeps one schema. The ``result`` columns are
+``PickleType``; this module reads and writes them without Celery installed:
+
+* a task's ``result`` holds the raw return value, or the exception as the wire dict
+  ``{"exc_type", "exc_message", "exc_module"}`` (Celery's form for non-pickle serializers);
+* a group's ``result`` holds a pickled ``celery.result.GroupResult``. We write that pickle
+  from opcodes (the class cannot be imported here), and read one back into caraway's tuple
+  form ``[[id, parent], children]`` with an unpickler that never imports ``celery``.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+TASK_TABLE = "celery_taskmeta"
+GROUP_TABLE = "celery_tasksetmeta"
+COUNTER_TABLE = "caraway_chord_counters"
+
+#: The columns Celery adds to the task table with ``result_extended``.
+EXTENDED_COLUMNS = ("name", "args", "kwargs", "worker", "retries", "queue")
+
+
+@dataclass(frozen=True, slots=True)
+class GroupTuple:
+    """A group in caraway's tuple form, pickled as ``celery.result.GroupResult``."""
+
+    value: Any
+
+
+class CompatPickler:
+    """``PickleType(pickler=...)``: plain pickle, except groups and Celery's result classes."""
+
+    @staticmethod
+    def dumps(value: Any, protocol: int = pickle.HIGHEST_PROTOCOL) -> bytes:
+        if isinstance(value, GroupTuple):
+            return _PROTO_2 + _result_opcodes(value.value) + pickle.STOP
+        return pickle.dumps(value, protocol)
+
+    @staticmethod
+    def loads(data: bytes) -> Any:
+        return _CeleryFreeUnpickler(io.BytesIO(data)).load()
+
+
+# --- writing a GroupResult without celery ------------------------------------------------
+
+_PROTO_2 = b"\x80\x02"  # every Python 3 unpickler reads protocol 2
+
+
+def _global(module: str, name: str) -> bytes:
+    return pickle.GLOBAL + f"{module}\n{name}\n".encode()
+
+
+def _text(value: str) -> bytes:
+    data = value.encode()
+    return pickle.BINUNICODE + struct.pack("<I", len(data)) + data
+
+
+def _result_opcodes(node: Any) -> bytes:
+    """``AsyncResult(id, None, None, None, parent)`` / ``GroupResult(id, [..], parent)``."""
+    (task_id, parent), children = node
+    parent_ops = pickle.NONE if parent is None else _result_opcodes(parent)
+    if children is None:
+        none = pickle.NONE
+        args = _text(str(task_id)) + none + none + none + parent_ops
+        return _global("celery.result", "AsyncResult") + pickle.MARK + args + b"tR"
+    items = b"".join(_result_opcodes(child) for child in children)
+    members = pickle.EMPTY_LIST + (pickle.MARK + items + pickle.APPENDS if children else b"")
+    args = _text(str(task_id)) + members + parent_ops
+    return _global("celery.result", "GroupResult") + pickle.MARK + args + b"tR"
+
+
+# --- reading Celery's pickles without celery ---------------------------------------------
+
+
+def _async_result(task_id: Any, *args: Any, **kwargs: Any) -> list[Any]:
+    parent = kwargs.get("parent", args[3] if len(args) > 3 else None)
+    return [[task_id, parent], None]
+
+
+def _group_result(group_id: Any = None, results: Any = None, *args: Any, **kwargs: Any) -> Any:
+    parent = kwargs.get("parent", args[0] if args else None)
+    return [[group_id, parent], list(results or [])]
+
+
+def _ignored(*args: Any, **kwargs: Any) -> None:
+    """Stands for Celery objects a result pickle drags along (its backend, its app)."""
+
+
+class _CeleryFreeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "celery.result":
+            if name == "AsyncResult":
+                return _async_result
+            if name in {"GroupResult", "ResultSet"}:
+                return _group_result
+        if module == "celery.exceptions":
+            from caraway import exceptions
+
+            found = getattr(exceptions, name, None)
+            if isinstance(found, type):
+                return found
+        if module == "celery" or module.startswith("celery."):
+            return _ignored
+        return super().find_class(module, name)
+
+
+# --- the tables --------------------------------------------------------------------------
+
+
+def build_tables(
+    names: dict[str, str] | None = None,
+    schemas: dict[str, str] | None = None,
+    extended: bool = False,
+) -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table]:
+    """Celery's task and group tables (``database_table_names``/``_schemas``), and our counters.
+
+    Celery's columns are set by its backend on every write, so no Python-side defaults are
+    declared here beyond the DDL that Celery's ``create_all`` produces.
+    """
+    names, schemas = names or {}, schemas or {}
+    metadata = sa.MetaData()
+    task_schema, group_schema = schemas.get("task"), schemas.get("group")
+    # Celery 5.6 widens the ids to BIGINT on SQL Server only.
+    id_type = sa.Integer().with_variant(sa.BigInteger(), "mssql")
+    columns: list[sa.Column[Any]] = [
+        sa.Column(
+            "id",
+            id_type,
+            sa.Sequence("task_id_sequence", schema=task_schema),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        sa.Column("task_id", sa.String(155), unique=True),
+        sa.Column("status", sa.String(50)),
+        sa.Column("result", sa.PickleType(pickler=CompatPickler), nullable=True),
+        sa.Column("date_done", sa.DateTime, nullable=True, index=True),
+        sa.Column("traceback", sa.Text, nullable=True),
+    ]
+    if extended:
+        columns += [
+            sa.Column("name", sa.String(155), nullable=True),
+            sa.Column("args", sa.LargeBinary, nullable=True),
+            sa.Column("kwargs", sa.LargeBinary, nullable=True),
+            sa.Column("worker", sa.String(155), nullable=True),
+            sa.Column("retries", sa.Integer, nullable=True),
+            sa.Column("queue", sa.String(155), nullable=True),
+        ]
+    task = sa.Table(
+        names.get("task") or TASK_TABLE,
+        metadata,
+        *columns,
+        schema=task_schema,
+        sqlite_autoincrement=True,
+    )
+    group = sa.Table(
+        names.get("group") or GROUP_TABLE,
+        metadata,
+        sa.Column(
+            "id",
+            id_type,
+            sa.Sequence("taskset_id_sequence", schema=group_schema),
+            autoincrement=True,
+            primary_key=True,
+        ),
+        sa.Column("taskset_id", sa.String(155), unique=True),
+        sa.Column("result", sa.PickleType(pickler=CompatPickler), nullable=True),
+        sa.Column("date_done", sa.DateTime, nullable=True, index=True),
+        schema=group_schema,
+        sqlite_autoincrement=True,
+    )
+    counters = sa.Table(
+        COUNTER_TABLE,
+        metadata,
+        sa.Column("key", sa.String(255), primary_key=True),
+        sa.Column("value", sa.BigInteger, nullable=False),
+        sa.Column("expires_at", sa.DateTime, nullable=True, index=True),
+        schema=task_schema,
+    )
+    return metadata, task, group, counters

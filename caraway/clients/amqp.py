@@ -1,0 +1,126 @@
+"""AMQP URLs and connections (py-amqp): shared by the ``amqp://`` broker and ``rpc://`` results.
+
+``amqp://user:password@host:port/vhost`` as kombu reads it: the vhost is the URL-decoded
+path without its leading slash, ``/`` when empty (``amqp://host//`` also means ``/``).
+``amqps://`` turns TLS on (options from ``broker_use_ssl``) and defaults to port 5671.
+Errors of the client library are translated here into ``OperationalError``, password masked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import amqp
+
+from caraway.exceptions import ImproperlyConfigured, OperationalError
+from caraway.utils.text import mask_url
+
+SCHEMES = {"amqp": 5672, "pyamqp": 5672, "amqps": 5671, "pyamqps": 5671}
+#: What a lost or refused connection raises in py-amqp (and below it, in the socket layer).
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    amqp.exceptions.AMQPError,
+    amqp.exceptions.MessageNacked,
+    OSError,  # socket errors, timeouts, SSL errors, ConnectionResetError
+    EOFError,
+    AttributeError,  # py-amqp touches a dropped transport as None
+    AssertionError,  # py-amqp asserts on a closed channel in a few places
+)
+
+
+@dataclass(slots=True)
+class AMQPParams:
+    """Everything needed to open a connection, read from a URL and the app's settings."""
+
+    url: str
+    host: str = "localhost"
+    port: int = 5672
+    userid: str = "guest"
+    password: str = "guest"
+    virtual_host: str = "/"
+    ssl: bool | dict[str, Any] = False
+    heartbeat: float = 0.0
+    connect_timeout: float | None = 4.0
+    login_method: str | None = None
+    client_properties: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return mask_url(self.url)
+
+
+def parse_url(url: str, options: Mapping[str, Any] | None = None) -> AMQPParams:
+    """Connection parameters from ``url``; ``options`` may carry the app's ``broker_*`` settings.
+
+    Recognised options: ``broker_use_ssl``, ``broker_heartbeat``,
+    ``broker_connection_timeout``, ``broker_login_method`` (the app passes them), and the
+    transport options ``heartbeat``/``connect_timeout`` which win over them.
+    """
+    options = options or {}
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise ImproperlyConfigured(
+            f"{mask_url(url)!r} is not an AMQP URL: expected amqp://, amqps:// or pyamqp://"
+        )
+    try:
+        port = parts.port or SCHEMES[scheme]
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"bad port in {mask_url(url)!r}: {exc}") from None
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    use_ssl: Any = options.get("broker_use_ssl") or False
+    if scheme.endswith("s") and not use_ssl:
+        use_ssl = True
+    heartbeat = options.get("heartbeat", options.get("broker_heartbeat"))
+    timeout = options.get("connect_timeout", options.get("broker_connection_timeout", 4.0))
+    return AMQPParams(
+        url=url,
+        host=parts.hostname or "localhost",
+        port=port,
+        userid=unquote(parts.username) if parts.username is not None else "guest",
+        password=unquote(parts.password) if parts.password is not None else "guest",
+        virtual_host=unquote(path) or "/",
+        ssl=dict(use_ssl) if isinstance(use_ssl, Mapping) else bool(use_ssl),
+        heartbeat=float(heartbeat or 0),
+        connect_timeout=None if timeout is None else float(timeout),
+        login_method=options.get("broker_login_method"),
+    )
+
+
+def operational_error(params: AMQPParams, exc: BaseException, doing: str) -> OperationalError:
+    """``exc`` as our error; the caller chains it (``raise ... from exc``)."""
+    return OperationalError(f"AMQP broker {params.describe()}: {doing} failed: {exc!r}")
+
+
+def connect(params: AMQPParams) -> amqp.Connection:
+    """An open connection, or ``OperationalError`` (the cause chained, the password masked)."""
+    conn = amqp.Connection(
+        host=f"{params.host}:{params.port}",
+        userid=params.userid,
+        password=params.password,
+        virtual_host=params.virtual_host,
+        ssl=params.ssl,
+        heartbeat=params.heartbeat,
+        connect_timeout=params.connect_timeout,
+        login_method=params.login_method,
+        client_properties={"product": "caraway", **params.client_properties},
+    )
+    try:
+        conn.connect()
+    except CONNECTION_ERRORS as exc:
+        close_quietly(conn)
+        raise operational_error(params, exc, "connecting") from exc
+    return conn
+
+
+def close_quietly(conn: amqp.Connection | None) -> None:
+    """Close a connection that may already be broken; never raises."""
+    if conn is None:
+        return
+    try:
+        conn.close()
+    except Exception:  # a dead socket: free what py-amqp holds, best effort
+        with contextlib.suppress(Exception):
+            conn.collect()

@@ -1,0 +1,266 @@
+"""Redis URLs and connections, shared by the Redis broker and the Redis result backend.
+
+URL forms (Celery's and kombu's):
+
+* ``redis://[[user]:password@]host[:port][/db][?option=value]``
+* ``rediss://...?ssl_cert_reqs=required`` (TLS; ``CERT_NONE``/``none``, ``CERT_OPTIONAL``/
+  ``optional``, ``CERT_REQUIRED``/``required``)
+* ``unix:///path/to/redis.sock?virtual_host=0`` (also ``redis+socket://``, ``socket://``)
+* ``sentinel://[:password@]h1:26379[/db];sentinel://h2:26379`` with ``master_name`` (and
+  optionally ``sentinel_kwargs``) in the transport options
+
+Errors from redis-py are translated into ``OperationalError`` here, with the password masked.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from caraway.exceptions import ImproperlyConfigured, OperationalError
+from caraway.utils.text import mask_url
+
+DEFAULT_PORT = 6379
+DEFAULT_SENTINEL_PORT = 26379
+UNIX_SCHEMES = frozenset({"unix", "redis+socket", "socket"})
+TCP_SCHEMES = frozenset({"redis", "rediss"})
+CERT_REQS = {
+    "cert_none": "none",
+    "none": "none",
+    "cert_optional": "optional",
+    "optional": "optional",
+    "cert_required": "required",
+    "required": "required",
+}
+#: Query options passed on to redis-py, with the type they are read as.
+_QUERY_OPTIONS: dict[str, type] = {
+    "socket_timeout": float,
+    "socket_connect_timeout": float,
+    "health_check_interval": int,
+    "max_connections": int,
+    "client_name": str,
+    "ssl_ca_certs": str,
+    "ssl_certfile": str,
+    "ssl_keyfile": str,
+}
+#: Transport options (``broker_transport_options`` / ``result_backend_transport_options``)
+#: that configure the connection itself.
+_TRANSPORT_CONNECTION_OPTIONS = (
+    "socket_timeout",
+    "socket_connect_timeout",
+    "socket_keepalive",
+    "retry_on_timeout",
+    "max_connections",
+    "health_check_interval",
+    "client_name",
+    "username",
+    "password",
+)
+
+#: redis-py's data errors that mean "the server cannot be reached right now".
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+)
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where and how to connect, read from a URL."""
+
+    url: str = field(repr=False)
+    host: str = "localhost"
+    port: int = DEFAULT_PORT
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    unix_path: str | None = None
+    ssl: bool = False
+    sentinels: tuple[tuple[str, int], ...] = ()
+    options: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def masked(self) -> str:
+        return mask_url(self.url)
+
+
+def parse_url(url: str) -> RedisTarget:
+    """Read any of the URL forms above; options in the query come back in ``options``."""
+    scheme = url.partition("://")[0].lower()
+    if scheme == "sentinel":
+        return _parse_sentinel(url)
+    if scheme not in TCP_SCHEMES | UNIX_SCHEMES:
+        raise ImproperlyConfigured(
+            f"{mask_url(url)!r} is not a Redis URL: expected redis://, rediss://, unix:// "
+            "or sentinel://"
+        )
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    options = _query_options(url, query)
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if scheme in UNIX_SCHEMES:
+        path = unquote(parts.path) if not parts.netloc or "@" in parts.netloc else None
+        if path is None:  # unix://relative/path: netloc is the first path segment
+            path = unquote(parts.netloc + parts.path)
+        if not path:
+            raise ImproperlyConfigured(
+                f"{mask_url(url)!r} names no socket: expected unix:///path/to/redis.sock"
+            )
+        db = _int(url, "virtual_host", query.get("virtual_host", query.get("db", "0")))
+        return RedisTarget(url, username=username, password=password, unix_path=path, db=db,
+                           options=options)  # fmt: skip
+    try:
+        port = parts.port or DEFAULT_PORT
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"bad port in {mask_url(url)!r}: {exc}") from None
+    db_text = parts.path.strip("/") or query.get("virtual_host") or query.get("db") or "0"
+    return RedisTarget(
+        url,
+        host=parts.hostname or "localhost",
+        port=port,
+        db=_int(url, "database number", db_text),
+        username=username or None,
+        password=password or None,
+        ssl=scheme == "rediss",
+        options=options,
+    )
+
+
+def _parse_sentinel(url: str) -> RedisTarget:
+    sentinels: list[tuple[str, int]] = []
+    first: Any = None
+    for part in filter(None, (p.strip() for p in url.split(";"))):
+        if not part.lower().startswith("sentinel://"):
+            raise ImproperlyConfigured(
+                f"{mask_url(url)!r}: every part must read sentinel://host:port, separated by ';'"
+            )
+        parts = urlsplit(part)
+        try:
+            port = parts.port or DEFAULT_SENTINEL_PORT
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"bad port in {mask_url(url)!r}: {exc}") from None
+        sentinels.append((parts.hostname or "localhost", port))
+        first = first or parts
+    assert first is not None
+    query = dict(parse_qsl(first.query))
+    return RedisTarget(
+        url,
+        db=_int(url, "database number", first.path.strip("/") or query.get("db") or "0"),
+        username=unquote(first.username) if first.username else None,
+        password=unquote(first.password) if first.password else None,
+        sentinels=tuple(sentinels),
+        options=_query_options(url, query),
+    )
+
+
+def _query_options(url: str, query: Mapping[str, str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for name, kind in _QUERY_OPTIONS.items():
+        if name in query:
+            try:
+                options[name] = kind(query[name])
+            except ValueError:
+                raise ImproperlyConfigured(
+                    f"{name}={query[name]!r} in {mask_url(url)!r} is not a {kind.__name__}"
+                ) from None
+    if "ssl_cert_reqs" in query:
+        options["ssl_cert_reqs"] = cert_reqs(query["ssl_cert_reqs"], url)
+    return options
+
+
+def cert_reqs(value: Any, url: str = "") -> str:
+    """Celery's ``CERT_*`` names, ``ssl.VerifyMode`` or none/optional/required -> redis-py's."""
+    if isinstance(value, ssl.VerifyMode):
+        value = value.name
+    text = str(value).strip().lower()
+    if text not in CERT_REQS:
+        where = f" in {mask_url(url)!r}" if url else ""
+        raise ImproperlyConfigured(
+            f"ssl_cert_reqs={value!r}{where} is not one of CERT_NONE, CERT_OPTIONAL, "
+            "CERT_REQUIRED (or none, optional, required)"
+        )
+    return CERT_REQS[text]
+
+
+def _int(url: str, what: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{what} {text!r} in {mask_url(url)!r} is not a number"
+        ) from None
+
+
+def connect(
+    target: RedisTarget,
+    transport_options: Mapping[str, Any] | None = None,
+    ssl_options: Mapping[str, Any] | None = None,
+    **defaults: Any,
+) -> redis.Redis:
+    """A client with its own connection pool; nothing connects until the first command.
+
+    Precedence: ``defaults`` < transport options < options in the URL's query.
+    One retry on a connection error: it replaces a pooled connection that died while idle
+    (a Redis restart) without hiding an outage for long.
+    """
+    transport_options = transport_options or {}
+    kwargs: dict[str, Any] = {"socket_keepalive": True, **defaults}
+    kwargs.update({k: transport_options[k] for k in _TRANSPORT_CONNECTION_OPTIONS
+                   if k in transport_options})  # fmt: skip
+    kwargs.update(target.options)
+    kwargs.setdefault("username", target.username)
+    kwargs.setdefault("password", target.password)
+    # redis-py retries timeouts by itself and deprecates the flag; accepted for Celery's sake.
+    kwargs.pop("retry_on_timeout", None)
+    kwargs["retry"] = Retry(ExponentialBackoff(cap=0.2, base=0.02), 1)
+    kwargs["db"] = target.db
+    if target.ssl or ssl_options:
+        kwargs["ssl"] = True
+        for key, value in (ssl_options or {}).items():
+            kwargs.setdefault(key, cert_reqs(value) if key == "ssl_cert_reqs" else value)
+    if target.sentinels:
+        return _sentinel_master(target, transport_options, kwargs)
+    if target.unix_path is not None:
+        kwargs.pop("ssl", None)
+        return redis.Redis(unix_socket_path=target.unix_path, **kwargs)
+    return redis.Redis(host=target.host, port=target.port, **kwargs)
+
+
+def _sentinel_master(
+    target: RedisTarget, transport_options: Mapping[str, Any], kwargs: dict[str, Any]
+) -> redis.Redis:
+    from redis.sentinel import Sentinel
+
+    master_name = transport_options.get("master_name")
+    if not master_name:
+        raise ImproperlyConfigured(
+            f"{target.masked!r} needs the name of the master: set 'master_name' in "
+            "broker_transport_options (or result_backend_transport_options)"
+        )
+    sentinel_kwargs = dict(transport_options.get("sentinel_kwargs") or {})
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(target.sentinels), sentinel_kwargs=sentinel_kwargs, **kwargs
+    )
+    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        str(master_name), redis_class=redis.Redis
+    )
+    return master
+
+
+@contextmanager
+def translated(target: RedisTarget, doing: str) -> Iterator[None]:
+    """Turn redis-py errors into ``OperationalError`` naming the (masked) URL."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise OperationalError(f"Redis at {target.masked} failed {doing}: {exc}") from exc

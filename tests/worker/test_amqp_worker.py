@@ -1,0 +1,271 @@
+"""Real workers on RabbitMQ: results over rpc://, Celery's topology and wire, priorities,
+ETA deferral and a dropped connection. One vhost for the module, deleted after."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from amqp_support import rabbit_vhost, rabbitmqctl, raw_channel, table, vhost_of
+from worker_support import WAIT, wait_until
+
+from caraway import Celery, states
+
+
+@pytest.fixture(scope="module")
+def rabbit() -> Iterator[str]:
+    with rabbit_vhost("worker") as url:
+        yield url
+
+
+@pytest.fixture
+def apps(rabbit: str) -> Iterator[Callable[..., Celery]]:
+    """``apps(main, **conf)``: an app on the module's vhost with rpc:// results, closed after."""
+    made: list[Celery] = []
+
+    def make(main: str, **conf: Any) -> Celery:
+        app = Celery(main, broker=rabbit, backend="rpc://", set_as_current=False, **conf)
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        app.close()
+
+
+def _captures() -> Path:
+    shared = os.environ.get("CARAWAY_SHARED") or Path(__file__).resolve().parents[3] / "shared"
+    return Path(shared) / "spec" / "captures"
+
+
+def test_tasks_and_results_travel_over_amqp_and_rpc(
+    apps: Callable[..., Celery], start_worker: Callable[..., Any]
+) -> None:
+    app = apps("amqp-results", task_track_started=True)
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task
+    def fail() -> None:
+        raise ValueError("boom")
+
+    start_worker(app, pool="threads", concurrency=4)
+
+    assert add.delay(2, 3).get(timeout=WAIT) == 5
+    many = [add.delay(i, i) for i in range(50)]
+    assert [r.get(timeout=WAIT) for r in many] == [2 * i for i in range(50)]
+    failed = fail.delay()
+    with pytest.raises(ValueError, match="boom"):
+        failed.get(timeout=WAIT)
+    assert failed.state == states.FAILURE
+    assert app.broker.size("celery") == 0
+
+
+def test_the_declared_topology_is_celerys(
+    rabbit: str, apps: Callable[..., Celery], start_worker: Callable[..., Any]
+) -> None:
+    app = apps("amqp-topology")
+
+    @app.task
+    def noop() -> int:
+        return 1
+
+    start_worker(app)
+    noop.apply_async(queue="other")  # a queue nobody configured: created, as Celery does
+    assert noop.delay().get(timeout=WAIT) == 1
+
+    vhost = vhost_of(rabbit)
+    queues = {
+        row["name"]: row
+        for row in table(
+            vhost, "queues", "name", "durable", "auto_delete", "exclusive", "arguments"
+        )
+    }
+    exchanges = {
+        row["name"]: row
+        for row in table(vhost, "exchanges", "name", "type", "durable", "auto_delete")
+    }
+    bindings = table(vhost, "bindings", "source_name", "destination_name", "routing_key")
+    for name in ("celery", "other"):
+        assert queues[name] == {
+            "name": name, "durable": "true", "auto_delete": "false", "exclusive": "false",
+            "arguments": "[]",
+        }  # fmt: skip
+        assert exchanges[name] == {
+            "name": name, "type": "direct", "durable": "true", "auto_delete": "false"
+        }  # fmt: skip
+        assert {"source_name": name, "destination_name": name, "routing_key": name} in bindings
+    assert app.broker.purge("other") == 1
+
+
+def test_a_task_message_on_the_wire_is_celerys(rabbit: str, apps: Callable[..., Celery]) -> None:
+    captured = json.loads((_captures() / "amqp.json").read_text())["messages_celery"][1]
+    app = apps("amqp-wire")
+
+    @app.task(name="capapp.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    app.broker.declare("celery")
+    app.broker.purge("celery")
+    add.apply_async(
+        (1, 2), countdown=30, expires=120, priority=7,
+        task_id="aaaaaaaa-0000-0000-0000-000000000001",
+    )  # fmt: skip
+
+    with raw_channel(rabbit) as channel:
+        raw = channel.basic_get("celery", no_ack=True)
+    assert raw is not None
+    info, props = raw.delivery_info, dict(raw.properties)
+    assert (info["exchange"], info["routing_key"], info["redelivered"]) == ("", "celery", False)
+    expected = dict(captured["properties"])
+    types = expected.pop("_types")
+    assert set(props) == set(expected)
+    expected["reply_to"] = app.oid  # one per app instance
+    headers, expected_headers = (
+        props.pop("application_headers"),
+        expected.pop("application_headers"),
+    )
+    assert props == expected
+    assert list(headers) == list(expected_headers)
+    assert {k: type(v).__name__ for k, v in headers.items()} == types
+    varying = {"eta", "expires", "origin"}  # times of the call, and the caller's pid@host
+    assert {k: v for k, v in headers.items() if k not in varying} == {
+        k: v for k, v in expected_headers.items() if k not in varying
+    }
+    eta, expires = (datetime.fromisoformat(headers[k]) for k in ("eta", "expires"))
+    assert (expires - eta).total_seconds() == pytest.approx(90, abs=1)
+    assert json.loads(raw.body) == captured["body"]
+
+
+def test_higher_priorities_run_first_on_a_priority_queue(
+    rabbit: str, apps: Callable[..., Celery], start_worker: Callable[..., Any]
+) -> None:
+    app = apps("amqp-prio", task_default_queue="prio", task_queue_max_priority=10)
+    order: list[int] = []
+
+    @app.task
+    def record(priority: int) -> None:
+        order.append(priority)
+
+    for priority in (0, 0, 3, 0, 9, 5):
+        record.apply_async((priority,), priority=priority)
+    time.sleep(0.05)  # every message lands before the worker's first fetch
+    start_worker(app, pool="solo", prefetch_multiplier=1)
+
+    wait_until(lambda: len(order) == 6, what="six runs")
+    assert order == [9, 5, 3, 0, 0, 0]
+    [row] = [
+        r for r in table(vhost_of(rabbit), "queues", "name", "arguments") if r["name"] == "prio"
+    ]
+    assert row["arguments"] == '[{"x-max-priority",10}]'
+
+
+def test_a_far_eta_goes_down_the_delay_ladder_and_runs_once_after_it(
+    rabbit: str, apps: Callable[..., Celery], start_worker: Callable[..., Any]
+) -> None:
+    # A tiny max_hold stands in for RabbitMQ's 30-minute consumer_timeout.
+    app = apps("amqp-defer", task_default_queue="defer", broker_transport_options={"max_hold": 0.5})
+    runs: list[float] = []
+
+    @app.task
+    def stamp() -> float:
+        runs.append(time.time())
+        return runs[-1]
+
+    start_worker(app, pool="threads", concurrency=2)
+    sent_at = time.time()
+    result = stamp.apply_async(countdown=2.5)
+    eta = sent_at + 2.5
+
+    ran_at = result.get(timeout=WAIT)
+
+    assert ran_at >= eta - 0.05
+    assert ran_at - eta < 2.0
+    time.sleep(0.3)
+    assert len(runs) == 1
+    delay_queues = {r["name"] for r in table(vhost_of(rabbit), "queues", "name")}
+    assert "caraway.delay.1" in delay_queues
+    assert app.broker.size("defer") == 0
+
+
+def test_the_worker_reconnects_after_rabbitmq_drops_its_connection(
+    rabbit: str, apps: Callable[..., Celery], start_worker: Callable[..., Any]
+) -> None:
+    app = apps("amqp-drop", task_default_queue="drop")
+
+    @app.task
+    def echo(value: int) -> int:
+        return value
+
+    start_worker(app, pool="threads", concurrency=2)
+    assert echo.delay(1).get(timeout=WAIT) == 1
+    vhost = vhost_of(rabbit)
+
+    rabbitmqctl("close_all_connections", "-p", vhost, "caraway connection-drop test")
+
+    results = [echo.delay(i) for i in range(10)]
+    assert [r.get(timeout=WAIT) for r in results] == list(range(10))
+    # The worker consumes again: a consumer is registered on its queue.
+    [row] = [r for r in table(vhost, "queues", "name", "consumers") if r["name"] == "drop"]
+    assert row["consumers"] == "1"
+
+
+def test_an_acked_late_task_stays_unacked_while_it_runs(
+    rabbit: str, apps: Callable[..., Celery], start_worker: Callable[..., Any]
+) -> None:
+    app = apps("amqp-late", task_default_queue="late")
+    entered, release = threading.Event(), threading.Event()
+
+    @app.task(acks_late=True)
+    def slow() -> str:
+        entered.set()
+        assert release.wait(WAIT)
+        return "done"
+
+    start_worker(app, pool="threads", concurrency=1)
+    result = slow.delay()
+    assert entered.wait(WAIT)
+    vhost = vhost_of(rabbit)
+
+    def unacked() -> int:
+        [row] = [
+            r
+            for r in table(vhost, "queues", "name", "messages_unacknowledged")
+            if r["name"] == "late"
+        ]
+        return int(row["messages_unacknowledged"])
+
+    assert unacked() == 1
+    release.set()
+    assert result.get(timeout=WAIT) == "done"
+    wait_until(lambda: unacked() == 0, what="the late ack")
+
+
+def test_eta_tasks_held_by_the_worker_do_not_block_the_prefetch_window(
+    apps: Callable[..., Celery], start_worker: Callable[..., Any]
+) -> None:
+    # Window of 1: RabbitMQ's prefetch must grow by the held ETA messages (unacked while held).
+    app = apps("amqp-window", task_default_queue="window")
+
+    @app.task
+    def echo(value: str) -> str:
+        return value
+
+    start_worker(app, pool="threads", concurrency=1, prefetch_multiplier=1)
+    later = [echo.apply_async((f"later-{i}",), countdown=3) for i in range(3)]
+    started = time.monotonic()
+
+    assert echo.delay("now").get(timeout=WAIT) == "now"
+
+    assert time.monotonic() - started < 2.0
+    assert [r.get(timeout=WAIT) for r in later] == ["later-0", "later-1", "later-2"]
