@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from caraway.utils.time import absolute_time
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
+    from caraway.canvas import Signature
     from caraway.result import AsyncResult
     from caraway.task import Task
 
@@ -122,6 +124,13 @@ def send_task_message(
     embed = {"callbacks": link, "errbacks": link_error, "chain": options.get("chain"),
              "chord": options.get("chord")}  # fmt: skip
     deliver_at = eta.timestamp() if eta else None
+    # Only a backend already in use: creating one here could fail a send that needs none.
+    # Not from inside a task, where waiting on a result is refused anyway (as in Celery).
+    backend = app._backend
+    if backend is None and str(app.conf.result_backend or "").startswith("rpc"):
+        backend = app.backend  # rpc:// must declare its reply queue before the first send
+    if not ignore_result and backend is not None and parent is None and _batch.get() is None:
+        backend.on_task_call(task_id)
     publish(app, name, message, (args, kwargs, embed), queue, priority or 0, deliver_at, options)
     if parent_request is not None:
         parent_request.children.append([[task_id, None], None])
@@ -138,12 +147,26 @@ def publish(
     deliver_at: float | None,
     options: dict[str, Any],
 ) -> None:
-    """Publish with the signals around it, retrying connection errors per ``retry_policy``."""
+    """Publish with the signals around it, retrying connection errors per ``retry_policy``.
+
+    Inside ``send_batch`` the message is collected instead, and published with the batch.
+    """
     signals.before_task_publish.send(
         sender=name, body=body, exchange="", routing_key=queue, headers=message.headers,
         properties=message.properties, declare=[], retry_policy=options.get("retry_policy"),
     )  # fmt: skip
     outgoing = Outgoing(message, queue, priority, deliver_at)
+    after = {"sender": name, "body": body, "exchange": "", "routing_key": queue,
+             "headers": message.headers}  # fmt: skip
+    collecting = _batch.get()
+    if collecting is not None:
+        collecting.append((outgoing, after))
+        return
+    _publish_retrying(app, [outgoing], options)
+    signals.after_task_publish.send(**after)
+
+
+def _publish_retrying(app: Caraway, batch: list[Outgoing], options: dict[str, Any]) -> None:
     retry = options.get("retry", app.conf.task_publish_retry)
     policy = {**DEFAULT_RETRY_POLICY, **(app.conf.task_publish_retry_policy or {})}
     policy.update(options.get("retry_policy") or {})
@@ -151,13 +174,39 @@ def publish(
     pause = float(policy["interval_start"])
     for attempt in range(attempts + 1):
         try:
-            app.broker.publish([outgoing])
+            app.broker.publish(batch)
             break
         except OperationalError:
             if attempt >= attempts:
                 raise
             time.sleep(pause)
             pause = min(pause + float(policy["interval_step"]), float(policy["interval_max"]))
-    signals.after_task_publish.send(
-        sender=name, body=body, exchange="", routing_key=queue, headers=message.headers
-    )
+
+
+#: Messages collected by ``send_batch`` in this context: (outgoing, after_task_publish args).
+_batch: ContextVar[list[tuple[Outgoing, dict[str, Any]]] | None] = ContextVar(
+    "caraway_batch", default=None
+)
+#: Messages per broker call: one Redis pipeline or one run of AMQP publisher confirms.
+BATCH_CHUNK = 1000
+
+
+def send_batch(app: Caraway, signatures: Iterable[Signature]) -> list[AsyncResult[Any]]:
+    """Send many signatures with a few broker round trips; their results, in order.
+
+    Each signature is sent as ``sig.apply_async()`` would send it (routing, options,
+    signals), but the messages go to the broker ``BATCH_CHUNK`` at a time, each chunk
+    stored durably before the next starts. A failure leaves the chunks before it sent.
+    """
+    collected: list[tuple[Outgoing, dict[str, Any]]] = []
+    token = _batch.set(collected)
+    try:
+        results = [sig.apply_async() for sig in signatures]
+    finally:
+        _batch.reset(token)
+    for start in range(0, len(collected), BATCH_CHUNK):
+        chunk = collected[start : start + BATCH_CHUNK]
+        _publish_retrying(app, [outgoing for outgoing, _ in chunk], {})
+        for _, after in chunk:
+            signals.after_task_publish.send(**after)
+    return results

@@ -64,6 +64,11 @@ class Configuration(MutableMapping[str, Any]):
         self._pending: tuple[Any, str | None, bool] | None = None
         self._warned: set[str] = set()
         self._lock = threading.Lock()
+        # Resolved reads, ``name -> (generation, value)``: a send or a task run reads about
+        # ten settings. Every write bumps the generation after it changed a layer, so an
+        # entry computed while one happened is never used (no lock on the read path).
+        self._generation = 0
+        self._resolved: dict[str, tuple[int, Any]] = {}
         self.update(preconf, **kwargs)
 
     # -- the source ---------------------------------------------------------------------------
@@ -76,6 +81,11 @@ class Configuration(MutableMapping[str, Any]):
         with self._lock:
             self._pending = (obj, namespace, silent)
             self._source = {}
+            self._changed()
+
+    def _changed(self) -> None:
+        self._generation += 1
+        self._resolved = {}
 
     def _load(self) -> None:
         if self._pending is None:
@@ -89,10 +99,21 @@ class Configuration(MutableMapping[str, Any]):
             except BaseException:
                 self._pending = pending  # a broken source keeps failing, never reads as empty
                 raise
+            finally:
+                self._changed()
 
     # -- mapping protocol ---------------------------------------------------------------------
 
     def __getitem__(self, key: str) -> Any:
+        generation = self._generation
+        entry = self._resolved.get(key)
+        if entry is not None and entry[0] == generation:
+            return entry[1]
+        value = self._resolve(key)
+        self._resolved[key] = (generation, value)
+        return value
+
+    def _resolve(self, key: str) -> Any:
         name = OLD_NAMES.get(key, key)
         if name in self._changes:
             value = self._changes[name]
@@ -110,15 +131,18 @@ class Configuration(MutableMapping[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         name = _name_for_write(key, self._warned)
         self._changes[name] = coerce(SETTINGS[name], value) if name in SETTINGS else value
+        self._changed()
 
     def __delitem__(self, key: str) -> None:
         """Remove the top-most configured value: a change, else the source's; defaults stay."""
         name = OLD_NAMES.get(key, key)
         if self._changes.pop(name, _MISSING) is not _MISSING:
+            self._changed()
             return
         self._load()
         if self._source.pop(name, _MISSING) is _MISSING:
             raise KeyError(key)
+        self._changed()
 
     def __iter__(self) -> Iterator[str]:
         self._load()

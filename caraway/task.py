@@ -77,6 +77,7 @@ class Task(Generic[P, R]):
     MaxRetriesExceededError = MaxRetriesExceededError
 
     _request_var: ContextVar[Context | None]
+    _run_signature: tuple[Any, Any]
 
     def __init__(self) -> None:
         self._request_var = ContextVar(f"caraway.request:{self.name}", default=None)
@@ -174,9 +175,18 @@ class Task(Generic[P, R]):
         """Fail at the call site when the arguments cannot bind to ``run`` (``typing=True``)."""
         import inspect
 
-        try:
-            signature = inspect.signature(self.run)
-        except (TypeError, ValueError):
+        run = self.run
+        function = getattr(run, "__func__", run)
+        cached = getattr(self, "_run_signature", None)
+        if cached is not None and cached[0] is function:
+            signature = cached[1]
+        else:  # inspect.signature costs more than the rest of a send: once per ``run``
+            try:
+                signature = inspect.signature(run)
+            except (TypeError, ValueError):
+                signature = None
+            self._run_signature = (function, signature)
+        if signature is None:
             return
         try:
             signature.bind(*(args or ()), **(kwargs or {}))

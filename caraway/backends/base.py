@@ -85,6 +85,9 @@ class Backend(ABC):
         """Block until ``key`` may have changed or ``timeout`` passes (default: just sleep)."""
         time.sleep(timeout)
 
+    def on_task_call(self, task_id: str) -> None:  # noqa: B027 - a hook, most need nothing
+        """A task whose result may be waited for is about to be sent (Celery's hook)."""
+
     def cleanup(self) -> int:
         """Delete expired entries where the engine does not expire them itself."""
         return 0

@@ -19,7 +19,7 @@ from redis.client import PubSub
 
 from caraway import serialization, states
 from caraway.backends.base import TASK_KEY_PREFIX, Backend, Stored
-from caraway.clients.redis import CONNECTION_ERRORS, connect, parse_url, translated
+from caraway.clients.redis import CONNECTION_ERRORS, Lane, connect, parse_url, translated
 from caraway.exceptions import OperationalError, TimeoutError
 
 if TYPE_CHECKING:
@@ -47,6 +47,8 @@ end
 redis.call('PUBLISH', KEYS[1], ARGV[1])
 return 1
 """
+#: Pre-subscriptions (``on_task_call``) left without a wait, before one UNSUBSCRIBE drops them.
+STALE_PRESUBSCRIPTIONS = 32
 
 
 class RedisBackend(Backend):
@@ -71,6 +73,7 @@ class RedisBackend(Backend):
             **{k: v for k, v in defaults.items() if v is not None},
         )
         self._set_result = self.client.register_script(SET_RESULT)
+        self._lane = Lane(self.client)
         self.content_type, self.content_encoding, _ = serialization.dumps(None, self.serializer)
         self._json = self.content_type == "application/json"
         self._local = threading.local()
@@ -87,7 +90,7 @@ class RedisBackend(Backend):
 
     def get_raw(self, key: str) -> Stored | None:
         with translated(self.target, "to read a result"):
-            payload = self.client.get(self.key(key))
+            (payload,) = self._lane.call(("GET", self.key(key)))
         return None if payload is None else self._stored(_bytes(payload))
 
     def _stored(self, payload: bytes) -> Stored:
@@ -98,8 +101,10 @@ class RedisBackend(Backend):
         guard = state is not None
         with translated(self.target, "to store a result"):
             if not guard or value.content_type == "application/json":
-                self._set_result(
-                    keys=[self.key(key)], args=[value.payload, ttl_ms, "1" if guard else "0"]
+                self._lane.script(
+                    self._set_result,
+                    [self.key(key)],
+                    [value.payload, ttl_ms, "1" if guard else "0"],
                 )
             else:
                 self._set_watched(self.key(key), value, ttl_ms)
@@ -149,6 +154,7 @@ class RedisBackend(Backend):
         for pubsub in pubsubs:
             pubsub.close()
         self._local = threading.local()
+        self._lane.close()
         self.client.close()
 
     # --- waiting -------------------------------------------------------------------------
@@ -159,35 +165,87 @@ class RedisBackend(Backend):
         if pubsub is None or self._local.pid != os.getpid():
             pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
             self._local.pubsub, self._local.pid = pubsub, os.getpid()
+            self._forget_subscriptions()
             with self._pubsubs_lock:
                 self._pubsubs.append(pubsub)
         return pubsub
 
+    def _forget_subscriptions(self) -> None:
+        local = self._local
+        # SUBSCRIBE confirmations not read yet, by channel: replies come in order, so a
+        # channel is known subscribed once its count is back to 0.
+        local.unconfirmed = {}
+        local.presubscribed = None
+        local.stale = []
+
     def _drop_pubsub(self) -> None:
         pubsub = getattr(self._local, "pubsub", None)
         self._local.pubsub = None
+        self._forget_subscriptions()
         if pubsub is not None:
             with self._pubsubs_lock:
                 if pubsub in self._pubsubs:
                     self._pubsubs.remove(pubsub)
             pubsub.reset()
 
-    def _subscribe_and_get(self, channel: str) -> bytes | None:
-        """SUBSCRIBE, wait for Redis to confirm, then GET: whatever comes later is published."""
-        pubsub = self._pubsub()
+    def _subscribe(self, pubsub: PubSub, channel: str) -> None:
+        unconfirmed: dict[bytes, int] = self._local.unconfirmed
+        key = channel.encode()
+        unconfirmed[key] = unconfirmed.get(key, 0) + 1
         pubsub.subscribe(channel)
+
+    def _read(self, pubsub: PubSub, timeout: float) -> dict[str, Any] | None:
+        """The next message, noting SUBSCRIBE confirmations (every read goes through here)."""
+        message: dict[str, Any] | None = pubsub.get_message(timeout=timeout)
+        if message is not None and message["type"] == "subscribe":
+            unconfirmed: dict[bytes, int] = self._local.unconfirmed
+            left = unconfirmed.pop(message["channel"], 0) - 1
+            if left > 0:
+                unconfirmed[message["channel"]] = left
+        return message
+
+    def on_task_call(self, task_id: str) -> None:
+        """SUBSCRIBE now, without waiting: a ``get()`` in this thread then only reads the
+        confirmation (here by then) and GETs, instead of paying a round trip for it.
+
+        Pre-subscriptions never waited for are dropped in bulk, with what they received.
+        """
+        channel = self.key(TASK_KEY_PREFIX + task_id)
+        try:
+            pubsub = self._pubsub()
+            local = self._local
+            if local.presubscribed is not None:
+                local.stale.append(local.presubscribed)
+            if len(local.stale) >= STALE_PRESUBSCRIPTIONS:
+                stale, local.stale = local.stale, []
+                pubsub.unsubscribe(*stale)  # type: ignore[no-untyped-call]
+                while self._read(pubsub, 0.0) is not None:
+                    pass
+            self._subscribe(pubsub, channel)
+            local.presubscribed = channel
+        except CONNECTION_ERRORS:  # the wait will subscribe (and report) by itself
+            self._drop_pubsub()
+
+    def _subscribe_and_get(self, channel: str) -> bytes | None:
+        """SUBSCRIBE, wait for Redis to confirm, then GET: whatever comes later is published.
+
+        After ``on_task_call`` the SUBSCRIBE is sent already, and usually confirmed.
+        """
+        pubsub = self._pubsub()
+        local = self._local
+        if local.presubscribed == channel:
+            local.presubscribed = None
+        else:
+            if channel in local.stale:
+                local.stale.remove(channel)
+            self._subscribe(pubsub, channel)
+        key = channel.encode()
         deadline = time.monotonic() + 10.0
-        while True:
-            message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+        while key in local.unconfirmed:
+            message = self._read(pubsub, max(0.0, deadline - time.monotonic()))
             if message is None and time.monotonic() >= deadline:
                 raise OperationalError(f"Redis at {self.target.masked} did not confirm SUBSCRIBE")
-            if (
-                message
-                and message["type"] == "subscribe"
-                and message["channel"] == channel.encode()
-            ):
-                break
-        payload = self.client.get(channel)
+        (payload,) = self._lane.call(("GET", channel))
         return None if payload is None else _bytes(payload)
 
     def wait_changed(self, key: str, timeout: float) -> None:
@@ -209,7 +267,7 @@ class RedisBackend(Backend):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            message = pubsub.get_message(timeout=remaining)
+            message = self._read(pubsub, remaining)
             if message and message["type"] == "message" and message["channel"] == wanted:
                 payload: bytes = message["data"]
                 return payload

@@ -187,6 +187,14 @@ class RPCBackend(Backend):
     def wait_changed(self, key: str, timeout: float) -> None:
         self._drain(timeout)
 
+    def on_task_call(self, task_id: str) -> None:
+        """Declare and consume the reply queue before the first send, as Celery does.
+
+        A reply that reaches RabbitMQ before the queue exists would be dropped.
+        """
+        if not self._consuming:
+            self._drain(0.0)
+
     def _drain(self, timeout: float) -> None:
         """Read the replies that arrived (waiting up to ``timeout`` for the first one)."""
         with self._reader.lock:

@@ -153,7 +153,8 @@ class Consumer:
         if job is None:
             self._done(delivery)
             return
-        logger.info("Task %s received", job.describe())
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("Task %s received", job.describe())
         signals.task_received.send(sender=self, request=job.request)
         if self.state.is_revoked(job.id):
             self._revoke(job, "revoked")
@@ -323,6 +324,8 @@ class Consumer:
 
     def _execute_with_limits(self, job: Job) -> Any:
         """Run the job with its soft and hard limits armed on the timer."""
+        if not job.soft_time_limit and not job.time_limit:
+            return execute(job.task, job.request)
         thread_id = threading.get_ident()
         guard = threading.Lock()
         running = [True]

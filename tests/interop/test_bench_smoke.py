@@ -1,0 +1,36 @@
+"""``bench/run.py --quick`` runs end to end against a real Redis and prints its table.
+
+The benchmark itself stays out of the suite: this runs it with a tiny N, in its own Redis
+database (13), only to keep the command working.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from interop_support import load_services
+
+RUN = Path(__file__).resolve().parents[2] / "bench" / "run.py"
+SMOKE_DB = "13"
+
+
+@pytest.mark.timeout(120)
+def test_the_benchmark_prints_its_table() -> None:
+    host, port = load_services().require("redis")
+
+    done = subprocess.run(
+        [sys.executable, str(RUN), "--quick", "--n", "100", "--roundtrips", "10",
+         "--redis", f"redis://{host}:{port}", "--db", SMOKE_DB],
+        capture_output=True, text=True, timeout=100,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1].split("|")[0].strip() == "case"
+    for label in ("enqueue: delay()", "drain: 1 worker process", "round trip delay().get() p99",
+                  "worker peak RSS"):  # fmt: skip
+        assert any(line.startswith(label) for line in lines), done.stdout
+    assert sum(line.startswith(("met", "NOT met")) for line in lines) == 6
