@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
 
 import pytest
 
@@ -22,7 +28,39 @@ def require(name: str) -> tuple[str, int]:
         with socket.create_connection((host, port), timeout=1.0):
             return host, port
     except OSError as exc:
-        message = f"{name} is not reachable at {host}:{port} ({exc}); start it (see README)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{name} is not reachable at {host}:{port} ({exc}); start it (see README)")
+
+
+def missing(message: str) -> NoReturn:
+    """Skip the test on a laptop; fail it in CI, where every service must be there."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def rabbitmqctl(*args: str) -> str:
+    done = subprocess.run(
+        ["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60
+    )
+    return done.stdout
+
+
+def create_vhost(prefix: str) -> str:
+    """A new RabbitMQ vhost that guest may use fully; its name starts with ``prefix``."""
+    if shutil.which("rabbitmqctl") is None:
+        missing("rabbitmqctl is not installed: cannot create a test vhost")
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    rabbitmqctl("add_vhost", name)
+    rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    return name
+
+
+@contextmanager
+def rabbitmq_vhost(prefix: str) -> Iterator[str]:
+    """The AMQP URL of a vhost made for the block and deleted after, with all in it."""
+    host, port = require("rabbitmq")
+    name = create_vhost(prefix)
+    try:
+        yield f"amqp://guest:guest@{host}:{port}/{name}"
+    finally:
+        rabbitmqctl("delete_vhost", name)

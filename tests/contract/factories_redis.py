@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-
-def _load_require() -> Callable[[str], tuple[str, int]]:
-    """``tests/services.py``'s ``require`` (this file is loaded by path, not as a package)."""
-    path = Path(__file__).resolve().parent.parent / "services.py"
-    spec = importlib.util.spec_from_file_location("caraway_test_services", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.require  # type: ignore[no-any-return]
-
-
-require = _load_require()
+from services import require
 
 
 def delete_prefixed(url: str, prefix: str) -> None:

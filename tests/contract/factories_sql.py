@@ -6,31 +6,16 @@ the sequences and the chord counter table are shared, as they would be in produc
 
 from __future__ import annotations
 
-import importlib.util
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from services import require
 
 from caraway.backends.sql import sqlalchemy_url
-
-
-def _load_require() -> Callable[[str], tuple[str, int]]:
-    """``tests/services.py``'s ``require`` (this file is loaded by path, not as a package)."""
-    path = Path(__file__).parent.parent / "services.py"
-    spec = importlib.util.spec_from_file_location("caraway_sql_test_services", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    found: Callable[[str], tuple[str, int]] = module.require
-    return found
-
-
-require = _load_require()
 
 SERVERS = {
     "postgresql": "db+postgresql://postgres@127.0.0.1:5432/test",

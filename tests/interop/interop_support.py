@@ -11,10 +11,8 @@ killed at teardown, and a failing test prints the logs.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,10 +22,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any, TypeVar
 
-import pytest
+from services import rabbitmq_vhost, require
 
 T = TypeVar("T")
 
@@ -118,17 +115,6 @@ if os.environ.get("INTEROP_BROKER"):
 '''
 
 
-def load_services() -> ModuleType:
-    """``tests/services.py`` (``tests`` is not a package)."""
-    path = Path(__file__).resolve().parent.parent / "services.py"
-    spec = importlib.util.spec_from_file_location("caraway_test_services_interop", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def wait_until(predicate: Callable[[], T], timeout: float = WAIT, what: str = "condition") -> T:
     """Poll ``predicate`` until it is truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -177,7 +163,7 @@ def redis_wire() -> Iterator[Wire]:
     """Redis db ``REDIS_DB`` with a fresh ``global_keyprefix``; only those keys are deleted."""
     import redis
 
-    host, port = load_services().require("redis")
+    host, port = require("redis")
     prefix = f"interop-{uuid.uuid4().hex[:10]}:"
     url = f"redis://{host}:{port}/{REDIS_DB}"
     options = {"global_keyprefix": prefix}
@@ -194,27 +180,11 @@ def redis_wire() -> Iterator[Wire]:
             client.close()
 
 
-def rabbitmqctl(*args: str) -> str:
-    done = subprocess.run(
-        ["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60
-    )
-    return done.stdout
-
-
 @contextmanager
 def rabbitmq_wire() -> Iterator[Wire]:
     """A vhost created for the session (deleted after, with all in it); results over rpc://."""
-    host, port = load_services().require("rabbitmq")
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not installed: cannot create a test vhost")
-    vhost = f"caraway-interop-{uuid.uuid4().hex[:8]}"
-    rabbitmqctl("add_vhost", vhost)
-    try:
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        url = f"amqp://guest:guest@{host}:{port}/{vhost}"
+    with rabbitmq_vhost("caraway-interop") as url:
         yield Wire("rabbitmq", url, "rpc://")
-    finally:
-        rabbitmqctl("delete_vhost", vhost)
 
 
 def die_with_parent() -> None:

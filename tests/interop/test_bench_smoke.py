@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from interop_support import load_services
+from services import require
 
 RUN = Path(__file__).resolve().parents[2] / "bench" / "run.py"
 SMOKE_DB = "13"
@@ -19,7 +19,7 @@ SMOKE_DB = "13"
 
 @pytest.mark.timeout(120)
 def test_the_benchmark_prints_its_table() -> None:
-    host, port = load_services().require("redis")
+    host, port = require("redis")
 
     done = subprocess.run(
         [sys.executable, str(RUN), "--quick", "--n", "100", "--roundtrips", "10",

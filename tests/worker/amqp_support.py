@@ -2,53 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
-import subprocess
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import amqp
-import pytest
-
-
-def _load_require() -> Any:
-    """``tests/services.py``'s ``require`` (``tests`` is not a package)."""
-    path = Path(__file__).resolve().parent.parent / "services.py"
-    spec = importlib.util.spec_from_file_location("caraway_test_services_worker_amqp", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.require
-
-
-require = _load_require()
-
-
-def rabbitmqctl(*args: str) -> str:
-    result = subprocess.run(
-        ["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60
-    )
-    return result.stdout
+from services import rabbitmq_vhost, rabbitmqctl
 
 
 @contextmanager
 def rabbit_vhost(tag: str) -> Iterator[str]:
     """A fresh vhost on the shared server (deleted after, with all in it); yields its URL."""
-    host, port = require("rabbitmq")
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not installed: cannot create a test vhost")
-    name = f"caraway-test-{tag}-{uuid.uuid4().hex[:8]}"
-    rabbitmqctl("add_vhost", name)
-    try:
-        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        yield f"amqp://guest:guest@{host}:{port}/{name}"
-    finally:
-        rabbitmqctl("delete_vhost", name)
+    with rabbitmq_vhost(f"caraway-test-{tag}") as url:
+        yield url
 
 
 def vhost_of(url: str) -> str:

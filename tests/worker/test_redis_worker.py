@@ -24,24 +24,13 @@ from typing import Any
 
 import pytest
 import redis
+from services import require
 from worker_support import TASKS_SOURCE, WAIT, WorkerProject, wait_until
 
 from caraway import Celery, states
 from caraway.urls import create_broker
 
 SEP = "\x06\x16"
-
-
-def _require_redis() -> tuple[str, int]:
-    """``tests/services.py``'s probe (``tests/`` itself is not on ``sys.path``)."""
-    path = Path(__file__).resolve().parent.parent / "services.py"
-    spec = importlib.util.spec_from_file_location("caraway_test_services", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    address: tuple[str, int] = module.require("redis")
-    return address
 
 
 CAPTURE_PROPERTIES = [
@@ -100,7 +89,7 @@ class RedisSpace:
 
 @pytest.fixture
 def space() -> Iterator[RedisSpace]:
-    host, port = _require_redis()
+    host, port = require("redis")
     space = RedisSpace(host, port)
     try:
         yield space
@@ -370,7 +359,7 @@ class PrivateRedis:
 
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:
-    _require_redis()
+    require("redis")
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
     server = PrivateRedis(_free_port())
