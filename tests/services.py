@@ -9,6 +9,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -64,3 +65,16 @@ def rabbitmq_vhost(prefix: str) -> Iterator[str]:
         yield f"amqp://guest:guest@{host}:{port}/{name}"
     finally:
         rabbitmqctl("delete_vhost", name)
+
+
+def captures_dir() -> Path:
+    """The golden captures of real Celery traffic: ``shared/`` beside the repo, or
+    ``$CARAWAY_SHARED``."""
+    shared = os.environ.get("CARAWAY_SHARED") or Path(__file__).resolve().parents[2] / "shared"
+    path = Path(shared) / "spec" / "captures"
+    if not path.is_dir():
+        pytest.fail(
+            f"Celery captures not found at {path}: check out shared/ beside the caraway repo,"
+            " or set CARAWAY_SHARED to its path."
+        )
+    return path

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import services
 
 from caraway import Caraway
 from caraway.brokers.base import Outgoing
@@ -17,14 +17,7 @@ from caraway.brokers.base import Outgoing
 @pytest.fixture(scope="session")
 def captures_dir() -> Path:
     """The golden captures of real Celery traffic, in the shared/ checkout beside the repo."""
-    shared = os.environ.get("CARAWAY_SHARED") or Path(__file__).resolve().parents[3] / "shared"
-    path = Path(shared) / "spec" / "captures"
-    if not path.is_dir():
-        pytest.fail(
-            f"Celery captures not found at {path}: check out shared/ beside the caraway repo "
-            "(the unit tests read shared/spec/captures/*.json), or set CARAWAY_SHARED to its path."
-        )
-    return path
+    return services.captures_dir()
 
 
 @pytest.fixture

@@ -4,16 +4,15 @@ ETA deferral and a dropped connection. One vhost for the module, deleted after."
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from amqp_support import rabbit_vhost, rabbitmqctl, raw_channel, table, vhost_of
+from services import captures_dir
 from worker_support import WAIT, wait_until
 
 from caraway import Celery, states
@@ -38,11 +37,6 @@ def apps(rabbit: str) -> Iterator[Callable[..., Celery]]:
     yield make
     for app in made:
         app.close()
-
-
-def _captures() -> Path:
-    shared = os.environ.get("CARAWAY_SHARED") or Path(__file__).resolve().parents[3] / "shared"
-    return Path(shared) / "spec" / "captures"
 
 
 def test_tasks_and_results_travel_over_amqp_and_rpc(
@@ -108,7 +102,7 @@ def test_the_declared_topology_is_celerys(
 
 
 def test_a_task_message_on_the_wire_is_celerys(rabbit: str, apps: Callable[..., Celery]) -> None:
-    captured = json.loads((_captures() / "amqp.json").read_text())["messages_celery"][1]
+    captured = json.loads((captures_dir() / "amqp.json").read_text())["messages_celery"][1]
     app = apps("amqp-wire")
 
     @app.task(name="capapp.add")

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import redis
-from services import require
+from services import captures_dir, require
 from worker_support import TASKS_SOURCE, WAIT, WorkerProject, wait_until
 
 from caraway import Celery, states
@@ -98,10 +98,7 @@ def space() -> Iterator[RedisSpace]:
 
 
 def _captures(name: str) -> Any:
-    path = Path(__file__).resolve().parents[3] / "shared" / "spec" / "captures" / name
-    if not path.exists():
-        pytest.fail(f"Celery captures not found at {path}: check out shared/ beside the repo")
-    return json.loads(path.read_text())
+    return json.loads((captures_dir() / name).read_text())
 
 
 # --- tasks run, results come back ----------------------------------------------------------
