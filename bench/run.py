@@ -21,6 +21,7 @@ counter that a background thread adds to a Redis key every few ms, the same on b
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -62,17 +63,43 @@ app.conf.update(
 
 _lock = threading.Lock()
 _count = [0]
+_flusher = [None]
+
+
+def _bump():
+    """Count one task in this process; a thread adds the counts to Redis every few ms."""
+    with _lock:
+        _count[0] += 1
+        if _flusher[0] is None:  # the first task in this process (a pool child, say)
+            _flusher[0] = threading.Thread(target=_flush_counts, args=(_client(),), daemon=True)
+            _flusher[0].start()
+
+
+def _after_fork():
+    global _lock
+    _lock = threading.Lock()
+    _count[0] = 0
+    _flusher[0] = None
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 @app.task(name="bench.noop", shared=False)
 def noop():
-    with _lock:
-        _count[0] += 1
+    _bump()
+
+{io_task}
 
 
 @app.task(name="bench.echo", shared=False)
 def echo(value):
     return value
+
+
+@app.task(name="bench.total", shared=False)
+def total(values):
+    return len(values)
 
 
 def _flush_counts(client):
@@ -85,12 +112,14 @@ def _flush_counts(client):
             sent = now
 
 
-def _ready(**_):
+def _client():
     import redis
 
-    client = redis.Redis.from_url(BROKER)
-    client.incr("{ready}")
-    threading.Thread(target=_flush_counts, args=(client,), daemon=True).start()
+    return redis.Redis.from_url(BROKER)
+
+
+def _ready(**_):
+    _client().incr("{ready}")
 
 
 if os.environ.get("BENCH_WORKER"):
@@ -101,9 +130,31 @@ if os.environ.get("BENCH_WORKER"):
 # --- the project and the workers --------------------------------------------------------------
 
 
+#: The I/O-bound task of each side: 10 ms of waiting, as each library waits best.
+IO_TASKS = {
+    "caraway": """
+import asyncio
+
+
+@app.task(name="bench.io", shared=False)
+async def io():
+    await asyncio.sleep(0.01)
+    _bump()
+""",
+    "celery": """
+@app.task(name="bench.io", shared=False)
+def io():
+    time.sleep(0.01)  # cooperative under -P gevent (monkey-patched)
+    _bump()
+""",
+}
+
+
 def write_project(folder: Path) -> Path:
     for lib in ("celery", "caraway"):
-        source = TASKS_SOURCE.format(lib=lib, queue=QUEUE, done=DONE_KEY, ready=READY_KEY)
+        source = TASKS_SOURCE.format(
+            lib=lib, queue=QUEUE, done=DONE_KEY, ready=READY_KEY, io_task=IO_TASKS[lib]
+        )
         (folder / f"bench_{lib}.py").write_text(source)
     return folder
 
@@ -120,15 +171,41 @@ class Setup:
         return env
 
 
-#: Each side's best single-process worker (chosen by trying the options: caraway's solo pool
-#: beat threads -c 1/2/4 here; Celery's threads pool was slower than solo).
-WORKER_ARGS = {
-    "celery": ["-P", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-    "caraway": ["-P", "solo"],
+QUIET = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+#: Celery's best pool for waiting: gevent (``pip install -e ".[bench]"``), else threads.
+CELERY_IO_POOL = "gevent" if importlib.util.find_spec("gevent") else "threads"
+
+
+@dataclass
+class Profile:
+    """A worker command line for each side, and how many messages it reserves per slot."""
+
+    args: dict[str, list[str]]
+    prefetch: dict[str, str]
+
+
+PROFILES = {
+    # Each side's best single-process worker (chosen by trying the options: caraway's solo
+    # pool beat threads -c 1/2/4 here; Celery's threads pool was slower than solo). Celery's
+    # solo pool gains little past prefetch 16; caraway fetches a window in one Lua call.
+    "solo": Profile(
+        {"celery": ["-P", "solo", *QUIET], "caraway": ["-P", "solo"]},
+        {"celery": "16", "caraway": "64"},
+    ),
+    # Two child processes under one supervisor, on both sides.
+    "prefork": Profile(
+        {"celery": ["-P", "prefork", "-c", "2", *QUIET], "caraway": ["-P", "prefork", "-c", "2"]},
+        {"celery": "16", "caraway": "64"},
+    ),
+    # I/O-bound tasks, 500 at once: caraway's event loop against Celery's gevent (or threads).
+    "io": Profile(
+        {
+            "celery": ["-P", CELERY_IO_POOL, "-c", "500", *QUIET],
+            "caraway": ["-P", "asyncio", "-c", "500"],
+        },
+        {"celery": "4", "caraway": "4"},
+    ),
 }
-#: Messages a worker reserves ahead: Celery's solo pool gains little past 16; caraway
-#: fetches a window in one Lua call, so a larger one saves round trips.
-PREFETCH = {"celery": "16", "caraway": "64"}
 
 
 def die_with_parent() -> None:
@@ -139,10 +216,13 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def start_worker(setup: Setup, lib: str, backend: bool, log: Path) -> subprocess.Popen[bytes]:
-    args = [str(BIN / lib), "-A", f"bench_{lib}", "worker", *WORKER_ARGS[lib], "-Q", QUEUE]
+def start_worker(
+    setup: Setup, lib: str, backend: bool, log: Path, profile: str = "solo"
+) -> subprocess.Popen[bytes]:
+    form = PROFILES[profile]
+    args = [str(BIN / lib), "-A", f"bench_{lib}", "worker", *form.args[lib], "-Q", QUEUE]
     args += ["-l", "WARNING", "-n", f"{lib}-{os.urandom(3).hex()}@%h"]
-    env = setup.env(backend, BENCH_WORKER="1", BENCH_PREFETCH=PREFETCH[lib])
+    env = setup.env(backend, BENCH_WORKER="1", BENCH_PREFETCH=form.prefetch[lib])
     with open(log, "ab") as out:
         return subprocess.Popen(
             args, cwd=setup.project, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -214,21 +294,23 @@ def case_bare_lpush(client: Any, n: int) -> float:
     return n / (time.perf_counter() - started)
 
 
-def stage(setup: Setup, client: Any, n: int) -> None:
-    """N no-op messages, published by caraway's bulk form and moved aside until timed."""
+def stage(setup: Setup, client: Any, n: int, task: str = "noop") -> None:
+    """N messages of ``task``, published by caraway's bulk form and moved aside until timed."""
     client.flushdb()
-    out = run_child(setup, "enqueue", "caraway", "bulk", str(n), "--no-warmup")
+    out = run_child(setup, "enqueue", "caraway", "bulk", str(n), "--no-warmup", f"--task={task}")
     if client.llen(QUEUE) != n or out["sent"] != n:
         raise RuntimeError("staging failed")
     client.rename(QUEUE, HOLD)
 
 
 def case_drain(
-    setup: Setup, client: Any, lib: str, n: int, processes: int, logs: Path
-) -> tuple[float, float]:
+    setup: Setup, client: Any, lib: str, n: int, processes: int, logs: Path,
+    profile: str = "solo", task: str = "noop",
+) -> tuple[float, float]:  # fmt: skip
     """(tasks per second, peak RSS MiB of the first worker)."""
-    stage(setup, client, n)
-    procs = [start_worker(setup, lib, False, logs / f"drain-{lib}.log") for _ in range(processes)]
+    stage(setup, client, n, task)
+    log = logs / f"drain-{profile}-{lib}.log"
+    procs = [start_worker(setup, lib, False, log, profile) for _ in range(processes)]
     try:
         wait_for(lambda: int(client.get(READY_KEY) or 0) >= processes, 60, "ready", procs)
         time.sleep(0.3)  # from "ready" to the first poll
@@ -255,6 +337,26 @@ def case_roundtrip(setup: Setup, client: Any, lib: str, n: int, logs: Path) -> d
         stop_worker(proc)
 
 
+def case_group(setup: Setup, client: Any, lib: str, n: int) -> float:
+    """Seconds to dispatch ``group(noop.s() for _ in range(n))``; all n must be queued."""
+    client.flushdb()
+    out = run_child(setup, "group", lib, "dispatch", str(n))
+    if client.llen(QUEUE) != n:
+        raise RuntimeError(f"{lib} group: {client.llen(QUEUE)} queued, {n} sent")
+    return float(out["seconds"])
+
+
+def case_chord(setup: Setup, client: Any, lib: str, n: int, logs: Path) -> float:
+    """Seconds from dispatching an n-task chord (results on) until its body's result is in."""
+    client.flushdb()
+    proc = start_worker(setup, lib, True, logs / f"chord-{lib}.log")
+    try:
+        wait_for(lambda: int(client.get(READY_KEY) or 0) >= 1, 60, "ready", [proc])
+        return float(run_child(setup, "chord", lib, "wall", str(n), backend=True)["seconds"])
+    finally:
+        stop_worker(proc)
+
+
 # --- the client side, in a child process ----------------------------------------------------------
 
 
@@ -264,14 +366,20 @@ def child(argv: Sequence[str]) -> None:
     module = __import__(f"bench_{lib}")
     app = module.app
     if case == "enqueue":
-        print(json.dumps(child_enqueue(app, module, lib, mode, n, "--no-warmup" not in rest)))
+        task = next((a.split("=", 1)[1] for a in rest if a.startswith("--task=")), "noop")
+        warmup = "--no-warmup" not in rest
+        print(json.dumps(child_enqueue(app, module, lib, mode, n, warmup, task)))
     elif case == "roundtrip":
         print(json.dumps(child_roundtrip(module, n)))
+    elif case in {"group", "chord"}:
+        print(json.dumps(child_canvas(module, lib, case, n)))
     app.close()
 
 
-def child_enqueue(app: Any, module: Any, lib: str, mode: str, n: int, warmup: bool) -> Any:
-    noop = module.noop
+def child_enqueue(
+    app: Any, module: Any, lib: str, mode: str, n: int, warmup: bool, task: str = "noop"
+) -> Any:
+    noop = getattr(module, task)
     sent = 0
     if warmup:  # connections and first-use caches, outside the clock
         for _ in range(50):
@@ -287,6 +395,18 @@ def child_enqueue(app: Any, module: Any, lib: str, mode: str, n: int, warmup: bo
             noop.delay()
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "sent": sent + n}
+
+
+def child_canvas(module: Any, lib: str, case: str, n: int) -> dict[str, float]:
+    canvas = __import__(lib)
+    started = time.perf_counter()
+    if case == "group":
+        canvas.group(module.noop.s() for _ in range(n)).apply_async()
+    else:
+        result = canvas.chord(module.echo.s(i) for i in range(n))(module.total.s())
+        if result.get(timeout=900) != n:
+            raise RuntimeError("the chord body saw the wrong number of results")
+    return {"seconds": time.perf_counter() - started}
 
 
 def child_roundtrip(module: Any, n: int) -> dict[str, float]:
@@ -360,6 +480,8 @@ def targets(results: dict[str, Row]) -> list[tuple[str, bool]]:
         ("round trip p50 < 1 ms", results["p50"].caraway < 1.0),
         ("round trip p99 < 3 ms", results["p99"].caraway < 3.0),
         ("worker RSS <= Celery's", results["rss"].caraway <= (results["rss"].celery or 0)),
+        ("group dispatch >= 10x faster than Celery's", ratio("group") >= 10),
+        ("chord until body >= 10x faster than Celery's", ratio("chord") >= 10),
     ]
 
 
@@ -434,17 +556,36 @@ def measure(setup: Setup, client: Any, n: int, trips: int, logs: Path) -> dict[s
     drain1 = both(lambda lib: case_drain(setup, client, lib, n, 1, logs))
     step("drain, two processes")
     drain2 = both(lambda lib: case_drain(setup, client, lib, n, 2, logs))
+    step("drain, prefork -c 2")
+    prefork = both(lambda lib: case_drain(setup, client, lib, n, 1, logs, "prefork"))
+    step(f"drain, I/O-bound (asyncio vs Celery's {CELERY_IO_POOL})")
+    io = both(lambda lib: case_drain(setup, client, lib, n, 1, logs, "io", "io"))
     step("round trip")
     trip = both(lambda lib: case_roundtrip(setup, client, lib, trips, logs))
+    step("canvas")
+    grouped = both(lambda lib: case_group(setup, client, lib, n))
+    chorded = both(lambda lib: case_chord(setup, client, lib, n, logs))
     return {
         "bare": Row("baseline: bare redis-py LPUSH round trips", bare, None, "/s", True),
         "delay": Row("enqueue: delay()", delay[0], delay[1], "/s", True),
         "bulk": Row("enqueue: caraway send_batch vs Celery delay()", bulk, delay[1], "/s", True),
         "drain1": Row("drain: 1 worker process", drain1[0][0], drain1[1][0], "/s", True),
         "drain2": Row("drain: 2 worker processes", drain2[0][0], drain2[1][0], "/s", True),
+        "prefork": Row(
+            "drain: prefork -c 2 (one supervisor)", prefork[0][0], prefork[1][0], "/s", True
+        ),
+        "io": Row(
+            f"drain: 10 ms I/O tasks, asyncio -c 500 vs {CELERY_IO_POOL} -c 500",
+            io[0][0],
+            io[1][0],
+            "/s",
+            True,
+        ),
         "p50": Row("round trip delay().get() p50", trip[0]["p50"], trip[1]["p50"], "ms", False),
         "p99": Row("round trip delay().get() p99", trip[0]["p99"], trip[1]["p99"], "ms", False),
         "rss": Row("worker peak RSS (1-process drain)", drain1[0][1], drain1[1][1], "MiB", False),
+        "group": Row(f"group of {n:,}: dispatch time", grouped[0], grouped[1], "s", False),
+        "chord": Row(f"chord of {n:,}: until the body ran", chorded[0], chorded[1], "s", False),
     }
 
 

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from caraway import signals
+from caraway import batching, signals
 from caraway.brokers.base import Outgoing
 from caraway.current import get_current_worker_task
 from caraway.exceptions import OperationalError
 from caraway.protocol import Message, build_task_message
 from caraway.routing import lookup, resolve_queue
+from caraway.utils.ids import new_id
 from caraway.utils.time import absolute_time
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ def send_task_message(
     # A tuple when none were given, as Celery sends them: argsrepr reads "()" (spec §1.3).
     args = args if isinstance(args, list | tuple) else tuple(args or ())
     kwargs = dict(kwargs or {})
-    task_id = task_id or str(uuid.uuid4())
+    task_id = task_id or new_id()
     if task is not None:
         defaults = {key: getattr(task, key) for key in TASK_EXEC_OPTIONS}
         options = {**{k: v for k, v in defaults.items() if v is not None}, **options}
@@ -118,6 +119,7 @@ def send_task_message(
         headers=options.get("headers"),
         stamped_headers=options.get("stamped_headers"),
         stamps=options.get("stamps") or _stamps(options),
+        replaced_task_nesting=int(options.get("replaced_task_nesting") or 0),
         now=datetime.fromtimestamp(now, timezone.utc),
     )
     message.properties["delivery_info"] = {"exchange": "", "routing_key": queue}
@@ -164,6 +166,10 @@ def publish(
         return
     _publish_retrying(app, [outgoing], options)
     signals.after_task_publish.send(**after)
+    if app.conf.task_send_sent_event:
+        from caraway.events.sent import send_sent_event
+
+        send_sent_event(app, message, body, queue)
 
 
 def _publish_retrying(app: Caraway, batch: list[Outgoing], options: dict[str, Any]) -> None:
@@ -187,6 +193,23 @@ def _publish_retrying(app: Caraway, batch: list[Outgoing], options: dict[str, An
 _batch: ContextVar[list[tuple[Outgoing, dict[str, Any]]] | None] = ContextVar(
     "caraway_batch", default=None
 )
+
+
+@contextmanager
+def collecting() -> Iterator[list[tuple[Outgoing, dict[str, Any]]]]:
+    """Collect the messages sent in this block instead of publishing them.
+
+    Each item is ``(outgoing, after_task_publish arguments)``; the caller publishes them (beat
+    does, together with the record of the run) and then sends ``after_task_publish``.
+    """
+    collected: list[tuple[Outgoing, dict[str, Any]]] = []
+    token = _batch.set(collected)
+    try:
+        yield collected
+    finally:
+        _batch.reset(token)
+
+
 #: Messages per broker call: one Redis pipeline or one run of AMQP publisher confirms.
 BATCH_CHUNK = 1000
 
@@ -198,15 +221,40 @@ def send_batch(app: Caraway, signatures: Iterable[Signature]) -> list[AsyncResul
     signals), but the messages go to the broker ``BATCH_CHUNK`` at a time, each chunk
     stored durably before the next starts. A failure leaves the chunks before it sent.
     """
-    collected: list[tuple[Outgoing, dict[str, Any]]] = []
-    token = _batch.set(collected)
-    try:
-        results = [sig.apply_async() for sig in signatures]
-    finally:
-        _batch.reset(token)
+    with collecting() as collected:
+        shapes = batching.Shapes(app)
+        results = [_send_in_batch(app, sig, collected, shapes) for sig in signatures]
     for start in range(0, len(collected), BATCH_CHUNK):
         chunk = collected[start : start + BATCH_CHUNK]
         _publish_retrying(app, [outgoing for outgoing, _ in chunk], {})
         for _, after in chunk:
             signals.after_task_publish.send(**after)
     return results
+
+
+def _send_in_batch(
+    app: Caraway,
+    sig: Signature,
+    collected: list[tuple[Outgoing, dict[str, Any]]],
+    shapes: batching.Shapes,
+) -> AsyncResult[Any]:
+    """``sig.apply_async()``, or its message derived from an earlier one of the same shape."""
+    shape = shapes.shape_of(sig)
+    template = shapes.templates.get(shape) if shape is not None else None
+    if template is None:
+        result: AsyncResult[Any] = sig.apply_async()
+        if shape is not None and collected and collected[-1][0].message.task_id == result.id:
+            shapes.templates[shape] = collected[-1]
+        return result
+    outgoing, after = template
+    task = sig.type
+    assert task is not None  # a shape has one
+    args, kwargs = tuple(sig.get("args") or ()), dict(sig.get("kwargs") or {})
+    batching.check_arguments(task, args, kwargs)
+    options = sig.get("options") or {}
+    task_id = str(options.get("task_id") or new_id())
+    message, body = batching.derive(
+        outgoing, after["body"], task_id, args, kwargs, options.get("group_index")
+    )
+    publish(app, sig["task"], message, body, outgoing.queue, outgoing.priority, None, options)
+    return app.AsyncResult(task_id, task_name=sig["task"])

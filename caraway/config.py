@@ -69,6 +69,10 @@ class Configuration(MutableMapping[str, Any]):
         # entry computed while one happened is never used (no lock on the read path).
         self._generation = 0
         self._resolved: dict[str, tuple[int, Any]] = {}
+        # Attribute reads (``conf.task_serializer``) are served from the instance dict once
+        # resolved, at plain attribute speed; every change drops them under this lock.
+        self._attr_lock = threading.Lock()
+        self._attrs: set[str] = set()
         self.update(preconf, **kwargs)
 
     # -- the source ---------------------------------------------------------------------------
@@ -84,8 +88,12 @@ class Configuration(MutableMapping[str, Any]):
             self._changed()
 
     def _changed(self) -> None:
-        self._generation += 1
-        self._resolved = {}
+        with self._attr_lock:
+            self._generation += 1
+            self._resolved = {}
+            for name in self._attrs:
+                del self.__dict__[name]
+            self._attrs.clear()
 
     def _load(self) -> None:
         if self._pending is None:
@@ -184,10 +192,16 @@ class Configuration(MutableMapping[str, Any]):
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
+        generation = self._generation
         try:
-            return self[name]
+            value = self[name]
         except KeyError:
             raise AttributeError(_unknown_message(name)) from None
+        with self._attr_lock:
+            if generation == self._generation:  # no change since: safe to keep
+                self.__dict__[name] = value
+                self._attrs.add(name)
+        return value
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_"):

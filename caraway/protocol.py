@@ -72,7 +72,7 @@ class TaskCall:
     properties: dict[str, Any] = field(default_factory=dict)
 
 
-def _repr_args(value: Any) -> str:
+def repr_args(value: Any) -> str:
     text = repr(value)
     if "b'" in text or 'b"' in text:  # may hold bytes: walk it only then, repr is faster
         text = _safe_repr(value)
@@ -154,8 +154,8 @@ def build_task_message(
         "timelimit": [time_limit, soft_time_limit],
         "root_id": root_id or task_id,
         "parent_id": parent_id,
-        "argsrepr": argsrepr if argsrepr is not None else _repr_args(args),
-        "kwargsrepr": kwargsrepr if kwargsrepr is not None else _repr_args(kwargs),
+        "argsrepr": argsrepr if argsrepr is not None else repr_args(args),
+        "kwargsrepr": kwargsrepr if kwargsrepr is not None else repr_args(kwargs),
         "origin": ORIGIN,
         "ignore_result": ignore_result,
         "replaced_task_nesting": replaced_task_nesting,

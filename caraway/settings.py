@@ -8,7 +8,6 @@ validation errors, ``caraway report`` and the docs are all derived from :data:`S
 Deliberate differences from Celery:
 
 * ``broker_url`` defaults to None, meaning the embedded SQLite file (Celery: ``amqp://``).
-* ``worker_pool`` defaults to ``"threads"`` until the prefork pool exists.
 * Class paths that name Celery's own classes (``beat_scheduler``, ``worker_consumer``,
   ``worker_autoscaler``) name caraway's instead, as user imports do.
 * ``result_chord_ordered`` is not a setting: Celery reads it from
@@ -335,7 +334,7 @@ _TABLE = (
     _s("security_cert_store", OPT_STR, None, "Directory or glob of trusted X.509 certificates."),
     _s("security_digest", STR, "sha256", "Digest used to sign messages."),
     # Components
-    _s("worker_pool", STR, "threads", "Pool: threads, solo, prefork or asyncio (Celery: prefork)."),
+    _s("worker_pool", STR, "prefork", "Pool: prefork, threads, asyncio or solo."),
     _s("worker_pool_restarts", BOOL, False, "Allow the pool_restart control command."),
     _s("worker_pool_putlocks", BOOL, True, "Block when the pool is full instead of queueing locally."),
     _s("worker_autoscaler", STR, "caraway.worker.autoscale:Autoscaler", "Autoscaler class."),
@@ -354,6 +353,7 @@ _TABLE = (
     _s("beat_schedule_filename", STR, "celerybeat-schedule", "File where beat keeps last run times."),
     _s("beat_sync_every", INT, 0, "Sync the schedule file after this many sends; 0: by time."),
     _s("beat_max_loop_interval", NUM, 0, "Longest sleep of beat, in seconds; 0: the scheduler's own (300)."),
+    _s("beat_lease_timeout", NUM, 5.0, "Seconds the sender lease of beat lasts unrenewed; a standby beat takes over after it."),
     _s("beat_cron_starting_deadline", OPT_NUM, None, "Seconds a missed crontab may be run late; None: always."),
     _s("beat_logfile", OPT_STR, None, "Log file of beat (default stderr)."),
     _s("beat_pidfile", OPT_STR, None, "PID file of beat."),

@@ -139,6 +139,7 @@ class AMQPBroker(Broker):
     native_delay: ClassVar[bool] = False
     leases: ClassVar[bool] = False
     priority_order: ClassVar[str] = "high-first"
+    keeps_revocations: ClassVar[bool] = False  # a fanout: only brokers already bound hear it
     max_hold: float | None = MAX_HOLD
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
@@ -167,6 +168,7 @@ class AMQPBroker(Broker):
         self._unsettled: dict[Any, Delivery] = {}
         self._pending: collections.deque[tuple[str, Any]] = collections.deque()
         self._consuming: dict[str, str] = {}  # queue -> consumer tag
+        self._cancelled: set[str] = set()  # queues the worker stopped consuming
         self._tag_queue: dict[str, str] = {}
         self._consumer_generation = 0
         self._qos_window: int | None = None
@@ -374,13 +376,41 @@ class AMQPBroker(Broker):
                 channel.basic_qos(0, target, not quorum)
             self._qos_applied = target
         for queue in queues:
-            if queue not in self._consuming:
+            if queue not in self._consuming and queue not in self._cancelled:
                 self._declare_queue(link, channel, queue)
                 tag = channel.basic_consume(
                     queue, callback=self._on_message, on_cancel=self._on_cancel
                 )
                 self._consuming[queue] = tag
                 self._tag_queue[tag] = queue
+
+    def stop_consuming(self, queue: str) -> None:
+        """Cancel the consumer of ``queue``; what it delivered and nobody took goes back."""
+        link = self._consumer
+        with link.lock:
+            # A fetch already running was handed the old queue list: it must not consume
+            # the queue again.
+            self._cancelled.add(queue)
+            tag = self._consuming.pop(queue, None)
+            if tag is None or link.channel is None:
+                return
+            self._tag_queue.pop(tag, None)
+            with self._state:
+                kept = [d for d in self._buffer if d.queue != queue]
+                returned = [d for d in self._buffer if d.queue == queue]
+                self._buffer.clear()
+                self._buffer.extend(kept)
+            try:
+                link.channel.basic_cancel(tag)
+                for delivery in returned:
+                    link.channel.basic_reject(delivery.tag[1], requeue=True)
+            except CONNECTION_ERRORS as exc:  # the new connection will not consume it
+                link.drop()
+                logger.warning("Lost the connection while cancelling %r: %s", queue, exc)
+
+    def resume_consuming(self, queue: str) -> None:
+        with self._consumer.lock:
+            self._cancelled.discard(queue)
 
     def _on_message(self, raw: amqp.Message) -> None:
         info = raw.delivery_info

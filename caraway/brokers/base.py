@@ -7,6 +7,7 @@ attributes so the layers above know what they must do themselves.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -52,12 +53,15 @@ class Broker(ABC):
     ``native_delay``: messages with ``deliver_at`` are held by the broker, not the worker.
     ``leases``: delivered messages come back on their own unless renewed (``renew``).
     ``priority_order``: ``"high-first"`` or ``"low-first"`` (Redis' convention).
+    ``keeps_revocations``: a worker started later still learns of earlier revocations.
     ``max_hold``: longest a consumer may keep a delivered message unsettled while it waits
     for its ETA (None: no limit); past it the consumer calls ``defer``.
     """
 
     native_delay: ClassVar[bool] = False
     leases: ClassVar[bool] = False
+    #: ``revocations`` also returns revocations recorded before this broker was created.
+    keeps_revocations: ClassVar[bool] = True
     priority_order: ClassVar[str] = "high-first"
     max_hold: float | None = None
 
@@ -68,6 +72,11 @@ class Broker(ABC):
     @abstractmethod
     def publish(self, batch: Sequence[Outgoing]) -> None:
         """Store every message of the batch durably before returning."""
+
+    async def publish_async(self, batch: Sequence[Outgoing]) -> None:
+        """``publish`` for a running event loop, without blocking it. Engines without an
+        asyncio client publish in a worker thread; Redis overrides this."""
+        await asyncio.to_thread(self.publish, batch)
 
     @abstractmethod
     def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
@@ -114,6 +123,12 @@ class Broker(ABC):
     def defer(self, delivery: Delivery, until: float) -> bool:
         """Hand ``delivery`` back to come again near ``until``; False if the engine cannot."""
         return False
+
+    def stop_consuming(self, queue: str) -> None:  # noqa: B027 - pull engines hold nothing
+        """The worker no longer fetches from ``queue`` (engines that push messages stop it)."""
+
+    def resume_consuming(self, queue: str) -> None:  # noqa: B027 - pull engines hold nothing
+        """Undo ``stop_consuming``: ``queue`` may be fetched from again."""
 
     def declare(self, queue: str) -> None:  # noqa: B027 - queues are implicit in most engines
         """Make sure ``queue`` exists."""

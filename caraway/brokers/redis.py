@@ -25,9 +25,18 @@ import redis
 
 from caraway import serialization
 from caraway.brokers.base import Broker, DeadLetter, Delivery, Outgoing
-from caraway.clients.redis import CONNECTION_ERRORS, Lane, connect, parse_url, translated
+from caraway.clients.redis import (
+    CONNECTION_ERRORS,
+    Lane,
+    connect,
+    connect_async,
+    parse_url,
+    ssl_options,
+    translated,
+)
 from caraway.exceptions import SerializationError
 from caraway.protocol import Message
+from caraway.utils.ids import new_id
 
 logger = logging.getLogger("caraway.broker")
 
@@ -58,10 +67,13 @@ local nq = tonumber(ARGV[3])
 local out = {}
 local taken = 0
 local function record(env, q)
-  local ok, doc = pcall(cjson.decode, env)
-  local tag = nil
-  if ok and type(doc) == 'table' and type(doc.properties) == 'table' then
-    tag = doc.properties.delivery_tag
+  -- kombu writes the tag last: read it off the tail, decode the JSON only otherwise.
+  local tag = string.match(string.sub(env, -64), '"delivery_tag": ?"([%w%-]+)"}}$')
+  if not tag then
+    local ok, doc = pcall(cjson.decode, env)
+    if ok and type(doc) == 'table' and type(doc.properties) == 'table' then
+      tag = doc.properties.delivery_tag
+    end
   end
   if type(tag) ~= 'string' then
     tag = 'caraway-' .. redis.sha1hex(env) .. '-' .. now .. '-' .. taken
@@ -94,17 +106,6 @@ for s = 0, steps - 1 do
   end
 end
 return out
-"""
-
-# Forgets delivered messages (kombu acks with MULTI ZREM HDEL EXEC: one call costs less).
-# KEYS: unacked, unacked_index; ARGV: tags.
-ACK = """
-for i = 1, #ARGV, 1000 do
-  local j = math.min(i + 999, #ARGV)
-  redis.call('ZREM', KEYS[2], unpack(ARGV, i, j))
-  redis.call('HDEL', KEYS[1], unpack(ARGV, i, j))
-end
-return 1
 """
 
 # Gives messages back: each one still unacked moves to the consuming end of its list.
@@ -189,18 +190,20 @@ class RedisBroker(Broker):
         self.revoked_key = self.prefix + "_caraway.revoked"
         self.revoked_count_key = self.prefix + "_caraway.revoked.count"
         # The socket timeout must outlast the longest BRPOP we send.
+        self._ssl_options = ssl_options(opts.get("broker_use_ssl"))
         self.client = connect(
-            self.target, opts, socket_timeout=max(10.0, self.brpop_timeout + 5.0),
-            socket_connect_timeout=5.0,
+            self.target, opts,
+            ssl_options=self._ssl_options,
+            socket_timeout=max(10.0, self.brpop_timeout + 5.0), socket_connect_timeout=5.0,
         )  # fmt: skip
         self._fetch = self.client.register_script(FETCH)
         self._release = self.client.register_script(RELEASE)
         self._restore = self.client.register_script(RESTORE)
         self._release_mutex = self.client.register_script(RELEASE_MUTEX)
         self._revocations = self.client.register_script(REVOCATIONS)
-        self._ack = self.client.register_script(ACK)
         self._lane = Lane(self.client)
         self._declared: set[str] = set()
+        self._list_names: dict[tuple[str, int | None], str] = {}
         self._lock = threading.Lock()
         self._cycle: list[str] = []
         self._down_since: float | None = None
@@ -216,8 +219,12 @@ class RedisBroker(Broker):
 
     def list_name(self, queue: str, priority: int | None = 0) -> str:
         """The list holding ``queue``'s messages of ``priority`` (without the key prefix)."""
-        step = self.step_for(priority)
-        return f"{queue}{self.sep}{step}" if step else queue
+        names = self._list_names
+        name = names.get((queue, priority))
+        if name is None:
+            step = self.step_for(priority)
+            name = names[(queue, priority)] = f"{queue}{self.sep}{step}" if step else queue
+        return name
 
     def _lists(self, queue: str) -> list[str]:
         names = dict.fromkeys(self.prefix + self.list_name(queue, s) for s in self.priority_steps)
@@ -236,7 +243,7 @@ class RedisBroker(Broker):
         properties["delivery_info"] = {"exchange": "", "routing_key": queue}
         properties["priority"] = props.get("priority", priority or 0)
         properties["body_encoding"] = "base64"
-        properties["delivery_tag"] = str(uuid.uuid4())
+        properties["delivery_tag"] = new_id()
         return {
             "body": base64.b64encode(message.body).decode("ascii"),
             "content-encoding": message.content_encoding,
@@ -245,43 +252,64 @@ class RedisBroker(Broker):
             "properties": properties,
         }
 
-    def _binding_commands(self, pipe: Any, queue: str) -> None:
+    def _bindings(self, queue: str) -> list[list[Any]]:
         """kombu 5.7's two binding sets for the default exchange (spec §3.2, §3.5)."""
         member = f"{queue}{self.sep}{self.sep}{queue}"
-        pipe.sadd(f"{self.prefix}_kombu.binding.{queue}", member)
-        pipe.sadd(f"{self.prefix}_kombu.binding_permanent.{queue}", member)
+        return [
+            ["SADD", f"{self.prefix}_kombu.binding.{queue}", member],
+            ["SADD", f"{self.prefix}_kombu.binding_permanent.{queue}", member],
+        ]
 
     def declare(self, queue: str) -> None:
         with translated(self.target, f"to declare {queue!r}"):
-            pipe = self.client.pipeline(transaction=True)
-            self._binding_commands(pipe, queue)
-            pipe.execute()
+            self._lane.call(["MULTI"], *self._bindings(queue), ["EXEC"])
         self._declared.add(queue)
 
     def publish(self, batch: Sequence[Outgoing]) -> None:
-        """LPUSH each envelope, after the bindings of queues new to this process (one trip)."""
+        """LPUSH the envelopes, after the bindings of queues new to this process: one round
+        trip, one LPUSH per run of messages bound for the same list (order kept: LPUSH
+        puts its values at the head in turn, and consumers pop the tail)."""
         if not batch:
             return
-        fresh = list(dict.fromkeys(i.queue for i in batch if i.queue not in self._declared))
-        pushes = [
-            (
-                "LPUSH",
-                self.prefix + self.list_name(item.queue, item.priority),
-                serialization.json_dumps(self.envelope(item.message, item.queue, item.priority)),
-            )
-            for item in batch
-        ]
+        fresh, commands = self._publish_commands(batch)
         with translated(self.target, "to publish"):
-            if fresh or len(pushes) > 1:
-                pipe = self.client.pipeline(transaction=True)
-                for queue in fresh:
-                    self._binding_commands(pipe, queue)
-                for _, key, envelope in pushes:
-                    pipe.lpush(key, envelope)
-                pipe.execute()
-            else:  # the common case, one message to a known queue: a plain LPUSH
-                self._lane.call(pushes[0])
+            self._lane.call(*commands)
         self._declared.update(fresh)
+
+    async def publish_async(self, batch: Sequence[Outgoing]) -> None:
+        """``publish`` on redis-py's asyncio client: the same commands in one transaction."""
+        if not batch:
+            return
+        fresh, commands = self._publish_commands(batch)
+        with translated(self.target, "to publish"):
+            async with (
+                connect_async(self.target, self.options, self._ssl_options) as client,
+                client.pipeline(transaction=True) as pipe,
+            ):
+                for command in commands:
+                    if command[0] not in ("MULTI", "EXEC"):
+                        pipe.execute_command(*command)
+                await pipe.execute()
+        self._declared.update(fresh)
+
+    def _publish_commands(self, batch: Sequence[Outgoing]) -> tuple[list[str], list[list[Any]]]:
+        """(queues declared by this batch, its commands)."""
+        fresh = list(dict.fromkeys(i.queue for i in batch if i.queue not in self._declared))
+        commands = [command for queue in fresh for command in self._bindings(queue)]
+        last: list[Any] = []
+        for item in batch:
+            key = self.prefix + self.list_name(item.queue, item.priority)
+            envelope = serialization.json_dumps_compact(
+                self.envelope(item.message, item.queue, item.priority)
+            )
+            if last and last[1] == key:
+                last.append(envelope)
+            else:
+                last = ["LPUSH", key, envelope]
+                commands.append(last)
+        if len(commands) > 1:  # all or nothing
+            commands = [["MULTI"], *commands, ["EXEC"]]
+        return fresh, commands
 
     # --- consuming -------------------------------------------------------------------------
 
@@ -386,10 +414,17 @@ class RedisBroker(Broker):
         return Delivery(message, queue, tag, redelivered)
 
     def ack(self, tags: Sequence[Any]) -> None:
+        """Forget delivered messages, pipelined: the thread does not wait for Redis.
+
+        kombu waits for each ack (MULTI ZREM HDEL EXEC). Not waiting cannot lose a task: an
+        ack that never lands leaves the message in ``unacked``, and it runs again, as it
+        would after any crash before the ack. The hash entry goes first, so a crash between
+        the two leaves an index entry the restore drops, never an entry it cannot find.
+        """
         if not tags:
             return
         with translated(self.target, "to ack"):
-            self._lane.script(self._ack, (self.unacked, self.unacked_index), tags)
+            self._lane.send(("HDEL", self.unacked, *tags), ("ZREM", self.unacked_index, *tags))
 
     def _entries(self, tags: Sequence[Any]) -> list[tuple[str, bytes | None]]:
         with translated(self.target, "to read unacked messages"):

@@ -75,6 +75,10 @@ def build(broker, backend, transport=None, result_transport=None, markers=None):
     def add(x, y):
         return x + y
 
+    @app.task(name="interop.tsum", shared=False)
+    def tsum(values):
+        return {{"sum": sum(values), "by": LIB}}
+
     @app.task(name="interop.fail", shared=False)
     def fail(kind, message):
         if kind == "quota":

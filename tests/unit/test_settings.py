@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from caraway import Celery
 from caraway.exceptions import ImproperlyConfigured
 from caraway.settings import OLD_NAMES, SETTINGS, Setting, coerce, suggest
 
@@ -140,7 +141,13 @@ def test_default_matches_celery(name: str, default: object) -> None:
 
 def test_deliberate_differences_from_celery() -> None:
     assert SETTINGS["broker_url"].default is None  # the embedded SQLite file
-    assert SETTINGS["worker_pool"].default == "threads"
+
+
+def test_the_default_pool_is_prefork_as_in_celery() -> None:
+    assert SETTINGS["worker_pool"].default == "prefork"
+    app = Celery("pools", broker="memory://", set_as_current=False)
+    assert app.Worker().pool_name == "prefork"
+    app.close()
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS.values()), ids=list(SETTINGS))
