@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -104,7 +107,27 @@ class AsyncResult(ResultBase, Generic[R]):
 
     @property
     def children(self) -> list[Any]:
-        return list(self._get_task_meta().get("children") or [])
+        """Results of the tasks this one sent (callbacks, chain successors, groups)."""
+        return [result_from_tuple(child, self.app) for child in self._get_task_meta().get(
+            "children") or []]  # fmt: skip
+
+    def iterdeps(self, intermediate: bool = False) -> Iterator[tuple[Any, Any]]:
+        """Walk the graph of children: ``(parent, child)`` pairs, breadth first."""
+        stack: deque[tuple[Any, Any]] = deque([(None, self)])
+        while stack:
+            parent, node = stack.popleft()
+            yield parent, node
+            if node.ready():
+                stack.extend((node, child) for child in node.children or [])
+            elif not intermediate:
+                from caraway.exceptions import IncompleteStream
+
+                raise IncompleteStream(f"{node!r} is not ready: its children are unknown yet")
+
+    def collect(self, intermediate: bool = False, **kwargs: Any) -> Iterator[tuple[Any, Any]]:
+        """``(result, value)`` for this task and every task it sent, waiting for each."""
+        for _, node in self.iterdeps(intermediate=intermediate):
+            yield node, node.get(**kwargs)
 
     @property
     def name(self) -> str | None:
@@ -160,6 +183,13 @@ class AsyncResult(ResultBase, Generic[R]):
             assert_will_not_block()
         if follow_parents and propagate and self.parent is not None:
             self.parent._raise_if_failed()
+            parent, user_hook = self.parent, on_interval
+
+            def on_interval() -> None:  # a failed step ends the wait on a chain's result
+                parent._raise_if_failed()
+                if user_hook is not None:
+                    user_hook()
+
         meta = self._set_cache(self.backend.wait_for(self.id, timeout, interval, on_interval))
         if on_message is not None:
             on_message(meta)
@@ -175,12 +205,24 @@ class AsyncResult(ResultBase, Generic[R]):
 
     wait = get
 
+    async def get_async(
+        self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5
+    ) -> R:
+        """``get`` to await: waits without blocking the event loop (caraway.aio)."""
+        from caraway.aio import get_async
+
+        value: R = await get_async(self, timeout, propagate, interval)
+        return value
+
     def _raise_if_failed(self) -> None:
         if self.parent is not None:
             self.parent._raise_if_failed()
         meta = self._get_task_meta()
         if meta["status"] in states.PROPAGATE_STATES:
             raise self.backend.exception_from_meta(meta)
+
+    def as_list(self) -> list[Any]:
+        return [self]
 
     def maybe_throw(self, propagate: bool = True) -> None:
         meta = self._get_task_meta()
@@ -299,4 +341,260 @@ class EagerResult(AsyncResult[R]):
         self._state = states.REVOKED
 
 
-__all__ = ["AsyncResult", "EagerResult", "ResultBase"]
+class ResultSet(ResultBase):
+    """Several results handled as one: wait for all, count, revoke."""
+
+    def __init__(self, results: Iterable[Any], app: Caraway | None = None, **kwargs: Any) -> None:
+        if app is None:
+            from caraway.current import get_current_app
+
+            app = get_current_app()
+        self.app = app
+        self.results: list[Any] = list(results)
+
+    @property
+    def backend(self) -> Backend:
+        return self.results[0].backend if self.results else self.app.backend
+
+    # --- membership ---------------------------------------------------------------------
+
+    def add(self, result: Any) -> None:
+        if result not in self.results:
+            self.results.append(result)
+
+    def remove(self, result: Any) -> None:
+        if isinstance(result, str):
+            result = self.app.AsyncResult(result)
+        self.results.remove(result)
+
+    def discard(self, result: Any) -> None:
+        with contextlib.suppress(ValueError):
+            self.remove(result)
+
+    def update(self, results: Iterable[Any]) -> None:
+        self.results.extend(r for r in results if r not in self.results)
+
+    def clear(self) -> None:
+        self.results[:] = []
+
+    @property
+    def children(self) -> list[Any]:
+        return self.results
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.results[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.results)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ResultSet):
+            return other.results == self.results
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # --- state --------------------------------------------------------------------------
+
+    def successful(self) -> bool:
+        return all(result.successful() for result in self.results)
+
+    def failed(self) -> bool:
+        return any(result.failed() for result in self.results)
+
+    def ready(self) -> bool:
+        return all(result.ready() for result in self.results)
+
+    def waiting(self) -> bool:
+        return any(not result.ready() for result in self.results)
+
+    def completed_count(self) -> int:
+        """How many members succeeded."""
+        return sum(int(result.successful()) for result in self.results)
+
+    def maybe_throw(self, callback: Any = None, propagate: bool = True) -> None:
+        for result in self.results:
+            result.maybe_throw(propagate=propagate)
+
+    maybe_reraise = maybe_throw
+
+    def _raise_if_failed(self) -> None:
+        if self.parent is not None:
+            self.parent._raise_if_failed()
+        self.maybe_throw()
+
+    # --- actions ------------------------------------------------------------------------
+
+    def forget(self) -> None:
+        for result in self.results:
+            result.forget()
+
+    def revoke(
+        self,
+        connection: Any = None,
+        terminate: bool = False,
+        signal: str | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> None:
+        """Revoke every member with one request to the workers."""
+        ids = [node.id for node in self.as_list()]
+        self.app.control.revoke(ids, terminate=terminate, signal=signal)
+
+    def join(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        callback: Callable[[str, Any], Any] | None = None,
+        no_ack: bool = True,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
+        disable_sync_subtasks: bool = True,
+        on_interval: Callable[[], Any] | None = None,
+    ) -> list[Any]:
+        """Wait for every member, in order; their values (the first failure is raised)."""
+        if disable_sync_subtasks:
+            assert_will_not_block()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        values = []
+        for result in self.results:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if remaining is not None and remaining <= 0 and not result.ready():
+                from caraway.exceptions import TimeoutError
+
+                raise TimeoutError("the join operation timed out")
+            value = result.get(
+                timeout=remaining, propagate=propagate, interval=interval,
+                on_message=on_message, on_interval=on_interval,
+                disable_sync_subtasks=disable_sync_subtasks,
+            )  # fmt: skip
+            if callback is not None and not isinstance(result, ResultSet):
+                callback(result.id, value)
+            else:
+                values.append(value)
+        return values
+
+    join_native = join
+
+    def get(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        callback: Callable[[str, Any], Any] | None = None,
+        no_ack: bool = True,
+        on_message: Callable[[dict[str, Any]], Any] | None = None,
+        disable_sync_subtasks: bool = True,
+        on_interval: Callable[[], Any] | None = None,
+    ) -> list[Any]:
+        return self.join(
+            timeout=timeout, propagate=propagate, interval=interval, callback=callback,
+            on_message=on_message, disable_sync_subtasks=disable_sync_subtasks,
+            on_interval=on_interval,
+        )  # fmt: skip
+
+    def as_list(self) -> list[Any]:
+        return [node for result in self.results for node in result.as_list()]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: [{', '.join(r.id for r in self.results)}]>"
+
+
+class GroupResult(ResultSet):
+    """The results of a group, under the group's id; ``save()`` stores it for ``restore()``."""
+
+    def __init__(
+        self,
+        id: str | None = None,
+        results: Iterable[Any] | None = None,
+        parent: Any = None,
+        app: Caraway | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(results or [], app=app)
+        self.id = id
+        self.parent = parent
+
+    @property
+    def group_id(self) -> str | None:
+        return self.id
+
+    def completed_count(self) -> int:
+        """O(1) where the backend counts the group's successes, else one read per member."""
+        counted = _group_counter(self)
+        return super().completed_count() if counted is None else min(counted, len(self.results))
+
+    def save(self, backend: Backend | None = None) -> Any:
+        return (backend or self.app.backend).save_group(str(self.id), self.as_tuple())
+
+    def delete(self, backend: Backend | None = None) -> None:
+        (backend or self.app.backend).delete_group(str(self.id))
+
+    @classmethod
+    def restore(
+        cls, id: str, backend: Backend | None = None, app: Caraway | None = None
+    ) -> GroupResult | None:
+        if app is None:
+            from caraway.current import get_current_app
+
+            app = get_current_app()
+        stored = (backend or app.backend).restore_group(id)
+        if stored is None:
+            return None
+        result = result_from_tuple(stored, app)
+        return result if isinstance(result, GroupResult) else None
+
+    def as_tuple(self) -> list[Any]:
+        parent = self.parent.as_tuple() if self.parent is not None else None
+        return [[self.id, parent], [result.as_tuple() for result in self.results]]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, GroupResult):
+            return other.id == self.id and other.results == self.results
+        if isinstance(other, str):
+            return other == self.id
+        return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+
+def _group_counter(result: GroupResult) -> int | None:
+    """The success count workers keep per group (see ``caraway.chords.count_group_success``)."""
+    backend = result.backend
+    if not result.id or not (
+        getattr(backend, "chord_counting", False) or getattr(backend, "chord_join_native", False)
+    ):
+        return None
+    from caraway.backends.base import GROUP_KEY_PREFIX
+
+    value = backend.read_counter(f"{GROUP_KEY_PREFIX}{result.id}.n")
+    return value
+
+
+def result_from_tuple(value: Any, app: Caraway | None = None) -> Any:
+    """A result object from its tuple form (``[[id, parent], children]``, spec §5.5)."""
+    if isinstance(value, ResultBase):
+        return value
+    head, nodes = value
+    task_id, parent = head if isinstance(head, list | tuple) else (head, None)
+    parent_result = result_from_tuple(parent, app) if parent else None
+    if nodes is not None:
+        children = [result_from_tuple(child, app) for child in nodes]
+        return GroupResult(task_id, children, parent=parent_result, app=app)
+    return AsyncResult(task_id, app=app, parent=parent_result)
+
+
+__all__ = [
+    "AsyncResult",
+    "EagerResult",
+    "GroupResult",
+    "ResultBase",
+    "ResultSet",
+    "result_from_tuple",
+]

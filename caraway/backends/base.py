@@ -7,6 +7,7 @@ exceptions, expiry and waiting are written once here.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -47,6 +48,12 @@ class Backend(ABC):
 
     #: Smallest pause between two reads while polling; grows up to the caller's interval.
     first_poll = 0.001
+    #: Chords are joined with the ``chord_*`` primitives below (see ``caraway.chords``).
+    chord_counting = False
+    #: Chords are joined on Celery's own Redis keys (spec §6.5).
+    chord_join_native = False
+    #: A worker can read results other processes stored (not so for ``rpc://``).
+    readable_by_workers = True
 
     def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
         self.app = app
@@ -95,7 +102,36 @@ class Backend(ABC):
     def close(self) -> None:  # noqa: B027 - most engines hold nothing to close
         """Release connections."""
 
+    def read_counter(self, key: str) -> int | None:
+        """The counter ``key``, or None when it was never set (or cannot be read)."""
+        return None
+
+    # --- chord join primitives (engines with ``chord_counting``) --------------------------
+
+    def chord_join(self, group_id: str, member: str, payload: bytes, ttl: float | None) -> int:
+        """Add ``member`` (``<task_id>:<index>``) with ``payload`` unless already there, and
+        return how many members the chord has, in one atomic step; -1 once it is finished."""
+        raise NotImplementedError(f"{self.describe()} cannot join chords by counting")
+
+    def chord_members(self, group_id: str) -> list[tuple[str, bytes]]:
+        """Every ``(member, payload)`` added to the chord."""
+        raise NotImplementedError(f"{self.describe()} cannot join chords by counting")
+
+    def chord_claim(self, group_id: str, ttl: float) -> bool:
+        """Take the right to finish the chord, unless someone holds it (for ``ttl``) or it
+        is finished; an expired claim (its holder crashed) can be taken over."""
+        raise NotImplementedError(f"{self.describe()} cannot join chords by counting")
+
+    def chord_finish(self, group_id: str, ttl: float) -> None:
+        """Drop the chord's members and mark it finished for ``ttl`` seconds."""
+        raise NotImplementedError(f"{self.describe()} cannot join chords by counting")
+
     # --- shared logic ------------------------------------------------------------------
+
+    def stored(self, payload: bytes) -> Stored:
+        """``payload`` as encoded by this backend's serializer."""
+        content_type, encoding, _ = serialization.dumps(None, self.serializer)
+        return Stored(payload, content_type, encoding)
 
     def encode(self, data: Any) -> Stored:
         content_type, encoding, payload = serialization.dumps(data, self.serializer)
@@ -222,6 +258,27 @@ class Backend(ABC):
                     raise TimeoutError(f"the operation timed out waiting for task {task_id}")
                 pause = min(pause, remaining)
             self.wait_changed(key, pause)
+            pause = min(pause * 2, cap)
+
+    async def wait_for_async(
+        self, task_id: str, timeout: float | None = None, interval: float = 0.5
+    ) -> dict[str, Any]:
+        """``wait_for`` for a running event loop: each read runs in a worker thread and the
+        pauses (1 ms doubling up to ``interval``, at most 0.1 s) are ``asyncio.sleep``s.
+        Engines with an asyncio client (Redis) wait for the result's notification instead."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = self.first_poll
+        cap = max(min(interval, 0.1), self.first_poll)
+        while True:
+            meta = await asyncio.to_thread(self.get_task_meta, task_id)
+            if meta["status"] in states.READY_STATES:
+                return meta
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"the operation timed out waiting for task {task_id}")
+                pause = min(pause, remaining)
+            await asyncio.sleep(pause)
             pause = min(pause * 2, cap)
 
     def save_group(self, group_id: str, result: Any) -> Any:

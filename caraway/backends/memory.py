@@ -16,10 +16,14 @@ if TYPE_CHECKING:
 _STORE: dict[str, tuple[Stored, str | None, float | None]] = {}
 _COUNTERS: dict[str, int] = {}
 _CHANGED = threading.Condition()
+_PARTS: dict[str, dict[str, bytes]] = {}
+#: group id -> (finished?, expires at): a dispatch claim, or the "done" marker.
+_CLAIMS: dict[str, tuple[bool, float]] = {}
 
 
 class MemoryBackend(Backend):
     first_poll = 0.05  # waits are woken by the condition, so the pause is only a fallback
+    chord_counting = True
 
     def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, url, options)
@@ -56,3 +60,33 @@ class MemoryBackend(Backend):
     def wait_changed(self, key: str, timeout: float) -> None:
         with _CHANGED:
             _CHANGED.wait(timeout)
+
+    def read_counter(self, key: str) -> int | None:
+        with _CHANGED:
+            return _COUNTERS.get(key)
+
+    def chord_join(self, group_id: str, member: str, payload: bytes, ttl: float | None) -> int:
+        with _CHANGED:
+            claim = _CLAIMS.get(group_id)
+            if claim is not None and claim[0] and claim[1] > time.time():
+                return -1
+            parts = _PARTS.setdefault(group_id, {})
+            parts.setdefault(member, payload)
+            return len(parts)
+
+    def chord_members(self, group_id: str) -> list[tuple[str, bytes]]:
+        with _CHANGED:
+            return list(_PARTS.get(group_id, {}).items())
+
+    def chord_claim(self, group_id: str, ttl: float) -> bool:
+        with _CHANGED:
+            claim, now = _CLAIMS.get(group_id), time.time()
+            if claim is not None and (claim[0] or claim[1] > now):
+                return False
+            _CLAIMS[group_id] = (False, now + ttl)
+            return True
+
+    def chord_finish(self, group_id: str, ttl: float) -> None:
+        with _CHANGED:
+            _PARTS.pop(group_id, None)
+            _CLAIMS[group_id] = (True, time.time() + ttl)

@@ -19,7 +19,15 @@ from redis.client import PubSub
 
 from caraway import serialization, states
 from caraway.backends.base import TASK_KEY_PREFIX, Backend, Stored
-from caraway.clients.redis import CONNECTION_ERRORS, Lane, connect, parse_url, translated
+from caraway.clients.redis import (
+    CONNECTION_ERRORS,
+    Lane,
+    connect,
+    connect_async,
+    parse_url,
+    ssl_options,
+    translated,
+)
 from caraway.exceptions import OperationalError, TimeoutError
 
 if TYPE_CHECKING:
@@ -52,6 +60,8 @@ STALE_PRESUBSCRIPTIONS = 32
 
 
 class RedisBackend(Backend):
+    chord_join_native = True  # Celery's own chord keys: caraway/chord_joins_redis.py
+
     def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, url, options)
         conf = app.conf
@@ -65,12 +75,12 @@ class RedisBackend(Backend):
             "max_connections": conf.redis_max_connections,
             "health_check_interval": conf.redis_backend_health_check_interval or 0,
         }
-        use_ssl = conf.redis_backend_use_ssl
+        self._connection = (
+            ssl_options(conf.redis_backend_use_ssl),
+            {k: v for k, v in defaults.items() if v is not None},
+        )
         self.client = connect(
-            self.target,
-            self.options,
-            ssl_options=use_ssl if isinstance(use_ssl, Mapping) else ({} if use_ssl else None),
-            **{k: v for k, v in defaults.items() if v is not None},
+            self.target, self.options, ssl_options=self._connection[0], **self._connection[1]
         )
         self._set_result = self.client.register_script(SET_RESULT)
         self._lane = Lane(self.client)
@@ -147,6 +157,11 @@ class RedisBackend(Backend):
             pipe.pexpire(self.key(key), max(1, round(ttl * 1000)))
         with translated(self.target, "to count"):
             return int(pipe.execute()[0])
+
+    def read_counter(self, key: str) -> int | None:
+        with translated(self.target, "to read a counter"):
+            (value,) = self._lane.call(("GET", self.key(key)))
+        return None if value is None else int(value)
 
     def close(self) -> None:
         with self._pubsubs_lock:
@@ -247,6 +262,42 @@ class RedisBackend(Backend):
                 raise OperationalError(f"Redis at {self.target.masked} did not confirm SUBSCRIBE")
         (payload,) = self._lane.call(("GET", channel))
         return None if payload is None else _bytes(payload)
+
+    async def wait_for_async(
+        self, task_id: str, timeout: float | None = None, interval: float = 0.5
+    ) -> dict[str, Any]:
+        """SUBSCRIBE to the result's channel on redis-py's asyncio client, then GET: a result
+        stored since is read, a later one arrives as its PUBLISH. The loop never blocks."""
+        key = self.key(TASK_KEY_PREFIX + task_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ssl, defaults = self._connection
+        with translated(self.target, "to wait for a result"):
+            async with (
+                connect_async(self.target, self.options, ssl, **defaults) as client,
+                client.pubsub() as pubsub,
+            ):
+                await pubsub.subscribe(key)
+                payload = await client.get(key)
+                while not self._ready(payload):
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise TimeoutError(f"the operation timed out waiting for task {task_id}")
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=min(remaining or 1.0, 1.0)
+                    )
+                    if message is not None and message["type"] == "message":
+                        payload = message["data"]
+                    elif message is None:  # re-read now and then: a missed PUBLISH
+                        payload = await client.get(key)
+        assert payload is not None
+        meta: dict[str, Any] = self.decode(self._stored(_bytes(payload)))
+        return meta
+
+    def _ready(self, payload: Any) -> bool:
+        if payload is None:
+            return False
+        meta = self.decode(self._stored(_bytes(payload)))
+        return meta.get("status") in states.READY_STATES
 
     def wait_changed(self, key: str, timeout: float) -> None:
         """Wake on the next write to ``key`` (its PUBLISH) or after ``timeout``."""

@@ -70,6 +70,8 @@ class _Channel:
 
 
 class RPCBackend(Backend):
+    readable_by_workers = False  # results go to the sender's reply queue only
+
     def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, url, options)
         conf = app.conf

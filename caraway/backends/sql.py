@@ -29,7 +29,12 @@ from sqlalchemy.pool import NullPool
 from caraway import serialization, states
 from caraway.backends.base import GROUP_KEY_PREFIX, TASK_KEY_PREFIX, Backend, Stored
 from caraway.backends.exceptions import exception_to_meta
-from caraway.backends.sql_models import EXTENDED_COLUMNS, GroupTuple, build_tables
+from caraway.backends.sql_models import (
+    EXTENDED_COLUMNS,
+    GroupTuple,
+    build_parts_table,
+    build_tables,
+)
 from caraway.exceptions import MissingExtra, OperationalError
 from caraway.utils.text import mask_url, truncate
 
@@ -137,6 +142,8 @@ def meta_from_row(
 
 
 class SQLBackend(Backend):
+    chord_counting = True
+
     def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, url, options)
         conf = app.conf
@@ -148,6 +155,9 @@ class SQLBackend(Backend):
             dict(conf.database_table_names or {}),
             dict(conf.database_table_schemas or {}),
             self.extended,
+        )
+        self.parts = build_parts_table(
+            self.metadata, dict(conf.database_table_schemas or {}).get("task")
         )
         self._field_type, self._field_encoding, _ = serialization.dumps([], self.serializer)
         self._engine: sa.Engine | None = None
@@ -299,6 +309,7 @@ class SQLBackend(Backend):
 
         def work(conn: sa.Connection) -> int:
             conn.execute(self.counters.delete().where(self.counters.c.expires_at < now))
+            conn.execute(self.parts.delete().where(self.parts.c.expires_at < now))
             if expires is None:
                 return 0
             cutoff = now - timedelta(seconds=expires)
@@ -333,6 +344,95 @@ class SQLBackend(Backend):
     def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
         expires_at = None if ttl is None else _utcnow() + timedelta(seconds=ttl)
         return self._run(lambda conn: _increment(conn, self.counters, key, amount, expires_at))
+
+    def read_counter(self, key: str) -> int | None:
+        query = sa.select(self.counters.c.value).where(self.counters.c.key == key)
+        value = self._run(lambda conn: conn.execute(query).scalar())
+        return None if value is None else int(value)
+
+    # --- chord joins ------------------------------------------------------------------
+    # Parts are rows keyed by member; the count is a counter row updated in the same
+    # transaction, whose row lock orders concurrent parts (counting rows could miss a
+    # part another transaction has not committed yet). Claims are counter rows too:
+    # 1 while held (until expires_at), -1 once the chord is finished.
+
+    def chord_join(self, group_id: str, member: str, payload: bytes, ttl: float | None) -> int:
+        now = _utcnow()
+        expires_at = None if ttl is None else now + timedelta(seconds=ttl)
+        claims, parts = self.counters.c, self.parts
+
+        def work(conn: sa.Connection) -> int:
+            done = sa.select(claims.value).where(
+                claims.key == _claim_key(group_id), claims.value == -1, claims.expires_at > now
+            )
+            if conn.execute(done).first() is not None:
+                return -1
+            added = _insert_ignoring_duplicates(
+                conn, parts, {"group_id": group_id, "member": member, "payload": payload,
+                              "expires_at": expires_at},
+            )  # fmt: skip
+            return _increment(conn, self.counters, _parts_key(group_id), int(added), expires_at)
+
+        return self._run(work)
+
+    def chord_members(self, group_id: str) -> list[tuple[str, bytes]]:
+        parts = self.parts
+        query = sa.select(parts.c.member, parts.c.payload).where(parts.c.group_id == group_id)
+        rows = self._run(lambda conn: conn.execute(query).all())
+        return [(str(member), bytes(payload)) for member, payload in rows]
+
+    def chord_claim(self, group_id: str, ttl: float) -> bool:
+        now = _utcnow()
+        until = now + timedelta(seconds=ttl)
+        key, table = _claim_key(group_id), self.counters
+        if self._insert(table.insert().values(key=key, value=1, expires_at=until)):
+            return True
+        # Held or finished: take it over only from a holder that let it expire (a crash).
+        take_over = (
+            table.update()
+            .where(table.c.key == key, table.c.value == 1, table.c.expires_at < now)
+            .values(expires_at=until)
+        )
+        return bool(self._run(lambda conn: conn.execute(take_over).rowcount))
+
+    def chord_finish(self, group_id: str, ttl: float) -> None:
+        until = _utcnow() + timedelta(seconds=ttl)
+        table, key = self.counters, _claim_key(group_id)
+
+        def work(conn: sa.Connection) -> None:
+            conn.execute(self.parts.delete().where(self.parts.c.group_id == group_id))
+            conn.execute(table.delete().where(table.c.key.in_([key, _parts_key(group_id)])))
+            conn.execute(table.insert().values(key=key, value=-1, expires_at=until))
+
+        self._run(work)
+
+
+def _claim_key(group_id: str) -> str:
+    return f"{GROUP_KEY_PREFIX}{group_id}.c"
+
+
+def _parts_key(group_id: str) -> str:
+    return f"{GROUP_KEY_PREFIX}{group_id}.j"
+
+
+def _insert_ignoring_duplicates(
+    conn: sa.Connection, table: sa.Table, values: dict[str, Any]
+) -> bool:
+    """INSERT unless the primary key exists (concurrent duplicates wait, then do nothing)."""
+    name = conn.dialect.name
+    if name in {"postgresql", "sqlite"}:
+        insert = (postgresql.insert if name == "postgresql" else sqlite.insert)(table)
+        statement: Any = insert.values(**values).on_conflict_do_nothing()
+    elif name in {"mysql", "mariadb"}:
+        statement = table.insert().values(**values).prefix_with("IGNORE")
+    else:
+        exists = sa.select(sa.literal(1)).where(
+            *(column == values[column.name] for column in table.primary_key.columns)
+        )
+        if conn.execute(exists).first() is not None:
+            return False
+        statement = table.insert().values(**values)
+    return bool(conn.execute(statement).rowcount)
 
 
 def _increment(

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 TASK_TABLE = "celery_taskmeta"
 GROUP_TABLE = "celery_tasksetmeta"
 COUNTER_TABLE = "caraway_chord_counters"
+PARTS_TABLE = "caraway_chord_parts"
 
 #: The columns Celery adds to the task table with ``result_extended``.
 EXTENDED_COLUMNS = ("name", "args", "kwargs", "worker", "retries", "queue")
@@ -186,3 +187,16 @@ def build_tables(
         schema=task_schema,
     )
     return metadata, task, group, counters
+
+
+def build_parts_table(metadata: sa.MetaData, schema: str | None = None) -> sa.Table:
+    """Chord header results, one row per ``<task_id>:<index>`` (a redelivery adds nothing)."""
+    return sa.Table(
+        PARTS_TABLE,
+        metadata,
+        sa.Column("group_id", sa.String(155), primary_key=True),
+        sa.Column("member", sa.String(200), primary_key=True),
+        sa.Column("payload", sa.LargeBinary, nullable=False),
+        sa.Column("expires_at", sa.DateTime, nullable=True, index=True),
+        schema=schema,
+    )

@@ -29,9 +29,27 @@ CREATE TABLE IF NOT EXISTS caraway_counters (
     expires_at REAL
 )
 """
+# Chord joins: one row per header result, keyed by ``<task_id>:<index>`` so a redelivered
+# task adds nothing; claims hold "claimed" or "done" until ``expires_at``.
+CHORD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS caraway_chord_parts (
+    group_id TEXT NOT NULL,
+    member TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    expires_at REAL,
+    PRIMARY KEY (group_id, member)
+);
+CREATE TABLE IF NOT EXISTS caraway_chord_claims (
+    group_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    expires_at REAL NOT NULL
+)
+"""
 
 
 class SQLiteBackend(Backend):
+    chord_counting = True
+
     def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, url, options)
         self.db = Database.open(path_from_url(url.removeprefix("db+")))
@@ -40,6 +58,7 @@ class SQLiteBackend(Backend):
     def _conn(self) -> Any:
         if not self._ready:
             self.db.ensure_schema("results", SCHEMA)
+            self.db.ensure_schema("chords", CHORD_SCHEMA)
             self._ready = True
         return self.db.connection()
 
@@ -99,8 +118,89 @@ class SQLiteBackend(Backend):
         )
         return int(row[0])
 
+    def read_counter(self, key: str) -> int | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT value FROM caraway_counters WHERE key = ?"
+                " AND (expires_at IS NULL OR expires_at > ?)",
+                (key, time.time()),
+            )
+            .fetchone()
+        )
+        return None if row is None else int(row[0])
+
+    def chord_join(self, group_id: str, member: str, payload: bytes, ttl: float | None) -> int:
+        now = time.time()
+        expires_at = None if ttl is None else now + ttl
+        self._conn()
+        with self.db.write() as conn:
+            done = conn.execute(
+                "SELECT 1 FROM caraway_chord_claims WHERE group_id = ? AND state = 'done'"
+                " AND expires_at > ?",
+                (group_id, now),
+            ).fetchone()
+            if done:
+                return -1
+            added = conn.execute(
+                "INSERT OR IGNORE INTO caraway_chord_parts (group_id, member, payload,"
+                " expires_at) VALUES (?, ?, ?, ?)",
+                (group_id, member, payload, expires_at),
+            ).rowcount
+            # A counter beside the rows: counting them would be O(n) per part.
+            row = conn.execute(
+                "INSERT INTO caraway_counters (key, value, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value = value + excluded.value,"
+                " expires_at = excluded.expires_at RETURNING value",
+                (f"chord-parts-{group_id}", added, expires_at),
+            ).fetchone()
+            return int(row[0])
+
+    def chord_members(self, group_id: str) -> list[tuple[str, bytes]]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT member, payload FROM caraway_chord_parts WHERE group_id = ?", (group_id,)
+            )
+            .fetchall()
+        )
+        return [(str(member), bytes(payload)) for member, payload in rows]
+
+    def chord_claim(self, group_id: str, ttl: float) -> bool:
+        now = time.time()
+        self._conn()
+        with self.db.write() as conn:
+            row = conn.execute(
+                "SELECT state, expires_at FROM caraway_chord_claims WHERE group_id = ?",
+                (group_id,),
+            ).fetchone()
+            if row is not None and (row[0] == "done" or row[1] > now):
+                return False
+            conn.execute(
+                "INSERT OR REPLACE INTO caraway_chord_claims (group_id, state, expires_at)"
+                " VALUES (?, 'claimed', ?)",
+                (group_id, now + ttl),
+            )
+            return True
+
+    def chord_finish(self, group_id: str, ttl: float) -> None:
+        self._conn()
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM caraway_chord_parts WHERE group_id = ?", (group_id,))
+            conn.execute("DELETE FROM caraway_counters WHERE key = ?", (f"chord-parts-{group_id}",))
+            conn.execute(
+                "INSERT OR REPLACE INTO caraway_chord_claims (group_id, state, expires_at)"
+                " VALUES (?, 'done', ?)",
+                (group_id, time.time() + ttl),
+            )
+
     def cleanup(self) -> int:
         conn, now = self._conn(), time.time()
+        conn.execute(
+            "DELETE FROM caraway_chord_parts WHERE expires_at IS NOT NULL AND expires_at <= ?",
+            (now,),
+        )
+        conn.execute("DELETE FROM caraway_chord_claims WHERE expires_at <= ?", (now,))
         conn.execute(
             "DELETE FROM caraway_counters WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
         )

@@ -1,23 +1,30 @@
-"""Signatures: a task call packed as a JSON-serializable dict (Celery's wire form, §6.1).
-
-``chain`` here covers plain task signatures; groups and chords build on it in the canvas work.
-"""
+"""``Signature``: one task call (name, partial arguments, options) as Celery's wire dict."""
 
 from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
-    from caraway.result import AsyncResult, EagerResult
+    from caraway.result import AsyncResult
     from caraway.task import Task
+
+
+S = TypeVar("S", bound="Signature")
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
 
 
 class Signature(dict[str, Any]):
     """A task name with partial args, kwargs and call options; ``s()``/``si()`` build one."""
+
+    #: ``subtask_type`` -> class, so ``signature(d)`` rebuilds the right kind.
+    TYPES: ClassVar[dict[str, type[Signature]]] = {}
 
     def __init__(
         self,
@@ -49,16 +56,27 @@ class Signature(dict[str, Any]):
         )
 
     @classmethod
+    def register_type(cls, name: str) -> Callable[[type[Signature]], type[Signature]]:
+        def register(kind: type[Signature]) -> type[Signature]:
+            cls.TYPES[name] = kind
+            return kind
+
+        return register
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any], app: Caraway | None = None) -> Signature:
-        if data.get("subtask_type") == "chain":
-            return _chain.from_dict(data, app)
-        return cls(data, app=app)
+        kind = cls.TYPES.get(str(data.get("subtask_type")))
+        if kind is not None and kind is not cls:
+            return kind.from_dict(data, app)
+        return Signature(data, app=app)
 
     # --- dict-backed fields ---------------------------------------------------------------
 
     @property
     def task(self) -> str:
         return str(self["task"])
+
+    name = task
 
     @property
     def args(self) -> list[Any]:
@@ -86,6 +104,11 @@ class Signature(dict[str, Any]):
         return self.options.get("task_id")
 
     @property
+    def chord_size(self) -> int | None:
+        """Header size, carried by a chord body on backends other than Redis (Celery's key)."""
+        return self.get("chord_size")
+
+    @property
     def app(self) -> Caraway:
         if self._app is not None:
             return self._app
@@ -99,6 +122,9 @@ class Signature(dict[str, Any]):
         if self._type is None:
             self._type = self.app.tasks.get(self.task)
         return self._type
+
+    def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
+        return self.app.AsyncResult(task_id, task_name=self.task)
 
     # --- building -------------------------------------------------------------------------
 
@@ -124,6 +150,8 @@ class Signature(dict[str, Any]):
         clone._type = self._type
         return clone
 
+    partial = clone
+
     def set(self, immutable: bool | None = None, **options: Any) -> Signature:
         if immutable is not None:
             self["immutable"] = immutable
@@ -139,6 +167,7 @@ class Signature(dict[str, Any]):
         kwargs: dict[str, Any] | None = None,
         options: dict[str, Any] | None = None,
     ) -> Signature:
+        """A copy with args, kwargs or options replaced (not merged)."""
         clone = self.clone()
         if args is not None:
             clone["args"] = list(args)
@@ -149,22 +178,53 @@ class Signature(dict[str, Any]):
         return clone
 
     def link(self, callback: Signature) -> Signature:
-        self.options.setdefault("link", []).append(callback)
+        """Run ``callback`` with this task's result when it succeeds."""
+        links = self.options.setdefault("link", [])
+        if callback not in links:
+            links.append(callback)
         return callback
 
     def link_error(self, errback: Signature) -> Signature:
-        self.options.setdefault("link_error", []).append(errback)
+        """Run ``errback`` when this task fails (see ``docs/canvas.md`` for its arguments)."""
+        links = self.options.setdefault("link_error", [])
+        if errback not in links:
+            links.append(errback)
         return errback
 
-    def freeze(self, _id: str | None = None) -> AsyncResult[Any]:
-        """Fix the task id now, so it is known before the task is sent."""
-        task_id = str(self.options.setdefault("task_id", _id or str(uuid.uuid4())))
+    def on_error(self, errback: Signature) -> Signature:
+        """``link_error`` that returns this signature, for building in one expression."""
+        self.link_error(errback)
+        return self
+
+    def freeze(
+        self,
+        _id: str | None = None,
+        group_id: str | None = None,
+        chord: Any = None,
+        root_id: str | None = None,
+        parent_id: str | None = None,
+        group_index: int | None = None,
+    ) -> Any:
+        """Fix the task id (and workflow ids) now, so they are known before sending."""
+        options = self.options
+        task_id = str(options.setdefault("task_id", _id or _new_id()))
+        for key, value in (
+            ("group_id", group_id), ("chord", chord), ("root_id", root_id),
+            ("parent_id", parent_id), ("group_index", group_index),
+        ):  # fmt: skip
+            if value is not None:
+                options[key] = value
         return self.app.AsyncResult(task_id, task_name=self.task)
 
     def __or__(self, other: Any) -> Any:
-        if not isinstance(other, Signature):
-            return NotImplemented
-        return _chain(*_steps(self), *_steps(other), app=self._app)
+        from caraway.canvas.chain import _chain, _steps
+        from caraway.canvas.group import group
+
+        if isinstance(other, group):
+            return _chain(self, other, app=self._app)
+        if isinstance(other, Signature):
+            return _chain(*_steps(self), *_steps(other), app=self._app)
+        return NotImplemented
 
     # --- calling --------------------------------------------------------------------------
 
@@ -173,14 +233,15 @@ class Signature(dict[str, Any]):
         args: Iterable[Any] | None = None,
         kwargs: dict[str, Any] | None = None,
         **options: Any,
-    ) -> AsyncResult[Any]:
+    ) -> Any:
         new_args, new_kwargs, new_options = self._merge(args, kwargs, options)
+        new_options.pop("route_name", None)
         task = self.type
         if task is not None:
             return task.apply_async(new_args, new_kwargs, **new_options)
         return self.app.send_task(self.task, new_args, new_kwargs, **new_options)
 
-    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult[Any]:
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
 
     def apply(
@@ -188,8 +249,10 @@ class Signature(dict[str, Any]):
         args: Iterable[Any] | None = None,
         kwargs: dict[str, Any] | None = None,
         **options: Any,
-    ) -> EagerResult[Any]:
+    ) -> Any:
         new_args, new_kwargs, new_options = self._merge(args, kwargs, options)
+        for key in ("chord", "chain", "group_id", "group_index", "reply_to", "root_id"):
+            new_options.pop(key, None)
         return self._require_type().apply(new_args, new_kwargs, **new_options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -220,86 +283,24 @@ class Signature(dict[str, Any]):
         return (_rebuild, (dict(self),))
 
 
+def _keep_extra_keys(sig: S, data: dict[str, Any]) -> S:
+    """Keys beyond the six (``chord_size`` on a chord body) survive a rebuild."""
+    for key in data.keys() - sig.keys():
+        sig[key] = data[key]
+    return sig
+
+
 def _rebuild(data: dict[str, Any]) -> Signature:
     return Signature.from_dict(data)
 
 
-def _steps(sig: Signature) -> list[Signature]:
-    return list(sig.tasks) if isinstance(sig, _chain) else [sig]
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
 
 
-class _chain(Signature):
-    """Run signatures one after another, each receiving the previous result."""
-
-    def __init__(self, *tasks: Any, app: Caraway | None = None, **options: Any) -> None:
-        if len(tasks) == 1 and not isinstance(tasks[0], Signature | str):
-            tasks = tuple(tasks[0])
-        steps = [maybe_signature(t, app) for t in tasks]
-        super().__init__(
-            "celery.chain",
-            (),
-            {"tasks": steps},
-            options,
-            subtask_type="chain",
-            app=app or (steps[0]._app if steps else None),
-        )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], app: Caraway | None = None) -> _chain:
-        tasks = [maybe_signature(t, app) for t in data["kwargs"]["tasks"]]
-        return cls(*tasks, app=app, **(data.get("options") or {}))
-
-    @property
-    def tasks(self) -> list[Signature]:
-        return list(self["kwargs"]["tasks"])
-
-    def apply_async(
-        self,
-        args: Iterable[Any] | None = None,
-        kwargs: dict[str, Any] | None = None,
-        **options: Any,
-    ) -> AsyncResult[Any]:
-        if self.app.conf.task_always_eager:
-            # An eager first step would drop the rest of the chain: run every step here.
-            return self.apply(args, kwargs, **options)
-        steps = [step.clone() for step in self.tasks]
-        if not steps:
-            raise ValueError("cannot apply an empty chain")
-        reply_to = self.app.thread_oid
-        for step in steps:
-            step.options.setdefault("task_id", str(uuid.uuid4()))
-            step.options.setdefault("reply_to", reply_to)
-        first, rest = steps[0], steps[1:]
-        for later in rest:
-            later.options.pop("chain", None)
-        first.apply_async(args, kwargs, chain=[dict(s) for s in reversed(rest)], **options)
-        result = None
-        for step in steps:
-            result = self.app.AsyncResult(str(step.id), task_name=step.task, parent=result)
-        assert result is not None
-        return result
-
-    def apply(
-        self,
-        args: Iterable[Any] | None = None,
-        kwargs: dict[str, Any] | None = None,
-        **options: Any,
-    ) -> EagerResult[Any]:
-        result: EagerResult[Any] | None = None
-        for index, step in enumerate(self.tasks):
-            call_args = args if index == 0 else ([result.get()] if result else [])
-            result = step.apply(call_args, kwargs if index == 0 else None, **options)
-        assert result is not None
-        return result
-
-    def __call__(self, *args: Any, **kwargs: Any) -> AsyncResult[Any]:
-        return self.apply_async(args, kwargs)
-
-    def __repr__(self) -> str:
-        return " | ".join(repr(step) for step in self.tasks)
-
-
-chain = _chain
+# --- building from anything ------------------------------------------------------------------
 
 
 def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:
@@ -317,6 +318,7 @@ subtask = signature
 
 
 def maybe_signature(value: Any, app: Caraway | None = None) -> Signature:
+    """A signature from a signature or its dict form (as it arrives in a message)."""
     if isinstance(value, Signature):
         if app is not None and value._app is None:
             value._app = app
@@ -324,3 +326,25 @@ def maybe_signature(value: Any, app: Caraway | None = None) -> Signature:
     if isinstance(value, dict):
         return Signature.from_dict(value, app)
     raise TypeError(f"expected a signature or a signature dict, got {type(value).__name__}")
+
+
+class Composite(Signature):
+    """A signature whose kwargs hold others (``chain``, ``group``): built from signatures,
+    one list of them, or a generator (read once, when built)."""
+
+    #: The task name and ``subtask_type`` Celery writes for this kind.
+    task_name: ClassVar[str]
+    kind: ClassVar[str]
+
+    def __init__(self, *tasks: Any, app: Caraway | None = None, **options: Any) -> None:
+        if len(tasks) == 1 and not isinstance(tasks[0], Signature | str | dict):
+            tasks = tuple(tasks[0])
+        members = [maybe_signature(t, app) for t in tasks]
+        super().__init__(
+            self.task_name, (), {"tasks": members}, options, subtask_type=self.kind,
+            app=app or (members[0]._app if members else None),
+        )  # fmt: skip
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return list(self["kwargs"]["tasks"])

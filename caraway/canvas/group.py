@@ -1,0 +1,361 @@
+"""``group`` (signatures run in parallel) and ``chord`` (a group whose results go to one
+task), published as Celery does (spec §6.4, §6.5); chords are joined by ``caraway.chords``."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from caraway.canvas.chain import _chain, _freeze_with_reply_to, _result_of
+from caraway.canvas.signatures import (
+    Composite,
+    Signature,
+    _as_list,
+    _keep_extra_keys,
+    _new_id,
+    maybe_signature,
+)
+
+if TYPE_CHECKING:
+    from caraway.app import Caraway
+    from caraway.result import GroupResult
+
+
+# --- group ---------------------------------------------------------------------------------
+
+
+@Signature.register_type("group")
+class group(Composite):
+    """Run signatures in parallel; the result is a ``GroupResult`` of their results.
+
+    A generator is read once, when the group is built.
+    """
+
+    task_name, kind = "celery.group", "group"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], app: Caraway | None = None) -> group:
+        tasks = data["kwargs"]["tasks"]
+        if isinstance(tasks, dict):  # Celery writes a generator-built group this way too
+            tasks = tasks.get("tasks", [])
+        sig = cls([maybe_signature(t, app) for t in tasks], app=app, **(data.get("options") or {}))
+        sig["immutable"] = bool(data.get("immutable"))
+        return _keep_extra_keys(sig, data)
+
+    def __len__(self) -> int:
+        return len(self["kwargs"]["tasks"])
+
+    def __or__(self, other: Any) -> Any:
+        if isinstance(other, Signature):
+            return _chord(self, body=other, app=self._app)
+        return NotImplemented
+
+    def clone(
+        self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None, **opts: Any
+    ) -> Signature:
+        members = [member.clone(args, kwargs) for member in self.tasks]
+        clone = group(members, app=self._app, **{**copy.deepcopy(self.options), **opts})
+        clone["immutable"] = self.immutable
+        return clone
+
+    def link(self, callback: Signature) -> Signature:
+        """As in Celery: linked to the first task only, made immutable (it gets no results)."""
+        callback = callback.clone().set(immutable=True)
+        tasks = self.tasks
+        if not tasks:
+            raise ValueError("cannot link a callback to an empty group")
+        return tasks[0].link(callback)
+
+    def link_error(self, errback: Signature) -> Signature:
+        """Linked to every task of the group."""
+        for member in self.tasks:
+            member.link_error(errback.clone().set(immutable=errback.immutable))
+        return errback
+
+    def freeze(
+        self,
+        _id: str | None = None,
+        group_id: str | None = None,
+        chord: Any = None,
+        root_id: str | None = None,
+        parent_id: str | None = None,
+        group_index: int | None = None,
+    ) -> Any:
+        gid = str(self.options.setdefault("task_id", _id or _new_id()))
+        reply_to = self.app.thread_oid
+        for index, member in enumerate(self.tasks):
+            _freeze_with_reply_to(member, reply_to)
+            member.options.setdefault("group_index", index)
+        return self._frozen_result(None, gid)
+
+    def _frozen_result(self, parent: Any, gid: str | None = None) -> GroupResult:
+        from caraway.result import GroupResult
+
+        gid = gid or str(self.options.setdefault("task_id", _new_id()))
+        results = [_result_of(member, None) for member in self.tasks]
+        return GroupResult(gid, results, app=self.app, parent=parent)
+
+    def _members(self) -> list[Signature]:
+        """Members with nested groups flattened in (each of their tasks counts on its own)."""
+        members: list[Signature] = []
+        for member in self.tasks:
+            if isinstance(member, group) and not isinstance(member, _chord):
+                members.extend(member._members())
+            else:
+                members.append(member)
+        return members
+
+    def apply_async(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        from caraway.calling import send_batch
+        from caraway.result import GroupResult
+
+        if self.app.conf.task_always_eager:
+            return self.apply(args, kwargs, **options)
+        options = {**self.options, **options}
+        gid = str(options.pop("task_id", None) or _new_id())
+        options.pop("chain", None)  # a group followed by steps is a chord; nothing follows
+        options.pop("group_index", None)
+        options.pop("group_id", None)
+        members = [member.clone() for member in self._members()]
+        if members:  # Celery's rules: a callback on the first task, errbacks on every task
+            for callback in _as_list(options.pop("link", None)):
+                members[0].link(maybe_signature(callback, self._app).clone().set(immutable=True))
+            for errback in _as_list(options.pop("link_error", None)):
+                for member in members:
+                    member.link_error(maybe_signature(errback, self._app))
+        reply_to = self.app.thread_oid
+        prepared: list[Signature] = []
+        for index, member in enumerate(members):
+            sig = member.clone(args, kwargs) if args or kwargs else member
+            _freeze_with_reply_to(sig, reply_to)
+            sig.options.update(options)
+            sig.options.update(group_id=gid, group_index=index)
+            prepared.append(sig)
+        results = send_batch(self.app, prepared)
+        return GroupResult(gid, results, app=self.app)
+
+    def apply(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        from caraway.result import GroupResult
+
+        gid = str(self.options.get("task_id") or _new_id())
+        results = [member.apply(args, kwargs, **options) for member in self._members()]
+        return GroupResult(gid, results, app=self.app)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.apply_async(args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"group([{', '.join(repr(t) for t in self.tasks)}])"
+
+
+# --- chord ---------------------------------------------------------------------------------
+
+
+@Signature.register_type("chord")
+class _chord(Signature):
+    """A group (the header) whose results, in order, are passed to one task (the body).
+
+    ``chord(header, body)`` or ``chord(header)(body)``. The header keeps the form it was
+    given: a list travels as a list, a group as a group (spec §6.1).
+    """
+
+    def __init__(
+        self,
+        header: Any = (),
+        body: Any = None,
+        task: str = "celery.chord",
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        app: Caraway | None = None,
+        **options: Any,
+    ) -> None:
+        if isinstance(header, dict) and not isinstance(header, group):
+            header = maybe_signature(header, app)
+        if isinstance(header, _chain):
+            header = [header]
+        if isinstance(header, group):
+            head: Any = header
+            first = header.tasks[0] if header.tasks else None
+        elif isinstance(header, Signature):
+            head = [header]
+            first = header
+        else:
+            head = [maybe_signature(t, app) for t in header]
+            first = head[0] if head else None
+        body_sig = maybe_signature(body, app) if body is not None else None
+        super().__init__(
+            task,
+            list(args or ()),
+            {**(kwargs or {"kwargs": {}}), "header": head, "body": body_sig},
+            options,
+            subtask_type="chord",
+            app=app or (first._app if first is not None else None),
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], app: Caraway | None = None) -> _chord:
+        kwargs = dict(data["kwargs"])
+        header, body = kwargs.pop("header"), kwargs.pop("body", None)
+        if isinstance(header, dict):
+            header = maybe_signature(header, app)
+        sig = cls(header, body, args=data.get("args"), kwargs=kwargs, app=app,
+                  **(data.get("options") or {}))  # fmt: skip
+        sig["immutable"] = bool(data.get("immutable"))
+        return _keep_extra_keys(sig, data)
+
+    @property
+    def body(self) -> Signature:
+        body = self["kwargs"].get("body")
+        if body is None:
+            raise ValueError("this chord has no body: call chord(header)(body) or pass body=")
+        return body  # type: ignore[no-any-return]
+
+    @body.setter
+    def body(self, value: Signature) -> None:
+        self["kwargs"]["body"] = value
+
+    @property
+    def header_group(self) -> group:
+        header = self["kwargs"]["header"]
+        if isinstance(header, group):
+            return header
+        return group(list(header), app=self._app)
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return self.header_group.tasks
+
+    def __length_hint__(self) -> int:
+        return sum(_descend(t) for t in self.tasks)
+
+    def __or__(self, other: Any) -> Any:
+        if isinstance(other, Signature) and not isinstance(other, group):
+            clone = self.clone()
+            assert isinstance(clone, _chord)
+            clone.body = clone.body | other
+            return clone
+        if isinstance(other, Signature):
+            return _chain(self, other, app=self._app)
+        return NotImplemented
+
+    def clone(
+        self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None, **opts: Any
+    ) -> Signature:
+        data = copy.deepcopy(dict(self))
+        data["options"] = {**data.get("options", {}), **opts}
+        clone = _chord.from_dict(data, self._app)
+        if args:
+            clone["args"] = [*args, *clone.args]
+        return clone
+
+    def link(self, callback: Signature) -> Signature:
+        return self.body.link(callback)
+
+    def link_error(self, errback: Signature) -> Signature:
+        """Linked to the body; also to every header task with
+        ``task_allow_error_cb_on_chord_header``."""
+        if self.app.conf.task_allow_error_cb_on_chord_header:
+            for member in self.tasks:
+                member.link_error(errback.clone())
+        return self.body.link_error(errback)
+
+    def _freeze_parts(self, reply_to: str) -> str:
+        """Ids as Celery fixes them for a chord inside a chain (spec §6.3 capture)."""
+        gid = str(self.options.setdefault("task_id", _new_id()))
+        header = self["kwargs"]["header"]
+        if isinstance(header, group):
+            header.options.setdefault("task_id", gid)
+            header.options.setdefault("root_id", None)
+            header.options.setdefault("parent_id", None)
+        for index, member in enumerate(self.tasks):
+            _freeze_with_reply_to(member, reply_to)
+            if not isinstance(member, group | _chain):
+                member.options["group_index"] = index
+        _freeze_with_reply_to(self.body, reply_to)
+        return gid
+
+    def freeze(
+        self,
+        _id: str | None = None,
+        group_id: str | None = None,
+        chord: Any = None,
+        root_id: str | None = None,
+        parent_id: str | None = None,
+        group_index: int | None = None,
+    ) -> Any:
+        self._freeze_parts(self.app.thread_oid)
+        return self.body.freeze(_id, group_id, chord, root_id, parent_id, group_index)
+
+    def apply_async(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        task_id: str | None = None,
+        **options: Any,
+    ) -> Any:
+        from caraway.chords import apply_chord
+
+        kwargs = dict(kwargs or {})
+        body = kwargs.pop("body", None) or self["kwargs"].get("body")
+        if body is None:
+            raise ValueError("a chord needs a body: chord(header)(body) or chord(header, body)")
+        body = maybe_signature(body, self._app).clone()
+        partial_args = (*(args or ()), *self.args)
+        if self.app.conf.task_always_eager:
+            return self._apply_here(body, partial_args, kwargs)
+        options = {**self.options, **options}
+        gid = str(task_id or options.pop("task_id", None) or _new_id())
+        return apply_chord(self.app, self.header_group, body, gid, partial_args, kwargs, options)
+
+    def apply(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        kwargs = dict(kwargs or {})
+        body = maybe_signature(kwargs.pop("body", None) or self.body, self._app).clone()
+        return self._apply_here(body, (*(args or ()), *self.args), kwargs)
+
+    def _apply_here(self, body: Signature, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        header_result = self.header_group.apply(args, kwargs)
+        values = header_result.get(propagate=True)
+        result = body.apply((values,))
+        result.parent = header_result
+        return result
+
+    def __call__(self, body: Any = None, **options: Any) -> Any:
+        return self.apply_async((), {"body": body} if body is not None else {}, **options)
+
+    def __repr__(self) -> str:
+        body = self["kwargs"].get("body")
+        return f"chord([{', '.join(repr(t) for t in self.tasks)}], {body!r})"
+
+
+chord = _chord
+
+
+def _descend(sig: Signature) -> int:
+    """How many header results a header member contributes (Celery's counting rule)."""
+    if isinstance(sig, _chord):
+        return _descend(sig.body)
+    if isinstance(sig, group):
+        return sum(_descend(t) for t in sig.tasks)
+    if isinstance(sig, _chain):
+        for step in reversed(sig.tasks):
+            size = _descend(step)
+            if size:
+                return size
+        return 0
+    return 1

@@ -1,0 +1,48 @@
+"""Errbacks (``link_error``): the two signatures Celery supports (spec §6.2).
+
+An errback whose task takes ``(request, exc, traceback)`` runs here, in the failing worker;
+any other, or one this worker does not know, is sent as a task with the failed task's id.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import TYPE_CHECKING, Any
+
+from caraway.canvas import maybe_signature
+
+if TYPE_CHECKING:
+    from caraway.app import Caraway
+    from caraway.request import Context
+
+logger = logging.getLogger("caraway.worker")
+
+
+def call_errbacks(
+    app: Caraway, request: Context, exc: BaseException, traceback: str | None
+) -> None:
+    for errback in request.errbacks or ():
+        sig = maybe_signature(errback, app)
+        try:
+            target = sig.type
+            if target is not None and positional_arity(target.run) > 1:
+                sig(request, exc, traceback)
+            else:
+                sig.apply_async((request.id,), parent_id=request.id,
+                                root_id=request.root_id or request.id)  # fmt: skip
+        except Exception:
+            # The failure is stored already. Raising here would make it an internal error,
+            # and the worker would redeliver an acks_late task again and again.
+            logger.exception("Errback %r of %s[%s] raised", sig, request.task, request.id)
+
+
+def positional_arity(fun: Any) -> int:
+    try:
+        parameters = inspect.signature(fun).parameters.values()
+    except (TypeError, ValueError):
+        return 0
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+        return 99
+    return sum(1 for p in parameters if p.kind in kinds)
