@@ -6,10 +6,12 @@ can drive "in 30 seconds" in virtual time.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 class Clock(Protocol):
@@ -104,3 +106,37 @@ def absolute_time(
     if isinstance(value, timedelta):
         return datetime.fromtimestamp(now, timezone.utc) + value
     return parse_iso(value)
+
+
+def timezone_for(value: str | tzinfo | None, enable_utc: bool = True) -> tzinfo:
+    """The zone of the ``timezone`` setting: a name, a tzinfo, or None (UTC, or local time
+    when ``enable_utc`` is off), as Celery's ``app.timezone``."""
+    if isinstance(value, tzinfo):
+        return value
+    if value:
+        try:
+            return ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            from caraway.exceptions import ImproperlyConfigured
+
+            raise ImproperlyConfigured(
+                f"timezone {value!r} is not a known time zone; use an IANA name such as "
+                "'Europe/London' or 'America/New_York'"
+            ) from None
+    return timezone.utc if enable_utc else local_timezone()
+
+
+def local_timezone() -> tzinfo:
+    """This machine's zone with its DST rules: ``$TZ``, else ``/etc/localtime``."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    try:
+        with open("/etc/localtime", "rb") as handle:
+            return ZoneInfo.from_file(handle, key="localtime")
+    except OSError:
+        local = datetime.now().astimezone().tzinfo
+        return local or timezone.utc
