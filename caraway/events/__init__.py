@@ -1,0 +1,12 @@
+"""Events: what workers (and producers, with ``task_send_sent_event``) tell the world.
+
+``EventDispatcher`` sends, ``EventReceiver`` listens, ``State`` keeps the picture.
+"""
+
+from __future__ import annotations
+
+from caraway.events.dispatcher import EventDispatcher
+from caraway.events.receiver import EventReceiver
+from caraway.events.state import State
+
+__all__ = ["EventDispatcher", "EventReceiver", "State"]

@@ -1,0 +1,542 @@
+"""The remote-control commands a worker answers, with Celery's names, arguments and replies.
+
+``inspect`` commands only read; ``control`` commands change the worker. Each takes the
+worker and the request's arguments and returns the reply (``{"ok": ...}`` or
+``{"error": ...}`` for most controls, data for inspections). ``args`` lists the positional
+arguments of the command line (``caraway control rate_limit TASK RATE``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import signal as signals_module
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from caraway import __version__
+from caraway.worker.autoscale import resize
+from caraway.worker.consumer import FETCH_TIMEOUT
+from caraway.worker.ratelimit import parse_rate
+
+if TYPE_CHECKING:
+    from caraway.worker.job import Job
+    from caraway.worker.worker import Worker
+
+logger = logging.getLogger("caraway.worker")
+
+#: Task attributes ``registered`` shows when none are asked for (Celery's defaults).
+DEFAULT_TASK_INFO_ITEMS = ("exchange", "routing_key", "rate_limit")
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    kind: str  # "inspect" or "control"
+    handler: Callable[..., Any]
+    args: tuple[tuple[str, Callable[[str], Any]], ...] = ()
+    variadic: bool = False
+    help: str = ""
+    aliases: tuple[str, ...] = field(default=())
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(
+    kind: str,
+    args: tuple[tuple[str, Callable[[str], Any]], ...] = (),
+    variadic: bool = False,
+    aliases: tuple[str, ...] = (),
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def register(fun: Callable[..., Any]) -> Callable[..., Any]:
+        doc = (fun.__doc__ or "").strip().splitlines()
+        spec = Command(fun.__name__, kind, fun, args, variadic, doc[0] if doc else "", aliases)
+        for name in (fun.__name__, *aliases):
+            COMMANDS[name] = spec
+        return fun
+
+    return register
+
+
+def ok(value: Any) -> dict[str, Any]:
+    return {"ok": value}
+
+
+def error(value: Any) -> dict[str, Any]:
+    return {"error": value}
+
+
+def dispatch(worker: Worker, method: str, arguments: dict[str, Any]) -> Any:
+    """Run ``method``; an unknown one or a failure becomes an ``{"error": ...}`` reply."""
+    spec = COMMANDS.get(method)
+    if spec is None:
+        return error(f"No such control command: {method}")
+    try:
+        return spec.handler(worker, **arguments)
+    except TypeError as exc:
+        return error(f"bad arguments for {method}: {exc}")
+    except Exception as exc:
+        logger.exception("Remote control command %s failed", method)
+        return error(f"{type(exc).__name__}: {exc}")
+
+
+# --- what a job looks like in replies -----------------------------------------------------------
+
+
+def request_info(worker: Worker, job: Job) -> dict[str, Any]:
+    """A job as Celery's ``Request.info()`` shows it (spec §7.2's ``active`` reply)."""
+    request = job.request
+    monitor = worker.monitor
+    return {
+        "id": job.id, "name": job.name, "args": list(request.args or ()),
+        "kwargs": dict(request.kwargs or {}), "type": job.name, "hostname": worker.hostname,
+        "time_start": monitor.time_start(job.id) if monitor else None,
+        # Early acks happen as a task starts (late ones after it ends).
+        "acknowledged": not job.acks_late and job.id in worker.state.active,
+        "delivery_info": dict(request.delivery_info or {}), "worker_pid": os.getpid(),
+    }  # fmt: skip
+
+
+def _scheduled_info(worker: Worker, when: float, job: Job) -> dict[str, Any]:
+    eta = datetime.fromtimestamp(when).astimezone().isoformat()
+    return {"eta": eta, "priority": job.delivery.message.priority,
+            "request": request_info(worker, job)}  # fmt: skip
+
+
+def _reserved_jobs(worker: Worker) -> list[Job]:
+    consumer = worker.consumer
+    waiting = list(worker.reserving.waiting()) if worker.reserving is not None else []
+    if consumer is not None:
+        waiting += [job for _, job, kind in consumer.held_jobs() if kind == "rate"]
+    active = worker.state.active
+    return [job for job in waiting if job.id not in active]
+
+
+# --- inspect ------------------------------------------------------------------------------------
+
+
+@command("inspect")
+def ping(worker: Worker, **kwargs: Any) -> Any:
+    """Ping the workers."""
+    return ok("pong")
+
+
+@command("inspect")
+def clock(worker: Worker, **kwargs: Any) -> Any:
+    """The worker's Lamport clock."""
+    from caraway.mailbox import clock_of
+
+    return {"clock": clock_of(worker.app).value}
+
+
+@command("inspect", aliases=("dump_active",))
+def active(worker: Worker, safe: Any = None, **kwargs: Any) -> Any:
+    """Tasks running now."""
+    return [request_info(worker, job) for job in list(worker.state.active.values())]
+
+
+@command("inspect", aliases=("dump_reserved",))
+def reserved(worker: Worker, **kwargs: Any) -> Any:
+    """Tasks received and waiting for a free slot or a rate-limit token."""
+    return [request_info(worker, job) for job in _reserved_jobs(worker)]
+
+
+@command("inspect", aliases=("dump_schedule",))
+def scheduled(worker: Worker, **kwargs: Any) -> Any:
+    """Tasks held until their ETA (countdown)."""
+    consumer = worker.consumer
+    if consumer is None:
+        return []
+    return [
+        _scheduled_info(worker, when, job)
+        for when, job, kind in consumer.held_jobs()
+        if kind == "eta"
+    ]
+
+
+@command("inspect", aliases=("dump_revoked",))
+def revoked(worker: Worker, **kwargs: Any) -> Any:
+    """Ids of revoked tasks this worker remembers."""
+    return list(worker.state.revoked)
+
+
+@command("inspect", variadic=True, aliases=("dump_tasks",))
+def registered(worker: Worker, taskinfoitems: Any = None, builtins: bool = False,
+               **kwargs: Any) -> Any:  # fmt: skip
+    """Registered tasks (with attributes such as rate_limit when set)."""
+    items = list(taskinfoitems or DEFAULT_TASK_INFO_ITEMS)
+    tasks = worker.app.tasks
+    names = sorted(name for name in tasks if builtins or not name.startswith("celery."))
+    listed = []
+    for name in names:
+        task = tasks[name]
+        fields = [(item, getattr(task, item, None)) for item in items]
+        shown = " ".join(f"{item}={value}" for item, value in fields if value is not None)
+        listed.append(f"{name} [{shown}]" if shown else name)
+    return listed
+
+
+@command("inspect")
+def stats(worker: Worker, **kwargs: Any) -> Any:
+    """Statistics of the worker: counts, pool, broker, resource usage."""
+    from caraway.mailbox import clock_of
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    pool = worker.consumer.pool if worker.consumer is not None else None
+    return {
+        "total": dict(worker.state.processed),
+        "pid": os.getpid(),
+        "clock": str(clock_of(worker.app).value),
+        "uptime": int(time.monotonic() - worker.started_at),
+        "pool": {
+            "implementation": f"caraway.worker.pools:{worker.pool_name}",
+            "max-concurrency": pool.limit if pool is not None else worker.concurrency,
+            "processes": [os.getpid()],
+            "max-tasks-per-child": None,
+            "put-guarded-by-semaphore": False,
+            "timeouts": [
+                worker.app.conf.task_soft_time_limit or 0,
+                worker.app.conf.task_time_limit or 0,
+            ],
+        },
+        "prefetch_count": worker.consumer.window if worker.consumer is not None else 0,
+        "broker": _broker_info(worker),
+        "rusage": {
+            "utime": usage.ru_utime,
+            "stime": usage.ru_stime,
+            "maxrss": usage.ru_maxrss,
+            "minflt": usage.ru_minflt,
+            "majflt": usage.ru_majflt,
+            "nvcsw": usage.ru_nvcsw,
+            "nivcsw": usage.ru_nivcsw,
+            "inblock": usage.ru_inblock,
+            "oublock": usage.ru_oublock,
+        },
+        "sw_ident": "py-caraway",
+        "sw_ver": __version__,
+    }
+
+
+def _broker_info(worker: Worker) -> dict[str, Any]:
+    from urllib.parse import urlsplit
+
+    url = worker.app.broker.describe()
+    parts = urlsplit(url)
+    return {
+        "hostname": parts.hostname or socket.gethostname(), "port": parts.port,
+        "transport": parts.scheme or "sqlite", "virtual_host": parts.path.lstrip("/") or "/",
+        "userid": parts.username, "ssl": parts.scheme in ("rediss", "amqps"),
+        "uri_prefix": None, "heartbeat": worker.app.conf.broker_heartbeat,
+    }  # fmt: skip
+
+
+def _queue_info(worker: Worker, name: str) -> dict[str, Any]:
+    """A queue in the shape of kombu's ``Queue.as_dict(recurse=True)`` (Flower reads it)."""
+    return {
+        "name": name,
+        "exchange": {
+            "name": name,
+            "type": "direct",
+            "arguments": None,
+            "durable": True,
+            "passive": False,
+            "auto_delete": False,
+            "delivery_mode": None,
+            "no_declare": False,
+        },
+        "routing_key": name,
+        "queue_arguments": None,
+        "binding_arguments": None,
+        "consumer_arguments": None,
+        "durable": True,
+        "exclusive": False,
+        "auto_delete": False,
+        "no_ack": False,
+        "alias": None,
+        "bindings": [],
+        "no_declare": None,
+        "expires": None,
+        "message_ttl": None,
+        "max_length": None,
+        "max_length_bytes": None,
+        "max_priority": None,
+    }
+
+
+@command("inspect")
+def active_queues(worker: Worker, **kwargs: Any) -> Any:
+    """The queues the worker consumes from."""
+    queues = worker.consumer.queues if worker.consumer is not None else worker.queues
+    return [_queue_info(worker, name) for name in queues]
+
+
+@command("inspect", aliases=("dump_conf",))
+def conf(worker: Worker, with_defaults: bool = False, **kwargs: Any) -> Any:
+    """The worker's settings (secrets masked; values that are not JSON shown as text)."""
+    from caraway.config import _censor
+
+    table = worker.app.conf.table(with_defaults)
+    return {key: _jsonable(_censor(key, value)) for key, value in sorted(table.items())}
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    return repr(value)
+
+
+@command("inspect", args=(("id", str),), variadic=True)
+def query_task(worker: Worker, ids: Any = (), **kwargs: Any) -> Any:
+    """Where tasks are on this worker: active, reserved or scheduled."""
+    wanted = {ids} if isinstance(ids, str) else set(ids or ())
+    found: dict[str, Any] = {}
+    for job in list(worker.state.active.values()):
+        if job.id in wanted:
+            found[job.id] = ["active", request_info(worker, job)]
+    for job in _reserved_jobs(worker):
+        if job.id in wanted:
+            found.setdefault(job.id, ["reserved", request_info(worker, job)])
+    if worker.consumer is not None:
+        for _, job, kind in worker.consumer.held_jobs():
+            if job.id in wanted and kind == "eta":
+                found.setdefault(job.id, ["scheduled", request_info(worker, job)])
+    return found
+
+
+@command("inspect")
+def report(worker: Worker, **kwargs: Any) -> Any:
+    """Versions and settings, as ``caraway report`` prints them."""
+    import platform
+
+    return ok(
+        f"software -> caraway:{__version__} py:{platform.python_version()}\n"
+        f"platform -> system:{platform.system()} arch:{platform.machine()}\n"
+        f"transport: {worker.app.broker.describe()}\n{worker.app.conf.humanize()}"
+    )
+
+
+@command("inspect")
+def memsample(worker: Worker, **kwargs: Any) -> Any:
+    """The worker's resident memory now (its peak, where the system reports only that)."""
+    return _rss_text()
+
+
+@command("inspect")
+def memdump(worker: Worker, samples: int = 10, **kwargs: Any) -> Any:
+    """Memory of the worker: resident size and the live Python object count."""
+    import gc
+
+    return f"{_rss_text()}, {len(gc.get_objects())} live Python objects"
+
+
+def _rss_text() -> str:
+    try:
+        with open(f"/proc/{os.getpid()}/statm") as statm:
+            pages = int(statm.read().split()[1])
+        return f"rss {pages * os.sysconf('SC_PAGE_SIZE') // 1024} KiB"
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return f"peak rss {peak // 1024 if sys.platform == 'darwin' else peak} KiB"
+
+
+@command("inspect")
+def hello(worker: Worker, from_node: str = "", revoked: Any = None, **kwargs: Any) -> Any:
+    """A new worker's greeting: answers with the revoked ids this worker knows."""
+    if from_node == worker.hostname:
+        return None
+    return {"revoked": dict.fromkeys(worker.state.revoked, None), "clock": 0}
+
+
+# --- control ---------------------------------------------------------------------------------
+
+
+def _signum(name: Any) -> int | None:
+    if name is None or isinstance(name, int):
+        return name
+    text = str(name).upper()
+    text = text if text.startswith("SIG") else f"SIG{text}"
+    number = getattr(signals_module, text, None)
+    return int(number) if number is not None else None
+
+
+@command("control", args=(("task_id", str),), variadic=True)
+def revoke(worker: Worker, task_id: Any = None, terminate: bool = False,
+           signal: Any = None, **kwargs: Any) -> Any:  # fmt: skip
+    """Revoke tasks by id (with terminate, stop them if they run)."""
+    ids = [task_id] if isinstance(task_id, str) else list(task_id or ())
+    if not ids:
+        return error("no task id given")
+    for one in ids:
+        worker.state.revoke(one, bool(terminate))
+    if terminate:
+        signum = _signum(signal or "SIGTERM")
+        stopped = [one for one in ids if worker.monitor and worker.monitor.terminate(one, signum)]
+        if stopped:
+            return ok(f"terminate: {', '.join(stopped)}")
+        return ok("terminate: tasks unknown")
+    return ok(f"tasks {', '.join(ids)} flagged as revoked")
+
+
+@command("control", args=(("task_name", str), ("rate_limit", str)))
+def rate_limit(worker: Worker, task_name: str = "", rate_limit: Any = None,
+               **kwargs: Any) -> Any:  # fmt: skip
+    """Set a task's rate limit (e.g. 10/m; 0 removes it)."""
+    try:
+        rate = parse_rate(rate_limit)
+    except Exception as exc:
+        return error(f"Invalid rate limit string: {exc}")
+    try:
+        task = worker.app.tasks[task_name]
+    except KeyError:
+        return error(f"unknown task {task_name!r}")
+    if worker.app.conf.worker_disable_rate_limits:
+        return error("rate limits are disabled on this worker (worker_disable_rate_limits)")
+    task.rate_limit = rate_limit if rate else None  # type: ignore[misc]
+    if worker.consumer is not None:
+        worker.consumer.reset_rate_limit(task_name)
+    if not rate:
+        return ok("rate limit disabled successfully")
+    return ok("new rate limit set successfully")
+
+
+@command("control", args=(("task_name", str), ("soft", float), ("hard", float)))
+def time_limit(worker: Worker, task_name: str = "", soft: Any = None, hard: Any = None,
+               **kwargs: Any) -> Any:  # fmt: skip
+    """Set a task's soft and hard time limits (seconds)."""
+    try:
+        task = worker.app.tasks[task_name]
+    except KeyError:
+        return error(f"unknown task {task_name!r}")
+    task.soft_time_limit = None if soft is None else float(soft)  # type: ignore[misc]
+    task.time_limit = None if hard is None else float(hard)  # type: ignore[misc]
+    return ok("time limits set successfully")
+
+
+@command("control", args=(("queue", str),))
+def add_consumer(worker: Worker, queue: str = "", **kwargs: Any) -> Any:
+    """Start consuming from a queue."""
+    consumer = worker.consumer
+    if consumer is None or not queue:
+        return error("no queue given" if not queue else "the worker is not consuming yet")
+    if queue in consumer.queues:
+        return ok(f"already consuming from {queue!r}")
+    worker.app.broker.declare(queue)
+    worker.app.broker.resume_consuming(queue)
+    consumer.queues = [*consumer.queues, queue]
+    return ok(f"add consumer {queue}")
+
+
+@command("control", args=(("queue", str),))
+def cancel_consumer(worker: Worker, queue: str = "", **kwargs: Any) -> Any:
+    """Stop consuming from a queue."""
+    consumer = worker.consumer
+    if consumer is None or queue not in consumer.queues:
+        return ok(f"no longer consuming from {queue}")
+    consumer.queues = [name for name in consumer.queues if name != queue]
+    worker.app.broker.stop_consuming(queue)
+    # A fetch that began before may still take one message from the queue; it ends within
+    # FETCH_TIMEOUT. Answering after it means: from the reply on, nothing more is taken.
+    time.sleep(FETCH_TIMEOUT + 0.05)
+    return ok(f"no longer consuming from {queue}")
+
+
+@command("control")
+def enable_events(worker: Worker, **kwargs: Any) -> Any:
+    """Start sending task events."""
+    events = worker.events
+    if events is None:
+        return error("the worker is not started yet")
+    if events.enabled and events.groups is None:
+        return ok("task events already enabled")
+    events.enabled, events.groups = True, None
+    return ok("task events enabled")
+
+
+@command("control")
+def disable_events(worker: Worker, **kwargs: Any) -> Any:
+    """Stop sending task events."""
+    events = worker.events
+    if events is None:
+        return error("the worker is not started yet")
+    if events.groups is not None:
+        return ok("task events already disabled")
+    events.groups = {"worker"}
+    return ok("task events disabled")
+
+
+@command("control")
+def heartbeat(worker: Worker, **kwargs: Any) -> Any:
+    """Send a heartbeat event now."""
+    if worker.monitor is not None:
+        worker.monitor.heartbeat()
+    return None
+
+
+def _resize(worker: Worker, n: Any, grow: bool) -> Any:
+    consumer = worker.consumer
+    if consumer is None:
+        return error("the worker is not consuming yet")
+    try:
+        resize(worker, int(n) if grow else -int(n))
+    except NotImplementedError as exc:
+        return error(f"{exc} (use -P threads or prefork)")
+    return ok(f"pool will {'grow' if grow else 'shrink'}")
+
+
+@command("control", args=(("n", int),))
+def pool_grow(worker: Worker, n: int = 1, **kwargs: Any) -> Any:
+    """Run N more tasks at once."""
+    return _resize(worker, n, grow=True)
+
+
+@command("control", args=(("n", int),))
+def pool_shrink(worker: Worker, n: int = 1, **kwargs: Any) -> Any:
+    """Run N fewer tasks at once."""
+    return _resize(worker, n, grow=False)
+
+
+@command("control", args=(("max", int), ("min", int)))
+def autoscale(worker: Worker, max: Any = None, min: Any = None, **kwargs: Any) -> Any:
+    """Change the autoscaler's bounds (a worker started with --autoscale)."""
+    scaler = worker.autoscaler
+    if scaler is None:
+        return error("Autoscale not enabled")
+    scaler.update(None if max is None else int(max), None if min is None else int(min))
+    return ok(f"autoscale now max={scaler.max_concurrency} min={scaler.min_concurrency}")
+
+
+@command("control")
+def shutdown(worker: Worker, msg: str = "Got shutdown from remote", **kwargs: Any) -> Any:
+    """Warm shutdown: finish running tasks, give back the rest, exit."""
+    logger.warning("%s", msg)
+    worker.stop(warm=True)
+    return ok("shutting down")
+
+
+@command("control", args=(("modules", str),), variadic=True)
+def pool_restart(worker: Worker, modules: Any = None, reload: bool = False,
+                 reloader: Any = None, **kwargs: Any) -> Any:  # fmt: skip
+    """Import (with reload, re-import) task modules; needs worker_pool_restarts."""
+    if not worker.app.conf.worker_pool_restarts:
+        return error("Pool restarts not enabled: set worker_pool_restarts = True")
+    names = [modules] if isinstance(modules, str) else list(modules or ())
+    worker.reload(names, reload=bool(reload))
+    return ok("reload started")
+
+
+@command("control")
+def election(worker: Worker, id: Any = None, topic: Any = None, action: Any = None,
+             **kwargs: Any) -> Any:  # fmt: skip
+    """Gossip elections: caraway workers run no gossip, so none takes part."""
+    return None
