@@ -4,9 +4,20 @@ Code written for Celery runs after changing ``celery`` to ``caraway`` in its imp
 """
 
 from caraway.app import Caraway, Celery, shared_task
-from caraway.canvas import Signature, chain, maybe_signature, signature, subtask
+from caraway.canvas import (
+    Signature,
+    chain,
+    chord,
+    chunks,
+    group,
+    maybe_signature,
+    signature,
+    subtask,
+    xmap,
+    xstarmap,
+)
 from caraway.current import current_app, current_task
-from caraway.result import AsyncResult, EagerResult
+from caraway.result import AsyncResult, EagerResult, GroupResult, ResultSet
 from caraway.task import Task
 
 __version__ = "0.1.0"
@@ -18,14 +29,21 @@ __all__ = [
     "Caraway",
     "Celery",
     "EagerResult",
+    "GroupResult",
+    "ResultSet",
     "Signature",
     "Task",
     "__version__",
     "chain",
+    "chord",
+    "chunks",
     "current_app",
     "current_task",
+    "group",
     "maybe_signature",
     "shared_task",
     "signature",
     "subtask",
+    "xmap",
+    "xstarmap",
 ]

@@ -10,6 +10,7 @@ import importlib
 import threading
 import uuid
 from collections.abc import Callable, Iterable
+from datetime import tzinfo
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from caraway import signals
@@ -222,6 +223,7 @@ class Caraway:
             if self._finalized:
                 return
             self._finalized = True
+            self._announce_configured()
             from caraway.builtins import register_builtins
 
             register_builtins(self)
@@ -234,6 +236,43 @@ class Caraway:
     @property
     def finalized(self) -> bool:
         return self._finalized
+
+    def _announce_configured(self) -> None:
+        """Send ``on_after_configure`` once, before tasks are finalized (as Celery orders it)."""
+        if not self.__dict__.get("_configured_sent"):
+            self.__dict__["_configured_sent"] = True
+            self.on_after_configure.send(sender=self, source=self.conf)
+
+    # --- periodic tasks ---------------------------------------------------------------------
+
+    def add_periodic_task(
+        self,
+        schedule: Any,
+        sig: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        name: str | None = None,
+        **opts: Any,
+    ) -> str:
+        """Add an entry to ``beat_schedule``; usually from an ``on_after_configure`` handler.
+
+        ``schedule`` is seconds, a ``timedelta`` or a schedule object; ``sig`` a signature
+        whose args, kwargs and options are extended by these. Returns the entry's name.
+        """
+        from caraway.schedules import maybe_schedule
+
+        key = name or repr(sig)
+        entry = {
+            "task": getattr(sig, "task", None) or getattr(sig, "name", None) or str(sig),
+            "schedule": maybe_schedule(schedule, app=self),
+            "args": (*tuple(getattr(sig, "args", ()) or ()), *args),
+            "kwargs": {**dict(getattr(sig, "kwargs", {}) or {}), **(kwargs or {})},
+            "options": {**dict(getattr(sig, "options", {}) or {}), **opts},
+        }
+        table = dict(self.conf.beat_schedule or {})  # a copy: never change the shared default
+        table[key] = entry
+        self.conf.beat_schedule = table
+        return key
 
     def autodiscover_tasks(
         self,
@@ -337,7 +376,7 @@ class Caraway:
 
     def close(self) -> None:
         """Release connections held by the engines."""
-        for engine in (self._broker, self._backend):
+        for engine in (self._broker, self._backend, self.__dict__.pop("_fanout", None)):
             if engine is not None:
                 engine.close()
         self._broker = self._backend = None
@@ -372,10 +411,25 @@ class Caraway:
             self, name, args, kwargs, task_id=task_id, countdown=countdown, eta=eta, **options
         )
 
+    async def send_task_async(
+        self, name: str, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult[Any]:  # fmt: skip
+        """``send_task`` to await: publishes without blocking the event loop (caraway.aio)."""
+        from caraway.aio import send_async
+
+        return await send_async(self, lambda: self.send_task(name, args, kwargs, **options),
+                                options)  # fmt: skip
+
     def AsyncResult(self, id: str, **kwargs: Any) -> AsyncResult[Any]:
         from caraway.result import AsyncResult
 
         return AsyncResult(id, app=self, **kwargs)
+
+    def GroupResult(self, id: str | None = None, results: Any = None, **kwargs: Any) -> Any:
+        from caraway.result import GroupResult
+
+        return GroupResult(id, results, app=self, **kwargs)
 
     def signature(self, *args: Any, **kwargs: Any) -> Any:
         from caraway.canvas import signature
@@ -405,6 +459,13 @@ class Caraway:
         from caraway.utils.time import utcnow
 
         return utcnow()
+
+    @property
+    def timezone(self) -> tzinfo:
+        """The zone of schedules (``timezone``/``enable_utc``), as Celery's ``app.timezone``."""
+        from caraway.utils.time import timezone_for
+
+        return timezone_for(self.conf.timezone, bool(self.conf.enable_utc))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.main or '__main__'} at {id(self):#x}>"

@@ -119,8 +119,15 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction taken at once (``BEGIN IMMEDIATE``), so it never deadlocks."""
+        """A write transaction taken at once (``BEGIN IMMEDIATE``), so it never deadlocks.
+
+        Inside another ``write()`` of this thread it joins that transaction: beat publishes a
+        message and records the run in one commit.
+        """
         conn = self.connection()
+        if conn.in_transaction:
+            yield conn
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:

@@ -11,12 +11,16 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from caraway import signals, states
 from caraway.canvas import maybe_signature
+from caraway.chords import count_group_success, on_part_return, propagate_chain_failure
+from caraway.coroutines import await_interruptibly, run_in_thread_loop
 from caraway.current import pop_task, push_task
+from caraway.errbacks import call_errbacks
 from caraway.exceptions import Ignore, Reject, Retry
 from caraway.request import Context
 from caraway.utils.einfo import ExceptionInfo
@@ -40,43 +44,105 @@ class Outcome:
 
 def _option(task: Task[Any, Any], name: str, setting: str) -> Any:
     value = getattr(task, name)
-    return task.app.conf[setting] if value is None else value
+    return getattr(task.app.conf, setting) if value is None else value
+
+
+#: The steps of one call: they yield the awaitable an ``async def`` body returned, and are
+#: sent its value (or thrown its exception), so sync and async drivers share every step.
+Steps = Generator[Awaitable[Any], Any, Outcome]
 
 
 def execute(task: Task[Any, Any], request: Context, store: bool = True) -> Outcome:
-    """Run ``task`` for ``request`` and record the outcome; never raises for task errors."""
+    """Run ``task`` for ``request`` and record the outcome; never raises for task errors.
+
+    An ``async def`` body runs to its end on this thread's own event loop.
+    """
+    steps = execution_steps(task, request, store)
+    try:
+        awaitable = next(steps)
+        while True:
+            try:
+                value = run_in_thread_loop(awaitable)
+            except BaseException as exc:
+                awaitable = steps.throw(exc)
+            else:
+                awaitable = steps.send(value)
+    except StopIteration as stop:
+        outcome: Outcome = stop.value
+        return outcome
+
+
+async def execute_async(task: Task[Any, Any], request: Context, owner: Any) -> Outcome:
+    """``execute`` on a running loop; ``coroutines.interrupt(owner, ...)`` reaches the body."""
+    steps = execution_steps(task, request, store=True)
+    try:
+        awaitable = next(steps)
+        while True:
+            try:
+                value = await await_interruptibly(owner, awaitable)
+            except BaseException as exc:
+                awaitable = steps.throw(exc)
+            else:
+                awaitable = steps.send(value)
+    except StopIteration as stop:
+        outcome: Outcome = stop.value
+        return outcome
+
+
+def execution_steps(task: Task[Any, Any], request: Context, store: bool) -> Steps:
+    """Everything around the body: prerun, started state, the body, hooks, postrun."""
     args, kwargs, task_id = list(request.args or ()), dict(request.kwargs or {}), request.id
     assert task_id is not None
-    signals.task_prerun.send(sender=task, task_id=task_id, task=task, args=args, kwargs=kwargs)
-    task_token = push_task(task)
-    request_token = task.push_request(request)
+    pending: list[Awaitable[Any]] = []  # what async signal receivers returned
+    collecting = signals.collect_awaitables(pending)
     try:
-        if store and _option(task, "track_started", "task_track_started"):
-            task.backend.mark_as_started(
-                task_id, request, pid=os.getpid(), hostname=request.hostname
+        signals.task_prerun.send(sender=task, task_id=task_id, task=task, args=args, kwargs=kwargs)
+        yield from _await_receivers(pending)
+        task_token = push_task(task)
+        request_token = task.push_request(request)
+        try:
+            if store and _option(task, "track_started", "task_track_started"):
+                task.backend.mark_as_started(
+                    task_id, request, pid=os.getpid(), hostname=request.hostname
+                )
+            outcome = yield from _run(task, request, args, kwargs, store)
+            yield from _await_receivers(pending)  # task_success, task_failure, task_retry
+            task.after_return(
+                outcome.state, outcome.retval, task_id, tuple(args), kwargs, outcome.einfo
             )
-        outcome = _run(task, request, args, kwargs, store)
-        task.after_return(
-            outcome.state, outcome.retval, task_id, tuple(args), kwargs, outcome.einfo
-        )
+        finally:
+            task.pop_request(request_token)
+            pop_task(task_token)
+        signals.task_postrun.send(
+            sender=task, task_id=task_id, task=task, args=args, kwargs=kwargs,
+            retval=outcome.retval, state=outcome.state,
+        )  # fmt: skip
+        yield from _await_receivers(pending)
     finally:
-        task.pop_request(request_token)
-        pop_task(task_token)
-    signals.task_postrun.send(
-        sender=task, task_id=task_id, task=task, args=args, kwargs=kwargs,
-        retval=outcome.retval, state=outcome.state,
-    )  # fmt: skip
+        signals.stop_collecting(collecting)
     return outcome
+
+
+def _await_receivers(pending: list[Awaitable[Any]]) -> Generator[Awaitable[Any], Any, None]:
+    """Await what ``async def`` signal receivers returned; their errors are only logged."""
+    while pending:
+        awaitable = pending.pop(0)
+        try:
+            yield awaitable
+        except Exception:
+            logger.exception("An async signal receiver raised")
 
 
 def _run(
     task: Task[Any, Any], request: Context, args: list[Any], kwargs: dict[str, Any], store: bool
-) -> Outcome:
+) -> Steps:
     task_id = str(request.id)
     started = time.monotonic()
     try:
         task.before_start(task_id, tuple(args), kwargs)
         retval = task.run(*args, **kwargs)
+        if inspect.isawaitable(retval):
+            retval = yield retval
     except Ignore:
         return Outcome(states.IGNORED, None)
     except Reject as exc:
@@ -107,6 +173,11 @@ def _on_success(task: Task[Any, Any], request: Context, retval: Any, store: bool
         following.apply_async(() if following.immutable else (retval,), chain=rest)
     if store and not _ignores_result(task, request):
         task.backend.mark_as_done(task_id, retval, request)
+    if request.group and not request.is_eager:
+        if request.group_index is not None:  # a member, not a chord body sharing the id
+            count_group_success(task.app, request)
+        if request.chord:
+            on_part_return(task.app, request, states.SUCCESS, retval)
     task.on_success(retval, task_id, tuple(request.args or ()), dict(request.kwargs or {}))
     signals.task_success.send(sender=task, result=retval)
     return Outcome(states.SUCCESS, retval)
@@ -118,7 +189,9 @@ def _on_failure(task: Task[Any, Any], request: Context, exc: Exception, store: b
     keep_errors = _option(task, "store_errors_even_if_ignored", "task_store_errors_even_if_ignored")
     if store and (keep_errors or not _ignores_result(task, request)):
         task.backend.mark_as_failure(task_id, exc, einfo.traceback, request)
-    _call_errbacks(task, request, exc, einfo)
+    if not request.is_eager:
+        _fail_workflow(task, request, exc, einfo.traceback)
+    call_errbacks(task.app, request, exc, einfo.traceback)
     args, kwargs = tuple(request.args or ()), dict(request.kwargs or {})
     task.on_failure(exc, task_id, args, kwargs, einfo)
     signals.task_failure.send(
@@ -132,33 +205,15 @@ def _on_failure(task: Task[Any, Any], request: Context, exc: Exception, store: b
     return Outcome(states.FAILURE, exc, einfo)
 
 
-def _call_errbacks(
-    task: Task[Any, Any], request: Context, exc: Exception, einfo: ExceptionInfo
-) -> None:
-    """Errbacks taking ``(request, exc, traceback)`` run here; others are sent the task id."""
-    for errback in request.errbacks or ():
-        sig = maybe_signature(errback, task.app)
-        try:
-            target = sig.type
-            if target is not None and _positional_arity(target.run) > 1:
-                sig(request, exc, einfo.traceback)
-            else:
-                sig.apply_async((request.id,))
-        except Exception:
-            # The failure is stored already. Raising here would make it an internal error,
-            # and the worker would redeliver an acks_late task again and again.
-            logger.exception("Errback %r of %s[%s] raised", sig, task.name, request.id)
-
-
-def _positional_arity(fun: Any) -> int:
+def _fail_workflow(task: Task[Any, Any], request: Context, exc: Exception, text: str) -> None:
+    """The rest of a chain fails with this task; a chord header part fails its chord."""
     try:
-        parameters = inspect.signature(fun).parameters.values()
-    except (TypeError, ValueError):
-        return 0
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
-        return 99
-    return sum(1 for p in parameters if p.kind in kinds)
+        if request.chain:
+            propagate_chain_failure(task.app, request, exc, text)
+        if request.chord:
+            on_part_return(task.app, request, states.FAILURE, exc)
+    except Exception:
+        logger.exception("Could not fail the workflow of %s[%s]", task.name, request.id)
 
 
 def _on_retry(task: Task[Any, Any], request: Context, signal: Retry, store: bool) -> Outcome:

@@ -2,20 +2,36 @@
 
 A receiver is any callable taking ``sender`` and keyword arguments (always accept
 ``**kwargs``: new arguments may be added). Receivers run in the order they connected; an
-exception in one is logged and does not stop the others or the worker.
+exception in one is logged and does not stop the others or the worker. ``async def``
+receivers of the task signals are awaited by the task's run (see ``collect_awaitables``).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, overload
 
 logger = logging.getLogger("caraway.signals")
 
 Receiver = Callable[..., Any]
+#: Where ``send`` puts what ``async def`` receivers return, while a task runs.
+_awaitables: ContextVar[list[Awaitable[Any]] | None] = ContextVar(
+    "caraway_signal_awaitables", default=None
+)
+
+
+def collect_awaitables(into: list[Awaitable[Any]] | None) -> Any:
+    """Collect async receivers' coroutines ``into`` a list (None: stop); returns a token."""
+    return _awaitables.set(into)
+
+
+def stop_collecting(token: Any) -> None:
+    _awaitables.reset(token)
 
 
 class Signal:
@@ -90,7 +106,7 @@ class Signal:
     def receivers(self) -> list[Receiver]:
         live = []
         for _, ref, _ in self._receivers:
-            fun = ref() if isinstance(ref, weakref.ReferenceType | weakref.WeakMethod) else ref
+            fun = ref() if isinstance(ref, _WEAK) else ref
             if fun is not None:
                 live.append(fun)
         return live
@@ -101,11 +117,16 @@ class Signal:
             return []
         responses: list[tuple[Receiver, Any]] = []
         for _, ref, wanted in list(self._receivers):
-            fun = ref() if isinstance(ref, weakref.ReferenceType | weakref.WeakMethod) else ref
+            fun = ref() if isinstance(ref, _WEAK) else ref
             if fun is None or (wanted is not None and not _sender_matches(wanted, sender)):
                 continue
             try:
-                responses.append((fun, fun(signal=self, sender=sender, **named)))
+                response = fun(signal=self, sender=sender, **named)
+                if response is not None and inspect.isawaitable(response):
+                    pending = _awaitables.get()
+                    if pending is not None:
+                        pending.append(response)
+                responses.append((fun, response))
             except Exception as exc:
                 logger.exception("Signal handler %r raised: %r", fun, exc)
                 responses.append((fun, exc))
@@ -113,6 +134,10 @@ class Signal:
 
     def __repr__(self) -> str:
         return f"<Signal: {self.name}>"
+
+
+#: References held weakly (the union, built once: ``send`` runs several times per task).
+_WEAK = (weakref.ReferenceType, weakref.WeakMethod)
 
 
 def _weak(receiver: Receiver) -> Any:
@@ -177,8 +202,10 @@ __all__ = [
     "before_task_publish",
     "celeryd_after_setup",
     "celeryd_init",
+    "collect_awaitables",
     "import_modules",
     "setup_logging",
+    "stop_collecting",
     "task_failure",
     "task_internal_error",
     "task_postrun",

@@ -7,6 +7,7 @@ so ``add.delay("x")`` is a type error where ``add(x: int, y: int)``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
@@ -39,6 +40,10 @@ TASK_OPTIONS = frozenset(
         "Strategy", "abstract", "filter", "pydantic",
     }
 )  # fmt: skip
+
+
+#: Names of plain parameters and how many of them are required (see ``_binds``).
+Plain = tuple[tuple[str, ...], int]
 
 
 class Task(Generic[P, R]):
@@ -77,7 +82,7 @@ class Task(Generic[P, R]):
     MaxRetriesExceededError = MaxRetriesExceededError
 
     _request_var: ContextVar[Context | None]
-    _run_signature: tuple[Any, Any]
+    _run_signature: tuple[Any, inspect.Signature | None, Plain | None]
 
     def __init__(self) -> None:
         self._request_var = ContextVar(f"caraway.request:{self.name}", default=None)
@@ -101,6 +106,24 @@ class Task(Generic[P, R]):
         finally:
             self._request_var.reset(request_token)
             pop_task(token)
+
+    async def delay_async(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """``delay`` to await: publishes without blocking the event loop (caraway.aio)."""
+        return await self.send_async(args, kwargs)
+
+    async def send_async(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult[R]:
+        """``apply_async`` to await, with the same options (caraway.aio)."""
+        from caraway.aio import send_async
+
+        result = await send_async(
+            self.app, lambda: self.apply_async(args, kwargs, **options), options
+        )
+        return result
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
         """Send the task to a worker: ``apply_async(args, kwargs)``."""
@@ -173,23 +196,20 @@ class Task(Generic[P, R]):
 
     def _check_arguments(self, args: Iterable[Any] | None, kwargs: dict[str, Any] | None) -> None:
         """Fail at the call site when the arguments cannot bind to ``run`` (``typing=True``)."""
-        import inspect
-
         run = self.run
         function = getattr(run, "__func__", run)
         cached = getattr(self, "_run_signature", None)
-        if cached is not None and cached[0] is function:
-            signature = cached[1]
-        else:  # inspect.signature costs more than the rest of a send: once per ``run``
-            try:
-                signature = inspect.signature(run)
-            except (TypeError, ValueError):
-                signature = None
-            self._run_signature = (function, signature)
+        if cached is None or cached[0] is not function:
+            # inspect.signature costs more than the rest of a send: once per ``run``
+            cached = self._run_signature = (function, *_argument_checker(run))
+        _, signature, simple = cached
         if signature is None:
             return
+        args = tuple(args or ())
+        if simple is not None and _binds(simple, args, kwargs or {}):
+            return
         try:
-            signature.bind(*(args or ()), **(kwargs or {}))
+            signature.bind(*args, **(kwargs or {}))
         except TypeError as exc:
             raise TypeError(f"{self.name}{signature}: {exc}") from None
 
@@ -213,6 +233,24 @@ class Task(Generic[P, R]):
     def si(self, *args: Any, **kwargs: Any) -> Signature:
         """An immutable signature: a parent's result is not passed to it."""
         return self.signature(args, kwargs, immutable=True)
+
+    def chunks(self, it: Iterable[Any], n: int) -> Signature:
+        """``chunks(self.s(), it, n)``: the items in parts of ``n``, one message per part."""
+        from caraway.canvas import chunks
+
+        return chunks(self.s(), it, n, app=self.app)
+
+    def map(self, it: Iterable[Any]) -> Signature:
+        """One message calling this task's function on every item (``xmap``)."""
+        from caraway.canvas import xmap
+
+        return xmap(self.s(), it, app=self.app)
+
+    def starmap(self, it: Iterable[Any]) -> Signature:
+        """One message calling this task's function with every item's arguments."""
+        from caraway.canvas import xstarmap
+
+        return xstarmap(self.s(), it, app=self.app)
 
     def signature_from_request(
         self,
@@ -312,6 +350,49 @@ class Task(Generic[P, R]):
             raise signal
         return signal
 
+    def replace(self, sig: Signature) -> Any:
+        """Replace this running task by ``sig``: it takes this task's id and its place in a
+        chain, group or chord (its callbacks too), and this task stops here (``Ignore``).
+
+        A group is made a chord whose body gathers its results, as Celery does.
+        """
+        from caraway.canvas.chain import _chain
+        from caraway.canvas.group import _chord, group
+        from caraway.exceptions import Ignore
+
+        request = self.request
+        if request.called_directly:
+            raise RuntimeError("replace() can only be called from a running task")
+        if request.is_eager:
+            return sig.apply().get()
+        if isinstance(sig, group) and not isinstance(sig, _chord):
+            sig = sig | self.app.tasks["celery.accumulate"].si(index=0)
+        sig = sig.clone()
+        sig.freeze(request.id)
+        options: dict[str, Any] = {
+            "group_id": request.group, "group_index": request.group_index,
+            "chord": request.chord, "root_id": request.root_id, "parent_id": request.id,
+            "chain": request.chain, "link": request.callbacks, "link_error": request.errbacks,
+            "replaced_task_nesting": (request.replaced_task_nesting or 0) + 1,
+        }  # fmt: skip
+        options = {key: value for key, value in options.items() if value is not None}
+        if not isinstance(sig, _chain | _chord):
+            options["task_id"] = request.id
+        sig.apply_async(**options)
+        raise Ignore("Replaced by new task")
+
+    def add_to_chord(self, sig: Signature, lazy: bool = False) -> Any:
+        """From a chord header task: one more task whose result the body will receive."""
+        from caraway.chords import add_to_chord
+
+        request = self.request
+        if not request.group or not request.chord:
+            raise ValueError("add_to_chord() works only inside a task of a chord's header")
+        sig = sig.clone().set(group_id=request.group, chord=request.chord, root_id=request.root_id)
+        sig.freeze()
+        add_to_chord(self.app, request.group, sig)
+        return sig if lazy else sig.delay()
+
     def update_state(
         self, task_id: str | None = None, state: str | None = None, meta: Any = None, **kwargs: Any
     ) -> None:
@@ -410,9 +491,22 @@ def task_from_function(
 
 def _add_autoretry(task: Task[Any, Any]) -> None:
     """Wrap ``run`` so exceptions in ``autoretry_for`` become ``self.retry(exc=...)``."""
+    import inspect
+
     from caraway.retries import backoff_countdown
 
     run = task.run
+
+    def retry_for(exc: BaseException) -> BaseException:
+        retry_kwargs = dict(task.retry_kwargs)
+        if task.retry_backoff:
+            retry_kwargs["countdown"] = backoff_countdown(
+                int(task.retry_backoff),
+                task.request.retries,
+                maximum=task.retry_backoff_max,
+                full_jitter=task.retry_jitter,
+            )
+        return task.retry(exc=exc, **retry_kwargs)
 
     def run_with_autoretry(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -422,14 +516,51 @@ def _add_autoretry(task: Task[Any, Any]) -> None:
         except task.dont_autoretry_for:
             raise
         except task.autoretry_for as exc:
-            retry_kwargs = dict(task.retry_kwargs)
-            if task.retry_backoff:
-                retry_kwargs["countdown"] = backoff_countdown(
-                    int(task.retry_backoff),
-                    task.request.retries,
-                    maximum=task.retry_backoff_max,
-                    full_jitter=task.retry_jitter,
-                )
-            raise task.retry(exc=exc, **retry_kwargs) from None
+            raise retry_for(exc) from None
 
-    task.run = run_with_autoretry
+    async def run_async_with_autoretry(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await run(*args, **kwargs)
+        except Retry:
+            raise
+        except task.dont_autoretry_for:
+            raise
+        except task.autoretry_for as exc:
+            raise retry_for(exc) from None
+
+    # An async body's exceptions come out of the await, not the call: wrap it with a coroutine.
+    task.run = run_async_with_autoretry if inspect.iscoroutinefunction(run) else run_with_autoretry
+
+
+def _argument_checker(
+    run: Any,
+) -> tuple[inspect.Signature | None, tuple[tuple[str, ...], int] | None]:
+    """``run``'s signature, and for plain parameters (no ``*``, ``**``, keyword-only or
+    positional-only) their names and how many are required: what ``_binds`` checks."""
+    try:
+        signature = inspect.signature(run)
+    except (TypeError, ValueError):
+        return None, None
+    params = list(signature.parameters.values())
+    if any(p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params):
+        return signature, None
+    required = sum(1 for p in params if p.default is inspect.Parameter.empty)
+    return signature, (tuple(p.name for p in params), required)
+
+
+def _binds(
+    simple: tuple[tuple[str, ...], int], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> bool:
+    """True when ``args``/``kwargs`` surely bind to plain parameters; False means "ask
+    ``Signature.bind``" (which also words the error)."""
+    names, required = simple
+    given = len(args)
+    if given > len(names):
+        return False
+    for key in kwargs:
+        try:
+            if names.index(key) < given:  # given twice
+                return False
+        except ValueError:  # not a parameter
+            return False
+    return all(names[i] in kwargs for i in range(given, required))

@@ -9,7 +9,11 @@ import click
 
 from caraway import __version__
 from caraway.cli.base import CarawayGroup, CLIState
+from caraway.cli.beat import beat
+from caraway.cli.control import control, inspect, revoke, status
 from caraway.cli.demo import demo
+from caraway.cli.events import events
+from caraway.cli.lists import list_
 from caraway.cli.queues import dead_letters, purge
 from caraway.cli.report import report
 from caraway.cli.tasks import call, result
@@ -83,7 +87,22 @@ def cli(
     state.config = config
 
 
-for command in (worker, demo, call, result, purge, dead_letters, report):
+for command in (
+    worker,
+    beat,
+    demo,
+    call,
+    result,
+    purge,
+    dead_letters,
+    report,
+    inspect,
+    control,
+    status,
+    revoke,
+    events,
+    list_,
+):
     cli.add_command(command)
 
 

@@ -54,8 +54,12 @@ def purge(
             f"of {app.broker.describe()}? There is no undo (skip this question with -f)",
             abort=True,
         )
-    deleted = sum(app.broker.purge(name) for name in names)
-    click.echo(f"Purged {_plural(deleted, 'message')} from {_plural(len(names), 'queue')}.")
+    counts = app.control.purge_queues(names)
+    for name, count in counts.items():
+        click.echo(f"Purged {_plural(count, 'message')} from queue {name}.")
+    if len(counts) > 1:
+        deleted = sum(counts.values())
+        click.echo(f"Purged {_plural(deleted, 'message')} from {_plural(len(names), 'queue')}.")
 
 
 @click.command("dead-letters")

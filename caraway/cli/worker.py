@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -16,20 +17,21 @@ from caraway.utils.text import did_you_mean
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
 #: Celery's pools that caraway does not have (yet), so ``-P prefork`` gets a clear answer.
-CELERY_ONLY_POOLS = ("prefork", "processes", "eventlet", "gevent", "custom")
+CELERY_ONLY_POOLS = ("eventlet", "gevent", "custom")
 NO_EFFECT = "Accepted for Celery compatibility; no effect yet."
 
 
 def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    from caraway.worker.pools import POOLS
+    from caraway.worker.pools import ALIASES, POOLS
 
-    if value is None or value in POOLS:
+    if value is None or value in POOLS or value in ALIASES:
         return value
     available = ", ".join(sorted(POOLS))
     if value in CELERY_ONLY_POOLS:
         raise click.BadParameter(
             f"caraway has no {value} pool yet. Available pools: {available} "
-            "(threads suits I/O-bound tasks; solo runs one task at a time)."
+            "(prefork for CPU-bound tasks, asyncio for async def tasks, threads for I/O-bound"
+            " sync tasks; solo runs one task at a time)."
         )
     raise click.BadParameter(
         f"unknown pool {value!r}.{did_you_mean(value, POOLS)} Available pools: {available}."
@@ -77,7 +79,17 @@ def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -
     "--pool",
     callback=_check_pool,
     metavar="POOL",
-    help="Pool: threads or solo (default: worker_pool, threads).",
+    help="Pool: prefork, threads, asyncio or solo (default: worker_pool, prefork).",
+)
+@click.option(
+    "--max-tasks-per-child",
+    type=click.IntRange(min=1),
+    help="prefork: replace a child after this many tasks (default: worker_max_tasks_per_child).",
+)
+@click.option(
+    "--max-memory-per-child",
+    type=click.IntRange(min=1),
+    help="prefork: replace a child whose resident memory passes this many KiB after a task.",
 )
 @click.option(
     "--prefetch-multiplier",
@@ -85,12 +97,69 @@ def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="Messages reserved per concurrency slot, 0: no limit (default: 4, or"
     " worker_prefetch_multiplier).",
 )
-@click.option("-f", "--logfile", type=click.Path(dir_okay=False), help="Log here, not stderr.")
-@click.option("--pidfile", type=click.Path(dir_okay=False), help="Write the process id here.")
-@click.option("-E", "--task-events", is_flag=True, help=f"Send task events. {NO_EFFECT}")
+@click.option(
+    "--autoscale",
+    metavar="MAX,MIN",
+    help="Grow the pool up to MAX while tasks wait, shrink it back to MIN when idle"
+    " (threads and prefork).",
+)
+@click.option(
+    "--disable-prefetch",
+    is_flag=True,
+    default=None,
+    help="Take a message only when a slot is free (default: worker_disable_prefetch).",
+)
+@click.option(
+    "-f",
+    "--logfile",
+    type=click.Path(dir_okay=False),
+    help="Log here, not stderr. %n: node name, %h: host, %i: pool child index (0: supervisor),"
+    " %I: the same with a dash (prefork children each get their own file).",
+)
+@click.option(
+    "--pidfile", type=click.Path(dir_okay=False), help="Write the process id here (%n, %h too)."
+)
+@click.option(
+    "--soft-shutdown-timeout",
+    type=click.FloatRange(min=0),
+    help="Seconds running tasks still get when a cold shutdown is asked for (default:"
+    " worker_soft_shutdown_timeout, 0: none).",
+)
+@click.option(
+    "--enable-soft-shutdown-on-idle",
+    is_flag=True,
+    default=None,
+    help="Wait the soft shutdown timeout even with no task running.",
+)
+@click.option(
+    "-S",
+    "--statedb",
+    type=click.Path(dir_okay=False),
+    help="Keep revoked task ids in this file across restarts (%n, %h too).",
+)
+@click.option(
+    "-D",
+    "--detach",
+    is_flag=True,
+    help="Run in the background (default --pidfile %n.pid, --logfile %n%I.log).",
+)
+@click.option("--workdir", type=click.Path(file_okay=False), help="With --detach: chdir here.")
+@click.option("--umask", type=str, help="With --detach: the umask, in octal (e.g. 0o022).")
+@click.option(
+    "--health-port",
+    type=click.IntRange(min=0, max=65535),
+    help="Serve HTTP probes here: /livez (the consumer loop turns) and /readyz (consuming).",
+)
+@click.option(
+    "-B", "--beat", is_flag=True,
+    help="Also run beat in this worker (for development: run `caraway beat` in production).",
+)  # fmt: skip
+@click.option("-s", "--schedule-filename", metavar="FILE", help="Beat's run-time file (with -B).")
+@click.option("--scheduler", metavar="CLASS", help="Beat's scheduler class (with -B).")
+@click.option("-E", "--task-events", is_flag=True, help="Send task events (for monitors).")
 @click.option("--without-gossip", is_flag=True, help=NO_EFFECT)
 @click.option("--without-mingle", is_flag=True, help=NO_EFFECT)
-@click.option("--without-heartbeat", is_flag=True, help=NO_EFFECT)
+@click.option("--without-heartbeat", is_flag=True, help="Send no worker events (heartbeats).")
 @click.option(
     "-O",
     "optimization",
@@ -106,24 +175,47 @@ def worker(
     hostname: str | None,
     concurrency: int | None,
     pool: str | None,
+    max_tasks_per_child: int | None,
+    max_memory_per_child: int | None,
     prefetch_multiplier: int | None,
+    autoscale: str | None,
+    disable_prefetch: bool | None,
     logfile: str | None,
     pidfile: str | None,
+    soft_shutdown_timeout: float | None,
+    enable_soft_shutdown_on_idle: bool | None,
+    statedb: str | None,
+    detach: bool,
+    workdir: str | None,
+    umask: str | None,
+    health_port: int | None,
     task_events: bool,
     without_gossip: bool,
     without_mingle: bool,
     without_heartbeat: bool,
     optimization: str | None,
+    beat: bool,
+    schedule_filename: str | None,
+    scheduler: str | None,
 ) -> None:
     """Start a worker in this process; SIGTERM or Ctrl-C stops it warmly.
 
     A warm shutdown takes no new tasks, gives back the ones reserved but not started,
-    and lets running tasks finish; then the exit code is 0. A second Ctrl-C (or SIGQUIT)
-    stops at once.
+    and lets running tasks finish; then the exit code is 0. A second SIGTERM or Ctrl-C (or
+    SIGQUIT) stops at once, after --soft-shutdown-timeout if one is set.
     """
     from caraway import signals
+    from caraway.utils.log import expand_node_path
 
     app = state_of(ctx).app
+    if detach:
+        from caraway.worker.daemon import detach as become_daemon
+
+        pidfile, logfile = pidfile or "%n.pid", logfile or "%n%I.log"
+        mask = _octal(umask) if umask is not None else None
+        # Relative paths name files where the command was started, as the user reads them.
+        pidfile, logfile = os.path.abspath(pidfile), os.path.abspath(logfile)
+        become_daemon(workdir, mask)
     if task_events:
         app.conf.worker_send_task_events = True
     level = loglevel.upper()
@@ -138,6 +230,18 @@ def worker(
         prefetch_multiplier=prefetch_multiplier,
         setup_logging=True,
         install_signal_handlers=True,
+        beat=beat,
+        schedule_filename=schedule_filename,
+        scheduler=scheduler,
+        max_tasks_per_child=max_tasks_per_child,
+        max_memory_per_child=max_memory_per_child,
+        health_port=health_port,
+        soft_shutdown_timeout=soft_shutdown_timeout,
+        enable_soft_shutdown_on_idle=enable_soft_shutdown_on_idle,
+        disable_prefetch=disable_prefetch,
+        statedb=statedb,
+        without_heartbeat=without_heartbeat,
+        autoscale=autoscale,
     )
 
     def show_banner(sender: Any, **kwargs: Any) -> None:
@@ -147,10 +251,19 @@ def worker(
 
     signals.worker_ready.connect(show_banner, sender=instance)
     try:
-        with _pidfile(pidfile):
+        with _pidfile(expand_node_path(pidfile, instance.hostname) if pidfile else None):
             instance.start()
     finally:
         signals.worker_ready.disconnect(show_banner, sender=instance)
+    if instance.restart_requested:
+        _restart()
+
+
+def _restart() -> NoReturn:
+    """SIGHUP: run this same command again in this process (same pid), as Celery does."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 @contextmanager
@@ -172,6 +285,13 @@ def _pidfile(path: str | None) -> Iterator[None]:
     finally:
         if _read_pid(pidfile) == os.getpid():
             pidfile.unlink(missing_ok=True)
+
+
+def _octal(value: str) -> int:
+    try:
+        return int(value, 8)
+    except ValueError:
+        raise click.BadParameter(f"--umask {value!r} is not an octal number like 0o022") from None
 
 
 def _read_pid(path: Path) -> int | None:

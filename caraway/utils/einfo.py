@@ -20,6 +20,13 @@ class ExceptionInfo:
         self.tb: TracebackType | None = exc.__traceback__
         self.traceback: str = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
 
+    @classmethod
+    def from_text(cls, exc: BaseException, traceback: str) -> ExceptionInfo:
+        """An ``einfo`` whose traceback was formatted elsewhere (a prefork child)."""
+        info = cls.__new__(cls)
+        info.exception, info.type, info.tb, info.traceback = exc, type(exc), None, traceback
+        return info
+
     def __str__(self) -> str:
         return self.traceback
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 from caraway.current import get_current_task
@@ -87,4 +88,31 @@ def setup_logging(
     task_logger.propagate = False
 
 
-__all__ = ["get_logger", "get_task_logger", "setup_logging", "task_logger", "worker_logger"]
+_NODE_FIELD = re.compile(r"%[phndiI%]")
+
+
+def expand_node_path(template: str, nodename: str, index: int | None = None) -> str:
+    """``--logfile``/``--pidfile`` with Celery's fields filled in.
+
+    For node ``w1@host.example.com``: ``%p`` the node name, ``%h`` ``host.example.com``,
+    ``%n`` ``w1``, ``%d`` ``example.com``; ``%i`` the pool child index (0 in the main
+    process) and ``%I`` the same with a dash (``-1``; empty in the main process).
+    """
+    name, at, host = nodename.partition("@")
+    if not at:
+        name, host = "celery", nodename
+    fields = {
+        "%p": nodename, "%h": host, "%n": name, "%d": host.partition(".")[2],
+        "%i": str(index or 0), "%I": f"-{index}" if index else "", "%%": "%",
+    }  # fmt: skip
+    return _NODE_FIELD.sub(lambda match: fields[match.group()], template)
+
+
+__all__ = [
+    "expand_node_path",
+    "get_logger",
+    "get_task_logger",
+    "setup_logging",
+    "task_logger",
+    "worker_logger",
+]

@@ -6,16 +6,20 @@ on shutdown, or requeued by ``Reject``), or set aside as a dead letter (cannot r
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import logging
+import signal
+import sys
 import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from caraway import serialization, signals, states
+from caraway import coroutines, serialization, signals, states
 from caraway.brokers.base import Broker, Delivery
+from caraway.chords import on_part_return
 from caraway.exceptions import (
     NotRegistered,
     SerializationError,
@@ -24,8 +28,9 @@ from caraway.exceptions import (
     TaskRevokedError,
     TimeLimitExceeded,
 )
-from caraway.execution import execute
-from caraway.protocol import parse_task_message
+from caraway.execution import Outcome, execute, execute_async
+from caraway.protocol import TaskCall, parse_task_message
+from caraway.request import Context
 from caraway.worker.job import Job
 from caraway.worker.pools.base import LATE_LIMIT_SIGNALS, Pool, raise_in_thread
 from caraway.worker.ratelimit import TokenBucket, parse_rate
@@ -34,11 +39,19 @@ from caraway.worker.timers import Timer
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
+    from caraway.worker.monitor import TaskMonitor
 
 logger = logging.getLogger("caraway.worker")
 
+#: How the log names each limit (the same words on every pool).
+LIMIT_NAMES: dict[type[BaseException], str] = {
+    SoftTimeLimitExceeded: "soft time limit",
+    TimeLimitExceeded: "hard time limit",
+}
 #: Longest a fetch blocks, so a stop request is noticed within this many seconds.
 FETCH_TIMEOUT = 0.2
+#: What ``revoke(..., terminate=True)`` sends (Celery's default); brokers keep no signal yet.
+TERMINATE_SIGNAL = signal.SIGTERM
 
 
 class Consumer:
@@ -78,6 +91,10 @@ class Consumer:
         self._slots = threading.Condition()
         self._stopping = threading.Event()
         self._revocation_cursor = 0
+        #: The worker's task monitor (events, ``inspect active``, terminate), when it has one.
+        self.monitor: TaskMonitor | None = None
+        #: When the main loop last turned (``time.monotonic``): the liveness probe reads it.
+        self.heartbeat = time.monotonic()
         broker.qos(self.window)
 
     # --- main loop ---------------------------------------------------------------------------
@@ -85,6 +102,7 @@ class Consumer:
     def run(self) -> None:
         """Consume until ``stop()``; returns once no more messages will be taken."""
         while not self._stopping.is_set():
+            self.heartbeat = time.monotonic()
             timeout = self._release_due_holds()
             with self._slots:
                 free = self.window - self._inflight
@@ -135,10 +153,13 @@ class Consumer:
         for task_id, terminate in revoked:
             self.state.revoke(task_id, terminate)
             if terminate and task_id in self.state.active:
-                logger.warning(
-                    "Cannot terminate %s: tasks on the %s pool run to the end",
-                    task_id, type(self.pool).__name__,
-                )  # fmt: skip
+                if self.pool.terminate(task_id, TERMINATE_SIGNAL):
+                    logger.warning("Terminating %s (SIGTERM)", task_id)
+                else:
+                    logger.warning(
+                        "Cannot terminate %s: tasks on the %s pool run to the end",
+                        task_id, type(self.pool).__name__,
+                    )  # fmt: skip
 
     def renew_leases(self) -> None:
         with self._slots:
@@ -189,7 +210,7 @@ class Consumer:
         try:
             task = self.app.tasks[call.name]
         except NotRegistered as exc:
-            self._unknown(delivery, call.name, call.id, exc)
+            self._unknown(delivery, call, exc)
             return None
         try:
             return Job(delivery, call, task, self.hostname)
@@ -206,14 +227,20 @@ class Consumer:
         )  # fmt: skip
         signals.task_rejected.send(sender=self, message=message, exc=exc)
 
-    def _unknown(self, delivery: Delivery, name: str, task_id: str, exc: NotRegistered) -> None:
-        hint = self.app.tasks.unknown_task_hint(name)
+    def _unknown(self, delivery: Delivery, call: TaskCall, exc: NotRegistered) -> None:
+        hint = self.app.tasks.unknown_task_hint(call.name)
         where = self.broker.dead_letter(delivery, hint)
         logger.error("%s The message is set aside in %s.", hint, where)
         signals.task_unknown.send(
-            sender=self, name=name, id=task_id, message=delivery.message, exc=exc
+            sender=self, name=call.name, id=call.id, message=delivery.message, exc=exc
         )
-        self._safely(self.app.backend.mark_as_failure, task_id, exc, None)
+        self._safely(self.app.backend.mark_as_failure, call.id, exc, None)
+        if call.embed.get("chord"):  # a chord's header task: its chord fails now, as in Celery
+            part = Context(
+                id=call.id, task=call.name, group=call.group, group_index=call.group_index,
+                chord=call.embed["chord"], root_id=call.root_id, parent_id=call.parent_id,
+            )  # fmt: skip
+            self._safely(on_part_return, self.app, part, states.FAILURE, exc)
 
     def _hold(self, job: Job, when: float, kind: str) -> None:
         """Keep ``job`` until ``when``; ``kind`` is "eta" or "rate" (a reserved token)."""
@@ -265,6 +292,10 @@ class Consumer:
                 self.app.backend.store_result, job.id, TaskRevokedError(reason),
                 states.REVOKED, None, job.request,
             )  # fmt: skip
+        if job.request.chord:  # a revoked chord header task fails its chord, as in Celery
+            self._safely(
+                on_part_return, self.app, job.request, states.REVOKED, TaskRevokedError(reason)
+            )
         signals.task_revoked.send(
             sender=job.task, request=job.request, terminated=False, signum=None,
             expired=reason == "expired",
@@ -280,29 +311,57 @@ class Consumer:
     # --- running (in a pool thread) ----------------------------------------------------
 
     def run_job(self, job: Job) -> None:
-        tag = job.delivery.tag
         try:
-            if self.state.is_revoked(job.id):
-                self._revoke(job, "revoked")
-                return
-            if not job.acks_late:
-                self.broker.ack([tag])
-            self.state.active[job.id] = job
-            outcome = self._execute_with_limits(job)
-            self.state.active.pop(job.id, None)
-            self.state.task_done(job.name)
-            if job.acks_late:
-                self._settle_late(job, outcome)
-            elif outcome.reject is not None:
-                logger.warning("%s rejected after its message was acked", job.describe())
+            if self._begin(job):
+                outcome = self.pool.execute(job, self._execute_with_limits)
+                self._finish(job, outcome)
         except LATE_LIMIT_SIGNALS:
             logger.warning("%s: a time limit fired as the task finished", job.describe())
         except Exception:
-            logger.exception("Internal error running %s", job.describe())
-            if job.acks_late:
-                self.broker.release([tag])
+            self._internal_error(job)
         finally:
+            self.state.active.pop(job.id, None)
             self._done(job)
+
+    async def run_job_async(self, job: Job) -> None:
+        """``run_job`` for an ``async def`` task on the asyncio pool's loop."""
+        try:
+            if self._begin(job):
+                self._finish(job, await self._execute_async_with_limits(job))
+        except Exception:
+            self._internal_error(job)
+        finally:
+            self.state.active.pop(job.id, None)
+            self._done(job)
+
+    def _begin(self, job: Job) -> bool:
+        """Early ack and bookkeeping before the body runs; False when it must not run."""
+        if self.state.is_revoked(job.id):
+            self._revoke(job, "revoked")
+            return False
+        if not job.acks_late:
+            self.broker.ack([job.delivery.tag])
+        self.state.active[job.id] = job
+        if self.monitor is not None:
+            self.monitor.started(job)
+        return True
+
+    def _finish(self, job: Job, outcome: Any) -> None:
+        self.state.active.pop(job.id, None)
+        self.state.task_done(job.name)
+        if self.monitor is not None:
+            self.monitor.finished(job, outcome)
+        if job.acks_late:
+            self._settle_late(job, outcome)
+        elif outcome.reject is not None:
+            logger.warning("%s rejected after its message was acked", job.describe())
+
+    def _internal_error(self, job: Job) -> None:
+        logger.exception("Internal error running %s", job.describe())
+        if self.monitor is not None:
+            self.monitor.finished(job, Outcome(states.FAILURE, sys.exc_info()[1]))
+        if job.acks_late:
+            self.broker.release([job.delivery.tag])
 
     def _settle_late(self, job: Job, outcome: Any) -> None:
         tag = job.delivery.tag
@@ -338,8 +397,11 @@ class Consumer:
                 def fire(exc: type[BaseException] = exc_type) -> None:
                     with guard:
                         if running[0]:
-                            logger.error("%s exceeded its %s", job.describe(), exc.__name__)
-                            raise_in_thread(thread_id, exc)
+                            logger.error("%s exceeded its %s", job.describe(), LIMIT_NAMES[exc])
+                            # An async body on this thread's loop is cancelled at its await;
+                            # sync code gets an async exception at its next instruction.
+                            if not coroutines.interrupt(thread_id, exc):
+                                raise_in_thread(thread_id, exc)
 
                 self.timer.call_later(float(limit), fire)
         try:
@@ -347,6 +409,39 @@ class Consumer:
         finally:
             with guard:
                 running[0] = False
+
+    async def _execute_async_with_limits(self, job: Job) -> Any:
+        """The async twin: limits are loop timers that cancel the body at its ``await``."""
+        owner = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        handles = [
+            loop.call_later(float(limit), self._limit_reached, job, owner, exc_type)
+            for limit, exc_type in (
+                (job.soft_time_limit, SoftTimeLimitExceeded),
+                (job.time_limit, TimeLimitExceeded),
+            )
+            if limit
+        ]
+        try:
+            return await execute_async(job.task, job.request, owner)
+        finally:
+            for handle in handles:
+                handle.cancel()
+
+    def _limit_reached(self, job: Job, owner: Any, exc_type: type[BaseException]) -> None:
+        logger.error("%s exceeded its %s", job.describe(), LIMIT_NAMES[exc_type])
+        coroutines.interrupt(owner, exc_type)
+
+    # --- remote control (caraway.worker.commands) ---------------------------------------------
+
+    def held_jobs(self) -> list[tuple[float, Job, str]]:
+        """Jobs waiting for their ETA ("eta") or a rate-limit token ("rate"), soonest first."""
+        holds = sorted(self._holds, key=lambda hold: hold[:2])
+        return [(when, job, kind) for when, _, job, kind in holds if job.delivery.tag in self._held]
+
+    def reset_rate_limit(self, task_name: str) -> None:
+        """Forget the task's token bucket: the next message builds one at its new rate."""
+        self._buckets.pop(task_name, None)
 
 
 class _Work:
@@ -360,3 +455,11 @@ class _Work:
 
     def __call__(self) -> None:
         self.consumer.run_job(self.job)
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the task body is ``async def`` (the asyncio pool awaits it on its loop)."""
+        return self.job.is_async
+
+    async def run_async(self) -> None:
+        await self.consumer.run_job_async(self.job)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from caraway.brokers.base import Delivery
@@ -19,15 +20,22 @@ class Job:
         self.delivery = delivery
         self.call = call
         self.task = task
+        #: ``async def`` bodies run on an event loop (the asyncio pool's, or the thread's own).
+        self.is_async = inspect.iscoroutinefunction(task.run)
         conf = task.app.conf
-        self.acks_late = bool(conf.task_acks_late if task.acks_late is None else task.acks_late)
+        acks_late = task.acks_late
+        self.acks_late = bool(conf.task_acks_late if acks_late is None else acks_late)
         hard, soft = call.timelimit
+        if hard is None:
+            hard = task.time_limit if task.time_limit is not None else conf.task_time_limit
+        if soft is None:
+            soft = task.soft_time_limit
+            if soft is None:
+                soft = conf.task_soft_time_limit
         # float() here: a malformed ``timelimit`` header fails now, so the message is set
         # aside, instead of failing later in the pool where it would be redelivered.
-        self.time_limit = _seconds(_first(hard, task.time_limit, conf.task_time_limit))
-        self.soft_time_limit = _seconds(
-            _first(soft, task.soft_time_limit, conf.task_soft_time_limit)
-        )
+        self.time_limit = None if hard is None else float(hard)
+        self.soft_time_limit = None if soft is None else float(soft)
         self.request = Context(
             id=call.id, task=call.name, args=call.args, kwargs=call.kwargs,
             retries=call.retries, is_eager=False, called_directly=False,
@@ -62,11 +70,3 @@ class Job:
 
     def describe(self) -> str:
         return f"{self.name}[{self.id}]"
-
-
-def _first(*values: Any) -> Any:
-    return next((value for value in values if value is not None), None)
-
-
-def _seconds(value: Any) -> float | None:
-    return None if value is None else float(value)

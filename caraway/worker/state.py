@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from collections import Counter, OrderedDict
+from pathlib import Path
 from typing import Any
 
 #: Revoked ids kept in memory (oldest forgotten first), as Celery's REVOKES_MAX.
@@ -29,6 +32,31 @@ class WorkerState:
     def task_done(self, name: str) -> None:
         with self.lock:
             self.processed[name] += 1
+
+    def save(self, path: str | Path) -> None:
+        """Write the revoked ids to ``path`` (``--statedb``), atomically."""
+        target = Path(path)
+        with self.lock:
+            data = {"revoked": list(self.revoked)}
+        scratch = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        scratch.write_text(json.dumps(data))
+        os.replace(scratch, target)
+
+    def load(self, path: str | Path) -> int:
+        """Read revoked ids saved by an earlier run; returns how many. No file: none."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError) as exc:
+            raise ValueError(
+                f"cannot read the worker state file {path}: {exc}. Delete it or choose"
+                " another --statedb."
+            ) from exc
+        revoked = data.get("revoked", []) if isinstance(data, dict) else []
+        for task_id in revoked:
+            self.revoke(str(task_id))
+        return len(revoked)
 
     @property
     def total_processed(self) -> int:

@@ -12,13 +12,21 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from caraway import signals
-from caraway.utils.log import setup_logging
+from caraway.exceptions import ImproperlyConfigured
+from caraway.utils.imports import symbol_by_name
+from caraway.utils.log import expand_node_path, setup_logging
+from caraway.worker.autoscale import Autoscaler, parse_autoscale
 from caraway.worker.consumer import Consumer
+from caraway.worker.health import STUCK_AFTER, HealthServer
 from caraway.worker.pools import create_pool
+from caraway.worker.pools.base import PoolOptions
+from caraway.worker.remote import RemoteControl
+from caraway.worker.reserved import ReservingPool
 from caraway.worker.state import WorkerState
 from caraway.worker.timers import Timer
 
@@ -26,14 +34,26 @@ if TYPE_CHECKING:
     from types import FrameType
 
     from caraway.app import Caraway
+    from caraway.beat import EmbeddedService
+    from caraway.events.dispatcher import EventDispatcher
+    from caraway.worker.monitor import TaskMonitor
 
 logger = logging.getLogger("caraway.worker")
 #: Seconds between checks for revocations and for leases of processes that died.
 REVOCATION_POLL = 0.5
 ORPHAN_POLL = 5.0
+AUTOSCALE_INTERVAL = 1.0
+#: Pools that can grow and shrink while they run.
+AUTOSCALED_POOLS = ("threads", "prefork")
 CLEANUP_INTERVAL = 3600.0
 #: Messages reserved per slot when ``worker_prefetch_multiplier`` is 0 (Celery: unlimited).
 UNLIMITED_PREFETCH = 1000
+#: Seconds between saves of ``--statedb`` (and once more at shutdown).
+STATEDB_INTERVAL = 10.0
+#: How often a shutdown looks whether running tasks are done, in seconds.
+DRAIN_POLL = 0.05
+#: Pools whose tasks run in child processes.
+PROCESS_POOLS = ("prefork", "processes")
 
 
 def expand_hostname(template: str | None) -> str:
@@ -69,27 +89,59 @@ class Worker:
         self.queues = list(queues or [conf.task_default_queue])
         excluded = set(exclude_queues or ())
         self.queues = [q for q in self.queues if q not in excluded]
-        self.pool_name = pool or conf.worker_pool or "threads"
+        self.pool_name = pool or conf.worker_pool or "prefork"
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
         if self.pool_name == "solo":
             self.concurrency = 1
+        #: ``--autoscale=MAX,MIN``: the pool starts at MIN (at least one) and follows the load.
+        self.autoscale = parse_autoscale(options["autoscale"]) if options.get("autoscale") else None
+        self.autoscaler: Autoscaler | None = None
+        if self.autoscale is not None:
+            if self.pool_name not in AUTOSCALED_POOLS:
+                raise ImproperlyConfigured(
+                    f"--autoscale needs a pool that can grow ({', '.join(AUTOSCALED_POOLS)}),"
+                    f" not {self.pool_name!r}"
+                )
+            self.concurrency = max(1, self.autoscale[1])
         multiplier = int(
             conf.worker_prefetch_multiplier if prefetch_multiplier is None else prefetch_multiplier
         )
         # 0 means "no limit" in Celery; a bounded window still keeps the lease renewals cheap.
-        self.prefetch = self.concurrency * (multiplier or UNLIMITED_PREFETCH)
+        self.prefetch_multiplier = multiplier or UNLIMITED_PREFETCH
+        self.prefetch = self.concurrency * self.prefetch_multiplier
+        if options.get("disable_prefetch") or conf.worker_disable_prefetch:
+            self.prefetch = self.concurrency  # take a message only when a slot is free
         self.loglevel = loglevel if loglevel is not None else logging.WARNING
-        self.logfile = logfile
+        #: ``%n``, ``%i``... filled in; prefork children fill in their own index.
+        self.logfile_template = logfile
+        self.logfile = expand_node_path(logfile, self.hostname) if logfile else None
+        statedb = options.get("statedb") or conf.worker_state_db
+        #: ``--statedb``: revoked ids survive restarts (brokers that broadcast forget them).
+        self.statedb = expand_node_path(str(statedb), self.hostname) if statedb else None
         self._setup_logging = setup_logging
         self._install_signals = install_signal_handlers
         self.state = WorkerState()
         self.timer = Timer()
         self.consumer: Consumer | None = None
+        self.health: HealthServer | None = None
         self.ready = threading.Event()
         self.stopped = threading.Event()
         self._cold = False
         self._stop_requested = threading.Event()
+        #: Set by SIGHUP: whoever started the worker (the CLI) starts it again once stopped.
+        self.restart_requested = False
         self.options = options
+        self.beat: EmbeddedService | None = None  # beat in a thread, with ``-B``
+        # Remote control and events (caraway.worker.remote), set up at boot.
+        self.started_at = time.monotonic()
+        self.reserving: ReservingPool | None = None
+        self.events: EventDispatcher | None = None
+        self.monitor: TaskMonitor | None = None
+        self.remote = RemoteControl(
+            self,
+            task_events=bool(options.get("task_events") or conf.worker_send_task_events),
+            without_heartbeat=bool(options.get("without_heartbeat")),
+        )
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -117,17 +169,46 @@ class Worker:
         app.finalize()
         broker = app.broker
         app.backend  # noqa: B018 - create the backend now, so a bad URL fails at boot
+        if self.statedb:
+            restored = self.state.load(self.statedb)
+            logger.info("Restored %d revoked task id(s) from %s", restored, self.statedb)
         if self._install_signals:
             self._install_signal_handlers()
-        pool = create_pool(self.pool_name, self.concurrency)
+        pool = self.reserving = ReservingPool(
+            create_pool(self.pool_name, self.concurrency, self._pool_options())
+        )
         pool.start()
-        signals.worker_process_init.send(sender=self)
+        if self.options.get("health_port") is not None:  # after the fork: children skip it
+            self.health = HealthServer(int(self.options["health_port"]), self.live, self.serving)
+            self.health.start()
+        if self.pool_name not in PROCESS_POOLS:  # prefork children send it themselves
+            signals.worker_process_init.send(sender=self)
         self.consumer = Consumer(
             app, broker, self.queues, pool, self.timer, self.state, self.hostname, self.prefetch
         )
         self._start_housekeeping(broker)
+        if self.options.get("beat"):
+            self._start_beat()
+        self.remote.start()
         signals.celeryd_after_setup.send(sender=self.hostname, instance=self, conf=app.conf)
         logger.info("%s", self.banner())
+
+    def _pool_options(self) -> PoolOptions:
+        conf, options = self.app.conf, self.options
+        max_tasks = options.get("max_tasks_per_child") or conf.worker_max_tasks_per_child
+        max_memory = options.get("max_memory_per_child") or conf.worker_max_memory_per_child
+        return PoolOptions(self.app, max_tasks, max_memory, self.logfile_template, self.hostname)
+
+    def live(self) -> bool:
+        """Liveness: booting, or the consumer loop turned within ``STUCK_AFTER`` seconds."""
+        consumer = self.consumer
+        if consumer is None or self.stopped.is_set():
+            return not self.stopped.is_set()
+        return time.monotonic() - consumer.heartbeat < STUCK_AFTER
+
+    def serving(self) -> bool:
+        """Readiness: consuming, not booting or stopping."""
+        return self.ready.is_set() and not self._stop_requested.is_set()
 
     def _start_housekeeping(self, broker: Any) -> None:
         assert self.consumer is not None
@@ -143,7 +224,30 @@ class Worker:
             lease = float(getattr(broker, "lease_seconds", 60.0))
             self.timer.call_repeatedly(max(lease / 3, 0.05), self.consumer.renew_leases)
         self.timer.call_repeatedly(CLEANUP_INTERVAL, self.app.backend.cleanup)
+        if self.statedb:
+            self.timer.call_repeatedly(STATEDB_INTERVAL, self._save_state)
+        if self.autoscale is not None:
+            scaler_class = symbol_by_name(self.app.conf.worker_autoscaler)
+            self.autoscaler = scaler_class(self, *self.autoscale)
+            self.timer.call_repeatedly(AUTOSCALE_INTERVAL, self.autoscaler.tick)
         self.timer.start()
+
+    def _start_beat(self) -> None:
+        """``-B``: beat in a thread of this worker, as Celery's embedded beat."""
+        from caraway.beat import EmbeddedService  # beat is a layer beside the worker: lazy
+
+        if self.concurrency > 1:
+            logger.warning(
+                "Running beat inside the worker (-B) is meant for development. In production "
+                "run `caraway beat` as its own service: any number of beats may run with "
+                "-S database, and exactly one of them sends each task."
+            )
+        self.beat = EmbeddedService(
+            self.app,
+            schedule_filename=self.options.get("schedule_filename"),
+            scheduler_cls=self.options.get("scheduler"),
+        )
+        self.beat.run_in_background()
 
     def stop(self, warm: bool = True) -> None:
         """Ask the worker to stop; safe from any thread and from signal handlers."""
@@ -177,30 +281,75 @@ class Worker:
             given_back = consumer.give_back()
             if given_back:
                 logger.info("Gave back %d prefetched message(s) to the broker", given_back)
+            self._drain()
+            if self._cold:
+                self._soft_shutdown()
             consumer.pool.stop(wait=not self._cold)
         self.timer.stop()
+        if self.beat is not None:
+            self.beat.stop(wait=True)
+        self.remote.stop()
+        if self.statedb:
+            self._save_state()
+        if self.health is not None:
+            self.health.stop()
         signals.worker_process_shutdown.send(sender=self, pid=os.getpid(), exitcode=0)
         signals.worker_shutdown.send(sender=self)
         self.stopped.set()
         logger.info("%s stopped (%s shutdown).", self.hostname, how.lower())
 
+    def _save_state(self) -> None:
+        assert self.statedb is not None
+        self.state.save(self.statedb)
+
+    def _drain(self) -> None:
+        """Warm shutdown: wait for running tasks, until a cold shutdown is asked for."""
+        while self.state.active and not self._cold:
+            time.sleep(DRAIN_POLL)
+
+    def _soft_shutdown(self) -> None:
+        """Celery's soft shutdown: before a cold shutdown, running tasks get a last delay."""
+        conf = self.app.conf
+        timeout = float(
+            self.options.get("soft_shutdown_timeout") or conf.worker_soft_shutdown_timeout or 0
+        )
+        on_idle = self.options.get("enable_soft_shutdown_on_idle")
+        if on_idle is None:
+            on_idle = conf.worker_enable_soft_shutdown_on_idle
+        if timeout <= 0 or not (self.state.active or on_idle):
+            return
+        logger.warning("Soft shutdown: running tasks get %.1f s before the cold shutdown", timeout)
+        deadline = time.monotonic() + timeout
+        while (self.state.active or on_idle) and time.monotonic() < deadline:
+            time.sleep(DRAIN_POLL)
+
     # --- process-level concerns ----------------------------------------------------------------
 
     def _install_signal_handlers(self) -> None:
         def on_term(signum: int, frame: FrameType | None) -> None:
+            if self._stop_requested.is_set():
+                logger.warning("Second %s: cold shutdown", _name(signum))
+                self.stop(warm=False)
+                return
             logger.warning("%s received: warm shutdown (finishing running tasks)", _name(signum))
             self.stop(warm=True)
 
-        def on_int(signum: int, frame: FrameType | None) -> None:
-            if self.consumer is not None and self.consumer._stopping.is_set():
-                logger.warning("Second SIGINT: cold shutdown")
-                self.stop(warm=False)
-                return
-            on_term(signum, frame)
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            logger.warning("SIGHUP received: restarting (warm shutdown, then a new start)")
+            self.restart_requested = True
+            self.stop(warm=True)
 
-        signal.signal(signal.SIGTERM, on_term)
-        signal.signal(signal.SIGINT, on_int)
-        signal.signal(signal.SIGQUIT, lambda s, f: self.stop(warm=False))
+        def on_cold(signum: int, frame: FrameType | None) -> None:
+            logger.warning("%s received: cold shutdown", _name(signum))
+            self.stop(warm=False)
+
+        # Celery's REMAP_SIGTERM=SIGQUIT: SIGTERM asks for the (soft, then) cold shutdown, so
+        # an orchestrator's single SIGTERM drains for --soft-shutdown-timeout at most.
+        remapped = os.environ.get("REMAP_SIGTERM", "").upper() == "SIGQUIT"
+        signal.signal(signal.SIGTERM, on_cold if remapped else on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGQUIT, on_cold)
+        signal.signal(signal.SIGHUP, on_hup)
 
     def _configure_logging(self) -> None:
         conf = self.app.conf

@@ -66,7 +66,7 @@ def test_purge_deletes_waiting_messages_even_delayed_ones(project: Project) -> N
     purged = project.run("purge", "-f")
 
     assert purged.returncode == 0, purged.stderr
-    assert purged.stdout == "Purged 3 messages from 1 queue.\n"
+    assert purged.stdout == "Purged 3 messages from queue celery.\n"
     assert client.broker.size("celery") == 0
     assert project.run("result", first).stdout.startswith("PENDING: no result stored yet")
 

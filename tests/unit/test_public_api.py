@@ -15,7 +15,10 @@ import pytest
 
 import caraway
 
-PUBLIC_MODULES = ["caraway", "caraway.exceptions", "caraway.states", "caraway.signals"]
+PUBLIC_MODULES = [
+    "caraway", "caraway.exceptions", "caraway.states", "caraway.signals", "caraway.schedules",
+    "caraway.beat",
+]  # fmt: skip
 
 
 def _public_names(module: types.ModuleType) -> set[str]:
@@ -108,8 +111,10 @@ def test_get_task_logger_feeds_the_task_logger(caplog: pytest.LogCaptureFixture)
 
 LOWER_TOP_LEVEL = [
     "exceptions", "states", "signals", "settings", "config", "serialization", "protocol",
+    "schedules",
+    "mailbox",
 ]  # fmt: skip
-LOWER_PACKAGES = ["utils", "brokers", "backends"]
+LOWER_PACKAGES = ["utils", "brokers", "backends", "fanout"]
 FORBIDDEN = ("caraway.app", "caraway.worker", "caraway.cli")
 
 # Imports each module with the ``caraway`` package stubbed (its __init__ imports the app) and

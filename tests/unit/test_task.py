@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -520,3 +521,35 @@ def test_task_defaults_are_call_options(app: Caraway, published: list[Outgoing])
     assert sent.message.headers["ignore_result"] is True
     assert sent.message.headers["expires"] is not None
     assert sent.message.properties["expiration"] == "60000"
+
+
+def _plain(a, b, c=3):  # type: ignore[no-untyped-def]
+    return a
+
+
+def _starred(a, *rest, key=None, **extra):  # type: ignore[no-untyped-def]
+    return a
+
+
+@pytest.mark.parametrize("function", [_plain, _starred])
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [((), {}), ((1,), {}), ((1, 2), {}), ((1, 2, 3), {}), ((1, 2, 3, 4), {}),
+     ((1,), {"b": 2}), ((1,), {"a": 2}), ((), {"a": 1, "b": 2}), ((1, 2), {"d": 1}),
+     ((), {"b": 1, "c": 2}), ((1, 2), {"c": 5})],
+)  # fmt: skip
+def test_call_site_argument_checks_agree_with_python(
+    app: Caraway, function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    task = app.task(name=f"proj.{function.__name__}")(function)
+    try:
+        inspect.signature(function).bind(*args, **kwargs)
+        binds = True
+    except TypeError:
+        binds = False
+
+    if binds:
+        task._check_arguments(args, kwargs)
+    else:
+        with pytest.raises(TypeError, match=rf"proj\.{function.__name__}\("):
+            task._check_arguments(args, kwargs)

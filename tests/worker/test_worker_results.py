@@ -33,7 +33,8 @@ def served(
 ) -> Iterator[SimpleNamespace]:
     broker = request.param
     app = make_app(broker, f"results-{broker}", tmp_path_factory.mktemp("results") / "b.sqlite3")
-    gates: dict[str, Gate] = defaultdict(Gate)
+    # Made up front: a lazily created gate could be made twice, once by each thread.
+    gates = {key: Gate() for key in ("tracked", "untracked", "progress")}
     collected: dict[str, list[Any]] = defaultdict(list)
 
     @app.task(track_started=True)
@@ -87,8 +88,8 @@ def served(
 
 
 def test_track_started_shows_started_while_running(served: SimpleNamespace) -> None:
-    result = served.tracked.delay("tracked")
     gate = served.gates["tracked"]
+    result = served.tracked.delay("tracked")
     assert gate.entered.wait(WAIT)
 
     assert result.state == states.STARTED
@@ -98,8 +99,8 @@ def test_track_started_shows_started_while_running(served: SimpleNamespace) -> N
 
 
 def test_without_track_started_a_running_task_reads_pending(served: SimpleNamespace) -> None:
-    result = served.untracked.delay("untracked")
     gate = served.gates["untracked"]
+    result = served.untracked.delay("untracked")
     assert gate.entered.wait(WAIT)
 
     assert result.state == states.PENDING
@@ -108,8 +109,8 @@ def test_without_track_started_a_running_task_reads_pending(served: SimpleNamesp
 
 
 def test_update_state_is_visible_to_the_client(served: SimpleNamespace) -> None:
-    result = served.progress.delay("progress")
     gate = served.gates["progress"]
+    result = served.progress.delay("progress")
     assert gate.entered.wait(WAIT)
 
     assert result.state == "PROGRESS"

@@ -139,7 +139,8 @@ def test_signals_over_a_workers_life(received: Received) -> None:
     assert isinstance(retry["request"], Context)
     assert retry["request"].id == retried.id
     assert repr(retry["reason"]) == "ValueError('once')"
-    assert [kw["state"] for _, kw in received.of("task_postrun", task_id=retried.id)] == [
+    # Two threads: the second run may end before the first one's postrun is sent.
+    assert sorted(kw["state"] for _, kw in received.of("task_postrun", task_id=retried.id)) == [
         states.RETRY,
         states.SUCCESS,
     ]

@@ -86,6 +86,7 @@ class ThreadedWorker:
     """``app.Worker(...).start()`` in a daemon thread; errors surface in the test thread."""
 
     def __init__(self, app: Celery, **options: Any) -> None:
+        options.setdefault("pool", "threads")  # in the test process: no forking by default
         self.worker = app.Worker(**options)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="test-worker", daemon=True)
@@ -118,6 +119,7 @@ class ThreadedWorker:
 #: The app a subprocess worker runs. Tasks leave one JSON line per run in ``marks/<key>``
 #: and ``block`` waits for the test to create ``release-<key>`` (the cross-process event).
 TASKS_SOURCE = """
+import asyncio
 import json
 import os
 import signal
@@ -169,6 +171,11 @@ def late(self, key):
     return _run_blocking_first_time(self.request, key)
 
 
+@app.task(name="crash.late_requeue", bind=True, acks_late=True, reject_on_worker_lost=True)
+def late_requeue(self, key):
+    return _run_blocking_first_time(self.request, key)
+
+
 @app.task(name="crash.early", bind=True)
 def early(self, key):
     return _run_blocking_first_time(self.request, key)
@@ -185,6 +192,57 @@ def hold(key):
 def stamp(key):
     mark(key)
     return time.time()
+
+
+@app.task(name="crash.late_stamp", acks_late=True)
+def late_stamp(key):
+    mark(key)
+    return key
+
+
+@app.task(name="crash.pid")
+def pid():
+    return os.getpid()
+
+
+@app.task(name="crash.spin")
+def spin(seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pass
+    return "finished"
+
+
+@app.task(name="crash.soft", soft_time_limit=0.3)
+def soft(key):
+    from caraway.exceptions import SoftTimeLimitExceeded
+
+    try:
+        spin(30)
+    except SoftTimeLimitExceeded:
+        mark(key, cleaned=True)
+        return "cleaned up"
+    return "never interrupted"
+
+
+@app.task(name="crash.soft_async", soft_time_limit=0.3)
+async def soft_async(key):
+    from caraway.exceptions import SoftTimeLimitExceeded
+
+    try:
+        await asyncio.sleep(30)
+    except SoftTimeLimitExceeded:
+        await asyncio.sleep(0)
+        mark(key, cleaned=True)
+        return "cleaned up"
+    return "never interrupted"
+
+
+@app.task(name="crash.nap")
+async def nap(seconds):
+    started = time.time()
+    await asyncio.sleep(seconds)
+    return [os.getpid(), started, time.time()]
 """
 
 
@@ -206,13 +264,21 @@ class WorkerProject:
         self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
 
     def spawn(
-        self, pool: str = "threads", concurrency: int = 2, **env: str
+        self,
+        pool: str = "threads",
+        concurrency: int = 2,
+        options: dict[str, Any] | None = None,
+        **env: str,
     ) -> subprocess.Popen[bytes]:
-        """Start a worker process; returns at once (use ``ping`` to wait until it serves)."""
+        """Start a worker process; returns at once (use ``ping`` to wait until it serves).
+
+        ``options`` are more ``app.Worker`` keyword arguments (``max_tasks_per_child=1``).
+        """
+        extra = "".join(f", {name}={value!r}" for name, value in (options or {}).items())
         code = (
             "import crashproj_tasks as m; "
             f"m.app.Worker(pool={pool!r}, concurrency={concurrency}, setup_logging=True,"
-            " loglevel='INFO', install_signal_handlers=True).start()"
+            f" loglevel='INFO', install_signal_handlers=True{extra}).start()"
         )
         log = self.root / f"worker-{len(self.procs)}.log"
         path = os.pathsep.join(filter(None, [str(self.root), os.environ.get("PYTHONPATH")]))

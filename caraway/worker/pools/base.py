@@ -6,20 +6,38 @@ import ctypes
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from caraway.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+
+if TYPE_CHECKING:
+    from caraway.app import Caraway
+    from caraway.execution import Outcome
+    from caraway.worker.job import Job
 
 Work = Callable[[], Any]
 #: What a time limit raises in a pool thread; one may land just after its task ended.
 LATE_LIMIT_SIGNALS = (SoftTimeLimitExceeded, TimeLimitExceeded)
 
 
+@dataclass(frozen=True, slots=True)
+class PoolOptions:
+    """What pools with processes need from the worker."""
+
+    app: Caraway | None = None
+    max_tasks_per_child: int | None = None
+    max_memory_per_child: int | None = None  # KiB, as Celery
+    logfile: str | None = None  # the template: children fill in their own %i / %I
+    hostname: str = "celery"
+
+
 class Pool(ABC):
     """Runs jobs; ``limit`` is how many run at once."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, options: PoolOptions | None = None) -> None:
         self.limit = max(1, limit)
+        self.options = options or PoolOptions()
 
     def start(self) -> None:  # noqa: B027 - solo has nothing to start
         """Start the threads or processes that run jobs."""
@@ -28,12 +46,28 @@ class Pool(ABC):
     def submit(self, work: Work) -> None:
         """Run ``work`` (now, or when a slot frees)."""
 
+    def execute(self, job: Job, run_here: Callable[[Job], Outcome]) -> Outcome:
+        """Run the job's task body; in the calling pool thread unless the pool has processes."""
+        return run_here(job)
+
+    def terminate(self, task_id: str, signum: int) -> bool:
+        """Stop the running task ``task_id`` with ``signum``; False where that is impossible."""
+        return False
+
     def take_pending(self) -> list[Work]:
         """Remove and return work not started yet (given back on a warm shutdown)."""
         return []
 
     def stop(self, wait: bool = True) -> None:  # noqa: B027 - solo has nothing to stop
         """Stop accepting work; with ``wait``, let running work finish."""
+
+    def grow(self, n: int) -> None:
+        """Run ``n`` more jobs at once (``pool_grow``)."""
+        raise NotImplementedError(f"the {type(self).__name__} cannot grow")
+
+    def shrink(self, n: int) -> None:
+        """Run ``n`` fewer jobs at once, never fewer than one (``pool_shrink``)."""
+        raise NotImplementedError(f"the {type(self).__name__} cannot shrink")
 
 
 def raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> bool:

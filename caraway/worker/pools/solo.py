@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from caraway.worker.pools.base import Pool, Work
+from caraway.worker.pools.base import Pool, PoolOptions, Work
 
 
 class SoloPool(Pool):
-    def __init__(self, limit: int = 1) -> None:
-        super().__init__(1)
+    def __init__(self, limit: int = 1, options: PoolOptions | None = None) -> None:
+        super().__init__(1, options)
 
     def submit(self, work: Work) -> None:
         work()

@@ -5,25 +5,25 @@ from __future__ import annotations
 import queue
 import threading
 
-from caraway.worker.pools.base import LATE_LIMIT_SIGNALS, Pool, Work
+from caraway.worker.pools.base import LATE_LIMIT_SIGNALS, Pool, PoolOptions, Work
 
 _STOP = object()
 
 
 class ThreadPool(Pool):
-    def __init__(self, limit: int) -> None:
-        super().__init__(limit)
+    def __init__(self, limit: int, options: PoolOptions | None = None) -> None:
+        super().__init__(limit, options)
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._loop, name=f"caraway-pool-{n}", daemon=True)
-            for n in range(self.limit)
-        ]
+        self._threads = [self._thread(n) for n in range(self.limit)]
+
+    def _thread(self, n: int) -> threading.Thread:
+        return threading.Thread(target=self._loop, args=(n,), name=f"caraway-pool-{n}", daemon=True)
 
     def start(self) -> None:
         for thread in self._threads:
             thread.start()
 
-    def _loop(self) -> None:
+    def _loop(self, slot: int) -> None:
         while True:
             try:
                 work = self._queue.get()
@@ -45,6 +45,20 @@ class ThreadPool(Pool):
                 return pending
             if item is not _STOP:
                 pending.append(item)  # type: ignore[arg-type]
+
+    def grow(self, n: int) -> None:
+        for _ in range(max(0, n)):
+            thread = self._thread(len(self._threads))
+            self._threads.append(thread)
+            thread.start()
+            self.limit += 1
+
+    def shrink(self, n: int) -> None:
+        """Ends ``n`` threads once each finishes the work queued before this call."""
+        n = min(max(0, n), self.limit - 1)
+        for _ in range(n):
+            self._queue.put(_STOP)
+        self.limit -= n
 
     def stop(self, wait: bool = True) -> None:
         for _ in self._threads:

@@ -1,0 +1,109 @@
+"""``caraway worker`` as run in production: prefork children, per-child logs, probes, SIGHUP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from cli_support import WAIT, Project
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def probe(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except OSError:
+        return 0  # not listening (yet)
+
+
+def test_prefork_worker_with_child_logfiles_pidfile_and_health_probes(project: Project) -> None:
+    port = free_port()
+    worker = project.spawn(
+        "worker", "-P", "prefork", "-c", "2", "-n", "w1@%h", "-l", "INFO",
+        "--max-tasks-per-child", "1", "--logfile", str(project.root / "%n%I.log"),
+        "--pidfile", str(project.root / "%n.pid"), "--health-port", str(port),
+    )  # fmt: skip
+    project.wait_until(lambda: probe(port, "/readyz") == 200, "the worker to be ready")
+    client = project.client()
+
+    sums = [client.send_task(f"{project.module}.add", (n, n)) for n in range(4)]
+
+    assert [r.get(timeout=WAIT) for r in sums] == [0, 2, 4, 6]
+    assert probe(port, "/livez") == 200
+    assert probe(port, "/nope") == 404
+    assert (project.root / "w1.pid").read_text().strip() == str(worker.pid)
+    supervisor_log = (project.root / "w1.log").read_text()
+    assert "Pool child" in supervisor_log
+    child_logs = [(project.root / f"w1-{n}.log") for n in (1, 2)]
+    child_text = "".join(p.read_text() for p in child_logs if p.exists())
+    assert child_text.count("succeeded in") == 4  # children log what they ran, each to its file
+    assert "ForkPoolWorker-" in child_text
+    assert "succeeded in" not in supervisor_log
+
+    worker.send_signal(signal.SIGTERM)
+    worker.communicate(timeout=WAIT)
+    assert worker.returncode == 0
+    assert not (project.root / "w1.pid").exists()
+
+
+def test_sighup_restarts_the_worker_in_the_same_process(project: Project) -> None:
+    log = project.root / "w.log"
+    worker = project.spawn("worker", "-P", "threads", "-l", "INFO", "--logfile", str(log))
+    client = project.client()
+    assert client.send_task(f"{project.module}.add", (1, 1)).get(timeout=WAIT) == 2
+
+    worker.send_signal(signal.SIGHUP)
+    project.wait_until(lambda: log.read_text().count(" ready.") == 2, "the second start")
+
+    assert worker.poll() is None  # the same process (exec keeps the pid)
+    assert "SIGHUP received: restarting" in log.read_text()
+    assert client.send_task(f"{project.module}.add", (2, 2)).get(timeout=WAIT) == 4
+    worker.send_signal(signal.SIGTERM)
+    worker.communicate(timeout=WAIT)
+    assert worker.returncode == 0
+
+
+def test_detach_runs_the_worker_in_the_background_with_its_pidfile(project: Project) -> None:
+    pidfile = project.root / "bg.pid"
+    started = project.run(
+        "worker", "--detach", "-n", "bg@%h", "-P", "threads", "-l", "INFO",
+        "--pidfile", str(pidfile), "--logfile", str(project.root / "%n.log"),
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr  # the command returns at once
+    pid = project.wait_until(
+        lambda: pidfile.exists() and pidfile.read_text().strip(), "the daemon's pidfile"
+    )
+    daemon = int(pid)
+    try:
+        client = project.client()
+        assert client.send_task(f"{project.module}.add", (3, 4)).get(timeout=WAIT) == 7
+        assert "bg@" in (project.root / "bg.log").read_text()
+    finally:
+        os.kill(daemon, signal.SIGTERM)
+    project.wait_until(lambda: not pidfile.exists(), "the daemon to stop and remove its pidfile")
+    project.wait_until(lambda: not alive(daemon), "the daemon to exit")
+
+
+def alive(pid: int) -> bool:
+    """Running: not gone, and not a zombie waiting for the init process to reap it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True  # no /proc: trust kill(pid, 0)
+    return "State:\tZ" not in status

@@ -1,0 +1,199 @@
+"""``-P prefork`` in real worker processes: children run tasks, die, time out and retire."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+from worker_support import WAIT, WorkerProject, wait_until
+
+from caraway import states
+from caraway.events import EventReceiver
+from caraway.exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
+
+
+def settled(project: WorkerProject) -> None:
+    """Results are stored by the child before the supervisor acks: wait for the ack."""
+    wait_until(lambda: project.messages_in_file() == 0, what="every message settled")
+
+
+def pids_of(project: WorkerProject, count: int) -> set[int]:
+    """The child pids that ran ``count`` quick tasks."""
+    return {r.get(timeout=WAIT) for r in [project.tasks.pid.delay() for _ in range(count)]}
+
+
+def test_children_run_sync_and_async_tasks(worker_project: WorkerProject) -> None:
+    project = worker_project
+    supervisor = project.spawn(pool="prefork", concurrency=2)
+    project.ping()
+
+    children = pids_of(project, 8)
+    nap = project.tasks.nap.delay(0.01).get(timeout=WAIT)
+
+    assert supervisor.pid not in children
+    assert 1 <= len(children) <= 2
+    assert nap[0] in children | pids_of(project, 8)
+    assert project.stop(supervisor, signal.SIGTERM) == 0
+
+
+def test_hard_limit_kills_and_replaces_the_child_soft_limit_is_caught(
+    worker_project: WorkerProject,
+) -> None:
+    project = worker_project
+    project.spawn(pool="prefork", concurrency=1)
+    project.ping()
+    [before] = pids_of(project, 1)
+
+    started = time.monotonic()
+    result = project.tasks.spin.apply_async((30,), time_limit=0.5)
+    with pytest.raises(TimeLimitExceeded):
+        result.get(timeout=WAIT)
+
+    assert time.monotonic() - started < 5
+    assert result.state == states.FAILURE
+    assert pids_of(project, 1) != {before}  # killed, and a new child took its slot
+    assert project.tasks.soft.delay("soft").get(timeout=WAIT) == "cleaned up"
+    assert project.marks("soft")[0]["cleaned"] is True
+    # An async body: SIGUSR1 becomes SoftTimeLimitExceeded at its await.
+    assert project.tasks.soft_async.delay("soft-async").get(timeout=WAIT) == "cleaned up"
+    assert project.marks("soft-async")[0]["cleaned"] is True
+    nap = project.tasks.nap.apply_async((30,), time_limit=0.3)
+    with pytest.raises(TimeLimitExceeded):
+        nap.get(timeout=WAIT)
+    settled(project)
+
+
+def test_child_killed_mid_task_fails_it_with_worker_lost_error(
+    worker_project: WorkerProject,
+) -> None:
+    project = worker_project
+    project.spawn(pool="prefork", concurrency=1)
+    project.ping()
+    result = project.tasks.late.delay("lost")
+    [run] = project.wait_marks("lost", 1)
+
+    os.kill(run["pid"], signal.SIGKILL)
+
+    with pytest.raises(WorkerLostError, match="SIGKILL"):
+        result.get(timeout=WAIT)
+    assert result.state == states.FAILURE
+    assert len(project.marks("lost")) == 1  # acked, not run again
+    settled(project)
+    assert pids_of(project, 1) != {run["pid"]}
+
+
+def test_child_killed_mid_task_gives_it_back_with_reject_on_worker_lost(
+    worker_project: WorkerProject,
+) -> None:
+    project = worker_project
+    project.spawn(pool="prefork", concurrency=1)
+    project.ping()
+    result = project.tasks.late_requeue.delay("requeued")
+    [run] = project.wait_marks("requeued", 1)
+
+    os.kill(run["pid"], signal.SIGKILL)
+
+    assert result.get(timeout=WAIT) == 2  # the second run does not block
+    runs = project.marks("requeued")
+    assert len(runs) == 2
+    assert runs[1]["pid"] != run["pid"]  # ran again, in the child that replaced the dead one
+    settled(project)
+
+
+@pytest.mark.parametrize(
+    "options", [{"max_tasks_per_child": 1}, {"max_memory_per_child": 1}], ids=["tasks", "memory"]
+)
+def test_children_retire_after_their_limit(
+    worker_project: WorkerProject, options: dict[str, Any]
+) -> None:
+    project = worker_project
+    project.spawn(pool="prefork", concurrency=1, options=options)
+    project.ping()
+
+    ran_in = [project.tasks.pid.delay().get(timeout=WAIT) for _ in range(3)]
+
+    assert len(set(ran_in)) == 3  # one task per child
+
+
+def test_revoke_with_terminate_signals_the_child_running_the_task(
+    worker_project: WorkerProject,
+) -> None:
+    project = worker_project
+    project.spawn(pool="prefork", concurrency=1)
+    project.ping()
+    result = project.tasks.hold.delay("terminated")
+    [run] = project.wait_marks("terminated", 1)
+
+    project.app.control.revoke(result.id, terminate=True)
+
+    wait_until(lambda: result.state == states.REVOKED, what="REVOKED")
+    assert isinstance(result.result, TaskRevokedError)
+    assert pids_of(project, 1) != {run["pid"]}
+    settled(project)
+
+
+def test_revoke_terminate_by_remote_control_signals_the_child_with_the_signal_asked(
+    worker_project: WorkerProject,
+) -> None:
+    """Through the worker's control mailbox only (a destination: no broker record)."""
+    project = worker_project
+    project.spawn(pool="prefork", concurrency=1)
+    project.ping()
+    (hostname,) = project.app.control.inspect(timeout=5).ping() or {}
+    result = project.tasks.hold.delay("killed")
+    [run] = project.wait_marks("killed", 1)
+
+    replies = project.app.control.revoke(
+        result.id, destination=[hostname], terminate=True, signal="SIGKILL", reply=True,
+        timeout=5,
+    )  # fmt: skip
+
+    assert replies == [{hostname: {"ok": f"terminate: {result.id}"}}]
+    wait_until(lambda: result.state == states.REVOKED, what="REVOKED")
+    assert pids_of(project, 1) != {run["pid"]}
+    settled(project)
+
+
+def test_task_events_and_inspect_active_come_from_the_supervisor(
+    worker_project: WorkerProject,
+) -> None:
+    """task_prerun/postrun fire in the child: events and ``active`` must not depend on them."""
+    project = worker_project
+    project.spawn(pool="prefork", concurrency=1, options={"task_events": True})
+    project.ping()
+    with EventReceiver(project.app) as receiver:
+        held = project.tasks.hold.delay("watched")
+        project.wait_marks("watched", 1)
+        (active,) = (project.app.control.inspect(timeout=5, limit=1).active() or {}).values()
+        project.release("watched")
+        kinds = []
+        for event in receiver.itercapture(timeout=WAIT):
+            if event.get("uuid") == held.id:
+                kinds.append(event["type"])
+            if kinds[-1:] == ["task-succeeded"]:
+                break
+
+    assert kinds == ["task-received", "task-started", "task-succeeded"]
+    assert [entry["id"] for entry in active] == [held.id]
+    assert active[0]["time_start"] is not None
+    settled(project)
+
+
+def test_cold_shutdown_kills_the_children_and_gives_late_ack_messages_back(
+    worker_project: WorkerProject,
+) -> None:
+    project = worker_project
+    supervisor = project.spawn(pool="prefork", concurrency=1)
+    project.ping()
+    result = project.tasks.late.delay("cold")
+    [run] = project.wait_marks("cold", 1)
+
+    assert project.stop(supervisor, signal.SIGQUIT) == 0
+
+    assert project.app.broker.size("celery") == 1  # back in the queue, not waiting on a lease
+    assert result.state == states.PENDING  # not failed with WorkerLostError
+    with pytest.raises(ProcessLookupError):
+        os.kill(run["pid"], 0)
