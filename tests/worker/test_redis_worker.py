@@ -28,6 +28,7 @@ from services import captures_dir, require
 from worker_support import TASKS_SOURCE, WAIT, WorkerProject, wait_until
 
 from caraway import Celery, states
+from caraway.exceptions import OperationalError
 from caraway.urls import create_broker
 
 SEP = "\x06\x16"
@@ -133,6 +134,28 @@ def test_tasks_run_and_results_come_back_in_celerys_keys(
     assert 86000 < space.results.ttl(key) <= 86400
     assert space.raw.hlen(space.key("unacked")) == 0
     assert space.raw.zcard(space.key("unacked_index")) == 0
+
+
+def test_a_publish_redis_refuses_fails_the_task_that_made_it(
+    space: RedisSpace, start_worker: Callable[..., Any]
+) -> None:
+    """Publishes are confirmed after the body: a refusal is the task's failure, not lost."""
+    app = space.app()
+    space.raw.set(space.key("blocked"), "not a list")
+
+    @app.task(name="rtest.fan_out")
+    def fan_out(queue: str) -> str:
+        return app.send_task("rtest.sink", queue=queue).id
+
+    start_worker(app, pool="threads", concurrency=2)
+
+    assert fan_out.delay("open").get(timeout=WAIT)
+    failed = fan_out.delay("blocked")
+    with pytest.raises(
+        OperationalError, match=r"refused 1 .* to 'blocked': rtest.sink\[.*WRONGTYPE"
+    ):
+        failed.get(timeout=WAIT)
+    assert space.raw.llen(space.key("open")) == 1
 
 
 # --- the wire: envelope, bindings, unacked entries ----------------------------------------
