@@ -218,8 +218,9 @@ def send_batch(app: Caraway, signatures: Iterable[Signature]) -> list[AsyncResul
     """Send many signatures with a few broker round trips; their results, in order.
 
     Each signature is sent as ``sig.apply_async()`` would send it (routing, options,
-    signals), but the messages go to the broker ``BATCH_CHUNK`` at a time, each chunk
-    stored durably before the next starts. A failure leaves the chunks before it sent.
+    signals), but the messages go to the broker ``BATCH_CHUNK`` at a time, and the broker
+    has confirmed every chunk when this returns. A failure raises; the chunks before the
+    one that failed stay sent.
     """
     with collecting() as collected:
         shapes = batching.Shapes(app)
@@ -229,6 +230,8 @@ def send_batch(app: Caraway, signatures: Iterable[Signature]) -> list[AsyncResul
         _publish_retrying(app, [outgoing for outgoing, _ in chunk], {})
         for _, after in chunk:
             signals.after_task_publish.send(**after)
+    if collected:
+        app.broker.flush()
     return results
 
 

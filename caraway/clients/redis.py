@@ -348,7 +348,7 @@ class _Owed(NamedTuple):
 class _Kept:
     """A thread's kept connection and the replies it owes."""
 
-    __slots__ = ("conn", "lock", "owed", "pid", "refused", "unread")
+    __slots__ = ("conn", "lock", "owed", "pid", "publishes", "refused", "unread")
 
     def __init__(self, conn: AbstractConnection) -> None:
         self.conn = conn
@@ -356,6 +356,7 @@ class _Kept:
         self.lock = threading.Lock()  # the owner, or a closing thread settling for it
         self.owed: list[_Owed] = []
         self.unread = 0
+        self.publishes = 0  # owed entries that are publishes (acks alone need no flush)
         self.refused: list[str] = []
 
 
@@ -449,21 +450,26 @@ class Lane:
                 return
             kept.owed.append(_Owed(len(commands), resend, about))
             kept.unread += len(commands)
+            if resend is not None:
+                kept.publishes += 1
 
     def flush(self) -> None:
-        """Read this thread's owed replies; raise if Redis refused one of its publishes."""
+        """Read the replies owed for this thread's publishes; raise if Redis refused one.
+
+        Owed acks alone are left for the next command: the worker flushes after every
+        task, and waiting there for its early ack's reply would cost a round trip each."""
         kept: _Kept | None = getattr(self._local, "kept", None)
-        if kept is None or kept.pid != os.getpid():
+        if kept is None or kept.pid != os.getpid() or not (kept.publishes or kept.refused):
             return
         with kept.lock:
-            if kept.unread:
+            if kept.publishes:
                 self._settle(kept)
             if kept.refused:
                 _raise_refused(kept)
 
     def _settle(self, kept: _Kept) -> None:
         """Read the replies owed for earlier writes (the caller holds ``kept.lock``)."""
-        owed, kept.owed, kept.unread = kept.owed, [], 0
+        owed, kept.owed, kept.unread, kept.publishes = kept.owed, [], 0, 0
         for index, entry in enumerate(owed):
             try:
                 _replies(kept.conn, entry.replies)
@@ -478,7 +484,7 @@ class Lane:
 
     def _recover(self, kept: _Kept, lost: Sequence[_Owed]) -> None:
         """The connection dropped with replies owed: report lost acks, write publishes again."""
-        kept.owed, kept.unread = [], 0
+        kept.owed, kept.unread, kept.publishes = [], 0, 0
         kept.conn.disconnect()  # type: ignore[no-untyped-call]
         acks = sum(entry.replies for entry in lost if entry.resend is None)
         if acks:

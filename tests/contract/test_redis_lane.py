@@ -186,3 +186,19 @@ def test_the_broker_names_the_task_whose_publish_redis_refused(client: redis.Red
     finally:
         broker.close()
         client.delete(*client.keys(prefix + "*"))
+
+
+def test_flush_leaves_owed_acks_for_the_next_command(
+    client: redis.Redis, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client.set(key, "a string")
+    lane = Lane(client)
+    try:
+        with caplog.at_level(logging.ERROR, logger="caraway.redis"):
+            lane.send(("LPUSH", key, "x"))
+            lane.flush()  # no publish owed: no wait for the ack's reply
+            assert "WRONGTYPE" not in caplog.text
+            lane.call(("PING",))
+        assert "Redis refused a pipelined command: WRONGTYPE" in caplog.text
+    finally:
+        lane.close()
