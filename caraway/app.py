@@ -11,6 +11,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import tzinfo
+from functools import partial
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from caraway import signals
@@ -37,8 +38,8 @@ BROKER_SETTINGS = (
     "task_queue_max_priority", "task_default_queue_type", "task_create_missing_queue_type",
 )  # fmt: skip
 
-#: ``shared_task`` declarations, replayed on every app (including apps created later).
-_shared_tasks: list[Callable[[Caraway], task_module.Task[Any, Any]]] = []
+#: ``shared_task`` and shared ``@app.task`` declarations, replayed on every app that finalizes.
+_shared_tasks: list[Callable[[Caraway], object]] = []
 
 
 class Caraway:
@@ -151,13 +152,18 @@ class Caraway:
     ) -> Callable[[Callable[P, R]], task_module.Task[P, R]]: ...
 
     def task(self, fun: Any = None, **options: Any) -> Any:
-        """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``."""
-        if options.pop("shared", False):
-            options.pop("lazy", None)
-            return shared_task(fun, **options) if fun else lambda f: shared_task(f, **options)
+        """Register a function as a task: ``@app.task`` or ``@app.task(bind=True, ...)``.
+
+        As in Celery, ``shared=True`` is the default: apps finalized later (a test app, a
+        second app in the process) get the task too, unless they define that name themselves.
+        """
+        shared = options.pop("shared", True)
 
         def decorate(function: Callable[..., Any]) -> task_module.Task[Any, Any]:
-            return self._register(function, dict(options))
+            task = self._register(function, dict(options))
+            if shared:
+                _shared_tasks.append(partial(_adopt, function=function, options=dict(options)))
+            return task
 
         if fun is not None and callable(fun):
             return decorate(fun)
@@ -472,6 +478,13 @@ class Caraway:
 
 
 Celery = Caraway
+
+
+def _adopt(app: Caraway, function: Callable[..., Any], options: dict[str, Any]) -> None:
+    """Another app's shared ``@app.task``, registered here unless this app has the name."""
+    name = options.get("name") or app.gen_task_name(function.__name__, function.__module__)
+    if name not in app._tasks:
+        app._register(function, dict(options))
 
 
 def shared_task(fun: Any = None, **options: Any) -> Any:

@@ -340,14 +340,43 @@ def test_shared_task_proxy_follows_the_current_app(isolated_shared_tasks: None) 
     assert shared_echo.name == "proj.shared_echo"
 
 
-def test_app_task_shared_option_declares_a_shared_task(isolated_shared_tasks: None) -> None:
+def test_app_task_is_shared_by_default_with_apps_finalized_later(
+    isolated_shared_tasks: None,
+) -> None:
     app = Caraway("proj", set_as_current=False)
 
-    app.task(shared=True, name="proj.via_app")(lambda: None)
+    @app.task(name="proj.triple")
+    def triple(x: int) -> int:
+        return 3 * x
+
     later = Caraway("later", set_as_current=False)
 
-    assert "proj.via_app" in app.tasks
-    assert "proj.via_app" in later.tasks
+    assert triple.app is app  # the decorator's own task, not a proxy
+    assert later.tasks["proj.triple"].app is later
+    assert later.tasks["proj.triple"](2) == 6
+
+
+def test_an_apps_own_task_wins_over_another_apps_shared_one(isolated_shared_tasks: None) -> None:
+    first = Caraway("first", set_as_current=False)
+    first.task(name="proj.who")(lambda: "first")
+    second = Caraway("second", set_as_current=False)
+    second.task(name="proj.who")(lambda: "second")  # before second is finalized
+    third = Caraway("third", set_as_current=False)
+    assert third.tasks["proj.who"]() == "first"  # finalized: adopts first's
+    third.task(name="proj.who")(lambda: "third")  # after it: its own replaces that
+
+    assert second.tasks["proj.who"]() == "second"
+    assert third.tasks["proj.who"]() == "third"
+    assert first.tasks["proj.who"]() == "first"
+
+
+def test_shared_false_keeps_a_task_to_its_app(isolated_shared_tasks: None) -> None:
+    app = Caraway("proj", set_as_current=False)
+    app.task(shared=False, name="proj.private")(lambda: None)
+    later = Caraway("later", set_as_current=False)
+
+    assert "proj.private" in app.tasks
+    assert "proj.private" not in later.tasks
 
 
 def test_autodiscover_imports_task_modules_lazily(

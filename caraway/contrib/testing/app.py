@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NoReturn, cast
 
+import caraway.app
 from caraway.app import Caraway
 from caraway.current import _all_apps, _current_app, _default_app, set_current_app
 
@@ -112,10 +113,13 @@ def set_trap(app: Caraway) -> Iterator[None]:
 def setup_default_app(app: Caraway, use_trap: bool = False) -> Iterator[Caraway]:
     """Make ``app`` the current and default app (or install the trap) for the block.
 
-    Afterwards the previous current and default app are back, and ``app`` is closed and
-    forgotten (``shared_task`` no longer adds tasks to it) unless it was current before.
+    Afterwards the previous current and default app are back, ``app`` is closed and
+    forgotten (``shared_task`` no longer adds tasks to it) unless it was current before,
+    and tasks the block declared for every app (``@app.task`` is shared by default) are
+    forgotten too, so the next test's app does not inherit them.
     """
     previous = _current_app.get()
+    shared = list(caraway.app._shared_tasks)
     with _restoring_current():
         if use_trap:
             set_current_app(cast(Caraway, Trap()))
@@ -124,6 +128,7 @@ def setup_default_app(app: Caraway, use_trap: bool = False) -> Iterator[Caraway]
         try:
             yield app
         finally:
+            caraway.app._shared_tasks[:] = shared
             if app is not previous:
                 app.close()
                 if app in _all_apps:
