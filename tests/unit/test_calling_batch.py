@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 from typing import Any
@@ -115,6 +116,31 @@ def test_a_batch_still_checks_each_calls_arguments(app: Caraway) -> None:
 
     with pytest.raises(TypeError, match="missing a required argument: 'y'"):
         send_batch(app, [add.s(1, 2), add.s(3)])
+
+
+def test_garbage_collection_pauses_for_a_batch_and_resumes_even_when_it_fails(
+    app: Caraway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @app.task(name="proj.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    seen: list[bool] = []
+    publish = app.broker.publish
+
+    def record(batch: Any) -> None:
+        seen.append(gc.isenabled())
+        publish(batch)
+
+    monkeypatch.setattr(app.broker, "publish", record)
+    assert gc.isenabled()
+    send_batch(app, [add.s(1, 2), add.s(3, 4)])
+    assert seen == [False]
+    assert gc.isenabled()
+
+    with pytest.raises(TypeError):
+        send_batch(app, [add.s(1, 2), add.s(1, 2, 3)])
+    assert gc.isenabled()
 
 
 def test_task_ids_given_in_a_batch_are_kept(app: Caraway, published: list[Outgoing]) -> None:
