@@ -10,7 +10,7 @@ import importlib
 import threading
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from functools import partial
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
@@ -461,10 +461,9 @@ class Caraway:
     def set_default(self) -> None:
         set_default_app(self)
 
-    def now(self) -> Any:
-        from caraway.utils.time import utcnow
-
-        return utcnow()
+    def now(self) -> datetime:
+        """The current time, aware, in the app's zone (``timezone``), as Celery's."""
+        return datetime.now(self.timezone)
 
     @property
     def timezone(self) -> tzinfo:

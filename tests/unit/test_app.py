@@ -5,6 +5,7 @@ from __future__ import annotations
 import types
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -399,3 +400,12 @@ def test_autodiscover_imports_task_modules_lazily(
 
     assert imported == ["fakepkg_autodiscover.tasks", "missingpkg.tasks"]
     assert names == ["fakepkg_autodiscover.tasks"]
+
+
+def test_now_is_aware_and_in_the_apps_zone() -> None:
+    utc_app = Caraway("utc", set_as_current=False)
+    tokyo = Caraway("tokyo", set_as_current=False, timezone="Asia/Tokyo")
+
+    assert utc_app.now().utcoffset() == timedelta(0)
+    assert tokyo.now().utcoffset() == timedelta(hours=9)
+    assert abs(tokyo.now() - datetime.now(timezone.utc)) < timedelta(seconds=5)
