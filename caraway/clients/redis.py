@@ -44,6 +44,8 @@ DEFAULT_PORT = 6379
 RETRIES, RETRY_BASE, RETRY_CAP = 1, 0.02, 0.2
 #: Replies a thread may owe for pipelined sends before it stops to read them.
 MAX_UNREAD = 256
+#: Bytes of unconfirmed publishes a thread may keep (to write again) before it reads replies.
+MAX_RETAINED = 8 << 20
 #: Seconds ``settle_all`` waits for a thread that is inside a call on its connection.
 SETTLE_WAIT = 1.0
 DEFAULT_SENTINEL_PORT = 26379
@@ -348,7 +350,7 @@ class _Owed(NamedTuple):
 class _Kept:
     """A thread's kept connection and the replies it owes."""
 
-    __slots__ = ("conn", "lock", "owed", "pid", "publishes", "refused", "unread")
+    __slots__ = ("conn", "lock", "owed", "pid", "publishes", "refused", "retained", "unread")
 
     def __init__(self, conn: AbstractConnection) -> None:
         self.conn = conn
@@ -357,6 +359,7 @@ class _Kept:
         self.owed: list[_Owed] = []
         self.unread = 0
         self.publishes = 0  # owed entries that are publishes (acks alone need no flush)
+        self.retained = 0  # bytes of those publishes, kept to be written again
         self.refused: list[str] = []
 
 
@@ -438,12 +441,13 @@ class Lane:
             self.call(*commands)
             return
         with kept.lock:
-            if kept.unread >= MAX_UNREAD:
+            if kept.unread >= MAX_UNREAD or kept.retained >= MAX_RETAINED:
                 self._settle(kept)
             if resend is not None and kept.refused:
                 _raise_refused(kept)
+            packed = pack(commands)
             try:
-                kept.conn.send_packed_command([pack(commands)])  # type: ignore[no-untyped-call]
+                kept.conn.send_packed_command([packed])  # type: ignore[no-untyped-call]
             except CONNECTION_ERRORS:
                 self._recover(kept, kept.owed)
                 _call(kept.conn, commands)  # reconnects, retries once, raises if Redis stays away
@@ -452,6 +456,7 @@ class Lane:
             kept.unread += len(commands)
             if resend is not None:
                 kept.publishes += 1
+                kept.retained += len(packed)
 
     def flush(self) -> None:
         """Read the replies owed for this thread's publishes; raise if Redis refused one.
@@ -469,7 +474,8 @@ class Lane:
 
     def _settle(self, kept: _Kept) -> None:
         """Read the replies owed for earlier writes (the caller holds ``kept.lock``)."""
-        owed, kept.owed, kept.unread, kept.publishes = kept.owed, [], 0, 0
+        owed, kept.owed = kept.owed, []
+        kept.unread = kept.publishes = kept.retained = 0
         for index, entry in enumerate(owed):
             try:
                 _replies(kept.conn, entry.replies)
@@ -484,7 +490,8 @@ class Lane:
 
     def _recover(self, kept: _Kept, lost: Sequence[_Owed]) -> None:
         """The connection dropped with replies owed: report lost acks, write publishes again."""
-        kept.owed, kept.unread, kept.publishes = [], 0, 0
+        kept.owed = []
+        kept.unread = kept.publishes = kept.retained = 0
         kept.conn.disconnect()  # type: ignore[no-untyped-call]
         acks = sum(entry.replies for entry in lost if entry.resend is None)
         if acks:

@@ -202,3 +202,17 @@ def test_flush_leaves_owed_acks_for_the_next_command(
         assert "Redis refused a pipelined command: WRONGTYPE" in caplog.text
     finally:
         lane.close()
+
+
+def test_past_the_retained_bytes_bound_replies_are_read_before_the_next_publish(
+    client: redis.Redis, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("caraway.clients.redis.MAX_RETAINED", 1)
+    client.set(key, "a string")
+    lane = Lane(client)
+    try:
+        lane.publish([("LPUSH", key, "x")], "task add[1]")
+        with pytest.raises(OperationalError, match=r"task add\[1\]"):
+            lane.publish([("RPUSH", key + ":list", "y")], "task add[2]")
+    finally:
+        lane.close()
