@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from caraway.exceptions import ImproperlyConfigured, OperationalError
+from caraway.utils.pid import current_pid
 
 ENV_HOME = "CARAWAY_HOME"
 DEFAULT_FILENAME = "caraway.sqlite3"
@@ -65,7 +66,7 @@ class Database:
         )
         self._schemas: set[str] = set()
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._pid = current_pid()
 
     @classmethod
     def open(cls, path: Path) -> Database:
@@ -73,14 +74,14 @@ class Database:
         key = path.resolve() if path.exists() else path.absolute()
         with cls._instances_lock:
             db = cls._instances.get(key)
-            if db is None or db._pid != os.getpid():
+            if db is None or db._pid != current_pid():
                 db = cls._instances[key] = cls(key)
             return db
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection; it is closed when the thread object goes away."""
-        if self._pid != os.getpid():  # a forked child never touches its parent's connections
-            self._pid = os.getpid()
+        if self._pid != current_pid():  # a forked child never touches its parent's connections
+            self._pid = current_pid()
             self._conns = weakref.WeakKeyDictionary()
         thread = threading.current_thread()
         conn = self._conns.get(thread)

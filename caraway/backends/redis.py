@@ -8,7 +8,6 @@ between is never missed, and then sleeps on the socket until the PUBLISH: no pol
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,6 +28,7 @@ from caraway.clients.redis import (
     translated,
 )
 from caraway.exceptions import OperationalError, TimeoutError
+from caraway.utils.pid import current_pid
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -177,9 +177,9 @@ class RedisBackend(Backend):
     def _pubsub(self) -> PubSub:
         """This thread's subscriber connection, kept between waits (one round trip saved)."""
         pubsub: PubSub | None = getattr(self._local, "pubsub", None)
-        if pubsub is None or self._local.pid != os.getpid():
+        if pubsub is None or self._local.pid != current_pid():
             pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
-            self._local.pubsub, self._local.pid = pubsub, os.getpid()
+            self._local.pubsub, self._local.pid = pubsub, current_pid()
             self._forget_subscriptions()
             with self._pubsubs_lock:
                 self._pubsubs.append(pubsub)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import ssl
 import threading
 import time
@@ -35,6 +34,7 @@ from redis.connection import AbstractConnection
 from redis.retry import Retry
 
 from caraway.exceptions import ImproperlyConfigured, OperationalError
+from caraway.utils.pid import current_pid
 from caraway.utils.text import mask_url
 
 logger = logging.getLogger("caraway.redis")
@@ -354,7 +354,7 @@ class _Kept:
 
     def __init__(self, conn: AbstractConnection) -> None:
         self.conn = conn
-        self.pid = os.getpid()
+        self.pid = current_pid()
         self.lock = threading.Lock()  # the owner, or a closing thread settling for it
         self.owed: list[_Owed] = []
         self.unread = 0
@@ -386,7 +386,7 @@ class Lane:
 
     def _kept(self) -> _Kept | None:
         kept: _Kept | None = getattr(self._local, "kept", None)
-        if kept is not None and kept.pid == os.getpid():
+        if kept is not None and kept.pid == current_pid():
             return kept
         with self._lock:
             if len(self._held) >= self._keep:
@@ -464,7 +464,7 @@ class Lane:
         Owed acks alone are left for the next command: the worker flushes after every
         task, and waiting there for its early ack's reply would cost a round trip each."""
         kept: _Kept | None = getattr(self._local, "kept", None)
-        if kept is None or kept.pid != os.getpid() or not (kept.publishes or kept.refused):
+        if kept is None or kept.pid != current_pid() or not (kept.publishes or kept.refused):
             return
         with kept.lock:
             if kept.publishes:
@@ -527,7 +527,7 @@ class Lane:
     def settle_all(self) -> None:
         """Read every thread's owed replies (at close and exit); refusals are logged."""
         with self._lock:
-            held = [kept for kept in self._held if kept.pid == os.getpid()]
+            held = [kept for kept in self._held if kept.pid == current_pid()]
         for kept in held:
             if not kept.lock.acquire(timeout=SETTLE_WAIT):
                 continue  # its thread is inside a call, which settles on its own
