@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -59,6 +59,10 @@ return 1
 STALE_PRESUBSCRIPTIONS = 32
 
 
+#: Results read per MGET (a group's members, for its state or its join).
+MGET_CHUNK = 1000
+
+
 class RedisBackend(Backend):
     chord_join_native = True  # Celery's own chord keys: caraway/chord_joins_redis.py
 
@@ -102,6 +106,20 @@ class RedisBackend(Backend):
         with translated(self.target, "to read a result"):
             (payload,) = self._lane.call(("GET", self.key(key)))
         return None if payload is None else self._stored(_bytes(payload))
+
+    def get_many_task_meta(self, task_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """One MGET per ``MGET_CHUNK`` tasks."""
+        metas: list[dict[str, Any]] = []
+        for start in range(0, len(task_ids), MGET_CHUNK):
+            chunk = task_ids[start : start + MGET_CHUNK]
+            keys = [self.key(TASK_KEY_PREFIX + task_id) for task_id in chunk]
+            with translated(self.target, "to read results"):
+                (payloads,) = self._lane.call(("MGET", *keys))
+            metas.extend(
+                self.meta_of(task_id, None if raw is None else self._stored(_bytes(raw)))
+                for task_id, raw in zip(chunk, payloads, strict=True)
+            )
+        return metas
 
     def _stored(self, payload: bytes) -> Stored:
         return Stored(payload, self.content_type, self.content_encoding)

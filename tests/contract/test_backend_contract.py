@@ -8,9 +8,10 @@ import uuid
 
 import pytest
 
-from caraway import states
+from caraway import Caraway, states
 from caraway.backends.base import Backend
 from caraway.exceptions import TimeoutError
+from caraway.result import ResultSet
 
 
 def test_a_stored_result_reads_back_with_celerys_meta(backend: Backend) -> None:
@@ -108,3 +109,30 @@ def test_counters_are_atomic_under_concurrency(backend: Backend) -> None:
         thread.join()
 
     assert backend.incr(key, 0, ttl=60) == 200
+
+
+def test_many_results_read_back_in_order_with_pending_for_the_unknown(backend: Backend) -> None:
+    done, failed, unknown = (str(uuid.uuid4()) for _ in range(3))
+    backend.mark_as_done(done, "value")
+    backend.mark_as_failure(failed, KeyError("k"), "Traceback: ...")
+
+    metas = backend.get_many_task_meta([done, unknown, failed])
+
+    assert [m["status"] for m in metas] == [states.SUCCESS, states.PENDING, states.FAILURE]
+    assert [m["task_id"] for m in metas] == [done, unknown, failed]
+    assert metas[0]["result"] == "value"
+
+
+def test_a_result_set_reads_its_members_state(backend_app: Caraway) -> None:
+    backend = backend_app.backend
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    for task_id in ids[:3]:
+        backend.mark_as_done(task_id, task_id[:4])
+    members = ResultSet([backend_app.AsyncResult(task_id) for task_id in ids], app=backend_app)
+
+    assert (members.ready(), members.waiting(), members.completed_count()) == (False, True, 3)
+    backend.mark_as_failure(ids[3], ValueError("late"), "")
+    assert (members.ready(), members.failed(), members.successful()) == (True, True, False)
+    joined = members.join(timeout=5, propagate=False)
+    assert joined[:3] == [task_id[:4] for task_id in ids[:3]]
+    assert isinstance(joined[3], ValueError)
