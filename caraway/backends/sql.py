@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -52,6 +52,8 @@ _DRIVER_EXTRAS = {
 #: Deadlock / serialization failures: the transaction was rolled back, running it again is safe.
 _RETRY_CODES = {"40001", "40P01", "1213", "1205"}
 _ATTEMPTS = 3
+#: Task ids per ``IN (...)`` query (SQLite allows 999 variables before 3.32).
+IN_CHUNK = 500
 
 _engines: dict[tuple[Any, ...], sa.Engine] = {}
 _created: set[tuple[Any, ...]] = set()
@@ -268,19 +270,26 @@ class SQLBackend(Backend):
         return meta
 
     def get_task_meta(self, task_id: str) -> dict[str, Any]:
+        return self.get_many_task_meta([task_id])[0]
+
+    def get_many_task_meta(self, task_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """One ``SELECT ... WHERE task_id IN (...)`` per ``IN_CHUNK`` tasks."""
         tasks = self.tasks
-        query = sa.select(tasks).where(tasks.c.task_id == task_id)
-        row = self._run(lambda conn: conn.execute(query).mappings().first())
-        if row is None:
-            return {
-                "status": states.PENDING,
-                "result": None,
-                "traceback": None,
-                "children": [],
-                "date_done": None,
-                "task_id": task_id,
-            }
-        return meta_from_row(task_id, row, self._decode_field, self.extended)
+
+        def read(chunk: Sequence[str]) -> Callable[[Any], Sequence[Any]]:
+            query = sa.select(tasks).where(tasks.c.task_id.in_(chunk))
+            return lambda conn: conn.execute(query).mappings().all()
+
+        rows: dict[str, Any] = {}
+        for start in range(0, len(task_ids), IN_CHUNK):
+            found = self._run(read(task_ids[start : start + IN_CHUNK]))
+            rows.update((row["task_id"], row) for row in found)
+        return [
+            self.meta_of(task_id, None)
+            if task_id not in rows
+            else meta_from_row(task_id, rows[task_id], self._decode_field, self.extended)
+            for task_id in task_ids
+        ]
 
     def forget(self, task_id: str) -> None:
         statement = self.tasks.delete().where(self.tasks.c.task_id == task_id)
