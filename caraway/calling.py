@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from caraway import batching, signals
 from caraway.brokers.base import Outgoing
 from caraway.current import get_current_worker_task
-from caraway.exceptions import OperationalError
+from caraway.exceptions import OperationalError, PublishRefused
 from caraway.protocol import Message, build_task_message
 from caraway.routing import lookup, resolve_queue
 from caraway.utils.ids import new_id
@@ -183,6 +183,8 @@ def _publish_retrying(app: Caraway, batch: list[Outgoing], options: dict[str, An
         try:
             app.broker.publish(batch)
             break
+        except PublishRefused:
+            raise  # about earlier messages, which are gone: a retry would only hide it
         except OperationalError:
             if attempt >= attempts:
                 raise

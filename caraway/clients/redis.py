@@ -33,7 +33,7 @@ from redis.commands.core import Script
 from redis.connection import AbstractConnection
 from redis.retry import Retry
 
-from caraway.exceptions import ImproperlyConfigured, OperationalError
+from caraway.exceptions import ImproperlyConfigured, OperationalError, PublishRefused
 from caraway.utils.pid import current_pid
 from caraway.utils.text import mask_url
 
@@ -350,7 +350,9 @@ class _Owed(NamedTuple):
 class _Kept:
     """A thread's kept connection and the replies it owes."""
 
-    __slots__ = ("conn", "lock", "owed", "pid", "publishes", "refused", "retained", "unread")
+    __slots__ = (
+        "conn", "lock", "owed", "pid", "publishes", "refused", "retained", "unread", "unsent",
+    )  # fmt: skip
 
     def __init__(self, conn: AbstractConnection) -> None:
         self.conn = conn
@@ -360,7 +362,8 @@ class _Kept:
         self.unread = 0
         self.publishes = 0  # owed entries that are publishes (acks alone need no flush)
         self.retained = 0  # bytes of those publishes, kept to be written again
-        self.refused: list[str] = []
+        self.refused: list[str] = []  # publishes Redis answered with an error
+        self.unsent: list[_Owed] = []  # publishes to write again once Redis is back
 
 
 class Lane:
@@ -405,6 +408,8 @@ class Lane:
             with kept.lock:
                 if kept.unread:
                     self._settle(kept)
+                if kept.unsent:
+                    self._resend(kept)
                 return _call(kept.conn, commands)
         conn = self._pool.get_connection()
         try:
@@ -427,9 +432,11 @@ class Lane:
 
         The confirmation is read as ``send``'s replies are. A connection that drops first
         gets them written again on a new one (a message that had landed runs twice, never
-        none); a refusal (``OOM``, ``WRONGTYPE``) is raised by this thread's next publish
-        or ``flush``, naming ``about`` (what was not queued), and logged at exit if none
-        comes. So a sequential ``delay()`` costs one write, not one round trip.
+        none), and while Redis stays away this thread's next commands raise until they are
+        written; a refusal (``OOM``, ``WRONGTYPE``) is raised as ``PublishRefused`` by this
+        thread's next publish or ``flush``, naming ``about`` (what was not queued), and
+        logged at exit if none comes. So a sequential ``delay()`` costs one write, not one
+        round trip.
         """
         self._write(commands, commands, about)
 
@@ -443,6 +450,8 @@ class Lane:
         with kept.lock:
             if kept.unread >= MAX_UNREAD or kept.retained >= MAX_RETAINED:
                 self._settle(kept)
+            if kept.unsent:
+                self._resend(kept)
             if resend is not None and kept.refused:
                 _raise_refused(kept)
             packed = pack(commands)
@@ -464,11 +473,15 @@ class Lane:
         Owed acks alone are left for the next command: the worker flushes after every
         task, and waiting there for its early ack's reply would cost a round trip each."""
         kept: _Kept | None = getattr(self._local, "kept", None)
-        if kept is None or kept.pid != current_pid() or not (kept.publishes or kept.refused):
+        if kept is None or kept.pid != current_pid():
+            return
+        if not (kept.publishes or kept.refused or kept.unsent):
             return
         with kept.lock:
             if kept.publishes:
                 self._settle(kept)
+            if kept.unsent:
+                self._resend(kept)
             if kept.refused:
                 _raise_refused(kept)
 
@@ -507,15 +520,20 @@ class Lane:
                 " them again (one that had landed runs twice)",
                 len(publishes),
             )
-        for index, entry in enumerate(publishes):
+            kept.unsent.extend(publishes)
+            self._resend(kept)
+
+    def _resend(self, kept: _Kept) -> None:
+        """Write the publishes a dropped connection left unconfirmed, and wait for Redis's
+        answers; a connection error leaves the rest for the next command and raises."""
+        while kept.unsent:
+            entry = kept.unsent[0]
             assert entry.resend is not None
             try:
                 _call(kept.conn, entry.resend)
             except redis.ResponseError as exc:
                 kept.refused.append(f"{entry.about} ({exc})")
-            except CONNECTION_ERRORS as exc:
-                kept.refused.extend(f"{e.about} (unreachable: {exc})" for e in publishes[index:])
-                raise
+            del kept.unsent[0]
 
     def script(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """EVALSHA ``script``; loaded through the client the first time Redis lacks it."""
@@ -534,13 +552,17 @@ class Lane:
             try:
                 if kept.unread:
                     self._settle(kept)
+                if kept.unsent:
+                    self._resend(kept)
             except (redis.RedisError, OSError) as exc:
                 logger.error("Could not read the replies Redis owed at close: %s", exc)
             finally:
                 kept.lock.release()
             for refusal in kept.refused:
                 logger.error("Redis refused a publish, so it was not queued: %s", refusal)
-            kept.refused = []
+            for entry in kept.unsent:
+                logger.error("Redis was unreachable, so this was not queued: %s", entry.about)
+            kept.refused, kept.unsent = [], []
 
     def close(self) -> None:
         self.settle_all()
@@ -563,7 +585,7 @@ def _settle_lanes() -> None:
 
 def _raise_refused(kept: _Kept) -> None:
     refused, kept.refused = kept.refused, []
-    raise OperationalError(
+    raise PublishRefused(
         f"Redis refused {len(refused)} earlier publish(es), so they were not queued: "
         + "; ".join(refused)
     )

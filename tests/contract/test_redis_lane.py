@@ -12,10 +12,11 @@ import pytest
 import redis
 import services
 
+from caraway import Celery
 from caraway.brokers.base import Outgoing
 from caraway.brokers.redis import RedisBroker
 from caraway.clients.redis import MAX_UNREAD, Lane
-from caraway.exceptions import OperationalError
+from caraway.exceptions import OperationalError, PublishRefused
 from caraway.protocol import build_task_message
 
 
@@ -216,3 +217,27 @@ def test_past_the_retained_bytes_bound_replies_are_read_before_the_next_publish(
             lane.publish([("RPUSH", key + ":list", "y")], "task add[2]")
     finally:
         lane.close()
+
+
+def test_a_refusal_reaches_the_caller_of_the_next_send_through_its_retries(
+    client: redis.Redis,
+) -> None:
+    host, port = services.require("redis")
+    prefix = f"lane-{uuid.uuid4().hex[:8]}:"
+    app = Celery(
+        "refusals", broker=f"redis://{host}:{port}/0", set_as_current=False,
+        broker_transport_options={"global_keyprefix": prefix}, task_publish_retry=True,
+    )  # fmt: skip
+    client.set(prefix + "blocked", "not a list")
+    try:
+        refused = app.send_task("shop.ship", queue="blocked")
+        app.broker._lane.call(("PING",))  # reads the refusal, as a worker's next fetch would
+        with pytest.raises(PublishRefused, match=rf"shop.ship\[{refused.id}\].*WRONGTYPE"):
+            app.send_task("shop.bill", queue="open")
+        assert client.llen(prefix + "open") == 0  # the raising send queued nothing
+        app.send_task("shop.bill", queue="open")
+        app.broker.flush()
+        assert client.llen(prefix + "open") == 1
+    finally:
+        app.close()
+        client.delete(*client.keys(prefix + "*"))

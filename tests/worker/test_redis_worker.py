@@ -28,6 +28,7 @@ from services import captures_dir, require
 from worker_support import TASKS_SOURCE, WAIT, WorkerProject, wait_until
 
 from caraway import Celery, states
+from caraway.clients.redis import Lane
 from caraway.exceptions import OperationalError
 from caraway.urls import create_broker
 
@@ -388,6 +389,36 @@ def private_redis() -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.stop()
+
+
+def test_publishes_lost_with_redis_are_written_once_it_is_back(
+    private_redis: PrivateRedis,
+) -> None:
+    client = redis.Redis(port=private_redis.port)
+    lane = Lane(client)
+    try:
+        (lane_id,) = lane.call(("CLIENT", "ID"))
+        client.client_pause(10_000, all=False)  # the publish waits in Redis, unrun
+        lane.publish([("RPUSH", "jobs", "a")], "task a[1]")
+        wait_until(
+            lambda: (
+                "b" in next(c["flags"] for c in client.client_list() if c["id"] == str(lane_id))
+            ),
+            what="the publish held by the pause",
+        )
+        private_redis.stop()
+
+        with pytest.raises(redis.ConnectionError):
+            lane.flush()  # unconfirmed, and Redis is away: kept to be written again
+        with pytest.raises(redis.ConnectionError):
+            lane.publish([("RPUSH", "jobs", "b")], "task b[2]")  # the earlier one goes first
+        private_redis.start()
+        lane.flush()
+
+        assert client.lrange("jobs", 0, -1) == [b"a"]
+    finally:
+        lane.close()
+        client.close()
 
 
 @pytest.fixture
