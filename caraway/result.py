@@ -621,16 +621,6 @@ def result_from_tuple(value: Any, app: Caraway | None = None) -> Any:
     return AsyncResult(task_id, app=app, parent=parent_result)
 
 
-__all__ = [
-    "AsyncResult",
-    "EagerResult",
-    "GroupResult",
-    "ResultBase",
-    "ResultSet",
-    "result_from_tuple",
-]
-
-
 #: Members of a result set read per batch while joining it.
 READ_AHEAD = 1000
 
@@ -653,3 +643,13 @@ def _read_together(results: list[Any]) -> dict[int, dict[str, Any]]:
         for member, meta in zip(members, metas, strict=True):
             read[id(member)] = member._set_cache(meta)
     return read
+
+
+__all__ = [
+    "AsyncResult",
+    "EagerResult",
+    "GroupResult",
+    "ResultBase",
+    "ResultSet",
+    "result_from_tuple",
+]
