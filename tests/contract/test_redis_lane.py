@@ -29,6 +29,13 @@ def client() -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
+def lane(client: redis.Redis) -> Iterator[Lane]:
+    lane = Lane(client)
+    yield lane
+    lane.close()
+
+
+@pytest.fixture
 def key(client: redis.Redis) -> Iterator[str]:
     name = f"lane-{uuid.uuid4().hex}"
     yield name
@@ -36,96 +43,72 @@ def key(client: redis.Redis) -> Iterator[str]:
 
 
 def test_sent_commands_are_applied_and_their_replies_read_before_the_next_call(
-    client: redis.Redis, key: str
+    client: redis.Redis, key: str, lane: Lane
 ) -> None:
-    lane = Lane(client)
-    try:
-        for i in range(MAX_UNREAD + 10):  # past the bound, so some replies are read early
-            lane.send(("RPUSH", key + ":list", str(i)))
-        assert lane.call(("LLEN", key + ":list")) == [MAX_UNREAD + 10]
-        assert lane.call(("PING",)) == [b"PONG"]  # in step: nothing left owed
-    finally:
-        lane.close()
+    for i in range(MAX_UNREAD + 10):  # past the bound, so some replies are read early
+        lane.send(("RPUSH", key + ":list", str(i)))
+    assert lane.call(("LLEN", key + ":list")) == [MAX_UNREAD + 10]
+    assert lane.call(("PING",)) == [b"PONG"]  # in step: nothing left owed
 
 
 def test_an_error_reply_to_a_sent_command_is_logged_and_the_lane_stays_in_step(
-    client: redis.Redis, key: str, caplog: pytest.LogCaptureFixture
+    client: redis.Redis, key: str, caplog: pytest.LogCaptureFixture, lane: Lane
 ) -> None:
     client.set(key, "a string")
-    lane = Lane(client)
-    try:
-        lane.send(("LPUSH", key, "x"))
-        with caplog.at_level(logging.ERROR, logger="caraway.redis"):
-            assert lane.call(("GET", key)) == [b"a string"]
-        assert "Redis refused a pipelined command: WRONGTYPE" in caplog.text
-    finally:
-        lane.close()
+    lane.send(("LPUSH", key, "x"))
+    with caplog.at_level(logging.ERROR, logger="caraway.redis"):
+        assert lane.call(("GET", key)) == [b"a string"]
+    assert "Redis refused a pipelined command: WRONGTYPE" in caplog.text
 
 
 def test_a_dropped_connection_with_replies_owed_is_reported_and_the_lane_reconnects(
-    client: redis.Redis, key: str, caplog: pytest.LogCaptureFixture
+    client: redis.Redis, key: str, caplog: pytest.LogCaptureFixture, lane: Lane
 ) -> None:
-    lane = Lane(client)
-    try:
-        (connection_id,) = lane.call(("CLIENT", "ID"))
-        client.client_kill_filter(_id=connection_id)
-        with caplog.at_level(logging.WARNING, logger="caraway.redis"):
-            lane.send(("RPUSH", key + ":list", "lost?"))
-            assert lane.call(("PING",)) == [b"PONG"]
-        (new_id,) = lane.call(("CLIENT", "ID"))
-        assert new_id != connection_id
-        # Either the write reached the dead socket (and the loss is reported), or the
-        # write saw the reset and was sent again on a new connection.
-        reported = "dropped before 1 pipelined acks were confirmed" in caplog.text
-        assert reported or client.lrange(key + ":list", 0, -1) == [b"lost?"]
-    finally:
-        lane.close()
+    (connection_id,) = lane.call(("CLIENT", "ID"))
+    client.client_kill_filter(_id=connection_id)
+    with caplog.at_level(logging.WARNING, logger="caraway.redis"):
+        lane.send(("RPUSH", key + ":list", "lost?"))
+        assert lane.call(("PING",)) == [b"PONG"]
+    (new_id,) = lane.call(("CLIENT", "ID"))
+    assert new_id != connection_id
+    # Either the write reached the dead socket (and the loss is reported), or the
+    # write saw the reset and was sent again on a new connection.
+    reported = "dropped before 1 pipelined acks were confirmed" in caplog.text
+    assert reported or client.lrange(key + ":list", 0, -1) == [b"lost?"]
 
 
 def test_publishes_return_before_redis_confirms_and_flush_waits_for_the_confirmations(
-    client: redis.Redis, key: str
+    client: redis.Redis, key: str, lane: Lane
 ) -> None:
-    lane = Lane(client)
-    try:
-        for i in range(MAX_UNREAD + 10):
-            lane.publish([("RPUSH", key + ":list", str(i))], f"message {i}")
-        lane.flush()
-        assert client.lrange(key + ":list", 0, -1) == [str(i).encode() for i in range(266)]
-        assert lane.call(("PING",)) == [b"PONG"]
-    finally:
-        lane.close()
+    for i in range(MAX_UNREAD + 10):
+        lane.publish([("RPUSH", key + ":list", str(i))], f"message {i}")
+    lane.flush()
+    assert client.lrange(key + ":list", 0, -1) == [str(i).encode() for i in range(266)]
+    assert lane.call(("PING",)) == [b"PONG"]
 
 
 def test_a_refused_publish_is_raised_by_flush_naming_what_was_not_queued(
-    client: redis.Redis, key: str
+    client: redis.Redis, key: str, lane: Lane
 ) -> None:
     client.set(key, "a string")
-    lane = Lane(client)
-    try:
-        lane.publish([("LPUSH", key, "x")], "task add[1234]")
-        with pytest.raises(OperationalError, match=r"refused 1 .*task add\[1234\] \(WRONGTYPE"):
-            lane.flush()
-        lane.flush()  # reported once
-    finally:
-        lane.close()
+    lane.publish([("LPUSH", key, "x")], "task add[1234]")
+    with pytest.raises(OperationalError, match=r"refused 1 .*task add\[1234\] \(WRONGTYPE"):
+        lane.flush()
+    lane.flush()  # reported once
 
 
 def test_a_refusal_read_by_another_call_stops_the_next_publish(
-    client: redis.Redis, key: str
+    client: redis.Redis, key: str, lane: Lane
 ) -> None:
     client.set(key, "a string")
-    lane = Lane(client)
-    try:
-        lane.publish([("LPUSH", key, "x")], "task add[1234]")
-        assert lane.call(("PING",)) == [b"PONG"]  # reads the refusal, and is not failed by it
-        with pytest.raises(OperationalError, match=r"task add\[1234\]"):
-            lane.publish([("RPUSH", key + ":list", "next")], "task add[5678]")
-        assert client.llen(key + ":list") == 0  # the raising publish sent nothing
+    lane.publish([("LPUSH", key, "x")], "task add[1234]")
+    assert lane.call(("PING",)) == [b"PONG"]  # reads the refusal, and is not failed by it
+    with pytest.raises(OperationalError, match=r"task add\[1234\]"):
         lane.publish([("RPUSH", key + ":list", "next")], "task add[5678]")
-        lane.flush()
-        assert client.lrange(key + ":list", 0, -1) == [b"next"]
-    finally:
-        lane.close()
+    assert client.llen(key + ":list") == 0  # the raising publish sent nothing
+    lane.publish([("RPUSH", key + ":list", "next")], "task add[5678]")
+    lane.flush()
+    assert client.lrange(key + ":list", 0, -1) == [b"next"]
 
 
 def test_publishes_lost_with_the_connection_are_written_again(
@@ -190,37 +173,29 @@ def test_the_broker_names_the_task_whose_publish_redis_refused(client: redis.Red
 
 
 def test_flush_leaves_owed_acks_for_the_next_command(
-    client: redis.Redis, key: str, caplog: pytest.LogCaptureFixture
+    client: redis.Redis, key: str, caplog: pytest.LogCaptureFixture, lane: Lane
 ) -> None:
     client.set(key, "a string")
-    lane = Lane(client)
-    try:
-        with caplog.at_level(logging.ERROR, logger="caraway.redis"):
-            lane.send(("LPUSH", key, "x"))
-            lane.flush()  # no publish owed: no wait for the ack's reply
-            assert "WRONGTYPE" not in caplog.text
-            lane.call(("PING",))
-        assert "Redis refused a pipelined command: WRONGTYPE" in caplog.text
-    finally:
-        lane.close()
+    with caplog.at_level(logging.ERROR, logger="caraway.redis"):
+        lane.send(("LPUSH", key, "x"))
+        lane.flush()  # no publish owed: no wait for the ack's reply
+        assert "WRONGTYPE" not in caplog.text
+        lane.call(("PING",))
+    assert "Redis refused a pipelined command: WRONGTYPE" in caplog.text
 
 
 def test_past_the_retained_bytes_bound_replies_are_read_before_the_next_publish(
-    client: redis.Redis, key: str, monkeypatch: pytest.MonkeyPatch
+    client: redis.Redis, key: str, monkeypatch: pytest.MonkeyPatch, lane: Lane
 ) -> None:
     monkeypatch.setattr("caraway.clients.redis.MAX_RETAINED", 1)
     client.set(key, "a string")
-    lane = Lane(client)
-    try:
-        lane.publish([("LPUSH", key, "x")], "task add[1]")
-        with pytest.raises(OperationalError, match=r"task add\[1\]"):
-            lane.publish([("RPUSH", key + ":list", "y")], "task add[2]")
-    finally:
-        lane.close()
+    lane.publish([("LPUSH", key, "x")], "task add[1]")
+    with pytest.raises(OperationalError, match=r"task add\[1\]"):
+        lane.publish([("RPUSH", key + ":list", "y")], "task add[2]")
 
 
 def test_a_refusal_reaches_the_caller_of_the_next_send_through_its_retries(
-    client: redis.Redis,
+    client: redis.Redis, lane: Lane
 ) -> None:
     host, port = services.require("redis")
     prefix = f"lane-{uuid.uuid4().hex[:8]}:"
