@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from caraway import batching, signals
 from caraway.brokers.base import Outgoing
 from caraway.current import get_current_worker_task
-from caraway.exceptions import OperationalError, PublishRefused
+from caraway.exceptions import OperationalError
 from caraway.protocol import Message, build_task_message
 from caraway.routing import lookup, resolve_queue
 from caraway.utils.ids import new_id
@@ -183,8 +183,6 @@ def _publish_retrying(app: Caraway, batch: list[Outgoing], options: dict[str, An
         try:
             app.broker.publish(batch)
             break
-        except PublishRefused:
-            raise  # about earlier messages, which are gone: a retry would only hide it
         except OperationalError:
             if attempt >= attempts:
                 raise
@@ -221,9 +219,8 @@ def send_batch(app: Caraway, signatures: Iterable[Signature]) -> list[AsyncResul
     """Send many signatures with a few broker round trips; their results, in order.
 
     Each signature is sent as ``sig.apply_async()`` would send it (routing, options,
-    signals), but the messages go to the broker ``BATCH_CHUNK`` at a time, and the broker
-    has confirmed every chunk when this returns. A failure raises; the chunks before the
-    one that failed stay sent.
+    signals), but the messages go to the broker ``BATCH_CHUNK`` at a time, each chunk
+    stored durably before the next starts. A failure leaves the chunks before it sent.
     """
     with _collections_paused(), collecting() as collected:
         shapes = batching.Shapes(app)
@@ -233,8 +230,6 @@ def send_batch(app: Caraway, signatures: Iterable[Signature]) -> list[AsyncResul
             _publish_retrying(app, [outgoing for outgoing, _ in chunk], {})
             for _, after in chunk:
                 signals.after_task_publish.send(**after)
-    if collected:
-        app.broker.flush()
     return results
 
 

@@ -49,12 +49,6 @@ class OperationalError(CarawayError):
     """A broker or backend failed to do what was asked (connection lost, server error)."""
 
 
-class PublishRefused(OperationalError):
-    """The broker refused messages published earlier (out of memory, a key of another type):
-    they were not queued. Raised by the next publish or ``flush`` of the thread that sent
-    them; never retried, since the messages it names are gone."""
-
-
 class SerializationError(CarawayError):
     """A value could not be serialized or deserialized."""
 
@@ -236,7 +230,6 @@ __all__ = [
     "NotConfigured",
     "NotRegistered",
     "OperationalError",
-    "PublishRefused",
     "QueueNotFound",
     "Reject",
     "Retry",

@@ -106,10 +106,6 @@ def execution_steps(task: Task[Any, Any], request: Context, store: bool) -> Step
                     task_id, request, pid=os.getpid(), hostname=request.hostname
                 )
             outcome = yield from _run(task, request, args, kwargs, store)
-            if not request.is_eager:
-                # Confirmed before the task counts as done: the ack may travel on another
-                # connection, and a crash between must not lose a callback or a retry.
-                task.app.broker.flush()
             yield from _await_receivers(pending)  # task_success, task_failure, task_retry
             task.after_return(
                 outcome.state, outcome.retval, task_id, tuple(args), kwargs, outcome.einfo
@@ -147,8 +143,6 @@ def _run(
         retval = task.run(*args, **kwargs)
         if inspect.isawaitable(retval):
             retval = yield retval
-        if not request.is_eager:
-            task.app.broker.flush()  # a publish Redis refused fails the task that made it
     except Ignore:
         return Outcome(states.IGNORED, None)
     except Reject as exc:

@@ -71,9 +71,7 @@ class Broker(ABC):
 
     @abstractmethod
     def publish(self, batch: Sequence[Outgoing]) -> None:
-        """Hand every message of the batch to the engine. Most engines store it before
-        returning; one may confirm later (Redis: at the thread's next call or ``flush``), but
-        then writes it again if the connection drops and raises a refusal at ``flush``."""
+        """Store every message of the batch durably before returning."""
 
     async def publish_async(self, batch: Sequence[Outgoing]) -> None:
         """``publish`` for a running event loop, without blocking it. Engines without an
@@ -134,9 +132,6 @@ class Broker(ABC):
 
     def declare(self, queue: str) -> None:  # noqa: B027 - queues are implicit in most engines
         """Make sure ``queue`` exists."""
-
-    def flush(self) -> None:  # noqa: B027 - most engines confirm inside publish
-        """Wait until every publish of this thread is confirmed; raise if one was refused."""
 
     def close(self) -> None:  # noqa: B027 - nothing to close in most engines
         """Release connections."""

@@ -273,13 +273,8 @@ class RedisBroker(Broker):
             return
         fresh, commands = self._publish_commands(batch)
         with translated(self.target, "to publish"):
-            self._lane.publish(commands, _Queued(batch))
+            self._lane.call(*commands)
         self._declared.update(fresh)
-
-    def flush(self) -> None:
-        """Wait for Redis to confirm this thread's publishes; raise if it refused one."""
-        with translated(self.target, "to confirm publishes"):
-            self._lane.flush()
 
     async def publish_async(self, batch: Sequence[Outgoing]) -> None:
         """``publish`` on redis-py's asyncio client: the same commands in one transaction."""
@@ -555,7 +550,6 @@ class RedisBroker(Broker):
         return letters
 
     def purge(self, queue: str) -> int:
-        self.flush()  # this thread's publishes first: "purge after publish" empties the queue
         lists = self._lists(queue)
         pipe = self.client.pipeline(transaction=True)
         for key in lists:
@@ -566,7 +560,6 @@ class RedisBroker(Broker):
         return sum(int(n) for n in counts[:-1])
 
     def size(self, queue: str) -> int:
-        self.flush()
         pipe = self.client.pipeline(transaction=False)
         for key in self._lists(queue):
             pipe.llen(key)
@@ -599,21 +592,6 @@ class RedisBroker(Broker):
     def close(self) -> None:
         self._lane.close()
         self.client.close()
-
-
-class _Queued:
-    """What a publish carried, named only if Redis refuses it."""
-
-    __slots__ = ("batch",)
-
-    def __init__(self, batch: Sequence[Outgoing]) -> None:
-        self.batch = batch
-
-    def __str__(self) -> str:
-        names = [f"{o.message.task_name}[{o.message.task_id}]" for o in self.batch]
-        return f"{len(names)} message(s) to {self.batch[0].queue!r}: {', '.join(names[:5])}" + (
-            ", ..." if len(names) > 5 else ""
-        )
 
 
 def _text(value: Any) -> str:

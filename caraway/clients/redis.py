@@ -14,16 +14,14 @@ Errors from redis-py are translated into ``OperationalError`` here, with the pas
 
 from __future__ import annotations
 
-import atexit
 import logging
 import ssl
 import threading
 import time
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
@@ -33,7 +31,7 @@ from redis.commands.core import Script
 from redis.connection import AbstractConnection
 from redis.retry import Retry
 
-from caraway.exceptions import ImproperlyConfigured, OperationalError, PublishRefused
+from caraway.exceptions import ImproperlyConfigured, OperationalError
 from caraway.utils.pid import current_pid
 from caraway.utils.text import mask_url
 
@@ -44,10 +42,6 @@ DEFAULT_PORT = 6379
 RETRIES, RETRY_BASE, RETRY_CAP = 1, 0.02, 0.2
 #: Replies a thread may owe for pipelined sends before it stops to read them.
 MAX_UNREAD = 256
-#: Bytes of unconfirmed publishes a thread may keep (to write again) before it reads replies.
-MAX_RETAINED = 8 << 20
-#: Seconds ``settle_all`` waits for a thread that is inside a call on its connection.
-SETTLE_WAIT = 1.0
 DEFAULT_SENTINEL_PORT = 26379
 UNIX_SCHEMES = frozenset({"unix", "redis+socket", "socket"})
 TCP_SCHEMES = frozenset({"redis", "rediss"})
@@ -337,35 +331,6 @@ def translated(target: RedisTarget, doing: str) -> Iterator[None]:
         raise OperationalError(f"Redis at {target.masked} failed {doing}: {exc}") from exc
 
 
-class _Owed(NamedTuple):
-    """Replies a thread has yet to read for one pipelined write."""
-
-    replies: int
-    #: Written again if the connection drops before the replies are read (publishes);
-    #: ``None`` where a lost write only makes work run again (acks).
-    resend: Sequence[Sequence[Any]] | None
-    about: Any
-
-
-class _Kept:
-    """A thread's kept connection and the replies it owes."""
-
-    __slots__ = (
-        "conn", "lock", "owed", "pid", "publishes", "refused", "retained", "unread", "unsent",
-    )  # fmt: skip
-
-    def __init__(self, conn: AbstractConnection) -> None:
-        self.conn = conn
-        self.pid = current_pid()
-        self.lock = threading.Lock()  # the owner, or a closing thread settling for it
-        self.owed: list[_Owed] = []
-        self.unread = 0
-        self.publishes = 0  # owed entries that are publishes (acks alone need no flush)
-        self.retained = 0  # bytes of those publishes, kept to be written again
-        self.refused: list[str] = []  # publishes Redis answered with an error
-        self.unsent: list[_Owed] = []  # publishes to write again once Redis is back
-
-
 class Lane:
     """Commands on a connection a thread keeps: the hot path's publish, fetch, ack, store.
 
@@ -380,37 +345,34 @@ class Lane:
         self._pool = client.connection_pool
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._held: list[_Kept] = []
+        self._held: list[AbstractConnection] = []
         # Kept connections count against max_connections for good: a quarter of it at most
         # (16), so a large thread pool still checks the rest out per call.
         limit = getattr(self._pool, "max_connections", None)
         self._keep = min(16, limit // 4) if isinstance(limit, int) else 0
-        _lanes.add(self)
 
-    def _kept(self) -> _Kept | None:
-        kept: _Kept | None = getattr(self._local, "kept", None)
-        if kept is not None and kept.pid == current_pid():
-            return kept
+    def _kept(self) -> AbstractConnection | None:
+        local = self._local
+        conn: AbstractConnection | None = getattr(local, "conn", None)
+        if conn is not None and local.pid == current_pid():
+            return conn
         with self._lock:
             if len(self._held) >= self._keep:
                 return None
             # Taken from the pool and never given back: the pool's disconnect() (on
             # close) still reaches it.
-            kept = _Kept(self._pool.get_connection())
-            self._held.append(kept)
-        self._local.kept = kept
-        return kept
+            conn = self._pool.get_connection()
+            self._held.append(conn)
+        local.conn, local.pid, local.unread = conn, current_pid(), 0
+        return conn
 
     def call(self, *commands: Sequence[Any]) -> list[Any]:
         """Send ``commands`` in one write, return their replies (one round trip)."""
-        kept = self._kept()
-        if kept is not None:
-            with kept.lock:
-                if kept.unread:
-                    self._settle(kept)
-                if kept.unsent:
-                    self._resend(kept)
-                return _call(kept.conn, commands)
+        conn = self._kept()
+        if conn is not None:
+            if self._local.unread:
+                self._settle(conn)
+            return _call(conn, commands)
         conn = self._pool.get_connection()
         try:
             return _call(conn, commands)
@@ -425,115 +387,45 @@ class Lane:
         ack that never lands leaves the message in ``unacked``, where the restore finds it.
         The replies are still read, so an error is logged and the connection stays in step.
         """
-        self._write(commands, None, None)
-
-    def publish(self, commands: Sequence[Sequence[Any]], about: Any) -> None:
-        """Write ``commands`` that queue work and go on, keeping them until Redis confirms.
-
-        The confirmation is read as ``send``'s replies are. A connection that drops first
-        gets them written again on a new one (a message that had landed runs twice, never
-        none), and while Redis stays away this thread's next commands raise until they are
-        written; a refusal (``OOM``, ``WRONGTYPE``) is raised as ``PublishRefused`` by this
-        thread's next publish or ``flush``, naming ``about`` (what was not queued), and
-        logged at exit if none comes. So a sequential ``delay()`` costs one write, not one
-        round trip.
-        """
-        self._write(commands, commands, about)
-
-    def _write(
-        self, commands: Sequence[Sequence[Any]], resend: Sequence[Sequence[Any]] | None, about: Any
-    ) -> None:
-        kept = self._kept()
-        if kept is None:
+        conn = self._kept()
+        if conn is None:
             self.call(*commands)
             return
-        with kept.lock:
-            if kept.unread >= MAX_UNREAD or kept.retained >= MAX_RETAINED:
-                self._settle(kept)
-            if kept.unsent:
-                self._resend(kept)
-            if resend is not None and kept.refused:
-                _raise_refused(kept)
-            packed = pack(commands)
-            try:
-                kept.conn.send_packed_command([packed])  # type: ignore[no-untyped-call]
-            except CONNECTION_ERRORS:
-                self._recover(kept, kept.owed)
-                _call(kept.conn, commands)  # reconnects, retries once, raises if Redis stays away
-                return
-            kept.owed.append(_Owed(len(commands), resend, about))
-            kept.unread += len(commands)
-            if resend is not None:
-                kept.publishes += 1
-                kept.retained += len(packed)
-
-    def flush(self) -> None:
-        """Read the replies owed for this thread's publishes; raise if Redis refused one.
-
-        Owed acks alone are left for the next command: the worker flushes after every
-        task, and waiting there for its early ack's reply would cost a round trip each."""
-        kept: _Kept | None = getattr(self._local, "kept", None)
-        if kept is None or kept.pid != current_pid():
+        local = self._local
+        if local.unread >= MAX_UNREAD:
+            self._settle(conn)
+        try:
+            conn.send_packed_command([pack(commands)])  # type: ignore[no-untyped-call]
+        except CONNECTION_ERRORS:
+            self._forget_unread(conn)
+            _call(conn, commands)  # reconnects, retries once, raises if Redis stays away
             return
-        if not (kept.publishes or kept.refused or kept.unsent):
-            return
-        with kept.lock:
-            if kept.publishes:
-                self._settle(kept)
-            if kept.unsent:
-                self._resend(kept)
-            if kept.refused:
-                _raise_refused(kept)
+        local.unread += len(commands)
 
-    def _settle(self, kept: _Kept) -> None:
-        """Read the replies owed for earlier writes (the caller holds ``kept.lock``)."""
-        owed, kept.owed = kept.owed, []
-        kept.unread = kept.publishes = kept.retained = 0
-        for index, entry in enumerate(owed):
-            try:
-                _replies(kept.conn, entry.replies)
-            except redis.ResponseError as exc:
-                if entry.resend is None:
+    def _settle(self, conn: AbstractConnection) -> None:
+        """Read the replies owed for earlier ``send``s."""
+        local = self._local
+        try:
+            while local.unread:
+                local.unread -= 1
+                try:
+                    conn.read_response()
+                except redis.ResponseError as exc:
                     logger.error("Redis refused a pipelined command: %s", exc)
-                else:
-                    kept.refused.append(f"{entry.about} ({exc})")
-            except CONNECTION_ERRORS:
-                self._recover(kept, owed[index:])
-                return
+        except CONNECTION_ERRORS:
+            local.unread += 1
+            self._forget_unread(conn)
 
-    def _recover(self, kept: _Kept, lost: Sequence[_Owed]) -> None:
-        """The connection dropped with replies owed: report lost acks, write publishes again."""
-        kept.owed = []
-        kept.unread = kept.publishes = kept.retained = 0
-        kept.conn.disconnect()  # type: ignore[no-untyped-call]
-        acks = sum(entry.replies for entry in lost if entry.resend is None)
-        if acks:
+    def _forget_unread(self, conn: AbstractConnection) -> None:
+        local = self._local
+        if local.unread:
             logger.warning(
                 "The connection to Redis dropped before %d pipelined acks were confirmed;"
                 " messages whose ack was lost run again after the visibility timeout",
-                acks,
+                local.unread,
             )
-        publishes = [entry for entry in lost if entry.resend is not None]
-        if publishes:
-            logger.warning(
-                "The connection to Redis dropped before %d publishes were confirmed; writing"
-                " them again (one that had landed runs twice)",
-                len(publishes),
-            )
-            kept.unsent.extend(publishes)
-            self._resend(kept)
-
-    def _resend(self, kept: _Kept) -> None:
-        """Write the publishes a dropped connection left unconfirmed, and wait for Redis's
-        answers; a connection error leaves the rest for the next command and raises."""
-        while kept.unsent:
-            entry = kept.unsent[0]
-            assert entry.resend is not None
-            try:
-                _call(kept.conn, entry.resend)
-            except redis.ResponseError as exc:
-                kept.refused.append(f"{entry.about} ({exc})")
-            del kept.unsent[0]
+        local.unread = 0
+        conn.disconnect()  # type: ignore[no-untyped-call]
 
     def script(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """EVALSHA ``script``; loaded through the client the first time Redis lacks it."""
@@ -542,53 +434,12 @@ class Lane:
         except redis.exceptions.NoScriptError:
             return script(keys=list(keys), args=list(args))
 
-    def settle_all(self) -> None:
-        """Read every thread's owed replies (at close and exit); refusals are logged."""
-        with self._lock:
-            held = [kept for kept in self._held if kept.pid == current_pid()]
-        for kept in held:
-            if not kept.lock.acquire(timeout=SETTLE_WAIT):
-                continue  # its thread is inside a call, which settles on its own
-            try:
-                if kept.unread:
-                    self._settle(kept)
-                if kept.unsent:
-                    self._resend(kept)
-            except (redis.RedisError, OSError) as exc:
-                logger.error("Could not read the replies Redis owed at close: %s", exc)
-            finally:
-                kept.lock.release()
-            for refusal in kept.refused:
-                logger.error("Redis refused a publish, so it was not queued: %s", refusal)
-            for entry in kept.unsent:
-                logger.error("Redis was unreachable, so this was not queued: %s", entry.about)
-            kept.refused, kept.unsent = [], []
-
     def close(self) -> None:
-        self.settle_all()
         with self._lock:
             held, self._held = self._held, []
-        for kept in held:
-            kept.conn.disconnect()  # type: ignore[no-untyped-call]
+        for conn in held:
+            conn.disconnect()  # type: ignore[no-untyped-call]
         self._local = threading.local()
-
-
-#: Every live lane, so that replies owed at interpreter exit are read and refusals logged.
-_lanes: weakref.WeakSet[Lane] = weakref.WeakSet()
-
-
-@atexit.register
-def _settle_lanes() -> None:
-    for lane in list(_lanes):
-        lane.settle_all()
-
-
-def _raise_refused(kept: _Kept) -> None:
-    refused, kept.refused = kept.refused, []
-    raise PublishRefused(
-        f"Redis refused {len(refused)} earlier publish(es), so they were not queued: "
-        + "; ".join(refused)
-    )
 
 
 def pack(commands: Sequence[Sequence[Any]]) -> bytes:

@@ -28,8 +28,6 @@ from services import captures_dir, require
 from worker_support import TASKS_SOURCE, WAIT, WorkerProject, wait_until
 
 from caraway import Celery, states
-from caraway.clients.redis import Lane
-from caraway.exceptions import OperationalError
 from caraway.urls import create_broker
 
 SEP = "\x06\x16"
@@ -135,28 +133,6 @@ def test_tasks_run_and_results_come_back_in_celerys_keys(
     assert 86000 < space.results.ttl(key) <= 86400
     assert space.raw.hlen(space.key("unacked")) == 0
     assert space.raw.zcard(space.key("unacked_index")) == 0
-
-
-def test_a_publish_redis_refuses_fails_the_task_that_made_it(
-    space: RedisSpace, start_worker: Callable[..., Any]
-) -> None:
-    """Publishes are confirmed after the body: a refusal is the task's failure, not lost."""
-    app = space.app()
-    space.raw.set(space.key("blocked"), "not a list")
-
-    @app.task(name="rtest.fan_out")
-    def fan_out(queue: str) -> str:
-        return app.send_task("rtest.sink", queue=queue).id
-
-    start_worker(app, pool="threads", concurrency=2)
-
-    assert fan_out.delay("open").get(timeout=WAIT)
-    failed = fan_out.delay("blocked")
-    with pytest.raises(
-        OperationalError, match=r"refused 1 .* to 'blocked': rtest.sink\[.*WRONGTYPE"
-    ):
-        failed.get(timeout=WAIT)
-    assert space.raw.llen(space.key("open")) == 1
 
 
 # --- the wire: envelope, bindings, unacked entries ----------------------------------------
@@ -389,36 +365,6 @@ def private_redis() -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.stop()
-
-
-def test_publishes_lost_with_redis_are_written_once_it_is_back(
-    private_redis: PrivateRedis,
-) -> None:
-    client = redis.Redis(port=private_redis.port)
-    lane = Lane(client)
-    try:
-        (lane_id,) = lane.call(("CLIENT", "ID"))
-        client.client_pause(10_000, all=False)  # the publish waits in Redis, unrun
-        lane.publish([("RPUSH", "jobs", "a")], "task a[1]")
-        wait_until(
-            lambda: (
-                "b" in next(c["flags"] for c in client.client_list() if c["id"] == str(lane_id))
-            ),
-            what="the publish held by the pause",
-        )
-        private_redis.stop()
-
-        with pytest.raises(redis.ConnectionError):
-            lane.flush()  # unconfirmed, and Redis is away: kept to be written again
-        with pytest.raises(redis.ConnectionError):
-            lane.publish([("RPUSH", "jobs", "b")], "task b[2]")  # the earlier one goes first
-        private_redis.start()
-        lane.flush()
-
-        assert client.lrange("jobs", 0, -1) == [b"a"]
-    finally:
-        lane.close()
-        client.close()
 
 
 @pytest.fixture
