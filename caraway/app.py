@@ -34,8 +34,9 @@ R = TypeVar("R")
 #: Settings handed to the broker engine with its transport options (which win over them).
 BROKER_SETTINGS = (
     "broker_heartbeat", "broker_heartbeat_checkrate", "broker_connection_timeout",
-    "broker_use_ssl", "broker_login_method", "task_default_queue", "task_queues",
-    "task_queue_max_priority", "task_default_queue_type", "task_create_missing_queue_type",
+    "broker_use_ssl", "broker_login_method", "broker_failover_strategy", "task_default_queue",
+    "task_queues", "task_queue_max_priority", "task_default_queue_type",
+    "task_create_missing_queue_type",
 )  # fmt: skip
 
 #: ``shared_task`` and shared ``@app.task`` declarations, replayed on every app that finalizes.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from caraway.exceptions import ImproperlyConfigured, MissingExtra
@@ -75,7 +75,32 @@ def _load(table: dict[str, tuple[str, str | None]], url: str, kind: str) -> Any:
         ) from exc
 
 
-def create_broker(url: str, options: Mapping[str, Any] | None = None) -> Broker:
+#: Schemes whose engine takes a ``;``-separated list: RabbitMQ's failover alternates, and
+#: Sentinel's list of sentinels (one master behind them).
+LIST_SCHEMES = frozenset({"amqp", "amqps", "pyamqp", "pyamqps", "sentinel"})
+
+
+def one_url(url: str | Sequence[str]) -> str:
+    """``broker_url`` as one string: Celery also takes a list of failover URLs."""
+    return url if isinstance(url, str) else ";".join(url)
+
+
+def create_broker(url: str | Sequence[str], options: Mapping[str, Any] | None = None) -> Broker:
+    url = one_url(url)
+    urls = [part.strip() for part in url.split(";") if part.strip()]
+    if len(urls) > 1:
+        schemes = sorted({scheme_of(part) for part in urls})
+        if len(schemes) > 1:
+            raise ImproperlyConfigured(
+                f"failover broker URLs must share one scheme, got {', '.join(schemes)}"
+            )
+        if schemes[0] not in LIST_SCHEMES:
+            raise ImproperlyConfigured(
+                f"a list of {schemes[0]}:// broker URLs is not supported: failover lists are for"
+                " RabbitMQ (amqp://); for Redis, name the Sentinels"
+                " (sentinel://h1:26379;sentinel://h2:26379 with master_name in"
+                " broker_transport_options)"
+            )
     cls = _load(BROKERS, url, "broker")
     broker: Broker = cls(url, options)
     return broker

@@ -33,6 +33,7 @@ from caraway.clients.amqp import (
     parse_url,
 )
 from caraway.exceptions import ImproperlyConfigured, OperationalError
+from caraway.urls import one_url
 from caraway.utils.text import mask_url
 
 if TYPE_CHECKING:
@@ -75,9 +76,7 @@ class RPCBackend(Backend):
     def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, url, options)
         conf = app.conf
-        broker_url = conf.broker_url
-        if isinstance(broker_url, list | tuple):
-            broker_url = broker_url[0] if broker_url else None
+        broker_url = one_url(conf.broker_url) if conf.broker_url else None
         if not broker_url or str(broker_url).partition("://")[0].lower() not in SCHEMES:
             raise ImproperlyConfigured(
                 f"the rpc:// result backend sends results over the AMQP broker, but broker_url"
@@ -88,6 +87,7 @@ class RPCBackend(Backend):
             "broker_use_ssl": conf.broker_use_ssl,
             "broker_connection_timeout": conf.broker_connection_timeout,
             "broker_login_method": conf.broker_login_method,
+            "broker_failover_strategy": conf.broker_failover_strategy,
             **self.options,
             "heartbeat": 0,
         }

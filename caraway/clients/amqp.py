@@ -3,13 +3,20 @@
 ``amqp://user:password@host:port/vhost`` as kombu reads it: the vhost is the URL-decoded
 path without its leading slash, ``/`` when empty (``amqp://host//`` also means ``/``).
 ``amqps://`` turns TLS on (options from ``broker_use_ssl``) and defaults to port 5671.
+Several URLs joined by ``;`` (or ``broker_url`` given as a list) are failover alternates, tried
+in the order ``broker_failover_strategy`` gives: ``round-robin`` (the default: the last one that
+answered first, then the next ones), ``shuffle``, or a callable that takes the list and returns
+an iterator over it, as in Celery.
 Errors of the client library are translated here into ``OperationalError``, password masked.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+import itertools
+import logging
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -18,6 +25,8 @@ import amqp
 
 from caraway.exceptions import ImproperlyConfigured, OperationalError
 from caraway.utils.text import mask_url
+
+logger = logging.getLogger("caraway.amqp")
 
 SCHEMES = {"amqp": 5672, "pyamqp": 5672, "amqps": 5671, "pyamqps": 5671}
 #: What a lost or refused connection raises in py-amqp (and below it, in the socket layer).
@@ -46,19 +55,45 @@ class AMQPParams:
     connect_timeout: float | None = 4.0
     login_method: str | None = None
     client_properties: dict[str, Any] = field(default_factory=dict)
+    #: Failover: the other URLs' parameters, and how to order the attempts.
+    alternates: list[AMQPParams] = field(default_factory=list)
+    strategy: str | Callable[[Sequence[AMQPParams]], Iterator[AMQPParams]] = "round-robin"
+    #: Which of ``[self, *alternates]`` answered last (round-robin starts there).
+    current: int = 0
 
     def describe(self) -> str:
-        return mask_url(self.url)
+        if not self.alternates:
+            return mask_url(self.url)
+        urls = [self, *self.alternates]
+        return f"{mask_url(urls[self.current].url)} (one of {len(urls)} failover URLs)"
+
+
+STRATEGIES = ("round-robin", "shuffle")
 
 
 def parse_url(url: str, options: Mapping[str, Any] | None = None) -> AMQPParams:
     """Connection parameters from ``url``; ``options`` may carry the app's ``broker_*`` settings.
 
     Recognised options: ``broker_use_ssl``, ``broker_heartbeat``,
-    ``broker_connection_timeout``, ``broker_login_method`` (the app passes them), and the
-    transport options ``heartbeat``/``connect_timeout`` which win over them.
+    ``broker_connection_timeout``, ``broker_login_method``, ``broker_failover_strategy``
+    (the app passes them), and the transport options ``heartbeat``/``connect_timeout``
+    which win over them.
     """
     options = options or {}
+    first, *others = [part.strip() for part in url.split(";") if part.strip()] or [url]
+    params = _parse_one(first, options)
+    params.alternates = [_parse_one(other, options) for other in others]
+    strategy = options.get("broker_failover_strategy") or "round-robin"
+    if not callable(strategy) and strategy not in STRATEGIES:
+        raise ImproperlyConfigured(
+            f"broker_failover_strategy must be one of {', '.join(STRATEGIES)} or a callable,"
+            f" not {strategy!r}"
+        )
+    params.strategy = strategy
+    return params
+
+
+def _parse_one(url: str, options: Mapping[str, Any]) -> AMQPParams:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
@@ -95,7 +130,36 @@ def operational_error(params: AMQPParams, exc: BaseException, doing: str) -> Ope
 
 
 def connect(params: AMQPParams) -> amqp.Connection:
-    """An open connection, or ``OperationalError`` (the cause chained, the password masked)."""
+    """An open connection, or ``OperationalError`` (the cause chained, the password masked).
+
+    With failover URLs each is tried once, in the strategy's order; the error names them all.
+    """
+    if not params.alternates:
+        return _connect_one(params)
+    candidates = [params, *params.alternates]
+    failures: list[str] = []
+    for candidate in _attempt_order(params, candidates):
+        try:
+            conn = _connect_one(candidate)
+        except OperationalError as exc:
+            failures.append(str(exc))
+            logger.warning("%s; trying the next failover URL", exc)
+            continue
+        params.current = candidates.index(candidate)
+        return conn
+    raise OperationalError("no failover URL answered: " + "; ".join(failures))
+
+
+def _attempt_order(params: AMQPParams, candidates: list[AMQPParams]) -> list[AMQPParams]:
+    if params.strategy == "round-robin":
+        return candidates[params.current :] + candidates[: params.current]
+    if params.strategy == "shuffle":
+        return random.sample(candidates, len(candidates))
+    assert callable(params.strategy)
+    return list(itertools.islice(params.strategy(candidates), len(candidates)))
+
+
+def _connect_one(params: AMQPParams) -> amqp.Connection:
     conn = amqp.Connection(
         host=f"{params.host}:{params.port}",
         userid=params.userid,

@@ -94,3 +94,49 @@ def test_rpc_cannot_count_and_says_which_backends_can() -> None:
     app = Caraway("u", broker="amqp://h//", backend="rpc://", set_as_current=False)
     with pytest.raises(NotImplementedError, match="redis://"):
         app.backend.incr("k")
+
+
+def test_failover_urls_parse_into_alternates_from_a_string_or_a_list() -> None:
+    params = parse_url("amqp://u:p@a:5672/v; amqp://u:p@b:5673/v")
+    assert (params.host, [(a.host, a.port) for a in params.alternates]) == ("a", [("b", 5673)])
+    app = Caraway("u", broker=["amqp://u:secret@a//", "amqp://u:secret@b//"], set_as_current=False)
+    assert isinstance(app.broker, AMQPBroker)
+    assert app.broker.describe() == "amqp://u:**@a//;amqp://u:**@b//"
+    assert params.describe() == "amqp://u:**@a:5672/v (one of 2 failover URLs)"
+
+
+def test_failover_lists_of_redis_urls_or_mixed_schemes_are_refused_with_the_fix() -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"redis:// .*sentinel://h1:26379"):
+        Caraway("u", broker="redis://a;redis://b", set_as_current=False).broker  # noqa: B018
+    with pytest.raises(ImproperlyConfigured, match="share one scheme, got amqp, redis"):
+        Caraway("u", broker=["amqp://a", "redis://b"], set_as_current=False).broker  # noqa: B018
+    with pytest.raises(ImproperlyConfigured, match="round-robin, shuffle or a callable"):
+        parse_url("amqp://a;amqp://b", {"broker_failover_strategy": "random"})
+
+
+def test_every_failover_url_is_tried_and_the_error_names_them_all() -> None:
+    params = parse_url(
+        "amqp://u:hunter2@127.0.0.1:1//;amqp://u:hunter2@127.0.0.1:2//",
+        {"broker_connection_timeout": 1},
+    )
+    with pytest.raises(OperationalError, match="no failover URL answered") as caught:
+        connect(params)
+    assert "127.0.0.1:1//" in str(caught.value)
+    assert "127.0.0.1:2//" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_a_callable_strategy_orders_the_attempts() -> None:
+    tried: list[int] = []
+
+    def last_first(urls: list[object]) -> object:
+        tried.append(len(urls))
+        return iter(reversed(urls))
+
+    params = parse_url(
+        "amqp://127.0.0.1:1//;amqp://127.0.0.1:2//",
+        {"broker_connection_timeout": 1, "broker_failover_strategy": last_first},
+    )
+    with pytest.raises(OperationalError, match=r"127.0.0.1:2//.*127.0.0.1:1//"):
+        connect(params)
+    assert tried == [2]

@@ -192,6 +192,29 @@ def test_a_far_eta_goes_down_the_delay_ladder_and_runs_once_after_it(
     assert app.broker.size("defer") == 0
 
 
+def test_a_failover_list_reaches_the_broker_that_answers(
+    rabbit: str, start_worker: Callable[..., Any]
+) -> None:
+    dead = rabbit.replace("127.0.0.1:5672", "127.0.0.1:1")
+    assert dead != rabbit
+    app = Celery(
+        "amqp-failover", broker=[dead, rabbit], backend="rpc://", set_as_current=False,
+        broker_connection_timeout=1,
+    )  # fmt: skip
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    try:
+        start_worker(app, pool="threads", concurrency=2)
+        assert add.delay(2, 3).get(timeout=WAIT) == 5
+        assert app.broker.params.describe().endswith("(one of 2 failover URLs)")
+        assert ":1/" not in app.broker.params.describe()  # the live one answered
+    finally:
+        app.close()
+
+
 def test_the_worker_reconnects_after_rabbitmq_drops_its_connection(
     rabbit: str, apps: Callable[..., Celery], start_worker: Callable[..., Any]
 ) -> None:
