@@ -13,6 +13,7 @@ and reports ``TimeLimitExceeded``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import threading
@@ -117,6 +118,9 @@ class _ThreadLoop:
 
     def __del__(self) -> None:
         if not self.loop.is_closed() and not self.loop.is_running():
+            # Async generators first: clients kept for the loop's life close in theirs.
+            with contextlib.suppress(Exception):
+                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
 
 

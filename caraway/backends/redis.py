@@ -21,6 +21,7 @@ from caraway.backends.base import TASK_KEY_PREFIX, Backend, Stored
 from caraway.clients.redis import (
     CONNECTION_ERRORS,
     Lane,
+    LoopClients,
     connect,
     connect_async,
     parse_url,
@@ -88,6 +89,10 @@ class RedisBackend(Backend):
         )
         self._set_result = self.client.register_script(SET_RESULT)
         self._lane = Lane(self.client)
+        ssl, defaults = self._connection
+        self._async_clients = LoopClients(
+            lambda: connect_async(self.target, self.options, ssl, **defaults)
+        )
         self.content_type, self.content_encoding, _ = serialization.dumps(None, self.serializer)
         self._json = self.content_type == "application/json"
         self._local = threading.local()
@@ -288,12 +293,9 @@ class RedisBackend(Backend):
         stored since is read, a later one arrives as its PUBLISH. The loop never blocks."""
         key = self.key(TASK_KEY_PREFIX + task_id)
         deadline = None if timeout is None else time.monotonic() + timeout
-        ssl, defaults = self._connection
         with translated(self.target, "to wait for a result"):
-            async with (
-                connect_async(self.target, self.options, ssl, **defaults) as client,
-                client.pubsub() as pubsub,
-            ):
+            client = await self._async_clients.get()
+            async with client.pubsub() as pubsub:
                 await pubsub.subscribe(key)
                 payload = await client.get(key)
                 while not self._ready(payload):

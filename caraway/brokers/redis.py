@@ -28,6 +28,7 @@ from caraway.brokers.base import Broker, DeadLetter, Delivery, Outgoing
 from caraway.clients.redis import (
     CONNECTION_ERRORS,
     Lane,
+    LoopClients,
     connect,
     connect_async,
     parse_url,
@@ -202,6 +203,9 @@ class RedisBroker(Broker):
         self._release_mutex = self.client.register_script(RELEASE_MUTEX)
         self._revocations = self.client.register_script(REVOCATIONS)
         self._lane = Lane(self.client)
+        self._async_clients = LoopClients(
+            lambda: connect_async(self.target, self.options, self._ssl_options)
+        )
         self._declared: set[str] = set()
         self._list_names: dict[tuple[str, int | None], str] = {}
         self._lock = threading.Lock()
@@ -282,10 +286,8 @@ class RedisBroker(Broker):
             return
         fresh, commands = self._publish_commands(batch)
         with translated(self.target, "to publish"):
-            async with (
-                connect_async(self.target, self.options, self._ssl_options) as client,
-                client.pipeline(transaction=True) as pipe,
-            ):
+            client = await self._async_clients.get()
+            async with client.pipeline(transaction=True) as pipe:
                 for command in commands:
                     if command[0] not in ("MULTI", "EXEC"):
                         pipe.execute_command(*command)

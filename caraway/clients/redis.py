@@ -14,11 +14,13 @@ Errors from redis-py are translated into ``OperationalError`` here, with the pas
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import weakref
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -272,6 +274,41 @@ def connect_async(
     if target.unix_path is not None:
         return redis.asyncio.Redis(unix_socket_path=target.unix_path, **kwargs)
     return redis.asyncio.Redis(host=target.host, port=target.port, **kwargs)
+
+
+class LoopClients:
+    """One asyncio client per event loop, kept for the loop's life.
+
+    A client is bound to the loop that first uses it, and opening one per call costs a
+    connection (TCP, TLS, AUTH) per ``await``. Each loop gets its own on first use; it is
+    closed when the loop shuts down its async generators (``asyncio.run`` does, as do the
+    worker's loops and servers built on ``asyncio.run``).
+    """
+
+    def __init__(self, make: Callable[[], redis.asyncio.Redis]) -> None:
+        self._make = make
+        self._clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[redis.asyncio.Redis, AsyncGenerator[None, None]]
+        ] = weakref.WeakKeyDictionary()
+
+    async def get(self) -> redis.asyncio.Redis:
+        loop = asyncio.get_running_loop()
+        held = self._clients.get(loop)
+        if held is None:
+            client = self._make()
+            closer = _closed_at_shutdown(client)
+            held = self._clients[loop] = (client, closer)
+            # Runs to its ``yield`` at once; the loop now holds it among its async
+            # generators, and its shutdown_asyncgens() resumes it into the ``finally``.
+            await closer.__anext__()
+        return held[0]
+
+
+async def _closed_at_shutdown(client: redis.asyncio.Redis) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        await client.aclose()
 
 
 def _client_kwargs(

@@ -131,3 +131,23 @@ def test_get_async_times_out_with_no_worker(app: Celery) -> None:
     asyncio.run(flow())
     assert time.monotonic() - started < 5
     assert app.broker.size("celery") == 1  # it was published, and waits for a worker
+
+
+@pytest.mark.parametrize("app", ["redis"], indirect=True)  # the engine with an asyncio client
+def test_redis_async_calls_share_one_client_per_loop_closed_with_the_loop(app: Celery) -> None:
+    slow_add, _ = _tasks(app)
+
+    async def flow() -> tuple[list[int], Any]:
+        results = [await slow_add.delay_async(n, n) for n in range(4)]
+        values = [await result.get_async(timeout=10) for result in results]
+        client = await app.broker._async_clients.get()
+        assert client is await app.broker._async_clients.get()
+        return values, client.connection_pool
+
+    with start_worker(app, pool="threads", concurrency=4):
+        values, pool = asyncio.run(flow())
+
+    assert values == [0, 2, 4, 6]
+    # Four sends on one connection (not one each), and asyncio.run closed it with its loop.
+    assert len(pool._available_connections) + len(pool._in_use_connections) == 1
+    assert not any(conn.is_connected for conn in pool._available_connections)

@@ -45,7 +45,10 @@ class AsyncioPool(Pool):
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._loop.run_forever()
+        try:
+            self._loop.run_forever()
+        finally:  # clients kept for the loop's life (caraway.aio's) close here
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
 
     def submit(self, work: Work) -> None:
         with self._lock:
