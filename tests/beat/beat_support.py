@@ -8,10 +8,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+
+from polling import poll
 
 import caraway
 
@@ -22,14 +23,8 @@ SOURCE_ROOT = str(Path(caraway.__file__).resolve().parent.parent)
 
 
 def wait_until(predicate: Callable[[], T], what: str, timeout: float = WAIT) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+    """``polling.poll`` with this suite's bound."""
+    return poll(predicate, timeout, what)
 
 
 class BeatProject:

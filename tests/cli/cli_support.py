@@ -9,12 +9,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+
+from polling import poll
 
 import caraway
 
@@ -45,15 +46,8 @@ def slow(seconds):
 
 
 def wait_until(predicate: Callable[[], T], what: str, timeout: float = WAIT) -> T:
-    """Poll ``predicate`` (an effect in another process offers nothing to block on)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+    """``polling.poll`` with this suite's bound."""
+    return poll(predicate, timeout, what)
 
 
 @dataclass

@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from polling import poll
 from services import rabbitmq_vhost, require
 
 T = TypeVar("T")
@@ -120,17 +120,8 @@ if os.environ.get("INTEROP_BROKER"):
 
 
 def wait_until(predicate: Callable[[], T], timeout: float = WAIT, what: str = "condition") -> T:
-    """Poll ``predicate`` until it is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    pause = 0.005
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(pause)
-        pause = min(pause * 2, 0.1)
+    """``polling.poll`` with this suite's bound."""
+    return poll(predicate, timeout, what)
 
 
 def write_project(folder: Path) -> Path:

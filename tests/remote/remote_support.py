@@ -12,11 +12,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from polling import poll
 
 T = TypeVar("T")
 
@@ -77,16 +78,8 @@ def stamp(tag, n):
 
 
 def wait_until(predicate: Callable[[], T], timeout: float = WAIT, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    pause = 0.01
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(pause)
-        pause = min(pause * 2, 0.1)
+    """``polling.poll`` with this suite's bound."""
+    return poll(predicate, timeout, what)
 
 
 def die_with_parent() -> None:

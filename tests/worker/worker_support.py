@@ -29,6 +29,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
+from polling import poll
+
 from caraway import Celery
 
 T = TypeVar("T")
@@ -39,21 +41,8 @@ WAIT = 10.0
 
 
 def wait_until(predicate: Callable[[], T], timeout: float = WAIT, what: str = "condition") -> T:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds.
-
-    Used for effects in another thread or process (a stored state, a marker file) that
-    offer nothing to block on.
-    """
-    deadline = time.monotonic() + timeout
-    pause = 0.002
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(pause)
-        pause = min(pause * 2, 0.05)
+    """``polling.poll`` with this suite's bound."""
+    return poll(predicate, timeout, what)
 
 
 # --- apps --------------------------------------------------------------------------------
