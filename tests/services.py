@@ -67,14 +67,11 @@ def rabbitmq_vhost(prefix: str) -> Iterator[str]:
         rabbitmqctl("delete_vhost", name)
 
 
+#: The golden captures of real Celery traffic, copied from the team's wire spec
+#: (``shared/spec/captures``); ``tests/unit/test_captures_copy.py`` keeps the copy in step.
+CAPTURES = Path(__file__).resolve().parent / "data" / "celery-captures"
+
+
 def captures_dir() -> Path:
-    """The golden captures of real Celery traffic: ``shared/`` beside the repo, or
-    ``$CARAWAY_SHARED``."""
-    shared = os.environ.get("CARAWAY_SHARED") or Path(__file__).resolve().parents[2] / "shared"
-    path = Path(shared) / "spec" / "captures"
-    if not path.is_dir():
-        pytest.fail(
-            f"Celery captures not found at {path}: check out shared/ beside the caraway repo,"
-            " or set CARAWAY_SHARED to its path."
-        )
-    return path
+    """The golden captures of real Celery traffic, kept in the repository."""
+    return CAPTURES

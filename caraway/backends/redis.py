@@ -201,7 +201,7 @@ class RedisBackend(Backend):
         """This thread's subscriber connection, kept between waits (one round trip saved)."""
         pubsub: PubSub | None = getattr(self._local, "pubsub", None)
         if pubsub is None or self._local.pid != current_pid():
-            pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
+            pubsub = self.client.pubsub()
             self._local.pubsub, self._local.pid = pubsub, current_pid()
             self._forget_subscriptions()
             with self._pubsubs_lock:

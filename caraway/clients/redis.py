@@ -262,7 +262,7 @@ def connect_async(
     if target.sentinels:
         from redis.asyncio.sentinel import Sentinel
 
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
             list(target.sentinels),
             sentinel_kwargs=dict(transport_options.get("sentinel_kwargs") or {}),
             **kwargs,
@@ -350,12 +350,8 @@ def _sentinel_master(
 
     master_name = _master_name(target, transport_options)
     sentinel_kwargs = dict(transport_options.get("sentinel_kwargs") or {})
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        list(target.sentinels), sentinel_kwargs=sentinel_kwargs, **kwargs
-    )
-    master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-        master_name, redis_class=redis.Redis
-    )
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs, **kwargs)
+    master: redis.Redis = sentinel.master_for(master_name, redis_class=redis.Redis)
     return master
 
 

@@ -120,7 +120,7 @@ class ChannelSubscription(Subscription):
         self.binding = binding
         self.member = member
         # Subscribe confirmations are kept: the first one tells the subscription is live.
-        self.pubsub: Any = fanout.client.pubsub()  # type: ignore[no-untyped-call]
+        self.pubsub: Any = fanout.client.pubsub()
         with translated(fanout.target, f"to subscribe to {pattern!r}"):
             self.pubsub.psubscribe(pattern)
             # Only once the server confirmed are later messages certain to arrive.
