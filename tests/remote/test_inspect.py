@@ -164,7 +164,10 @@ def test_a_worker_without_task_events_sends_none_until_enabled(cluster: Cluster)
             if event["type"] == "task-succeeded" and event["uuid"] == loud.id:
                 break
     control.disable_events(destination=["beta@remote"], reply=True, timeout=5)
-    assert quiet.id not in {event.get("uuid") for event in seen}
+    # The quiet task was received and started before events were enabled; its end may race the
+    # enabling (a task's events follow the switch as it is when each one is sent, as in Celery).
+    quiet_types = {event["type"] for event in seen if event.get("uuid") == quiet.id}
+    assert quiet_types <= {"task-succeeded"}
     assert [e["type"] for e in seen if e.get("uuid") == loud.id][-1] == "task-succeeded"
 
 
