@@ -75,6 +75,7 @@ class Consumer:
         self.hostname = hostname
         self.window = max(1, prefetch)
         self.accept = serialization.normalize_accept(app.conf.accept_content)
+        self.max_body_size: int | None = app.conf.worker_max_decompressed_size
         self.rate_limits_enabled = not app.conf.worker_disable_rate_limits
         self._buckets: dict[str, TokenBucket | None] = {}
         # Jobs waiting for their ETA or a rate-limit token: by tag (to give back), and in a
@@ -203,7 +204,7 @@ class Consumer:
 
     def _make_job(self, delivery: Delivery) -> Job | None:
         try:
-            call = parse_task_message(delivery.message, self.accept)
+            call = parse_task_message(delivery.message, self.accept, self.max_body_size)
         except (SerializationError, TaskError, ValueError, TypeError) as exc:
             self._undecodable(delivery, exc)
             return None
