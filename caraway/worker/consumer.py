@@ -21,6 +21,7 @@ from caraway import coroutines, serialization, signals, states
 from caraway.brokers.base import Broker, Delivery
 from caraway.chords import on_part_return
 from caraway.exceptions import (
+    DecodeError,
     NotRegistered,
     SerializationError,
     SoftTimeLimitExceeded,
@@ -203,6 +204,9 @@ class Consumer:
         self._schedule(job)
 
     def _make_job(self, delivery: Delivery) -> Job | None:
+        if delivery.problem is not None:
+            self._not_a_message(delivery, delivery.problem)
+            return None
         try:
             call = parse_task_message(delivery.message, self.accept, self.max_body_size)
         except (SerializationError, TaskError, ValueError, TypeError) as exc:
@@ -227,6 +231,11 @@ class Consumer:
             message.task_id, message.content_type, where, exc,
         )  # fmt: skip
         signals.task_rejected.send(sender=self, message=message, exc=exc)
+
+    def _not_a_message(self, delivery: Delivery, problem: str) -> None:
+        where = self.broker.dead_letter(delivery, problem)
+        logger.error("Entry %s set aside in %s: %s", delivery.tag, where, problem)
+        signals.task_rejected.send(sender=self, message=delivery.message, exc=DecodeError(problem))
 
     def _unknown(self, delivery: Delivery, call: TaskCall, exc: NotRegistered) -> None:
         hint = self.app.tasks.unknown_task_hint(call.name)
