@@ -343,7 +343,11 @@ class Worker:
                 logger.warning("Second %s: cold shutdown", _name(signum))
                 self.stop(warm=False)
                 return
-            logger.warning("%s received: warm shutdown (finishing running tasks)", _name(signum))
+            again = "Ctrl-C" if signum == signal.SIGINT else _name(signum)
+            logger.warning(
+                "%s received: warm shutdown (finishing running tasks; %s again stops them now)",
+                _name(signum), again,
+            )  # fmt: skip
             self.stop(warm=True)
 
         def on_hup(signum: int, frame: FrameType | None) -> None:
