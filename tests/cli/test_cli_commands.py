@@ -40,6 +40,17 @@ def test_worker_runs_tasks_and_stops_warmly_on_sigterm(project: Project) -> None
     assert "warm shutdown" in err
 
 
+def test_worker_exits_1_after_a_cold_shutdown_as_celery(project: Project) -> None:
+    worker = project.spawn("worker", "-P", "threads", "-l", "INFO")
+    assert project.client().send_task(f"{project.module}.add", (1, 1)).get(timeout=WAIT) == 2
+
+    worker.send_signal(signal.SIGQUIT)
+    _, err = worker.communicate(timeout=WAIT)
+
+    assert worker.returncode == 1, err
+    assert "stopped (cold shutdown)" in err
+
+
 def test_call_result_and_dead_letters_against_a_worker(project: Project) -> None:
     project.spawn("worker", "-P", "solo")
     client = project.client()
