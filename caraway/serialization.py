@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from caraway.exceptions import (
+    BodyTooLarge,
     ContentDisallowed,
     DecodeError,
     EncodeError,
@@ -34,7 +35,6 @@ from caraway.exceptions import (
 )
 
 __all__ = [
-    "BodyTooLarge",
     "compress",
     "content_type_for",
     "decompress",
@@ -310,21 +310,8 @@ def loads(
 #: Output produced per decompression step; a size limit is checked after each step, so a
 #: refused body never holds more than the limit plus one step in memory.
 DECOMPRESS_STEP = 1 << 20
-#: The setting that limits a body's size after decompression (caraway's own).
-SIZE_SETTING = "worker_max_decompressed_size"
 
 Chunks = Iterator[bytes]
-
-
-class BodyTooLarge(DecodeError):
-    """A compressed body expands past the configured limit (a zip bomb, or a huge payload)."""
-
-    def __init__(self, limit: int, mime: str) -> None:
-        super().__init__(
-            f"body larger than {limit} bytes after decompression ({mime}); raise "
-            f"{SIZE_SETTING} to accept it"
-        )
-        self.limit = limit
 
 
 def _zlib_chunks(data: bytes) -> Chunks:

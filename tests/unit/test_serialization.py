@@ -19,6 +19,7 @@ from uuid import UUID
 import pytest
 
 from caraway.exceptions import (
+    BodyTooLarge,
     ContentDisallowed,
     DecodeError,
     EncodeError,
@@ -27,7 +28,6 @@ from caraway.exceptions import (
 )
 from caraway.serialization import (
     DECOMPRESS_STEP,
-    BodyTooLarge,
     compress,
     content_type_for,
     decompress,
