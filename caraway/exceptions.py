@@ -70,7 +70,10 @@ class BodyTooLarge(DecodeError):
             f"body larger than {limit} bytes after decompression ({mime}); raise "
             "worker_max_decompressed_size to accept it"
         )
-        self.limit = limit
+        self.limit, self.mime = limit, mime
+
+    def __reduce__(self) -> tuple[type[BodyTooLarge], tuple[int, str]]:
+        return type(self), (self.limit, self.mime)  # pickles although args is the message
 
 
 class ContentDisallowed(SerializationError):
