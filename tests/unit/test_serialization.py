@@ -479,6 +479,7 @@ def test_a_body_that_expands_past_the_limit_is_refused_while_streaming(method: s
         f"body larger than {limit} bytes after decompression ({header}); "
         "raise worker_max_decompressed_size to accept it"
     )
+    assert str(pickle.loads(pickle.dumps(info.value))) == str(info.value)
 
 
 @pytest.mark.parametrize("method", METHODS)
