@@ -157,9 +157,11 @@ class DemoRun:
         source_root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
         self._log = self.log_path.open("wb")
+        # Its own session: Ctrl-C reaches the demo alone, which stops the worker warmly.
         self.worker = subprocess.Popen(
-            self.worker_command(), stdout=self._log, stderr=subprocess.STDOUT, env=env
-        )
+            self.worker_command(), stdout=self._log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )  # fmt: skip
 
     def drive(
         self,

@@ -53,6 +53,22 @@ def path_from_url(url: str | None) -> Path:
     return Path(path).expanduser()
 
 
+#: The file holds every task's arguments and results: its owner alone reads it (SQLite gives
+#: the -wal and -shm files the database file's mode), in folders only caraway created.
+FILE_MODE = 0o600
+FOLDER_MODE = 0o700
+
+
+def _create_private(path: Path) -> None:
+    """Create ``path`` (and its missing folders) private, whatever the umask; an existing
+    file or folder keeps the mode its owner gave it."""
+    missing = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=FOLDER_MODE, exist_ok=True)  # the umask can only take bits away
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, FILE_MODE))
+
+
 class Database:
     """One SQLite file, a connection per thread, and the schema of everything stored in it."""
 
@@ -92,7 +108,7 @@ class Database:
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(self.path)
             # check_same_thread off: the finalizer that closes it may run on another thread.
             conn = sqlite3.connect(
                 self.path,

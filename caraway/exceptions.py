@@ -61,6 +61,21 @@ class DecodeError(SerializationError):
     """Bytes cannot be decoded with the declared content type."""
 
 
+class BodyTooLarge(DecodeError):
+    """A compressed body expands past ``worker_max_decompressed_size`` (a zip bomb, or a
+    payload larger than this deployment accepts)."""
+
+    def __init__(self, limit: int, mime: str) -> None:
+        super().__init__(
+            f"body larger than {limit} bytes after decompression ({mime}); raise "
+            "worker_max_decompressed_size to accept it"
+        )
+        self.limit, self.mime = limit, mime
+
+    def __reduce__(self) -> tuple[type[BodyTooLarge], tuple[int, str]]:
+        return type(self), (self.limit, self.mime)  # pickles although args is the message
+
+
 class ContentDisallowed(SerializationError):
     """A message uses a content type that is not in ``accept_content``."""
 
@@ -212,6 +227,7 @@ class WorkerTerminate(SystemExit):
 __all__ = [
     "WIRE_MODULE",
     "AlreadyRegistered",
+    "BodyTooLarge",
     "CarawayError",
     "CarawayWarning",
     "CeleryError",

@@ -184,19 +184,25 @@ def build_task_message(
     return Message(message_headers, properties, body, content_type, content_encoding)
 
 
-def decode_body(message: Message, accept: frozenset[str] | None) -> Any:
-    """Decompress and deserialize the body; errors name the content type."""
+def decode_body(
+    message: Message, accept: frozenset[str] | None, max_size: int | None = None
+) -> Any:
+    """Decompress (to at most ``max_size`` bytes) and deserialize the body; errors name the
+    content type."""
     body = message.body
     compression = message.headers.get("compression")
     if compression:
-        body = serialization.decompress(body, compression)
+        body = serialization.decompress(body, compression, max_size)
     return serialization.loads(body, message.content_type, message.content_encoding, accept)
 
 
-def parse_task_message(message: Message, accept: frozenset[str] | None) -> TaskCall:
-    """Read a v2 message (or a v1 one, whose headers carry no ``task``) into a ``TaskCall``."""
+def parse_task_message(
+    message: Message, accept: frozenset[str] | None, max_size: int | None = None
+) -> TaskCall:
+    """Read a v2 message (or a v1 one, whose headers carry no ``task``) into a ``TaskCall``;
+    ``max_size`` bounds a compressed body once expanded."""
     headers = message.headers
-    body = decode_body(message, accept)
+    body = decode_body(message, accept, max_size)
     if "task" not in headers:
         return _parse_v1(body, message)
     if not isinstance(body, list | tuple) or len(body) != 3:

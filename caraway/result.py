@@ -554,9 +554,26 @@ class GroupResult(ResultSet):
         return self.id
 
     def completed_count(self) -> int:
-        """O(1) where the backend counts the group's successes, else one read per member."""
+        """O(1) where the backend counts the group's successes, else one read per member.
+
+        A worker counts a success just after storing its result, so a client that already
+        read every result (``get()``) could see the counter one behind: successes this
+        object has read count too.
+        """
         counted = _group_counter(self)
-        return super().completed_count() if counted is None else min(counted, len(self.results))
+        if counted is None:
+            return super().completed_count()
+        return min(max(counted, self._successes_read()), len(self.results))
+
+    def _successes_read(self) -> int:
+        """Members already read as SUCCESS (ready results are kept by their ``AsyncResult``)."""
+        return sum(
+            1
+            for result in self.results
+            if type(result) is AsyncResult
+            and result._cache is not None
+            and result._cache["status"] == states.SUCCESS
+        )
 
     def save(self, backend: Backend | None = None) -> Any:
         return (backend or self.app.backend).save_group(str(self.id), self.as_tuple())

@@ -16,7 +16,7 @@ import lzma
 import pickle
 import uuid
 import zlib
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from datetime import date, datetime, time
 from decimal import Decimal
 from types import ModuleType
@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from caraway.exceptions import (
+    BodyTooLarge,
     ContentDisallowed,
     DecodeError,
     EncodeError,
@@ -306,40 +307,87 @@ def loads(
 
 # --- Compression (spec §2.3) --------------------------------------------------------------------
 
+#: Output produced per decompression step; a size limit is checked after each step, so a
+#: refused body never holds more than the limit plus one step in memory.
+DECOMPRESS_STEP = 1 << 20
 
-def _zlib_decompress(data: bytes) -> bytes:
+Chunks = Iterator[bytes]
+
+
+def _zlib_chunks(data: bytes) -> Chunks:
     # wbits 32+15 reads kombu's zlib stream and also a true gzip stream from other producers.
-    return zlib.decompress(data, 32 + zlib.MAX_WBITS)
+    stream = zlib.decompressobj(32 + zlib.MAX_WBITS)
+    while data and not stream.eof:
+        yield stream.decompress(data, DECOMPRESS_STEP)
+        data = stream.unconsumed_tail
+    yield stream.flush()  # input all consumed: at most the last few bytes of a copy
+    if not stream.eof:
+        raise zlib.error("incomplete or truncated stream")
+
+
+def _multistream_chunks(new: Callable[[], Any], data: bytes) -> Chunks:
+    """bz2 and lzma: one or more concatenated streams, as their ``decompress`` reads them."""
+    while True:
+        stream = new()
+        yield stream.decompress(data, DECOMPRESS_STEP)
+        while not stream.eof and not stream.needs_input:
+            yield stream.decompress(b"", DECOMPRESS_STEP)
+        if not stream.eof:
+            raise EOFError("compressed data ended before the end-of-stream marker")
+        data = stream.unused_data
+        if not data:
+            return
+
+
+def _bz2_chunks(data: bytes) -> Chunks:
+    return _multistream_chunks(bz2.BZ2Decompressor, data)
+
+
+def _lzma_chunks(data: bytes) -> Chunks:
+    return _multistream_chunks(lzma.LZMADecompressor, data)
 
 
 def _zstd() -> ModuleType:
     return _optional("zstandard", '"caraway[zstd]"')
 
 
+def _zstd_chunks(data: bytes) -> Chunks:
+    # A stream reader also reads frames written without a content size (streaming producers).
+    reader = _zstd().ZstdDecompressor().stream_reader(data)
+    while chunk := reader.read(DECOMPRESS_STEP):
+        yield chunk
+
+
 def _brotli() -> ModuleType:
     return _optional("brotli", '"caraway[brotli]"')
+
+
+def _brotli_chunks(data: bytes) -> Chunks:
+    # The output limit is soft (the buffer stops growing past it): a step may be up to ~2x.
+    stream = _brotli().Decompressor()
+    chunk = stream.process(data, output_buffer_limit=DECOMPRESS_STEP)
+    while chunk:
+        yield chunk
+        if stream.is_finished():
+            return
+        chunk = stream.process(b"", output_buffer_limit=DECOMPRESS_STEP)
+    if not stream.is_finished():
+        raise EOFError("compressed data ended before the end of the brotli stream")
 
 
 class _Compressor(NamedTuple):
     mime: str
     compress: Callable[[bytes], bytes]
-    decompress: Callable[[bytes], bytes]
+    chunks: Callable[[bytes], Chunks]  # the decompressed output, step by step
 
 
-_ZLIB = _Compressor("application/x-gzip", zlib.compress, _zlib_decompress)
-_BZ2 = _Compressor("application/x-bz2", bz2.compress, bz2.decompress)
-_LZMA = _Compressor("application/x-lzma", lzma.compress, lzma.decompress)
+_ZLIB = _Compressor("application/x-gzip", zlib.compress, _zlib_chunks)
+_BZ2 = _Compressor("application/x-bz2", bz2.compress, _bz2_chunks)
+_LZMA = _Compressor("application/x-lzma", lzma.compress, _lzma_chunks)
 _ZSTD = _Compressor(
-    "application/zstd",
-    lambda data: _zstd().ZstdCompressor().compress(data),
-    # decompressobj also reads frames written without a content size (streaming producers).
-    lambda data: _zstd().ZstdDecompressor().decompressobj().decompress(data),
+    "application/zstd", lambda data: _zstd().ZstdCompressor().compress(data), _zstd_chunks
 )
-_BROTLI = _Compressor(
-    "application/x-brotli",
-    lambda data: _brotli().compress(data),
-    lambda data: _brotli().decompress(data),
-)
+_BROTLI = _Compressor("application/x-brotli", lambda data: _brotli().compress(data), _brotli_chunks)
 _COMPRESSION_NAMES = {
     "zlib": _ZLIB,
     "gzip": _ZLIB,
@@ -373,12 +421,23 @@ def compress(data: bytes, method: str) -> tuple[bytes, str]:
         raise EncodeError(f"Cannot compress with {compressor.mime}: {exc}") from exc
 
 
-def decompress(data: bytes, mime_or_name: str) -> bytes:
-    """Undo :func:`compress`; ``mime_or_name`` is usually the message's compression header."""
+def decompress(data: bytes, mime_or_name: str, limit: int | None = None) -> bytes:
+    """Undo :func:`compress`; ``mime_or_name`` is usually the message's compression header.
+
+    ``limit``: the most bytes the output may have, checked as it is produced (a 300 KiB
+    body can expand to gigabytes); past it, ``BodyTooLarge``.
+    """
     compressor = _compressor(mime_or_name)
+    parts: list[bytes] = []
+    size = 0
     try:
-        return compressor.decompress(data)
+        for part in compressor.chunks(data):
+            size += len(part)
+            if limit is not None and size > limit:
+                raise BodyTooLarge(limit, compressor.mime)
+            parts.append(part)
     except _OURS:
         raise
     except Exception as exc:
         raise DecodeError(f"Cannot decompress {compressor.mime} payload: {exc}") from exc
+    return b"".join(parts)

@@ -10,6 +10,8 @@ Deliberate differences from Celery:
 * ``broker_url`` defaults to None, meaning the embedded SQLite file (Celery: ``amqp://``).
 * Class paths that name Celery's own classes (``beat_scheduler``, ``worker_consumer``,
   ``worker_autoscaler``) name caraway's instead, as user imports do.
+* caraway's own settings, not in Celery (their doc starts "caraway's own"):
+  ``beat_lease_timeout``, ``worker_max_decompressed_size`` (a bound on zip bombs).
 * ``result_chord_ordered`` is not a setting: Celery reads it from
   ``result_backend_transport_options`` and so will we.
 
@@ -284,6 +286,7 @@ _TABLE = (
     _s("worker_concurrency", OPT_INT, None, "Tasks run at once per worker; None: the number of CPUs."),
     _s("worker_prefetch_multiplier", INT, 4, "Messages reserved per concurrency slot; 0: no limit."),
     _s("worker_eta_task_limit", OPT_INT, None, "Most ETA/countdown tasks held in memory; None: no limit."),
+    _s("worker_max_decompressed_size", OPT_INT, 100 << 20, "caraway's own: most bytes a compressed task body may expand to; larger ones are dead letters. None: no limit."),
     _s("worker_disable_prefetch", BOOL, False, "Fetch a message only when a slot is free."),
     _s("worker_enable_prefetch_count_reduction", BOOL, True, "Lower prefetch after a reconnect, then restore it as tasks finish."),
     _s("worker_lost_wait", NUM, 10.0, "Seconds to wait for a lost worker's result before WorkerLostError.", "CELERYD_WORKER_LOST_WAIT"),
@@ -353,7 +356,7 @@ _TABLE = (
     _s("beat_schedule_filename", STR, "celerybeat-schedule", "File where beat keeps last run times."),
     _s("beat_sync_every", INT, 0, "Sync the schedule file after this many sends; 0: by time."),
     _s("beat_max_loop_interval", NUM, 0, "Longest sleep of beat, in seconds; 0: the scheduler's own (300)."),
-    _s("beat_lease_timeout", NUM, 5.0, "Seconds the sender lease of beat lasts unrenewed; a standby beat takes over after it."),
+    _s("beat_lease_timeout", NUM, 5.0, "caraway's own: seconds the sender lease of beat lasts unrenewed; a standby beat takes over after it."),
     _s("beat_cron_starting_deadline", OPT_NUM, None, "Seconds a missed crontab may be run late; None: always."),
     _s("beat_logfile", OPT_STR, None, "Log file of beat (default stderr)."),
     _s("beat_pidfile", OPT_STR, None, "PID file of beat."),

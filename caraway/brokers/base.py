@@ -34,6 +34,9 @@ class Delivery:
     queue: str
     tag: Any
     redelivered: bool = False
+    #: Set by the broker when the entry it read is no message at all (say, text some script
+    #: pushed onto a Redis list): the consumer sets it aside with this reason.
+    problem: str | None = None
 
 
 @dataclass(slots=True)

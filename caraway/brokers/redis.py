@@ -52,8 +52,6 @@ DEFAULT_BRPOP_TIMEOUT = 1.0
 REVOKED_KEEP = 50_000
 #: Pause after a failed fetch, doubling up to the maximum while Redis stays away.
 RECONNECT_FIRST, RECONNECT_MAX = 0.1, 2.0
-#: Content type given to list elements that are not envelopes: the worker sets them aside.
-NOT_AN_ENVELOPE = "application/x-caraway-not-an-envelope"
 
 # Pops up to ARGV[1] envelopes -- step-major, round-robin across queues within a step -- and
 # records each in unacked/unacked_index in the same atomic step, so a consumer that dies
@@ -407,12 +405,9 @@ class RedisBroker(Broker):
             )
         except (SerializationError, KeyError, TypeError, AttributeError,
                 ValueError, binascii.Error) as exc:  # fmt: skip
-            # Set aside by the worker as undecodable: the raw text stays in the body.
-            logger.debug("Message %s is not a kombu envelope: %s", tag, exc)
-            message = Message(
-                {"id": tag}, {"delivery_tag": tag}, envelope, NOT_AN_ENVELOPE, "binary"
-            )
-            redelivered = False
+            # Set aside by the worker with the reason: the raw entry stays in the body.
+            message = Message({"id": tag}, {"delivery_tag": tag}, envelope, "", "binary")
+            return Delivery(message, queue, tag, problem=_not_an_envelope(queue, exc))
         return Delivery(message, queue, tag, redelivered)
 
     def ack(self, tags: Sequence[Any]) -> None:
@@ -517,7 +512,9 @@ class RedisBroker(Broker):
     def dead_letter(self, delivery: Delivery, reason: str) -> str:
         ((_, value),) = self._entries([delivery.tag])
         envelope: Any = None
-        if value is not None:
+        if delivery.problem is not None:  # kept as it was pushed, not as unacked wraps it
+            envelope = delivery.message.body.decode("utf-8", "replace")
+        elif value is not None:
             try:
                 envelope = serialization.json_loads(value)[0]
             except (SerializationError, ValueError, TypeError, KeyError):
@@ -545,7 +542,7 @@ class RedisBroker(Broker):
                 message = message_from_envelope(envelope)
             except (KeyError, TypeError, AttributeError, ValueError, binascii.Error):
                 text = envelope if isinstance(envelope, str) else json.dumps(envelope)
-                message = Message({}, {}, text.encode(), NOT_AN_ENVELOPE, "utf-8")
+                message = Message({}, {}, text.encode(), "", "utf-8")  # the raw entry
             letters.append(
                 DeadLetter(message, record["queue"], record["reason"], record["failed_at"])
             )
@@ -620,4 +617,14 @@ def message_from_envelope(envelope: Mapping[str, Any]) -> Message:
         payload,
         envelope.get("content-type") or "application/json",
         envelope.get("content-encoding") or "utf-8",
+    )
+
+
+def _not_an_envelope(queue: str, exc: Exception) -> str:
+    """Why an entry of a queue's list cannot be a task: it is not what kombu pushes."""
+    return (
+        f"not a Celery message: the Redis list of queue {queue!r} held an entry that is not "
+        f"kombu's JSON envelope ({exc}); something other than a Celery or caraway client "
+        "pushed it there (a script's LPUSH, or another program using the same Redis "
+        "database and key prefix)"
     )

@@ -202,7 +202,8 @@ def worker(
 
     A warm shutdown takes no new tasks, gives back the ones reserved but not started,
     and lets running tasks finish; then the exit code is 0. A second SIGTERM or Ctrl-C (or
-    SIGQUIT) stops at once, after --soft-shutdown-timeout if one is set.
+    SIGQUIT) stops at once, after --soft-shutdown-timeout if one is set: running acks_late
+    tasks go back to the queue, and the exit code is 1 (Celery's cold shutdown).
     """
     from caraway import signals
     from caraway.utils.log import expand_node_path
@@ -257,6 +258,7 @@ def worker(
         signals.worker_ready.disconnect(show_banner, sender=instance)
     if instance.restart_requested:
         _restart()
+    ctx.exit(instance.exitcode)
 
 
 def _restart() -> NoReturn:

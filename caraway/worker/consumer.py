@@ -21,6 +21,7 @@ from caraway import coroutines, serialization, signals, states
 from caraway.brokers.base import Broker, Delivery
 from caraway.chords import on_part_return
 from caraway.exceptions import (
+    DecodeError,
     NotRegistered,
     SerializationError,
     SoftTimeLimitExceeded,
@@ -75,6 +76,7 @@ class Consumer:
         self.hostname = hostname
         self.window = max(1, prefetch)
         self.accept = serialization.normalize_accept(app.conf.accept_content)
+        self.max_body_size: int | None = app.conf.worker_max_decompressed_size
         self.rate_limits_enabled = not app.conf.worker_disable_rate_limits
         self._buckets: dict[str, TokenBucket | None] = {}
         # Jobs waiting for their ETA or a rate-limit token: by tag (to give back), and in a
@@ -202,8 +204,11 @@ class Consumer:
         self._schedule(job)
 
     def _make_job(self, delivery: Delivery) -> Job | None:
+        if delivery.problem is not None:
+            self._not_a_message(delivery, delivery.problem)
+            return None
         try:
-            call = parse_task_message(delivery.message, self.accept)
+            call = parse_task_message(delivery.message, self.accept, self.max_body_size)
         except (SerializationError, TaskError, ValueError, TypeError) as exc:
             self._undecodable(delivery, exc)
             return None
@@ -226,6 +231,11 @@ class Consumer:
             message.task_id, message.content_type, where, exc,
         )  # fmt: skip
         signals.task_rejected.send(sender=self, message=message, exc=exc)
+
+    def _not_a_message(self, delivery: Delivery, problem: str) -> None:
+        where = self.broker.dead_letter(delivery, problem)
+        logger.error("Entry %s set aside in %s: %s", delivery.tag, where, problem)
+        signals.task_rejected.send(sender=self, message=delivery.message, exc=DecodeError(problem))
 
     def _unknown(self, delivery: Delivery, call: TaskCall, exc: NotRegistered) -> None:
         hint = self.app.tasks.unknown_task_hint(call.name)

@@ -52,6 +52,8 @@ UNLIMITED_PREFETCH = 1000
 STATEDB_INTERVAL = 10.0
 #: How often a shutdown looks whether running tasks are done, in seconds.
 DRAIN_POLL = 0.05
+#: The exit code after a cold shutdown, as Celery's (``EX_FAILURE``); a warm one exits 0.
+COLD_EXITCODE = 1
 #: Pools whose tasks run in child processes.
 PROCESS_POOLS = ("prefork", "processes")
 
@@ -127,6 +129,8 @@ class Worker:
         self.ready = threading.Event()
         self.stopped = threading.Event()
         self._cold = False
+        #: What the process should exit with once ``start()`` returned (Celery's ``exitcode``).
+        self.exitcode = 0
         self._stop_requested = threading.Event()
         #: Set by SIGHUP: whoever started the worker (the CLI) starts it again once stopped.
         self.restart_requested = False
@@ -275,7 +279,9 @@ class Worker:
 
     def _shutdown(self) -> None:
         how = "Cold" if self._cold else "Warm"
-        signals.worker_shutting_down.send(sender=self.hostname, sig="SIGTERM", how=how, exitcode=0)
+        signals.worker_shutting_down.send(
+            sender=self.hostname, sig="SIGTERM", how=how, exitcode=self._exitcode()
+        )
         consumer = self.consumer
         if consumer is not None:
             given_back = consumer.give_back()
@@ -293,10 +299,16 @@ class Worker:
             self._save_state()
         if self.health is not None:
             self.health.stop()
-        signals.worker_process_shutdown.send(sender=self, pid=os.getpid(), exitcode=0)
+        # A second signal may have turned the warm shutdown cold while it drained.
+        self.exitcode = self._exitcode()
+        signals.worker_process_shutdown.send(sender=self, pid=os.getpid(), exitcode=self.exitcode)
         signals.worker_shutdown.send(sender=self)
         self.stopped.set()
-        logger.info("%s stopped (%s shutdown).", self.hostname, how.lower())
+        how = "cold" if self._cold else "warm"
+        logger.info("%s stopped (%s shutdown).", self.hostname, how)
+
+    def _exitcode(self) -> int:
+        return COLD_EXITCODE if self._cold else 0
 
     def _save_state(self) -> None:
         assert self.statedb is not None
@@ -331,7 +343,11 @@ class Worker:
                 logger.warning("Second %s: cold shutdown", _name(signum))
                 self.stop(warm=False)
                 return
-            logger.warning("%s received: warm shutdown (finishing running tasks)", _name(signum))
+            again = "Ctrl-C" if signum == signal.SIGINT else _name(signum)
+            logger.warning(
+                "%s received: warm shutdown (finishing running tasks; %s again stops them now)",
+                _name(signum), again,
+            )  # fmt: skip
             self.stop(warm=True)
 
         def on_hup(signum: int, frame: FrameType | None) -> None:

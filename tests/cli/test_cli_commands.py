@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from cli_support import WAIT, Project, subprocess_env
+import pytest
+from cli_support import WAIT, Project, subprocess_env, wait_until
 
 from caraway import states
 
@@ -35,6 +38,17 @@ def test_worker_runs_tasks_and_stops_warmly_on_sigterm(project: Project) -> None
     assert ".> celery\n" in out
     assert ".> extra" not in out
     assert "warm shutdown" in err
+
+
+def test_worker_exits_1_after_a_cold_shutdown_as_celery(project: Project) -> None:
+    worker = project.spawn("worker", "-P", "threads", "-l", "INFO")
+    assert project.client().send_task(f"{project.module}.add", (1, 1)).get(timeout=WAIT) == 2
+
+    worker.send_signal(signal.SIGQUIT)
+    _, err = worker.communicate(timeout=WAIT)
+
+    assert worker.returncode == 1, err
+    assert "stopped (cold shutdown)" in err
 
 
 def test_call_result_and_dead_letters_against_a_worker(project: Project) -> None:
@@ -89,3 +103,79 @@ def test_demo_runs_a_workload_through_a_real_worker(tmp_path: Path) -> None:
     assert "Retries:       20 " in done.stdout  # 2 flaky tasks in every 20, one retry each
     assert f"SQLite file:   {path}" in done.stdout
     assert done.stdout.rstrip().endswith("OK: every task succeeded.")
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """``demo(*args)``: ``caraway demo`` with its temporary folder under ``tmp_path/home``
+    (``CARAWAY_HOME``) and the system's one in ``tmp_path/tmp``, both watched by the test.
+    Killed at teardown, with its worker, if the test left them running."""
+    started: list[subprocess.Popen[str]] = []
+    (tmp_path / "tmp").mkdir()
+    env = {**subprocess_env(), "CARAWAY_HOME": str(tmp_path / "home")}
+    env["TMPDIR"] = str(tmp_path / "tmp")
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        argv = [sys.executable, "-m", "caraway", "demo", *args]
+        started.append(
+            subprocess.Popen(
+                argv,
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+        return started[-1]
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=WAIT)
+    for pid, _ in _processes_using(tmp_path):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _processes_using(folder: Path) -> list[tuple[int, str]]:
+    """Processes (pid, command line) whose command line names ``folder``: the demo's worker."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(folder) in text:
+            found.append((int(cmdline.parent.name), text))
+    return found
+
+
+def test_demo_works_in_caraway_home_and_removes_its_folder(
+    tmp_path: Path, demo: Callable[..., subprocess.Popen[str]]
+) -> None:
+    run = demo("--tasks", "40")
+    out, err = run.communicate(timeout=40)
+
+    assert run.returncode == 0, out + err
+    assert f"Files:         {tmp_path / 'home'}/caraway-demo-" in out
+    assert "(removed; --path keeps them)" in out
+    assert list((tmp_path / "home").iterdir()) == []
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_demo_interrupted_stops_its_worker_and_removes_its_folder(
+    tmp_path: Path, demo: Callable[..., subprocess.Popen[str]]
+) -> None:
+    run = demo("--tasks", "1000000")
+    home = tmp_path / "home"
+    [log] = wait_until(lambda: list(home.glob("caraway-demo-*/*-worker.log")), "the worker")
+    assert _processes_using(log.parent)  # its worker runs
+
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=WAIT)
+
+    assert run.returncode != 0
+    assert "Aborted!" in err
+    assert list(home.iterdir()) == []
+    assert _processes_using(log.parent) == []

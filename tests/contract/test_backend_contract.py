@@ -10,8 +10,10 @@ import pytest
 
 from caraway import Caraway, states
 from caraway.backends.base import Backend
+from caraway.chords import count_group_success
 from caraway.exceptions import TimeoutError
-from caraway.result import ResultSet
+from caraway.request import Context
+from caraway.result import GroupResult, ResultSet
 
 
 def test_a_stored_result_reads_back_with_celerys_meta(backend: Backend) -> None:
@@ -121,6 +123,21 @@ def test_many_results_read_back_in_order_with_pending_for_the_unknown(backend: B
     assert [m["status"] for m in metas] == [states.SUCCESS, states.PENDING, states.FAILURE]
     assert [m["task_id"] for m in metas] == [done, unknown, failed]
     assert metas[0]["result"] == "value"
+
+
+def test_a_group_counts_the_successes_its_get_returned(backend_app: Caraway) -> None:
+    """A worker stores a member's result, then counts it for ``completed_count``: a client
+    reading between the two must not see 2 of 3 once ``get()`` returned all three."""
+    backend = backend_app.backend
+    group_id, ids = str(uuid.uuid4()), [str(uuid.uuid4()) for _ in range(3)]
+    for n, task_id in enumerate(ids):
+        backend.mark_as_done(task_id, n)
+    for n in range(2):  # the third worker has not counted yet
+        count_group_success(backend_app, Context(id=ids[n], group=group_id, group_index=n))
+    members = GroupResult(group_id, [backend_app.AsyncResult(i) for i in ids], app=backend_app)
+
+    assert members.get(timeout=5) == [0, 1, 2]
+    assert members.completed_count() == 3
 
 
 def test_a_result_set_reads_its_members_state(backend_app: Caraway) -> None:

@@ -9,7 +9,6 @@ import base64
 import json
 import pickle
 import sys
-import types
 import zlib
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -20,6 +19,7 @@ from uuid import UUID
 import pytest
 
 from caraway.exceptions import (
+    BodyTooLarge,
     ContentDisallowed,
     DecodeError,
     EncodeError,
@@ -27,6 +27,7 @@ from caraway.exceptions import (
     MissingExtra,
 )
 from caraway.serialization import (
+    DECOMPRESS_STEP,
     compress,
     content_type_for,
     decompress,
@@ -393,16 +394,6 @@ def test_missing_optional_serializer_names_the_extra(
 # --- Compression --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def fake_brotli(monkeypatch: pytest.MonkeyPatch) -> None:
-    """brotli is not a test dependency; a stand-in checks the wiring around it."""
-    module = types.ModuleType("brotli")
-    module.compress = lambda data: b"BR" + zlib.compress(data)  # type: ignore[attr-defined]
-    module.decompress = lambda data: zlib.decompress(data[2:])  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "brotli", module)
-
-
-@pytest.mark.usefixtures("fake_brotli")
 @pytest.mark.parametrize(
     ("method", "mime"),
     [
@@ -469,3 +460,42 @@ def test_missing_optional_compression_names_the_install(
     assert install in str(info.value)
     with pytest.raises(MissingExtra):
         decompress(b"x", method)
+
+
+#: Every compression by name: the size limit holds for each.
+METHODS = ["gzip", "bzip2", "lzma", "zstd", "brotli"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_body_that_expands_past_the_limit_is_refused_while_streaming(method: str) -> None:
+    bomb, header = compress(b"\0" * (8 << 20), method)  # 8 MiB of zeros in a few KiB
+    assert len(bomb) < 64 << 10
+    limit = DECOMPRESS_STEP + 1  # refused on the second step
+
+    with pytest.raises(BodyTooLarge) as info:
+        decompress(bomb, header, limit=limit)
+
+    assert str(info.value) == (
+        f"body larger than {limit} bytes after decompression ({header}); "
+        "raise worker_max_decompressed_size to accept it"
+    )
+    assert str(pickle.loads(pickle.dumps(info.value))) == str(info.value)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_body_at_the_limit_and_several_streams_still_decompress(method: str) -> None:
+    data = bytes(range(256)) * (3 * DECOMPRESS_STEP // 256)  # three decompression steps
+    compressed, header = compress(data, method)
+
+    assert decompress(compressed, header, limit=len(data)) == data
+    if method in ("bzip2", "lzma"):  # concatenated streams, as their decompress reads them
+        assert decompress(compressed + compressed, header) == data + data
+
+
+# Not zstd: its reader cannot tell a cut frame from a whole one (the payload's decoder will).
+@pytest.mark.parametrize("method", ["gzip", "bzip2", "lzma", "brotli"])
+def test_a_truncated_body_is_a_decode_error(method: str) -> None:
+    compressed, header = compress(b"payload " * 1000, method)
+
+    with pytest.raises(DecodeError):
+        decompress(compressed[: len(compressed) // 2], header)

@@ -437,3 +437,29 @@ def test_the_prefork_and_asyncio_pools_on_redis(
     finally:
         project.close()
         project.app.close()
+
+
+def test_an_entry_that_is_not_an_envelope_is_set_aside_saying_what_it_is(
+    space: RedisSpace, start_worker: Callable[..., Any]
+) -> None:
+    app = space.app()
+
+    @app.task(name="rtest.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    space.raw.lpush(space.key("celery"), b"hello from a script")
+    start_worker(app, pool="solo")
+
+    assert add.delay(1, 2).get(timeout=WAIT) == 3  # sent after it: the worker kept serving
+
+    [dead] = app.broker.dead_letters()
+    assert dead.reason.startswith(
+        "not a Celery message: the Redis list of queue 'celery' held an entry that is not "
+        "kombu's JSON envelope ("
+    )
+    assert "pushed it there (a script's LPUSH" in dead.reason
+    assert "accept_content" not in dead.reason
+    assert "x-caraway" not in dead.reason
+    assert dead.message.body == b"hello from a script"
+    assert space.raw.hlen(space.key("unacked")) == 0

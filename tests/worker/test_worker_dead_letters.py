@@ -133,3 +133,36 @@ def test_late_ack_tasks_that_reject_or_fail_unacked_become_dead_letters(
     assert refused.state == states.PENDING  # Reject stores nothing, as in Celery
     assert crashed.state == states.FAILURE
     assert app.broker.size("celery") == 0
+
+
+def test_a_body_that_expands_past_the_limit_becomes_a_dead_letter(
+    tmp_path: Path, start_worker: Any
+) -> None:
+    """A zip bomb: 8 MiB of JSON in a few KiB of gzip, with the limit at 1 MiB."""
+    app = make_app("sqlite", "bomb", tmp_path / "b.sqlite3", worker_max_decompressed_size=1 << 20)
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    start_worker(app, pool="solo")
+    bomb = build_task_message(add.name or "", str(uuid.uuid4()), [1, 2])
+    bomb.body, bomb.headers["compression"] = serialization.compress(
+        serialization.json_dumps([[" " * (8 << 20)], {}, {}]), "gzip"
+    )
+    assert len(bomb.body) < 64 << 10
+    app.broker.publish([Outgoing(bomb, "celery")])
+
+    assert add.delay(1, 2).get(timeout=WAIT) == 3  # sent after it: the worker kept serving
+
+    [dead] = app.broker.dead_letters()
+    assert dead.message.task_id == bomb.task_id
+    assert dead.reason == (
+        f"cannot decode: body larger than {1 << 20} bytes after decompression "
+        "(application/x-gzip); raise worker_max_decompressed_size to accept it"
+    )
+    assert app.AsyncResult(bomb.task_id or "").state == states.PENDING
+
+
+def test_the_decompressed_size_limit_is_generous_by_default() -> None:
+    assert make_app("memory", "limit", Path()).conf.worker_max_decompressed_size == 100 << 20

@@ -191,9 +191,35 @@ def test_cold_shutdown_kills_the_children_and_gives_late_ack_messages_back(
     result = project.tasks.late.delay("cold")
     [run] = project.wait_marks("cold", 1)
 
-    assert project.stop(supervisor, signal.SIGQUIT) == 0
+    assert project.stop(supervisor, signal.SIGQUIT) == 1  # Celery's cold shutdown exit code
 
     assert project.app.broker.size("celery") == 1  # back in the queue, not waiting on a lease
     assert result.state == states.PENDING  # not failed with WorkerLostError
     with pytest.raises(ProcessLookupError):
         os.kill(run["pid"], 0)
+
+
+def test_ctrl_c_twice_requeues_the_running_late_ack_tasks_quietly(
+    worker_project: WorkerProject,
+) -> None:
+    """Celery's cold shutdown: one line per message given back, no traceback, exit code 1."""
+    project = worker_project
+    supervisor = project.spawn(pool="prefork", concurrency=2)
+    project.ping()
+    running = [project.tasks.late.delay(f"cold-{n}") for n in range(2)]
+    for n in range(2):
+        project.wait_marks(f"cold-{n}", 1)
+
+    supervisor.send_signal(signal.SIGINT)
+    wait_until(lambda: "warm shutdown" in project.log(0), what="the warm shutdown")
+    supervisor.send_signal(signal.SIGINT)
+
+    assert supervisor.wait(WAIT) == 1
+    log = project.log(0)
+    assert "Traceback" not in log
+    assert "stopped (cold shutdown)" in log
+    requeued = [line for line in log.splitlines() if "requeued" in line.lower()]
+    assert sorted(result.id in line for result in running for line in requeued).count(True) == 2
+    assert len(requeued) == 2
+    assert project.app.broker.size("celery") == 2  # back at once, no lease to wait out
+    assert [result.state for result in running] == [states.PENDING] * 2

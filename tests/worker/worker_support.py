@@ -264,10 +264,12 @@ class WorkerProject:
         ``options`` are more ``app.Worker`` keyword arguments (``max_tasks_per_child=1``).
         """
         extra = "".join(f", {name}={value!r}" for name, value in (options or {}).items())
+        # It exits with the worker's code, as ``caraway worker`` does (1 after a cold shutdown).
         code = (
             "import crashproj_tasks as m; "
-            f"m.app.Worker(pool={pool!r}, concurrency={concurrency}, setup_logging=True,"
-            f" loglevel='INFO', install_signal_handlers=True{extra}).start()"
+            f"w = m.app.Worker(pool={pool!r}, concurrency={concurrency}, setup_logging=True,"
+            f" loglevel='INFO', install_signal_handlers=True{extra}); w.start(); "
+            "raise SystemExit(w.exitcode)"
         )
         log = self.root / f"worker-{len(self.procs)}.log"
         path = os.pathsep.join(filter(None, [str(self.root), os.environ.get("PYTHONPATH")]))

@@ -51,15 +51,22 @@ class Child:
         self.status_fd = status_fd
         self.task_id: str | None = None
         self.terminated_with: int | None = None
+        self._exitcode: int | None = None
 
     def signal(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signum)
 
     def reap(self, timeout: float = 10.0) -> int:
-        """Wait for the child to exit; its status as ``subprocess`` reports it (-N: signal N)."""
-        self.conn.close()
-        return exit_status(self.status_fd, timeout)
+        """Wait for the child to exit; its status as ``subprocess`` reports it (-N: signal N).
+
+        Idempotent: the lost-child path and the slot's retirement may both reap it, and its
+        status fd can be closed only once.
+        """
+        if self._exitcode is None:
+            self.conn.close()
+            self._exitcode = exit_status(self.status_fd, timeout)
+        return self._exitcode
 
 
 class PreforkPool(ThreadPool):
@@ -165,8 +172,8 @@ class PreforkPool(ThreadPool):
     def _child_lost(self, slot: int, child: Child, job: Job) -> Outcome:
         exitcode = child.reap()
         if self._cold:
-            # Cold shutdown killed it: the consumer gives an acks_late message back.
-            raise WorkerLostError(f"cold shutdown stopped {job.describe()}")
+            self._children[slot] = None
+            return self._stopped_cold(job)
         self._replace(slot, _exit(exitcode))
         if child.terminated_with is not None:  # revoke(..., terminate=True)
             return self._terminated(job, child.terminated_with)
@@ -175,6 +182,16 @@ class PreforkPool(ThreadPool):
     def _replace(self, slot: int, why: str) -> None:
         logger.info("Pool child in slot %d %s; starting another", slot, why)
         self._children[slot] = None if self._cold else self._fork(slot)
+
+    def _stopped_cold(self, job: Job) -> Outcome:
+        """The cold shutdown killed its child: an acks_late message goes back to the queue
+        (Celery's cancel of unacked requests); an early-acked one is lost, and fails."""
+        if job.acks_late:
+            logger.warning("Requeued %s: stopped by the cold shutdown", job.describe())
+            return Outcome(states.FAILURE, None, reject=Reject("cold shutdown", requeue=True))
+        exc = WorkerLostError("Worker exited prematurely: cold shutdown.")
+        logger.error("%s: %s (acked before it ran: not requeued)", job.describe(), exc)
+        return self._failed(job, exc)
 
     def _terminated(self, job: Job, signum: int) -> Outcome:
         logger.warning("%s terminated by signal %s", job.describe(), _signame(signum))
