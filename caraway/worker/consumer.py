@@ -166,7 +166,8 @@ class Consumer:
     def renew_leases(self) -> None:
         with self._slots:
             tags = list(self._leased)
-        self.broker.renew(tags)  # also when empty: the broker may hold kept settlements
+        if tags:
+            self.broker.renew(tags)
 
     # --- one message -----------------------------------------------------------------------
 

@@ -25,6 +25,8 @@ import redis
 from worker_support import WAIT, wait_until
 
 from caraway import Celery
+from caraway.brokers.base import SettlementKept
+from caraway.urls import create_broker
 
 #: How long the worker may take to run again once Redis is back.
 RESUME_WITHIN = 15.0
@@ -220,3 +222,29 @@ def test_a_redis_outage_under_acks_late_neither_hangs_nor_repeats(
     assert "Internal error running" not in log
     assert outage.worker is not None
     assert outage.worker.poll() is None
+
+
+def test_settlements_that_find_redis_away_are_sent_once_it_is_back(outage: Outage) -> None:
+    ids = [outage.app.send_task("outage.short", args=[f"k{n}"]).id for n in range(3)]
+    broker = create_broker(outage.url)
+    try:
+        done, back, aside = broker.fetch(["celery"], 3, WAIT)
+        assert [d.message.task_id for d in (done, back, aside)] == ids
+        outage.server.kill()
+        assert broker.fetch(["celery"], 1, 0.1) == []  # the broker sees Redis away
+        with pytest.raises(SettlementKept):
+            broker.ack([done.tag])
+        with pytest.raises(SettlementKept):
+            broker.release([back.tag])
+        with pytest.raises(SettlementKept):
+            broker.dead_letter(aside, "cannot run here")
+        outage.server.start()
+
+        again = wait_until(lambda: broker.fetch(["celery"], 3, 0.2), what="a fetch")
+        letters = broker.dead_letters()
+    finally:
+        broker.close()
+    assert [(d.message.task_id, d.redelivered) for d in again] == [(ids[1], True)]
+    assert outage.raw.hkeys("unacked") == [str(back.tag).encode()]  # fetched again
+    [letter] = letters
+    assert (letter.message.task_id, letter.reason) == (ids[2], "cannot run here")
