@@ -32,7 +32,8 @@ from caraway.urls import create_broker
 RESUME_WITHIN = 15.0
 #: How long Redis stays away: long enough for acks to fail, short beside the 1 h lease.
 OUTAGE = 2.5
-TASKS = 60
+#: Tasks per pool slot: each runs 0.2 s, so the pool is busy for about 3 s.
+TASKS_PER_SLOT = 15
 
 TASKS_SOURCE = """
 import json
@@ -186,7 +187,8 @@ def test_a_redis_outage_under_acks_late_neither_hangs_nor_repeats(
     outage.send("outage.short", "warmup")
     wait_until(lambda: outage.ended("warmup"), 20.0, "the worker to serve")
 
-    for n in range(TASKS):
+    tasks = TASKS_PER_SLOT * concurrency
+    for n in range(tasks):
         outage.send("outage.short", f"t{n}")
     wait_until(lambda: len(outage.ended("t")) >= 3 * concurrency, what="tasks to run")
     outage.server.kill()
@@ -196,7 +198,7 @@ def test_a_redis_outage_under_acks_late_neither_hangs_nor_repeats(
     back = time.monotonic()
 
     wait_until(
-        lambda: len(outage.ended("t")) == TASKS, RESUME_WITHIN, "every task to run after the outage"
+        lambda: len(outage.ended("t")) == tasks, RESUME_WITHIN, "every task to run after the outage"
     )
     # The pool has every slot: `concurrency` tasks that wait for each other all run at once.
     for n in range(concurrency):
