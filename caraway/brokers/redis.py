@@ -215,6 +215,7 @@ class RedisBroker(Broker):
         self._kept = collections.deque()
         self._kept_lock = threading.Lock()
         self._dropped = 0
+        self._drops_seen = 0
         self._async_clients = LoopClients(
             lambda: connect_async(self.target, self.options, self._ssl_options)
         )
@@ -351,6 +352,8 @@ class RedisBroker(Broker):
         except redis.RedisError as exc:
             with translated(self.target, "to fetch"):
                 raise exc
+        if self._lane.drops != self._drops_seen:
+            self._resend_owed()
         if self._down_since is not None:
             logger.info(
                 "Reconnected to Redis at %s after %.1f s",
@@ -652,6 +655,15 @@ class RedisBroker(Broker):
             " and sent again once Redis is back", len(tags),
         )  # fmt: skip
         self._keep(tags, partial(self._send_acks, commands))
+
+    def _resend_owed(self) -> None:
+        """Redis is back after a dropped connection: the acks other threads sent and have
+        not seen answered may have died with it (a thread that stays idle would not find out),
+        so they are kept to be sent again (idempotent); a duplicate HDEL costs nothing."""
+        self._drops_seen = self._lane.drops
+        commands = self._lane.owed()
+        if commands:
+            self._unconfirmed_acks(commands)
 
     def _send_kept(self) -> None:
         """Send the kept settlements, oldest first; Redis away again: keep the rest and

@@ -375,6 +375,8 @@ class Lane:
     after the same backoff; an error reply raises after every reply has been read.
     ``on_lost`` receives the commands ``send`` wrote whose replies never came (the
     connection dropped): they may or may not have run, so only idempotent ones are sent.
+    ``drops`` counts the dropped connections found so far; ``owed`` lists what every
+    thread sent and has not seen answered (an idle thread finds its own losses late).
     """
 
     def __init__(
@@ -385,6 +387,8 @@ class Lane:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._held: list[AbstractConnection] = []
+        self._owed: list[collections.deque[Sequence[Any]]] = []
+        self.drops = 0
         # Kept connections count against max_connections for good: a quarter of it at most
         # (16), so a large thread pool still checks the rest out per call.
         limit = getattr(self._pool, "max_connections", None)
@@ -402,8 +406,19 @@ class Lane:
             # close) still reaches it.
             conn = self._pool.get_connection()
             self._held.append(conn)
-        local.conn, local.pid, local.sent = conn, current_pid(), collections.deque()
+            sent: collections.deque[Sequence[Any]] = collections.deque()
+            self._owed.append(sent)
+        local.conn, local.pid, local.sent = conn, current_pid(), sent
         return conn
+
+    def owed(self) -> list[Sequence[Any]]:
+        """A snapshot of the commands every thread sent whose replies it has not read."""
+        with self._lock:
+            return [command for sent in self._owed for command in sent.copy()]
+
+    def _dropped(self) -> None:
+        with self._lock:
+            self.drops += 1
 
     def call(self, *commands: Sequence[Any]) -> list[Any]:
         """Send ``commands`` in one write, return their replies (one round trip)."""
@@ -411,10 +426,10 @@ class Lane:
         if conn is not None:
             if self._local.sent:
                 self._settle(conn)
-            return _call(conn, commands)
+            return _call(conn, commands, self._dropped)
         conn = self._pool.get_connection()
         try:
-            return _call(conn, commands)
+            return _call(conn, commands, self._dropped)
         finally:
             self._pool.release(conn)
 
@@ -437,7 +452,7 @@ class Lane:
             conn.send_packed_command([pack(commands)])  # type: ignore[no-untyped-call]
         except CONNECTION_ERRORS:
             self._forget_unread(conn)
-            _call(conn, commands)  # reconnects, retries once, raises if Redis stays away
+            _call(conn, commands, self._dropped)  # reconnects, retries once, or raises
             return
         local.sent.extend(commands)
 
@@ -460,6 +475,7 @@ class Lane:
         lost = list(sent)
         sent.clear()
         conn.disconnect()  # type: ignore[no-untyped-call]
+        self._dropped()
         if not lost:
             return
         if self._on_lost is not None:
@@ -479,7 +495,7 @@ class Lane:
 
     def close(self) -> None:
         with self._lock:
-            held, self._held = self._held, []
+            held, self._held, self._owed = self._held, [], []
         for conn in held:
             conn.disconnect()  # type: ignore[no-untyped-call]
         self._local = threading.local()
@@ -506,7 +522,9 @@ def pack(commands: Sequence[Sequence[Any]]) -> bytes:
     return b"".join(out)
 
 
-def _call(conn: AbstractConnection, commands: Sequence[Sequence[Any]]) -> list[Any]:
+def _call(
+    conn: AbstractConnection, commands: Sequence[Sequence[Any]], dropped: Callable[[], None]
+) -> list[Any]:
     packed = [pack(commands)]
     failures = 0
     while True:
@@ -515,6 +533,7 @@ def _call(conn: AbstractConnection, commands: Sequence[Sequence[Any]]) -> list[A
             return _replies(conn, len(commands))
         except CONNECTION_ERRORS:
             conn.disconnect()  # type: ignore[no-untyped-call]
+            dropped()
             failures += 1
             if failures > RETRIES:
                 raise

@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -250,3 +251,27 @@ def test_settlements_that_find_redis_away_are_sent_once_it_is_back(outage: Outag
     assert outage.raw.hkeys("unacked") == [str(back.tag).encode()]  # fetched again
     [letter] = letters
     assert (letter.message.task_id, letter.reason) == (ids[2], "cannot run here")
+
+
+def test_an_ack_redis_never_ran_is_sent_again_though_its_thread_stays_idle(
+    outage: Outage,
+) -> None:
+    outage.app.send_task("outage.short", args=["k"])
+    broker = create_broker(outage.url)
+    try:
+        [delivery] = broker.fetch(["celery"], 1, WAIT)
+        outage.raw.client_pause(int(WAIT * 1000), all=False)  # writes wait, unprocessed
+        acker = threading.Thread(target=broker.ack, args=([delivery.tag],))
+        acker.start()  # pipelined: written on the thread's own connection, never read back
+        acker.join(WAIT)
+        outage.server.kill()  # the ack dies with Redis, unrun
+        outage.server.start()
+        assert outage.raw.hlen("unacked") == 1
+
+        def settled() -> bool:
+            broker.fetch(["celery"], 1, 0.1)  # finds Redis back, then sends the ack again
+            return outage.raw.hlen("unacked") == 0
+
+        wait_until(settled, what="the ack to be sent again")
+    finally:
+        broker.close()
