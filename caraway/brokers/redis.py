@@ -214,7 +214,7 @@ class RedisBroker(Broker):
         self._kept: collections.deque[tuple[tuple[Any, ...], Callable[[], object]]]
         self._kept = collections.deque()
         self._kept_lock = threading.Lock()
-        self._dropped = 0
+        self._kept_dropped = 0
         self._drops_seen = 0
         self._async_clients = LoopClients(
             lambda: connect_async(self.target, self.options, self._ssl_options)
@@ -643,7 +643,7 @@ class RedisBroker(Broker):
         with self._kept_lock:
             if len(self._kept) >= MAX_KEPT:
                 self._kept.popleft()
-                self._dropped += 1
+                self._kept_dropped += 1
             self._kept.append((tuple(tags), attempt))
 
     def _unconfirmed_acks(self, commands: list[Sequence[Any]]) -> None:
@@ -670,7 +670,7 @@ class RedisBroker(Broker):
         raise its connection error."""
         with self._kept_lock:
             kept, self._kept = self._kept, collections.deque()
-            dropped, self._dropped = self._dropped, 0
+            dropped, self._kept_dropped = self._kept_dropped, 0
         sent = 0
         while kept:
             tags, attempt = kept[0]
@@ -697,7 +697,7 @@ class RedisBroker(Broker):
             while len(unsent) > MAX_KEPT:
                 unsent.popleft()
                 dropped += 1
-            self._kept, self._dropped = unsent, self._dropped + dropped
+            self._kept, self._kept_dropped = unsent, self._kept_dropped + dropped
 
     def close(self) -> None:
         if self._kept:
