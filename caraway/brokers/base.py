@@ -13,7 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from caraway.exceptions import OperationalError
 from caraway.protocol import Message
+
+
+class SettlementKept(OperationalError):
+    """An ack, release or dead letter could not reach the broker, which is away; the broker
+    keeps it and sends it once it is back (the message stays unsettled, never lost)."""
 
 
 @dataclass(slots=True)
@@ -84,6 +90,9 @@ class Broker(ABC):
     @abstractmethod
     def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
         """Up to ``limit`` ready messages from ``queues``, waiting up to ``timeout`` for one."""
+
+    # ``ack``, ``release`` and ``dead_letter`` raise ``SettlementKept`` when the engine keeps
+    # the settlement for later, ``OperationalError`` when it is lost (the broker redelivers).
 
     @abstractmethod
     def ack(self, tags: Sequence[Any]) -> None:

@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any, ClassVar, TypeVar
 
 import redis
 
 from caraway import serialization
-from caraway.brokers.base import Broker, DeadLetter, Delivery, Outgoing
+from caraway.brokers.base import Broker, DeadLetter, Delivery, Outgoing, SettlementKept
 from caraway.clients.redis import (
     CONNECTION_ERRORS,
     Lane,
@@ -35,11 +37,13 @@ from caraway.clients.redis import (
     ssl_options,
     translated,
 )
-from caraway.exceptions import SerializationError
+from caraway.exceptions import OperationalError, SerializationError
 from caraway.protocol import Message
 from caraway.utils.ids import new_id
 
 logger = logging.getLogger("caraway.broker")
+
+T = TypeVar("T")
 
 SEP = "\x06\x16"
 DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
@@ -52,6 +56,9 @@ DEFAULT_BRPOP_TIMEOUT = 1.0
 REVOKED_KEEP = 50_000
 #: Pause after a failed fetch, doubling up to the maximum while Redis stays away.
 RECONNECT_FIRST, RECONNECT_MAX = 0.1, 2.0
+#: Settlements (acks, releases, dead letters) kept while Redis is away; past this many the
+#: oldest are dropped, and their messages run again after the visibility timeout.
+MAX_KEPT = 10_000
 
 # Pops up to ARGV[1] envelopes -- step-major, round-robin across queues within a step -- and
 # records each in unacked/unacked_index in the same atomic step, so a consumer that dies
@@ -200,7 +207,13 @@ class RedisBroker(Broker):
         self._restore = self.client.register_script(RESTORE)
         self._release_mutex = self.client.register_script(RELEASE_MUTEX)
         self._revocations = self.client.register_script(REVOCATIONS)
-        self._lane = Lane(self.client)
+        self._lane = Lane(self.client, on_lost=self._unconfirmed_acks)
+        # Settlements that found Redis away: (tags, how to send it again), oldest first.
+        self._kept: collections.deque[tuple[tuple[Any, ...], Callable[[], object]]]
+        self._kept = collections.deque()
+        self._kept_lock = threading.Lock()
+        self._kept_dropped = 0
+        self._drops_seen = 0
         self._async_clients = LoopClients(
             lambda: connect_async(self.target, self.options, self._ssl_options)
         )
@@ -327,6 +340,8 @@ class RedisBroker(Broker):
             time.sleep(max(0.0, min(self._retry_at, deadline) - time.monotonic()))
             return []
         try:
+            if self._kept:
+                self._send_kept()
             found = self._take(queues, limit, deadline)
         except CONNECTION_ERRORS as exc:
             self._connection_lost(exc)
@@ -335,6 +350,8 @@ class RedisBroker(Broker):
         except redis.RedisError as exc:
             with translated(self.target, "to fetch"):
                 raise exc
+        if self._lane.drops != self._drops_seen:
+            self._resend_owed()
         if self._down_since is not None:
             logger.info(
                 "Reconnected to Redis at %s after %.1f s",
@@ -415,13 +432,20 @@ class RedisBroker(Broker):
 
         kombu waits for each ack (MULTI ZREM HDEL EXEC). Not waiting cannot lose a task: an
         ack that never lands leaves the message in ``unacked``, and it runs again, as it
-        would after any crash before the ack. The hash entry goes first, so a crash between
-        the two leaves an index entry the restore drops, never an entry it cannot find.
+        would after any crash before the ack. An ack that finds Redis away, or whose reply
+        a dropped connection took, is kept and sent again once Redis is back (it is
+        idempotent), so a short outage repeats no finished task. The hash entry goes first,
+        so a crash between the two leaves an index entry the restore drops, never an entry
+        it cannot find.
         """
         if not tags:
             return
+        commands = (("HDEL", self.unacked, *tags), ("ZREM", self.unacked_index, *tags))
+        self._settle(tags, "ack", partial(self._send_acks, commands))
+
+    def _send_acks(self, commands: Sequence[Sequence[Any]]) -> None:
         with translated(self.target, "to ack"):
-            self._lane.send(("HDEL", self.unacked, *tags), ("ZREM", self.unacked_index, *tags))
+            self._lane.send(*commands)
 
     def _entries(self, tags: Sequence[Any]) -> list[tuple[str, bytes | None]]:
         with translated(self.target, "to read unacked messages"):
@@ -435,8 +459,10 @@ class RedisBroker(Broker):
         restore procedure of any consumer (reclaim runs every few seconds) gives it back
         ``delay`` seconds from now.
         """
-        if not tags:
-            return
+        if tags:
+            self._settle(tags, "release", partial(self._release_now, tags, delay))
+
+    def _release_now(self, tags: Sequence[Any], delay: float) -> None:
         if delay > 0:
             score = time.time() + delay - self.lease_seconds
             with translated(self.target, "to release"):
@@ -471,7 +497,10 @@ class RedisBroker(Broker):
 
     def renew(self, tags: Sequence[Any]) -> None:
         """Refresh the delivery time of held messages, so no restore takes them (XX: held
-        ones only; a message restored meanwhile is not brought back into the index)."""
+        ones only; a message restored meanwhile is not brought back into the index).
+        Messages whose settlement is kept until Redis is back are held too."""
+        with self._kept_lock:
+            tags = [*tags, *(tag for kept_tags, _ in self._kept for tag in kept_tags)]
         if not tags:
             return
         try:
@@ -510,6 +539,10 @@ class RedisBroker(Broker):
         return sum(int(n) for n in pipe.execute())
 
     def dead_letter(self, delivery: Delivery, reason: str) -> str:
+        attempt = partial(self._dead_letter_now, delivery, reason)
+        return self._settle([delivery.tag], "dead letter", attempt)
+
+    def _dead_letter_now(self, delivery: Delivery, reason: str) -> str:
         ((_, value),) = self._entries([delivery.tag])
         envelope: Any = None
         if delivery.problem is not None:  # kept as it was pushed, not as unacked wraps it
@@ -588,7 +621,90 @@ class RedisBroker(Broker):
         seen = [json.loads(row) for row in rows]
         return [(str(task_id), bool(term)) for task_id, term in seen], int(total)
 
+    # --- settlements kept while Redis is away ------------------------------------------------
+
+    def _settle(self, tags: Sequence[Any], what: str, attempt: Callable[[], T]) -> T:
+        """``attempt()`` now; if Redis is away, keep it to send again once Redis is back."""
+        try:
+            return attempt()
+        except OperationalError as exc:
+            if not isinstance(exc.__cause__, CONNECTION_ERRORS):
+                raise
+            self._keep(tags, attempt)
+            raise SettlementKept(
+                f"Redis at {self.target.masked} is away: the {what} is kept and sent once it"
+                " is back"
+            ) from exc.__cause__
+
+    def _keep(self, tags: Sequence[Any], attempt: Callable[[], object]) -> None:
+        with self._kept_lock:
+            if len(self._kept) >= MAX_KEPT:
+                self._kept.popleft()
+                self._kept_dropped += 1
+            self._kept.append((tuple(tags), attempt))
+
+    def _unconfirmed_acks(self, commands: list[Sequence[Any]]) -> None:
+        """The lane's pipelined acks whose replies the dropped connection took: kept (they
+        are idempotent, so sending one that did land is harmless)."""
+        tags = [tag for command in commands if command[0] == "HDEL" for tag in command[2:]]
+        logger.info(
+            "The connection to Redis dropped before %d ack(s) were confirmed; they are kept"
+            " and sent again once Redis is back", len(tags),
+        )  # fmt: skip
+        self._keep(tags, partial(self._send_acks, commands))
+
+    def _resend_owed(self) -> None:
+        """Redis is back after a dropped connection: the acks other threads sent and have
+        not seen answered may have died with it (a thread that stays idle would not find out),
+        so they are kept to be sent again (idempotent); a duplicate HDEL costs nothing."""
+        self._drops_seen = self._lane.drops
+        commands = self._lane.owed()
+        if commands:
+            self._unconfirmed_acks(commands)
+
+    def _send_kept(self) -> None:
+        """Send the kept settlements, oldest first; Redis away again: keep the rest and
+        raise its connection error."""
+        with self._kept_lock:
+            kept, self._kept = self._kept, collections.deque()
+            dropped, self._kept_dropped = self._kept_dropped, 0
+        sent = 0
+        while kept:
+            tags, attempt = kept[0]
+            try:
+                attempt()
+            except OperationalError as exc:
+                if isinstance(exc.__cause__, CONNECTION_ERRORS):
+                    self._keep_again(kept, dropped)
+                    raise exc.__cause__ from None
+                logger.error("Could not settle %s once Redis was back: %s", list(tags), exc)
+            kept.popleft()
+            sent += 1
+        logger.info("Sent %d settlement(s) kept while Redis was away", sent)
+        if dropped:
+            logger.warning(
+                "%d settlement(s) beyond %d were dropped while Redis was away; their messages"
+                " run again after the visibility timeout", dropped, MAX_KEPT,
+            )  # fmt: skip
+
+    def _keep_again(self, unsent: collections.deque[Any], dropped: int) -> None:
+        """Put back what ``_send_kept`` could not send, before what was kept meanwhile."""
+        with self._kept_lock:
+            unsent.extend(self._kept)
+            while len(unsent) > MAX_KEPT:
+                unsent.popleft()
+                dropped += 1
+            self._kept, self._kept_dropped = unsent, self._kept_dropped + dropped
+
     def close(self) -> None:
+        if self._kept:
+            try:
+                self._send_kept()
+            except CONNECTION_ERRORS:
+                logger.warning(
+                    "Redis is away: %d kept settlement(s) are lost with this worker; their"
+                    " messages run again after the visibility timeout", len(self._kept),
+                )  # fmt: skip
         self._lane.close()
         self.client.close()
 

@@ -15,6 +15,7 @@ Errors from redis-py are translated into ``OperationalError`` here, with the pas
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import ssl
 import threading
@@ -372,13 +373,22 @@ class Lane:
     commands on a kept connection and reading the replies costs about 15 µs. Failures
     behave as the client's (``connect``): a connection error disconnects and retries once
     after the same backoff; an error reply raises after every reply has been read.
+    ``on_lost`` receives the commands ``send`` wrote whose replies never came (the
+    connection dropped): they may or may not have run, so only idempotent ones are sent.
+    ``drops`` counts the dropped connections found so far; ``owed`` lists what every
+    thread sent and has not seen answered (an idle thread finds its own losses late).
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(
+        self, client: redis.Redis, on_lost: Callable[[list[Sequence[Any]]], None] | None = None
+    ) -> None:
         self._pool = client.connection_pool
+        self._on_lost = on_lost
         self._local = threading.local()
         self._lock = threading.Lock()
         self._held: list[AbstractConnection] = []
+        self._owed: list[collections.deque[Sequence[Any]]] = []
+        self.drops = 0
         # Kept connections count against max_connections for good: a quarter of it at most
         # (16), so a large thread pool still checks the rest out per call.
         limit = getattr(self._pool, "max_connections", None)
@@ -396,19 +406,30 @@ class Lane:
             # close) still reaches it.
             conn = self._pool.get_connection()
             self._held.append(conn)
-        local.conn, local.pid, local.unread = conn, current_pid(), 0
+            sent: collections.deque[Sequence[Any]] = collections.deque()
+            self._owed.append(sent)
+        local.conn, local.pid, local.sent = conn, current_pid(), sent
         return conn
+
+    def owed(self) -> list[Sequence[Any]]:
+        """A snapshot of the commands every thread sent whose replies it has not read."""
+        with self._lock:
+            return [command for sent in self._owed for command in sent.copy()]
+
+    def _dropped(self) -> None:
+        with self._lock:
+            self.drops += 1
 
     def call(self, *commands: Sequence[Any]) -> list[Any]:
         """Send ``commands`` in one write, return their replies (one round trip)."""
         conn = self._kept()
         if conn is not None:
-            if self._local.unread:
+            if self._local.sent:
                 self._settle(conn)
-            return _call(conn, commands)
+            return _call(conn, commands, self._dropped)
         conn = self._pool.get_connection()
         try:
-            return _call(conn, commands)
+            return _call(conn, commands, self._dropped)
         finally:
             self._pool.release(conn)
 
@@ -416,49 +437,54 @@ class Lane:
         """Write ``commands`` and go on; their replies are read before this thread's next
         call (or once ``MAX_UNREAD`` pile up).
 
-        For writes whose failure can only make work run again, never vanish -- acks: an
-        ack that never lands leaves the message in ``unacked``, where the restore finds it.
-        The replies are still read, so an error is logged and the connection stays in step.
+        For idempotent writes whose failure can only make work run again, never vanish --
+        acks. The replies are still read, so an error is logged, the connection stays in
+        step, and commands whose replies were lost go to ``on_lost``.
         """
         conn = self._kept()
         if conn is None:
             self.call(*commands)
             return
         local = self._local
-        if local.unread >= MAX_UNREAD:
+        if len(local.sent) >= MAX_UNREAD:
             self._settle(conn)
         try:
             conn.send_packed_command([pack(commands)])  # type: ignore[no-untyped-call]
         except CONNECTION_ERRORS:
             self._forget_unread(conn)
-            _call(conn, commands)  # reconnects, retries once, raises if Redis stays away
+            _call(conn, commands, self._dropped)  # reconnects, retries once, or raises
             return
-        local.unread += len(commands)
+        local.sent.extend(commands)
 
     def _settle(self, conn: AbstractConnection) -> None:
         """Read the replies owed for earlier ``send``s."""
-        local = self._local
+        sent = self._local.sent
         try:
-            while local.unread:
-                local.unread -= 1
+            while sent:
                 try:
                     conn.read_response()
                 except redis.ResponseError as exc:
                     logger.error("Redis refused a pipelined command: %s", exc)
+                sent.popleft()
         except CONNECTION_ERRORS:
-            local.unread += 1
             self._forget_unread(conn)
 
     def _forget_unread(self, conn: AbstractConnection) -> None:
-        local = self._local
-        if local.unread:
-            logger.warning(
-                "The connection to Redis dropped before %d pipelined acks were confirmed;"
-                " messages whose ack was lost run again after the visibility timeout",
-                local.unread,
-            )
-        local.unread = 0
+        """The connection dropped: hand over the commands still owed a reply."""
+        sent = self._local.sent
+        lost = list(sent)
+        sent.clear()
         conn.disconnect()  # type: ignore[no-untyped-call]
+        self._dropped()
+        if not lost:
+            return
+        if self._on_lost is not None:
+            self._on_lost(lost)
+        else:
+            logger.warning(
+                "The connection to Redis dropped before %d pipelined commands were confirmed",
+                len(lost),
+            )
 
     def script(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """EVALSHA ``script``; loaded through the client the first time Redis lacks it."""
@@ -469,7 +495,7 @@ class Lane:
 
     def close(self) -> None:
         with self._lock:
-            held, self._held = self._held, []
+            held, self._held, self._owed = self._held, [], []
         for conn in held:
             conn.disconnect()  # type: ignore[no-untyped-call]
         self._local = threading.local()
@@ -496,7 +522,9 @@ def pack(commands: Sequence[Sequence[Any]]) -> bytes:
     return b"".join(out)
 
 
-def _call(conn: AbstractConnection, commands: Sequence[Sequence[Any]]) -> list[Any]:
+def _call(
+    conn: AbstractConnection, commands: Sequence[Sequence[Any]], dropped: Callable[[], None]
+) -> list[Any]:
     packed = [pack(commands)]
     failures = 0
     while True:
@@ -505,6 +533,7 @@ def _call(conn: AbstractConnection, commands: Sequence[Sequence[Any]]) -> list[A
             return _replies(conn, len(commands))
         except CONNECTION_ERRORS:
             conn.disconnect()  # type: ignore[no-untyped-call]
+            dropped()
             failures += 1
             if failures > RETRIES:
                 raise

@@ -14,15 +14,17 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from caraway import coroutines, serialization, signals, states
-from caraway.brokers.base import Broker, Delivery
+from caraway.brokers.base import Broker, Delivery, SettlementKept
 from caraway.chords import on_part_return
 from caraway.exceptions import (
     DecodeError,
     NotRegistered,
+    OperationalError,
     SerializationError,
     SoftTimeLimitExceeded,
     TaskError,
@@ -225,7 +227,7 @@ class Consumer:
 
     def _undecodable(self, delivery: Delivery, exc: Exception) -> None:
         message = delivery.message
-        where = self.broker.dead_letter(delivery, f"cannot decode: {exc}")
+        where = self._dead_letter(delivery, f"cannot decode: {exc}")
         logger.error(
             "Cannot decode message %s (content type %r), set aside in %s: %s",
             message.task_id, message.content_type, where, exc,
@@ -239,7 +241,7 @@ class Consumer:
 
     def _unknown(self, delivery: Delivery, call: TaskCall, exc: NotRegistered) -> None:
         hint = self.app.tasks.unknown_task_hint(call.name)
-        where = self.broker.dead_letter(delivery, hint)
+        where = self._dead_letter(delivery, hint)
         logger.error("%s The message is set aside in %s.", hint, where)
         signals.task_unknown.send(
             sender=self, name=call.name, id=call.id, message=delivery.message, exc=exc
@@ -295,7 +297,7 @@ class Consumer:
         return 0.0 if bucket is None else bucket.take()
 
     def _revoke(self, job: Job, reason: str) -> None:
-        self.broker.ack([job.delivery.tag])
+        self._settle(job, "ack", partial(self.broker.ack, [job.delivery.tag]))
         logger.info("Discarding %s: %s", job.describe(), reason)
         if not job.call.ignore_result:
             self._safely(
@@ -310,6 +312,36 @@ class Consumer:
             sender=job.task, request=job.request, terminated=False, signum=None,
             expired=reason == "expired",
         )  # fmt: skip
+
+    def _settle(self, job: Job, what: str, settle: Callable[[], object]) -> bool:
+        """Ack or release; a broker that is away never stops the caller (a pool thread).
+
+        True when done, or kept by the broker to send once it is back (``SettlementKept``);
+        False when lost: the broker delivers the message again.
+        """
+        try:
+            settle()
+        except SettlementKept:
+            logger.warning(
+                "Task %s: the broker is away; its %s is kept and will be retried when the"
+                " broker is back", job.describe(), what,
+            )  # fmt: skip
+        except OperationalError as exc:
+            logger.warning(
+                "Task %s: could not %s its message (%s); the broker will deliver it again",
+                job.describe(), what, exc,
+            )  # fmt: skip
+            return False
+        return True
+
+    def _dead_letter(self, delivery: Delivery, reason: str) -> str:
+        """Set the message aside; says where, for the caller's log line."""
+        try:
+            return self.broker.dead_letter(delivery, reason)
+        except SettlementKept:
+            return "the dead letters once the broker is back (it is away)"
+        except OperationalError as exc:
+            return f"nowhere ({exc}); the broker will deliver it again"
 
     def _safely(self, fun: Any, *args: Any) -> None:
         """Result writes on the side paths must never stop the consumer."""
@@ -349,8 +381,10 @@ class Consumer:
         if self.state.is_revoked(job.id):
             self._revoke(job, "revoked")
             return False
-        if not job.acks_late:
-            self.broker.ack([job.delivery.tag])
+        if not job.acks_late and not self._settle(
+            job, "ack", partial(self.broker.ack, [job.delivery.tag])
+        ):
+            return False  # the broker delivers it again: running it now could run it twice
         self.state.active[job.id] = job
         if self.monitor is not None:
             self.monitor.started(job)
@@ -371,21 +405,21 @@ class Consumer:
         if self.monitor is not None:
             self.monitor.finished(job, Outcome(states.FAILURE, sys.exc_info()[1]))
         if job.acks_late:
-            self.broker.release([job.delivery.tag])
+            self._settle(job, "release", partial(self.broker.release, [job.delivery.tag]))
 
     def _settle_late(self, job: Job, outcome: Any) -> None:
-        tag = job.delivery.tag
+        tags = [job.delivery.tag]
         reject = outcome.reject
         if reject is not None and reject.requeue:
-            self.broker.release([tag])
+            self._settle(job, "release", partial(self.broker.release, tags))
         elif reject is not None:
-            where = self.broker.dead_letter(job.delivery, f"rejected: {reject.reason!r}")
+            where = self._dead_letter(job.delivery, f"rejected: {reject.reason!r}")
             logger.warning("%s rejected; message set aside in %s", job.describe(), where)
         elif outcome.state == states.FAILURE and not self._acks_failures(job):
-            where = self.broker.dead_letter(job.delivery, f"failed: {outcome.retval!r}")
+            where = self._dead_letter(job.delivery, f"failed: {outcome.retval!r}")
             logger.warning("%s failed; message set aside in %s", job.describe(), where)
         else:
-            self.broker.ack([tag])
+            self._settle(job, "ack", partial(self.broker.ack, tags))
 
     def _acks_failures(self, job: Job) -> bool:
         value = job.task.acks_on_failure_or_timeout

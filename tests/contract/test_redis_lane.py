@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -69,7 +70,27 @@ def test_a_dropped_connection_with_replies_owed_is_reported_and_the_lane_reconne
         assert new_id != connection_id
         # Either the write reached the dead socket (and the loss is reported), or the
         # write saw the reset and was sent again on a new connection.
-        reported = "dropped before 1 pipelined acks were confirmed" in caplog.text
+        reported = "dropped before 1 pipelined commands were confirmed" in caplog.text
         assert reported or client.lrange(key + ":list", 0, -1) == [b"lost?"]
     finally:
         lane.close()
+
+
+def test_commands_whose_replies_a_dropped_connection_took_go_to_on_lost(
+    client: redis.Redis, key: str
+) -> None:
+    lost: list[Any] = []
+    lane = Lane(client, on_lost=lost.extend)
+    first, second = ("RPUSH", key + ":list", "a"), ("RPUSH", key + ":list", "b")
+    try:
+        (connection_id,) = lane.call(("CLIENT", "ID"))
+        lane.send(first)  # applied; its reply waits, unread, in our socket
+        client.client_kill_filter(_id=connection_id)
+        lane.send(second)
+        assert lane.call(("PING",)) == [b"PONG"]
+    finally:
+        lane.close()
+    # Either the second write reached the dead socket (it is lost: handed over), or it saw
+    # the reset: the first, owed a reply, is handed over and the second sent again.
+    applied = client.lrange(key + ":list", 0, -1)
+    assert (lost, applied) in (([second], [b"a"]), ([first], [b"a", b"b"]))

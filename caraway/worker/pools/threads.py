@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 
 from caraway.worker.pools.base import LATE_LIMIT_SIGNALS, Pool, PoolOptions, Work
+
+logger = logging.getLogger("caraway.worker")
 
 _STOP = object()
 
@@ -32,6 +35,9 @@ class ThreadPool(Pool):
                 work()  # type: ignore[operator]
             except LATE_LIMIT_SIGNALS:
                 continue  # a time limit that fired as its task ended: the thread lives on
+            except Exception:
+                # Work settles its own failures; one that escapes must not cost a slot.
+                logger.exception("Pool thread %d: unexpected error; it goes on serving", slot)
 
     def submit(self, work: Work) -> None:
         self._queue.put(work)
