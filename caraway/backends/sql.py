@@ -7,15 +7,15 @@ Chord counters live in a small table of our own, ``caraway_chord_counters``.
 
 * ``db+postgresql://`` without a driver uses psycopg 3 (the ``postgresql`` extra), not
   SQLAlchemy's default psycopg2; ``db+mysql://`` and ``db+mariadb://`` use PyMySQL.
-* One Engine per URL and options in each process, ``pool_pre_ping`` on so a restarted
-  server is reconnected to; each operation runs in its own short transaction.
+* One Engine per URL and options, ``pool_pre_ping`` on so a restarted server is reconnected
+  to; each operation runs in its own short transaction. A forked child (prefork) starts with
+  empty pools: it never writes on a connection its parent opened.
 * SQLAlchemy errors leave as :class:`caraway.exceptions.OperationalError`, password masked.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -36,6 +36,7 @@ from caraway.backends.sql_models import (
     build_tables,
 )
 from caraway.exceptions import MissingExtra, OperationalError
+from caraway.utils.pid import after_fork_in_child
 from caraway.utils.text import mask_url, truncate
 
 if TYPE_CHECKING:
@@ -57,7 +58,21 @@ IN_CHUNK = 500
 
 _engines: dict[tuple[Any, ...], sa.Engine] = {}
 _created: set[tuple[Any, ...]] = set()
-_engines_lock = threading.Lock()
+
+
+class _Engines:
+    lock = threading.Lock()
+
+
+def _forget_parent_connections() -> None:
+    """In a forked child: each engine gets an empty pool, the parent's connections stay open
+    for the parent (SQLAlchemy's ``dispose(close=False)`` recipe for multiprocessing)."""
+    _Engines.lock = threading.Lock()
+    for engine in _engines.values():
+        engine.dispose(close=False)
+
+
+after_fork_in_child(_forget_parent_connections)
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -180,8 +195,8 @@ class SQLBackend(Backend):
         options.setdefault("pool_pre_ping", True)
         if self.short_lived:  # a fresh connection per operation: nothing left to go stale
             options["poolclass"] = NullPool
-        key = (os.getpid(), self.sa_url, repr(sorted(options.items(), key=str)))
-        with _engines_lock:
+        key = (self.sa_url, repr(sorted(options.items(), key=str)))
+        with _Engines.lock:
             engine = _engines.get(key)
             if engine is None:
                 with self._translated():
