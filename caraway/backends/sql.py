@@ -172,6 +172,7 @@ class SQLBackend(Backend):
             dict(conf.database_table_names or {}),
             dict(conf.database_table_schemas or {}),
             self.extended,
+            trusted=self.serializer == "pickle",
         )
         self.parts = build_parts_table(
             self.metadata, dict(conf.database_table_schemas or {}).get("task")
