@@ -10,7 +10,8 @@ Chord counters live in a small table of our own, ``caraway_chord_counters``.
 * One Engine per URL and options, ``pool_pre_ping`` on so a restarted server is reconnected
   to; each operation runs in its own short transaction. A forked child (prefork) starts with
   empty pools: it never writes on a connection its parent opened.
-* SQLAlchemy errors leave as :class:`caraway.exceptions.OperationalError`, password masked.
+* SQLAlchemy errors leave as one :class:`caraway.exceptions.OperationalError` naming the
+  masked URL and the cause (the SQLAlchemy error, its own chain and stack dropped).
 """
 
 from __future__ import annotations
@@ -225,7 +226,7 @@ class SQLBackend(Backend):
             detail = truncate(mask_url(str(getattr(exc, "orig", None) or exc)).strip(), 500)
             raise OperationalError(
                 f"SQL result backend {self.describe()}: {type(exc).__name__}: {detail}"
-            ) from exc
+            ) from _alone(exc)
 
     def _run(self, work: Callable[[sa.Connection], T]) -> T:
         """``work`` in one transaction; deadlocks and dropped connections are tried again."""
@@ -495,6 +496,15 @@ def _increment(
         table.update().where(table.c.key == key).values(value=found + amount, expires_at=expires_at)
     )
     return int(found) + amount
+
+
+def _alone(exc: BaseException) -> BaseException:
+    """``exc`` without its chain and traceback: the driver's error, SQLAlchemy's wrapping of
+    it and each failed attempt would print the same stack again (~190 lines for one outage);
+    the one error we raise names the cause already."""
+    exc.__cause__ = exc.__context__ = None
+    exc.__suppress_context__ = True
+    return exc.with_traceback(None)
 
 
 def _retryable(exc: sa.exc.DBAPIError) -> bool:

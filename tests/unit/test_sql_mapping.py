@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import sys
+import traceback
 import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -71,6 +72,11 @@ def test_database_errors_are_translated_with_the_password_masked() -> None:
     assert "s3cret" not in str(caught.value)
     assert "user:**@" in str(caught.value)
     assert isinstance(caught.value.__cause__, sa.exc.SQLAlchemyError)
+    # One error and its cause, not the driver's stack three times (one per wrapping/attempt).
+    printed = "".join(traceback.format_exception(caught.value))
+    assert printed.count("Traceback (most recent call last)") == 1, printed
+    assert printed.count("The above exception") == 1, printed
+    assert "During handling" not in printed, printed
 
 
 def _request(**extra: Any) -> SimpleNamespace:
