@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
@@ -63,6 +63,9 @@ _created: set[tuple[Any, ...]] = set()
 
 class _Engines:
     lock = threading.Lock()
+    #: In a forked child: the parent's pools, kept so that nothing closes their connections
+    #: here (a driver's close on an inherited socket would end the parent's session).
+    inherited: ClassVar[list[sa.Pool]] = []
 
 
 def _forget_parent_connections() -> None:
@@ -70,6 +73,7 @@ def _forget_parent_connections() -> None:
     for the parent (SQLAlchemy's ``dispose(close=False)`` recipe for multiprocessing)."""
     _Engines.lock = threading.Lock()
     for engine in _engines.values():
+        _Engines.inherited.append(engine.pool)
         engine.dispose(close=False)
 
 
