@@ -146,3 +146,23 @@ def test_a_child_publishes_on_its_own_amqp_connection() -> None:
             assert app.broker.size("celery") == 3
         finally:
             app.close()
+
+
+def test_a_child_sends_rpc_results_on_its_own_amqp_connection() -> None:
+    with rabbitmq_vhost("fork") as url:
+        app = Celery("fork-rpc", broker=url, backend="rpc://", set_as_current=False)
+        writer = app.backend._writer
+        try:
+            with writer.lock:
+                writer.open()
+                parent_port = writer.conn.sock.getsockname()[1]
+
+            def child() -> int:
+                with writer.lock:
+                    writer.open()
+                    port: int = writer.conn.sock.getsockname()[1]
+                    return port
+
+            assert in_child(child) != parent_port
+        finally:
+            app.close()
