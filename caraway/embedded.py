@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from caraway.exceptions import ImproperlyConfigured, OperationalError
-from caraway.utils.pid import current_pid
+from caraway.utils.pid import after_fork_in_child
 
 ENV_HOME = "CARAWAY_HOME"
 DEFAULT_FILENAME = "caraway.sqlite3"
@@ -82,7 +82,8 @@ class Database:
         )
         self._schemas: set[str] = set()
         self._lock = threading.Lock()
-        self._pid = current_pid()
+        self._closers: list[weakref.finalize[[], threading.Thread]] = []
+        after_fork_in_child(self._forget_parent)
 
     @classmethod
     def open(cls, path: Path) -> Database:
@@ -90,20 +91,17 @@ class Database:
         key = path.resolve() if path.exists() else path.absolute()
         with cls._instances_lock:
             db = cls._instances.get(key)
-            if db is None or db._pid != current_pid():
+            if db is None:
                 db = cls._instances[key] = cls(key)
             return db
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection; it is closed when the thread object goes away."""
-        if self._pid != current_pid():  # a forked child never touches its parent's connections
-            self._pid = current_pid()
-            self._conns = weakref.WeakKeyDictionary()
         thread = threading.current_thread()
         conn = self._conns.get(thread)
         if conn is None:
             conn = self._conns[thread] = self._connect()
-            weakref.finalize(thread, conn.close)
+            self._closers.append(weakref.finalize(thread, conn.close))
         return conn
 
     def _connect(self) -> sqlite3.Connection:
@@ -161,3 +159,24 @@ class Database:
         conn = self._conns.pop(threading.current_thread(), None)
         if conn is not None:
             conn.close()
+
+    def _forget_parent(self) -> None:
+        """In a forked child: new connections and locks. The parent's connections are kept
+        open and never used: SQLite must not close, in a child, a handle opened before fork."""
+        _INHERITED.extend(self._conns.values())
+        for closer in self._closers:
+            closer.detach()
+        self._closers = []
+        self._conns = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+
+#: In a forked child: the parent's SQLite connections, kept so nothing closes them here.
+_INHERITED: list[sqlite3.Connection] = []
+
+
+def _new_instances_lock() -> None:
+    Database._instances_lock = threading.Lock()
+
+
+after_fork_in_child(_new_instances_lock)

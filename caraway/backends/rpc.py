@@ -34,6 +34,7 @@ from caraway.clients.amqp import (
 )
 from caraway.exceptions import ImproperlyConfigured, OperationalError
 from caraway.urls import one_url
+from caraway.utils.pid import after_fork_in_child
 from caraway.utils.text import mask_url
 
 if TYPE_CHECKING:
@@ -52,6 +53,13 @@ class _Channel:
         self.conn: Any = None
         self.channel: Any = None
         self.declared: set[str] = set()
+        after_fork_in_child(self._forget_parent)
+
+    def _forget_parent(self) -> None:
+        """In a forked child (a prefork child writing results): a connection of its own."""
+        self.lock = threading.RLock()
+        self.conn = self.channel = None
+        self.declared = set()
 
     def open(self) -> Any:
         if self.channel is None:

@@ -7,20 +7,21 @@ Chord counters live in a small table of our own, ``caraway_chord_counters``.
 
 * ``db+postgresql://`` without a driver uses psycopg 3 (the ``postgresql`` extra), not
   SQLAlchemy's default psycopg2; ``db+mysql://`` and ``db+mariadb://`` use PyMySQL.
-* One Engine per URL and options in each process, ``pool_pre_ping`` on so a restarted
-  server is reconnected to; each operation runs in its own short transaction.
-* SQLAlchemy errors leave as :class:`caraway.exceptions.OperationalError`, password masked.
+* One Engine per URL and options, ``pool_pre_ping`` on so a restarted server is reconnected
+  to; each operation runs in its own short transaction. A forked child (prefork) starts with
+  empty pools: it never writes on a connection its parent opened.
+* SQLAlchemy errors leave as one :class:`caraway.exceptions.OperationalError` naming the
+  masked URL and the cause (the SQLAlchemy error, its own chain and stack dropped).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
@@ -36,6 +37,7 @@ from caraway.backends.sql_models import (
     build_tables,
 )
 from caraway.exceptions import MissingExtra, OperationalError
+from caraway.utils.pid import after_fork_in_child
 from caraway.utils.text import mask_url, truncate
 
 if TYPE_CHECKING:
@@ -57,7 +59,25 @@ IN_CHUNK = 500
 
 _engines: dict[tuple[Any, ...], sa.Engine] = {}
 _created: set[tuple[Any, ...]] = set()
-_engines_lock = threading.Lock()
+
+
+class _Engines:
+    lock = threading.Lock()
+    #: In a forked child: the parent's pools, kept so that nothing closes their connections
+    #: here (a driver's close on an inherited socket would end the parent's session).
+    inherited: ClassVar[list[sa.Pool]] = []
+
+
+def _forget_parent_connections() -> None:
+    """In a forked child: each engine gets an empty pool, the parent's connections stay open
+    for the parent (SQLAlchemy's ``dispose(close=False)`` recipe for multiprocessing)."""
+    _Engines.lock = threading.Lock()
+    for engine in _engines.values():
+        _Engines.inherited.append(engine.pool)
+        engine.dispose(close=False)
+
+
+after_fork_in_child(_forget_parent_connections)
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -157,6 +177,7 @@ class SQLBackend(Backend):
             dict(conf.database_table_names or {}),
             dict(conf.database_table_schemas or {}),
             self.extended,
+            trusted=self.serializer == "pickle",
         )
         self.parts = build_parts_table(
             self.metadata, dict(conf.database_table_schemas or {}).get("task")
@@ -180,8 +201,8 @@ class SQLBackend(Backend):
         options.setdefault("pool_pre_ping", True)
         if self.short_lived:  # a fresh connection per operation: nothing left to go stale
             options["poolclass"] = NullPool
-        key = (os.getpid(), self.sa_url, repr(sorted(options.items(), key=str)))
-        with _engines_lock:
+        key = (self.sa_url, repr(sorted(options.items(), key=str)))
+        with _Engines.lock:
             engine = _engines.get(key)
             if engine is None:
                 with self._translated():
@@ -209,7 +230,7 @@ class SQLBackend(Backend):
             detail = truncate(mask_url(str(getattr(exc, "orig", None) or exc)).strip(), 500)
             raise OperationalError(
                 f"SQL result backend {self.describe()}: {type(exc).__name__}: {detail}"
-            ) from exc
+            ) from _alone(exc)
 
     def _run(self, work: Callable[[sa.Connection], T]) -> T:
         """``work`` in one transaction; deadlocks and dropped connections are tried again."""
@@ -479,6 +500,15 @@ def _increment(
         table.update().where(table.c.key == key).values(value=found + amount, expires_at=expires_at)
     )
     return int(found) + amount
+
+
+def _alone(exc: BaseException) -> BaseException:
+    """``exc`` without its chain and traceback: the driver's error, SQLAlchemy's wrapping of
+    it and each failed attempt would print the same stack again (~190 lines for one outage);
+    the one error we raise names the cause already."""
+    exc.__cause__ = exc.__context__ = None
+    exc.__suppress_context__ = True
+    return exc.with_traceback(None)
 
 
 def _retryable(exc: sa.exc.DBAPIError) -> bool:

@@ -9,10 +9,17 @@ database shared with Celery clients keeps one schema. The ``result`` columns are
 * a group's ``result`` holds a pickled ``celery.result.GroupResult``. We write that pickle
   from opcodes (the class cannot be imported here), and read one back into caraway's tuple
   form ``[[id, parent], children]`` with an unpickler that never imports ``celery``.
+
+Unpickling runs whatever a pickle names, so it is trusted only with ``result_serializer =
+"pickle"`` (whoever can write the table can then run code in every reader, as in Celery).
+With any other serializer the columns are read by ``SafePickler``: builtin values, the
+date, decimal and uuid types, builtin exceptions and Celery's result classes, nothing else.
 """
 
 from __future__ import annotations
 
+import _compat_pickle
+import builtins
 import io
 import pickle
 import struct
@@ -49,6 +56,14 @@ class CompatPickler:
     @staticmethod
     def loads(data: bytes) -> Any:
         return _CeleryFreeUnpickler(io.BytesIO(data)).load()
+
+
+class SafePickler(CompatPickler):
+    """``CompatPickler`` that refuses every class outside ``SAFE_GLOBALS`` (see the module doc)."""
+
+    @staticmethod
+    def loads(data: bytes) -> Any:
+        return _SafeUnpickler(io.BytesIO(data)).load()
 
 
 # --- writing a GroupResult without celery ------------------------------------------------
@@ -114,6 +129,37 @@ class _CeleryFreeUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+#: What a result column may name when it is not trusted: values a task can return under a
+#: non-pickle serializer (``_codecs.encode`` is how protocol 2 writes bytes).
+SAFE_GLOBALS = {
+    ("builtins", name) for name in ("set", "frozenset", "bytearray", "complex", "slice", "range")
+} | {
+    ("_codecs", "encode"),
+    ("datetime", "datetime"), ("datetime", "date"), ("datetime", "time"),
+    ("datetime", "timedelta"), ("datetime", "timezone"),
+    ("decimal", "Decimal"), ("uuid", "UUID"), ("collections", "OrderedDict"),
+}  # fmt: skip
+
+
+class _SafeUnpickler(_CeleryFreeUnpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "celery" or module.startswith("celery."):
+            return super().find_class(module, name)
+        # Protocol 2 names classes as Python 2 did (``__builtin__.set``, ``exceptions.X``).
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        if (module, name) in SAFE_GLOBALS:
+            return super().find_class(module, name)
+        if module == "builtins":
+            found = getattr(builtins, name, None)
+            if isinstance(found, type) and issubclass(found, BaseException):
+                return found
+        raise pickle.UnpicklingError(
+            f"the SQL result column names {module}.{name}, which only a trusted pickle may"
+            " (result_serializer is not 'pickle'): refusing to unpickle it"
+        )
+
+
 # --- the tables --------------------------------------------------------------------------
 
 
@@ -121,13 +167,17 @@ def build_tables(
     names: dict[str, str] | None = None,
     schemas: dict[str, str] | None = None,
     extended: bool = False,
+    trusted: bool = True,
 ) -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table]:
     """Celery's task and group tables (``database_table_names``/``_schemas``), and our counters.
+
+    ``trusted``: the ``result`` columns may unpickle anything (``result_serializer`` pickle).
 
     Celery's columns are set by its backend on every write, so no Python-side defaults are
     declared here beyond the DDL that Celery's ``create_all`` produces.
     """
     names, schemas = names or {}, schemas or {}
+    pickler = CompatPickler if trusted else SafePickler
     metadata = sa.MetaData()
     task_schema, group_schema = schemas.get("task"), schemas.get("group")
     # Celery 5.6 widens the ids to BIGINT on SQL Server only.
@@ -142,7 +192,7 @@ def build_tables(
         ),
         sa.Column("task_id", sa.String(155), unique=True),
         sa.Column("status", sa.String(50)),
-        sa.Column("result", sa.PickleType(pickler=CompatPickler), nullable=True),
+        sa.Column("result", sa.PickleType(pickler=pickler), nullable=True),
         sa.Column("date_done", sa.DateTime, nullable=True, index=True),
         sa.Column("traceback", sa.Text, nullable=True),
     ]
@@ -173,7 +223,7 @@ def build_tables(
             primary_key=True,
         ),
         sa.Column("taskset_id", sa.String(155), unique=True),
-        sa.Column("result", sa.PickleType(pickler=CompatPickler), nullable=True),
+        sa.Column("result", sa.PickleType(pickler=pickler), nullable=True),
         sa.Column("date_done", sa.DateTime, nullable=True, index=True),
         schema=group_schema,
         sqlite_autoincrement=True,

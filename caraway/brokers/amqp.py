@@ -47,6 +47,7 @@ from caraway.clients.amqp import (
 )
 from caraway.exceptions import OperationalError
 from caraway.protocol import Message
+from caraway.utils.pid import after_fork_in_child
 
 logger = logging.getLogger("caraway.broker.amqp")
 
@@ -92,6 +93,14 @@ class _Link:
         self.generation = 0
         self.declared: set[str] = set()
         self._on_open = on_open
+        after_fork_in_child(self._forget_parent)
+
+    def _forget_parent(self) -> None:
+        """In a forked child: open a connection of its own on first use (the parent's socket
+        is left alone: py-amqp only closes its file descriptor when collected)."""
+        self.lock = threading.RLock()
+        self.conn = self.channel = None
+        self.declared = set()
 
     def open(self) -> Any:
         if self.channel is None:

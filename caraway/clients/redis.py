@@ -35,7 +35,7 @@ from redis.connection import AbstractConnection
 from redis.retry import Retry
 
 from caraway.exceptions import ImproperlyConfigured, OperationalError
-from caraway.utils.pid import current_pid
+from caraway.utils.pid import after_fork_in_child, current_pid
 from caraway.utils.text import mask_url
 
 logger = logging.getLogger("caraway.redis")
@@ -291,6 +291,11 @@ class LoopClients:
         self._clients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[redis.asyncio.Redis, AsyncGenerator[None, None]]
         ] = weakref.WeakKeyDictionary()
+        after_fork_in_child(self._forget_parent)
+
+    def _forget_parent(self) -> None:
+        """In a forked child: the parent's loops and their clients are not ours to use."""
+        self._clients = weakref.WeakKeyDictionary()
 
     async def get(self) -> redis.asyncio.Redis:
         loop = asyncio.get_running_loop()

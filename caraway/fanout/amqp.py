@@ -24,6 +24,7 @@ from caraway.clients.amqp import (
 )
 from caraway.fanout.base import Binding, Exchange, Fanout, Subscription
 from caraway.protocol import Message
+from caraway.utils.pid import after_fork_in_child
 
 #: Pause before reconnecting a subscriber whose connection was lost.
 RECONNECT_PAUSE = 0.5
@@ -42,6 +43,12 @@ class AMQPFanout(Fanout):
         self._conn: Any = None
         self._channel: Any = None
         self._declared: set[str] = set()
+        after_fork_in_child(self._forget_parent)
+
+    def _forget_parent(self) -> None:
+        """In a forked child: publish on a connection of its own, never on the parent's."""
+        self._lock = threading.Lock()
+        self._conn = self._channel = None
 
     def _open(self) -> Any:
         if self._channel is None:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import sys
-from datetime import datetime
+import traceback
+import uuid
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
@@ -15,7 +20,7 @@ import sqlalchemy as sa
 from caraway import Caraway, states
 from caraway.backends import sql
 from caraway.backends.sql import SQLBackend, meta_from_row, row_from_meta, sqlalchemy_url
-from caraway.backends.sql_models import CompatPickler, GroupTuple, build_tables
+from caraway.backends.sql_models import CompatPickler, GroupTuple, SafePickler, build_tables
 from caraway.exceptions import MissingExtra, OperationalError
 from caraway.urls import create_backend
 
@@ -67,6 +72,11 @@ def test_database_errors_are_translated_with_the_password_masked() -> None:
     assert "s3cret" not in str(caught.value)
     assert "user:**@" in str(caught.value)
     assert isinstance(caught.value.__cause__, sa.exc.SQLAlchemyError)
+    # One error and its cause, not the driver's stack three times (one per wrapping/attempt).
+    printed = "".join(traceback.format_exception(caught.value))
+    assert printed.count("Traceback (most recent call last)") == 1, printed
+    assert printed.count("The above exception") == 1, printed
+    assert "During handling" not in printed, printed
 
 
 def _request(**extra: Any) -> SimpleNamespace:
@@ -227,3 +237,52 @@ def test_a_group_pickled_by_celery_reads_as_the_tuple_form(monkeypatch: pytest.M
         ["g1", None],
         [[["t1", None], None], [["t2", None], None]],
     ]
+
+
+class _RunsCode:
+    """A pickle that would run a command when loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> Any:
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_an_untrusted_result_column_reads_plain_values_only(tmp_path: Path) -> None:
+    values = [
+        {"a": [1, 2.5, None, True]}, ("t", b"raw"), {1, 2}, frozenset({3}),
+        datetime(2025, 1, 2, tzinfo=timezone.utc), Decimal("1.5"), uuid.UUID(int=7),
+        ValueError("bad"), {"exc_type": "KeyError", "exc_message": ["k"], "exc_module": "builtins"},
+    ]  # fmt: skip
+    for protocol in (2, pickle.HIGHEST_PROTOCOL):
+        for value in values:
+            loaded = SafePickler.loads(pickle.dumps(value, protocol))
+            assert repr(loaded) == repr(value)
+
+    marker = tmp_path / "ran"
+    with pytest.raises(pickle.UnpicklingError, match=r"names posix\.system"):
+        SafePickler.loads(pickle.dumps(_RunsCode(marker)))
+    assert not marker.exists()
+    CompatPickler.loads(pickle.dumps(_RunsCode(marker)))  # trusted: pickle, as Celery reads it
+    assert marker.exists()
+
+
+def test_the_result_column_trusts_pickles_only_with_the_pickle_serializer() -> None:
+    def pickler(**conf: Any) -> Any:
+        backend = create_backend(
+            _app(database_create_tables_at_setup=False, **conf), "db+sqlite:///:memory:"
+        )
+        return backend.tasks.c.result.type.pickler, backend.groups.c.result.type.pickler
+
+    assert pickler() == (SafePickler, SafePickler)  # json, the default
+    assert pickler(result_serializer="pickle") == (CompatPickler, CompatPickler)
+
+
+def test_an_untrusted_backend_still_reads_celerys_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _FakeCelery()
+    with monkeypatch.context() as patched:
+        fake.install(patched)
+        data = pickle.dumps(fake.GroupResult("g1", [fake.AsyncResult("t1", fake.Backend())]))
+
+    assert SafePickler.loads(data) == [["g1", None], [[["t1", None], None]]]
