@@ -55,7 +55,14 @@ def read_runs(path: Path) -> list[tuple[int, float, float | None]]:
     return runs
 
 
+@pytest.mark.parametrize(
+    ("pause", "rate"),
+    [(0.2, None), (0.02, "10/s")],
+    ids=["queued-in-the-pool", "held-for-a-rate-limit"],
+)
 def test_a_cut_connection_reruns_only_the_tasks_running_at_the_cut(
+    pause: float,
+    rate: str | None,
     rabbit: str,
     proxy: CuttableProxy,
     start_worker: Callable[..., Any],
@@ -68,7 +75,7 @@ def test_a_cut_connection_reruns_only_the_tasks_running_at_the_cut(
     )  # fmt: skip
     side = tmp_path / "runs.txt"
 
-    @app.task
+    @app.task(rate_limit=rate)
     def work(n: int, pause: float) -> None:
         with side.open("a") as out:
             out.write(f"{n} {time.time():.4f} start\n")
@@ -83,12 +90,13 @@ def test_a_cut_connection_reruns_only_the_tasks_running_at_the_cut(
         return {run[0] for run in runs} == expected and all(run[2] for run in runs)
 
     try:
-        # A window of 16 on 2 threads: 14 prefetched and queued while 2 run.
+        # A window of 16 on 2 threads: 14 prefetched, queued in the pool or held for a
+        # rate-limit token, while 2 run.
         start_worker(app, pool="threads", concurrency=2, prefetch_multiplier=8)
         for n in range(ETA):  # held by the worker until their ETA, past the cut
             work.apply_async((1000 + n, 0.0), countdown=2.5)
         for n in range(SHORT):
-            work.delay(n, 0.2)
+            work.delay(n, pause)
         wait_until(lambda: len(read_runs(side)) >= 5, what="a few runs")
 
         caplog.set_level(logging.WARNING, logger="caraway")
