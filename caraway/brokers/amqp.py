@@ -28,10 +28,11 @@ import collections
 import contextlib
 import json
 import logging
+import select
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import amqp
@@ -112,8 +113,9 @@ class _Link:
             except CONNECTION_ERRORS as exc:
                 close_quietly(conn)
                 raise operational_error(self.params, exc, "opening a channel") from exc
-            self.conn, self.channel = conn, channel
+            # The generation first: whoever sees the new channel sees its generation too.
             self.generation += 1
+            self.conn, self.channel = conn, channel
             self.declared.clear()
         return self.channel
 
@@ -452,11 +454,51 @@ class AMQPBroker(Broker):
             self._buffer.extendleft(reversed(kept))
         return found
 
+    def lost(self, tags: Collection[Any]) -> set[Any]:
+        """Tags of a consuming channel that closed since: RabbitMQ requeued their messages
+        and delivers them again, and a tag means nothing on another channel.
+
+        Reads what waits on the connection first, so a connection RabbitMQ just closed
+        counts as closed; if another thread holds the connection, waits for it only when
+        data waits (it may be that close).
+        """
+        link = self._consumer
+        conn = link.conn
+        if link.lock.acquire(blocking=conn is not None and _readable(conn)):
+            try:
+                self._poll_locked()
+            finally:
+                link.lock.release()
+        # ``open`` sets the generation before the channel: read them in the other order.
+        generation = None if link.channel is None else link.generation
+        return {tag for tag in tags if tag[0] != generation}
+
+    def _poll_locked(self) -> None:
+        """Handle the frames already received, without waiting for more."""
+        link = self._consumer
+        if link.conn is None:
+            return
+        if getattr(link.conn, "_transport", None) is None:  # closed; a read would reopen it
+            link.drop()
+            return
+        if not _readable(link.conn):
+            return
+        try:
+            with contextlib.suppress(TimeoutError):
+                link.conn.drain_events(timeout=0.001)
+        except CONNECTION_ERRORS as exc:
+            link.drop()  # first: ``lost`` reads the channel without the lock
+            logger.warning("Lost the broker connection (%s)", exc)
+
     def _drain_locked(self, timeout: float) -> None:
         conn = self._consumer.conn
-        with contextlib.suppress(TimeoutError):
-            conn.drain_events(timeout=timeout)
-        conn.heartbeat_tick(rate=self.heartbeat_rate)
+        try:
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=timeout)
+            conn.heartbeat_tick(rate=self.heartbeat_rate)
+        except CONNECTION_ERRORS:
+            self._consumer.drop()  # under the lock: ``lost`` sees it at once
+            raise
         self._flush_locked()
 
     # --- settling (any thread) --------------------------------------------------------------
@@ -509,6 +551,8 @@ class AMQPBroker(Broker):
 
     def defer(self, delivery: Delivery, until: float) -> bool:
         """Send ``delivery`` down the delay ladder and ack it; False if its ETA is too near."""
+        if self.lost([delivery.tag]):
+            return False  # it cannot be acked: a copy down the ladder would be a second one
         try:
             if not self._delay(delivery, until - time.time()):
                 return False
@@ -633,8 +677,8 @@ class AMQPBroker(Broker):
                         link.conn.drain_events(timeout=0.001)
                     link.conn.heartbeat_tick(rate=self.heartbeat_rate)
             except CONNECTION_ERRORS as exc:
-                logger.warning("Broker connection lost while idle (%s)", exc)
                 link.drop()
+                logger.warning("Broker connection lost while idle (%s)", exc)
             finally:
                 link.lock.release()
 
@@ -652,6 +696,19 @@ class AMQPBroker(Broker):
         keeper, self._keeper = self._keeper, None
         if keeper is not None and keeper is not threading.current_thread():
             keeper.join(2.0)
+
+
+def _readable(conn: amqp.Connection) -> bool:
+    """Whether data waits on the connection's socket (or in its TLS buffer)."""
+    # ``_transport``: the public property reconnects a closed connection on access.
+    sock = getattr(getattr(conn, "_transport", None), "sock", None)
+    if sock is None or sock.fileno() < 0 or not hasattr(select, "poll"):
+        return True  # let the read find out
+    if getattr(sock, "pending", lambda: 0)():
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _configured_queue_arguments(task_queues: Any) -> dict[str, dict[str, Any]]:

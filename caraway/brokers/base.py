@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -128,6 +128,13 @@ class Broker(ABC):
 
     def renew(self, tags: Sequence[Any]) -> None:  # noqa: B027 - optional for lease-less brokers
         """Extend the lease of messages still held (brokers with ``leases``)."""
+
+    def lost(self, tags: Collection[Any]) -> set[Any]:
+        """The ``tags`` that can no longer be acked or released: the connection that delivered
+        them closed, and the broker delivers their messages again (AMQP delivery tags live and
+        die with their channel). A consumer must not start such a message. Engines whose tags
+        outlive a connection lose none."""
+        return set()
 
     def qos(self, prefetch_count: int) -> None:  # noqa: B027 - optional: prefetch is above
         """The consumer's prefetch window, for engines that push messages (AMQP basic.qos)."""

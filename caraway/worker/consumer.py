@@ -53,6 +53,8 @@ LIMIT_NAMES: dict[type[BaseException], str] = {
 }
 #: Longest a fetch blocks, so a stop request is noticed within this many seconds.
 FETCH_TIMEOUT = 0.2
+#: How often the consumer looks for deliveries its broker connection lost (s).
+LOST_CHECK = 0.2
 #: What ``revoke(..., terminate=True)`` sends (Celery's default); brokers keep no signal yet.
 TERMINATE_SIGNAL = signal.SIGTERM
 
@@ -95,6 +97,9 @@ class Consumer:
         self._slots = threading.Condition()
         self._stopping = threading.Event()
         self._revocation_cursor = 0
+        # Deliveries of a closed connection dropped since the last report, and when to look.
+        self._dropped = 0
+        self._next_lost_check = 0.0
         #: The worker's task monitor (events, ``inspect active``, terminate), when it has one.
         self.monitor: TaskMonitor | None = None
         #: When the main loop last turned (``time.monotonic``): the liveness probe reads it.
@@ -107,6 +112,7 @@ class Consumer:
         """Consume until ``stop()``; returns once no more messages will be taken."""
         while not self._stopping.is_set():
             self.heartbeat = time.monotonic()
+            self._drop_lost()
             timeout = self._release_due_holds()
             with self._slots:
                 free = self.window - self._inflight
@@ -138,9 +144,61 @@ class Consumer:
             job = getattr(work, "job", None)
             if job is not None:
                 tags.append(job.delivery.tag)
+        lost = self.broker.lost(tags)  # the broker already took those back
+        tags = [tag for tag in tags if tag not in lost]
         if tags:
             self.broker.release(tags)
         return len(tags)
+
+    def _drop_lost(self) -> None:
+        """Forget the held and queued messages of a closed broker connection, freeing their
+        slots: the broker delivers them again. Jobs already running finish (and run again,
+        as in Celery: their ack cannot be sent)."""
+        now = time.monotonic()
+        if now < self._next_lost_check:
+            return
+        self._next_lost_check = now + LOST_CHECK
+        with self._slots:
+            leased = list(self._leased)
+        lost = self.broker.lost(leased) if leased else set()
+        if lost & self._held.keys():
+            self._drop_lost_holds(lost)
+        if lost - {job.delivery.tag for job in list(self.state.active.values())}:
+            self._drop_lost_pending(lost)  # not only jobs that run: some wait in the pool
+        with self._slots:
+            dropped, self._dropped = self._dropped, 0
+        if dropped:
+            logger.warning(
+                "Connection to %s lost: %d prefetched message(s) dropped; the broker"
+                " delivers them again", self.broker.describe(), dropped,
+            )  # fmt: skip
+
+    def _drop_lost_holds(self, lost: set[Any]) -> None:
+        kept = []
+        for hold in self._holds:
+            tag = hold[2].delivery.tag
+            if tag not in lost or self._held.pop(tag, None) is None:
+                kept.append(hold)
+                continue
+            with self._slots:
+                self._dropped += 1
+            if hold[3] == "rate":  # counted in the window; ETA holds are not
+                self._done(hold[2])
+            else:
+                with self._slots:
+                    self._leased.discard(tag)
+        heapq.heapify(kept)
+        self._holds = kept
+
+    def _drop_lost_pending(self, lost: set[Any]) -> None:
+        for work in self.pool.take_pending():
+            job = getattr(work, "job", None)
+            if job is None or job.delivery.tag not in lost:
+                self.pool.submit(work if job is None else _Work(self, job))
+                continue
+            with self._slots:
+                self._dropped += 1
+            self._done(job)
 
     def _done(self, job: Job | Delivery) -> None:
         """The message is settled (acked, released or set aside): free its slot."""
@@ -378,6 +436,10 @@ class Consumer:
 
     def _begin(self, job: Job) -> bool:
         """Early ack and bookkeeping before the body runs; False when it must not run."""
+        if self.broker.lost([job.delivery.tag]):  # the broker delivers it again
+            with self._slots:
+                self._dropped += 1
+            return False
         if self.state.is_revoked(job.id):
             self._revoke(job, "revoked")
             return False

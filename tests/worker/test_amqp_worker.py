@@ -164,6 +164,25 @@ def test_higher_priorities_run_first_on_a_priority_queue(
     assert row["arguments"] == '[{"x-max-priority",10}]'
 
 
+def test_the_whole_priority_range_runs_highest_first(
+    rabbit: str, apps: Callable[..., Celery], start_worker: Callable[..., Any]
+) -> None:
+    # 255 is RabbitMQ's highest x-max-priority and the highest value of the priority octet.
+    app = apps("amqp-prio255", task_default_queue="prio255", task_queue_max_priority=255)
+    order: list[int] = []
+
+    @app.task
+    def record(priority: int) -> None:
+        order.append(priority)
+
+    for priority in (0, 10, 255):
+        record.apply_async((priority,), priority=priority)
+    start_worker(app, pool="threads", concurrency=1, prefetch_multiplier=1)
+
+    wait_until(lambda: len(order) == 3, what="three runs")
+    assert order == [255, 10, 0]
+
+
 def test_a_far_eta_goes_down_the_delay_ladder_and_runs_once_after_it(
     rabbit: str, apps: Callable[..., Celery], start_worker: Callable[..., Any]
 ) -> None:

@@ -44,13 +44,19 @@ class ThreadPool(Pool):
 
     def take_pending(self) -> list[Work]:
         pending: list[Work] = []
+        stops = 0
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return pending
-            if item is not _STOP:
+                break
+            if item is _STOP:
+                stops += 1
+            else:
                 pending.append(item)  # type: ignore[arg-type]
+        for _ in range(stops):  # a shrink still pending stays pending
+            self._queue.put(_STOP)
+        return pending
 
     def grow(self, n: int) -> None:
         for _ in range(max(0, n)):
