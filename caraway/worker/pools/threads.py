@@ -33,6 +33,10 @@ class ThreadPool(Pool):
             except LATE_LIMIT_SIGNALS:
                 continue  # a time limit that fired as its task ended: the thread lives on
 
+    def live_slots(self) -> int:
+        """Threads still running: one that died does not come back by itself."""
+        return sum(thread.is_alive() for thread in self._threads)
+
     def submit(self, work: Work) -> None:
         self._queue.put(work)
 
