@@ -163,6 +163,8 @@ class Consumer:
     # --- housekeeping, run by the timer ---------------------------------------------------
 
     def poll_revocations(self) -> None:
+        if not self.link.connected:  # no connection attempts from the timer meanwhile
+            return
         try:
             revoked, self._revocation_cursor = self.broker.revocations(self._revocation_cursor)
         except Unreachable as exc:  # the consumer reports the outage, once

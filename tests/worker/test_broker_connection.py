@@ -141,6 +141,7 @@ def test_a_worker_gives_up_after_broker_connection_max_retries(
         threaded.thread.join(WAIT)
         assert not threaded.thread.is_alive(), "the worker kept retrying"
     finally:
+        down_redis.start()  # a fresh, empty server: closing needs no retries
         space.close()
     error = threaded.error
     assert isinstance(error, OperationalError)
@@ -237,3 +238,17 @@ def test_a_rabbitmq_outage_is_quiet_and_the_worker_resumes(
     assert not any("Timer callback" in m for m in during), during
     assert sum(m.startswith("Lost the connection to the broker") for m in during) == 1
     assert len(during) <= 4, during
+
+
+def test_a_worker_waiting_for_its_broker_stops_when_asked() -> None:
+    app = Celery("conn-stop", broker=f"redis://127.0.0.1:{_free_port()}/0")
+    threaded = ThreadedWorker(app, pool="threads", concurrency=1)
+    threaded.thread.start()
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        threaded.stop(timeout=WAIT)  # raises if the worker failed or did not stop
+        assert time.monotonic() - started < 2.0
+        assert not threaded.worker.ready.is_set()
+    finally:
+        app.close()
