@@ -132,12 +132,19 @@ def test_a_lost_redis_is_logged_once_then_sparingly_and_readyz_follows_it(
     assert sum(m.startswith("Reconnected to the broker at redis://") for m in after) == 1
 
 
-def test_a_worker_gives_up_after_broker_connection_max_retries(
-    down_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("conf", "why"),
+    [
+        ({"broker_connection_max_retries": 2}, "gave up after 2 retries"),
+        ({"broker_connection_retry": False}, "broker_connection_retry is off"),
+    ],
+)
+def test_a_worker_gives_up_on_a_lost_broker_as_configured(
+    down_redis: PrivateRedis, conf: dict[str, Any], why: str
 ) -> None:
     down_redis.start()
     space = RedisSpace("127.0.0.1", down_redis.port)
-    app = _add_app(space, broker_connection_max_retries=2)
+    app = _add_app(space, **conf)
     threaded = ThreadedWorker(app, pool="threads", concurrency=2).start()
     try:
         down_redis.stop()
@@ -152,8 +159,7 @@ def test_a_worker_gives_up_after_broker_connection_max_retries(
     assert text.startswith(
         f"Lost the connection to the broker at redis://127.0.0.1:{down_redis.port}"
     )
-    assert "gave up after 2 retries" in text
-    assert "broker_connection_max_retries=2" in text
+    assert why in text
 
 
 def test_broker_connection_retry_on_startup_off_fails_at_once_naming_the_masked_url(
