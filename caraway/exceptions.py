@@ -49,6 +49,14 @@ class OperationalError(CarawayError):
     """A broker or backend failed to do what was asked (connection lost, server error)."""
 
 
+class Unreachable(OperationalError):
+    """The server could not be reached (refused, reset, timed out): a later try may work.
+
+    The worker retries these under ``broker_connection_*``; any other ``OperationalError``
+    (a refused command, a missing queue) is not cured by waiting.
+    """
+
+
 class SerializationError(CarawayError):
     """A value could not be serialized or deserialized."""
 
@@ -257,6 +265,7 @@ __all__ = [
     "Terminated",
     "TimeLimitExceeded",
     "TimeoutError",
+    "Unreachable",
     "WorkerLostError",
     "WorkerShutdown",
     "WorkerTerminate",

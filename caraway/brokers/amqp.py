@@ -46,7 +46,7 @@ from caraway.clients.amqp import (
     operational_error,
     parse_url,
 )
-from caraway.exceptions import OperationalError
+from caraway.exceptions import OperationalError, Unreachable
 from caraway.protocol import Message
 from caraway.utils.pid import after_fork_in_child
 
@@ -67,8 +67,6 @@ MAX_HOLD = 15 * 60.0
 DRAIN_SLICE = 0.05
 #: Seconds to wait for publisher confirms of a batch.
 CONFIRM_TIMEOUT = 30.0
-#: Reconnection backoff of the consumer: first pause, growth, and cap (s).
-BACKOFF_START, BACKOFF_MAX = 0.1, 2.0
 #: basic.qos prefetch_count is an AMQP short.
 MAX_PREFETCH = 65535
 #: Basic properties py-amqp carries; anything else a Message holds stays off the wire.
@@ -184,7 +182,6 @@ class AMQPBroker(Broker):
         self._consumer_generation = 0
         self._qos_window: int | None = None
         self._qos_applied: int | None = None
-        self._lost_since: float | None = None
         # Publisher side state (guarded by the publisher link's lock).
         self._sent = 0
         self._unconfirmed: set[int] = set()
@@ -325,11 +322,11 @@ class AMQPBroker(Broker):
         self._qos_window = max(1, int(prefetch_count))
 
     def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        """Deliveries, or ``Unreachable`` when the connection is lost (the worker retries)."""
         deadline = time.monotonic() + timeout
-        backoff = BACKOFF_START
         link = self._consumer
-        while True:
-            try:
+        try:
+            while True:
                 with link.lock:
                     self._flush_locked()
                     self._start_consuming(queues, limit)
@@ -338,26 +335,18 @@ class AMQPBroker(Broker):
                     if not found and remaining > 0:
                         self._drain_locked(min(remaining, DRAIN_SLICE))
                         found = self._take(queues, limit)
-                if self._lost_since is not None:
-                    logger.warning("Consuming again from %s", self.describe())
-                    self._lost_since = None
                 if found or deadline - time.monotonic() <= 0:
                     return found
-                backoff = BACKOFF_START
-            except RECONNECT_ON as exc:
-                with link.lock:
-                    link.drop()
-                if self._lost_since is None:
-                    self._lost_since = time.monotonic()
-                    logger.warning(
-                        "Lost the broker connection (%s); reconnecting to %s",
-                        exc, self.describe(),
-                    )  # fmt: skip
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return []
-                time.sleep(min(backoff, remaining))
-                backoff = min(backoff * 2, BACKOFF_MAX)
+        except RECONNECT_ON as exc:
+            with link.lock:
+                link.drop()
+            if isinstance(exc, Unreachable):
+                raise
+            raise Unreachable(f"AMQP broker {self.describe()}: consuming failed: {exc!r}") from exc
+
+    def connect(self) -> None:
+        with self._consumer.lock:
+            self._consumer.open()
 
     def _start_consuming(self, queues: Sequence[str], limit: int) -> None:
         """Connect, declare and consume what is missing; adjust the prefetch limit."""

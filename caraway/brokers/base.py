@@ -89,7 +89,10 @@ class Broker(ABC):
 
     @abstractmethod
     def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
-        """Up to ``limit`` ready messages from ``queues``, waiting up to ``timeout`` for one."""
+        """Up to ``limit`` ready messages from ``queues``, waiting up to ``timeout`` for one.
+
+        A lost connection raises ``Unreachable``: the worker decides when to try again.
+        """
 
     # ``ack``, ``release`` and ``dead_letter`` raise ``SettlementKept`` when the engine keeps
     # the settlement for later, ``OperationalError`` when it is lost (the broker redelivers).
@@ -148,6 +151,10 @@ class Broker(ABC):
 
     def resume_consuming(self, queue: str) -> None:  # noqa: B027 - pull engines hold nothing
         """Undo ``stop_consuming``: ``queue`` may be fetched from again."""
+
+    def connect(self) -> None:  # noqa: B027 - embedded engines have nothing to reach
+        """Reach the server now (connect, authenticate), as a worker does before it says
+        ready; ``Unreachable`` when it cannot be reached."""
 
     def declare(self, queue: str) -> None:  # noqa: B027 - queues are implicit in most engines
         """Make sure ``queue`` exists."""

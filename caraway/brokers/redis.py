@@ -54,8 +54,6 @@ MUTEX_EXPIRE_MS = 300_000
 DEFAULT_BRPOP_TIMEOUT = 1.0
 #: Revocations kept for workers that start later (the oldest are dropped beyond this).
 REVOKED_KEEP = 50_000
-#: Pause after a failed fetch, doubling up to the maximum while Redis stays away.
-RECONNECT_FIRST, RECONNECT_MAX = 0.1, 2.0
 #: Settlements (acks, releases, dead letters) kept while Redis is away; past this many the
 #: oldest are dropped, and their messages run again after the visibility timeout.
 MAX_KEPT = 10_000
@@ -200,7 +198,8 @@ class RedisBroker(Broker):
         self.client = connect(
             self.target, opts,
             ssl_options=self._ssl_options,
-            socket_timeout=max(10.0, self.brpop_timeout + 5.0), socket_connect_timeout=5.0,
+            socket_timeout=max(10.0, self.brpop_timeout + 5.0),
+            socket_connect_timeout=float(opts.get("broker_connection_timeout") or 4.0),
         )  # fmt: skip
         self._fetch = self.client.register_script(FETCH)
         self._release = self.client.register_script(RELEASE)
@@ -221,9 +220,6 @@ class RedisBroker(Broker):
         self._list_names: dict[tuple[str, int | None], str] = {}
         self._lock = threading.Lock()
         self._cycle: list[str] = []
-        self._down_since: float | None = None
-        self._retry_at = 0.0
-        self._backoff = RECONNECT_FIRST
 
     # --- names -------------------------------------------------------------------------
 
@@ -329,48 +325,23 @@ class RedisBroker(Broker):
     def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
         """Pop and record up to ``limit`` messages; block (BRPOP) when none is ready.
 
-        A lost server is not an error here: the worker keeps calling, so fetch waits with
-        a growing pause, logs once, and resumes when Redis is back.
+        A lost server raises ``Unreachable``: the worker's retry policy decides what next.
         """
         deadline = time.monotonic() + timeout
         if not queues:
             time.sleep(max(0.0, timeout))
             return []
-        if self._down_since is not None and time.monotonic() < self._retry_at:
-            time.sleep(max(0.0, min(self._retry_at, deadline) - time.monotonic()))
-            return []
-        try:
+        with translated(self.target, "to fetch"):
             if self._kept:
                 self._send_kept()
             found = self._take(queues, limit, deadline)
-        except CONNECTION_ERRORS as exc:
-            self._connection_lost(exc)
-            time.sleep(max(0.0, min(self._retry_at, deadline) - time.monotonic()))
-            return []
-        except redis.RedisError as exc:
-            with translated(self.target, "to fetch"):
-                raise exc
         if self._lane.drops != self._drops_seen:
             self._resend_owed()
-        if self._down_since is not None:
-            logger.info(
-                "Reconnected to Redis at %s after %.1f s",
-                self.target.masked, time.monotonic() - self._down_since,
-            )  # fmt: skip
-            self._down_since = None
-            self._backoff = RECONNECT_FIRST
         return found
 
-    def _connection_lost(self, exc: BaseException) -> None:
-        now = time.monotonic()
-        if self._down_since is None:
-            self._down_since = now
-            logger.warning(
-                "Lost the connection to Redis at %s (%s); retrying", self.target.masked, exc
-            )
-        else:
-            self._backoff = min(self._backoff * 2, RECONNECT_MAX)
-        self._retry_at = now + self._backoff
+    def connect(self) -> None:
+        with translated(self.target, "to connect"):
+            self.client.ping()
 
     def _order(self, queues: Sequence[str]) -> list[str]:
         """Queues in round-robin order: the one that last delivered goes to the end."""

@@ -151,6 +151,11 @@ def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="Serve HTTP probes here: /livez (the consumer loop turns) and /readyz (consuming).",
 )
 @click.option(
+    "--health-address",
+    metavar="ADDRESS",
+    help="Address the --health-port binds (default worker_health_address: every interface).",
+)
+@click.option(
     "-B", "--beat", is_flag=True,
     help="Also run beat in this worker (for development: run `caraway beat` in production).",
 )  # fmt: skip
@@ -189,6 +194,7 @@ def worker(
     workdir: str | None,
     umask: str | None,
     health_port: int | None,
+    health_address: str | None,
     task_events: bool,
     without_gossip: bool,
     without_mingle: bool,
@@ -237,6 +243,7 @@ def worker(
         max_tasks_per_child=max_tasks_per_child,
         max_memory_per_child=max_memory_per_child,
         health_port=health_port,
+        health_address=health_address,
         soft_shutdown_timeout=soft_shutdown_timeout,
         enable_soft_shutdown_on_idle=enable_soft_shutdown_on_idle,
         disable_prefetch=disable_prefetch,

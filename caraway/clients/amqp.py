@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 import amqp
 
-from caraway.exceptions import ImproperlyConfigured, OperationalError
+from caraway.exceptions import ImproperlyConfigured, OperationalError, Unreachable
 from caraway.utils.text import mask_url
 
 logger = logging.getLogger("caraway.amqp")
@@ -125,8 +125,10 @@ def _parse_one(url: str, options: Mapping[str, Any]) -> AMQPParams:
 
 
 def operational_error(params: AMQPParams, exc: BaseException, doing: str) -> OperationalError:
-    """``exc`` as our error; the caller chains it (``raise ... from exc``)."""
-    return OperationalError(f"AMQP broker {params.describe()}: {doing} failed: {exc!r}")
+    """``exc`` as our error; the caller chains it (``raise ... from exc``). ``Unreachable``
+    unless RabbitMQ answered (a channel error: a missing queue, a refused argument)."""
+    kind = OperationalError if isinstance(exc, amqp.exceptions.ChannelError) else Unreachable
+    return kind(f"AMQP broker {params.describe()}: {doing} failed: {exc!r}")
 
 
 def connect(params: AMQPParams) -> amqp.Connection:
@@ -147,7 +149,7 @@ def connect(params: AMQPParams) -> amqp.Connection:
             continue
         params.current = candidates.index(candidate)
         return conn
-    raise OperationalError("no failover URL answered: " + "; ".join(failures))
+    raise Unreachable("no failover URL answered: " + "; ".join(failures))
 
 
 def _attempt_order(params: AMQPParams, candidates: list[AMQPParams]) -> list[AMQPParams]:

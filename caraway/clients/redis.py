@@ -34,7 +34,7 @@ from redis.commands.core import Script
 from redis.connection import AbstractConnection
 from redis.retry import Retry
 
-from caraway.exceptions import ImproperlyConfigured, OperationalError
+from caraway.exceptions import ImproperlyConfigured, OperationalError, Unreachable
 from caraway.utils.pid import after_fork_in_child, current_pid
 from caraway.utils.text import mask_url
 
@@ -363,9 +363,12 @@ def _sentinel_master(
 
 @contextmanager
 def translated(target: RedisTarget, doing: str) -> Iterator[None]:
-    """Turn redis-py errors into ``OperationalError`` naming the (masked) URL."""
+    """Turn redis-py errors into ``OperationalError`` naming the (masked) URL;
+    ``Unreachable`` when the server could not be reached."""
     try:
         yield
+    except CONNECTION_ERRORS as exc:
+        raise Unreachable(f"Redis at {target.masked} failed {doing}: {exc}") from exc
     except redis.RedisError as exc:
         raise OperationalError(f"Redis at {target.masked} failed {doing}: {exc}") from exc
 

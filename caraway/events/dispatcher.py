@@ -24,6 +24,7 @@ from caraway.events.event import (
 )
 from caraway.mailbox import clock_of
 from caraway.protocol import ORIGIN
+from caraway.utils.log import FirstFailure
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -62,6 +63,8 @@ class EventDispatcher:
         self._wake = threading.Event()
         self._closed = threading.Event()
         self._flusher: threading.Thread | None = None
+        #: Events that cannot be sent while the broker is away: one warning per outage.
+        self._failures = FirstFailure(logger)
 
     @property
     def fanout(self) -> Fanout:
@@ -96,7 +99,9 @@ class EventDispatcher:
         try:
             self.fanout.publish(EXCHANGE, key, event_message(body, self.hostname))
         except Exception as exc:  # events are best effort: log, never break the caller
-            logger.warning("Could not send event(s) %s: %s", key, exc)
+            self._failures.failed("Could not send event(s) %s: %s", key, exc)
+        else:
+            self._failures.recovered()
 
     def flush(self) -> None:
         """Send what is buffered now, as one ``<group>.multi`` message per group."""

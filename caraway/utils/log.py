@@ -116,3 +116,20 @@ __all__ = [
     "task_logger",
     "worker_logger",
 ]
+
+
+class FirstFailure:
+    """Logs a failure that repeats while a server is away as a warning once, then at debug
+    until ``recovered``: a poll every second must not write a line every second (the
+    consumer already reports the outage, its length and its end)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self.failing = False
+
+    def failed(self, message: str, *args: object) -> None:
+        self.logger.log(logging.DEBUG if self.failing else logging.WARNING, message, *args)
+        self.failing = True
+
+    def recovered(self) -> None:
+        self.failing = False

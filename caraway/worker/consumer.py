@@ -30,10 +30,12 @@ from caraway.exceptions import (
     TaskError,
     TaskRevokedError,
     TimeLimitExceeded,
+    Unreachable,
 )
 from caraway.execution import Outcome, execute, execute_async
 from caraway.protocol import TaskCall, parse_task_message
 from caraway.request import Context
+from caraway.worker.connection import BrokerLink, RetryPolicy
 from caraway.worker.job import Job
 from caraway.worker.pools.base import LATE_LIMIT_SIGNALS, Pool, raise_in_thread
 from caraway.worker.ratelimit import TokenBucket, parse_rate
@@ -70,8 +72,11 @@ class Consumer:
         state: WorkerState,
         hostname: str,
         prefetch: int,
+        link: BrokerLink | None = None,
     ) -> None:
         self.app = app
+        #: The broker's reachability and retry policy (the worker's, connected at boot).
+        self.link = link or BrokerLink(broker.describe(), RetryPolicy.from_conf(app.conf))
         self.broker = broker
         self.queues = list(queues)
         self.pool = pool
@@ -114,12 +119,21 @@ class Consumer:
             self.heartbeat = time.monotonic()
             self._drop_lost()
             timeout = self._release_due_holds()
+            pause = self.link.pause()
+            if pause > 0:  # the broker is away: the next try is not due yet
+                self._stopping.wait(min(pause, timeout))
+                continue
             with self._slots:
                 free = self.window - self._inflight
                 if free <= 0:
                     self._slots.wait(timeout)
                     continue
-            deliveries = self.broker.fetch(self.queues, free, timeout)
+            try:
+                deliveries = self.broker.fetch(self.queues, free, timeout)
+            except Unreachable as exc:
+                self.link.failed(exc)  # raises once the retries are spent
+                continue
+            self.link.restored()
             for delivery in deliveries:
                 if self._stopping.is_set():
                     self.broker.release([delivery.tag])
@@ -211,7 +225,13 @@ class Consumer:
     # --- housekeeping, run by the timer ---------------------------------------------------
 
     def poll_revocations(self) -> None:
-        revoked, self._revocation_cursor = self.broker.revocations(self._revocation_cursor)
+        if not self.link.connected:  # no connection attempts from the timer meanwhile
+            return
+        try:
+            revoked, self._revocation_cursor = self.broker.revocations(self._revocation_cursor)
+        except Unreachable as exc:  # the consumer reports the outage, once
+            logger.debug("Cannot read revocations: %s", exc)
+            return
         for task_id, terminate in revoked:
             self.state.revoke(task_id, terminate)
             if terminate and task_id in self.state.active:

@@ -1,13 +1,20 @@
 """``--health-port``: HTTP probes for orchestrators (Kubernetes, Nomad, systemd helpers).
 
 ``GET /livez``  200 while the supervisor's consumer loop keeps turning (or is booting), 503
-                when it has been stuck for ``STUCK_AFTER`` seconds: restart the worker.
-``GET /readyz`` 200 while the worker consumes, 503 while booting or shutting down.
+                when it has been stuck for ``STUCK_AFTER`` seconds or a pool slot died
+                unreplaced: restart the worker.
+``GET /readyz`` 200 while the worker consumes, 503 while booting, shutting down or while
+                the broker cannot be reached.
+
+The answers say ``ok`` or ``not ok`` and nothing else (no URL, host or version): the port
+is often reachable by more than the orchestrator. It binds every interface unless given an
+address (``--health-address``): Kubernetes probes come to the pod's address.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +34,9 @@ class HealthServer:
         probes = {"/livez": live, "/healthz": live, "/readyz": ready}
 
         class Handler(BaseHTTPRequestHandler):
+            server_version = "caraway"
+            sys_version = ""
+
             def do_GET(self) -> None:
                 probe = probes.get(self.path.split("?", 1)[0])
                 if probe is None:
@@ -47,7 +57,9 @@ class HealthServer:
             def log_message(self, format: str, *args: object) -> None:
                 """Probes every few seconds would drown the worker's log."""
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._host = host
+        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+        self._server = server_class((host, port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="caraway-health", daemon=True
@@ -59,8 +71,16 @@ class HealthServer:
 
     def start(self) -> None:
         self._thread.start()
-        logger.info("Health probes on port %d: /livez and /readyz", self.port)
+        host = self._server.server_address[0]
+        where = host if self._host else "every interface"
+        logger.info("Health probes on %s, port %d: /livez and /readyz", where, self.port)
 
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    """For an IPv6 ``--health-address`` such as ``::1`` or ``::``."""
+
+    address_family = socket.AF_INET6

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from caraway import mailbox
 from caraway.fanout.base import Exchange
+from caraway.utils.log import FirstFailure
 from caraway.worker.commands import dispatch
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ class Pidbox:
         self.clock = mailbox.clock_of(worker.app)
         self._subscription: Subscription | None = None
         self._stopped = threading.Event()
+        self._failures = FirstFailure(logger)
         self._thread = threading.Thread(target=self._run, name="caraway-pidbox", daemon=True)
 
     def start(self) -> None:
@@ -50,8 +52,9 @@ class Pidbox:
         try:
             subscription = self.fanout.subscribe(mailbox.PIDBOX, binding)
         except Exception as exc:
-            logger.warning("Remote control: cannot bind %s yet (%s)", binding.queue, exc)
+            self._failures.failed("Remote control: cannot bind %s yet (%s)", binding.queue, exc)
             return False
+        self._failures.recovered()
         if self._stopped.is_set():  # stopped meanwhile: stop() will not see this one
             subscription.close()
             return False
@@ -76,9 +79,10 @@ class Pidbox:
             try:
                 messages = subscription.get(READ_SLICE)
             except Exception as exc:  # a lost broker: keep trying, the worker goes on
-                logger.warning("Remote control: cannot read requests (%s); retrying", exc)
+                self._failures.failed("Remote control: cannot read requests (%s); retrying", exc)
                 self._stopped.wait(1.0)
                 continue
+            self._failures.recovered()
             for message in messages:
                 self.handle(message)
 

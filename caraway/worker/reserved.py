@@ -83,6 +83,9 @@ class ReservingPool(Pool):
     def stop(self, wait: bool = True) -> None:
         self.inner.stop(wait)
 
+    def live_slots(self) -> int:
+        return self.inner.live_slots()
+
     def grow(self, n: int) -> None:
         self.inner.grow(n)
         self.limit = self.inner.limit

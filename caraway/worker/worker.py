@@ -17,10 +17,11 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from caraway import signals
-from caraway.exceptions import ImproperlyConfigured
+from caraway.exceptions import ImproperlyConfigured, Unreachable
 from caraway.utils.imports import symbol_by_name
 from caraway.utils.log import expand_node_path, setup_logging
 from caraway.worker.autoscale import Autoscaler, parse_autoscale
+from caraway.worker.connection import BrokerLink, RetryPolicy
 from caraway.worker.consumer import Consumer
 from caraway.worker.health import STUCK_AFTER, HealthServer
 from caraway.worker.pools import create_pool
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
     from caraway.app import Caraway
     from caraway.beat import EmbeddedService
+    from caraway.brokers.base import Broker
     from caraway.events.dispatcher import EventDispatcher
     from caraway.worker.monitor import TaskMonitor
 
@@ -54,6 +56,8 @@ STATEDB_INTERVAL = 10.0
 DRAIN_POLL = 0.05
 #: The exit code after a cold shutdown, as Celery's (``EX_FAILURE``); a warm one exits 0.
 COLD_EXITCODE = 1
+#: Longest wait between looks at a stop request while the broker is retried at boot (s).
+CONNECT_POLL = 0.1
 #: Pools whose tasks run in child processes.
 PROCESS_POOLS = ("prefork", "processes")
 
@@ -125,6 +129,8 @@ class Worker:
         self.state = WorkerState()
         self.timer = Timer()
         self.consumer: Consumer | None = None
+        #: Whether the broker is reachable, and Celery's retry policy for when it is not.
+        self.link: BrokerLink | None = None
         self.health: HealthServer | None = None
         self.ready = threading.Event()
         self.stopped = threading.Event()
@@ -153,7 +159,8 @@ class Worker:
         """Run until stopped (SIGTERM/SIGINT with signal handlers, or ``stop()``)."""
         try:
             self._boot()
-            assert self.consumer is not None
+            if self.consumer is None:  # stopped while waiting for the broker
+                return
             if self._stop_requested.is_set():  # stop() came while booting
                 self.consumer.stop()
             signals.worker_ready.send(sender=self)
@@ -183,19 +190,51 @@ class Worker:
         )
         pool.start()
         if self.options.get("health_port") is not None:  # after the fork: children skip it
-            self.health = HealthServer(int(self.options["health_port"]), self.live, self.serving)
+            self.health = HealthServer(
+                int(self.options["health_port"]), self.live, self.serving, self._health_address()
+            )
             self.health.start()
         if self.pool_name not in PROCESS_POOLS:  # prefork children send it themselves
             signals.worker_process_init.send(sender=self)
+        self.link = BrokerLink(broker.describe(), RetryPolicy.from_conf(app.conf))
+        if not self._connect(broker, self.link):
+            return
         self.consumer = Consumer(
-            app, broker, self.queues, pool, self.timer, self.state, self.hostname, self.prefetch
-        )
+            app, broker, self.queues, pool, self.timer, self.state, self.hostname, self.prefetch,
+            self.link,
+        )  # fmt: skip
         self._start_housekeeping(broker)
         if self.options.get("beat"):
             self._start_beat()
         self.remote.start()
         signals.celeryd_after_setup.send(sender=self.hostname, instance=self, conf=app.conf)
         logger.info("%s", self.banner())
+
+    def _connect(self, broker: Broker, link: BrokerLink) -> bool:
+        """Reach the broker before saying ready, retrying per ``broker_connection_*``.
+
+        False if the worker was asked to stop meanwhile; ``OperationalError`` (naming the
+        masked URL and the cause) when the policy gives up.
+        """
+        while not self._stop_requested.is_set():
+            try:
+                broker.connect()
+            except Unreachable as exc:
+                link.failed(exc)  # raises once the retries are spent
+                deadline = time.monotonic() + link.pause()
+                while not self._stop_requested.is_set() and time.monotonic() < deadline:
+                    self._stop_requested.wait(min(CONNECT_POLL, deadline - time.monotonic()))
+                continue
+            link.restored()
+            return True
+        return False
+
+    def _health_address(self) -> str:
+        """``--health-address`` or ``worker_health_address``; empty: every interface."""
+        address = self.options.get("health_address")
+        if address is None:
+            address = self.app.conf.worker_health_address
+        return str(address or "")
 
     def _pool_options(self) -> PoolOptions:
         conf, options = self.app.conf, self.options
@@ -204,15 +243,21 @@ class Worker:
         return PoolOptions(self.app, max_tasks, max_memory, self.logfile_template, self.hostname)
 
     def live(self) -> bool:
-        """Liveness: booting, or the consumer loop turned within ``STUCK_AFTER`` seconds."""
+        """Liveness: booting, or the consumer loop turned within ``STUCK_AFTER`` seconds
+        and every pool slot can still run a task (none died unreplaced)."""
         consumer = self.consumer
         if consumer is None or self.stopped.is_set():
             return not self.stopped.is_set()
-        return time.monotonic() - consumer.heartbeat < STUCK_AFTER
+        if time.monotonic() - consumer.heartbeat >= STUCK_AFTER:
+            return False
+        pool = consumer.pool
+        return self._stop_requested.is_set() or pool.live_slots() >= pool.limit
 
     def serving(self) -> bool:
-        """Readiness: consuming, not booting or stopping."""
-        return self.ready.is_set() and not self._stop_requested.is_set()
+        """Readiness: consuming with the broker reachable; not booting or stopping."""
+        link = self.link
+        ready = self.ready.is_set() and not self._stop_requested.is_set()
+        return ready and link is not None and link.connected
 
     def _start_housekeeping(self, broker: Any) -> None:
         assert self.consumer is not None
@@ -284,7 +329,11 @@ class Worker:
         )
         consumer = self.consumer
         if consumer is not None:
-            given_back = consumer.give_back()
+            try:
+                given_back = consumer.give_back()
+            except Unreachable as exc:  # they come back after the visibility timeout
+                logger.warning("Could not give back the prefetched messages: %s", exc)
+                given_back = 0
             if given_back:
                 logger.info("Gave back %d prefetched message(s) to the broker", given_back)
             self._drain()

@@ -391,12 +391,12 @@ def test_the_worker_resumes_after_a_redis_restart(
 
     class OnLost(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            if "Lost the connection to Redis" in record.getMessage():
+            if "Lost the connection to the broker" in record.getMessage():
                 lost.set()
 
     handler = OnLost()
-    logging.getLogger("caraway.broker").addHandler(handler)
-    caplog.set_level(logging.INFO, logger="caraway.broker")
+    logging.getLogger("caraway.worker").addHandler(handler)
+    caplog.set_level(logging.INFO, logger="caraway.worker")
     try:
         start_worker(app, pool="threads", concurrency=2)
         assert add.delay(1, 1).get(timeout=WAIT) == 2
@@ -408,10 +408,10 @@ def test_the_worker_resumes_after_a_redis_restart(
         results = [add.delay(i, 1) for i in range(5)]
         assert [r.get(timeout=WAIT) for r in results] == [i + 1 for i in range(5)]
     finally:
-        logging.getLogger("caraway.broker").removeHandler(handler)
-    messages = [r.getMessage() for r in caplog.records if r.name == "caraway.broker"]
+        logging.getLogger("caraway.worker").removeHandler(handler)
+    messages = [r.getMessage() for r in caplog.records if r.name == "caraway.worker"]
     assert sum("Lost the connection" in m for m in messages) == 1  # logged once, not per try
-    assert any(m.startswith("Reconnected to Redis at redis://127.0.0.1:") for m in messages)
+    assert any(m.startswith("Reconnected to the broker at redis://127.0.0.1:") for m in messages)
 
 
 @pytest.mark.parametrize(("pool", "concurrency"), [("prefork", 2), ("asyncio", 100)])

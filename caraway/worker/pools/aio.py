@@ -76,6 +76,10 @@ class AsyncioPool(Pool):
             self._idle.notify_all()
         self._fill()
 
+    def live_slots(self) -> int:
+        """Every slot runs on the loop's thread: all of them, or none once it died."""
+        return self.limit if self._thread.is_alive() else 0
+
     def take_pending(self) -> list[Work]:
         with self._lock:
             pending: list[Any] = list(self._pending)

@@ -61,6 +61,11 @@ class Pool(ABC):
     def stop(self, wait: bool = True) -> None:  # noqa: B027 - solo has nothing to stop
         """Stop accepting work; with ``wait``, let running work finish."""
 
+    def live_slots(self) -> int:
+        """How many of the ``limit`` slots can still run work; fewer means one died
+        unreplaced (the liveness probe fails). Pools without threads of their own: all."""
+        return self.limit
+
     def grow(self, n: int) -> None:
         """Run ``n`` more jobs at once (``pool_grow``)."""
         raise NotImplementedError(f"the {type(self).__name__} cannot grow")

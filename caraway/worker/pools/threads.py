@@ -39,6 +39,10 @@ class ThreadPool(Pool):
                 # Work settles its own failures; one that escapes must not cost a slot.
                 logger.exception("Pool thread %d: unexpected error; it goes on serving", slot)
 
+    def live_slots(self) -> int:
+        """Threads still running: one that died does not come back by itself."""
+        return sum(thread.is_alive() for thread in self._threads)
+
     def submit(self, work: Work) -> None:
         self._queue.put(work)
 
