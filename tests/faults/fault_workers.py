@@ -30,6 +30,10 @@ from polling import poll
 #: The bound for work to resume after a fault: tasks sent once it is over end within this.
 RESUME_WITHIN = 20.0
 
+#: The bound for everything to be settled after a fault: two leases of 6 s run out, the
+#: worker's orphan poll (5 s) finds them, and the tasks they bring back run.
+SETTLE = 30.0
+
 #: The app the workers run; its settings come from ``fault_conf.json`` beside it, and
 #: ``FAULT_BROKER_URL`` in the environment overrides the broker (a worker behind a proxy).
 TASKS_SOURCE = """
@@ -221,8 +225,7 @@ class FaultProject:
         """Until ``count`` runs have ended: the pool is busy, the prefetch window full."""
         poll(lambda: len(self.ledger.ended()) >= count, timeout, f"{count} tasks to end")
 
-    def settle(self, ids: Sequence[str], broker_empty: Callable[[], bool],
-               timeout: float) -> None:  # fmt: skip
+    def settle(self, ids: Sequence[str], broker_empty: Callable[[], bool]) -> None:
         """Until every task ended and the broker holds no message (so nothing is still to
         come back, e.g. after a lease expires). Returns at the bound too: the assertions
         that follow say what is missing."""
@@ -230,7 +233,7 @@ class FaultProject:
         with contextlib.suppress(AssertionError):
             poll(
                 lambda: wanted <= self.ledger.ended() and broker_empty(),
-                timeout,
+                SETTLE,
                 "every task to end and the broker to be empty",
             )
 

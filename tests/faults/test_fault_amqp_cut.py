@@ -17,6 +17,9 @@ from fault_servers import CuttableProxy
 from fault_workers import FaultProject, check
 from services import rabbitmq_vhost, rabbitmqctl, require
 
+#: Each wait inside is bounded; the sum of the bounds exceeds pytest's default 60 s.
+pytestmark = pytest.mark.timeout(150)
+
 REFUSE_FOR = 2.0
 
 
@@ -63,5 +66,5 @@ def test_a_rabbitmq_connection_cut_under_load(
     time.sleep(REFUSE_FOR)
 
     recovery, probes = project.resume()
-    project.settle(ids + probes, queue_empty(vhost_url), timeout=40)
+    project.settle(ids + probes, queue_empty(vhost_url))
     check(project, ids + probes, fault, "amqp-cut/threads", recovery)

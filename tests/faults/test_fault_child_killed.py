@@ -21,6 +21,9 @@ from polling import poll
 from caraway import states
 from caraway.exceptions import WorkerLostError
 
+#: Each wait inside is bounded; the sum of the bounds exceeds pytest's default 60 s.
+pytestmark = pytest.mark.timeout(150)
+
 
 @pytest.mark.parametrize("requeue", [False, True], ids=["worker-lost", "reject-on-worker-lost"])
 def test_a_pool_child_killed_mid_task(
@@ -40,7 +43,7 @@ def test_a_pool_child_killed_mid_task(
     fault = (killed_at, time.time())
 
     recovery, probes = project.resume()
-    project.settle(ids + probes, redis_empty(private_redis), timeout=30)
+    project.settle(ids + probes, redis_empty(private_redis))
     figures = check(
         project, ids + probes, fault, f"child-sigkill/{'requeue' if requeue else 'lost'}", recovery
     )

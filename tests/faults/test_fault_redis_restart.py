@@ -15,6 +15,9 @@ import pytest
 from fault_servers import PrivateRedis, redis_conf, redis_empty
 from fault_workers import FaultProject, check
 
+#: Each wait inside is bounded; the sum of the bounds exceeds pytest's default 60 s.
+pytestmark = pytest.mark.timeout(150)
+
 DOWN_FOR = 3.0
 
 
@@ -38,5 +41,5 @@ def test_redis_killed_and_restarted_under_load(
     private_redis.start()
 
     recovery, probes = project.resume()
-    project.settle(ids + probes, redis_empty(private_redis), timeout=40)
+    project.settle(ids + probes, redis_empty(private_redis))
     check(project, ids + probes, fault, f"redis-restart/{pool}", recovery)

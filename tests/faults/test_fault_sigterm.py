@@ -16,6 +16,9 @@ import redis
 from fault_servers import PrivateRedis, redis_conf, redis_empty
 from fault_workers import FaultProject, check
 
+#: Each wait inside is bounded; the sum of the bounds exceeds pytest's default 60 s.
+pytestmark = pytest.mark.timeout(150)
+
 
 @pytest.mark.parametrize(("pool", "concurrency"), [("threads", 3), ("prefork", 2)])
 def test_sigterm_with_a_full_prefetch_window(
@@ -47,6 +50,6 @@ def test_sigterm_with_a_full_prefetch_window(
     project.spawn(pool, concurrency)
     project.wait_ready()
     recovery, probes = project.resume()
-    project.settle(ids + probes, redis_empty(private_redis), timeout=30)
+    project.settle(ids + probes, redis_empty(private_redis))
     figures = check(project, ids + probes, fault, f"sigterm/{pool}", recovery)
     assert figures.twice == 0, "a task ran twice after a warm shutdown"

@@ -15,9 +15,13 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 from fault_servers import LEASE, PrivateRedis, redis_conf, redis_empty
 from fault_workers import FaultProject, check
 from polling import poll
+
+#: Each wait inside is bounded; the sum of the bounds exceeds pytest's default 60 s.
+pytestmark = pytest.mark.timeout(150)
 
 
 def gone(pid: int) -> bool:
@@ -50,7 +54,7 @@ def run_kill_story(project: FaultProject, pool: str, empty: Callable[[], bool]) 
     project.spawn(pool, 2)
     project.wait_ready()
     recovery, probes = project.resume()
-    project.settle(ids + probes, empty, timeout=3 * LEASE + 20)
+    project.settle(ids + probes, empty)
     broker = project.app.conf.broker_url.split(":")[0]
     check(project, ids + probes, fault, f"worker-sigkill/{broker}/{pool}", recovery)
 
