@@ -27,6 +27,9 @@ from services import missing
 #: Bound for a server to start or stop: generous for a loaded 2-core machine.
 SERVER_WAIT = 20.0
 
+#: Seconds a Redis or SQLite message stays leased unrenewed (``visibility_timeout``).
+LEASE = 6.0
+
 
 def free_port() -> int:
     """A TCP port nobody listens on now (the usual bind-to-0 trick)."""
@@ -201,18 +204,14 @@ def _reset(conn: socket.socket) -> None:
     conn.close()
 
 
-def redis_conf(server: PrivateRedis, **conf: Any) -> dict[str, Any]:
-    """Settings for a project on ``server``; short leases, so that a message nobody acked
-    comes back (and is counted) within the test."""
+def redis_conf(server: PrivateRedis, lease: float = LEASE, **conf: Any) -> dict[str, Any]:
+    """Settings for a project on ``server``. The lease (``visibility_timeout``) is short,
+    so that a message nobody acknowledged comes back, and is counted, within the test."""
     return {
         "broker_url": f"{server.url}/0",
-        "broker_transport_options": {"visibility_timeout": LEASE},
+        "broker_transport_options": {"visibility_timeout": lease},
         **conf,
     }
-
-
-#: Seconds a Redis or SQLite message stays leased unrenewed (``visibility_timeout``).
-LEASE = 6
 
 
 def redis_empty(server: PrivateRedis) -> Callable[[], bool]:
