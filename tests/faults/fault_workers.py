@@ -252,9 +252,11 @@ class FaultProject:
 
 
 def check(project: FaultProject, ids: Sequence[str], fault: tuple[float, float],
-          scenario: str, recovery: float) -> Figures:  # fmt: skip
-    """The promise of ``acks_late``: nothing lost, and only tasks running at the fault
-    (some instant of the ``fault`` window, wall-clock times) ran twice."""
+          broker_empty: Callable[[], bool], scenario: str, recovery: float) -> Figures:  # fmt: skip
+    """The promise of ``acks_late``, once everything has settled: nothing lost, only tasks
+    running at the fault (some instant of the ``fault`` window, wall-clock times) ran
+    twice, and no message is left behind in the broker to run again later."""
+    project.settle(ids, broker_empty)
     ledger = project.ledger
     ended, starts = ledger.ended(), ledger.starts()
     running = ledger.running(*fault)
@@ -268,4 +270,5 @@ def check(project: FaultProject, ids: Sequence[str], fault: tuple[float, float],
         f"{len(not_running)} task(s) ran twice that were not running at the fault "
         f"(prefetched, or acked in vain): {not_running[:10]}"
     )
+    assert broker_empty(), "messages stay queued or unacked after every task ended"
     return figures

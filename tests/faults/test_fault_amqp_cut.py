@@ -66,5 +66,4 @@ def test_a_rabbitmq_connection_cut_under_load(
     time.sleep(REFUSE_FOR)
 
     recovery, probes = project.resume()
-    project.settle(ids + probes, queue_empty(vhost_url))
-    check(project, ids + probes, fault, "amqp-cut/threads", recovery)
+    check(project, ids + probes, fault, queue_empty(vhost_url), "amqp-cut/threads", recovery)

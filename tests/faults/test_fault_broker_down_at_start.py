@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fault_servers import PrivateRedis, redis_conf
+from fault_servers import PrivateRedis, redis_conf, redis_empty
 from fault_workers import FaultProject, check
 
 #: Each wait inside is bounded; the sum of the bounds exceeds pytest's default 60 s.
@@ -35,6 +35,8 @@ def test_a_worker_started_before_its_redis(
         project.wait_ready()
         _, probes = project.resume()
         recovery = time.monotonic() - up_at
-        check(project, probes, (0.0, 0.0), "broker-down-at-start/redis", recovery)
+        check(
+            project, probes, (0.0, 0.0), redis_empty(server), "broker-down-at-start/redis", recovery
+        )
     finally:
         server.kill()

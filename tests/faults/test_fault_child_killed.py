@@ -43,9 +43,13 @@ def test_a_pool_child_killed_mid_task(
     fault = (killed_at, time.time())
 
     recovery, probes = project.resume()
-    project.settle(ids + probes, redis_empty(private_redis))
     figures = check(
-        project, ids + probes, fault, f"child-sigkill/{'requeue' if requeue else 'lost'}", recovery
+        project,
+        ids + probes,
+        fault,
+        redis_empty(private_redis),
+        f"child-sigkill/{'requeue' if requeue else 'lost'}",
+        recovery,
     )
     assert figures.twice == 0, "a task other than the one whose child died ran twice"
 

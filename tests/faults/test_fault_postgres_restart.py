@@ -71,8 +71,14 @@ def test_postgres_restarted_under_the_sql_result_backend(
     fault = (stopped_at, time.time())
 
     recovery, probes = project.resume()
-    project.settle(ids + probes, redis_empty(private_redis))
-    check(project, ids + probes, fault, f"postgres-restart/{pool}", recovery)
+    check(
+        project,
+        ids + probes,
+        fault,
+        redis_empty(private_redis),
+        f"postgres-restart/{pool}",
+        recovery,
+    )
     stored = states(postgres.url)
     try:
         poll(lambda: all(stored().get(i) == "SUCCESS" for i in ids + probes), 20, "results")

@@ -46,5 +46,6 @@ def test_redis_killed_and_restarted_under_load(
     private_redis.start()
 
     recovery, probes = project.resume()
-    project.settle(ids + probes, redis_empty(private_redis))
-    check(project, ids + probes, fault, f"redis-restart/{pool}", recovery)
+    check(
+        project, ids + probes, fault, redis_empty(private_redis), f"redis-restart/{pool}", recovery
+    )

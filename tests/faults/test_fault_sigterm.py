@@ -50,6 +50,7 @@ def test_sigterm_with_a_full_prefetch_window(
     project.spawn(pool, concurrency)
     project.wait_ready()
     recovery, probes = project.resume()
-    project.settle(ids + probes, redis_empty(private_redis))
-    figures = check(project, ids + probes, fault, f"sigterm/{pool}", recovery)
+    figures = check(
+        project, ids + probes, fault, redis_empty(private_redis), f"sigterm/{pool}", recovery
+    )
     assert figures.twice == 0, "a task ran twice after a warm shutdown"

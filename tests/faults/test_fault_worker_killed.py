@@ -54,9 +54,8 @@ def run_kill_story(project: FaultProject, pool: str, empty: Callable[[], bool]) 
     project.spawn(pool, 2)
     project.wait_ready()
     recovery, probes = project.resume()
-    project.settle(ids + probes, empty)
     broker = project.app.conf.broker_url.split(":")[0]
-    check(project, ids + probes, fault, f"worker-sigkill/{broker}/{pool}", recovery)
+    check(project, ids + probes, fault, empty, f"worker-sigkill/{broker}/{pool}", recovery)
 
 
 def test_the_worker_killed_on_redis(
