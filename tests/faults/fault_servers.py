@@ -1,0 +1,230 @@
+"""Servers the fault tests own and may kill: Redis, PostgreSQL, and a TCP proxy to RabbitMQ.
+
+The shared servers of the machine are never touched: each private one runs on a free port
+with its files in a folder of the test, and is killed at teardown whatever happened.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+from polling import poll
+from services import missing
+
+#: Bound for a server to start or stop: generous for a loaded 2-core machine.
+SERVER_WAIT = 20.0
+
+#: Seconds a Redis or SQLite message stays leased unrenewed (``visibility_timeout``).
+LEASE = 6.0
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (the usual bind-to-0 trick)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def binary(name: str, pattern: str | None = None) -> str:
+    """The path of a server program; missing is a skip on a laptop and a failure in CI."""
+    found = shutil.which(name) or next(iter(sorted(glob.glob(pattern or ""), reverse=True)), None)
+    if found is None:
+        missing(f"{name} is not installed: this fault test needs its own server")
+    return found
+
+
+def accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _kill(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(SERVER_WAIT)
+
+
+class PrivateRedis:
+    """A ``redis-server`` with an append-only file synced on every write, so a SIGKILL
+    loses nothing that was acknowledged: what comes back after a restart is the truth."""
+
+    def __init__(self, folder: Path) -> None:
+        self.program = binary("redis-server")
+        self.folder = folder
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [self.program, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        poll(lambda: accepts(self.port), SERVER_WAIT, f"redis-server on port {self.port}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no save; only the append-only file survives."""
+        _kill(self.proc)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster made by ``initdb`` in a folder of its own, on a free port.
+
+    PostgreSQL refuses to run as root: then the cluster belongs to the ``postgres`` user
+    and every program runs through ``runuser``. Its folder is made with ``mkdtemp`` (the
+    pytest folders are private to root, so the ``postgres`` user could not enter them).
+    """
+
+    def __init__(self) -> None:
+        self.bin = Path(binary("initdb", "/usr/lib/postgresql/*/bin/initdb")).parent
+        self.as_root = os.geteuid() == 0
+        if self.as_root and shutil.which("runuser") is None:
+            missing("PostgreSQL cannot run as root and runuser is not installed")
+        self.folder = Path(tempfile.mkdtemp(prefix="caraway-faults-pg-"))
+        if self.as_root:
+            shutil.chown(self.folder, "postgres", "postgres")
+        self.data = self.folder / "data"
+        self.port = free_port()
+        self.url = f"db+postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, program: str, *args: str) -> None:
+        command = [str(self.bin / program), *args]
+        if self.as_root:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder}"
+        self._run("pg_ctl", "start", "-D", str(self.data), "-w", "-t", "30", "-l",
+                  str(self.folder / "server.log"), "-o", options)  # fmt: skip
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "stop", "-D", str(self.data), "-w", "-t", "30", "-m", mode)
+
+    def destroy(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self.stop("immediate")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class CuttableProxy:
+    """A TCP relay from a free port to ``upstream``, which the test can cut: ``sever``
+    closes every relayed connection at once (both sides see a reset) and, for a while,
+    turns new connections away, as a network partition would."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        self._refuse_until = 0.0
+        self._closed = False
+        threading.Thread(target=self._accept, name="fault-proxy", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            if time.monotonic() < self._refuse_until:
+                _reset(client)
+                continue
+            try:
+                server = socket.create_connection(self.upstream, timeout=5.0)
+                server.settimeout(None)
+            except OSError:
+                _reset(client)
+                continue
+            with self._lock:
+                self._open += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+
+    def sever(self, refuse_for: float) -> None:
+        """Drop every relayed connection now and refuse new ones for ``refuse_for`` seconds."""
+        with self._lock:
+            self._refuse_until = time.monotonic() + refuse_for
+            conns, self._open = self._open, []
+        for conn in conns:
+            _reset(conn)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.sever(0.0)
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    """Copy bytes one way until either side goes; then close both."""
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        _reset(source)
+        _reset(sink)
+
+
+def _reset(conn: socket.socket) -> None:
+    """Close with an RST (linger 0), as a cut looks to the peer; ``shutdown`` first wakes
+    the pump thread blocked reading it, whose exit releases the socket."""
+    try:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass
+    conn.close()
+
+
+def redis_conf(server: PrivateRedis, lease: float = LEASE, **conf: Any) -> dict[str, Any]:
+    """Settings for a project on ``server``. The lease (``visibility_timeout``) is short,
+    so that a message nobody acknowledged comes back, and is counted, within the test."""
+    return {
+        "broker_url": f"{server.url}/0",
+        "broker_transport_options": {"visibility_timeout": lease},
+        **conf,
+    }
+
+
+def redis_empty(server: PrivateRedis) -> Callable[[], bool]:
+    """Whether the server holds no message, queued or unacked (False while it is down)."""
+
+    def empty() -> bool:
+        client = redis.Redis(port=server.port, socket_timeout=2)
+        try:
+            queued = sum(client.llen(key) for key in client.scan_iter(match="celery*"))
+            return queued + client.hlen("unacked") == 0
+        except redis.ConnectionError:
+            return False
+        finally:
+            client.close()
+
+    return empty
