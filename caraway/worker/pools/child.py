@@ -22,7 +22,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from caraway import coroutines, signals, states
-from caraway.exceptions import Reject, SoftTimeLimitExceeded
+from caraway.exceptions import OperationalError, Reject, SoftTimeLimitExceeded
 from caraway.execution import Outcome, execute
 from caraway.request import Context
 from caraway.utils.einfo import ExceptionInfo
@@ -52,8 +52,14 @@ class Reply:
     reject: tuple[str, bool] | None  # (reason, requeue)
     retiring: bool
     traceback: str | None = None  # of a FAILURE or RETRY
+    #: The error the worker's own work around the task raised (a result the backend could not
+    #: store, a callback it could not send): the supervisor settles the message as a pool
+    #: thread would, instead of taking it for a lost child.
+    internal: BaseException | None = None
 
     def outcome(self) -> Outcome:
+        if self.internal is not None:
+            raise self.internal
         reject = None if self.reject is None else Reject(self.reject[0], requeue=self.reject[1])
         einfo = None
         if self.traceback is not None and isinstance(self.retval, BaseException):
@@ -105,10 +111,16 @@ def _serve(app: Caraway, conn: Connection, limits: ChildLimits) -> None:
         if message is None:
             return
         name, fields = message
-        outcome = _run(app, name, fields)
         done += 1
+        try:
+            outcome: Outcome | Exception = _run(app, name, fields)
+        except Exception as exc:  # task errors are outcomes: this failed around the task
+            outcome = exc
         retiring = _should_retire(done, limits)
-        conn.send(_reply(outcome, retiring))
+        if isinstance(outcome, Exception):
+            conn.send(_internal_reply(outcome, retiring))
+        else:
+            conn.send(_reply(outcome, retiring))
         if retiring:
             return
 
@@ -139,6 +151,15 @@ def _reply(outcome: Outcome, retiring: bool) -> Reply:
     summary = None if reject is None else (repr(reject.reason), bool(reject.requeue))
     traceback = outcome.einfo.traceback if outcome.einfo is not None else None
     return Reply(outcome.state, retval, summary, retiring, traceback)
+
+
+def _internal_reply(exc: Exception, retiring: bool) -> Reply:
+    """The error itself when it crosses the pipe, else an ``OperationalError`` saying it."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        exc = OperationalError(f"{type(exc).__name__}: {exc}")
+    return Reply(states.FAILURE, None, None, retiring, None, exc)
 
 
 def _should_retire(done: int, limits: ChildLimits) -> bool:
