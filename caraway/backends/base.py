@@ -8,6 +8,8 @@ exceptions, expiry and waiting are written once here.
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -17,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from caraway import serialization, states
 from caraway.backends.exceptions import exception_to_meta, meta_to_exception
-from caraway.exceptions import TimeoutError
+from caraway.exceptions import TimeoutError, Unreachable
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
+
+logger = logging.getLogger("caraway.backend")
 
 TASK_KEY_PREFIX = "celery-task-meta-"
 GROUP_KEY_PREFIX = "celery-taskset-meta-"
@@ -66,6 +70,10 @@ class Backend(ABC):
         )
         self.expires = expires_seconds(conf.result_expires)
         self.extended = bool(conf.result_extended)
+        self.always_retry = bool(conf.result_backend_always_retry)
+        self.max_retries = float(conf.result_backend_max_retries)
+        self.base_sleep = conf.result_backend_base_sleep_between_retries_ms / 1000
+        self.max_sleep = conf.result_backend_max_sleep_between_retries_ms / 1000
 
     # --- engine primitives -------------------------------------------------------------
 
@@ -186,6 +194,33 @@ class Backend(ABC):
         traceback: str | None = None,
         request: Any = None,
     ) -> dict[str, Any]:
+        """Store the outcome; with ``result_backend_always_retry``, a store that finds the
+        backend unreachable is tried again with exponential backoff (Celery's settings),
+        so a short outage delays the result instead of losing it or rerunning the task."""
+        retries = 0
+        while True:
+            try:
+                return self._store_result(task_id, result, state, traceback, request)
+            except Unreachable as exc:
+                if not self.always_retry or retries >= self.max_retries:
+                    raise
+                pause = random.uniform(0, min(self.max_sleep, self.base_sleep * 2**retries))
+                retries += 1
+                logger.warning(
+                    "Could not store the result of %s (%s); try %d in %.2f s",
+                    task_id, exc, retries, pause,
+                )  # fmt: skip
+                time.sleep(pause)
+
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None,
+        request: Any,
+    ) -> dict[str, Any]:
+        """The engine's write of one outcome: encoded meta under the task's key."""
         meta = self.build_meta(task_id, result, state, traceback, request)
         self.set_raw(TASK_KEY_PREFIX + task_id, self.encode(meta), state, self.expires)
         return meta

@@ -125,13 +125,13 @@ class RPCBackend(Backend):
 
     # --- writing (worker side) ---------------------------------------------------------------
 
-    def store_result(
+    def _store_result(
         self,
         task_id: str,
         result: Any,
         state: str,
-        traceback: str | None = None,
-        request: Any = None,
+        traceback: str | None,
+        request: Any,
     ) -> dict[str, Any]:
         meta = self.build_meta(task_id, result, state, traceback, request)
         reply_to = getattr(request, "reply_to", None)

@@ -36,7 +36,7 @@ from caraway.backends.sql_models import (
     build_parts_table,
     build_tables,
 )
-from caraway.exceptions import MissingExtra, OperationalError
+from caraway.exceptions import MissingExtra, OperationalError, Unreachable
 from caraway.utils.pid import after_fork_in_child
 from caraway.utils.text import mask_url, truncate
 
@@ -228,7 +228,9 @@ class SQLBackend(Backend):
             yield
         except sa.exc.SQLAlchemyError as exc:
             detail = truncate(mask_url(str(getattr(exc, "orig", None) or exc)).strip(), 500)
-            raise OperationalError(
+            # The DBAPI's OperationalError: the server is away, restarting, or refusing us.
+            away = isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+            raise (Unreachable if away else OperationalError)(
                 f"SQL result backend {self.describe()}: {type(exc).__name__}: {detail}"
             ) from _alone(exc)
 
@@ -265,13 +267,13 @@ class SQLBackend(Backend):
     def _decode_field(self, value: bytes) -> Any:
         return serialization.loads(value, self._field_type, self._field_encoding, self.accept)
 
-    def store_result(
+    def _store_result(
         self,
         task_id: str,
         result: Any,
         state: str,
-        traceback: str | None = None,
-        request: Any = None,
+        traceback: str | None,
+        request: Any,
     ) -> dict[str, Any]:
         meta = self.build_meta(task_id, result, state, traceback, request)
         values = row_from_meta(meta, self._encode_field, self.extended)

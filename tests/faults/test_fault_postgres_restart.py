@@ -50,15 +50,29 @@ def states(url: str) -> Callable[[], dict[str, str]]:
     return read
 
 
-@pytest.mark.parametrize(("pool", "concurrency"), [("threads", 4), ("prefork", 2)])
+@pytest.mark.parametrize(
+    ("pool", "concurrency", "always_retry"),
+    [("threads", 4, False), ("prefork", 2, False), ("prefork", 2, True)],
+)
 def test_postgres_restarted_under_the_sql_result_backend(
     postgres: PrivatePostgres,
     private_redis: PrivateRedis,
     fault_project: Callable[..., FaultProject],
     pool: str,
     concurrency: int,
+    always_retry: bool,
 ) -> None:
-    project = fault_project(**redis_conf(private_redis, result_backend=postgres.url))
+    """Without ``result_backend_always_retry`` a task whose result cannot be written goes
+    back to the queue (it may run again); with it, the write waits for the database, so
+    no task runs twice at all."""
+    project = fault_project(
+        **redis_conf(
+            private_redis,
+            result_backend=postgres.url,
+            result_backend_always_retry=always_retry,
+            result_backend_max_sleep_between_retries_ms=500,
+        )
+    )
     project.spawn(pool, concurrency)
     project.wait_ready()
     ids = project.send(60)
@@ -68,7 +82,8 @@ def test_postgres_restarted_under_the_sql_result_backend(
     postgres.stop()
     time.sleep(DOWN_FOR)
     postgres.start()
-    fault = (stopped_at, time.time())
+    # Retried writes wait out the outage: the fault is then only the instant of the stop.
+    fault = (stopped_at, stopped_at if always_retry else time.time())
 
     recovery, probes = project.resume()
     check(
@@ -76,7 +91,7 @@ def test_postgres_restarted_under_the_sql_result_backend(
         ids + probes,
         fault,
         redis_empty(private_redis),
-        f"postgres-restart/{pool}",
+        f"postgres-restart/{pool}" + ("/always-retry" if always_retry else ""),
         recovery,
     )
     stored = states(postgres.url)
