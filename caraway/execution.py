@@ -21,7 +21,7 @@ from caraway.chords import count_group_success, on_part_return, propagate_chain_
 from caraway.coroutines import await_interruptibly, run_in_thread_loop
 from caraway.current import pop_task, push_task
 from caraway.errbacks import call_errbacks
-from caraway.exceptions import Ignore, Reject, Retry
+from caraway.exceptions import EncodeError, Ignore, Reject, Retry
 from caraway.request import Context
 from caraway.utils.einfo import ExceptionInfo
 
@@ -172,7 +172,10 @@ def _on_success(task: Task[Any, Any], request: Context, retval: Any, store: bool
         following = maybe_signature(rest.pop(), task.app)
         following.apply_async(() if following.immutable else (retval,), chain=rest)
     if store and not _ignores_result(task, request):
-        task.backend.mark_as_done(task_id, retval, request)
+        try:
+            task.backend.mark_as_done(task_id, retval, request)
+        except EncodeError as exc:  # a value the result serializer cannot carry: the task
+            return _on_failure(task, request, exc, store)  # fails, as in Celery
     if request.group and not request.is_eager:
         if request.group_index is not None:  # a member, not a chord body sharing the id
             count_group_success(task.app, request)

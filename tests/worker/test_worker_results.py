@@ -13,6 +13,7 @@ import pytest
 from worker_support import WAIT, ThreadedWorker, make_app, sqlite_app, wait_until
 
 from caraway import chain, states
+from caraway.exceptions import EncodeError
 
 
 class Gate:
@@ -78,13 +79,25 @@ def served(
     def waits_inside() -> int:
         return int(add.delay(1, 1).get(timeout=1))
 
+    @app.task
+    def unserializable() -> object:
+        return object()
+
     worker = ThreadedWorker(app, pool="threads", concurrency=2).start()
     yield SimpleNamespace(
         app=app, gates=gates, collected=collected, tracked=tracked, untracked=untracked,
         progress=progress, add=add, collect=collect, fail=fail, on_error=on_error,
-        failed_id=failed_id, waits_inside=waits_inside,
+        failed_id=failed_id, waits_inside=waits_inside, unserializable=unserializable,
     )  # fmt: skip
     worker.stop()
+
+
+def test_a_value_the_serializer_cannot_carry_fails_the_task(served: SimpleNamespace) -> None:
+    # As in Celery: the task ends FAILURE with the EncodeError, never PENDING for good.
+    result = served.unserializable.delay()
+    with pytest.raises(EncodeError, match="not JSON serializable"):
+        result.get(timeout=WAIT)
+    assert result.state == states.FAILURE
 
 
 def test_track_started_shows_started_while_running(served: SimpleNamespace) -> None:
