@@ -483,7 +483,12 @@ class Consumer:
             logger.warning("%s rejected after its message was acked", job.describe())
 
     def _internal_error(self, job: Job) -> None:
-        logger.exception("Internal error running %s", job.describe())
+        error = sys.exc_info()[1]
+        if isinstance(error, OperationalError):  # a broker or backend away: its text says so
+            then = "its message goes back to the queue" if job.acks_late else "it was acked"
+            logger.error("Could not complete %s (%s): %s", job.describe(), then, error)
+        else:
+            logger.exception("Internal error running %s", job.describe())
         if self.monitor is not None:
             self.monitor.finished(job, Outcome(states.FAILURE, sys.exc_info()[1]))
         if job.acks_late:
