@@ -72,6 +72,14 @@ def rabbitmq_vhost(prefix: str) -> Iterator[str]:
 CAPTURES = Path(__file__).resolve().parent / "data" / "celery-captures"
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now (the usual bind-to-0 trick)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def captures_dir() -> Path:
     """The golden captures of real Celery traffic, kept in the repository."""
     return CAPTURES

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from cli_support import WAIT, Project
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from services import free_port
 
 
 def probe(port: int, path: str) -> int:

@@ -22,21 +22,13 @@ from typing import Any
 
 import redis
 from polling import poll
-from services import missing
+from services import free_port, missing
 
 #: Bound for a server to start or stop: generous for a loaded 2-core machine.
 SERVER_WAIT = 20.0
 
 #: Seconds a Redis or SQLite message stays leased unrenewed (``visibility_timeout``).
 LEASE = 6.0
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now (the usual bind-to-0 trick)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def binary(name: str, pattern: str | None = None) -> str:

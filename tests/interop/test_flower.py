@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from interop_support import BIN, WAIT, Wire, Workers, redis_wire, wait_until
+from services import free_port
 
 pytest.importorskip("flower", reason="Flower is a test dependency: pip install -e '.[test]'")
 
@@ -22,12 +23,6 @@ pytest.importorskip("flower", reason="Flower is a test dependency: pip install -
 def redis_only(project: Path) -> Iterator[tuple[Path, Wire]]:
     with redis_wire() as wire:
         yield project, wire
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def get(url: str) -> Any:

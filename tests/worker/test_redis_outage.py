@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from typing import Any
 
 import pytest
 import redis
+from services import free_port
 from worker_support import WAIT, wait_until
 
 from caraway import Celery
@@ -74,13 +74,6 @@ def together(key, n):
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class DurableRedis:
     """A private ``redis-server`` whose data survives a SIGKILL (AOF, fsync always)."""
 
@@ -120,7 +113,7 @@ class Outage:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.server = DurableRedis(_free_port(), root / "redis")
+        self.server = DurableRedis(free_port(), root / "redis")
         self.url = f"redis://127.0.0.1:{self.server.port}/0"
         (root / "outage_tasks.py").write_text(TASKS_SOURCE)
         self.app = Celery("outage", broker=self.url, task_ignore_result=True)

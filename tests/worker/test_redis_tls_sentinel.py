@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import services
+from services import free_port
 
 from caraway import Celery
 from caraway.contrib.testing.worker import start_worker
@@ -23,12 +24,6 @@ from caraway.exceptions import OperationalError
 
 PASSWORD = "s3cret:/@pass"  # URL-quoted below: the parser must unquote it
 QUOTED_PASSWORD = "s3cret%3A%2F%40pass"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _redis_server(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
@@ -73,7 +68,7 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, P
          "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
-    port = _free_port()
+    port = free_port()
     proc = _redis_server(
         "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
         "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
@@ -143,7 +138,7 @@ def test_an_unverifiable_certificate_is_a_clear_error_with_the_password_masked(
 def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """The port of a sentinel watching a master of our own named ``caraway-test``."""
     folder = tmp_path_factory.mktemp("sentinel")
-    master_port, sentinel_port = _free_port(), _free_port()
+    master_port, sentinel_port = free_port(), free_port()
     master = _redis_server(
         "--port", str(master_port), "--save", "", "--appendonly", "no", cwd=folder
     )  # fmt: skip
@@ -165,7 +160,7 @@ def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 
 def test_sentinel_url_finds_the_master_by_name(sentinel: int) -> None:
-    url = f"sentinel://127.0.0.1:{_free_port()};sentinel://127.0.0.1:{sentinel}"
+    url = f"sentinel://127.0.0.1:{free_port()};sentinel://127.0.0.1:{sentinel}"
     options = {"master_name": "caraway-test"}
     app = Celery(
         "sentinel", broker=url, backend=url, broker_transport_options=options,

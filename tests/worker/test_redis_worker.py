@@ -13,7 +13,6 @@ import json
 import logging
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -24,7 +23,7 @@ from typing import Any
 
 import pytest
 import redis
-from services import captures_dir, require
+from services import captures_dir, free_port, require
 from worker_support import TASKS_SOURCE, WAIT, WorkerProject, wait_until
 
 from caraway import Celery, states
@@ -314,13 +313,6 @@ def test_an_acks_late_task_of_a_killed_worker_is_restored_and_runs_again(
 # --- a Redis restart under a running worker -----------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class PrivateRedis:
     """A throwaway ``redis-server`` (no persistence) this test may stop and start."""
 
@@ -359,7 +351,7 @@ def private_redis() -> Iterator[PrivateRedis]:
     require("redis")
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
-    server = PrivateRedis(_free_port())
+    server = PrivateRedis(free_port())
     server.start()
     try:
         yield server
