@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from caraway import signals
-from caraway.exceptions import ImproperlyConfigured, Unreachable
+from caraway.exceptions import ImproperlyConfigured, OperationalError, Unreachable
 from caraway.utils.imports import symbol_by_name
 from caraway.utils.log import expand_node_path, setup_logging
 from caraway.worker.autoscale import Autoscaler, parse_autoscale
@@ -331,7 +331,7 @@ class Worker:
         if consumer is not None:
             try:
                 given_back = consumer.give_back()
-            except Unreachable as exc:  # they come back after the visibility timeout
+            except OperationalError as exc:  # they come back after the visibility timeout
                 logger.warning("Could not give back the prefetched messages: %s", exc)
                 given_back = 0
             if given_back:
@@ -340,6 +340,8 @@ class Worker:
             if self._cold:
                 self._soft_shutdown()
             consumer.pool.stop(wait=not self._cold)
+        elif self.reserving is not None:  # boot ended before consuming (stopped, gave up)
+            self.reserving.stop(wait=True)
         self.timer.stop()
         if self.beat is not None:
             self.beat.stop(wait=True)
