@@ -161,7 +161,7 @@ _TABLE = (
     _s("task_default_rate_limit", (str, int, float, NoneType), None, "Rate limit for tasks without their own ('10/s', '100/m'); None: none."),
     # Results
     _s("result_backend", OPT_STR, None, "URL of the result store; None: no backend configured."),
-    _s("result_backend_always_retry", BOOL, False, "Retry recoverable backend errors with exponential backoff."),
+    _s("result_backend_always_retry", BOOL, True, "caraway: True (Celery: False). Retry a result write that finds the backend unreachable, with exponential backoff, instead of losing the result."),
     _s("result_backend_max_sleep_between_retries_ms", INT, 10000, "Longest sleep between backend retries, in ms."),
     _s("result_backend_base_sleep_between_retries_ms", INT, 10, "First sleep between backend retries, in ms."),
     _s("result_backend_max_retries", NUM, float("inf"), "Most retries of a recoverable backend error."),

@@ -12,7 +12,9 @@ import logging
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from caraway.app import Caraway
 
 logger = logging.getLogger("caraway.backend")
+#: Set in a block whose stores must not wait for the backend (``Backend.without_retries``).
+_NO_RETRY: ContextVar[bool] = ContextVar("caraway_backend_no_retry", default=False)
 
 TASK_KEY_PREFIX = "celery-task-meta-"
 GROUP_KEY_PREFIX = "celery-taskset-meta-"
@@ -202,15 +206,27 @@ class Backend(ABC):
             try:
                 return self._store_result(task_id, result, state, traceback, request)
             except Unreachable as exc:
-                if not self.always_retry or retries >= self.max_retries:
+                if not self.always_retry or _NO_RETRY.get() or retries >= self.max_retries:
                     raise
-                pause = random.uniform(0, min(self.max_sleep, self.base_sleep * 2**retries))
+                growth = 2 ** min(retries, 30)  # the cap is reached long before
+                pause = random.uniform(0, min(self.max_sleep, self.base_sleep * growth))
                 retries += 1
                 logger.warning(
                     "Could not store the result of %s (%s); try %d in %.2f s",
                     task_id, exc, retries, pause,
                 )  # fmt: skip
                 time.sleep(pause)
+
+    @staticmethod
+    @contextmanager
+    def without_retries() -> Iterator[None]:
+        """Stores in the block fail at once: for threads that must not wait out an outage
+        (the worker's consumer loop)."""
+        token = _NO_RETRY.set(True)
+        try:
+            yield
+        finally:
+            _NO_RETRY.reset(token)
 
     def _store_result(
         self,

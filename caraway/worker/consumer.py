@@ -136,7 +136,7 @@ class Consumer:
             self.link.restored()
             for delivery in deliveries:
                 if self._stopping.is_set():
-                    self.broker.release([delivery.tag])
+                    self._give_back_one(delivery)
                     continue
                 with self._slots:
                     self._inflight += 1
@@ -169,7 +169,7 @@ class Consumer:
         slots: the broker delivers them again. Jobs already running finish (and run again,
         as in Celery: their ack cannot be sent)."""
         now = time.monotonic()
-        if now < self._next_lost_check:
+        if not self.broker.loses_deliveries or now < self._next_lost_check:
             return
         self._next_lost_check = now + LOST_CHECK
         with self._slots:
@@ -246,8 +246,7 @@ class Consumer:
     def renew_leases(self) -> None:
         with self._slots:
             tags = list(self._leased)
-        if tags:
-            self.broker.renew(tags)
+        self.broker.renew(tags)  # also with none: a broker may hold kept settlements
 
     # --- one message -----------------------------------------------------------------------
 
@@ -313,7 +312,7 @@ class Consumer:
         signals.task_rejected.send(sender=self, message=message, exc=exc)
 
     def _not_a_message(self, delivery: Delivery, problem: str) -> None:
-        where = self.broker.dead_letter(delivery, problem)
+        where = self._dead_letter(delivery, problem)
         logger.error("Entry %s set aside in %s: %s", delivery.tag, where, problem)
         signals.task_rejected.send(sender=self, message=delivery.message, exc=DecodeError(problem))
 
@@ -412,6 +411,14 @@ class Consumer:
             return False
         return True
 
+    def _give_back_one(self, delivery: Delivery) -> None:
+        """A message fetched as the worker stops goes straight back (or, with the broker
+        away, comes back when its lease ends)."""
+        try:
+            self.broker.release([delivery.tag])
+        except OperationalError as exc:
+            logger.info("Message %s comes back when its lease ends: %s", delivery.tag, exc)
+
     def _dead_letter(self, delivery: Delivery, reason: str) -> str:
         """Set the message aside; says where, for the caller's log line."""
         try:
@@ -422,9 +429,12 @@ class Consumer:
             return f"nowhere ({exc}); the broker will deliver it again"
 
     def _safely(self, fun: Any, *args: Any) -> None:
-        """Result writes on the side paths must never stop the consumer."""
+        """Result writes on the side paths must never stop (nor stall) the consumer."""
         try:
-            fun(*args)
+            with self.app.backend.without_retries():
+                fun(*args)
+        except OperationalError as exc:
+            logger.error("Could not store a result with %r: %s", fun, exc)
         except Exception:
             logger.exception("Could not store a result with %r", fun)
 
@@ -456,7 +466,8 @@ class Consumer:
 
     def _begin(self, job: Job) -> bool:
         """Early ack and bookkeeping before the body runs; False when it must not run."""
-        if self.broker.lost([job.delivery.tag]):  # the broker delivers it again
+        if self.broker.loses_deliveries and self.broker.lost([job.delivery.tag]):
+            # Its connection closed: the broker delivers it again.
             with self._slots:
                 self._dropped += 1
             return False
@@ -483,16 +494,18 @@ class Consumer:
             logger.warning("%s rejected after its message was acked", job.describe())
 
     def _internal_error(self, job: Job) -> None:
+        """The work around the task failed (say, its result could not be stored): settled as
+        a failure, as in Celery, so a backend outage never reruns tasks in a loop."""
         error = sys.exc_info()[1]
+        outcome = Outcome(states.FAILURE, error)
         if isinstance(error, OperationalError):  # a broker or backend away: its text says so
-            then = "its message goes back to the queue" if job.acks_late else "it was acked"
-            logger.error("Could not complete %s (%s): %s", job.describe(), then, error)
+            logger.error("Could not complete %s: %s", job.describe(), error)
         else:
             logger.exception("Internal error running %s", job.describe())
         if self.monitor is not None:
-            self.monitor.finished(job, Outcome(states.FAILURE, sys.exc_info()[1]))
+            self.monitor.finished(job, outcome)
         if job.acks_late:
-            self._settle(job, "release", partial(self.broker.release, [job.delivery.tag]))
+            self._settle_late(job, outcome)
 
     def _settle_late(self, job: Job, outcome: Any) -> None:
         tags = [job.delivery.tag]

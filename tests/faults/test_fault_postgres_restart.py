@@ -50,26 +50,20 @@ def states(url: str) -> Callable[[], dict[str, str]]:
     return read
 
 
-@pytest.mark.parametrize(
-    ("pool", "concurrency", "always_retry"),
-    [("threads", 4, False), ("prefork", 2, False), ("prefork", 2, True)],
-)
+@pytest.mark.parametrize(("pool", "concurrency"), [("threads", 4), ("prefork", 2)])
 def test_postgres_restarted_under_the_sql_result_backend(
     postgres: PrivatePostgres,
     private_redis: PrivateRedis,
     fault_project: Callable[..., FaultProject],
     pool: str,
     concurrency: int,
-    always_retry: bool,
 ) -> None:
-    """Without ``result_backend_always_retry`` a task whose result cannot be written goes
-    back to the queue (it may run again); with it, the write waits for the database, so
-    no task runs twice at all."""
+    """A result write that finds the database away waits for it (caraway's default
+    ``result_backend_always_retry``): no result is lost and no task runs twice."""
     project = fault_project(
         **redis_conf(
             private_redis,
             result_backend=postgres.url,
-            result_backend_always_retry=always_retry,
             result_backend_max_sleep_between_retries_ms=500,
         )
     )
@@ -82,8 +76,8 @@ def test_postgres_restarted_under_the_sql_result_backend(
     postgres.stop()
     time.sleep(DOWN_FOR)
     postgres.start()
-    # Retried writes wait out the outage: the fault is then only the instant of the stop.
-    fault = (stopped_at, stopped_at if always_retry else time.time())
+    # Retried writes wait out the outage: the fault is only the instant of the stop.
+    fault = (stopped_at, stopped_at)
 
     recovery, probes = project.resume()
     check(
@@ -91,7 +85,7 @@ def test_postgres_restarted_under_the_sql_result_backend(
         ids + probes,
         fault,
         redis_empty(private_redis),
-        f"postgres-restart/{pool}" + ("/always-retry" if always_retry else ""),
+        f"postgres-restart/{pool}",
         recovery,
     )
     stored = states(postgres.url)

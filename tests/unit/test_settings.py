@@ -141,6 +141,8 @@ def test_default_matches_celery(name: str, default: object) -> None:
 
 def test_deliberate_differences_from_celery() -> None:
     assert SETTINGS["broker_url"].default is None  # the embedded SQLite file
+    # A result write that finds the backend away waits for it (Celery's default: it fails).
+    assert SETTINGS["result_backend_always_retry"].default is True
 
 
 def test_the_default_pool_is_prefork_as_in_celery() -> None:
