@@ -90,6 +90,8 @@ class _Link:
         self.conn: Any = None
         self.channel: Any = None
         self.generation = 0
+        #: The connection closed since the consumer last looked (``take_loss``).
+        self.lost = False
         self.declared: set[str] = set()
         self._on_open = on_open
         after_fork_in_child(self._forget_parent)
@@ -119,7 +121,13 @@ class _Link:
 
     def drop(self) -> None:
         conn, self.conn, self.channel = self.conn, None, None
+        self.lost = self.lost or conn is not None
         close_quietly(conn)
+
+    def take_loss(self) -> bool:
+        """Whether the connection closed since the last call (whoever noticed it)."""
+        lost, self.lost = self.lost, False
+        return lost
 
     def call(self, doing: str, fun: Callable[[Any], T]) -> T:
         """``fun(channel)`` under the lock; a failure drops the connection (next call reopens).
@@ -149,6 +157,7 @@ class AMQPBroker(Broker):
     leases: ClassVar[bool] = False
     priority_order: ClassVar[str] = "high-first"
     keeps_revocations: ClassVar[bool] = False  # a fanout: only brokers already bound hear it
+    loses_deliveries: ClassVar[bool] = True  # delivery tags die with their channel
     max_hold: float | None = MAX_HOLD
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
@@ -328,6 +337,8 @@ class AMQPBroker(Broker):
         try:
             while True:
                 with link.lock:
+                    if link.take_loss():  # another thread saw it close: report it once
+                        raise Unreachable(f"AMQP broker {self.describe()}: connection lost")
                     self._flush_locked()
                     self._start_consuming(queues, limit)
                     found = self._take(queues, limit)
@@ -340,6 +351,9 @@ class AMQPBroker(Broker):
         except RECONNECT_ON as exc:
             with link.lock:
                 link.drop()
+                link.take_loss()  # reported here, by the raise
+            if isinstance(exc, OperationalError) and not isinstance(exc, Unreachable):
+                raise  # a channel error (a queue's arguments refused...) is not an outage
             if isinstance(exc, Unreachable):
                 raise
             raise Unreachable(f"AMQP broker {self.describe()}: consuming failed: {exc!r}") from exc
@@ -452,8 +466,8 @@ class AMQPBroker(Broker):
         data waits (it may be that close).
         """
         link = self._consumer
-        conn = link.conn
-        if link.lock.acquire(blocking=conn is not None and _readable(conn)):
+        # Never waits: whoever holds the lock is reading the connection, and sees a close.
+        if link.lock.acquire(blocking=False):
             try:
                 self._poll_locked()
             finally:
@@ -477,7 +491,7 @@ class AMQPBroker(Broker):
                 link.conn.drain_events(timeout=0.001)
         except CONNECTION_ERRORS as exc:
             link.drop()  # first: ``lost`` reads the channel without the lock
-            logger.warning("Lost the broker connection (%s)", exc)
+            logger.debug("Lost the broker connection (%s)", exc)  # the consumer says it
 
     def _drain_locked(self, timeout: float) -> None:
         conn = self._consumer.conn
@@ -506,8 +520,8 @@ class AMQPBroker(Broker):
             try:
                 self._flush_locked()
             except CONNECTION_ERRORS as exc:
-                link.drop()
-                logger.warning("Could not ack on %s (%s): RabbitMQ will redeliver", self, exc)
+                link.drop()  # the consumer reports the loss; RabbitMQ redelivers
+                logger.debug("Could not ack on %s (%s): RabbitMQ will redeliver", self, exc)
             finally:
                 link.lock.release()
 
@@ -667,7 +681,7 @@ class AMQPBroker(Broker):
                     link.conn.heartbeat_tick(rate=self.heartbeat_rate)
             except CONNECTION_ERRORS as exc:
                 link.drop()
-                logger.warning("Broker connection lost while idle (%s)", exc)
+                logger.debug("Broker connection lost while idle (%s)", exc)  # the consumer says it
             finally:
                 link.lock.release()
 
@@ -693,11 +707,14 @@ def _readable(conn: amqp.Connection) -> bool:
     sock = getattr(getattr(conn, "_transport", None), "sock", None)
     if sock is None or sock.fileno() < 0 or not hasattr(select, "poll"):
         return True  # let the read find out
-    if getattr(sock, "pending", lambda: 0)():
+    try:
+        if getattr(sock, "pending", lambda: 0)():
+            return True
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):  # closed by another thread meanwhile
         return True
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
 
 
 def _configured_queue_arguments(task_queues: Any) -> dict[str, dict[str, Any]]:

@@ -65,10 +65,13 @@ class Broker(ABC):
     ``keeps_revocations``: a worker started later still learns of earlier revocations.
     ``max_hold``: longest a consumer may keep a delivered message unsettled while it waits
     for its ETA (None: no limit); past it the consumer calls ``defer``.
+    ``loses_deliveries``: a lost connection takes its deliveries with it (``lost``), and the
+    broker delivers them again; the consumer then drops its copies.
     """
 
     native_delay: ClassVar[bool] = False
     leases: ClassVar[bool] = False
+    loses_deliveries: ClassVar[bool] = False
     #: ``revocations`` also returns revocations recorded before this broker was created.
     keeps_revocations: ClassVar[bool] = True
     priority_order: ClassVar[str] = "high-first"
