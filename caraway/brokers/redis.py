@@ -207,8 +207,8 @@ class RedisBroker(Broker):
         self._release_mutex = self.client.register_script(RELEASE_MUTEX)
         self._revocations = self.client.register_script(REVOCATIONS)
         self._lane = Lane(self.client, on_lost=self._unconfirmed_acks)
-        # Settlements that found Redis away: (tags, how to send it again), oldest first.
-        self._kept: collections.deque[tuple[tuple[Any, ...], Callable[[], object]]]
+        # Settlements that found Redis away: (when, tags, how to send it again), oldest first.
+        self._kept: collections.deque[tuple[float, tuple[Any, ...], Callable[[], object]]]
         self._kept = collections.deque()
         self._kept_lock = threading.Lock()
         self._kept_dropped = 0
@@ -471,7 +471,7 @@ class RedisBroker(Broker):
         ones only; a message restored meanwhile is not brought back into the index).
         Messages whose settlement is kept until Redis is back are held too."""
         with self._kept_lock:
-            tags = [*tags, *(tag for kept_tags, _ in self._kept for tag in kept_tags)]
+            tags = [*tags, *(tag for _, kept_tags, _ in self._kept for tag in kept_tags)]
         if not tags:
             return
         try:
@@ -612,7 +612,7 @@ class RedisBroker(Broker):
             if len(self._kept) >= MAX_KEPT:
                 self._kept.popleft()
                 self._kept_dropped += 1
-            self._kept.append((tuple(tags), attempt))
+            self._kept.append((time.monotonic(), tuple(tags), attempt))
 
     def _unconfirmed_acks(self, commands: list[Sequence[Any]]) -> None:
         """The lane's pipelined acks whose replies the dropped connection took: kept (they
@@ -639,19 +639,34 @@ class RedisBroker(Broker):
         with self._kept_lock:
             kept, self._kept = self._kept, collections.deque()
             dropped, self._kept_dropped = self._kept_dropped, 0
-        sent = 0
-        while kept:
-            tags, attempt = kept[0]
-            try:
-                attempt()
-            except OperationalError as exc:
-                if isinstance(exc.__cause__, CONNECTION_ERRORS):
-                    self._keep_again(kept, dropped)
-                    raise exc.__cause__ from None
-                logger.error("Could not settle %s once Redis was back: %s", list(tags), exc)
-            kept.popleft()
-            sent += 1
+        sent = stale = 0
+        # Kept longer than a lease: another worker may have restored and taken the message
+        # since, so settling it now could drop or requeue that worker's copy.
+        oldest = time.monotonic() - self.lease_seconds
+        try:
+            while kept:
+                kept_at, tags, attempt = kept[0]
+                if kept_at < oldest:
+                    stale += 1
+                else:
+                    try:
+                        attempt()
+                    except OperationalError as exc:
+                        if isinstance(exc.__cause__, CONNECTION_ERRORS):
+                            raise exc.__cause__ from None
+                        logger.error("Could not settle %s once Redis was back: %s", tags, exc)
+                    sent += 1
+                kept.popleft()
+        finally:
+            if kept:  # Redis away again (or an unexpected error): keep the rest
+                self._keep_again(kept, dropped)
         logger.info("Sent %d settlement(s) kept while Redis was away", sent)
+        if stale:
+            logger.warning(
+                "%d settlement(s) were kept longer than the visibility timeout (%.0f s) and are"
+                " not sent: their messages may have been restored; they run again",
+                stale, self.lease_seconds,
+            )  # fmt: skip
         if dropped:
             logger.warning(
                 "%d settlement(s) beyond %d were dropped while Redis was away; their messages"

@@ -165,6 +165,8 @@ class SQLiteBroker(Broker):
 
     def renew(self, tags: Sequence[Any]) -> None:
         """Renew every lease this broker instance holds (``tags`` is informational)."""
+        if not tags:
+            return
         self._conn().execute(
             "UPDATE caraway_messages SET lease_until = ? WHERE lease_owner = ?",
             (time.time() + self.lease_seconds, self.owner),
