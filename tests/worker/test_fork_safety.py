@@ -82,7 +82,9 @@ def test_a_child_opens_its_own_sql_connection(sql_app: tuple[Celery, str]) -> No
 
     assert child_id != parent_id
     assert backend.get_task_meta("child-task")["result"] == 2
-    assert _server_id(backend.engine, kind) == parent_id  # ours, still open and in sync
+    # The parent's pool still works and never took the child's connection (the pool may
+    # hold more than one of its own, so the id may be another of the parent's).
+    assert _server_id(backend.engine, kind) != child_id
 
 
 def test_a_child_opens_its_own_redis_connections() -> None:
