@@ -86,7 +86,7 @@ class Caraway:
         self._autodiscover: list[tuple[Callable[[], Iterable[str]], str]] = []
         self.on_after_configure = signals.Signal("app.on_after_configure")
         self.on_after_finalize = signals.Signal("app.on_after_finalize")
-        _all_apps.append(self)
+        _all_apps.add(self)
         if set_as_current:
             set_current_app(self)
 

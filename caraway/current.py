@@ -6,6 +6,7 @@ the process default so code at import time (``shared_task``) finds one.
 
 from __future__ import annotations
 
+import weakref
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,8 @@ if TYPE_CHECKING:
 _current_app: ContextVar[Caraway | None] = ContextVar("caraway_current_app", default=None)
 _current_task: ContextVar[Task[Any, Any] | None] = ContextVar("caraway_current_task", default=None)
 _default_app: list[Caraway] = []
-_all_apps: list[Any] = []
+#: Every live app, for ``shared_task``; weak, as Celery's, so a dropped app is collected.
+_all_apps: weakref.WeakSet[Caraway] = weakref.WeakSet()
 
 
 def get_current_app() -> Caraway:

@@ -81,6 +81,8 @@ class Consumer:
         self.queues = list(queues)
         self.pool = pool
         self.timer = timer
+        #: ETAs, expiry and rate limits are read on the timer's clock (a test's fake one).
+        self.clock = timer.clock
         self.state = state
         self.hostname = hostname
         self.window = max(1, prefetch)
@@ -263,13 +265,13 @@ class Consumer:
             self._done(job)
             return
         eta = job.eta
-        if eta is not None and eta > time.time():
+        if eta is not None and eta > self.clock.time():
             max_hold = self.broker.max_hold
             # Held longer, the broker would take the message back (RabbitMQ's consumer_timeout):
             # it keeps the message for us instead, and sends it back nearer the ETA.
             if (
                 max_hold is not None
-                and eta - time.time() > max_hold
+                and eta - self.clock.time() > max_hold
                 and self.broker.defer(delivery, eta)
             ):
                 logger.info("Task %s deferred by the broker until nearer its ETA", job.id)
@@ -338,7 +340,7 @@ class Consumer:
 
     def _release_due_holds(self) -> float:
         """Schedule the held jobs that are due; returns how long the loop may block."""
-        while self._holds and self._holds[0][0] <= time.time():
+        while self._holds and self._holds[0][0] <= self.clock.time():
             _, _, job, kind = heapq.heappop(self._holds)
             if self._held.pop(job.delivery.tag, None) is None:
                 continue
@@ -348,17 +350,17 @@ class Consumer:
             self._schedule(job, limit_rate=kind == "eta")
         if not self._holds:
             return FETCH_TIMEOUT
-        return min(FETCH_TIMEOUT, max(self._holds[0][0] - time.time(), 0.001))
+        return min(FETCH_TIMEOUT, max(self._holds[0][0] - self.clock.time(), 0.001))
 
     def _schedule(self, job: Job, limit_rate: bool = True) -> None:
-        if job.call.expires is not None and job.call.expires.timestamp() < time.time():
+        if job.call.expires is not None and job.call.expires.timestamp() < self.clock.time():
             self._revoke(job, "expired")
             self._done(job)
             return
         wait = self._rate_wait(job) if limit_rate else 0.0
         if wait > 0:
             # The bucket reserved a token for this job: when due it runs without another.
-            self._hold(job, time.time() + wait, "rate")
+            self._hold(job, self.clock.time() + wait, "rate")
             return
         work = _Work(self, job)
         self.pool.submit(work)
@@ -369,7 +371,7 @@ class Consumer:
         name = job.name
         if name not in self._buckets:
             rate = parse_rate(job.task.rate_limit or self.app.conf.task_default_rate_limit)
-            self._buckets[name] = TokenBucket(rate) if rate > 0 else None
+            self._buckets[name] = TokenBucket(rate, clock=self.clock) if rate > 0 else None
         bucket = self._buckets[name]
         return 0.0 if bucket is None else bucket.take()
 

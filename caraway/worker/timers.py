@@ -29,7 +29,7 @@ class Timer:
         self._thread.start()
 
     def call_at(self, when: float, fun: Callable[[], Any]) -> None:
-        """Run ``fun`` at wall-clock time ``when`` (seconds since the epoch)."""
+        """Run ``fun`` when the clock's ``time()`` reaches ``when`` (seconds since the epoch)."""
         self._push(when, fun, None)
 
     def call_later(self, delay: float, fun: Callable[[], Any]) -> None:

@@ -20,6 +20,7 @@ from caraway import signals
 from caraway.exceptions import ImproperlyConfigured, OperationalError, Unreachable
 from caraway.utils.imports import symbol_by_name
 from caraway.utils.log import expand_node_path, setup_logging
+from caraway.utils.time import SYSTEM_CLOCK, Clock
 from caraway.worker.autoscale import Autoscaler, parse_autoscale
 from caraway.worker.connection import BrokerLink, RetryPolicy
 from caraway.worker.consumer import Consumer
@@ -85,6 +86,7 @@ class Worker:
         prefetch_multiplier: int | None = None,
         setup_logging: bool = False,
         install_signal_handlers: bool = False,
+        clock: Clock = SYSTEM_CLOCK,
         **options: Any,
     ) -> None:
         conf = app.conf
@@ -127,7 +129,9 @@ class Worker:
         self._setup_logging = setup_logging
         self._install_signals = install_signal_handlers
         self.state = WorkerState()
-        self.timer = Timer()
+        #: Times ETAs, expiry, rate limits, time limits and housekeeping: a test passes a
+        #: ``FakeClock`` to run "in 30 seconds" in virtual time.
+        self.timer = Timer(clock)
         self.consumer: Consumer | None = None
         #: Whether the broker is reachable, and Celery's retry policy for when it is not.
         self.link: BrokerLink | None = None

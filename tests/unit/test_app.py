@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import types
 import uuid
+import weakref
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -355,6 +357,30 @@ def test_app_task_is_shared_by_default_with_apps_finalized_later(
     assert triple.app is app  # the decorator's own task, not a proxy
     assert later.tasks["proj.triple"].app is later
     assert later.tasks["proj.triple"](2) == 6
+
+
+def test_an_app_nobody_references_is_collected_and_shared_tasks_skip_it(
+    isolated_shared_tasks: None,
+) -> None:
+    kept = Caraway("kept", set_as_current=False)
+    dropped = Caraway("dropped", set_as_current=False)
+    dropped.task(name="proj.own")(lambda: "own")
+    dropped.finalize()
+    gone = weakref.ref(dropped)
+    assert dropped in caraway.current._all_apps
+
+    del dropped
+    gc.collect()
+
+    assert gone() is None
+    assert kept in caraway.current._all_apps
+
+    @shared_task(name="proj.late")
+    def late() -> str:
+        return "late"
+
+    kept.finalize()
+    assert kept.tasks["proj.late"]() == "late"
 
 
 def test_an_apps_own_task_wins_over_another_apps_shared_one(isolated_shared_tasks: None) -> None:

@@ -19,15 +19,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import redis
 from services import captures_dir, free_port, require
-from worker_support import TASKS_SOURCE, WAIT, WorkerProject, wait_until
+from worker_support import TASKS_SOURCE, WAIT, WorkerProject, autojump, wait_until
 
 from caraway import Celery, states
 from caraway.urls import create_broker
+from caraway.utils.time import FakeClock, parse_iso
 
 SEP = "\x06\x16"
 
@@ -132,6 +134,50 @@ def test_tasks_run_and_results_come_back_in_celerys_keys(
     assert 86000 < space.results.ttl(key) <= 86400
     assert space.raw.hlen(space.key("unacked")) == 0
     assert space.raw.zcard(space.key("unacked_index")) == 0
+
+
+# --- retries: the worker holds them, on its clock --------------------------------------------
+
+
+def test_autoretry_with_exponential_backoff(
+    space: RedisSpace, start_worker: Callable[..., Any]
+) -> None:
+    """``retry_backoff=True`` without jitter retries 1 s, then 2 s after a failure, and the
+    worker holds each retry until its clock reaches that ETA. Redis leaves ETAs to the
+    worker, so a fake clock jumping to each held retry spares the 3 real seconds."""
+    app = space.app()
+    clock = FakeClock(time.time())
+    attempts: list[SimpleNamespace] = []
+
+    @app.task(
+        name="rtest.backoff", bind=True, autoretry_for=(ConnectionError,),
+        retry_backoff=True, retry_jitter=False, max_retries=2,
+    )  # fmt: skip
+    def backoff(self: Any) -> int:
+        eta = parse_iso(self.request.eta)
+        attempts.append(
+            SimpleNamespace(sent=time.time(), ran=clock.time(), eta=eta and eta.timestamp())
+        )
+        if self.request.retries < 2:
+            raise ConnectionError("unreachable")
+        return int(self.request.retries)
+
+    worker = start_worker(app, pool="threads", concurrency=2, clock=clock)
+    result = backoff.delay()
+
+    # Between attempts the stored state is RETRY, with the exception that caused it; the
+    # clock stands still, so the retry stays held.
+    wait_until(lambda: app.AsyncResult(result.id).state == states.RETRY, what="RETRY")
+    wait_until(worker.consumer.held_jobs, what="the first retry held")
+    assert len(attempts) == 1
+    with autojump(clock, worker):
+        assert result.get(timeout=WAIT) == 2
+
+    first, second, third = attempts
+    assert 1 <= second.eta - first.sent < 1 + 0.5  # the countdowns the retries asked for
+    assert 2 <= third.eta - second.sent < 2 + 0.5
+    assert second.ran >= second.eta  # and the worker waited for them
+    assert third.ran >= third.eta
 
 
 # --- the wire: envelope, bindings, unacked entries ----------------------------------------

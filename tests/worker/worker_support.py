@@ -23,8 +23,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from contextlib import closing
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -32,6 +32,8 @@ from typing import Any, TypeVar
 from polling import poll
 
 from caraway import Celery
+from caraway.utils.time import FakeClock
+from caraway.worker.worker import Worker
 
 T = TypeVar("T")
 
@@ -101,6 +103,28 @@ class ThreadedWorker:
         assert not self.thread.is_alive(), "worker thread did not stop"
         if self.error is not None:
             raise AssertionError(f"worker failed: {self.error!r}") from self.error
+
+
+@contextmanager
+def autojump(clock: FakeClock, worker: Worker) -> Iterator[None]:
+    """Inside the block, whenever ``worker`` holds a job (for its ETA or a rate-limit token),
+    jump ``clock`` to when that job is due, as Trio's autojump clock: "in 2 s" takes no real
+    time, and the worker still decides on its own clock when a job may run."""
+    stop = threading.Event()
+
+    def jump() -> None:
+        while not stop.wait(0.002):
+            held = worker.consumer.held_jobs() if worker.consumer is not None else []
+            if held and held[0][0] > clock.time():
+                clock.advance(held[0][0] - clock.time())
+
+    thread = threading.Thread(target=jump, name="test-autojump", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(WAIT)
 
 
 # --- workers in a subprocess -----------------------------------------------------------------

@@ -131,5 +131,4 @@ def setup_default_app(app: Caraway, use_trap: bool = False) -> Iterator[Caraway]
             caraway.app._shared_tasks[:] = shared
             if app is not previous:
                 app.close()
-                if app in _all_apps:
-                    _all_apps.remove(app)
+                _all_apps.discard(app)
