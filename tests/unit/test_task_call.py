@@ -110,6 +110,8 @@ def test_a_call_that_skips_super_still_runs_once(app: Caraway) -> None:
 
 
 # --- Request ----------------------------------------------------------------------------------
+# ``shared=False``: a shared task would join every app made later, and a bad Request stops
+# the worker of any of them.
 
 
 class Recording(Request):
@@ -133,26 +135,26 @@ def test_default_request_class_means_no_hooks(app: Caraway) -> None:
 
 
 def test_request_class_by_object_or_dotted_name(app: Caraway) -> None:
-    @app.task(Request=Recording)
+    @app.task(Request=Recording, shared=False)
     def one() -> None: ...
 
-    @app.task(Request=f"{__name__}:Recording")
+    @app.task(Request=f"{__name__}:Recording", shared=False)
     def two() -> None: ...
 
     class Hooked(app.Task):  # type: ignore[name-defined, misc]
         Request = f"{__name__}.Recording"
 
-    @app.task(base=Hooked)
+    @app.task(base=Hooked, shared=False)
     def three() -> None: ...
 
     assert request_class(one) is request_class(two) is request_class(three) is Recording
 
 
 def test_request_class_that_is_not_ours_is_refused(app: Caraway) -> None:
-    @app.task(Request="celery.worker.request:Request")
+    @app.task(Request="celery.worker.request:Request", shared=False)
     def celerys() -> None: ...
 
-    @app.task(Request="no_such_module:Request")
+    @app.task(Request="no_such_module:Request", shared=False)
     def missing() -> None: ...
 
     with pytest.raises(ImproperlyConfigured, match=r"caraway\.worker\.request import Request"):
@@ -162,7 +164,7 @@ def test_request_class_that_is_not_ours_is_refused(app: Caraway) -> None:
 
 
 def test_request_overriding_what_the_worker_never_calls_is_refused(app: Caraway) -> None:
-    @app.task(Request=Engine)
+    @app.task(Request=Engine, shared=False)
     def engine() -> None: ...
 
     with pytest.raises(ImproperlyConfigured, match="overrides acknowledge, execute_using_pool"):

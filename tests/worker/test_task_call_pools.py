@@ -45,14 +45,16 @@ class Traced(Task):
 
 
 app = Celery("callproj", broker=f"sqlite:///{HERE}/b.sqlite3", task_cls=Traced)
+# shared=False: the test process loads this module too, and its other apps must not adopt
+# these tasks (``crashproj_tasks:Hooks`` is importable only in the worker's process).
 
 
-@app.task(name="call.add", bind=True)
+@app.task(name="call.add", shared=False, bind=True)
 def add(self, x, y):
     return [x + y, self.request.id]
 
 
-@app.task(name="call.add_async", bind=True)
+@app.task(name="call.add_async", shared=False, bind=True)
 async def add_async(self, x, y):
     await asyncio.sleep(0)
     return [x + y, self.request.id]
@@ -85,30 +87,30 @@ class Hooked(Task):
     Request = Hooks
 
 
-@app.task(name="call.fine", base=Hooked)
+@app.task(name="call.fine", shared=False, base=Hooked)
 def fine():
     return "fine"
 
 
-@app.task(name="call.fine_async", base=Hooked)
+@app.task(name="call.fine_async", shared=False, base=Hooked)
 async def fine_async():
     await asyncio.sleep(0)
     return "fine"
 
 
-@app.task(name="call.boom", base=Hooked)
+@app.task(name="call.boom", shared=False, base=Hooked)
 def boom():
     raise KeyError("boom")
 
 
-@app.task(name="call.again", base=Hooked, bind=True, default_retry_delay=0)
+@app.task(name="call.again", shared=False, base=Hooked, bind=True, default_retry_delay=0)
 def again(self):
     if self.request.retries == 0:
         raise self.retry(exc=ValueError("once more"), countdown=0)
     return "second"
 
 
-@app.task(name="call.spin", Request="crashproj_tasks:Hooks", soft_time_limit=0.3)
+@app.task(name="call.spin", shared=False, Request="crashproj_tasks:Hooks", soft_time_limit=0.3)
 def spin(seconds):
     deadline = time.monotonic() + seconds
     try:
