@@ -47,6 +47,7 @@ from caraway.worker.timers import Timer
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
+    from caraway.task import Task
     from caraway.worker.monitor import TaskMonitor
 
 logger = logging.getLogger("caraway.worker")
@@ -316,7 +317,7 @@ class Consumer:
             self._undecodable(delivery, exc)
             return None
 
-    def _request_class(self, name: str, task: Any) -> type[hooks.Request] | None:
+    def _request_class(self, name: str, task: Task[Any, Any]) -> type[hooks.Request] | None:
         """The task's ``Request`` class (one of a task registered after boot is resolved now:
         ``ImproperlyConfigured`` when it cannot be honoured)."""
         try:
@@ -555,12 +556,12 @@ class Consumer:
                     with guard:
                         if running[0]:
                             logger.error("%s exceeded its %s", job.describe(), LIMIT_NAMES[exc])
-                            if job.hooks is not None:
-                                hooks.timed_out(job.hooks, exc is SoftTimeLimitExceeded, after)
                             # An async body on this thread's loop is cancelled at its await;
                             # sync code gets an async exception at its next instruction.
                             if not coroutines.interrupt(thread_id, exc):
                                 raise_in_thread(thread_id, exc)
+                            if job.hooks is not None:
+                                hooks.timed_out(job.hooks, exc is SoftTimeLimitExceeded, after)
 
                 self.timer.call_later(float(limit), fire)
         try:
@@ -593,9 +594,9 @@ class Consumer:
         self, job: Job, owner: Any, exc_type: type[BaseException], limit: float
     ) -> None:
         logger.error("%s exceeded its %s", job.describe(), LIMIT_NAMES[exc_type])
+        coroutines.interrupt(owner, exc_type)
         if job.hooks is not None:
             hooks.timed_out(job.hooks, exc_type is SoftTimeLimitExceeded, limit)
-        coroutines.interrupt(owner, exc_type)
 
     # --- remote control (caraway.worker.commands) ---------------------------------------------
 
