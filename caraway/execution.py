@@ -23,6 +23,7 @@ from caraway.current import pop_task, push_task
 from caraway.errbacks import call_errbacks
 from caraway.exceptions import EncodeError, Ignore, Reject, Retry
 from caraway.request import Context
+from caraway.task import BASE_CALL, call_overridden
 from caraway.utils.einfo import ExceptionInfo
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ class Outcome:
     retval: Any
     einfo: ExceptionInfo | None = None
     reject: Reject | None = None
+    #: Why the worker, not the task, ended the run (a lost child, a hard limit, terminate).
+    ended_by: BaseException | None = None
 
 
 def _option(task: Task[Any, Any], name: str, setting: str) -> Any:
@@ -140,7 +143,10 @@ def _run(
     started = time.monotonic()
     try:
         task.before_start(task_id, tuple(args), kwargs)
-        retval = task.run(*args, **kwargs)
+        if type(task).__call__ is BASE_CALL:  # not overridden: nothing between us and run
+            retval = task.run(*args, **kwargs)
+        else:
+            retval = call_overridden(task, request, args, kwargs)
         if inspect.isawaitable(retval):
             retval = yield retval
     except Ignore:

@@ -42,6 +42,11 @@ TASK_OPTIONS = frozenset(
 )  # fmt: skip
 
 
+#: The request a worker (or ``apply``) runs through an overridden ``Task.__call__``, until
+#: its ``super().__call__`` takes it (Celery's tracer protects its request stack the same way).
+_worker_call: ContextVar[Context | None] = ContextVar("caraway.worker_call", default=None)
+
+
 #: Names of plain parameters and how many of them are required (see ``_binds``).
 Plain = tuple[tuple[str, ...], int]
 
@@ -79,6 +84,8 @@ class Task(Generic[P, R]):
     retry_backoff_max: ClassVar[int] = 600
     retry_jitter: ClassVar[bool] = True
     abstract: ClassVar[bool] = True
+    #: Whose hooks the worker calls for each message (caraway.worker.request).
+    Request: ClassVar[Any] = "caraway.worker.request:Request"
     MaxRetriesExceededError = MaxRetriesExceededError
 
     _request_var: ContextVar[Context | None]
@@ -97,7 +104,16 @@ class Task(Generic[P, R]):
     # --- calling ----------------------------------------------------------------------------
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run the task body here and now (no broker, no result stored)."""
+        """Run the task body here and now (no broker, no result stored).
+
+        Reached through an overridden ``__call__`` that a worker (or ``apply``) runs, this is
+        that run's body: it keeps the worker's request instead of pushing a direct call's.
+        """
+        running = _worker_call.get()
+        if running is not None and running is self._request_var.get():
+            _worker_call.set(None)  # once: the body calling its own task again is a direct call
+            result_: R = self.run(*args, **kwargs)
+            return result_
         token = push_task(self)
         request_token = self._request_var.set(Context(args=args, kwargs=kwargs))
         try:
@@ -451,6 +467,20 @@ class Task(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<@task: {self.name} of {self.app.main}>"
+
+
+def call_overridden(task: Task[Any, Any], request: Context, args: Any, kwargs: Any) -> Any:
+    """Run ``task`` through its own ``__call__`` (a Flask app context, a tracing span, ...), as
+    Celery's worker does when a task class overrides it; ``request`` is already pushed."""
+    token = _worker_call.set(request)
+    try:
+        return task(*args, **kwargs)
+    finally:
+        _worker_call.reset(token)
+
+
+#: ``Task.__call__`` as defined here: the worker calls ``run`` directly while it is not overridden.
+BASE_CALL = Task.__call__
 
 
 def task_from_function(

@@ -10,6 +10,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import os
 import signal
 import sys
 import threading
@@ -23,6 +24,7 @@ from caraway.brokers.base import Broker, Delivery, SettlementKept
 from caraway.chords import on_part_return
 from caraway.exceptions import (
     DecodeError,
+    ImproperlyConfigured,
     NotRegistered,
     OperationalError,
     SerializationError,
@@ -35,6 +37,7 @@ from caraway.exceptions import (
 from caraway.execution import Outcome, execute, execute_async
 from caraway.protocol import TaskCall, parse_task_message
 from caraway.request import Context
+from caraway.worker import request as hooks
 from caraway.worker.connection import BrokerLink, RetryPolicy
 from caraway.worker.job import Job
 from caraway.worker.pools.base import LATE_LIMIT_SIGNALS, Pool, raise_in_thread
@@ -44,6 +47,7 @@ from caraway.worker.timers import Timer
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
+    from caraway.task import Task
     from caraway.worker.monitor import TaskMonitor
 
 logger = logging.getLogger("caraway.worker")
@@ -90,6 +94,10 @@ class Consumer:
         self.max_body_size: int | None = app.conf.worker_max_decompressed_size
         self.rate_limits_enabled = not app.conf.worker_disable_rate_limits
         self._buckets: dict[str, TokenBucket | None] = {}
+        # Each task's own ``Request`` class: resolved now, so a bad one stops the worker's boot.
+        self._request_classes = {
+            name: hooks.request_class(task) for name, task in app.tasks.items()
+        }
         # Jobs waiting for their ETA or a rate-limit token: by tag (to give back), and in a
         # heap of (when, seq, job, kind) released by the consumer's own thread, so a
         # solo pool runs them there too (never in the timer thread).
@@ -295,14 +303,29 @@ class Consumer:
             return None
         try:
             task = self.app.tasks[call.name]
+            request_class = self._request_class(call.name, task)
         except NotRegistered as exc:
             self._unknown(delivery, call, exc)
             return None
+        except ImproperlyConfigured as exc:  # its Request cannot be honoured
+            where = self._dead_letter(delivery, str(exc))
+            logger.error("%s The message is set aside in %s.", exc, where)
+            self._safely(self.app.backend.mark_as_failure, call.id, exc, None)
+            return None
         try:
-            return Job(delivery, call, task, self.hostname)
+            return Job(delivery, call, task, self.hostname, request_class)
         except (ValueError, TypeError) as exc:  # a header or property of the wrong type
             self._undecodable(delivery, exc)
             return None
+
+    def _request_class(self, name: str, task: Task[Any, Any]) -> type[hooks.Request] | None:
+        """The task's ``Request`` class (one of a task registered after boot is resolved now:
+        ``ImproperlyConfigured`` when it cannot be honoured)."""
+        try:
+            return self._request_classes[name]
+        except KeyError:
+            cls = self._request_classes[name] = hooks.request_class(task)
+            return cls
 
     def _undecodable(self, delivery: Delivery, exc: Exception) -> None:
         message = delivery.message
@@ -490,6 +513,8 @@ class Consumer:
         self.state.task_done(job.name)
         if self.monitor is not None:
             self.monitor.finished(job, outcome)
+        if job.hooks is not None:
+            hooks.finished(job.hooks, outcome)
         if job.acks_late:
             self._settle_late(job, outcome)
         elif outcome.reject is not None:
@@ -529,6 +554,8 @@ class Consumer:
 
     def _execute_with_limits(self, job: Job) -> Any:
         """Run the job with its soft and hard limits armed on the timer."""
+        if job.hooks is not None:
+            hooks.accepted(job.hooks, os.getpid())
         if not job.soft_time_limit and not job.time_limit:
             return execute(job.task, job.request)
         thread_id = threading.get_ident()
@@ -540,7 +567,7 @@ class Consumer:
         ):
             if limit:
 
-                def fire(exc: type[BaseException] = exc_type) -> None:
+                def fire(exc: type[BaseException] = exc_type, after: float = limit) -> None:
                     with guard:
                         if running[0]:
                             logger.error("%s exceeded its %s", job.describe(), LIMIT_NAMES[exc])
@@ -548,6 +575,8 @@ class Consumer:
                             # sync code gets an async exception at its next instruction.
                             if not coroutines.interrupt(thread_id, exc):
                                 raise_in_thread(thread_id, exc)
+                            if job.hooks is not None:
+                                hooks.timed_out(job.hooks, exc is SoftTimeLimitExceeded, after)
 
                 self.timer.call_later(float(limit), fire)
         try:
@@ -558,10 +587,12 @@ class Consumer:
 
     async def _execute_async_with_limits(self, job: Job) -> Any:
         """The async twin: limits are loop timers that cancel the body at its ``await``."""
+        if job.hooks is not None:
+            hooks.accepted(job.hooks, os.getpid())
         owner = asyncio.current_task()
         loop = asyncio.get_running_loop()
         handles = [
-            loop.call_later(float(limit), self._limit_reached, job, owner, exc_type)
+            loop.call_later(float(limit), self._limit_reached, job, owner, exc_type, limit)
             for limit, exc_type in (
                 (job.soft_time_limit, SoftTimeLimitExceeded),
                 (job.time_limit, TimeLimitExceeded),
@@ -574,9 +605,13 @@ class Consumer:
             for handle in handles:
                 handle.cancel()
 
-    def _limit_reached(self, job: Job, owner: Any, exc_type: type[BaseException]) -> None:
+    def _limit_reached(
+        self, job: Job, owner: Any, exc_type: type[BaseException], limit: float
+    ) -> None:
         logger.error("%s exceeded its %s", job.describe(), LIMIT_NAMES[exc_type])
         coroutines.interrupt(owner, exc_type)
+        if job.hooks is not None:
+            hooks.timed_out(job.hooks, exc_type is SoftTimeLimitExceeded, limit)
 
     # --- remote control (caraway.worker.commands) ---------------------------------------------
 

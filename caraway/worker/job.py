@@ -9,13 +9,19 @@ from caraway.brokers.base import Delivery
 from caraway.protocol import TaskCall
 from caraway.request import Context
 from caraway.task import Task
+from caraway.worker.request import Request
 
 
 class Job:
     """What the consumer schedules and the pool runs."""
 
     def __init__(
-        self, delivery: Delivery, call: TaskCall, task: Task[Any, Any], hostname: str
+        self,
+        delivery: Delivery,
+        call: TaskCall,
+        task: Task[Any, Any],
+        hostname: str,
+        request_class: type[Request] | None = None,
     ) -> None:
         self.delivery = delivery
         self.call = call
@@ -55,6 +61,8 @@ class Job:
                 "priority": delivery.message.priority, "redelivered": delivery.redelivered,
             },
         )  # fmt: skip
+        #: The task's own ``Request``, whose hooks the worker calls (None: it has none).
+        self.hooks = None if request_class is None else request_class(self)
 
     @property
     def id(self) -> str:

@@ -235,7 +235,8 @@ OPTION_VALUES: dict[str, Any] = {
     "time_limit": 30, "soft_time_limit": 20, "acks_late": True,
     "acks_on_failure_or_timeout": False, "reject_on_worker_lost": True, "track_started": True,
     "expires": 60, "typing": False, "trail": False, "send_events": False,
-    "store_eager_result": True, "resultrepr_maxsize": 512, "Request": "proj.Request",
+    "store_eager_result": True, "resultrepr_maxsize": 512,
+    "Request": "caraway.worker.request:Request",  # resolved when a worker starts
     "Strategy": "proj.Strategy", "abstract": False,
 }  # fmt: skip
 NOT_STORED = {"name", "bind", "base", "shared", "lazy", "filter", "pydantic"}

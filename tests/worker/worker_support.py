@@ -262,10 +262,12 @@ async def nap(seconds):
 class WorkerProject:
     """A tasks module in ``tmp_path`` and the subprocess workers that run it."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, source: str = TASKS_SOURCE) -> None:
+        """``source``: the module's code (``TASKS_SOURCE`` or one alike: an ``app`` on the
+        SQLite file ``b.sqlite3`` beside it)."""
         self.root = root
         self.module_path = root / "crashproj_tasks.py"
-        self.module_path.write_text(TASKS_SOURCE)
+        self.module_path.write_text(source)
         # Loaded here under a unique name: task names are explicit, so they match the worker's.
         name = f"crashproj_tasks_{uuid.uuid4().hex}"
         spec = importlib.util.spec_from_file_location(name, self.module_path)

@@ -23,11 +23,13 @@ from caraway import signals, states
 from caraway.exceptions import (
     Reject,
     TaskRevokedError,
+    Terminated,
     TimeLimitExceeded,
     WorkerLostError,
 )
 from caraway.execution import Outcome
 from caraway.utils.log import expand_node_path
+from caraway.worker import request as hooks
 from caraway.worker.pools.base import PoolOptions
 from caraway.worker.pools.child import ChildLimits, Reply, child_main
 from caraway.worker.pools.forker import Forker, exit_status
@@ -130,6 +132,8 @@ class PreforkPool(ThreadPool):
         if child is None:
             child = self._children[slot] = self._fork(slot)
         child.task_id = job.id
+        if job.hooks is not None:
+            hooks.accepted(job.hooks, child.pid)
         try:
             child.conn.send((job.name, job.request.as_dict()))
             reply: Reply = self._wait_for_reply(child, job)
@@ -164,9 +168,13 @@ class PreforkPool(ThreadPool):
                 logger.error("%s exceeded its soft time limit", job.describe())
                 child.signal(signal.SIGUSR1)
                 soft_at = None
+                if job.hooks is not None:
+                    hooks.timed_out(job.hooks, True, float(job.soft_time_limit or 0))
             if hard_at is not None and now >= hard_at:
                 logger.error("%s exceeded its hard time limit: killing its child", job.describe())
                 child.signal(signal.SIGKILL)
+                if job.hooks is not None:
+                    hooks.timed_out(job.hooks, False, float(job.time_limit or 0))
                 raise TimeLimitExceeded(job.time_limit)
 
     def _child_lost(self, slot: int, child: Child, job: Job) -> Outcome:
@@ -186,10 +194,11 @@ class PreforkPool(ThreadPool):
     def _stopped_cold(self, job: Job) -> Outcome:
         """The cold shutdown killed its child: an acks_late message goes back to the queue
         (Celery's cancel of unacked requests); an early-acked one is lost, and fails."""
+        exc = WorkerLostError("Worker exited prematurely: cold shutdown.")
         if job.acks_late:
             logger.warning("Requeued %s: stopped by the cold shutdown", job.describe())
-            return Outcome(states.FAILURE, None, reject=Reject("cold shutdown", requeue=True))
-        exc = WorkerLostError("Worker exited prematurely: cold shutdown.")
+            requeue = Reject("cold shutdown", requeue=True)
+            return Outcome(states.FAILURE, None, reject=requeue, ended_by=exc)
         logger.error("%s: %s (acked before it ran: not requeued)", job.describe(), exc)
         return self._failed(job, exc)
 
@@ -201,7 +210,7 @@ class PreforkPool(ThreadPool):
         signals.task_revoked.send(
             sender=job.task, request=job.request, terminated=True, signum=signum, expired=False
         )
-        return Outcome(states.REVOKED, exc)
+        return Outcome(states.REVOKED, exc, ended_by=Terminated(_signame(signum)))
 
     def _worker_lost(self, job: Job, exitcode: int) -> Outcome:
         """Celery's semantics: requeue when ``reject_on_worker_lost``, else FAILURE."""
@@ -209,10 +218,11 @@ class PreforkPool(ThreadPool):
         requeue = task.reject_on_worker_lost
         if requeue is None:
             requeue = conf.task_reject_on_worker_lost
+        exc = WorkerLostError(f"Worker exited prematurely: {_describe_exit(exitcode)}.")
         if job.acks_late and requeue:
             logger.warning("%s: its child %s; giving it back", job.describe(), _exit(exitcode))
-            return Outcome(states.FAILURE, None, reject=Reject("worker lost", requeue=True))
-        exc = WorkerLostError(f"Worker exited prematurely: {_describe_exit(exitcode)}.")
+            again = Reject("worker lost", requeue=True)
+            return Outcome(states.FAILURE, None, reject=again, ended_by=exc)
         logger.error("%s: %s", job.describe(), exc)
         return self._failed(job, exc)
 
@@ -221,7 +231,7 @@ class PreforkPool(ThreadPool):
         ignored = job.request.ignore_result or job.task.ignore_result
         if not ignored or job.task.store_errors_even_if_ignored:
             self.app.backend.mark_as_failure(job.id, exc, None, job.request)
-        return Outcome(states.FAILURE, exc)
+        return Outcome(states.FAILURE, exc, ended_by=exc)
 
     # --- control ---------------------------------------------------------------------------
 
