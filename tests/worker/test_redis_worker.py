@@ -27,7 +27,7 @@ from services import captures_dir, free_port, require
 from worker_support import TASKS_SOURCE, WAIT, WorkerProject, wait_until
 
 from caraway import Celery, states
-from caraway.urls import create_broker
+from caraway.engines.registry import create_broker
 
 SEP = "\x06\x16"
 
