@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from caraway.control import mailbox
-from caraway.engines.fanout import fanout_of
+from caraway.engines.registry import fanout_of
 from caraway.exceptions import DecodeError
 
 if TYPE_CHECKING:

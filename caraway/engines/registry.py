@@ -1,4 +1,5 @@
-"""Engines chosen by URL scheme, imported lazily so extras stay optional."""
+"""Engines chosen by URL scheme, and a broker's broadcast engine, imported lazily so extras
+stay optional."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from caraway.app import Caraway
     from caraway.engines.base.backend import Backend
     from caraway.engines.base.broker import Broker
+    from caraway.engines.base.fanout import Fanout
 
 #: scheme -> (engine class, extra that provides its client library or None)
 BROKERS: dict[str, tuple[str, str | None]] = {
@@ -110,3 +112,33 @@ def create_backend(app: Caraway, url: str, options: Mapping[str, Any] | None = N
     cls = _load(BACKENDS, url, "result backend")
     backend: Backend = cls(app, url, options)
     return backend
+
+
+#: The broadcast engine of each broker engine (by the broker's module), built from the broker.
+FANOUTS = {
+    "caraway.engines.memory.broker": "caraway.engines.memory.fanout:MemoryFanout",
+    "caraway.engines.sqlite.broker": "caraway.engines.sqlite.fanout:SQLiteFanout",
+    "caraway.engines.redis.broker": "caraway.engines.redis.fanout:RedisFanout",
+    "caraway.engines.amqp.broker": "caraway.engines.amqp.fanout:AMQPFanout",
+}
+
+
+def create_fanout(broker: Broker) -> Fanout:
+    """A new broadcast engine on the same server (and settings) as ``broker``."""
+    path = FANOUTS.get(type(broker).__module__)
+    if path is None:
+        raise ImproperlyConfigured(
+            f"the broker {broker.describe()} cannot broadcast: remote control and events need "
+            "Redis, RabbitMQ, SQLite or memory"
+        )
+    engine: Any = symbol_by_name(path)
+    made: Fanout = engine(broker)
+    return made
+
+
+def fanout_of(app: Caraway) -> Fanout:
+    """The app's client-side broadcast engine, made on first use and closed by ``app.close()``."""
+    found: Fanout | None = app.__dict__.get("_fanout")
+    if found is None:
+        found = app.__dict__["_fanout"] = create_fanout(app.broker)
+    return found

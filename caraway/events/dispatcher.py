@@ -71,7 +71,7 @@ class EventDispatcher:
         """The engine given, else the app's (looked up each time: ``app.close()`` renews it)."""
         if self._fanout is not None:
             return self._fanout
-        from caraway.engines.fanout import fanout_of
+        from caraway.engines.registry import fanout_of
 
         return fanout_of(self.app)
 

@@ -62,7 +62,7 @@ class EventReceiver:
     def subscribe(self) -> None:
         """Bind the receiver's queue now: events sent from here on are received."""
         if self._subscription is None:
-            from caraway.engines.fanout import fanout_of
+            from caraway.engines.registry import fanout_of
 
             binding = receiver_binding(self.queue, self.routing_key)
             self._subscription = fanout_of(self.app).subscribe(EXCHANGE, binding)

@@ -14,7 +14,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from caraway.control import Control
-from caraway.engines.fanout import create_fanout
+from caraway.engines.registry import create_fanout
 from caraway.events.dispatcher import EventDispatcher
 from caraway.exceptions import ImproperlyConfigured
 from caraway.worker.monitor import HEARTBEAT_FREQ, TaskMonitor
