@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from services import create_vhost, rabbitmqctl, require
-from test_redis_worker import PrivateRedis, RedisSpace, _free_port
+from services import create_vhost, free_port, rabbitmqctl, require
+from test_redis_worker import PrivateRedis, RedisSpace
 from worker_support import WAIT, ThreadedWorker, wait_until
 
 from caraway import Celery
@@ -46,7 +46,7 @@ def messages(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> lis
 def down_redis() -> Iterator[PrivateRedis]:
     """A private Redis on a free port, not started: the test starts it when it wants."""
     require("redis")
-    server = PrivateRedis(_free_port())
+    server = PrivateRedis(free_port())
     try:
         yield server
     finally:
@@ -165,7 +165,7 @@ def test_a_worker_gives_up_on_a_lost_broker_as_configured(
 def test_broker_connection_retry_on_startup_off_fails_at_once_naming_the_masked_url(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    port = _free_port()
+    port = free_port()
     app = Celery(
         "conn-off", broker=f"redis://:s3cret@127.0.0.1:{port}/0",
         broker_connection_retry_on_startup=False,
@@ -189,7 +189,7 @@ def test_an_unreachable_rabbitmq_is_retried_then_given_up(
 ) -> None:
     require("rabbitmq")
     caplog.set_level(logging.INFO, logger="caraway")
-    port = _free_port()
+    port = free_port()
     app = Celery(
         "conn-amqp", broker=f"amqp://guest:s3cret@127.0.0.1:{port}//",
         broker_connection_max_retries=2,
@@ -250,7 +250,7 @@ def test_a_rabbitmq_outage_is_quiet_and_the_worker_resumes(
 
 
 def test_a_worker_waiting_for_its_broker_stops_when_asked() -> None:
-    app = Celery("conn-stop", broker=f"redis://127.0.0.1:{_free_port()}/0")
+    app = Celery("conn-stop", broker=f"redis://127.0.0.1:{free_port()}/0")
     threaded = ThreadedWorker(app, pool="threads", concurrency=1)
     threaded.thread.start()
     try:
