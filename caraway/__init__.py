@@ -19,8 +19,8 @@ from caraway.canvas import (
 from caraway.current import current_app, current_task
 from caraway.result import AsyncResult, EagerResult, GroupResult, ResultSet
 from caraway.task import Task
+from caraway.version import __version__
 
-__version__ = "0.1.0"
 VERSION = (0, 1, 0)
 
 __all__ = [

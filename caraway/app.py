@@ -22,9 +22,9 @@ from caraway.registry import TaskRegistry
 from caraway.task import task_from_function
 
 if TYPE_CHECKING:
-    from caraway.backends.base import Backend
-    from caraway.brokers.base import Broker
     from caraway.control import Control
+    from caraway.engines.base.backend import Backend
+    from caraway.engines.base.broker import Broker
     from caraway.result import AsyncResult
     from caraway.worker.worker import Worker
 
@@ -325,7 +325,7 @@ class Caraway:
         if self._broker is None:
             with self._lock:
                 if self._broker is None:
-                    from caraway.urls import create_broker
+                    from caraway.engines.registry import create_broker
 
                     url = self.conf.broker_url or "sqlite://"
                     self._broker = create_broker(url, self._broker_options())
@@ -347,7 +347,7 @@ class Caraway:
         if self._backend is None:
             with self._lock:
                 if self._backend is None:
-                    from caraway.urls import create_backend
+                    from caraway.engines.registry import create_backend
 
                     self._backend = create_backend(
                         self, self._backend_url(), self.conf.result_backend_transport_options
@@ -422,8 +422,11 @@ class Caraway:
         self, name: str, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None,
         **options: Any,
     ) -> AsyncResult[Any]:  # fmt: skip
-        """``send_task`` to await: publishes without blocking the event loop (caraway.aio)."""
-        from caraway.aio import send_async
+        """``send_task`` to await: publishes without blocking the event loop.
+
+        See ``caraway.calling.async_api``.
+        """
+        from caraway.calling.async_api import send_async
 
         return await send_async(self, lambda: self.send_task(name, args, kwargs, **options),
                                 options)  # fmt: skip

@@ -64,6 +64,6 @@ def _register_canvas_builtins(app: Caraway) -> None:
     ) -> None:
         """Poll a chord's header results where the backend cannot count them (Celery's
         task and arguments, so Celery clients' chords on SQL backends run here too)."""
-        from caraway.chords import unlock_chord
+        from caraway.canvas.chords import unlock_chord
 
         unlock_chord(self, group_id, callback, interval, max_retries, result or [])

@@ -15,7 +15,7 @@ from caraway.utils.time import parse_iso
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
-    from caraway.backends.base import Backend
+    from caraway.engines.base.backend import Backend
 
 R = TypeVar("R")
 
@@ -210,8 +210,8 @@ class AsyncResult(ResultBase, Generic[R]):
     async def get_async(
         self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5
     ) -> R:
-        """``get`` to await: waits without blocking the event loop (caraway.aio)."""
-        from caraway.aio import get_async
+        """``get`` to await: waits without blocking the event loop (caraway.calling.async_api)."""
+        from caraway.calling.async_api import get_async
 
         value: R = await get_async(self, timeout, propagate, interval)
         return value
@@ -613,13 +613,13 @@ class GroupResult(ResultSet):
 
 
 def _group_counter(result: GroupResult) -> int | None:
-    """The success count workers keep per group (see ``caraway.chords.count_group_success``)."""
+    """The success count workers keep per group (``caraway.canvas.chords.count_group_success``)."""
     backend = result.backend
     if not result.id or not (
         getattr(backend, "chord_counting", False) or getattr(backend, "chord_join_native", False)
     ):
         return None
-    from caraway.backends.base import GROUP_KEY_PREFIX
+    from caraway.engines.base.backend import GROUP_KEY_PREFIX
 
     value = backend.read_counter(f"{GROUP_KEY_PREFIX}{result.id}.n")
     return value

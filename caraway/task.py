@@ -20,7 +20,7 @@ from caraway.request import Context
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
-    from caraway.backends.base import Backend
+    from caraway.engines.base.backend import Backend
     from caraway.result import AsyncResult, EagerResult
     from caraway.utils.einfo import ExceptionInfo
 
@@ -124,7 +124,10 @@ class Task(Generic[P, R]):
             pop_task(token)
 
     async def delay_async(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
-        """``delay`` to await: publishes without blocking the event loop (caraway.aio)."""
+        """``delay`` to await: publishes without blocking the event loop.
+
+        See ``caraway.calling.async_api``.
+        """
         return await self.send_async(args, kwargs)
 
     async def send_async(
@@ -133,8 +136,8 @@ class Task(Generic[P, R]):
         kwargs: dict[str, Any] | None = None,
         **options: Any,
     ) -> AsyncResult[R]:
-        """``apply_async`` to await, with the same options (caraway.aio)."""
-        from caraway.aio import send_async
+        """``apply_async`` to await, with the same options (caraway.calling.async_api)."""
+        from caraway.calling.async_api import send_async
 
         result = await send_async(
             self.app, lambda: self.apply_async(args, kwargs, **options), options
@@ -399,7 +402,7 @@ class Task(Generic[P, R]):
 
     def add_to_chord(self, sig: Signature, lazy: bool = False) -> Any:
         """From a chord header task: one more task whose result the body will receive."""
-        from caraway.chords import add_to_chord
+        from caraway.canvas.chords import add_to_chord
 
         request = self.request
         if not request.group or not request.chord:
@@ -523,7 +526,7 @@ def _add_autoretry(task: Task[Any, Any]) -> None:
     """Wrap ``run`` so exceptions in ``autoretry_for`` become ``self.retry(exc=...)``."""
     import inspect
 
-    from caraway.retries import backoff_countdown
+    from caraway.execution.retries import backoff_countdown
 
     run = task.run
 

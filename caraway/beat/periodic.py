@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from caraway.beat.entry import DEFINITION_KEYS, entry_from_definition, schedule_to_dict
-from caraway.beat.stores.base import BeatStore
+from caraway.engines.base.beat_store import BeatStore
 from caraway.exceptions import CarawayError
 from caraway.schedules import BaseSchedule, maybe_schedule
 from caraway.utils.time import parse_iso

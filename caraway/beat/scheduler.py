@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from caraway import signals
 from caraway.beat.entry import ScheduleEntry, entries_from_config, entry_from_definition
-from caraway.beat.stores.base import BeatStore, EntryState
-from caraway.beat.stores.memory import MemoryStore
 from caraway.calling import collecting
+from caraway.engines.base.beat_store import BeatStore, EntryState
+from caraway.engines.memory.beat_store import MemoryStore
 from caraway.exceptions import CarawayError, OperationalError
 from caraway.schedules import use_clock
 from caraway.utils.time import SYSTEM_CLOCK, Clock

@@ -1,5 +1,6 @@
 """``group`` (signatures run in parallel) and ``chord`` (a group whose results go to one
-task), published as Celery does (spec §6.4, §6.5); chords are joined by ``caraway.chords``."""
+task), published as Celery does (spec §6.4, §6.5); chords are joined by
+``caraway.canvas.chords``."""
 
 from __future__ import annotations
 
@@ -304,7 +305,7 @@ class _chord(Signature):
         task_id: str | None = None,
         **options: Any,
     ) -> Any:
-        from caraway.chords import apply_chord
+        from caraway.canvas.chords import apply_chord
 
         kwargs = dict(kwargs or {})
         body = kwargs.pop("body", None) or self["kwargs"].get("body")

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 import click
 
 from caraway.cli.base import state_of
-from caraway.embedded import ENV_HOME
+from caraway.engines.sqlite.database import ENV_HOME
 
 if TYPE_CHECKING:
-    from caraway.demo import DemoRun, Summary
+    from caraway.cli.demo_app import DemoRun, Summary
 
 DEFAULT_TASKS = 2000
 DEFAULT_CONCURRENCY = 4
@@ -95,14 +95,14 @@ def demo(
 ) -> None:
     """Run a worker on the embedded SQLite broker and push a workload through it.
 
-    Starts `caraway -A caraway.demo worker` as a subprocess, sends COUNT tasks (fast ones,
-    sleepy ones, ones that fail once and retry, ones that report progress; some with a
+    Starts `caraway -A caraway.cli.demo_app worker` as a subprocess, sends COUNT tasks (fast
+    ones, sleepy ones, ones that fail once and retry, ones that report progress; some with a
     countdown or a priority), shows progress as results arrive, prints a summary and
     stops the worker with SIGTERM. Exits 1 if any task did not succeed as expected.
     """
     # Imported here: the demo module creates its app, which must not become current for
     # every other command.
-    from caraway import demo as demo_app
+    from caraway.cli import demo_app
 
     state = state_of(ctx)
     if state.app_given or state.broker or state.result_backend or state.config:
@@ -134,7 +134,7 @@ def _temporary_folder() -> Path:
 
 
 def _run(run: DemoRun, count: int, timeout: float) -> Summary:
-    from caraway import demo as demo_app
+    from caraway.cli import demo_app
 
     summary = demo_app.Summary(total=count)
     calls = demo_app.workload(count)

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 import click
 
-from caraway import __version__
 from caraway.cli.base import CarawayGroup, CLIState
 from caraway.cli.beat import beat
 from caraway.cli.control import control, inspect, revoke, status
@@ -18,6 +17,7 @@ from caraway.cli.queues import dead_letters, purge
 from caraway.cli.report import report
 from caraway.cli.tasks import call, result
 from caraway.cli.worker import worker
+from caraway.version import __version__
 
 if TYPE_CHECKING:
     from caraway.app import Caraway

@@ -6,8 +6,8 @@ import platform
 
 import click
 
-from caraway import __version__
 from caraway.cli.base import state_of
+from caraway.version import __version__
 
 
 @click.command()

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from caraway.control.mailbox import clock_of
 from caraway.events.event import (
     EXCHANGE,
     MULTI,
@@ -22,13 +23,12 @@ from caraway.events.event import (
     make_event,
     routing_key,
 )
-from caraway.mailbox import clock_of
 from caraway.protocol import ORIGIN
 from caraway.utils.log import FirstFailure
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
-    from caraway.fanout.base import Fanout
+    from caraway.engines.base.fanout import Fanout
 
 logger = logging.getLogger("caraway.events")
 
@@ -71,7 +71,7 @@ class EventDispatcher:
         """The engine given, else the app's (looked up each time: ``app.close()`` renews it)."""
         if self._fanout is not None:
             return self._fanout
-        from caraway.fanout import fanout_of
+        from caraway.engines.registry import fanout_of
 
         return fanout_of(self.app)
 

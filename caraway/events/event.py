@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from caraway import serialization
-from caraway.fanout.base import Binding, Exchange
+from caraway.engines.base.fanout import Binding, Exchange
 from caraway.protocol import Message
 
 EXCHANGE = Exchange("celeryev", "topic", durable=True)

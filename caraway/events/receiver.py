@@ -12,15 +12,15 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from caraway.control.mailbox import clock_of
 from caraway.events.event import EXCHANGE, read_events, receiver_binding
 from caraway.exceptions import DecodeError
-from caraway.mailbox import clock_of
 
 if TYPE_CHECKING:
     from types import TracebackType
 
     from caraway.app import Caraway
-    from caraway.fanout.base import Subscription
+    from caraway.engines.base.fanout import Subscription
 
 logger = logging.getLogger("caraway.events")
 
@@ -62,7 +62,7 @@ class EventReceiver:
     def subscribe(self) -> None:
         """Bind the receiver's queue now: events sent from here on are received."""
         if self._subscription is None:
-            from caraway.fanout import fanout_of
+            from caraway.engines.registry import fanout_of
 
             binding = receiver_binding(self.queue, self.routing_key)
             self._subscription = fanout_of(self.app).subscribe(EXCHANGE, binding)

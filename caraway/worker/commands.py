@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from caraway import __version__
+from caraway.version import __version__
 from caraway.worker.autoscale import resize
 from caraway.worker.consumer import FETCH_TIMEOUT
 from caraway.worker.ratelimit import parse_rate
@@ -131,7 +131,7 @@ def ping(worker: Worker, **kwargs: Any) -> Any:
 @command("inspect")
 def clock(worker: Worker, **kwargs: Any) -> Any:
     """The worker's Lamport clock."""
-    from caraway.mailbox import clock_of
+    from caraway.control.mailbox import clock_of
 
     return {"clock": clock_of(worker.app).value}
 
@@ -186,7 +186,7 @@ def registered(worker: Worker, taskinfoitems: Any = None, builtins: bool = False
 @command("inspect")
 def stats(worker: Worker, **kwargs: Any) -> Any:
     """Statistics of the worker: counts, pool, broker, resource usage."""
-    from caraway.mailbox import clock_of
+    from caraway.control.mailbox import clock_of
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
     pool = worker.consumer.pool if worker.consumer is not None else None

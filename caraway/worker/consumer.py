@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from caraway import coroutines, serialization, signals, states
-from caraway.brokers.base import Broker, Delivery, SettlementKept
-from caraway.chords import on_part_return
+from caraway import serialization, signals, states
+from caraway.canvas.chords import on_part_return
+from caraway.engines.base.broker import Broker, Delivery, SettlementKept
 from caraway.exceptions import (
     DecodeError,
     ImproperlyConfigured,
@@ -34,7 +34,7 @@ from caraway.exceptions import (
     TimeLimitExceeded,
     Unreachable,
 )
-from caraway.execution import Outcome, execute, execute_async
+from caraway.execution import Outcome, coroutines, execute, execute_async
 from caraway.protocol import TaskCall, parse_task_message
 from caraway.request import Context
 from caraway.worker import request as hooks

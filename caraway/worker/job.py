@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from caraway.brokers.base import Delivery
+from caraway.engines.base.broker import Delivery
 from caraway.protocol import TaskCall
 from caraway.request import Context
 from caraway.task import Task

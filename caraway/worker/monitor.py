@@ -15,9 +15,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from caraway import __version__, signals, states
+from caraway import signals, states
 from caraway.exceptions import Ignore
 from caraway.protocol import _safe_repr
+from caraway.version import __version__
 from caraway.worker.pools.base import raise_in_thread
 
 if TYPE_CHECKING:

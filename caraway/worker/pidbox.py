@@ -12,13 +12,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from caraway import mailbox
-from caraway.fanout.base import Exchange
+from caraway.control import mailbox
+from caraway.engines.base.fanout import Exchange
 from caraway.utils.log import FirstFailure
 from caraway.worker.commands import dispatch
 
 if TYPE_CHECKING:
-    from caraway.fanout.base import Fanout, Subscription
+    from caraway.engines.base.fanout import Fanout, Subscription
     from caraway.protocol import Message
     from caraway.worker.worker import Worker
 

@@ -14,14 +14,14 @@ import threading
 from typing import TYPE_CHECKING
 
 from caraway.control import Control
+from caraway.engines.registry import create_fanout
 from caraway.events.dispatcher import EventDispatcher
 from caraway.exceptions import ImproperlyConfigured
-from caraway.fanout import create_fanout
 from caraway.worker.monitor import HEARTBEAT_FREQ, TaskMonitor
 from caraway.worker.pidbox import Pidbox
 
 if TYPE_CHECKING:
-    from caraway.fanout.base import Fanout
+    from caraway.engines.base.fanout import Fanout
     from caraway.worker.worker import Worker
 
 logger = logging.getLogger("caraway.worker")

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from caraway.app import Caraway
     from caraway.beat import EmbeddedService
-    from caraway.brokers.base import Broker
+    from caraway.engines.base.broker import Broker
     from caraway.events.dispatcher import EventDispatcher
     from caraway.worker.monitor import TaskMonitor
 

@@ -18,16 +18,16 @@ import sqlalchemy as sa
 from services import require
 
 from caraway import Celery
-from caraway.backends.sql import sqlalchemy_url
 from caraway.beat.stores import store_for_app
-from caraway.beat.stores.base import BeatStore, EntryState
 from caraway.beat.stores.file import FileStore
-from caraway.beat.stores.memory import MemoryStore
-from caraway.beat.stores.redis import RedisStore
-from caraway.beat.stores.sql import SQLStore
-from caraway.beat.stores.sqlite import SQLiteStore
-from caraway.brokers.base import Outgoing
 from caraway.calling import collecting
+from caraway.engines.base.beat_store import BeatStore, EntryState
+from caraway.engines.base.broker import Outgoing
+from caraway.engines.memory.beat_store import MemoryStore
+from caraway.engines.redis.beat_store import RedisStore
+from caraway.engines.sql.backend import sqlalchemy_url
+from caraway.engines.sql.beat_store import SQLStore
+from caraway.engines.sqlite.beat_store import SQLiteStore
 
 ENGINES = ["memory", "file", "sqlite", "redis", "postgresql", "mariadb"]
 #: Engines whose lease ends only by release or death (a lock), not by expiry.

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from caraway import Caraway
-from caraway.backends.base import Backend
-from caraway.brokers.base import Broker
+from caraway.engines.base.backend import Backend
+from caraway.engines.base.broker import Broker
 
 EngineFactory = Callable[[Path], Any]  # a context manager yielding (url, options[, conf])
 

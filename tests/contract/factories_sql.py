@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from services import require
 
-from caraway.backends.sql import sqlalchemy_url
+from caraway.engines.sql.backend import sqlalchemy_url
 
 SERVERS = {
     "postgresql": "db+postgresql://postgres@127.0.0.1:5432/test",

@@ -9,8 +9,8 @@ import uuid
 import pytest
 
 from caraway import Caraway, states
-from caraway.backends.base import Backend
-from caraway.chords import count_group_success
+from caraway.canvas.chords import count_group_success
+from caraway.engines.base.backend import Backend
 from caraway.exceptions import TimeoutError
 from caraway.request import Context
 from caraway.result import GroupResult, ResultSet

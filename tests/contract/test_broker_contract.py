@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from caraway.brokers.base import Broker, Outgoing
+from caraway.engines.base.broker import Broker, Outgoing
 from caraway.protocol import Message, build_task_message
 
 

@@ -11,7 +11,7 @@ import pytest
 import redis
 import services
 
-from caraway.clients.redis import MAX_UNREAD, Lane
+from caraway.engines.redis.client import MAX_UNREAD, Lane
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from fault_servers import PrivatePostgres, PrivateRedis, redis_conf, redis_empty
 from fault_workers import FaultProject, check
 from polling import poll
 
-from caraway.backends.sql import sqlalchemy_url
+from caraway.engines.sql.backend import sqlalchemy_url
 
 #: Each wait inside is bounded; the sum of the bounds exceeds pytest's default 60 s.
 pytestmark = pytest.mark.timeout(150)

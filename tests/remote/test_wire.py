@@ -46,7 +46,7 @@ def _redis_events(cluster: Cluster, send: Any) -> list[tuple[str, Any]]:
 
 
 def _amqp_events(cluster: Cluster, send: Any) -> list[tuple[str, Any]]:
-    from caraway.clients.amqp import connect, parse_url
+    from caraway.engines.amqp.client import connect, parse_url
 
     conn = connect(parse_url(cluster.env["REMOTE_BROKER"]))
     try:

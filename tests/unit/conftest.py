@@ -11,7 +11,7 @@ import pytest
 import services
 
 from caraway import Caraway
-from caraway.brokers.base import Outgoing
+from caraway.engines.base.broker import Outgoing
 
 
 @pytest.fixture(scope="session")

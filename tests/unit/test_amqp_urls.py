@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from caraway import Caraway
-from caraway.brokers.amqp import AMQPBroker
-from caraway.clients.amqp import connect, parse_url
+from caraway.engines.amqp.broker import AMQPBroker
+from caraway.engines.amqp.client import connect, parse_url
+from caraway.engines.registry import BACKENDS, BROKERS
 from caraway.exceptions import ImproperlyConfigured, OperationalError
-from caraway.urls import BACKENDS, BROKERS
 
 
 @pytest.mark.parametrize(
@@ -47,8 +47,8 @@ def test_heartbeat_and_timeout_come_from_the_settings_transport_options_win() ->
 
 def test_schemes_pick_the_amqp_engines() -> None:
     for scheme in ("amqp", "amqps", "pyamqp"):
-        assert BROKERS[scheme] == ("caraway.brokers.amqp:AMQPBroker", "amqp")
-    assert BACKENDS["rpc"] == ("caraway.backends.rpc:RPCBackend", "amqp")
+        assert BROKERS[scheme] == ("caraway.engines.amqp.broker:AMQPBroker", "amqp")
+    assert BACKENDS["rpc"] == ("caraway.engines.amqp.rpc_backend:RPCBackend", "amqp")
     app = Caraway("u", broker="pyamqp://u:secret@h//", set_as_current=False)
     assert isinstance(app.broker, AMQPBroker)
     assert "secret" not in app.broker.describe()

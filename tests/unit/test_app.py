@@ -15,7 +15,7 @@ import pytest
 import caraway.app
 import caraway.current
 from caraway import Caraway, Celery, Task, shared_task
-from caraway.brokers.memory import MemoryBroker
+from caraway.engines.memory.broker import MemoryBroker
 from caraway.exceptions import ImproperlyConfigured, NotRegistered
 from caraway.task import TASK_OPTIONS
 
@@ -65,8 +65,8 @@ def test_creating_an_app_connects_to_nothing(monkeypatch: pytest.MonkeyPatch) ->
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("no engine may be created before first use")
 
-    monkeypatch.setattr("caraway.urls.create_broker", refuse)
-    monkeypatch.setattr("caraway.urls.create_backend", refuse)
+    monkeypatch.setattr("caraway.engines.registry.create_broker", refuse)
+    monkeypatch.setattr("caraway.engines.registry.create_backend", refuse)
     app = Caraway("proj", broker="redis://nowhere:1/0", set_as_current=False)
 
     @app.task

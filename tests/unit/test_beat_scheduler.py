@@ -16,9 +16,9 @@ from caraway import Caraway
 from caraway.beat import PeriodicTasks, PersistentScheduler, Scheduler
 from caraway.beat.entry import entries_from_config
 from caraway.beat.periodic import ScheduleExists, ScheduleNotFound
-from caraway.beat.stores.base import EntryState
-from caraway.beat.stores.memory import MemoryStore
-from caraway.brokers.base import Outgoing
+from caraway.engines.base.beat_store import EntryState
+from caraway.engines.base.broker import Outgoing
+from caraway.engines.memory.beat_store import MemoryStore
 from caraway.exceptions import ImproperlyConfigured
 from caraway.schedules import crontab, schedule
 from caraway.utils.time import FakeClock

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from caraway import Caraway, batching, serialization, signals
-from caraway.brokers.base import Outgoing
-from caraway.calling import send_batch
+from caraway import Caraway, serialization, signals
+from caraway.calling import batch, send_batch
+from caraway.engines.base.broker import Outgoing
 from caraway.protocol import decode_body
 
 
@@ -187,17 +187,17 @@ def test_group_and_chord_members_derived_from_one_message_equal_one_by_one_sends
         chord([add.s(i, 1) for i in range(3)], total.s()).apply_async()
         return _by_position(published)
 
-    derive = batching.derive
+    derive = batch.derive
     calls: list[str] = []
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         calls.append(args[2])
         return derive(*args, **kwargs)
 
-    monkeypatch.setattr(batching, "derive", counted)
+    monkeypatch.setattr(batch, "derive", counted)
     derived = send_all()
     assert len(calls) == 3 + 2  # all but the first member of the group and of the header
-    monkeypatch.setattr(batching.Shapes, "shape_of", lambda self, sig: None)
+    monkeypatch.setattr(batch.Shapes, "shape_of", lambda self, sig: None)
     one_by_one = send_all()
 
     assert derived == one_by_one

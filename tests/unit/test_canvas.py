@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from caraway import Caraway, Signature, chain, maybe_signature, signature
-from caraway.brokers.base import Outgoing
+from caraway.engines.base.broker import Outgoing
 from caraway.exceptions import NotRegistered
 from caraway.protocol import parse_task_message
 from caraway.serialization import json_dumps, json_loads
@@ -208,7 +208,7 @@ def test_chain_message_has_the_reversed_chain_embed(
 def test_chain_runs_step_by_step_as_a_worker_would(
     app: Caraway, add: Task[Any, Any], published: list[Outgoing]
 ) -> None:
-    from caraway.brokers.base import Delivery
+    from caraway.engines.base.broker import Delivery
     from caraway.execution import execute
     from caraway.worker.job import Job
 
@@ -270,7 +270,7 @@ def test_empty_chain_cannot_be_sent(app: Caraway) -> None:
 
 
 def _run_as_worker(app: Caraway, outgoing: Outgoing) -> None:
-    from caraway.brokers.base import Delivery
+    from caraway.engines.base.broker import Delivery
     from caraway.execution import execute
     from caraway.worker.job import Job
 

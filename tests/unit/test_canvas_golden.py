@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from caraway import Caraway, GroupResult, Signature, chain, chord, group, signature
-from caraway.brokers.base import Delivery, Outgoing
+from caraway.engines.base.broker import Delivery, Outgoing
 from caraway.exceptions import ChordError
 from caraway.protocol import parse_task_message
 from caraway.serialization import json_dumps, json_loads

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from caraway import mailbox, serialization, states
-from caraway.brokers.redis import message_from_envelope
+from caraway import serialization, states
+from caraway.control import mailbox
+from caraway.engines.base.fanout import Exchange, matches
+from caraway.engines.redis.broker import message_from_envelope
 from caraway.events.event import EXCHANGE, make_event, read_events, routing_key
 from caraway.events.state import State
-from caraway.fanout.base import Exchange, matches
 
 
 def captured(captures_dir: Path, channel_prefix: str) -> list[dict[str, Any]]:

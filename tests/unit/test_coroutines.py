@@ -9,8 +9,8 @@ import warnings
 
 import pytest
 
-from caraway import coroutines
 from caraway.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from caraway.execution import coroutines
 
 
 def test_soft_limit_is_raised_at_the_await_and_the_body_goes_on() -> None:

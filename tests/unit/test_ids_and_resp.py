@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from redis.connection import Connection
 
-from caraway.clients.redis import pack
+from caraway.engines.redis.client import pack
 from caraway.utils.ids import new_id
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from caraway import Caraway, chain, signature
-from caraway.brokers.base import Outgoing
+from caraway.engines.base.broker import Outgoing
 from caraway.exceptions import InvalidTaskError
 from caraway.protocol import EMPTY_EMBED, Message, build_task_message, parse_task_message
 from caraway.serialization import decompress, json_dumps, loads

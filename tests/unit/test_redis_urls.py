@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from caraway import Caraway
-from caraway.brokers.redis import RedisBroker
-from caraway.clients.redis import connect, parse_url
+from caraway.engines.redis.broker import RedisBroker
+from caraway.engines.redis.client import connect, parse_url
+from caraway.engines.registry import create_backend, create_broker
 from caraway.exceptions import ImproperlyConfigured, MissingExtra, OperationalError
 from caraway.protocol import build_task_message
-from caraway.urls import create_backend, create_broker
 
 SEP = "\x06\x16"
 
@@ -110,7 +110,7 @@ def test_every_redis_scheme_picks_the_redis_engines() -> None:
 def test_a_missing_redis_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [n for n in sys.modules if n == "redis" or n.startswith("redis.")]:
         monkeypatch.delitem(sys.modules, name)
-    for name in ("caraway.brokers.redis", "caraway.clients.redis"):
+    for name in ("caraway.engines.redis.broker", "caraway.engines.redis.client"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.setitem(sys.modules, "redis", None)
     with pytest.raises(MissingExtra, match=r'pip install "caraway\[redis\]"'):

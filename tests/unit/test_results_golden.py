@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from caraway import Caraway, states
-from caraway.backends.base import TASK_KEY_PREFIX, Backend, Stored
-from caraway.backends.exceptions import exception_to_meta, meta_to_exception
+from caraway.engines.base.backend import TASK_KEY_PREFIX, Backend, Stored
+from caraway.engines.base.exception_meta import exception_to_meta, meta_to_exception
 from caraway.exceptions import (
     ChordError,
     MaxRetriesExceededError,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from caraway import Caraway
-from caraway.brokers.base import Outgoing
+from caraway.engines.base.broker import Outgoing
 from caraway.exceptions import ImproperlyConfigured, QueueNotFound
 from caraway.routing import MapRouter, expand_route, lookup, prepare_routers, resolve_queue
 from caraway.task import Task

@@ -18,11 +18,11 @@ import pytest
 import sqlalchemy as sa
 
 from caraway import Caraway, states
-from caraway.backends import sql
-from caraway.backends.sql import SQLBackend, meta_from_row, row_from_meta, sqlalchemy_url
-from caraway.backends.sql_models import CompatPickler, GroupTuple, SafePickler, build_tables
+from caraway.engines.registry import create_backend
+from caraway.engines.sql import backend as sql
+from caraway.engines.sql.backend import SQLBackend, meta_from_row, row_from_meta, sqlalchemy_url
+from caraway.engines.sql.models import CompatPickler, GroupTuple, SafePickler, build_tables
 from caraway.exceptions import MissingExtra, OperationalError
-from caraway.urls import create_backend
 
 
 def _app(**conf: Any) -> Caraway:

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from caraway import Caraway, EagerResult, states
-from caraway.brokers.base import Delivery, Outgoing
+from caraway.engines.base.broker import Delivery, Outgoing
 from caraway.exceptions import EncodeError, MaxRetriesExceededError, Retry
 from caraway.execution import Outcome, execute
+from caraway.execution.retries import backoff_countdown
 from caraway.protocol import parse_task_message
-from caraway.retries import backoff_countdown
 from caraway.task import Task
 from caraway.worker.job import Job
 

@@ -219,7 +219,7 @@ def test_loading_the_plugin_starts_nothing(inner: pytest.Pytester) -> None:
 
         def test_nothing_heavy_was_imported(request):
             assert request.config.pluginmanager.has_plugin("caraway")
-            loaded = {"caraway.worker.worker", "caraway.brokers.memory", "sqlite3"}
+            loaded = {"caraway.worker.worker", "caraway.engines.memory.broker", "sqlite3"}
             assert not loaded & set(sys.modules)
             assert [t.name for t in threading.enumerate()] == ["MainThread"]
         """

@@ -20,7 +20,7 @@ from services import rabbitmq_vhost, require
 from test_sql_backend import factories
 
 from caraway import Celery, states
-from caraway.embedded import Database
+from caraway.engines.sqlite.database import Database
 
 T = TypeVar("T")
 

@@ -11,7 +11,7 @@ import redis
 from services import require
 
 from caraway import Celery
-from caraway.backends.redis import MGET_CHUNK
+from caraway.engines.redis.backend import MGET_CHUNK
 from caraway.result import GroupResult
 
 

@@ -26,9 +26,9 @@ from services import free_port
 from worker_support import WAIT, wait_until
 
 from caraway import Celery
-from caraway.brokers.base import SettlementKept
+from caraway.engines.base.broker import SettlementKept
+from caraway.engines.registry import create_broker
 from caraway.exceptions import Unreachable
-from caraway.urls import create_broker
 
 #: How long the worker may take to run again once Redis is back.
 RESUME_WITHIN = 15.0

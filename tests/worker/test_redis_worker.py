@@ -28,7 +28,7 @@ from services import captures_dir, free_port, require
 from worker_support import TASKS_SOURCE, WAIT, WorkerProject, autojump, wait_until
 
 from caraway import Celery, states
-from caraway.urls import create_broker
+from caraway.engines.registry import create_broker
 from caraway.utils.time import FakeClock, parse_iso
 
 SEP = "\x06\x16"

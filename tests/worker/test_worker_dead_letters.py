@@ -11,7 +11,7 @@ import pytest
 from worker_support import WAIT, make_app
 
 from caraway import serialization, states
-from caraway.brokers.base import Outgoing
+from caraway.engines.base.broker import Outgoing
 from caraway.exceptions import NotRegistered, Reject
 from caraway.protocol import build_task_message
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from caraway.beat.stores.base import BeatStore, EntryState
+from caraway.engines.base.beat_store import BeatStore, EntryState
 from caraway.exceptions import ImproperlyConfigured
 
 if TYPE_CHECKING:
@@ -16,22 +16,22 @@ __all__ = ["BeatStore", "EntryState", "store_for_app"]
 
 def store_for_app(app: Caraway) -> BeatStore:
     """The database scheduler's store: the result backend's own SQLite file, Redis or SQL."""
-    from caraway.backends.sqlite import SQLiteBackend
+    from caraway.engines.sqlite.backend import SQLiteBackend
 
     backend = app.backend
     if isinstance(backend, SQLiteBackend):
-        from caraway.beat.stores.sqlite import SQLiteStore
+        from caraway.engines.sqlite.beat_store import SQLiteStore
 
         return SQLiteStore(backend.db)
     # Modules of the other engines are loaded only when such a backend exists.
-    redis_module = sys.modules.get("caraway.backends.redis")
+    redis_module = sys.modules.get("caraway.engines.redis.backend")
     if redis_module is not None and isinstance(backend, redis_module.RedisBackend):
-        from caraway.beat.stores.redis import RedisStore
+        from caraway.engines.redis.beat_store import RedisStore
 
         return RedisStore(backend.client, backend.target, backend.prefix)
-    sql_module = sys.modules.get("caraway.backends.sql")
+    sql_module = sys.modules.get("caraway.engines.sql.backend")
     if sql_module is not None and isinstance(backend, sql_module.SQLBackend):
-        from caraway.beat.stores.sql import SQLStore
+        from caraway.engines.sql.beat_store import SQLStore
 
         return SQLStore(backend)
     raise ImproperlyConfigured(

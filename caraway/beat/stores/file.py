@@ -14,9 +14,9 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from caraway.beat.stores.base import BeatStore, EntryState
-from caraway.beat.stores.filelock import FileLease
+from caraway.engines.base.beat_store import BeatStore, EntryState
 from caraway.exceptions import OperationalError
+from caraway.utils.filelock import FileLease
 
 logger = logging.getLogger("caraway.beat")
 FORMAT = "caraway-beat-state/1"

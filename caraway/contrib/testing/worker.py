@@ -167,7 +167,7 @@ def _wait_until_ready(
 
 
 def _ping(app: Caraway, worker: Worker, timeout: float) -> None:
-    from caraway.backends.disabled import BackendNotConfigured
+    from caraway.engines.base.disabled import BackendNotConfigured
     from caraway.exceptions import TimeoutError
 
     # To the worker's own first queue, so a worker started with queues=[...] answers too.

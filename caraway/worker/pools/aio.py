@@ -47,7 +47,7 @@ class AsyncioPool(Pool):
         asyncio.set_event_loop(self._loop)
         try:
             self._loop.run_forever()
-        finally:  # clients kept for the loop's life (caraway.aio's) close here
+        finally:  # clients kept for the loop's life (caraway.calling.async_api's) close here
             self._loop.run_until_complete(self._loop.shutdown_asyncgens())
 
     def submit(self, work: Work) -> None:

@@ -21,9 +21,9 @@ from multiprocessing.connection import Connection
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from caraway import coroutines, signals, states
+from caraway import signals, states
 from caraway.exceptions import OperationalError, Reject, SoftTimeLimitExceeded
-from caraway.execution import Outcome, execute
+from caraway.execution import Outcome, coroutines, execute
 from caraway.request import Context
 from caraway.utils.einfo import ExceptionInfo
 

@@ -1,1 +1,0 @@
-"""Result backends: where task states and return values are kept."""

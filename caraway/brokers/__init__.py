@@ -1,1 +1,0 @@
-"""Brokers: where task messages wait. Each engine fills in ``caraway.brokers.base.Broker``."""

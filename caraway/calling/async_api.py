@@ -1,0 +1,69 @@
+"""The asyncio client API: sends and results to ``await``, that never block the event loop.
+
+``await add.delay_async(2, 2)``, ``await add.send_async(args, kwargs, countdown=10)`` (the
+twin of ``apply_async``) and ``await app.send_task_async(name, ...)`` build the message as
+their blocking forms do (routing, options, signals) and publish it through the engine's
+asyncio client: redis-py's for Redis; engines without one publish in a worker thread.
+``await result.get_async(timeout=...)`` waits the same way. (A result is not itself
+awaitable: tasks and signal receivers may return one, as in Celery, and the worker awaits
+what they return when it is awaitable.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from caraway import signals, states
+from caraway.calling import DEFAULT_RETRY_POLICY, collecting
+from caraway.exceptions import OperationalError
+
+if TYPE_CHECKING:
+    from caraway.app import Caraway
+    from caraway.engines.base.broker import Outgoing
+    from caraway.result import AsyncResult
+
+
+async def send_async(app: Caraway, send: Callable[[], AsyncResult[Any]], options: dict[str, Any]
+                     ) -> AsyncResult[Any]:  # fmt: skip
+    """Run ``send`` (a blocking send) collecting its message, then publish it awaitably."""
+    with collecting() as collected:
+        result = send()
+    if collected:  # nothing to publish when the call ran eagerly
+        await _publish_retrying(app, [outgoing for outgoing, _ in collected], options)
+        for _, after in collected:
+            signals.after_task_publish.send(**after)
+    return result
+
+
+async def _publish_retrying(app: Caraway, batch: list[Outgoing], options: dict[str, Any]) -> None:
+    """``publish`` with the ``retry_policy`` of the blocking send, pausing with asyncio."""
+    retry = options.get("retry", app.conf.task_publish_retry)
+    policy = {**DEFAULT_RETRY_POLICY, **(app.conf.task_publish_retry_policy or {})}
+    policy.update(options.get("retry_policy") or {})
+    attempts = int(policy["max_retries"] or 0) if retry else 0
+    pause = float(policy["interval_start"])
+    for attempt in range(attempts + 1):
+        try:
+            await app.broker.publish_async(batch)
+            return
+        except OperationalError:
+            if attempt >= attempts:
+                raise
+            await asyncio.sleep(pause)
+            pause = min(pause + float(policy["interval_step"]), float(policy["interval_max"]))
+
+
+async def get_async(
+    result: AsyncResult[Any], timeout: float | None, propagate: bool, interval: float
+) -> Any:
+    """``AsyncResult.get`` without blocking the loop: the value, or the task's exception."""
+    meta = await result.backend.wait_for_async(result.id, timeout, interval)
+    result._set_cache(meta)
+    status = meta["status"]
+    if status in states.PROPAGATE_STATES and propagate:
+        raise result.backend.exception_from_meta(meta)
+    if status in states.EXCEPTION_STATES:
+        return result.backend.exception_from_meta(meta)
+    return meta["result"]

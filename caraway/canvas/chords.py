@@ -1,0 +1,323 @@
+"""Chords: sending one, and joining its header results in the worker without polling.
+
+A chord is joined in one of three ways, chosen by the result backend:
+
+* ``redis://``: Celery 5.7's join keys and algorithm (spec §6.5), so Celery and caraway
+  workers can run parts of the same chord;
+* a backend that counts (SQLite, SQL, memory): each header result is added to a per-chord
+  set keyed by task id, atomically with its count, and the part that completes the count
+  takes a claim and sends the body. The header size travels in the body (``chord_size``);
+* a backend that cannot count but can be read from workers: ``celery.chord_unlock`` polls,
+  with bounded retries. ``rpc://`` can do neither, and refuses chords with a clear error.
+
+Either way a redelivered header task is counted once, the body is sent once, and the first
+failing header task fails the body with ``ChordError`` at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback as tb
+from typing import TYPE_CHECKING, Any, cast
+
+from caraway import states
+from caraway.canvas.chain import _chain, _result_of
+from caraway.canvas.group import _chord, _descend, group
+from caraway.canvas.signatures import Signature, maybe_signature
+from caraway.engines.base.chord_join import CountingJoiner, Joiner, total_key
+from caraway.engines.base.exception_meta import exception_to_meta, meta_to_exception
+from caraway.exceptions import ChordError, ImproperlyConfigured
+from caraway.request import Context
+
+if TYPE_CHECKING:
+    from caraway.app import Caraway
+    from caraway.engines.base.backend import Backend
+    from caraway.engines.redis.backend import RedisBackend
+
+logger = logging.getLogger("caraway.worker")
+
+# --- the client side ---------------------------------------------------------------------
+
+
+def join_mode(backend: Backend) -> str:
+    """``native`` (Redis keys), ``counter``, or ``unlock``; raises when chords cannot work."""
+    if getattr(backend, "chord_join_native", False):
+        return "native"
+    if getattr(backend, "chord_counting", False):
+        return "counter"
+    if not getattr(backend, "readable_by_workers", True):
+        raise ImproperlyConfigured(
+            f"the result backend {backend.describe()} cannot join chords: workers can neither"
+            " count header results nor read them there. Use redis://, a SQL database"
+            " (db+postgresql://...) or sqlite:// as result_backend."
+        )
+    if type(backend).__name__ == "DisabledBackend":
+        raise ImproperlyConfigured(
+            "chords need a result backend to collect the header results: set result_backend"
+        )
+    return "unlock"
+
+
+def apply_chord(
+    app: Caraway,
+    header: group,
+    body: Signature,
+    gid: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    options: dict[str, Any],
+) -> Any:
+    """Send the header tasks (pipelined) with the body in ``embed.chord``; the body's result."""
+    reply_to = app.thread_oid
+    options = dict(options)
+    for key in ("link", "link_error"):
+        for sig in _as_list(options.pop(key, None)):
+            getattr(body, key)(maybe_signature(sig, app))
+    rest = options.pop("chain", None)
+    if rest:
+        if isinstance(body, group | _chain) or body.subtask_type:
+            body = _chain(body, *[maybe_signature(s, app) for s in reversed(rest)], app=app)
+        else:
+            body.options["chain"] = list(rest)
+    # A chord inside a group or an outer chord's header: its body is the member that counts.
+    membership: dict[str, Any] = {
+        k: options.pop(k) for k in ("group_id", "group_index", "chord") if k in options
+    }
+    members = header._members()
+    body.freeze()
+    body.options.setdefault("reply_to", reply_to)
+    if options.get("root_id"):
+        body.options.setdefault("root_id", options["root_id"])
+    if membership:
+        body.options.update(membership)
+    else:
+        body.options["group_id"] = gid
+    if not members:
+        body.apply_async(([],))
+        return _result_of(body, None)
+    mode = join_mode(app.backend)
+    size = sum(_descend(member) for member in members)
+    if mode == "counter":
+        body["chord_size"] = size
+    elif mode == "native":
+        from caraway.engines.redis.chord_join import set_chord_size
+
+        set_chord_size(cast("RedisBackend", app.backend), gid, size)
+    header_options = {**header.options, **options, "task_id": gid, "chord": body}
+    header_result = group(members, app=app).apply_async(args, kwargs, **header_options)
+    if mode == "unlock":
+        _send_unlock(app, gid, body, header_result)
+    return _result_of(body, header_result)
+
+
+def _send_unlock(app: Caraway, gid: str, body: Signature, header_result: Any) -> None:
+    conf = app.conf
+    interval = float(conf.result_chord_retry_interval or 1.0)
+    app.tasks["celery.chord_unlock"].apply_async(
+        (gid, dict(body)),
+        {"result": [r.as_tuple() for r in header_result.results], "interval": interval,
+         "max_retries": unlock_retries(app)},
+        countdown=1,
+    )  # fmt: skip
+
+
+def unlock_retries(app: Caraway) -> int:
+    """Bounded: poll no longer than the header results are kept (``result_expires``)."""
+    from caraway.engines.base.backend import expires_seconds
+
+    interval = float(app.conf.result_chord_retry_interval or 1.0)
+    keep = expires_seconds(app.conf.result_expires) or 86400.0
+    return max(1, int(keep / interval))
+
+
+# --- the worker side ----------------------------------------------------------------------
+
+
+def joiner_for(app: Caraway, body: Signature) -> Joiner | None:
+    """How this chord is joined here; None when Celery's ``chord_unlock`` task joins it."""
+    backend = app.backend
+    if getattr(backend, "chord_join_native", False):
+        from caraway.engines.redis.chord_join import RedisJoiner
+
+        return RedisJoiner(cast("RedisBackend", backend))
+    if getattr(backend, "chord_counting", False) and body.chord_size is not None:
+        return CountingJoiner(backend, int(body.chord_size))
+    return None
+
+
+def on_part_return(app: Caraway, request: Context, state: str, value: Any) -> None:
+    """A header task finished: record it; the last one sends the body, a failure fails it."""
+    gid, body_dict = request.group, request.chord
+    if not gid or not body_dict or not request.id:
+        return
+    body = maybe_signature(body_dict, app)
+    joiner = joiner_for(app, body)
+    if joiner is None:
+        return
+    failed = state in states.PROPAGATE_STATES
+    stored = exception_to_meta(value) if isinstance(value, BaseException) else value
+    join = joiner.add(gid, request.id, request.group_index, state, stored)
+    if join.done:
+        return
+    if failed:
+        if join.claimed or joiner.claim(gid, join):
+            try:
+                fail_body(app, body, _dependency_error(request.id, value), gid)
+            finally:
+                joiner.finish(gid, join)
+        return
+    if not join.claimed:
+        return
+    try:
+        parts = joiner.results(gid)
+        for task_id, part_state, result in parts:
+            if part_state in states.PROPAGATE_STATES:
+                fail_body(app, body, _dependency_error(task_id, meta_to_exception(result)), gid)
+                return
+        try:
+            body.apply_async(([result for _, _, result in parts],),
+                             parent_id=request.id, root_id=request.root_id)  # fmt: skip
+        except Exception as exc:
+            logger.exception("Chord %s: could not send the body %r", gid, body)
+            fail_body(app, body, _caused(ChordError(f"Callback error: {exc!r}"), exc), gid)
+    finally:
+        joiner.finish(gid, join)
+
+
+def _dependency_error(task_id: str, exc: Any) -> ChordError:
+    return _caused(ChordError(f"Dependency {task_id} raised {exc!r}"), exc)
+
+
+def _caused(error: ChordError, cause: Any) -> ChordError:
+    if isinstance(cause, BaseException):
+        error.__cause__ = cause
+    return error
+
+
+def fail_body(app: Caraway, body: Signature, exc: ChordError, gid: str | None) -> None:
+    """Store the chord's failure on its body (and what follows it), and run its errbacks."""
+    from caraway.execution.errbacks import call_errbacks
+
+    text = "".join(tb.format_exception(exc))
+    logger.error("Chord %s failed: %s", gid, exc)
+    backend = app.backend
+    for sig in _result_carriers(body, app):
+        task_id = sig.options.get("task_id")
+        if not task_id:
+            continue
+        request = Context(
+            id=task_id, task=sig.task, group=sig.options.get("group_id") or gid,
+            parent_id=None, root_id=sig.options.get("root_id"), args=sig.args,
+            kwargs=sig.kwargs, errbacks=sig.options.get("link_error"), called_directly=False,
+        )  # fmt: skip
+        backend.mark_as_failure(task_id, exc, text, request)
+        call_errbacks(app, request, exc, text)
+
+
+def _result_carriers(body: Signature, app: Caraway) -> list[Signature]:
+    """The signatures whose results wait on this body: itself, its steps, what follows."""
+    if isinstance(body, _chain):
+        found: list[Signature] = []
+        for step in body.tasks:
+            found.extend(_result_carriers(step, app))
+        return found
+    if isinstance(body, group):
+        return [m for member in body.tasks for m in _result_carriers(member, app)]
+    carriers = [body]
+    for later in reversed(body.options.get("chain") or []):
+        carriers.extend(_result_carriers(maybe_signature(later, app), app))
+    return carriers
+
+
+def propagate_chain_failure(app: Caraway, request: Context, exc: BaseException, text: str) -> None:
+    """A chain step failed: its remaining steps fail too, so the chain's result is ready
+    with the error (as Celery marks them), and a chord among them is failed."""
+    for raw in reversed(request.chain or []):
+        sig = maybe_signature(raw, app)
+        for carrier in _chain_step_carriers(sig, app):
+            task_id = carrier.options.get("task_id")
+            if task_id:
+                step_request = Context(id=task_id, task=carrier.task,
+                                       group=carrier.options.get("group_id"),
+                                       called_directly=False)  # fmt: skip
+                app.backend.mark_as_failure(task_id, exc, text, step_request)
+
+
+def _chain_step_carriers(sig: Signature, app: Caraway) -> list[Signature]:
+    if isinstance(sig, _chord):
+        return _result_carriers(sig.body, app)
+    if isinstance(sig, group):
+        return [c for member in sig.tasks for c in _chain_step_carriers(member, app)]
+    return [sig]
+
+
+def add_to_chord(app: Caraway, gid: str, body: Signature) -> None:
+    """One more header result to wait for (``Task.add_to_chord``)."""
+    backend = app.backend
+    if getattr(backend, "chord_join_native", False):
+        from caraway.engines.redis.chord_join import add_to_chord as redis_add
+
+        redis_add(cast("RedisBackend", backend), gid)
+    elif getattr(backend, "chord_counting", False):
+        backend.incr(total_key(gid), 1, backend.expires)
+    else:
+        raise ImproperlyConfigured(
+            f"add_to_chord needs a result backend that counts; {backend.describe()} does not"
+        )
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def unlock_chord(
+    task: Any,
+    gid: str,
+    callback: Any,
+    interval: float | None,
+    max_retries: int | None,
+    result: list[Any],
+) -> None:
+    """One poll of ``celery.chord_unlock``: send the body, fail it, or check again later.
+
+    Retries are bounded (by ``result_expires`` when the sender gave no limit): a header
+    whose results expired would otherwise be polled for ever.
+    """
+    from caraway.result import GroupResult, result_from_tuple
+
+    app = task.app
+    body = maybe_signature(callback, app)
+    deps = GroupResult(gid, [result_from_tuple(r, app) for r in result], app=app)
+    limit = unlock_retries(app) if max_retries is None else int(max_retries)
+    failed = next((r for r in deps.results if r.failed()), None)
+    if failed is not None:
+        fail_body(app, body, _dependency_error(failed.id, failed.result), gid)
+        return
+    if not deps.ready():
+        if task.request.retries >= limit:
+            waiting = [r.id for r in deps.results if not r.ready()]
+            fail_body(app, body, ChordError(
+                f"chord_unlock gave up on chord {gid} after {limit} checks: header results"
+                f" {waiting[:5]} never became ready (expired, lost, or not readable from"
+                " workers on this result backend)"), gid)  # fmt: skip
+            return
+        seconds = interval if interval is not None else task.default_retry_delay
+        raise task.retry(countdown=seconds, max_retries=limit)
+    values = deps.join(propagate=False, disable_sync_subtasks=False)
+    body.apply_async((values,))
+
+
+def count_group_success(app: Caraway, request: Context) -> None:
+    """One more member of ``request.group`` succeeded: ``GroupResult.completed_count()``
+    reads this counter instead of every member's result."""
+    from caraway.engines.base.backend import GROUP_KEY_PREFIX
+
+    backend = app.backend
+    if not (getattr(backend, "chord_counting", False) or backend.chord_join_native):
+        return
+    try:
+        backend.incr(f"{GROUP_KEY_PREFIX}{request.group}.n", 1, backend.expires)
+    except Exception:
+        logger.exception("Could not count a success of group %s", request.group)

@@ -1,1 +1,0 @@
-"""Client plumbing shared by a broker and a backend of the same kind (URL parsing, connections)."""

@@ -1,0 +1,1 @@
+"""The AMQP engine (RabbitMQ): client plumbing, broker, broadcast and the ``rpc://`` backend."""

@@ -1,0 +1,1 @@
+"""The contracts every engine fills in, and what they share (result meta, the chord join)."""

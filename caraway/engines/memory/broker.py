@@ -1,0 +1,142 @@
+"""``memory://``: the reference broker, one process only (tests and eager development).
+
+All apps in a process that use the same ``memory://name`` share one store, as with kombu's
+memory transport, so a worker thread and a client in the same test see the same queues.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from caraway.engines.base.broker import Broker, DeadLetter, Delivery, Outgoing
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.ready: dict[str, list[tuple[int, int, Outgoing]]] = {}
+        self.delayed: list[tuple[float, int, Outgoing]] = []
+        self.held: dict[int, Outgoing] = {}
+        self.dead: list[DeadLetter] = []
+        self.revoked: list[tuple[str, bool]] = []
+        self.changed = threading.Condition()
+        self.counter = itertools.count()
+
+
+_STORES: dict[str, _Store] = {}
+_STORES_LOCK = threading.Lock()
+
+
+class MemoryBroker(Broker):
+    native_delay: ClassVar[bool] = True
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(url, options)
+        name = url.partition("://")[2]
+        with _STORES_LOCK:
+            self._store = _STORES.setdefault(name, _Store())
+
+    def _push(self, item: Outgoing, seq: int) -> None:
+        queue = self._store.ready.setdefault(item.queue, [])
+        heapq.heappush(queue, (-item.priority, seq, item))
+
+    def publish(self, batch: Sequence[Outgoing]) -> None:
+        store = self._store
+        now = time.time()
+        with store.changed:
+            for item in batch:
+                seq = next(store.counter)
+                if item.deliver_at is not None and item.deliver_at > now:
+                    heapq.heappush(store.delayed, (item.deliver_at, seq, item))
+                else:
+                    self._push(item, seq)
+            store.changed.notify_all()
+
+    def _promote_due(self, now: float) -> float | None:
+        """Move due delayed messages to their queues; return when the next one is due."""
+        store = self._store
+        while store.delayed and store.delayed[0][0] <= now:
+            _, seq, item = heapq.heappop(store.delayed)
+            self._push(item, seq)
+        return store.delayed[0][0] if store.delayed else None
+
+    def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        store = self._store
+        deadline = time.monotonic() + timeout
+        with store.changed:
+            while True:
+                next_due = self._promote_due(time.time())
+                found = self._take(queues, limit)
+                remaining = deadline - time.monotonic()
+                if found or remaining <= 0:
+                    return found
+                wait = remaining if next_due is None else min(remaining, next_due - time.time())
+                store.changed.wait(max(wait, 0.001))
+
+    def _take(self, queues: Sequence[str], limit: int) -> list[Delivery]:
+        store = self._store
+        found: list[Delivery] = []
+        while len(found) < limit:
+            candidates = [store.ready[q][0] + (q,) for q in queues if store.ready.get(q)]
+            if not candidates:
+                break
+            _, seq, item, queue = min(candidates)
+            heapq.heappop(store.ready[queue])
+            store.held[seq] = item
+            found.append(Delivery(item.message, queue, seq))
+        return found
+
+    def ack(self, tags: Sequence[Any]) -> None:
+        with self._store.changed:
+            for tag in tags:
+                self._store.held.pop(tag, None)
+
+    def release(self, tags: Sequence[Any], delay: float = 0.0) -> None:
+        store = self._store
+        with store.changed:
+            for tag in tags:
+                item = store.held.pop(tag, None)
+                if item is None:
+                    continue
+                if delay > 0:
+                    heapq.heappush(store.delayed, (time.time() + delay, tag, item))
+                else:
+                    self._push(item, tag)
+            store.changed.notify_all()
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> str:
+        store = self._store
+        with store.changed:
+            store.held.pop(delivery.tag, None)
+            store.dead.append(DeadLetter(delivery.message, delivery.queue, reason, time.time()))
+        return f"the dead letters of {self.url}"
+
+    def purge(self, queue: str) -> int:
+        with self._store.changed:
+            waiting = self._store.ready.pop(queue, [])
+            before = len(self._store.delayed)
+            self._store.delayed = [d for d in self._store.delayed if d[2].queue != queue]
+            heapq.heapify(self._store.delayed)
+            return len(waiting) + before - len(self._store.delayed)
+
+    def size(self, queue: str) -> int:
+        with self._store.changed:
+            delayed = sum(1 for d in self._store.delayed if d[2].queue == queue)
+            return len(self._store.ready.get(queue, ())) + delayed
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        with self._store.changed:
+            return list(self._store.dead[:limit])
+
+    def revoke(self, task_ids: Sequence[str], terminate: bool = False) -> None:
+        with self._store.changed:
+            self._store.revoked.extend((task_id, terminate) for task_id in task_ids)
+
+    def revocations(self, cursor: int) -> tuple[list[tuple[str, bool]], int]:
+        with self._store.changed:
+            revoked = self._store.revoked
+            return list(revoked[cursor:]), len(revoked)

@@ -1,0 +1,144 @@
+"""Engines chosen by URL scheme, and a broker's broadcast engine, imported lazily so extras
+stay optional."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from caraway.exceptions import ImproperlyConfigured, MissingExtra
+from caraway.utils.imports import symbol_by_name
+from caraway.utils.text import did_you_mean, mask_url
+
+if TYPE_CHECKING:
+    from caraway.app import Caraway
+    from caraway.engines.base.backend import Backend
+    from caraway.engines.base.broker import Broker
+    from caraway.engines.base.fanout import Fanout
+
+#: scheme -> (engine class, extra that provides its client library or None)
+BROKERS: dict[str, tuple[str, str | None]] = {
+    "memory": ("caraway.engines.memory.broker:MemoryBroker", None),
+    "sqlite": ("caraway.engines.sqlite.broker:SQLiteBroker", None),
+    "redis": ("caraway.engines.redis.broker:RedisBroker", "redis"),
+    "rediss": ("caraway.engines.redis.broker:RedisBroker", "redis"),
+    "sentinel": ("caraway.engines.redis.broker:RedisBroker", "redis"),
+    "redis+socket": ("caraway.engines.redis.broker:RedisBroker", "redis"),
+    "unix": ("caraway.engines.redis.broker:RedisBroker", "redis"),
+    "amqp": ("caraway.engines.amqp.broker:AMQPBroker", "amqp"),
+    "amqps": ("caraway.engines.amqp.broker:AMQPBroker", "amqp"),
+    "pyamqp": ("caraway.engines.amqp.broker:AMQPBroker", "amqp"),
+}
+BACKENDS: dict[str, tuple[str, str | None]] = {
+    "cache+memory": ("caraway.engines.memory.backend:MemoryBackend", None),
+    "memory": ("caraway.engines.memory.backend:MemoryBackend", None),
+    "sqlite": ("caraway.engines.sqlite.backend:SQLiteBackend", None),
+    "redis": ("caraway.engines.redis.backend:RedisBackend", "redis"),
+    "rediss": ("caraway.engines.redis.backend:RedisBackend", "redis"),
+    "sentinel": ("caraway.engines.redis.backend:RedisBackend", "redis"),
+    "redis+socket": ("caraway.engines.redis.backend:RedisBackend", "redis"),
+    "unix": ("caraway.engines.redis.backend:RedisBackend", "redis"),
+    "disabled": ("caraway.engines.base.disabled:DisabledBackend", None),
+    "db+postgresql": ("caraway.engines.sql.backend:SQLBackend", "postgresql"),
+    "db+postgresql+psycopg": ("caraway.engines.sql.backend:SQLBackend", "postgresql"),
+    "db+mysql": ("caraway.engines.sql.backend:SQLBackend", "mysql"),
+    "db+mysql+pymysql": ("caraway.engines.sql.backend:SQLBackend", "mysql"),
+    "db+mariadb": ("caraway.engines.sql.backend:SQLBackend", "mysql"),
+    "db+mariadb+pymysql": ("caraway.engines.sql.backend:SQLBackend", "mysql"),
+    "db+sqlite": ("caraway.engines.sql.backend:SQLBackend", "sql"),
+    "rpc": ("caraway.engines.amqp.rpc_backend:RPCBackend", "amqp"),
+}
+
+
+def scheme_of(url: str) -> str:
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        raise ImproperlyConfigured(
+            f"{mask_url(url)!r} is not a URL: expected scheme://..., e.g. 'redis://localhost'"
+        )
+    return scheme.lower()
+
+
+def _load(table: dict[str, tuple[str, str | None]], url: str, kind: str) -> Any:
+    scheme = scheme_of(url)
+    if scheme not in table:
+        raise ImproperlyConfigured(
+            f"unknown {kind} scheme {scheme!r} in {mask_url(url)!r}."
+            f"{did_you_mean(scheme, table)} Known schemes: {', '.join(sorted(table))}."
+        )
+    path, extra = table[scheme]
+    try:
+        return symbol_by_name(path)
+    except ImportError as exc:
+        if extra is None:
+            raise
+        raise MissingExtra(
+            f'the {scheme}:// {kind} needs an extra: pip install "caraway[{extra}]"'
+        ) from exc
+
+
+#: Schemes whose engine takes a ``;``-separated list: RabbitMQ's failover alternates, and
+#: Sentinel's list of sentinels (one master behind them).
+LIST_SCHEMES = frozenset({"amqp", "amqps", "pyamqp", "pyamqps", "sentinel"})
+
+
+def one_url(url: str | Sequence[str]) -> str:
+    """``broker_url`` as one string: Celery also takes a list of failover URLs."""
+    return url if isinstance(url, str) else ";".join(url)
+
+
+def create_broker(url: str | Sequence[str], options: Mapping[str, Any] | None = None) -> Broker:
+    url = one_url(url)
+    urls = [part.strip() for part in url.split(";") if part.strip()]
+    if len(urls) > 1:
+        schemes = sorted({scheme_of(part) for part in urls})
+        if len(schemes) > 1:
+            raise ImproperlyConfigured(
+                f"failover broker URLs must share one scheme, got {', '.join(schemes)}"
+            )
+        if schemes[0] not in LIST_SCHEMES:
+            raise ImproperlyConfigured(
+                f"a list of {schemes[0]}:// broker URLs is not supported: failover lists are for"
+                " RabbitMQ (amqp://); for Redis, name the Sentinels"
+                " (sentinel://h1:26379;sentinel://h2:26379 with master_name in"
+                " broker_transport_options)"
+            )
+    cls = _load(BROKERS, url, "broker")
+    broker: Broker = cls(url, options)
+    return broker
+
+
+def create_backend(app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> Backend:
+    cls = _load(BACKENDS, url, "result backend")
+    backend: Backend = cls(app, url, options)
+    return backend
+
+
+#: The broadcast engine of each broker engine (by the broker's module), built from the broker.
+FANOUTS = {
+    "caraway.engines.memory.broker": "caraway.engines.memory.fanout:MemoryFanout",
+    "caraway.engines.sqlite.broker": "caraway.engines.sqlite.fanout:SQLiteFanout",
+    "caraway.engines.redis.broker": "caraway.engines.redis.fanout:RedisFanout",
+    "caraway.engines.amqp.broker": "caraway.engines.amqp.fanout:AMQPFanout",
+}
+
+
+def create_fanout(broker: Broker) -> Fanout:
+    """A new broadcast engine on the same server (and settings) as ``broker``."""
+    path = FANOUTS.get(type(broker).__module__)
+    if path is None:
+        raise ImproperlyConfigured(
+            f"the broker {broker.describe()} cannot broadcast: remote control and events need "
+            "Redis, RabbitMQ, SQLite or memory"
+        )
+    engine: Any = symbol_by_name(path)
+    made: Fanout = engine(broker)
+    return made
+
+
+def fanout_of(app: Caraway) -> Fanout:
+    """The app's client-side broadcast engine, made on first use and closed by ``app.close()``."""
+    found: Fanout | None = app.__dict__.get("_fanout")
+    if found is None:
+        found = app.__dict__["_fanout"] = create_fanout(app.broker)
+    return found

@@ -1,0 +1,1 @@
+"""The SQL engine (SQLAlchemy: PostgreSQL, MySQL/MariaDB, SQLite): result backend and beat store."""
