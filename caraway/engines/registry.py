@@ -1,19 +1,36 @@
-"""Engines chosen by URL scheme, and a broker's broadcast engine, imported lazily so extras
-stay optional."""
+"""Engines chosen by URL, and a broker's broadcast engine, imported lazily so extras stay
+optional.
+
+How ``broker_url`` / ``result_backend`` find their engine class, first match wins:
+
+1. the scheme (before ``://``, any case) in the built-in table (``BROKERS`` / ``BACKENDS``);
+2. an entry point of that name (lower case) in the group ``caraway.brokers`` /
+   ``caraway.backends`` of an installed distribution, so ``pip install caraway-toy`` makes
+   ``toy://`` work. A plug-in cannot take over a built-in scheme;
+3. a dotted class path, ``pkg.module:Class`` or ``pkg.module.Class``, given as the scheme
+   (``"mypkg.engines:MyBroker://host/0"``) or as the whole setting
+   (``"mypkg.engines:MyBroker"``), as Celery's ``result_backend`` accepts. It must name a
+   subclass of :class:`~caraway.engines.base.broker.Broker` (or ``Backend``).
+
+Anything else is an error that suggests the closest known scheme. Whichever way it was found,
+the engine class gets the setting unchanged as its ``url`` and parses it itself.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
+from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any
 
+from caraway.engines.base.backend import Backend
+from caraway.engines.base.broker import Broker
 from caraway.exceptions import ImproperlyConfigured, MissingExtra
 from caraway.utils.imports import symbol_by_name
 from caraway.utils.text import did_you_mean, mask_url
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
-    from caraway.engines.base.backend import Backend
-    from caraway.engines.base.broker import Broker
     from caraway.engines.base.fanout import Fanout
 
 #: scheme -> (engine class, extra that provides its client library or None)
@@ -50,6 +67,14 @@ BACKENDS: dict[str, tuple[str, str | None]] = {
 }
 
 
+#: Entry-point groups where installed distributions declare more engines, one per scheme:
+#: ``[project.entry-points."caraway.brokers"] toy = "caraway_toy:ToyBroker"``.
+ENTRY_POINT_GROUPS = {"broker": "caraway.brokers", "result backend": "caraway.backends"}
+
+#: A dotted class path: ``pkg.module:Class`` or ``pkg.module.Class``.
+_CLASS_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?")
+
+
 def scheme_of(url: str) -> str:
     scheme, sep, _ = url.partition("://")
     if not sep:
@@ -59,13 +84,86 @@ def scheme_of(url: str) -> str:
     return scheme.lower()
 
 
-def _load(table: dict[str, tuple[str, str | None]], url: str, kind: str) -> Any:
-    scheme = scheme_of(url)
-    if scheme not in table:
+def _class_path(url: str) -> str | None:
+    """The engine class path that ``url`` names, if it names one: its scheme
+    (``mypkg.engines:MyBroker://host``), or the whole setting when it has no ``://``."""
+    name = url.partition("://")[0]
+    if ("." in name or ":" in name) and _CLASS_PATH.fullmatch(name):
+        return name
+    return None
+
+
+def _plugins(kind: str) -> dict[str, EntryPoint]:
+    """The engines installed distributions declare for ``kind``, by lower-case scheme; when
+    two declare one scheme, the first on ``sys.path`` wins, as for imports."""
+    found: dict[str, EntryPoint] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUPS[kind]):
+        found.setdefault(entry.name.lower(), entry)
+    return found
+
+
+def _load_plugin(entry: EntryPoint, kind: str, base: type) -> Any:
+    """The class behind an entry point; a failure names who declared it."""
+    dist = entry.dist.name if entry.dist is not None else "an unknown distribution"
+    declared = (
+        f"the {entry.name}:// {kind} engine declared by the distribution {dist!r}"
+        f" (entry point {entry.name} = {entry.value!r} in group {entry.group!r})"
+    )
+    try:
+        cls = entry.load()
+    except Exception as exc:
+        raise ImproperlyConfigured(f"{declared} could not be loaded: {exc!r}") from exc
+    return _engine_class(cls, declared, kind, base)
+
+
+def _load_class_path(path: str, kind: str, base: type) -> Any:
+    try:
+        cls = symbol_by_name(path)
+    except (ImportError, AttributeError) as exc:
         raise ImproperlyConfigured(
-            f"unknown {kind} scheme {scheme!r} in {mask_url(url)!r}."
-            f"{did_you_mean(scheme, table)} Known schemes: {', '.join(sorted(table))}."
+            f"cannot import the {kind} engine class {path!r}: {exc}"
+        ) from exc
+    return _engine_class(cls, repr(path), kind, base)
+
+
+def _engine_class(cls: Any, what: str, kind: str, base: type) -> Any:
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ImproperlyConfigured(
+            f"{what} is not a {kind} engine: expected a subclass of"
+            f" {base.__module__}.{base.__qualname__}, got {cls!r}"
         )
+    return cls
+
+
+def _unknown(
+    url: str, scheme: str, table: Mapping[str, object], plugins: Mapping[str, object], kind: str
+) -> ImproperlyConfigured:
+    known = f"Known schemes: {', '.join(sorted(table))}"
+    if plugins:
+        known += f"; from plug-ins: {', '.join(sorted(plugins))}"
+    return ImproperlyConfigured(
+        f"unknown {kind} scheme {scheme!r} in {mask_url(url)!r}."
+        f"{did_you_mean(scheme, [*table, *plugins])} {known}."
+        " An engine class may also be named by its path, e.g. 'mypkg.engines:MyEngine://...'."
+    )
+
+
+def _load(table: dict[str, tuple[str, str | None]], url: str, kind: str, base: type) -> Any:
+    """The engine class for ``url``: the built-in ``table``, then the entry points of installed
+    distributions, then a dotted class path. The class gets ``url`` unchanged."""
+    path = _class_path(url)
+    scheme = scheme_of(url) if path is None else path.lower()
+    if scheme in table:
+        return _load_builtin(table, scheme, kind)
+    plugins = _plugins(kind)
+    if scheme in plugins:
+        return _load_plugin(plugins[scheme], kind, base)
+    if path is not None:
+        return _load_class_path(path, kind, base)
+    raise _unknown(url, scheme, table, plugins, kind)
+
+
+def _load_builtin(table: dict[str, tuple[str, str | None]], scheme: str, kind: str) -> Any:
     path, extra = table[scheme]
     try:
         return symbol_by_name(path)
@@ -103,13 +201,13 @@ def create_broker(url: str | Sequence[str], options: Mapping[str, Any] | None = 
                 " (sentinel://h1:26379;sentinel://h2:26379 with master_name in"
                 " broker_transport_options)"
             )
-    cls = _load(BROKERS, url, "broker")
+    cls = _load(BROKERS, url, "broker", Broker)
     broker: Broker = cls(url, options)
     return broker
 
 
 def create_backend(app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> Backend:
-    cls = _load(BACKENDS, url, "result backend")
+    cls = _load(BACKENDS, url, "result backend", Backend)
     backend: Backend = cls(app, url, options)
     return backend
 
