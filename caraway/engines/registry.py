@@ -138,12 +138,13 @@ def _engine_class(cls: Any, what: str, kind: str, base: type) -> Any:
 def _unknown(
     url: str, scheme: str, table: Mapping[str, object], plugins: Mapping[str, object], kind: str
 ) -> ImproperlyConfigured:
+    added = sorted(set(plugins) - set(table))
     known = f"Known schemes: {', '.join(sorted(table))}"
-    if plugins:
-        known += f"; from plug-ins: {', '.join(sorted(plugins))}"
+    if added:
+        known += f"; from plug-ins: {', '.join(added)}"
     return ImproperlyConfigured(
         f"unknown {kind} scheme {scheme!r} in {mask_url(url)!r}."
-        f"{did_you_mean(scheme, [*table, *plugins])} {known}."
+        f"{did_you_mean(scheme, [*table, *added])} {known}."
         " An engine class may also be named by its path, e.g. 'mypkg.engines:MyEngine://...'."
     )
 

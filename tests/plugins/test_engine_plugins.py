@@ -141,9 +141,12 @@ def test_an_unknown_scheme_suggests_plugin_schemes_too(on_path: Path) -> None:
         create_broker("rediz://x")
 
 
-def test_a_builtin_scheme_wins_and_plugins_are_only_read_when_installed(
-    installed: Path,
-) -> None:
+def test_a_plugin_cannot_take_over_a_builtin_scheme(on_path: Path) -> None:
+    broker = create_broker("memory://plugins-builtin")
+    assert type(broker) is MemoryBroker
+
+
+def test_plugins_are_found_only_once_installed(installed: Path) -> None:
     with pytest.raises(ImproperlyConfigured, match="unknown broker scheme 'toy'") as info:
         create_broker("toy:///x")
     assert "plug-ins" not in str(info.value)
