@@ -1,7 +1,7 @@
 """Celery task protocol v2: building task messages and reading them back.
 
 A ``Message`` is the transport-neutral form (headers, properties, body bytes); each broker
-maps it onto its own storage. See ``shared/spec/celery-wire.md`` §1 for every field.
+maps it onto its own storage. See ``docs/celery-wire.md`` §1 for every field.
 """
 
 from __future__ import annotations

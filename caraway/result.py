@@ -626,7 +626,7 @@ def _group_counter(result: GroupResult) -> int | None:
 
 
 def result_from_tuple(value: Any, app: Caraway | None = None) -> Any:
-    """A result object from its tuple form (``[[id, parent], children]``, spec §5.5)."""
+    """A result from its tuple form (``[[id, parent], children]``, docs/celery-wire.md §5.5)."""
     if isinstance(value, ResultBase):
         return value
     head, nodes = value

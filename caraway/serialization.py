@@ -1,8 +1,8 @@
 """Payloads to bytes and back: serializers, kombu's JSON type markers, and compression.
 
 Names, mime types and content encodings match kombu's registries, so bodies read and write the
-way Celery's do (spec §2). Optional codecs (msgpack, yaml, zstd, brotli) are imported on first
-use and fail with the ``pip install`` line that fixes them.
+way Celery's do (docs/celery-wire.md §2). Optional codecs (msgpack, yaml, zstd, brotli) are imported
+on first use and fail with the ``pip install`` line that fixes them.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def _unknown(kind: str, value: str, names: Iterable[str], aliases: Iterable[str]
     return ImproperlyConfigured(f"Unknown {kind} {value!r}.{hint} Valid names: {', '.join(valid)}.")
 
 
-# --- JSON with kombu's type markers (spec §2.2) -------------------------------------------------
+# --- JSON with kombu's type markers (docs/celery-wire.md §2.2) ------------------------------------
 
 
 def _marker(kind: str, value: Any) -> dict[str, Any]:
@@ -175,7 +175,7 @@ def json_loads(data: bytes | str) -> Any:
         raise DecodeError(f"Invalid JSON payload: {exc}") from exc
 
 
-# --- Serializer registry (spec §2.1) ------------------------------------------------------------
+# --- Serializer registry (docs/celery-wire.md §2.1) -----------------------------------------------
 
 # Celery writes protocol 4 (the capture starts 0x80 0x04); any Python 3 reader can load it.
 _PICKLE_PROTOCOL = 4
@@ -305,7 +305,7 @@ def loads(
         raise DecodeError(f"Cannot decode {mime} payload: {exc}") from exc
 
 
-# --- Compression (spec §2.3) --------------------------------------------------------------------
+# --- Compression (docs/celery-wire.md §2.3) -------------------------------------------------------
 
 #: Output produced per decompression step; a size limit is checked after each step, so a
 #: refused body never holds more than the limit plus one step in memory.

@@ -64,7 +64,7 @@ def send_task_message(
 ) -> AsyncResult[Any]:
     """Build and publish the message for one task call; returns its ``AsyncResult``."""
     conf = app.conf
-    # A tuple when none were given, as Celery sends them: argsrepr reads "()" (spec §1.3).
+    # A tuple when none were given, as Celery sends it: argsrepr is "()" (docs/celery-wire.md §1.3).
     args = args if isinstance(args, list | tuple) else tuple(args or ())
     kwargs = dict(kwargs or {})
     task_id = task_id or new_id()

@@ -1,10 +1,10 @@
 """Signatures and the workflows built from them: chain, group, chord, chunks, map, starmap.
 
-Every one is a dict in Celery's wire form (spec §6.1), so it can travel inside a message and
-be rebuilt anywhere with ``signature(d)``. Composite signatures are pseudo-tasks
+Every one is a dict in Celery's wire form (docs/celery-wire.md §6.1), so it can travel inside a
+message and be rebuilt anywhere with ``signature(d)``. Composite signatures are pseudo-tasks
 (``celery.chain``, ``celery.group``, ``celery.chord``) that are never sent as such: applying
 one publishes its member tasks, with the chain reversed in ``embed.chain`` and chord bodies
-in ``embed.chord`` (spec §6.3-6.5).
+in ``embed.chord`` (docs/celery-wire.md §6.3-6.5).
 """
 
 from caraway.canvas.signatures import Signature, maybe_signature, signature, subtask  # isort: skip

@@ -1,4 +1,4 @@
-"""``chain``: signatures run one after another, each given the previous result (spec §6.3)."""
+"""``chain``: signatures run in turn, each given the previous result (docs/celery-wire.md §6.3)."""
 
 from __future__ import annotations
 
@@ -181,7 +181,7 @@ def _flatten_chain(tasks: Iterable[Signature]) -> Iterator[Signature]:
 
 
 def _freeze_with_reply_to(sig: Signature, reply_to: str) -> None:
-    """Pre-assign ids as Celery does when applying a workflow (spec §6.1, §6.3)."""
+    """Pre-assign ids as Celery does when applying a workflow (docs/celery-wire.md §6.1, §6.3)."""
     from caraway.canvas.group import _chord, group
 
     if isinstance(sig, _chord):

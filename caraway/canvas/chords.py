@@ -2,8 +2,8 @@
 
 A chord is joined in one of three ways, chosen by the result backend:
 
-* ``redis://``: Celery 5.7's join keys and algorithm (spec §6.5), so Celery and caraway
-  workers can run parts of the same chord;
+* ``redis://``: Celery 5.7's join keys and algorithm (docs/celery-wire.md §6.5), so Celery and
+  caraway workers can run parts of the same chord;
 * a backend that counts (SQLite, SQL, memory): each header result is added to a per-chord
   set keyed by task id, atomically with its count, and the part that completes the count
   takes a claim and sends the body. The header size travels in the body (``chord_size``);

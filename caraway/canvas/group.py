@@ -1,5 +1,5 @@
 """``group`` (signatures run in parallel) and ``chord`` (a group whose results go to one
-task), published as Celery does (spec §6.4, §6.5); chords are joined by
+task), published as Celery does (docs/celery-wire.md §6.4, §6.5); chords are joined by
 ``caraway.canvas.chords``."""
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ class _chord(Signature):
     """A group (the header) whose results, in order, are passed to one task (the body).
 
     ``chord(header, body)`` or ``chord(header)(body)``. The header keeps the form it was
-    given: a list travels as a list, a group as a group (spec §6.1).
+    given: a list travels as a list, a group as a group (docs/celery-wire.md §6.1).
     """
 
     def __init__(
@@ -272,7 +272,7 @@ class _chord(Signature):
         return self.body.link_error(errback)
 
     def _freeze_parts(self, reply_to: str) -> str:
-        """Ids as Celery fixes them for a chord inside a chain (spec §6.3 capture)."""
+        """Ids as Celery fixes them for a chord in a chain (docs/celery-wire.md §6.3 capture)."""
         gid = str(self.options.setdefault("task_id", _new_id()))
         header = self["kwargs"]["header"]
         if isinstance(header, group):

@@ -1,4 +1,4 @@
-"""The pidbox wire format (spec §7.1, §7.2): control requests and their replies.
+"""The pidbox wire format (docs/celery-wire.md §7.1, §7.2): control requests and their replies.
 
 A request goes to the fanout exchange ``celery.pidbox`` with headers ``clock`` and
 ``expires``; the body names the method, its arguments and which nodes should act.

@@ -1,4 +1,4 @@
-"""One event as Celery sends it (spec §7.3), and the exchange events travel on."""
+"""One event as Celery sends it (docs/celery-wire.md §7.3), and the exchange events travel on."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Errbacks (``link_error``): the two signatures Celery supports (spec §6.2).
+"""Errbacks (``link_error``): the two signatures Celery supports (docs/celery-wire.md §6.2).
 
 An errback whose task takes ``(request, exc, traceback)`` runs here, in the failing worker;
 any other, or one this worker does not know, is sent as a task with the failed task's id.

@@ -91,7 +91,7 @@ def dispatch(worker: Worker, method: str, arguments: dict[str, Any]) -> Any:
 
 
 def request_info(worker: Worker, job: Job) -> dict[str, Any]:
-    """A job as Celery's ``Request.info()`` shows it (spec §7.2's ``active`` reply)."""
+    """A job as Celery's ``Request.info()`` shows it (``active``, docs/celery-wire.md §7.2)."""
     request = job.request
     monitor = worker.monitor
     return {

@@ -1,4 +1,4 @@
-"""The worker's control consumer: a thread that answers pidbox requests (spec §7).
+"""The worker's control consumer: a thread that answers pidbox requests (docs/celery-wire.md §7).
 
 It binds ``<hostname>.celery.pidbox`` to the ``celery.pidbox`` fanout before the worker
 reports ready, so a request sent once the worker is up always arrives. Requests run one at

@@ -32,8 +32,8 @@ T = TypeVar("T")
 WAIT = 20.0
 #: Redis database of the interop tests (the key prefix isolates each session within it).
 REDIS_DB = 11
-#: Lease of unacked messages on Redis, the same on both sides (spec §3.7): short, so the
-#: kill story finishes quickly, but longer than any task here, so nothing is restored twice.
+#: Lease of unacked messages on Redis, the same on both sides (docs/celery-wire.md §3.7): short, so
+#: the kill story finishes quickly, but longer than any task here, so nothing is restored twice.
 VISIBILITY_TIMEOUT = 4
 BIN = Path(sys.executable).parent
 

@@ -1,6 +1,7 @@
 """Canvas across libraries: a chain, a group and a chord sent by a real Celery 5.7 client run
 on a caraway worker, and the reverse, with the results read by the sender; and one chord
-whose header tasks run on both kinds of worker, joined on Celery's Redis keys (spec §6.5)."""
+whose header tasks run on both kinds of worker, joined on Celery's Redis keys
+(docs/celery-wire.md §6.5)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A Celery client feeds a caraway worker, a caraway client feeds a real Celery worker, and
-each side reads the other's results, failures included (spec §8.1-§8.4).
+each side reads the other's results, failures included (docs/celery-wire.md §8.1-§8.4).
 
 One caraway worker consumes ``to.caraway`` and one Celery worker consumes ``to.celery``, for
 the whole module, on each wire (Redis with Redis results; RabbitMQ with rpc:// results).

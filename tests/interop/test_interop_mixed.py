@@ -1,6 +1,6 @@
 """One Celery worker and one caraway worker on the same queue, fed by both kinds of client:
 every message runs exactly once with early acks, and none is lost with late acks when a
-worker is SIGKILLed mid-task (spec §3.7: on Redis both sides share ``visibility_timeout``).
+worker is SIGKILLed mid-task (docs/celery-wire.md §3.7: both sides share ``visibility_timeout``).
 
 Each task leaves a ``start`` and a ``done`` marker file named after its number and the
 library that ran it, so the test counts executions without a result backend.

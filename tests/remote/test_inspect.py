@@ -1,5 +1,5 @@
 """``inspect`` against two real workers: each answer holds the right content, from the right
-worker (spec §7.2 shapes)."""
+worker (docs/celery-wire.md §7.2 shapes)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""What caraway workers put on the wire for monitors, read with raw clients (spec §3.5,
-§3.6, §4.1, §7.3): task events batched as ``task.multi``, heartbeats on ``worker.heartbeat``,
+"""What caraway workers put on the wire for monitors, read with raw clients (docs/celery-wire.md
+§3.5, §3.6, §4.1, §7.3): task events batched as ``task.multi``, heartbeats on ``worker.heartbeat``,
 and the pidbox binding of each worker."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _amqp_events(cluster: Cluster, send: Any) -> list[tuple[str, Any]]:
         }:  # fmt: skip
             with contextlib.suppress(TimeoutError):
                 conn.drain_events(timeout=0.2)
-        # The worker's control queue, with Celery's flags and arguments (spec §4.1).
+        # The worker's control queue, with Celery's flags and arguments (docs/celery-wire.md §4.1).
         vhost = cluster.env["REMOTE_BROKER"].rsplit("/", 1)[1]
         listed = rabbitmqctl("list_queues", "-p", vhost, "name", "exclusive", "arguments")
         [line] = [line for line in listed.splitlines() if "alpha@remote.celery.pidbox" in line]

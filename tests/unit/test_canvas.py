@@ -266,7 +266,7 @@ def test_empty_chain_cannot_be_sent(app: Caraway) -> None:
         chain(app=app).apply_async()
 
 
-# --- callbacks as a worker publishes them (spec §1.5, §6.2) -------------------------------------
+# --- callbacks as a worker publishes them (docs/celery-wire.md §1.5, §6.2) ------------------------
 
 
 def _run_as_worker(app: Caraway, outgoing: Outgoing) -> None:

@@ -1,5 +1,5 @@
-"""The pidbox and event formats against the Celery captures (spec §7), topic matching, and
-the cluster ``State`` built from events."""
+"""The pidbox and event formats against Celery's captures (docs/celery-wire.md §7), topic matching,
+and the cluster ``State`` built from events."""
 
 from __future__ import annotations
 

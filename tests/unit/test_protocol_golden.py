@@ -6,8 +6,8 @@ order, properties key by key, and the decoded body exactly (signature dicts incl
 that differ on every send (ids, times, ``origin``, ``reply_to``) are checked for their shape.
 
 ``body_encoding`` and ``delivery_tag`` are properties kombu's Redis transport adds to its
-envelope (spec §1.2, §3.3); caraway's ``Message`` is transport-neutral and leaves them to the
-engines, so they are not expected here.
+envelope (docs/celery-wire.md §1.2, §3.3); caraway's ``Message`` is transport-neutral and leaves
+them to the engines, so they are not expected here.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def _captured(captures_dir: Path, variant: str) -> tuple[str, dict[str, Any]]:
 
 
 def _queue_of(redis_key: str) -> str:
-    """``celery<SEP>5`` is kombu's sub-list for priority 5 of queue ``celery`` (spec §3.4)."""
+    """``celery<SEP>5``: kombu's list for priority 5 of ``celery`` (docs/celery-wire.md §3.4)."""
     return redis_key.split(SEP, 1)[0]
 
 
@@ -412,7 +412,7 @@ def test_published_message_is_what_a_consumer_fetches(
     assert deliveries[0].queue == "celery"
 
 
-# --- signature dicts (spec §6.1) ------------------------------------------------------------
+# --- signature dicts (docs/celery-wire.md §6.1) ---------------------------------------------------
 
 
 def test_signature_dicts_match_capture(captures_dir: Path, app: Caraway, tasks: Tasks) -> None:
@@ -507,7 +507,7 @@ def test_parse_reads_captured_protocol_1_message(captures_dir: Path) -> None:
 
 
 def test_two_element_body_is_an_invalid_task() -> None:
-    # A Celery 5.7 worker crashed on this body (spec §1.4): ours must refuse it cleanly.
+    # A Celery 5.7 worker crashed on this body (docs/celery-wire.md §1.4): ours refuses it cleanly.
     message = Message(
         {"task": "capapp.add", "id": str(uuid.uuid4())}, {}, b"[[1, 2], {}]", "application/json"
     )

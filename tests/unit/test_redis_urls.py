@@ -127,7 +127,7 @@ def test_connection_errors_are_ours_with_the_password_masked() -> None:
     broker.close()
 
 
-# --- key names and the envelope (spec §3.2-3.4) -----------------------------------------------
+# --- key names and the envelope (docs/celery-wire.md §3.2-3.4) ------------------------------------
 
 
 @pytest.mark.parametrize(

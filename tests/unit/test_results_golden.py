@@ -1,4 +1,4 @@
-"""Result metas against the golden vectors Celery 5.7 wrote to Redis (spec §5.3, §5.4).
+"""Result metas against the golden vectors Celery 5.7 wrote to Redis (docs/celery-wire.md §5.3-5.4).
 
 ``build_meta`` must give the captured keys in the captured order, with equal values; only
 ``date_done`` differs (it is checked for its format: ISO-8601, UTC as ``+00:00``).
@@ -160,7 +160,7 @@ def test_progress_metas_match_capture(app: Caraway, captures_dir: Path) -> None:
 
 def test_retry_meta_matches_capture(app: Caraway, captures_dir: Path) -> None:
     theirs = _published_meta(captures_dir, states.RETRY)
-    # The retry message is a child with the task's own id (spec §5.5).
+    # The retry message is a child with the task's own id (docs/celery-wire.md §5.5).
     assert theirs["children"] == [[[theirs["task_id"], None], None]]
 
     ours = app.backend.build_meta(
@@ -274,7 +274,7 @@ def test_every_final_meta_in_the_capture_keeps_celerys_key_order(captures_dir: P
         assert list(meta) == [key for key in order if key in meta] + ["task_id"]
 
 
-# --- exceptions on the wire (spec §5.4) ---------------------------------------------------------
+# --- exceptions on the wire (docs/celery-wire.md §5.4) --------------------------------------------
 
 
 class QuotaError(Exception):

@@ -187,7 +187,7 @@ def test_worker_retry_publishes_the_same_id_with_incremented_retries(
     retry = published[1].message
     assert retry.headers["id"] == sent.id
     assert retry.headers["retries"] == 1
-    assert retry.headers["parent_id"] == sent.id  # spec §1.5: its own id
+    assert retry.headers["parent_id"] == sent.id  # docs/celery-wire.md §1.5: its own id
     assert retry.headers["root_id"] == sent.id
     eta = datetime.fromisoformat(retry.headers["eta"])
     assert before + timedelta(seconds=29) < eta < before + timedelta(seconds=31)

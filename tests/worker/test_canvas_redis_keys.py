@@ -1,4 +1,4 @@
-"""A chord on Redis leaves Celery 5.7's join keys (spec §6.5), midway and after."""
+"""A chord on Redis leaves Celery 5.7's join keys (docs/celery-wire.md §6.5), midway and after."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """``amqp://`` (also ``amqps://``, ``pyamqp://``): RabbitMQ through py-amqp, Celery's layout.
 
-Topology (spec §4.1): for every queue a worker consumes or a task is routed to, a durable
-direct exchange and a durable queue of the same name, bound with the queue name as key.
+Topology (docs/celery-wire.md §4.1): for every queue a worker consumes or a task is routed to, a
+durable direct exchange and a durable queue of the same name, bound with the queue name as key.
 Tasks go to the default exchange ``""`` with the queue name as routing key, persistent.
 Queue arguments are added only when configured: ``x-max-priority`` from
 ``task_queue_max_priority`` (the default queue and the queues of ``task_queues``, as Celery

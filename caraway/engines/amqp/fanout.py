@@ -1,4 +1,4 @@
-"""Broadcast on RabbitMQ with Celery's topology (spec §4.1, §4.5).
+"""Broadcast on RabbitMQ with Celery's topology (docs/celery-wire.md §4.1, §4.5).
 
 Each subscriber has its own connection and an auto-delete queue (exclusive, with Celery's
 ``x-expires`` and ``x-message-ttl``) bound to the exchange, consumed without acks as kombu's

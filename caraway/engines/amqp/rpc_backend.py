@@ -1,4 +1,4 @@
-"""``rpc://``: results sent back as AMQP messages to the calling client (spec §4.7).
+"""``rpc://``: results sent back as AMQP messages to the calling client (docs/celery-wire.md §4.7).
 
 The worker publishes every state of a task to the default exchange with the message's
 ``reply_to`` (the client app's oid) as routing key, ``correlation_id`` = task id, and

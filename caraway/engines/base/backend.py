@@ -58,7 +58,7 @@ class Backend(ABC):
     first_poll = 0.001
     #: Chords are joined with the ``chord_*`` primitives below (see ``caraway.canvas.chords``).
     chord_counting = False
-    #: Chords are joined on Celery's own Redis keys (spec §6.5).
+    #: Chords are joined on Celery's own Redis keys (docs/celery-wire.md §6.5).
     chord_join_native = False
     #: A worker can read results other processes stored (not so for ``rpc://``).
     readable_by_workers = True
@@ -162,7 +162,7 @@ class Backend(ABC):
         traceback: str | None = None,
         request: Any = None,
     ) -> dict[str, Any]:
-        """The meta dict in Celery 5.7's key order (spec §5.3)."""
+        """The meta dict in Celery 5.7's key order (docs/celery-wire.md §5.3)."""
         if isinstance(result, BaseException):
             result = exception_to_meta(result)
         ready = state in states.READY_STATES

@@ -1,7 +1,7 @@
 """How a chord's header results are joined in the worker, per kind of result backend.
 
-* ``RedisJoiner`` (``redis.chord_join``): Celery 5.7's keys and algorithm (spec §6.5). Per chord
-  ``<gid>`` (under ``celery-taskset-meta-``): ``.j`` the results (a zset scored by
+* ``RedisJoiner`` (``redis.chord_join``): Celery 5.7's keys and steps (docs/celery-wire.md §6.5).
+  Per chord ``<gid>`` (under ``celery-taskset-meta-``): ``.j`` the results (a zset scored by
   ``group_index``, members ``[1, task_id, state, result]``), ``.s`` the header size, ``.t``
   parts added at run time, ``.d`` the ``<task_id>:<index>`` members already counted, ``.c``
   the dispatch claim (a token), then ``"done"``. Celery 5.7 and caraway workers can run parts

@@ -1,7 +1,7 @@
 """The broadcast contract: exchanges that copy a message to every bound subscriber.
 
-Remote control and events travel this way (spec §3.6, §4.5, §7). Task queues do not: they
-are the broker contract's business. An engine fills in two primitives, ``publish`` and
+Remote control and events travel this way (docs/celery-wire.md §3.6, §4.5, §7). Task queues do not:
+they are the broker contract's business. An engine fills in two primitives, ``publish`` and
 ``subscribe``; the mailbox, the event dispatcher and the receiver are written once above.
 
 Delivery is at most once and only to subscribers that exist when the message is sent, as on

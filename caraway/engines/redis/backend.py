@@ -1,7 +1,7 @@
 """``redis://``: results where Celery keeps them, so Celery clients read caraway's and back.
 
-Every write is one server-side step (spec §5.2): refuse to replace a stored SUCCESS, then
-SETEX (SET without expiry) and PUBLISH the payload on the channel named like the key.
+Every write is one server-side step (docs/celery-wire.md §5.2): refuse to replace a stored SUCCESS,
+then SETEX (SET without expiry) and PUBLISH the payload on the channel named like the key.
 Waiting subscribes to that channel first and reads the key second, so a result written in
 between is never missed, and then sleeps on the socket until the PUBLISH: no polling.
 """

@@ -1,7 +1,7 @@
 """``redis://``: kombu's Redis layout, so Celery producers and workers share the queues.
 
-Layout (spec §3): each queue is four lists, ``<queue>`` and ``<queue>\\x06\\x16<step>`` for
-the priority steps 3, 6 and 9; producers LPUSH kombu's envelope JSON, consumers pop the
+Layout (docs/celery-wire.md §3): a queue is four lists, ``<queue>`` and ``<queue>\\x06\\x16<step>``
+for the priority steps 3, 6 and 9; producers LPUSH kombu's envelope JSON, consumers pop the
 right end, lower priority steps first. A delivered message waits in the ``unacked`` hash
 (``tag -> [envelope, exchange, routing_key]``) with its delivery time in ``unacked_index``
 until it is acked; ``reclaim_orphans`` is kombu's restore procedure, which puts back what
@@ -247,7 +247,7 @@ class RedisBroker(Broker):
     # --- publishing ----------------------------------------------------------------------
 
     def envelope(self, message: Message, queue: str, priority: int | None = None) -> dict[str, Any]:
-        """kombu's envelope (spec §3.3), keys and properties in the order kombu writes them."""
+        """kombu's envelope (docs/celery-wire.md §3.3), keys and properties in kombu's order."""
         props = message.properties
         skip = {"delivery_info", "priority", "body_encoding", "delivery_tag"}
         properties = {key: value for key, value in props.items() if key not in skip}
@@ -264,7 +264,7 @@ class RedisBroker(Broker):
         }
 
     def _bindings(self, queue: str) -> list[list[Any]]:
-        """kombu 5.7's two binding sets for the default exchange (spec §3.2, §3.5)."""
+        """kombu 5.7's two binding sets of the default exchange (docs/celery-wire.md §3.2, §3.5)."""
         member = f"{queue}{self.sep}{self.sep}{queue}"
         return [
             ["SADD", f"{self.prefix}_kombu.binding.{queue}", member],

@@ -1,4 +1,4 @@
-"""The chord join on Redis: Celery 5.7's keys and scripts' protocol (spec §6.5), written anew.
+"""The chord join on Redis: Celery 5.7's keys and protocol (docs/celery-wire.md §6.5), written anew.
 
 Imported only when the result backend is Redis, so workers without the extra never need it.
 """

@@ -1,4 +1,4 @@
-"""Broadcast on Redis as kombu does it (spec §3.5, §3.6, §7.2).
+"""Broadcast on Redis as kombu does it (docs/celery-wire.md §3.5, §3.6, §7.2).
 
 Fanout and topic exchanges are pub/sub channels ``/<db>.<exchange>`` or
 ``/<db>.<exchange>/<routing_key>``; a subscriber PSUBSCRIBEs with ``#`` written ``*``. A
@@ -76,7 +76,7 @@ class RedisFanout(Fanout):
                 key, _pattern, queue = text.split(SEP, 2)
                 if key == routing_key:
                     queues.append(queue)
-            if queues:  # no binding: dropped, as kombu drops it (spec §3.2)
+            if queues:  # no binding: dropped, as kombu drops it (docs/celery-wire.md §3.2)
                 pipe = self.client.pipeline(transaction=False)
                 for queue in queues:
                     pipe.lpush(self.prefix + queue, payload)
