@@ -68,7 +68,7 @@ def rabbitmq_vhost(prefix: str) -> Iterator[str]:
 
 
 #: The golden captures of real Celery traffic, copied from the team's wire spec
-#: (``shared/spec/captures``); ``tests/unit/test_captures_copy.py`` keeps the copy in step.
+#: (``shared/spec/captures``); ``tools/sync-captures`` (or ``tools/sync-spec``) refreshes the copy.
 CAPTURES = Path(__file__).resolve().parent / "data" / "celery-captures"
 
 

@@ -1,6 +1,6 @@
 """Serialization against the wire: kombu's JSON markers, other serializers, compression.
 
-Golden vectors come from real Celery 5.7 / kombu 5.7 traffic (shared/spec/captures).
+Golden vectors come from real Celery 5.7 / kombu 5.7 traffic (tests/data/celery-captures).
 """
 
 from __future__ import annotations
