@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from caraway.cli import demo_app
 from caraway.cli.base import state_of
 from caraway.engines.sqlite.database import ENV_HOME
 
@@ -102,7 +103,6 @@ def demo(
     """
     # Imported here: the demo module creates its app, which must not become current for
     # every other command.
-    from caraway.cli import demo_app
 
     state = state_of(ctx)
     if state.app_given or state.broker or state.result_backend or state.config:
@@ -134,7 +134,6 @@ def _temporary_folder() -> Path:
 
 
 def _run(run: DemoRun, count: int, timeout: float) -> Summary:
-    from caraway.cli import demo_app
 
     summary = demo_app.Summary(total=count)
     calls = demo_app.workload(count)

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from caraway.exceptions import ImproperlyConfigured
+
 
 class Clock(Protocol):
     """The two readings caraway needs: wall time for ETAs and a monotonic one for intervals."""
@@ -117,8 +119,6 @@ def timezone_for(value: str | tzinfo | None, enable_utc: bool = True) -> tzinfo:
         try:
             return ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            from caraway.exceptions import ImproperlyConfigured
-
             raise ImproperlyConfigured(
                 f"timezone {value!r} is not a known time zone; use an IANA name such as "
                 "'Europe/London' or 'America/New_York'"

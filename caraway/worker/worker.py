@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from caraway import signals
+from caraway.beat import EmbeddedService
 from caraway.exceptions import ImproperlyConfigured, OperationalError, Unreachable
 from caraway.utils.imports import symbol_by_name
 from caraway.utils.log import expand_node_path, setup_logging
@@ -287,7 +288,6 @@ class Worker:
 
     def _start_beat(self) -> None:
         """``-B``: beat in a thread of this worker, as Celery's embedded beat."""
-        from caraway.beat import EmbeddedService  # beat is a layer beside the worker: lazy
 
         if self.concurrency > 1:
             logger.warning(
