@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ENGINE_PACKAGES = dict(LAYERS)["engines"]
 
 # (importing module, imported module): why it may point upward for now. Apart from annotations
-# and the module-level ``task -> canvas`` and ``utils.log -> current``, each is a lazy import
+# and the module-level ``task -> canvas``, each is a lazy import
 # in a function body, marked there with a "Lazy and upward" comment.
 _APP_API = (
     "Celery's app API (send_task, signature, Worker, worker_main, control) fronts the layers above"
@@ -86,7 +86,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("caraway.task", "caraway.canvas.group"): (_TASK_API),
     ("caraway.task", "caraway.execution"): (_TASK_API),
     ("caraway.task", "caraway.execution.retries"): (_TASK_API),
-    ("caraway.utils.log", "caraway.current"): ("the task log format reads the current task"),
 }
 
 
