@@ -125,7 +125,6 @@ class Caraway:
 
     @property
     def routers(self) -> list[Any]:
-
         if self._routers is None:
             self._routers = prepare_routers(self.conf.task_routes)
         return self._routers
@@ -270,7 +269,6 @@ class Caraway:
         ``schedule`` is seconds, a ``timedelta`` or a schedule object; ``sig`` a signature
         whose args, kwargs and options are extended by these. Returns the entry's name.
         """
-
         key = name or repr(sig)
         entry = {
             "task": getattr(sig, "task", None) or getattr(sig, "name", None) or str(sig),
@@ -432,11 +430,9 @@ class Caraway:
                                 options)  # fmt: skip
 
     def AsyncResult(self, id: str, **kwargs: Any) -> AsyncResult[Any]:
-
         return AsyncResult(id, app=self, **kwargs)
 
     def GroupResult(self, id: str | None = None, results: Any = None, **kwargs: Any) -> Any:
-
         return GroupResult(id, results, app=self, **kwargs)
 
     def signature(self, *args: Any, **kwargs: Any) -> Any:
@@ -473,7 +469,6 @@ class Caraway:
     @property
     def timezone(self) -> tzinfo:
         """The zone of schedules (``timezone``/``enable_utc``), as Celery's ``app.timezone``."""
-
         return timezone_for(self.conf.timezone, bool(self.conf.enable_utc))
 
     def __repr__(self) -> str:

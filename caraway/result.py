@@ -207,12 +207,16 @@ class AsyncResult(ResultBase, Generic[R]):
     async def get_async(
         self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5
     ) -> R:
-        """``get`` to await: waits without blocking the event loop (caraway.calling.async_api)."""
-        # Lazy and upward (allow-listed in tests/unit/test_architecture.py).
-        from caraway.calling.async_api import get_async
-
-        value: R = await get_async(self, timeout, propagate, interval)
-        return value
+        """``get`` to await: waits without blocking the event loop (the backend's asyncio wait)."""
+        meta = await self.backend.wait_for_async(self.id, timeout, interval)
+        self._set_cache(meta)
+        status = meta["status"]
+        if status in states.PROPAGATE_STATES and propagate:
+            raise self.backend.exception_from_meta(meta)
+        if status in states.EXCEPTION_STATES:
+            value: Any = self.backend.exception_from_meta(meta)
+            return value  # type: ignore[no-any-return]
+        return meta["result"]  # type: ignore[no-any-return]
 
     def _raise_if_failed(self) -> None:
         if self.parent is not None:

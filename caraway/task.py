@@ -184,7 +184,6 @@ class Task(Generic[P, R]):
         options: dict[str, Any],
     ) -> AsyncResult[R]:
         """Eager calls still pass through the serializer, so bad arguments fail as for real."""
-
         serializer = options.get("serializer") or self.serializer or self.app.conf.task_serializer
         content_type, encoding, data = serialization.dumps(
             [list(args or ()), dict(kwargs or {})], serializer

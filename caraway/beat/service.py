@@ -31,7 +31,6 @@ SCHEDULER_ALIASES = {
 
 def scheduler_class(spec: str | type[Scheduler]) -> type[Scheduler]:
     """The scheduler class ``-S``/``beat_scheduler`` names; a clear error when it does not."""
-
     if not isinstance(spec, str):
         return spec
     path = SCHEDULER_ALIASES.get(spec, spec)

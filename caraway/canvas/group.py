@@ -92,7 +92,6 @@ class group(Composite):
         return self._frozen_result(None, gid)
 
     def _frozen_result(self, parent: Any, gid: str | None = None) -> GroupResult:
-
         gid = gid or str(self.options.setdefault("task_id", _new_id()))
         results = [_result_of(member, None) for member in self.tasks]
         return GroupResult(gid, results, app=self.app, parent=parent)
@@ -147,7 +146,6 @@ class group(Composite):
         kwargs: dict[str, Any] | None = None,
         **options: Any,
     ) -> Any:
-
         gid = str(self.options.get("task_id") or _new_id())
         results = [member.apply(args, kwargs, **options) for member in self._members()]
         return GroupResult(gid, results, app=self.app)

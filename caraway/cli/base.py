@@ -143,7 +143,6 @@ def find_app(spec: str) -> Caraway:
 
 
 def _app_in_module(module: ModuleType) -> Caraway | None:
-
     for name in APP_ATTRIBUTES:
         value = getattr(module, name, None)
         if isinstance(value, Caraway):
@@ -168,7 +167,6 @@ def _app_in_module(module: ModuleType) -> Caraway | None:
 
 
 def _as_app(value: Any, spec: str) -> Caraway:
-
     if isinstance(value, ModuleType):
         found = _app_in_module(value)
         if found is not None:

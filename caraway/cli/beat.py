@@ -100,7 +100,6 @@ def schedules() -> None:
 
 
 def _periodic(ctx: click.Context) -> Any:
-
     return PeriodicTasks(state_of(ctx).app)
 
 
@@ -109,7 +108,6 @@ def _periodic(ctx: click.Context) -> Any:
 @click.pass_context
 def list_schedules(ctx: click.Context, as_json: bool) -> None:
     """Show every stored schedule with its last run and run count."""
-
     found = _periodic(ctx).list()
     if not found and not as_json:
         click.echo("No stored schedules.")

@@ -37,7 +37,6 @@ def _common(fun: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _commands(kind: str) -> dict[str, Any]:
-
     return {name: spec for name, spec in COMMANDS.items() if spec.kind == kind}
 
 

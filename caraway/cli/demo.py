@@ -134,7 +134,6 @@ def _temporary_folder() -> Path:
 
 
 def _run(run: DemoRun, count: int, timeout: float) -> Summary:
-
     summary = demo_app.Summary(total=count)
     calls = demo_app.workload(count)
     click.echo(f"Worker: {' '.join(['python', *run.worker_command()[1:]])}")

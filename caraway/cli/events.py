@@ -68,7 +68,6 @@ def events(ctx: click.Context, dump: bool, frequency: float, timeout: float | No
 
     Task events need workers started with -E (or `caraway control enable_events`).
     """
-
     app = state_of(ctx).app
     state = State()
     deadline = None if timeout is None else time.monotonic() + timeout

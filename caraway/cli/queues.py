@@ -39,7 +39,6 @@ def purge(
 
     Messages a worker is running now are not touched.
     """
-
     app = state_of(ctx).app
     chosen = set(queues)
     known = queue_names(app.conf.task_queues) or {app.conf.task_default_queue}

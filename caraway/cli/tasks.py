@@ -33,7 +33,6 @@ def _json(kind: type, example: str) -> Any:
 
 
 def _iso(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
-
     try:
         return parse_iso(value)
     except ValueError:

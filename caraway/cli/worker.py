@@ -26,7 +26,6 @@ NO_EFFECT = "Accepted for Celery compatibility; no effect yet."
 
 
 def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-
     if value is None or value in POOLS or value in ALIASES:
         return value
     available = ", ".join(sorted(POOLS))

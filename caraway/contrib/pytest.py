@@ -62,7 +62,6 @@ def _create_app(
     includes: Sequence[str],
     config: Mapping[str, Any],
 ) -> Iterator[Caraway]:
-
     app = TestApp(set_as_current=False, enable_logging=enable_logging, config=config, **parameters)
     with setup_default_app(app, use_trap=use_trap):
         for module in includes:
@@ -201,7 +200,6 @@ def depends_on_current_app(celery_app: Caraway) -> None:
 def _start(
     app: Caraway, class_tasks: Sequence[Any], pool: str, parameters: Mapping[str, Any]
 ) -> Iterator[Worker]:
-
     for task in class_tasks:
         app.register_task(task)
     with start_worker(app, **{"pool": pool, **parameters}) as worker:

@@ -267,7 +267,6 @@ class Control:
 
     def purge_queues(self, queues: Iterable[str] | None = None) -> dict[str, int]:
         """Delete waiting messages from ``queues`` (default: the app's); ``{queue: count}``."""
-
         if queues is None:
             queues = queue_names(self.app.conf.task_queues) or {self.app.conf.task_default_queue}
         return {queue: self.app.broker.purge(queue) for queue in sorted(set(queues))}

@@ -133,7 +133,6 @@ def ping(worker: Worker, **kwargs: Any) -> Any:
 @command("inspect")
 def clock(worker: Worker, **kwargs: Any) -> Any:
     """The worker's Lamport clock."""
-
     return {"clock": clock_of(worker.app).value}
 
 
@@ -187,7 +186,6 @@ def registered(worker: Worker, taskinfoitems: Any = None, builtins: bool = False
 @command("inspect")
 def stats(worker: Worker, **kwargs: Any) -> Any:
     """Statistics of the worker: counts, pool, broker, resource usage."""
-
     usage = resource.getrusage(resource.RUSAGE_SELF)
     pool = worker.consumer.pool if worker.consumer is not None else None
     return {
@@ -280,7 +278,6 @@ def active_queues(worker: Worker, **kwargs: Any) -> Any:
 @command("inspect", aliases=("dump_conf",))
 def conf(worker: Worker, with_defaults: bool = False, **kwargs: Any) -> Any:
     """The worker's settings (secrets masked; values that are not JSON shown as text)."""
-
     table = worker.app.conf.table(with_defaults)
     return {key: _jsonable(_censor(key, value)) for key, value in sorted(table.items())}
 

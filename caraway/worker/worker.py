@@ -289,7 +289,6 @@ class Worker:
 
     def _start_beat(self) -> None:
         """``-B``: beat in a thread of this worker, as Celery's embedded beat."""
-
         if self.concurrency > 1:
             logger.warning(
                 "Running beat inside the worker (-B) is meant for development. In production "

@@ -71,9 +71,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ),
     ("caraway.engines.sql.backend", "caraway.app"): (_BUILT_WITH_APP),
     ("caraway.engines.sqlite.backend", "caraway.app"): (_BUILT_WITH_APP),
-    ("caraway.result", "caraway.calling.async_api"): (
-        "awaiting a result (AsyncResult.__await__) is the async sending API"
-    ),
     ("caraway.schedules", "caraway.app"): ("annotation only: a schedule reads its app's timezone"),
     ("caraway.schedules", "caraway.current"): (
         "a schedule without an app reads the current app's timezone"

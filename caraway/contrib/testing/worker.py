@@ -101,7 +101,6 @@ def _start_worker_thread(
     shutdown_timeout: float,
     **kwargs: Any,
 ) -> Iterator[Worker]:
-
     setup_app_for_worker(app, loglevel, logfile)
     kwargs.setdefault("hostname", f"gen{os.getpid()}-{next(_names)}@{socket.gethostname()}")
     kwargs.setdefault("setup_logging", logging_enabled(app))

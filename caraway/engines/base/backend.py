@@ -254,7 +254,6 @@ class Backend(ABC):
         self.store_result(task_id, exc, states.FAILURE, traceback, request)
 
     def mark_as_revoked(self, task_id: str, reason: str = "", request: Any = None) -> None:
-
         self.store_result(task_id, TaskRevokedError(reason), states.REVOKED, None, request)
 
     def mark_as_retry(
@@ -354,5 +353,4 @@ class Backend(ABC):
         self.delete_raw(GROUP_KEY_PREFIX + group_id)
 
     def describe(self) -> str:
-
         return mask_url(self.url)

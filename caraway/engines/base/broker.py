@@ -168,5 +168,4 @@ class Broker(ABC):
 
     def describe(self) -> str:
         """The URL with secrets masked, for logs and banners."""
-
         return mask_url(self.url)

@@ -28,7 +28,6 @@ def exception_to_meta(exc: BaseException) -> dict[str, Any]:
 
 
 def _args(exc: BaseException) -> list[Any]:
-
     args = list(exc.args)
     try:
         json_dumps(args)

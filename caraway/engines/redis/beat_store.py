@@ -117,7 +117,6 @@ class RedisStore(BeatStore):
 
     def _same_server(self, broker: Broker) -> RedisBroker | None:
         """The broker, when it is caraway's Redis broker on this store's server and db."""
-
         if not isinstance(broker, RedisBroker) or type(broker).envelope is not RedisBroker.envelope:
             return None
         other, mine = broker.target, self.target
