@@ -18,6 +18,7 @@ from caraway.current import pop_task, push_task
 from caraway.exceptions import Ignore, ImproperlyConfigured, MaxRetriesExceededError, Reject, Retry
 from caraway.request import Context
 from caraway.utils.text import did_you_mean
+from caraway.utils.time import backoff_countdown
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -531,9 +532,6 @@ def task_from_function(
 def _add_autoretry(task: Task[Any, Any]) -> None:
     """Wrap ``run`` so exceptions in ``autoretry_for`` become ``self.retry(exc=...)``."""
     import inspect
-
-    # Lazy and upward (allow-listed in tests/unit/test_architecture.py).
-    from caraway.execution.retries import backoff_countdown
 
     run = task.run
 

@@ -82,7 +82,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("caraway.task", "caraway.canvas.chords"): (_TASK_API),
     ("caraway.task", "caraway.canvas.group"): (_TASK_API),
     ("caraway.task", "caraway.execution"): (_TASK_API),
-    ("caraway.task", "caraway.execution.retries"): (_TASK_API),
 }
 
 
