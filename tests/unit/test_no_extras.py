@@ -8,16 +8,21 @@ import sys
 from pathlib import Path
 
 # Runs in a fresh interpreter with the extras' packages blocked (``sys.modules[name] = None``
-# makes ``import name`` raise ImportError), then a SQLite app and a worker run one task.
+# makes ``import name`` raise ImportError), imports every module outside the extras' engine
+# packages, then a SQLite app and a worker run one task.
 _SCRIPT = """
 import sys
 for name in ("redis", "amqp", "sqlalchemy", "kombu"):
     sys.modules[name] = None
 
+import importlib, pkgutil
 import caraway
-import caraway.beat, caraway.canvas, caraway.calling, caraway.control, caraway.events
-import caraway.execution, caraway.worker.worker, caraway.cli.main
 from caraway.contrib.testing.worker import start_worker
+
+extras = ("caraway.engines.redis", "caraway.engines.amqp", "caraway.engines.sql")
+for info in pkgutil.walk_packages(caraway.__path__, "caraway."):
+    if info.name != "caraway.__main__" and not info.name.startswith(extras):
+        importlib.import_module(info.name)
 
 url = "sqlite:///" + sys.argv[1]
 app = caraway.Caraway("noextras", broker=url, backend=url, set_as_current=False)
