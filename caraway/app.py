@@ -362,7 +362,7 @@ class Caraway:
 
     @property
     def control(self) -> Control:
-        # Lazy and upward (allow-listed in tests/unit/test_architecture.py).
+        # Lazy, an allow-listed upward import: Celery's app API reaches up to this layer.
         from caraway.control import Control
 
         return Control(self)
@@ -399,7 +399,7 @@ class Caraway:
         **options: Any,
     ) -> AsyncResult[Any]:
         """Send a task by name, without needing its code here."""
-        # Lazy and upward (allow-listed in tests/unit/test_architecture.py).
+        # Lazy, an allow-listed upward import: Celery's app API reaches up to this layer.
         from caraway.calling import send_task_message
 
         if self.conf.task_always_eager:
@@ -423,7 +423,7 @@ class Caraway:
 
         See ``caraway.calling.async_api``.
         """
-        # Lazy and upward (allow-listed in tests/unit/test_architecture.py).
+        # Lazy, an allow-listed upward import: Celery's app API reaches up to this layer.
         from caraway.calling.async_api import send_async
 
         return await send_async(self, lambda: self.send_task(name, args, kwargs, **options),
@@ -436,21 +436,21 @@ class Caraway:
         return GroupResult(id, results, app=self, **kwargs)
 
     def signature(self, *args: Any, **kwargs: Any) -> Any:
-        # Lazy and upward (allow-listed in tests/unit/test_architecture.py).
+        # Lazy, an allow-listed upward import: Celery's app API reaches up to this layer.
         from caraway.canvas import signature
 
         kwargs.setdefault("app", self)
         return signature(*args, **kwargs)
 
     def Worker(self, **kwargs: Any) -> Worker:
-        # Lazy and upward (allow-listed in tests/unit/test_architecture.py).
+        # Lazy, an allow-listed upward import: Celery's app API reaches up to this layer.
         from caraway.worker.worker import Worker
 
         return Worker(self, **kwargs)
 
     def worker_main(self, argv: list[str] | None = None) -> None:
         """Run a worker for this app as ``caraway worker`` would: ``['worker', '-l', 'INFO']``."""
-        # Lazy and upward (allow-listed in tests/unit/test_architecture.py).
+        # Lazy, an allow-listed upward import: Celery's app API reaches up to this layer.
         from caraway.cli.main import run_with_app
 
         argv = list(argv or ["worker"])

@@ -139,7 +139,7 @@ class Task(Generic[P, R]):
         **options: Any,
     ) -> AsyncResult[R]:
         """``apply_async`` to await, with the same options (caraway.calling.async_api)."""
-        # Lazy and upward (allow-listed in tests/unit/test_architecture.py).
+        # Lazy, an allow-listed upward import: Celery's Task API reaches up to this layer.
         from caraway.calling.async_api import send_async
 
         result = await send_async(
@@ -163,7 +163,7 @@ class Task(Generic[P, R]):
         **options: Any,
     ) -> AsyncResult[R]:
         """Send the task with options (countdown, eta, expires, queue, priority, ...)."""
-        # Lazy and upward (allow-listed in tests/unit/test_architecture.py).
+        # Lazy, an allow-listed upward import: Celery's Task API reaches up to this layer.
         from caraway.calling import send_task_message
 
         if self.app.strict_typing if self.typing is None else self.typing:
@@ -206,7 +206,7 @@ class Task(Generic[P, R]):
         **options: Any,
     ) -> EagerResult[R]:
         """Run the task in this process, as a worker would, and return an ``EagerResult``."""
-        # Lazy and upward (allow-listed in tests/unit/test_architecture.py).
+        # Lazy, an allow-listed upward import: Celery's Task API reaches up to this layer.
         from caraway.execution import run_eagerly
 
         if throw is None:
@@ -258,21 +258,21 @@ class Task(Generic[P, R]):
 
     def chunks(self, it: Iterable[Any], n: int) -> Signature:
         """``chunks(self.s(), it, n)``: the items in parts of ``n``, one message per part."""
-        # Lazy and upward (allow-listed in tests/unit/test_architecture.py).
+        # Lazy, an allow-listed upward import: Celery's Task API reaches up to this layer.
         from caraway.canvas import chunks
 
         return chunks(self.s(), it, n, app=self.app)
 
     def map(self, it: Iterable[Any]) -> Signature:
         """One message calling this task's function on every item (``xmap``)."""
-        # Lazy and upward (allow-listed in tests/unit/test_architecture.py).
+        # Lazy, an allow-listed upward import: Celery's Task API reaches up to this layer.
         from caraway.canvas import xmap
 
         return xmap(self.s(), it, app=self.app)
 
     def starmap(self, it: Iterable[Any]) -> Signature:
         """One message calling this task's function with every item's arguments."""
-        # Lazy and upward (allow-listed in tests/unit/test_architecture.py).
+        # Lazy, an allow-listed upward import: Celery's Task API reaches up to this layer.
         from caraway.canvas import xstarmap
 
         return xstarmap(self.s(), it, app=self.app)
@@ -381,10 +381,10 @@ class Task(Generic[P, R]):
 
         A group is made a chord whose body gathers its results, as Celery does.
         """
-        # Lazy and upward (allow-listed in tests/unit/test_architecture.py).
+        # Lazy, an allow-listed upward import: Celery's Task API reaches up to this layer.
         from caraway.canvas.chain import _chain
 
-        # Lazy and upward (allow-listed in tests/unit/test_architecture.py).
+        # Lazy, an allow-listed upward import: Celery's Task API reaches up to this layer.
         from caraway.canvas.group import _chord, group
 
         request = self.request
@@ -410,7 +410,7 @@ class Task(Generic[P, R]):
 
     def add_to_chord(self, sig: Signature, lazy: bool = False) -> Any:
         """From a chord header task: one more task whose result the body will receive."""
-        # Lazy and upward (allow-listed in tests/unit/test_architecture.py).
+        # Lazy, an allow-listed upward import: Celery's Task API reaches up to this layer.
         from caraway.canvas.chords import add_to_chord
 
         request = self.request

@@ -37,7 +37,7 @@ ENGINE_PACKAGES = dict(LAYERS)["engines"]
 
 # (importing module, imported module): why it may point upward for now. Apart from annotations
 # and the module-level ``task -> canvas``, each is a lazy import
-# in a function body, marked there with a "Lazy and upward" comment.
+# in a function body, marked there with a "Lazy, an allow-listed upward import" comment.
 _APP_API = (
     "Celery's app API (send_task, signature, Worker, worker_main, control) fronts the layers above"
 )
@@ -219,6 +219,28 @@ def test_every_module_has_a_layer_from_the_readme() -> None:
     assert {m for m in modules if layer_of(m) == len(LAYERS) - 1} == {"caraway"}
     assert layer_of("caraway.engines.base.broker") < layer_of("caraway.engines.redis.broker")
     assert layer_of("caraway.engines.redis.broker") < layer_of("caraway.engines.registry")
+
+
+# Files whose lazy imports are being reworked on another branch (engine capabilities); their
+# function-body imports get their reason, or move up, when that lands.
+LAZY_PENDING = {"caraway/canvas/chords.py", "caraway/beat/stores/__init__.py"}
+LAZY_PENDING_IMPORTS = {("caraway/result.py", "caraway.engines.base.backend")}
+
+
+def test_every_function_body_import_says_why_it_is_lazy() -> None:
+    """Imports sit at module top; one left in a function says why on the line above it."""
+    root = PACKAGE_DIR.parent
+    unexplained = []
+    for imp in package_imports():
+        if imp.where != "function" or imp.path in LAZY_PENDING:
+            continue
+        if (imp.path, imp.target) in LAZY_PENDING_IMPORTS:
+            continue
+        above = (root / imp.path).read_text().splitlines()[imp.line - 2].strip()
+        if not above.startswith("# Lazy"):
+            unexplained.append(f"{imp.path}:{imp.line}: {imp.module} -> {imp.target}")
+
+    assert unexplained == [], "move these to module top, or say why not:\n" + "\n".join(unexplained)
 
 
 PLANTED = '''
