@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 import click
 
-from caraway.cli import demo_app
 from caraway.cli.base import state_of
 from caraway.engines.sqlite.database import ENV_HOME
 
@@ -101,8 +100,8 @@ def demo(
     countdown or a priority), shows progress as results arrive, prints a summary and
     stops the worker with SIGTERM. Exits 1 if any task did not succeed as expected.
     """
-    # Imported here: the demo module creates its app, which must not become current for
-    # every other command.
+    # Lazy: importing demo_app creates its app and shared tasks, unwanted by other commands.
+    from caraway.cli import demo_app
 
     state = state_of(ctx)
     if state.app_given or state.broker or state.result_backend or state.config:
@@ -134,6 +133,9 @@ def _temporary_folder() -> Path:
 
 
 def _run(run: DemoRun, count: int, timeout: float) -> Summary:
+    # Lazy: importing demo_app creates its app and shared tasks, unwanted by other commands.
+    from caraway.cli import demo_app
+
     summary = demo_app.Summary(total=count)
     calls = demo_app.workload(count)
     click.echo(f"Worker: {' '.join(['python', *run.worker_command()[1:]])}")

@@ -44,3 +44,15 @@ def test_sqlite_app_and_worker_run_without_any_extra(tmp_path: Path) -> None:
 
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip().splitlines()[-1] == "5"
+
+
+def test_the_cli_does_not_import_the_demo_app() -> None:
+    """The demo module registers shared tasks, which every app would then list."""
+    script = "import sys, caraway.cli.main; print('caraway.cli.demo_app' in sys.modules)"
+
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "False"
