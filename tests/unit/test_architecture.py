@@ -46,42 +46,42 @@ _BUILT_WITH_APP = (
     "annotation only: a backend is built with its app, as Celery's; a Protocol would remove it"
 )
 ALLOWED: dict[tuple[str, str], str] = {
-    ("caraway.app", "caraway.calling"): (_APP_API),
-    ("caraway.app", "caraway.calling.async_api"): (_APP_API),
-    ("caraway.app", "caraway.canvas"): (_APP_API),
-    ("caraway.app", "caraway.cli.main"): (_APP_API),
-    ("caraway.app", "caraway.control"): (_APP_API),
-    ("caraway.app", "caraway.worker.worker"): (_APP_API),
+    ("caraway.app", "caraway.calling"): _APP_API,
+    ("caraway.app", "caraway.calling.async_api"): _APP_API,
+    ("caraway.app", "caraway.canvas"): _APP_API,
+    ("caraway.app", "caraway.cli.main"): _APP_API,
+    ("caraway.app", "caraway.control"): _APP_API,
+    ("caraway.app", "caraway.worker.worker"): _APP_API,
     ("caraway.builtins", "caraway.canvas"): (
         "the built-in tasks (chunks, unlock_chord) run canvas primitives"
     ),
     ("caraway.builtins", "caraway.canvas.chords"): (
         "the built-in tasks (chunks, unlock_chord) run canvas primitives"
     ),
-    ("caraway.calling", "caraway.events.sent"): ("task-sent events are sent with the message"),
-    ("caraway.engines.amqp.rpc_backend", "caraway.app"): (_BUILT_WITH_APP),
+    ("caraway.calling", "caraway.events.sent"): "task-sent events are sent with the message",
+    ("caraway.engines.amqp.rpc_backend", "caraway.app"): _BUILT_WITH_APP,
     ("caraway.engines.amqp.rpc_backend", "caraway.engines.registry"): (
         "one_url(); registry.py is being changed on another branch"
     ),
-    ("caraway.engines.base.backend", "caraway.app"): (_BUILT_WITH_APP),
-    ("caraway.engines.memory.backend", "caraway.app"): (_BUILT_WITH_APP),
-    ("caraway.engines.redis.backend", "caraway.app"): (_BUILT_WITH_APP),
+    ("caraway.engines.base.backend", "caraway.app"): _BUILT_WITH_APP,
+    ("caraway.engines.memory.backend", "caraway.app"): _BUILT_WITH_APP,
+    ("caraway.engines.redis.backend", "caraway.app"): _BUILT_WITH_APP,
     ("caraway.engines.registry", "caraway.app"): (
         "annotation only; registry.py is being changed on another branch"
     ),
-    ("caraway.engines.sql.backend", "caraway.app"): (_BUILT_WITH_APP),
-    ("caraway.engines.sqlite.backend", "caraway.app"): (_BUILT_WITH_APP),
-    ("caraway.schedules", "caraway.app"): ("annotation only: a schedule reads its app's timezone"),
+    ("caraway.engines.sql.backend", "caraway.app"): _BUILT_WITH_APP,
+    ("caraway.engines.sqlite.backend", "caraway.app"): _BUILT_WITH_APP,
+    ("caraway.schedules", "caraway.app"): "annotation only: a schedule reads its app's timezone",
     ("caraway.schedules", "caraway.current"): (
         "a schedule without an app reads the current app's timezone"
     ),
-    ("caraway.task", "caraway.calling"): (_TASK_API),
-    ("caraway.task", "caraway.calling.async_api"): (_TASK_API),
-    ("caraway.task", "caraway.canvas"): (_TASK_API),
-    ("caraway.task", "caraway.canvas.chain"): (_TASK_API),
-    ("caraway.task", "caraway.canvas.chords"): (_TASK_API),
-    ("caraway.task", "caraway.canvas.group"): (_TASK_API),
-    ("caraway.task", "caraway.execution"): (_TASK_API),
+    ("caraway.task", "caraway.calling"): _TASK_API,
+    ("caraway.task", "caraway.calling.async_api"): _TASK_API,
+    ("caraway.task", "caraway.canvas"): _TASK_API,
+    ("caraway.task", "caraway.canvas.chain"): _TASK_API,
+    ("caraway.task", "caraway.canvas.chords"): _TASK_API,
+    ("caraway.task", "caraway.canvas.group"): _TASK_API,
+    ("caraway.task", "caraway.execution"): _TASK_API,
 }
 
 
