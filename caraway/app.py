@@ -16,10 +16,18 @@ from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar,
 
 from caraway import signals
 from caraway import task as task_module
+from caraway.builtins import register_builtins
 from caraway.config import Configuration, load_from_envvar
-from caraway.current import _all_apps, set_current_app, set_default_app
+from caraway.current import _all_apps, _Proxy, get_current_app, set_current_app, set_default_app
+from caraway.engines.registry import create_backend, create_broker
+from caraway.exceptions import CarawayWarning
 from caraway.registry import TaskRegistry
+from caraway.result import AsyncResult, GroupResult
+from caraway.routing import prepare_routers
+from caraway.schedules import maybe_schedule
 from caraway.task import task_from_function
+from caraway.utils.imports import symbol_by_name
+from caraway.utils.time import timezone_for
 
 if TYPE_CHECKING:
     from caraway.control import Control
@@ -117,8 +125,6 @@ class Caraway:
 
     @property
     def routers(self) -> list[Any]:
-        from caraway.routing import prepare_routers
-
         if self._routers is None:
             self._routers = prepare_routers(self.conf.task_routes)
         return self._routers
@@ -129,8 +135,6 @@ class Caraway:
     def Task(self) -> type[task_module.Task[Any, Any]]:
         """The app's base task class: subclass it for custom behaviour shared by tasks."""
         if self._base_task is None:
-            from caraway.utils.imports import symbol_by_name
-
             base = symbol_by_name(self._task_cls) if self._task_cls else task_module.Task
             self._base_task = type("Task", (base,), {"app": self, "__module__": base.__module__})
         return self._base_task
@@ -231,7 +235,6 @@ class Caraway:
                 return
             self._finalized = True
             self._announce_configured()
-            from caraway.builtins import register_builtins
 
             register_builtins(self)
             for make in list(_shared_tasks):
@@ -266,8 +269,6 @@ class Caraway:
         ``schedule`` is seconds, a ``timedelta`` or a schedule object; ``sig`` a signature
         whose args, kwargs and options are extended by these. Returns the entry's name.
         """
-        from caraway.schedules import maybe_schedule
-
         key = name or repr(sig)
         entry = {
             "task": getattr(sig, "task", None) or getattr(sig, "name", None) or str(sig),
@@ -325,8 +326,6 @@ class Caraway:
         if self._broker is None:
             with self._lock:
                 if self._broker is None:
-                    from caraway.engines.registry import create_broker
-
                     url = self.conf.broker_url or "sqlite://"
                     self._broker = create_broker(url, self._broker_options())
         return self._broker
@@ -347,8 +346,6 @@ class Caraway:
         if self._backend is None:
             with self._lock:
                 if self._backend is None:
-                    from caraway.engines.registry import create_backend
-
                     self._backend = create_backend(
                         self, self._backend_url(), self.conf.result_backend_transport_options
                     )
@@ -365,6 +362,7 @@ class Caraway:
 
     @property
     def control(self) -> Control:
+        # Lazy, an allow-listed upward import: Celery's app API reaches up to this layer.
         from caraway.control import Control
 
         return Control(self)
@@ -401,12 +399,11 @@ class Caraway:
         **options: Any,
     ) -> AsyncResult[Any]:
         """Send a task by name, without needing its code here."""
+        # Lazy, an allow-listed upward import: Celery's app API reaches up to this layer.
         from caraway.calling import send_task_message
 
         if self.conf.task_always_eager:
             import warnings
-
-            from caraway.exceptions import CarawayWarning
 
             warnings.warn(
                 "send_task() ignores task_always_eager: the task is sent to the broker",
@@ -426,34 +423,34 @@ class Caraway:
 
         See ``caraway.calling.async_api``.
         """
+        # Lazy, an allow-listed upward import: Celery's app API reaches up to this layer.
         from caraway.calling.async_api import send_async
 
         return await send_async(self, lambda: self.send_task(name, args, kwargs, **options),
                                 options)  # fmt: skip
 
     def AsyncResult(self, id: str, **kwargs: Any) -> AsyncResult[Any]:
-        from caraway.result import AsyncResult
-
         return AsyncResult(id, app=self, **kwargs)
 
     def GroupResult(self, id: str | None = None, results: Any = None, **kwargs: Any) -> Any:
-        from caraway.result import GroupResult
-
         return GroupResult(id, results, app=self, **kwargs)
 
     def signature(self, *args: Any, **kwargs: Any) -> Any:
+        # Lazy, an allow-listed upward import: Celery's app API reaches up to this layer.
         from caraway.canvas import signature
 
         kwargs.setdefault("app", self)
         return signature(*args, **kwargs)
 
     def Worker(self, **kwargs: Any) -> Worker:
+        # Lazy, an allow-listed upward import: Celery's app API reaches up to this layer.
         from caraway.worker.worker import Worker
 
         return Worker(self, **kwargs)
 
     def worker_main(self, argv: list[str] | None = None) -> None:
         """Run a worker for this app as ``caraway worker`` would: ``['worker', '-l', 'INFO']``."""
+        # Lazy, an allow-listed upward import: Celery's app API reaches up to this layer.
         from caraway.cli.main import run_with_app
 
         argv = list(argv or ["worker"])
@@ -472,8 +469,6 @@ class Caraway:
     @property
     def timezone(self) -> tzinfo:
         """The zone of schedules (``timezone``/``enable_utc``), as Celery's ``app.timezone``."""
-        from caraway.utils.time import timezone_for
-
         return timezone_for(self.conf.timezone, bool(self.conf.enable_utc))
 
     def __repr__(self) -> str:
@@ -506,7 +501,6 @@ def shared_task(fun: Any = None, **options: Any) -> Any:
         for app in list(_all_apps):
             if app.finalized:
                 make(app)
-        from caraway.current import get_current_app
 
         def resolve() -> task_module.Task[Any, Any]:
             app = get_current_app()
@@ -514,8 +508,6 @@ def shared_task(fun: Any = None, **options: Any) -> Any:
             if task_name not in app.tasks:
                 make(app)
             return app.tasks[task_name]
-
-        from caraway.current import _Proxy
 
         return _Proxy(resolve)
 

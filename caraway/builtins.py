@@ -22,6 +22,7 @@ def register_builtins(app: Caraway) -> None:
 
 
 def _register_canvas_builtins(app: Caraway) -> None:
+    # Lazy, an allow-listed upward import: the built-in tasks run canvas primitives.
     from caraway.canvas import maybe_signature
 
     @app.task(name="celery.map", shared=False)
@@ -39,6 +40,7 @@ def _register_canvas_builtins(app: Caraway) -> None:
     @app.task(name="celery.chunks", shared=False)
     def chunks(task: Any, it: list[Any], n: int) -> Any:
         """A ``chunks`` signature sent as a task: send its group from the worker."""
+        # Lazy, an allow-listed upward import: the built-in tasks run canvas primitives.
         from caraway.canvas import chunks as chunks_sig
 
         return chunks_sig(task, it, n, app=app).apply_async()
@@ -64,6 +66,7 @@ def _register_canvas_builtins(app: Caraway) -> None:
     ) -> None:
         """Poll a chord's header results where the backend cannot count them (Celery's
         task and arguments, so Celery clients' chords on SQL backends run here too)."""
+        # Lazy, an allow-listed upward import: the built-in tasks run canvas primitives.
         from caraway.canvas.chords import unlock_chord
 
         unlock_chord(self, group_id, callback, interval, max_retries, result or [])

@@ -27,6 +27,7 @@ def get_current_app() -> Caraway:
     if app is not None:
         return app
     if not _default_app:
+        # Lazy, breaks the cycle current -> app -> current.
         from caraway.app import Caraway
 
         Caraway("default", set_as_current=False)._make_default()

@@ -10,7 +10,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from caraway import states
-from caraway.current import get_current_worker_task
+from caraway.current import get_current_app, get_current_worker_task
+from caraway.exceptions import IncompleteStream, TimeoutError
 from caraway.utils.time import parse_iso
 
 if TYPE_CHECKING:
@@ -48,8 +49,6 @@ class AsyncResult(ResultBase, Generic[R]):
         if id is None:
             raise ValueError(f"AsyncResult needs a task id, got {id!r}")
         if app is None:
-            from caraway.current import get_current_app
-
             app = get_current_app()
         self.app = app
         self.id = id
@@ -120,8 +119,6 @@ class AsyncResult(ResultBase, Generic[R]):
             if node.ready():
                 stack.extend((node, child) for child in node.children or [])
             elif not intermediate:
-                from caraway.exceptions import IncompleteStream
-
                 raise IncompleteStream(f"{node!r} is not ready: its children are unknown yet")
 
     def collect(self, intermediate: bool = False, **kwargs: Any) -> Iterator[tuple[Any, Any]]:
@@ -210,11 +207,16 @@ class AsyncResult(ResultBase, Generic[R]):
     async def get_async(
         self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5
     ) -> R:
-        """``get`` to await: waits without blocking the event loop (caraway.calling.async_api)."""
-        from caraway.calling.async_api import get_async
-
-        value: R = await get_async(self, timeout, propagate, interval)
-        return value
+        """``get`` to await: waits without blocking the event loop (the backend's asyncio wait)."""
+        meta = await self.backend.wait_for_async(self.id, timeout, interval)
+        self._set_cache(meta)
+        status = meta["status"]
+        if status in states.PROPAGATE_STATES and propagate:
+            raise self.backend.exception_from_meta(meta)
+        if status in states.EXCEPTION_STATES:
+            value: Any = self.backend.exception_from_meta(meta)
+            return value  # type: ignore[no-any-return]
+        return meta["result"]  # type: ignore[no-any-return]
 
     def _raise_if_failed(self) -> None:
         if self.parent is not None:
@@ -348,8 +350,6 @@ class ResultSet(ResultBase):
 
     def __init__(self, results: Iterable[Any], app: Caraway | None = None, **kwargs: Any) -> None:
         if app is None:
-            from caraway.current import get_current_app
-
             app = get_current_app()
         self.app = app
         self.results: list[Any] = list(results)
@@ -494,8 +494,6 @@ class ResultSet(ResultBase):
                 ahead = index + 1  # it is waited for: after it, read the rest again
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if remaining is not None and remaining <= 0 and not result.ready():
-                from caraway.exceptions import TimeoutError
-
                 raise TimeoutError("the join operation timed out")
             value = result.get(
                 timeout=remaining, propagate=propagate, interval=interval,
@@ -586,8 +584,6 @@ class GroupResult(ResultSet):
         cls, id: str, backend: Backend | None = None, app: Caraway | None = None
     ) -> GroupResult | None:
         if app is None:
-            from caraway.current import get_current_app
-
             app = get_current_app()
         stored = (backend or app.backend).restore_group(id)
         if stored is None:

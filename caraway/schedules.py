@@ -87,6 +87,7 @@ class BaseSchedule:
     @property
     def app(self) -> Caraway:
         if self._app is None:
+            # Lazy, an allow-listed upward import: a schedule without an app reads the current app.
             from caraway.current import get_current_app
 
             return get_current_app()
@@ -98,6 +99,7 @@ class BaseSchedule:
 
     def _conf(self) -> Any:
         if self._app is None:
+            # Lazy, an allow-listed upward import: a schedule without an app reads the current app.
             from caraway.current import get_current_app
 
             return get_current_app().conf

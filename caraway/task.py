@@ -12,11 +12,13 @@ from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
 
-from caraway import states
+from caraway import serialization, states
 from caraway.canvas import Signature
 from caraway.current import pop_task, push_task
-from caraway.exceptions import MaxRetriesExceededError, Reject, Retry
+from caraway.exceptions import Ignore, ImproperlyConfigured, MaxRetriesExceededError, Reject, Retry
 from caraway.request import Context
+from caraway.utils.text import did_you_mean
+from caraway.utils.time import backoff_countdown
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -137,6 +139,7 @@ class Task(Generic[P, R]):
         **options: Any,
     ) -> AsyncResult[R]:
         """``apply_async`` to await, with the same options (caraway.calling.async_api)."""
+        # Lazy, an allow-listed upward import: Celery's Task API reaches up to this layer.
         from caraway.calling.async_api import send_async
 
         result = await send_async(
@@ -160,6 +163,7 @@ class Task(Generic[P, R]):
         **options: Any,
     ) -> AsyncResult[R]:
         """Send the task with options (countdown, eta, expires, queue, priority, ...)."""
+        # Lazy, an allow-listed upward import: Celery's Task API reaches up to this layer.
         from caraway.calling import send_task_message
 
         if self.app.strict_typing if self.typing is None else self.typing:
@@ -181,8 +185,6 @@ class Task(Generic[P, R]):
         options: dict[str, Any],
     ) -> AsyncResult[R]:
         """Eager calls still pass through the serializer, so bad arguments fail as for real."""
-        from caraway import serialization
-
         serializer = options.get("serializer") or self.serializer or self.app.conf.task_serializer
         content_type, encoding, data = serialization.dumps(
             [list(args or ()), dict(kwargs or {})], serializer
@@ -204,6 +206,7 @@ class Task(Generic[P, R]):
         **options: Any,
     ) -> EagerResult[R]:
         """Run the task in this process, as a worker would, and return an ``EagerResult``."""
+        # Lazy, an allow-listed upward import: Celery's Task API reaches up to this layer.
         from caraway.execution import run_eagerly
 
         if throw is None:
@@ -255,18 +258,21 @@ class Task(Generic[P, R]):
 
     def chunks(self, it: Iterable[Any], n: int) -> Signature:
         """``chunks(self.s(), it, n)``: the items in parts of ``n``, one message per part."""
+        # Lazy, an allow-listed upward import: Celery's Task API reaches up to this layer.
         from caraway.canvas import chunks
 
         return chunks(self.s(), it, n, app=self.app)
 
     def map(self, it: Iterable[Any]) -> Signature:
         """One message calling this task's function on every item (``xmap``)."""
+        # Lazy, an allow-listed upward import: Celery's Task API reaches up to this layer.
         from caraway.canvas import xmap
 
         return xmap(self.s(), it, app=self.app)
 
     def starmap(self, it: Iterable[Any]) -> Signature:
         """One message calling this task's function with every item's arguments."""
+        # Lazy, an allow-listed upward import: Celery's Task API reaches up to this layer.
         from caraway.canvas import xstarmap
 
         return xstarmap(self.s(), it, app=self.app)
@@ -375,9 +381,11 @@ class Task(Generic[P, R]):
 
         A group is made a chord whose body gathers its results, as Celery does.
         """
+        # Lazy, an allow-listed upward import: Celery's Task API reaches up to this layer.
         from caraway.canvas.chain import _chain
+
+        # Lazy, an allow-listed upward import: Celery's Task API reaches up to this layer.
         from caraway.canvas.group import _chord, group
-        from caraway.exceptions import Ignore
 
         request = self.request
         if request.called_directly:
@@ -402,6 +410,7 @@ class Task(Generic[P, R]):
 
     def add_to_chord(self, sig: Signature, lazy: bool = False) -> Any:
         """From a chord header task: one more task whose result the body will receive."""
+        # Lazy, an allow-listed upward import: Celery's Task API reaches up to this layer.
         from caraway.canvas.chords import add_to_chord
 
         request = self.request
@@ -490,8 +499,6 @@ def task_from_function(
     app: Caraway, fun: Callable[..., Any], base: type[Task[Any, Any]], options: dict[str, Any]
 ) -> Task[Any, Any]:
     """Build the task class for ``fun`` and its one instance; unknown options are errors."""
-    from caraway.exceptions import ImproperlyConfigured
-    from caraway.utils.text import did_you_mean
 
     bind = bool(options.pop("bind", False))
     name = options.pop("name", None) or app.gen_task_name(fun.__name__, fun.__module__)
@@ -525,8 +532,6 @@ def task_from_function(
 def _add_autoretry(task: Task[Any, Any]) -> None:
     """Wrap ``run`` so exceptions in ``autoretry_for`` become ``self.retry(exc=...)``."""
     import inspect
-
-    from caraway.execution.retries import backoff_countdown
 
     run = task.run
 

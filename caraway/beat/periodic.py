@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from caraway.beat.entry import DEFINITION_KEYS, entry_from_definition, schedule_to_dict
+from caraway.current import get_current_app
 from caraway.engines.base.beat_store import BeatStore
 from caraway.exceptions import CarawayError
 from caraway.schedules import BaseSchedule, maybe_schedule
@@ -63,11 +64,10 @@ class PeriodicTasks:
 
     def __init__(self, app: Caraway | None = None, store: BeatStore | None = None) -> None:
         if app is None:
-            from caraway.current import get_current_app
-
             app = get_current_app()
         self.app = app
         if store is None:
+            # Lazy, breaks the cycle beat.periodic -> beat.stores -> beat -> beat.periodic.
             from caraway.beat.stores import store_for_app
 
             store = store_for_app(app)

@@ -282,6 +282,7 @@ class PersistentScheduler(Scheduler):
         super().__init__(app, *args, **kwargs)
 
     def create_store(self) -> BeatStore:
+        # Lazy, breaks the cycle beat.scheduler -> beat.stores.file -> beat -> beat.scheduler.
         from caraway.beat.stores.file import FileStore
 
         return FileStore(self.schedule_filename, sync_every=int(self.app.conf.beat_sync_every))
@@ -294,6 +295,7 @@ class DatabaseScheduler(Scheduler):
     default_max_interval = 5.0
 
     def create_store(self) -> BeatStore:
+        # Lazy, breaks the cycle beat.scheduler -> beat.stores -> beat -> beat.scheduler.
         from caraway.beat.stores import store_for_app
 
         return store_for_app(self.app)

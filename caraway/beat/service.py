@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from caraway import signals
 from caraway.beat.scheduler import ERROR_PAUSE, Scheduler
+from caraway.exceptions import ImproperlyConfigured
 from caraway.utils.imports import symbol_by_name
 
 if TYPE_CHECKING:
@@ -30,8 +31,6 @@ SCHEDULER_ALIASES = {
 
 def scheduler_class(spec: str | type[Scheduler]) -> type[Scheduler]:
     """The scheduler class ``-S``/``beat_scheduler`` names; a clear error when it does not."""
-    from caraway.exceptions import ImproperlyConfigured
-
     if not isinstance(spec, str):
         return spec
     path = SCHEDULER_ALIASES.get(spec, spec)

@@ -169,6 +169,7 @@ def publish(
     _publish_retrying(app, [outgoing], options)
     signals.after_task_publish.send(**after)
     if app.conf.task_send_sent_event:
+        # Lazy, an allow-listed upward import: the task-sent event goes out with the message.
         from caraway.events.sent import send_sent_event
 
         send_sent_event(app, message, body, queue)

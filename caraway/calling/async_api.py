@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from caraway import signals, states
+from caraway import signals
 from caraway.calling import DEFAULT_RETRY_POLICY, collecting
 from caraway.exceptions import OperationalError
 
@@ -53,17 +53,3 @@ async def _publish_retrying(app: Caraway, batch: list[Outgoing], options: dict[s
                 raise
             await asyncio.sleep(pause)
             pause = min(pause + float(policy["interval_step"]), float(policy["interval_max"]))
-
-
-async def get_async(
-    result: AsyncResult[Any], timeout: float | None, propagate: bool, interval: float
-) -> Any:
-    """``AsyncResult.get`` without blocking the loop: the value, or the task's exception."""
-    meta = await result.backend.wait_for_async(result.id, timeout, interval)
-    result._set_cache(meta)
-    status = meta["status"]
-    if status in states.PROPAGATE_STATES and propagate:
-        raise result.backend.exception_from_meta(meta)
-    if status in states.EXCEPTION_STATES:
-        return result.backend.exception_from_meta(meta)
-    return meta["result"]

@@ -25,6 +25,7 @@ def _steps(sig: Signature) -> list[Signature]:
 
 def _result_of(sig: Signature, parent: ResultBase | None) -> Any:
     """The result object a frozen signature will produce (for building result graphs)."""
+    # Lazy, breaks the cycle canvas.chain -> canvas.group -> canvas.chain.
     from caraway.canvas.group import _chord, group
 
     if isinstance(sig, _chain):
@@ -79,6 +80,7 @@ class _chain(Composite):
     def _prepared(self) -> list[Signature]:
         """Copies of the steps, nested chains flattened, a group followed by a step made a
         chord (Celery's upgrade), and every id fixed."""
+        # Lazy, breaks the cycle canvas.chain -> canvas.group -> canvas.chain.
         from caraway.canvas.group import _chord, group
 
         steps: list[Signature] = []
@@ -182,6 +184,7 @@ def _flatten_chain(tasks: Iterable[Signature]) -> Iterator[Signature]:
 
 def _freeze_with_reply_to(sig: Signature, reply_to: str) -> None:
     """Pre-assign ids as Celery does when applying a workflow (docs/celery-wire.md §6.1, §6.3)."""
+    # Lazy, breaks the cycle canvas.chain -> canvas.group -> canvas.chain.
     from caraway.canvas.group import _chord, group
 
     if isinstance(sig, _chord):

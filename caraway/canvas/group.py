@@ -17,6 +17,7 @@ from caraway.canvas.signatures import (
     _new_id,
     maybe_signature,
 )
+from caraway.result import GroupResult
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -91,8 +92,6 @@ class group(Composite):
         return self._frozen_result(None, gid)
 
     def _frozen_result(self, parent: Any, gid: str | None = None) -> GroupResult:
-        from caraway.result import GroupResult
-
         gid = gid or str(self.options.setdefault("task_id", _new_id()))
         results = [_result_of(member, None) for member in self.tasks]
         return GroupResult(gid, results, app=self.app, parent=parent)
@@ -113,8 +112,8 @@ class group(Composite):
         kwargs: dict[str, Any] | None = None,
         **options: Any,
     ) -> Any:
+        # Lazy, breaks the cycle canvas.group -> calling -> calling.batch -> canvas -> canvas.group.
         from caraway.calling import send_batch
-        from caraway.result import GroupResult
 
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
@@ -147,8 +146,6 @@ class group(Composite):
         kwargs: dict[str, Any] | None = None,
         **options: Any,
     ) -> Any:
-        from caraway.result import GroupResult
-
         gid = str(self.options.get("task_id") or _new_id())
         results = [member.apply(args, kwargs, **options) for member in self._members()]
         return GroupResult(gid, results, app=self.app)
@@ -305,6 +302,7 @@ class _chord(Signature):
         task_id: str | None = None,
         **options: Any,
     ) -> Any:
+        # Lazy, breaks the cycle canvas.group -> canvas.chords -> canvas.group.
         from caraway.canvas.chords import apply_chord
 
         kwargs = dict(kwargs or {})

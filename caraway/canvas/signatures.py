@@ -7,6 +7,9 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from caraway.current import get_current_app
+from caraway.exceptions import NotRegistered
+
 if TYPE_CHECKING:
     from caraway.app import Caraway
     from caraway.result import AsyncResult
@@ -112,7 +115,6 @@ class Signature(dict[str, Any]):
     def app(self) -> Caraway:
         if self._app is not None:
             return self._app
-        from caraway.current import get_current_app
 
         return get_current_app()
 
@@ -217,7 +219,10 @@ class Signature(dict[str, Any]):
         return self.app.AsyncResult(task_id, task_name=self.task)
 
     def __or__(self, other: Any) -> Any:
+        # Lazy, breaks the cycle canvas.signatures -> canvas.chain -> canvas.signatures.
         from caraway.canvas.chain import _chain, _steps
+
+        # Lazy, breaks the cycle canvas.signatures -> canvas.group -> canvas.signatures.
         from caraway.canvas.group import group
 
         if isinstance(other, group):
@@ -263,8 +268,6 @@ class Signature(dict[str, Any]):
     def _require_type(self) -> Task[Any, Any]:
         task = self.type
         if task is None:
-            from caraway.exceptions import NotRegistered
-
             raise NotRegistered(self.task)
         return task
 

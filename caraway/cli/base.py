@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from caraway.app import Caraway
+from caraway.current import get_current_app
 from caraway.exceptions import CarawayError
 
 if TYPE_CHECKING:
@@ -55,8 +57,6 @@ class CLIState:
             elif self.app_spec is not None:
                 app = find_app(self.app_spec)
             else:
-                from caraway.current import get_current_app
-
                 app = get_current_app()
             configure_app(app, self.broker, self.result_backend, self.config)
             self._app = app
@@ -143,8 +143,6 @@ def find_app(spec: str) -> Caraway:
 
 
 def _app_in_module(module: ModuleType) -> Caraway | None:
-    from caraway.app import Caraway
-
     for name in APP_ATTRIBUTES:
         value = getattr(module, name, None)
         if isinstance(value, Caraway):
@@ -169,8 +167,6 @@ def _app_in_module(module: ModuleType) -> Caraway | None:
 
 
 def _as_app(value: Any, spec: str) -> Caraway:
-    from caraway.app import Caraway
-
     if isinstance(value, ModuleType):
         found = _app_in_module(value)
         if found is not None:

@@ -10,8 +10,13 @@ from typing import Any
 
 import click
 
+from caraway.beat import PeriodicTasks, Service
+from caraway.beat.entry import schedule_to_dict
 from caraway.cli.base import state_of
 from caraway.cli.worker import LOG_LEVELS, _pidfile
+from caraway.schedules import crontab
+from caraway.schedules import solar as solar_schedule
+from caraway.utils.log import setup_logging
 
 SOLAR_HELP = "EVENT:LAT:LON, e.g. sunset:48.85:2.35"
 
@@ -68,8 +73,6 @@ def beat(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from caraway.beat import Service
-    from caraway.utils.log import setup_logging
 
     app = state_of(ctx).app
     logfile = logfile or app.conf.beat_logfile
@@ -97,8 +100,6 @@ def schedules() -> None:
 
 
 def _periodic(ctx: click.Context) -> Any:
-    from caraway.beat import PeriodicTasks
-
     return PeriodicTasks(state_of(ctx).app)
 
 
@@ -107,8 +108,6 @@ def _periodic(ctx: click.Context) -> Any:
 @click.pass_context
 def list_schedules(ctx: click.Context, as_json: bool) -> None:
     """Show every stored schedule with its last run and run count."""
-    from caraway.beat.entry import schedule_to_dict
-
     found = _periodic(ctx).list()
     if not found and not as_json:
         click.echo("No stored schedules.")
@@ -204,8 +203,6 @@ def disable_schedule(ctx: click.Context, name: str) -> None:
 
 
 def _schedule(every: float | None, cron: str | None, solar: str | None) -> Any:
-    from caraway.schedules import crontab
-    from caraway.schedules import solar as solar_schedule
 
     given = [value for value in (every, cron, solar) if value is not None]
     if len(given) != 1:

@@ -15,6 +15,8 @@ from typing import Any
 import click
 
 from caraway.cli.base import comma_list, state_of
+from caraway.utils.text import did_you_mean
+from caraway.worker.commands import COMMANDS
 
 #: Exit code when no worker answered (sysexits' EX_UNAVAILABLE, as Celery).
 EX_UNAVAILABLE = 69
@@ -35,8 +37,6 @@ def _common(fun: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _commands(kind: str) -> dict[str, Any]:
-    from caraway.worker.commands import COMMANDS
-
     return {name: spec for name, spec in COMMANDS.items() if spec.kind == kind}
 
 
@@ -160,8 +160,6 @@ def _run(
     known = _commands(kind)
     spec = known.get(method)
     if spec is None:
-        from caraway.utils.text import did_you_mean
-
         raise click.UsageError(
             f"unknown {kind} method {method!r}.{did_you_mean(method, known)} "
             f"See caraway {kind} --help."

@@ -100,8 +100,7 @@ def demo(
     countdown or a priority), shows progress as results arrive, prints a summary and
     stops the worker with SIGTERM. Exits 1 if any task did not succeed as expected.
     """
-    # Imported here: the demo module creates its app, which must not become current for
-    # every other command.
+    # Lazy: importing demo_app creates its app and shared tasks, unwanted by other commands.
     from caraway.cli import demo_app
 
     state = state_of(ctx)
@@ -134,6 +133,7 @@ def _temporary_folder() -> Path:
 
 
 def _run(run: DemoRun, count: int, timeout: float) -> Summary:
+    # Lazy: importing demo_app creates its app and shared tasks, unwanted by other commands.
     from caraway.cli import demo_app
 
     summary = demo_app.Summary(total=count)

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from caraway.cli.base import state_of
+from caraway.events import EventReceiver, State
 
 #: ANSI: cursor home, clear the screen (the view redraws in place).
 CLEAR = "\x1b[H\x1b[2J"
@@ -67,8 +68,6 @@ def events(ctx: click.Context, dump: bool, frequency: float, timeout: float | No
 
     Task events need workers started with -E (or `caraway control enable_events`).
     """
-    from caraway.events import EventReceiver, State
-
     app = state_of(ctx).app
     state = State()
     deadline = None if timeout is None else time.monotonic() + timeout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from caraway.cli.base import state_of
+from caraway.routing import queue_names
 
 
 @click.group(name="list")
@@ -16,8 +17,6 @@ def list_() -> None:
 @click.pass_context
 def bindings(ctx: click.Context) -> None:
     """The app's task queues and their bindings (queue, exchange, routing key)."""
-    from caraway.routing import queue_names
-
     app = state_of(ctx).app
     names = sorted(queue_names(app.conf.task_queues) or {app.conf.task_default_queue})
     rows = [(name, name, name) for name in names]

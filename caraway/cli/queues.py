@@ -7,6 +7,7 @@ from datetime import datetime
 import click
 
 from caraway.cli.base import comma_list, state_of
+from caraway.routing import queue_names
 
 
 @click.command()
@@ -38,8 +39,6 @@ def purge(
 
     Messages a worker is running now are not touched.
     """
-    from caraway.routing import queue_names
-
     app = state_of(ctx).app
     chosen = set(queues)
     known = queue_names(app.conf.task_queues) or {app.conf.task_default_queue}

@@ -7,6 +7,8 @@ import platform
 import click
 
 from caraway.cli.base import state_of
+from caraway.exceptions import CarawayError
+from caraway.utils.text import mask_url
 from caraway.version import __version__
 
 
@@ -14,8 +16,6 @@ from caraway.version import __version__
 @click.pass_context
 def report(ctx: click.Context) -> None:
     """Print versions and the app's settings (passwords and secrets masked)."""
-    from caraway.exceptions import CarawayError
-    from caraway.utils.text import mask_url
 
     app = state_of(ctx).app
     engines = []

@@ -12,6 +12,7 @@ import click
 from caraway import states
 from caraway.cli.base import state_of
 from caraway.utils.text import did_you_mean
+from caraway.utils.time import parse_iso
 
 
 def _json(kind: type, example: str) -> Any:
@@ -32,8 +33,6 @@ def _json(kind: type, example: str) -> Any:
 
 
 def _iso(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
-    from caraway.utils.time import parse_iso
-
     try:
         return parse_iso(value)
     except ValueError:

@@ -12,8 +12,12 @@ from typing import Any, NoReturn
 
 import click
 
+from caraway import signals
 from caraway.cli.base import comma_list, state_of
+from caraway.utils.log import expand_node_path
 from caraway.utils.text import did_you_mean
+from caraway.worker.daemon import detach as become_daemon
+from caraway.worker.pools import ALIASES, POOLS
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
 #: Celery's pools that caraway does not have (yet), so ``-P prefork`` gets a clear answer.
@@ -22,8 +26,6 @@ NO_EFFECT = "Accepted for Celery compatibility; no effect yet."
 
 
 def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    from caraway.worker.pools import ALIASES, POOLS
-
     if value is None or value in POOLS or value in ALIASES:
         return value
     available = ", ".join(sorted(POOLS))
@@ -211,13 +213,9 @@ def worker(
     SIGQUIT) stops at once, after --soft-shutdown-timeout if one is set: running acks_late
     tasks go back to the queue, and the exit code is 1 (Celery's cold shutdown).
     """
-    from caraway import signals
-    from caraway.utils.log import expand_node_path
 
     app = state_of(ctx).app
     if detach:
-        from caraway.worker.daemon import detach as become_daemon
-
         pidfile, logfile = pidfile or "%n.pid", logfile or "%n%I.log"
         mask = _octal(umask) if umask is not None else None
         # Relative paths name files where the command was started, as the user reads them.

@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from caraway.contrib.testing.app import TestApp, setup_default_app
+from caraway.contrib.testing.worker import start_worker
+
 if TYPE_CHECKING:
     from caraway.app import Caraway
     from caraway.worker.worker import Worker
@@ -59,8 +62,6 @@ def _create_app(
     includes: Sequence[str],
     config: Mapping[str, Any],
 ) -> Iterator[Caraway]:
-    from caraway.contrib.testing.app import TestApp, setup_default_app
-
     app = TestApp(set_as_current=False, enable_logging=enable_logging, config=config, **parameters)
     with setup_default_app(app, use_trap=use_trap):
         for module in includes:
@@ -199,8 +200,6 @@ def depends_on_current_app(celery_app: Caraway) -> None:
 def _start(
     app: Caraway, class_tasks: Sequence[Any], pool: str, parameters: Mapping[str, Any]
 ) -> Iterator[Worker]:
-    from caraway.contrib.testing.worker import start_worker
-
     for task in class_tasks:
         app.register_task(task)
     with start_worker(app, **{"pool": pool, **parameters}) as worker:

@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from caraway.control import mailbox
+from caraway.current import get_current_app
 from caraway.engines.registry import fanout_of
 from caraway.exceptions import DecodeError
+from caraway.routing import queue_names
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -265,8 +267,6 @@ class Control:
 
     def purge_queues(self, queues: Iterable[str] | None = None) -> dict[str, int]:
         """Delete waiting messages from ``queues`` (default: the app's); ``{queue: count}``."""
-        from caraway.routing import queue_names
-
         if queues is None:
             queues = queue_names(self.app.conf.task_queues) or {self.app.conf.task_default_queue}
         return {queue: self.app.broker.purge(queue) for queue in sorted(set(queues))}
@@ -289,8 +289,6 @@ class Inspect:
         matcher: str | None = None,
     ) -> None:
         if app is None:
-            from caraway.current import get_current_app
-
             app = get_current_app()
         self.app = app
         self.destination = [destination] if isinstance(destination, str) else destination

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from caraway.control.mailbox import clock_of
+from caraway.engines.registry import fanout_of
 from caraway.events.event import (
     EXCHANGE,
     MULTI,
@@ -71,7 +72,6 @@ class EventDispatcher:
         """The engine given, else the app's (looked up each time: ``app.close()`` renews it)."""
         if self._fanout is not None:
             return self._fanout
-        from caraway.engines.registry import fanout_of
 
         return fanout_of(self.app)
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from caraway.control.mailbox import clock_of
+from caraway.engines.registry import fanout_of
 from caraway.events.event import EXCHANGE, read_events, receiver_binding
 from caraway.exceptions import DecodeError
 
@@ -62,8 +63,6 @@ class EventReceiver:
     def subscribe(self) -> None:
         """Bind the receiver's queue now: events sent from here on are received."""
         if self._subscription is None:
-            from caraway.engines.registry import fanout_of
-
             binding = receiver_binding(self.queue, self.routing_key)
             self._subscription = fanout_of(self.app).subscribe(EXCHANGE, binding)
 

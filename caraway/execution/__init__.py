@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 from caraway import signals, states
 from caraway.canvas import maybe_signature
 from caraway.canvas.chords import count_group_success, on_part_return, propagate_chain_failure
-from caraway.current import pop_task, push_task
+from caraway.current import get_current_worker_task, pop_task, push_task
 from caraway.exceptions import EncodeError, Ignore, Reject, Retry
 from caraway.execution.coroutines import await_interruptibly, run_in_thread_loop
 from caraway.execution.errbacks import call_errbacks
 from caraway.request import Context
+from caraway.result import EagerResult
 from caraway.task import BASE_CALL, call_overridden
 from caraway.utils.einfo import ExceptionInfo
 
@@ -252,8 +253,6 @@ def run_eagerly(
     options: dict[str, Any],
 ) -> EagerResult[Any]:
     """``Task.apply``: run here as a worker would; a retry runs again at once."""
-    from caraway.current import get_current_worker_task
-    from caraway.result import EagerResult
 
     task_id = task_id or str(uuid.uuid4())
     parent = get_current_worker_task()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
-
-from caraway.current import get_current_task
+from collections.abc import Callable
+from typing import Any
 
 DEFAULT_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 DEFAULT_TASK_FORMAT = (
@@ -31,10 +31,18 @@ def get_task_logger(name: str) -> logging.Logger:
 
 
 class TaskFormatter(logging.Formatter):
-    """Fills ``task_name``/``task_id`` from the current task, ``???`` outside one."""
+    """Fills ``task_name``/``task_id`` from the current task, ``???`` outside one.
+
+    ``current_task`` is passed in (the worker gives ``caraway.current.get_current_task``), as
+    this module sits below the app and must not import it.
+    """
+
+    def __init__(self, fmt: str, current_task: Callable[[], Any]) -> None:
+        super().__init__(fmt)
+        self._current_task = current_task
 
     def format(self, record: logging.LogRecord) -> str:
-        task = get_current_task()
+        task = self._current_task()
         if task is not None and task.request.id:
             record.__dict__.setdefault("task_id", task.request.id)
             record.__dict__.setdefault("task_name", task.name)
@@ -62,8 +70,12 @@ def setup_logging(
     fmt: str = DEFAULT_FORMAT,
     task_fmt: str = DEFAULT_TASK_FORMAT,
     colorize: bool | None = None,
+    current_task: Callable[[], Any] = lambda: None,
 ) -> None:
-    """Configure the root logger and the task logger the way a Celery worker does."""
+    """Configure the root logger and the task logger the way a Celery worker does.
+
+    ``current_task`` tells the task logger's records which task is running.
+    """
     level = level_number(loglevel)
     handler: logging.Handler = (
         logging.FileHandler(logfile) if logfile else logging.StreamHandler(sys.stderr)
@@ -80,7 +92,7 @@ def setup_logging(
     task_handler: logging.Handler = (
         logging.FileHandler(logfile) if logfile else logging.StreamHandler(sys.stderr)
     )
-    task_handler.setFormatter(TaskFormatter(task_fmt))
+    task_handler.setFormatter(TaskFormatter(task_fmt, current_task))
     for existing in list(task_logger.handlers):
         task_logger.removeHandler(existing)
     task_logger.addHandler(task_handler)

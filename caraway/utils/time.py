@@ -7,11 +7,14 @@ can drive "in 30 seconds" in virtual time.
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from caraway.exceptions import ImproperlyConfigured
 
 
 class Clock(Protocol):
@@ -117,8 +120,6 @@ def timezone_for(value: str | tzinfo | None, enable_utc: bool = True) -> tzinfo:
         try:
             return ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            from caraway.exceptions import ImproperlyConfigured
-
             raise ImproperlyConfigured(
                 f"timezone {value!r} is not a known time zone; use an IANA name such as "
                 "'Europe/London' or 'America/New_York'"
@@ -140,3 +141,16 @@ def local_timezone() -> tzinfo:
     except OSError:
         local = datetime.now().astimezone().tzinfo
         return local or timezone.utc
+
+
+def backoff_countdown(
+    factor: int, retries: int, maximum: int | None = 600, full_jitter: bool = True
+) -> int:
+    """A retry delay (``retry_backoff``), as Celery computes it: ``factor * 2**retries`` whole
+    seconds, capped at ``maximum``, jittered in ``[0, delay]``."""
+    delay = factor * (1 << retries)
+    if maximum is not None:
+        delay = min(int(maximum), delay)
+    if full_jitter:
+        delay = random.randrange(delay + 1)
+    return max(0, delay)

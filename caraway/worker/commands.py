@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from caraway.config import _censor
+from caraway.control.mailbox import clock_of
 from caraway.version import __version__
 from caraway.worker.autoscale import resize
 from caraway.worker.consumer import FETCH_TIMEOUT
@@ -131,8 +133,6 @@ def ping(worker: Worker, **kwargs: Any) -> Any:
 @command("inspect")
 def clock(worker: Worker, **kwargs: Any) -> Any:
     """The worker's Lamport clock."""
-    from caraway.control.mailbox import clock_of
-
     return {"clock": clock_of(worker.app).value}
 
 
@@ -186,8 +186,6 @@ def registered(worker: Worker, taskinfoitems: Any = None, builtins: bool = False
 @command("inspect")
 def stats(worker: Worker, **kwargs: Any) -> Any:
     """Statistics of the worker: counts, pool, broker, resource usage."""
-    from caraway.control.mailbox import clock_of
-
     usage = resource.getrusage(resource.RUSAGE_SELF)
     pool = worker.consumer.pool if worker.consumer is not None else None
     return {
@@ -280,8 +278,6 @@ def active_queues(worker: Worker, **kwargs: Any) -> Any:
 @command("inspect", aliases=("dump_conf",))
 def conf(worker: Worker, with_defaults: bool = False, **kwargs: Any) -> Any:
     """The worker's settings (secrets masked; values that are not JSON shown as text)."""
-    from caraway.config import _censor
-
     table = worker.app.conf.table(with_defaults)
     return {key: _jsonable(_censor(key, value)) for key, value in sorted(table.items())}
 

@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from caraway import signals
+from caraway.beat import EmbeddedService
+from caraway.current import get_current_task
 from caraway.exceptions import ImproperlyConfigured, OperationalError, Unreachable
 from caraway.utils.imports import symbol_by_name
 from caraway.utils.log import expand_node_path, setup_logging
@@ -287,8 +289,6 @@ class Worker:
 
     def _start_beat(self) -> None:
         """``-B``: beat in a thread of this worker, as Celery's embedded beat."""
-        from caraway.beat import EmbeddedService  # beat is a layer beside the worker: lazy
-
         if self.concurrency > 1:
             logger.warning(
                 "Running beat inside the worker (-B) is meant for development. In production "
@@ -430,8 +430,9 @@ class Worker:
         )  # fmt: skip
         if not handled:
             setup_logging(
-                self.loglevel, self.logfile, conf.worker_log_format, conf.worker_task_log_format
-            )
+                self.loglevel, self.logfile, conf.worker_log_format, conf.worker_task_log_format,
+                current_task=get_current_task,
+            )  # fmt: skip
         root = logging.getLogger()
         signals.after_setup_logger.send(
             sender=None, logger=root, loglevel=self.loglevel, logfile=self.logfile,

@@ -13,9 +13,9 @@ from caraway import Caraway, EagerResult, states
 from caraway.engines.base.broker import Delivery, Outgoing
 from caraway.exceptions import EncodeError, MaxRetriesExceededError, Retry
 from caraway.execution import Outcome, execute
-from caraway.execution.retries import backoff_countdown
 from caraway.protocol import parse_task_message
 from caraway.task import Task
+from caraway.utils.time import backoff_countdown
 from caraway.worker.job import Job
 
 JSON = frozenset({"application/json"})

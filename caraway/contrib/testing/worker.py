@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from caraway.contrib.testing.app import logging_enabled
 from caraway.current import set_current_app
-from caraway.exceptions import CarawayError
+from caraway.engines.base.disabled import BackendNotConfigured
+from caraway.exceptions import CarawayError, TimeoutError
 from caraway.signals import Signal
 
 if TYPE_CHECKING:
@@ -99,8 +101,6 @@ def _start_worker_thread(
     shutdown_timeout: float,
     **kwargs: Any,
 ) -> Iterator[Worker]:
-    from caraway.contrib.testing.app import logging_enabled
-
     setup_app_for_worker(app, loglevel, logfile)
     kwargs.setdefault("hostname", f"gen{os.getpid()}-{next(_names)}@{socket.gethostname()}")
     kwargs.setdefault("setup_logging", logging_enabled(app))
@@ -167,8 +167,6 @@ def _wait_until_ready(
 
 
 def _ping(app: Caraway, worker: Worker, timeout: float) -> None:
-    from caraway.engines.base.disabled import BackendNotConfigured
-    from caraway.exceptions import TimeoutError
 
     # To the worker's own first queue, so a worker started with queues=[...] answers too.
     result = app.tasks["celery.ping"].apply_async(queue=worker.queues[0])

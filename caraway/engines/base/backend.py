@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from caraway import serialization, states
 from caraway.engines.base.exception_meta import exception_to_meta, meta_to_exception
-from caraway.exceptions import TimeoutError, Unreachable
+from caraway.exceptions import TaskRevokedError, TimeoutError, Unreachable
+from caraway.utils.text import mask_url
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -253,8 +254,6 @@ class Backend(ABC):
         self.store_result(task_id, exc, states.FAILURE, traceback, request)
 
     def mark_as_revoked(self, task_id: str, reason: str = "", request: Any = None) -> None:
-        from caraway.exceptions import TaskRevokedError
-
         self.store_result(task_id, TaskRevokedError(reason), states.REVOKED, None, request)
 
     def mark_as_retry(
@@ -354,6 +353,4 @@ class Backend(ABC):
         self.delete_raw(GROUP_KEY_PREFIX + group_id)
 
     def describe(self) -> str:
-        from caraway.utils.text import mask_url
-
         return mask_url(self.url)

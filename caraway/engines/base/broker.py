@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from caraway.exceptions import OperationalError
 from caraway.protocol import Message
+from caraway.utils.text import mask_url
 
 
 class SettlementKept(OperationalError):
@@ -167,6 +168,4 @@ class Broker(ABC):
 
     def describe(self) -> str:
         """The URL with secrets masked, for logs and banners."""
-        from caraway.utils.text import mask_url
-
         return mask_url(self.url)

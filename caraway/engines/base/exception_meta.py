@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from caraway import exceptions as caraway_exceptions
+from caraway.serialization import json_dumps
 
 _OWN_MODULES = {"celery.exceptions", "caraway.exceptions", "billiard.exceptions"}
 _standins: dict[tuple[str, str], type[BaseException]] = {}
@@ -27,8 +28,6 @@ def exception_to_meta(exc: BaseException) -> dict[str, Any]:
 
 
 def _args(exc: BaseException) -> list[Any]:
-    from caraway.serialization import json_dumps
-
     args = list(exc.args)
     try:
         json_dumps(args)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from caraway import serialization
 from caraway.engines.base.beat_store import BeatStore, EntryState
+from caraway.engines.redis.broker import RedisBroker
 from caraway.engines.redis.client import RedisTarget, translated
 
 if TYPE_CHECKING:
@@ -116,8 +117,6 @@ class RedisStore(BeatStore):
 
     def _same_server(self, broker: Broker) -> RedisBroker | None:
         """The broker, when it is caraway's Redis broker on this store's server and db."""
-        from caraway.engines.redis.broker import RedisBroker
-
         if not isinstance(broker, RedisBroker) or type(broker).envelope is not RedisBroker.envelope:
             return None
         other, mine = broker.target, self.target

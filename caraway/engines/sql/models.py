@@ -28,6 +28,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from caraway import exceptions
+
 TASK_TABLE = "celery_taskmeta"
 GROUP_TABLE = "celery_tasksetmeta"
 COUNTER_TABLE = "caraway_chord_counters"
@@ -119,8 +121,6 @@ class _CeleryFreeUnpickler(pickle.Unpickler):
             if name in {"GroupResult", "ResultSet"}:
                 return _group_result
         if module == "celery.exceptions":
-            from caraway import exceptions
-
             found = getattr(exceptions, name, None)
             if isinstance(found, type):
                 return found
