@@ -311,3 +311,21 @@ def test_a_later_broker_learns_earlier_revocations(broker: Broker, twin: Twin) -
     seen, _ = twin().revocations(0)
 
     assert (task_id, True) in seen
+
+
+def test_a_delayed_release_comes_back_after_the_delay(broker: Broker) -> None:
+    queue = _queue()
+    message = _message()
+    broker.publish([Outgoing(message, queue)])
+    (delivery,) = _fetch_all(broker, queue, 1)
+
+    released_at = time.monotonic()
+    broker.release([delivery.tag], delay=1.2)
+    found: list[Delivery] = []
+    while not found and time.monotonic() - released_at < 6.0:
+        _reclaim(broker)  # what a worker does between fetches (Redis gives it back there)
+        found = broker.fetch([queue], 1, 0.1)
+
+    assert time.monotonic() - released_at >= 0.9
+    assert [d.message.task_id for d in found] == [message.task_id]
+    broker.ack([found[0].tag])
