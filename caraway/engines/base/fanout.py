@@ -80,19 +80,22 @@ def matches(exchange: Exchange, binding_key: str, routing_key: str) -> bool:
         return True
     if exchange.kind == "direct":
         return binding_key == routing_key
-    return _topic_pattern(binding_key).fullmatch(routing_key) is not None
+    return _topic_pattern(binding_key).fullmatch("." + routing_key) is not None
 
 
 @lru_cache(maxsize=256)
 def _topic_pattern(binding_key: str) -> re.Pattern[str]:
-    """AMQP topic matching: words split on dots, ``*`` one word, ``#`` zero or more."""
+    """AMQP topic matching: words split on dots, ``*`` one word, ``#`` zero or more.
+
+    Each word is matched with the dot before it (the key is read as ``.`` + key), so ``#``
+    can stand for no word at all wherever it is: ``a.#`` matches ``a``, ``#.b`` matches ``b``.
+    """
     parts: list[str] = []
     for word in binding_key.split("."):
         if word == "#":
-            parts.append(r"(?:[^.]+(?:\.[^.]+)*)?")
+            parts.append(r"(?:\.[^.]*)*")
         elif word == "*":
-            parts.append(r"[^.]+")
+            parts.append(r"\.[^.]*")
         else:
-            parts.append(re.escape(word))
-    pattern = r"\.".join(parts).replace(r"(?:[^.]+(?:\.[^.]+)*)?\.", r"(?:[^.]+\.)*")
-    return re.compile(pattern)
+            parts.append(r"\." + re.escape(word))
+    return re.compile("".join(parts))

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
+import re
 import time
 import uuid
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 import redis
 
 from caraway import serialization
-from caraway.engines.base.fanout import Binding, Exchange, Fanout, Subscription
+from caraway.engines.base.fanout import Binding, Exchange, Fanout, Subscription, matches
 from caraway.engines.redis.broker import SEP, RedisBroker, message_from_envelope
 from caraway.engines.redis.client import CONNECTION_ERRORS, connect, translated
 from caraway.protocol import Message
@@ -97,7 +99,7 @@ class RedisFanout(Fanout):
         member = self.bind(exchange.name, binding)
         if exchange.kind == "direct":
             return ListSubscription(self, exchange.name, member, self.prefix + binding.queue)
-        pattern = self.channel(exchange.name, binding.routing_key.replace("#", "*"))
+        pattern = subscribe_pattern(self.channel(exchange.name, ""), exchange, binding.routing_key)
         return ChannelSubscription(self, exchange, binding, member, pattern)
 
     def unbind(self, exchange: str, member: str) -> None:
@@ -107,6 +109,23 @@ class RedisFanout(Fanout):
 
     def close(self) -> None:
         self.client.close()
+
+
+def subscribe_pattern(base: str, exchange: Exchange, binding_key: str) -> str:
+    """A glob receiving at least every channel the binding matches; the subscription drops
+    the rest. Redis' ``*`` spans dots and cannot stand for no word, so the glob keeps the
+    literal words before the first wildcard and ends in ``*`` (a fanout takes every key)."""
+    words = binding_key.split(".") if exchange.kind == "topic" else []
+    literal = list(itertools.takewhile(lambda word: word not in ("*", "#"), words))
+    if exchange.kind == "topic" and len(literal) == len(words):
+        return _escape(f"{base}/{binding_key}" if binding_key else base)
+    head = ".".join(literal)
+    return _escape(f"{base}/{head}" if head else base) + "*"
+
+
+def _escape(text: str) -> str:
+    """``text`` as a literal in a Redis glob."""
+    return re.sub(r"([\\*?\[\]])", r"\\\1", text)
 
 
 class ChannelSubscription(Subscription):
@@ -119,6 +138,7 @@ class ChannelSubscription(Subscription):
         self.exchange = exchange
         self.binding = binding
         self.member = member
+        self._base = fanout.channel(exchange.name, "")
         # Subscribe confirmations are kept: the first one tells the subscription is live.
         self.pubsub: Any = fanout.client.pubsub()
         with translated(fanout.target, f"to subscribe to {pattern!r}"):
@@ -145,11 +165,20 @@ class ChannelSubscription(Subscription):
                 if found or remaining <= 0:
                     return found
                 continue
-            if raw.get("type") not in ("pmessage", "message"):
+            if raw.get("type") not in ("pmessage", "message") or not self._wanted(raw):
                 continue
             message = _decode(raw["data"])
             if message is not None:
                 found.append(message)
+
+    def _wanted(self, raw: dict[str, Any]) -> bool:
+        """Whether the message's routing key matches the binding: Redis' ``*`` in the
+        pattern also spans dots, where AMQP's ``*`` is one word."""
+        channel = raw.get("channel") or b""
+        name = channel.decode() if isinstance(channel, bytes) else str(channel)
+        if name != self._base and not name.startswith(self._base + "/"):
+            return False  # another exchange whose name starts with this one's
+        return matches(self.exchange, self.binding.routing_key, name[len(self._base) + 1 :])
 
     def close(self) -> None:
         self.fanout.unbind(self.exchange.name, self.member)

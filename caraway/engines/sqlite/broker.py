@@ -252,6 +252,7 @@ class SQLiteBroker(Broker):
         self.db.close_thread()
 
     def revoke(self, task_ids: Sequence[str], terminate: bool = False) -> None:
+        self._conn()  # the schema: a client's first act may be a revocation
         now = time.time()
         with self.db.write() as conn:
             conn.executemany(

@@ -79,6 +79,7 @@ class SQLiteSubscription(Subscription):
         self.exchange = exchange
         self.binding = binding
         self.cursor = cursor
+        self._closed = False
 
     def _read(self) -> list[Message]:
         rows = (
@@ -108,7 +109,7 @@ class SQLiteSubscription(Subscription):
     def get(self, timeout: float) -> list[Message]:
         deadline = time.monotonic() + timeout
         while True:
-            found = self._read()
+            found = [] if self._closed else self._read()
             remaining = deadline - time.monotonic()
             if found or remaining <= 0:
                 return found
@@ -116,4 +117,5 @@ class SQLiteSubscription(Subscription):
                 _sent.wait(min(POLL, remaining))
 
     def close(self) -> None:
+        self._closed = True  # unbound: nothing sent from now on is for this subscriber
         self.db.close_thread()

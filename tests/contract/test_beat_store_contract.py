@@ -1,14 +1,17 @@
-"""The beat store contract on every engine: one lease holder, refused writes for anyone else,
-takeover after release or expiry, and stored definitions with a version that moves.
+"""The beat store contract (``caraway.engines.base.beat_store``) on every engine: one lease
+holder, refused writes for anyone else, takeover after release or expiry, state that outlives
+the store instance, and stored definitions with a version that moves.
 
-Two stores on one engine stand for two beat processes.
+Several stores on one engine stand for several beat processes; ``memory`` is one shared
+instance (its storage is the instance), the others open a new store on the same storage.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -30,59 +33,69 @@ from caraway.engines.sql.beat_store import SQLStore
 from caraway.engines.sqlite.beat_store import SQLiteStore
 
 ENGINES = ["memory", "file", "sqlite", "redis", "postgresql", "mariadb"]
-#: Engines whose lease ends only by release or death (a lock), not by expiry.
-LOCKS = {"file", "sqlite"}
 SQL_SERVERS = {
     "postgresql": "db+postgresql://postgres@127.0.0.1:5432/test",
     "mariadb": "db+mysql://root@127.0.0.1:3306/test",
 }
+#: ``make()``: a new store on the engine's storage under test, as another beat would open it.
+StoreFactory = Callable[[], BeatStore]
 
 
 @pytest.fixture(params=ENGINES)
-def pair(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[tuple[str, BeatStore, BeatStore]]:
-    kind: str = request.param
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     with ExitStack() as stack:
-        yield kind, *_make(kind, tmp_path, stack)
+        make = _factory(request.param, tmp_path, stack)
+
+        def opened() -> BeatStore:
+            store = make()
+            stack.callback(store.close)
+            return store
+
+        yield opened
 
 
-def _make(kind: str, tmp_path: Path, stack: ExitStack) -> tuple[BeatStore, BeatStore]:
+@pytest.fixture
+def pair(make_store: StoreFactory) -> tuple[BeatStore, BeatStore]:
+    return make_store(), make_store()
+
+
+def _factory(kind: str, tmp_path: Path, stack: ExitStack) -> StoreFactory:
     if kind == "memory":
         shared = MemoryStore()
-        return shared, shared
+        return lambda: shared
     if kind == "file":
-        return FileStore(tmp_path / "state"), FileStore(tmp_path / "state")
+        return lambda: FileStore(tmp_path / "state")
     if kind == "sqlite":
-        apps = [Celery(f"s{i}", broker=f"sqlite:///{tmp_path}/b.sqlite3", set_as_current=False)
-                for i in range(2)]  # fmt: skip
-        stores = [store_for_app(app) for app in apps]
-        assert all(isinstance(store, SQLiteStore) for store in stores)
-        return stores[0], stores[1]
+        return lambda: _from_app(stack, SQLiteStore, broker=f"sqlite:///{tmp_path}/b.sqlite3")
     if kind == "redis":
         host, port = require("redis")
         prefix = f"bstore-{uuid.uuid4().hex[:10]}:"
         url = f"redis://{host}:{port}/0"
-        apps = [Celery(f"r{i}", broker=url, backend=url, set_as_current=False,
-                       result_backend_transport_options={"global_keyprefix": prefix})
-                for i in range(2)]  # fmt: skip
         stack.callback(_delete_prefixed, host, port, prefix)
-        for app in apps:
-            stack.callback(app.close)
-        stores = [store_for_app(app) for app in apps]
-        assert all(isinstance(store, RedisStore) for store in stores)
-        return stores[0], stores[1]
+        options = {"global_keyprefix": prefix}
+        return lambda: _from_app(
+            stack, RedisStore, broker=url, backend=url, result_backend_transport_options=options
+        )
     require(kind)
     url = SQL_SERVERS[kind]
     prefix = f"beat_{uuid.uuid4().hex[:10]}"
-    apps = [Celery(f"q{i}", broker="memory://", backend=url, set_as_current=False)
-            for i in range(2)]  # fmt: skip
-    assert all(isinstance(store_for_app(app), SQLStore) for app in apps)
-    stores = [SQLStore(app.backend, table_prefix=prefix) for app in apps]  # type: ignore[arg-type]
     stack.callback(_drop_tables, url, prefix)
-    for app in apps:
-        stack.callback(app.close)
-    return stores[0], stores[1]
+
+    def make_sql() -> BeatStore:
+        picked = _from_app(stack, SQLStore, broker="memory://", backend=url)
+        assert isinstance(picked, SQLStore)
+        return SQLStore(picked.backend, table_prefix=prefix)
+
+    return make_sql
+
+
+def _from_app(stack: ExitStack, expected: type[BeatStore], **conf: object) -> BeatStore:
+    """The store the database scheduler picks for an app with this configuration."""
+    app = Celery(f"beat-{uuid.uuid4().hex[:6]}", set_as_current=False, **conf)
+    stack.callback(app.close)
+    store = store_for_app(app)
+    assert isinstance(store, expected)
+    return store
 
 
 def _delete_prefixed(host: str, port: int, prefix: str) -> None:
@@ -102,9 +115,9 @@ def _drop_tables(url: str, prefix: str) -> None:
 
 
 def test_one_holder_and_refused_writes_for_the_other(
-    pair: tuple[str, BeatStore, BeatStore],
+    pair: tuple[BeatStore, BeatStore],
 ) -> None:
-    _, a, b = pair
+    a, b = pair
 
     assert a.acquire("beat-a", 30)
     assert not b.acquire("beat-b", 30)
@@ -114,8 +127,8 @@ def test_one_holder_and_refused_writes_for_the_other(
     assert b.states()["t"] == EntryState(100.0, 1)
 
 
-def test_release_hands_the_lease_over(pair: tuple[str, BeatStore, BeatStore]) -> None:
-    _, a, b = pair
+def test_release_hands_the_lease_over(pair: tuple[BeatStore, BeatStore]) -> None:
+    a, b = pair
     assert a.acquire("beat-a", 30)
 
     a.release("beat-a")
@@ -126,10 +139,10 @@ def test_release_hands_the_lease_over(pair: tuple[str, BeatStore, BeatStore]) ->
     assert a.states()["t"] == EntryState(2.0, 2)
 
 
-def test_an_unrenewed_lease_expires(pair: tuple[str, BeatStore, BeatStore]) -> None:
-    kind, a, b = pair
-    if kind in LOCKS:
-        pytest.skip("a lock lasts as long as its holder lives")
+def test_an_unrenewed_lease_expires(pair: tuple[BeatStore, BeatStore]) -> None:
+    a, b = pair
+    if a.holds_while_alive:
+        pytest.skip("holds_while_alive: the lease is a lock held as long as its holder lives")
     assert a.acquire("beat-a", 0.3)
     assert not b.acquire("beat-b", 0.3)
 
@@ -140,10 +153,13 @@ def test_an_unrenewed_lease_expires(pair: tuple[str, BeatStore, BeatStore]) -> N
     assert not a.acquire("beat-a", 30)
 
 
-def test_definitions_are_shared_and_versioned(pair: tuple[str, BeatStore, BeatStore]) -> None:
-    _, a, b = pair
-    if isinstance(a, FileStore):
-        pytest.skip("the file store keeps no definitions (PersistentScheduler)")
+def test_definitions_are_shared_and_versioned(pair: tuple[BeatStore, BeatStore]) -> None:
+    a, b = pair
+    if not a.stores_definitions:
+        with pytest.raises(NotImplementedError):
+            a.put_definition("job", {"task": "proj.job"})
+        assert b.definitions() == {}
+        return
     start = b.version()
 
     a.put_definition("job", {"task": "proj.job", "schedule": {"every": 5.0}})
@@ -155,6 +171,85 @@ def test_definitions_are_shared_and_versioned(pair: tuple[str, BeatStore, BeatSt
     assert not b.delete_definition("job")
     assert a.definitions() == {}
     assert a.version() != moved
+
+
+def test_still_held_follows_the_lease(pair: tuple[BeatStore, BeatStore]) -> None:
+    a, b = pair
+    assert a.acquire("beat-a", 30)
+    assert a.still_held("beat-a")
+    assert not b.still_held("beat-b")
+
+    a.release("beat-a")
+
+    assert not a.still_held("beat-a")
+
+
+def test_a_release_by_a_non_holder_changes_nothing(pair: tuple[BeatStore, BeatStore]) -> None:
+    a, b = pair
+    assert a.acquire("beat-a", 30)
+
+    b.release("beat-b")
+
+    assert a.still_held("beat-a")
+    assert not b.acquire("beat-b", 30)
+    assert a.save_states("beat-a", {"t": EntryState(1.0, 1)})
+
+
+def test_states_merge_and_a_removed_entry_is_forgotten(
+    pair: tuple[BeatStore, BeatStore],
+) -> None:
+    a, b = pair
+    assert a.acquire("beat-a", 30)
+    assert a.save_states("beat-a", {"one": EntryState(1.0, 1), "two": EntryState(2.0, 2)})
+    assert a.save_states("beat-a", {"two": EntryState(3.0, 3), "three": EntryState(4.0, 1)})
+
+    a.forget_state("one")
+
+    assert b.states() == {"two": EntryState(3.0, 3), "three": EntryState(4.0, 1)}
+
+
+def test_what_was_recorded_outlives_the_store(make_store: StoreFactory) -> None:
+    """A beat that restarts (a new store on the same storage) resumes from its last record."""
+    first = make_store()
+    assert first.acquire("beat-1", 30)
+    assert first.save_states("beat-1", {"t": EntryState(1700000000.5, 7)})
+    if first.stores_definitions:
+        first.put_definition("job", {"task": "proj.job"})
+    first.release("beat-1")
+    first.close()
+
+    second = make_store()
+
+    assert second.acquire("beat-2", 30)
+    assert second.states() == {"t": EntryState(1700000000.5, 7)}
+    if second.stores_definitions:
+        assert second.definitions() == {"job": {"task": "proj.job"}}
+
+
+def test_racing_beats_elect_exactly_one_and_only_its_writes_land(
+    make_store: StoreFactory,
+) -> None:
+    stores = [make_store() for _ in range(4)]
+    start = threading.Barrier(len(stores))
+    outcome: dict[int, tuple[bool, bool]] = {}
+
+    def beat(number: int, store: BeatStore) -> None:
+        owner = f"beat-{number}"
+        start.wait(timeout=10)
+        won = store.acquire(owner, 30)
+        outcome[number] = (won, store.save_states(owner, {"t": EntryState(float(number), 1)}))
+
+    threads = [threading.Thread(target=beat, args=item) for item in enumerate(stores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+
+    winners = [number for number, (won, _) in outcome.items() if won]
+    assert len(outcome) == len(stores)
+    assert len(winners) == 1
+    assert all(wrote == won for won, wrote in outcome.values())
+    assert stores[0].states() == {"t": EntryState(float(winners[0]), 1)}
 
 
 # --- a run's message and its record go together ----------------------------------------------
@@ -210,9 +305,9 @@ def test_redis_pushes_nothing_for_a_beat_without_the_lease() -> None:
 
 
 def test_only_the_holder_sends_through_any_broker(
-    pair: tuple[str, BeatStore, BeatStore],
+    pair: tuple[BeatStore, BeatStore],
 ) -> None:
-    _, a, b = pair
+    a, b = pair
     app = Celery("m", broker=f"memory://{uuid.uuid4().hex}", set_as_current=False)
     assert a.acquire("beat-a", 30)
 
