@@ -14,12 +14,13 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import contextlib
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
@@ -61,13 +62,18 @@ MAX_KEPT = 10_000
 # Pops up to ARGV[1] envelopes -- step-major, round-robin across queues within a step -- and
 # records each in unacked/unacked_index in the same atomic step, so a consumer that dies
 # after the pop loses nothing: the restore procedure finds the message there.
-# KEYS: unacked, unacked_index, then the lists (every queue's step 0, every queue's step 3...)
-# ARGV: limit, now, queue count, the JSON string of each queue name, and optionally an
-#       envelope BRPOP already took with its queue's index (it is recorded first).
+# It also writes a receipt (the call's number, then the tags it took, space-separated) to
+# the fetching broker's own key: when the reply is lost with the connection, the broker finds
+# there what the call took and gives it back at once, not after the visibility timeout.
+# KEYS: unacked, unacked_index, receipt, then the lists (every queue's step 0, then step 3...)
+# ARGV: limit, now, queue count, call number, receipt lifetime (s), the JSON string of each
+#       queue name, and optionally an envelope BRPOP already took with its queue's index (it
+#       is recorded first).
 FETCH = """
 local limit = tonumber(ARGV[1])
 local now = ARGV[2]
 local nq = tonumber(ARGV[3])
+local tags = {}
 local out = {}
 local taken = 0
 local function record(env, q)
@@ -83,16 +89,17 @@ local function record(env, q)
     tag = 'caraway-' .. redis.sha1hex(env) .. '-' .. now .. '-' .. taken
   end
   redis.call('ZADD', KEYS[2], now, tag)
-  redis.call('HSET', KEYS[1], tag, '[' .. env .. ', "", ' .. ARGV[3 + q] .. ']')
+  redis.call('HSET', KEYS[1], tag, '[' .. env .. ', "", ' .. ARGV[5 + q] .. ']')
   taken = taken + 1
+  tags[#tags + 1] = tag
   out[#out + 1] = q
   out[#out + 1] = tag
   out[#out + 1] = env
 end
-if ARGV[4 + nq] then
-  record(ARGV[4 + nq], tonumber(ARGV[5 + nq]))
+if ARGV[6 + nq] then
+  record(ARGV[6 + nq], tonumber(ARGV[7 + nq]))
 end
-local steps = (#KEYS - 2) / nq
+local steps = (#KEYS - 3) / nq
 for s = 0, steps - 1 do
   local live = {}
   for q = 1, nq do live[q] = q end
@@ -100,7 +107,7 @@ for s = 0, steps - 1 do
     local still = {}
     for _, q in ipairs(live) do
       if taken >= limit then break end
-      local env = redis.call('RPOP', KEYS[2 + s * nq + q])
+      local env = redis.call('RPOP', KEYS[3 + s * nq + q])
       if env then
         record(env, q)
         still[#still + 1] = q
@@ -108,6 +115,13 @@ for s = 0, steps - 1 do
     end
     live = still
   end
+end
+if taken > 0 then
+  -- The same call run again (the client retried it after losing the reply): add to it.
+  local head = ARGV[4] .. ' '
+  local kept = redis.call('GET', KEYS[3])
+  if not kept or string.sub(kept, 1, #head) ~= head then kept = ARGV[4] end
+  redis.call('SET', KEYS[3], kept .. ' ' .. table.concat(tags, ' '), 'EX', ARGV[5])
 end
 return out
 """
@@ -213,6 +227,11 @@ class RedisBroker(Broker):
         self._kept_lock = threading.Lock()
         self._kept_dropped = 0
         self._drops_seen = 0
+        # The fetch script's receipt (see FETCH), and the number of the call whose reply a
+        # dropped connection took, if any.
+        self._receipt = f"{self.prefix}caraway.receipt.{uuid.uuid4().hex}"
+        self._calls = 0
+        self._unanswered: int | None = None
         self._async_clients = LoopClients(
             lambda: connect_async(self.target, self.options, self._ssl_options)
         )
@@ -332,9 +351,18 @@ class RedisBroker(Broker):
             time.sleep(max(0.0, timeout))
             return []
         with translated(self.target, "to fetch"):
+            if self._unanswered is not None:
+                self._recover_unanswered(self._unanswered, ())
             if self._kept:
                 self._send_kept()
-            found = self._take(queues, limit, deadline)
+            drops = self._lane.drops
+            try:
+                found = self._take(queues, limit, deadline)
+            except CONNECTION_ERRORS:
+                self._unanswered = self._calls  # its script may have run: read the receipt
+                raise
+            if self._lane.drops != drops:  # a reply lost, the call sent again: what did it take?
+                self._recover_unanswered(self._calls, {d.tag for d in found})
         if self._lane.drops != self._drops_seen:
             self._resend_owed()
         return found
@@ -361,9 +389,10 @@ class RedisBroker(Broker):
         order = self._order(queues)
         lists = [self.prefix + self.list_name(q, s) for s in self.priority_steps for q in order]
         names = [json.dumps(q) for q in order]
-        base_args: list[Any] = [max(1, limit), 0.0, len(order), *names]
-        keys = [self.unacked, self.unacked_index, *lists]
-        base_args[1] = repr(time.time())
+        lifetime = max(1, int(self.lease_seconds))
+        base_args: list[Any] = [max(1, limit), 0.0, len(order), 0, lifetime, *names]
+        keys = [self.unacked, self.unacked_index, self._receipt, *lists]
+        base_args[1], base_args[3] = repr(time.time()), self._next_call()
         raw = self._lane.script(self._fetch, keys, base_args)
         while not raw:
             remaining = deadline - time.monotonic()
@@ -374,7 +403,7 @@ class RedisBroker(Broker):
                 continue
             key, envelope = popped
             queue_index = lists.index(_text(key)) % len(order) + 1
-            base_args[1] = repr(time.time())
+            base_args[1], base_args[3] = repr(time.time()), self._next_call()
             raw = self._lane.script(self._fetch, keys, [*base_args, envelope, queue_index])
         deliveries = [
             self._delivery(order[int(raw[i]) - 1], raw[i + 1].decode(), raw[i + 2])
@@ -382,6 +411,26 @@ class RedisBroker(Broker):
         ]
         self._rotate([d.queue for d in deliveries])
         return deliveries
+
+    def _next_call(self) -> int:
+        self._calls += 1
+        return self._calls
+
+    def _recover_unanswered(self, call: int, received: Collection[Any]) -> None:
+        """A reply to fetch call ``call`` may have been lost with the connection. If the
+        script ran, the messages it took and we did not receive wait in ``unacked`` under
+        nobody's lease: give them back now, not after the visibility timeout."""
+        receipt = self.client.get(self._receipt)
+        self._unanswered = None
+        number, *taken = _text(receipt).split(" ") if receipt else ("",)
+        tags = [tag for tag in taken if tag not in received]
+        if number != str(call) or not tags:
+            return  # the call never ran, took nothing, or its reply came after all
+        logger.info(
+            "The reply to a fetch was lost with the connection: giving back its %d"
+            " message(s)", len(tags),
+        )  # fmt: skip
+        self._release_now(tags, 0.0)
 
     def _delivery(self, queue: str, tag: str, envelope: bytes) -> Delivery:
         try:
@@ -691,6 +740,9 @@ class RedisBroker(Broker):
                     "Redis is away: %d kept settlement(s) are lost with this worker; their"
                     " messages run again after the visibility timeout", len(self._kept),
                 )  # fmt: skip
+        if self._calls:
+            with contextlib.suppress(redis.RedisError):  # else it expires with the lease
+                self.client.delete(self._receipt)
         self._lane.close()
         self.client.close()
 
