@@ -1,5 +1,5 @@
-"""Engines chosen by URL scheme, and a broker's broadcast engine, imported lazily so extras
-stay optional."""
+"""Engines chosen by URL scheme, imported lazily so extras stay optional, and the app's
+broadcast engine (made by its broker)."""
 
 from __future__ import annotations
 
@@ -114,31 +114,9 @@ def create_backend(app: Caraway, url: str, options: Mapping[str, Any] | None = N
     return backend
 
 
-#: The broadcast engine of each broker engine (by the broker's module), built from the broker.
-FANOUTS = {
-    "caraway.engines.memory.broker": "caraway.engines.memory.fanout:MemoryFanout",
-    "caraway.engines.sqlite.broker": "caraway.engines.sqlite.fanout:SQLiteFanout",
-    "caraway.engines.redis.broker": "caraway.engines.redis.fanout:RedisFanout",
-    "caraway.engines.amqp.broker": "caraway.engines.amqp.fanout:AMQPFanout",
-}
-
-
-def create_fanout(broker: Broker) -> Fanout:
-    """A new broadcast engine on the same server (and settings) as ``broker``."""
-    path = FANOUTS.get(type(broker).__module__)
-    if path is None:
-        raise ImproperlyConfigured(
-            f"the broker {broker.describe()} cannot broadcast: remote control and events need "
-            "Redis, RabbitMQ, SQLite or memory"
-        )
-    engine: Any = symbol_by_name(path)
-    made: Fanout = engine(broker)
-    return made
-
-
 def fanout_of(app: Caraway) -> Fanout:
     """The app's client-side broadcast engine, made on first use and closed by ``app.close()``."""
     found: Fanout | None = app.__dict__.get("_fanout")
     if found is None:
-        found = app.__dict__["_fanout"] = create_fanout(app.broker)
+        found = app.__dict__["_fanout"] = app.broker.fanout()
     return found
