@@ -12,7 +12,7 @@ from caraway.utils.text import did_you_mean, mask_url
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
-    from caraway.engines.base.backend import Backend
+    from caraway.engines.base.backend import Backend, BackendCapabilities
     from caraway.engines.base.broker import Broker
     from caraway.engines.base.fanout import Fanout
 
@@ -106,6 +106,12 @@ def create_broker(url: str | Sequence[str], options: Mapping[str, Any] | None = 
     cls = _load(BROKERS, url, "broker")
     broker: Broker = cls(url, options)
     return broker
+
+
+def backend_capabilities(url: str) -> BackendCapabilities:
+    """What the backend for ``url`` can do, read from its class: nothing is connected."""
+    capabilities: BackendCapabilities = _load(BACKENDS, url, "result backend").capabilities
+    return capabilities
 
 
 def create_backend(app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> Backend:

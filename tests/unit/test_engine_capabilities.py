@@ -3,13 +3,21 @@ user's subclass of an engine keeps every ability of its parent."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from caraway import Celery
+from caraway.beat.stores import store_for_app
+from caraway.canvas.chords import join_mode
+from caraway.engines.base.beat_store import BeatStore
 from caraway.engines.base.broker import Broker, BrokerCapabilities
 from caraway.engines.base.fanout import Binding, Exchange, Fanout
+from caraway.engines.memory.backend import MemoryBackend
+from caraway.engines.memory.beat_store import MemoryStore
 from caraway.engines.memory.broker import MemoryBroker
+from caraway.engines.registry import backend_capabilities, create_backend
 from caraway.engines.sqlite.broker import SQLiteBroker
 from caraway.exceptions import ImproperlyConfigured
 from caraway.protocol import Message
@@ -62,3 +70,38 @@ def test_a_broker_without_orphans_reclaims_none() -> None:
     broker = MemoryBroker("memory://")
     assert not broker.capabilities.reclaims_orphans
     assert broker.reclaim_orphans() == 0
+
+
+class ScheduledMemoryBackend(MemoryBackend):
+    """A user's backend that keeps beat schedules (in memory) and says so."""
+
+    capabilities = replace(MemoryBackend.capabilities, beat_schedules=True)
+
+    def beat_store(self) -> BeatStore:
+        return MemoryStore()
+
+
+def test_the_database_scheduler_asks_the_backend_for_its_store() -> None:
+    app = Celery("caps-beat", broker="memory://", backend="cache+memory://", set_as_current=False)
+    app._backend = ScheduledMemoryBackend(app, "cache+memory://")
+    assert isinstance(store_for_app(app), MemoryStore)
+
+
+def test_a_backend_that_cannot_hold_schedules_says_what_can() -> None:
+    app = Celery("caps-nobeat", broker="memory://", backend="cache+memory://", set_as_current=False)
+    with pytest.raises(ImproperlyConfigured, match=r"cannot hold them\. Set result_backend"):
+        store_for_app(app)
+
+
+def test_the_disabled_backend_refuses_chords_by_its_capabilities() -> None:
+    app = Celery("caps-chord", broker="memory://", set_as_current=False)
+    backend = create_backend(app, "disabled://")
+    assert not backend.capabilities.stores_results
+    with pytest.raises(ImproperlyConfigured, match="chords need a result backend"):
+        join_mode(backend)
+
+
+def test_a_backend_that_needs_a_reply_queue_is_known_before_it_is_made() -> None:
+    assert backend_capabilities("rpc://").needs_reply_queue
+    assert not backend_capabilities("rpc://").readable_by_workers
+    assert not backend_capabilities("redis://localhost/1").needs_reply_queue
