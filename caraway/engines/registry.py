@@ -4,6 +4,7 @@ broadcast engine (made by its broker)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caraway.exceptions import ImproperlyConfigured, MissingExtra
@@ -48,6 +49,15 @@ BACKENDS: dict[str, tuple[str, str | None]] = {
     "db+sqlite": ("caraway.engines.sql.backend:SQLBackend", "sql"),
     "rpc": ("caraway.engines.amqp.rpc_backend:RPCBackend", "amqp"),
 }
+
+
+#: The broker when ``broker_url`` is not set: the embedded file, which keeps results too.
+DEFAULT_BROKER_URL = "sqlite://"
+
+
+def embedded_url(path: Path) -> str:
+    """The URL of the embedded engine's file at ``path`` (messages and results in one)."""
+    return f"sqlite:///{path}"  # SQLAlchemy's form: four slashes for an absolute path
 
 
 def scheme_of(url: str) -> str:
@@ -112,6 +122,18 @@ def backend_capabilities(url: str) -> BackendCapabilities:
     """What the backend for ``url`` can do, read from its class: nothing is connected."""
     capabilities: BackendCapabilities = _load(BACKENDS, url, "result backend").capabilities
     return capabilities
+
+
+def default_backend_url(broker_url: str | Sequence[str] | None) -> str:
+    """``result_backend`` when none is set: the broker's own store when its engine keeps
+    results there (``keeps_results``), else results are disabled, as in Celery. A broker
+    whose engine cannot be loaded gives its own error when it is made."""
+    url = one_url(broker_url or DEFAULT_BROKER_URL)
+    try:
+        keeps = _load(BROKERS, url, "broker").capabilities.keeps_results
+    except (ImproperlyConfigured, ImportError):
+        return "disabled://"
+    return url if keeps else "disabled://"
 
 
 def create_backend(app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> Backend:

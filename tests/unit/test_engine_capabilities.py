@@ -17,7 +17,12 @@ from caraway.engines.base.fanout import Binding, Exchange, Fanout
 from caraway.engines.memory.backend import MemoryBackend
 from caraway.engines.memory.beat_store import MemoryStore
 from caraway.engines.memory.broker import MemoryBroker
-from caraway.engines.registry import backend_capabilities, create_backend
+from caraway.engines.registry import (
+    backend_capabilities,
+    create_backend,
+    default_backend_url,
+    embedded_url,
+)
 from caraway.engines.sqlite.broker import SQLiteBroker
 from caraway.exceptions import ImproperlyConfigured
 from caraway.protocol import Message
@@ -105,3 +110,28 @@ def test_a_backend_that_needs_a_reply_queue_is_known_before_it_is_made() -> None
     assert backend_capabilities("rpc://").needs_reply_queue
     assert not backend_capabilities("rpc://").readable_by_workers
     assert not backend_capabilities("redis://localhost/1").needs_reply_queue
+
+
+@pytest.mark.parametrize(
+    ("broker_url", "expected"),
+    [
+        (None, "sqlite://"),
+        ("sqlite:///tmp/x.sqlite3", "sqlite:///tmp/x.sqlite3"),
+        ("memory://", "disabled://"),
+        ("redis://localhost/0", "disabled://"),
+        ("nosuch://here", "disabled://"),
+    ],
+)
+def test_with_no_result_backend_results_stay_where_the_broker_keeps_them(
+    broker_url: str | None, expected: str
+) -> None:
+    assert default_backend_url(broker_url) == expected
+
+
+def test_the_embedded_url_names_the_file(tmp_path: Path) -> None:
+    broker = SQLiteBroker(embedded_url(tmp_path / "e.sqlite3"))
+    try:
+        assert broker.capabilities.keeps_results
+        assert broker.describe() == embedded_url(tmp_path / "e.sqlite3")
+    finally:
+        broker.close()

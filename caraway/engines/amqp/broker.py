@@ -162,6 +162,9 @@ class AMQPBroker(Broker):
         max_hold=MAX_HOLD,
     )
 
+    def uses_tls(self) -> bool:
+        return self.url.partition("://")[0].lower() == "amqps"
+
     def fanout(self) -> Fanout:
         from caraway.engines.amqp.fanout import AMQPFanout  # the fanout module imports this one
 

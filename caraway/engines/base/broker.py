@@ -86,6 +86,9 @@ class BrokerCapabilities:
     #: ``revocations`` also returns revocations recorded before this broker was created, so
     #: a worker started later learns of them without asking the others.
     keeps_revocations: bool = True
+    #: The broker's URL also names a result backend on the same store (the embedded file):
+    #: with no ``result_backend`` set, results are kept there.
+    keeps_results: bool = False
     #: Longest a consumer may keep a delivered message unsettled while it waits for its ETA
     #: (None: no limit); past it the consumer calls ``defer``.
     max_hold: float | None = None
@@ -196,6 +199,10 @@ class Broker(ABC):
 
     def close(self) -> None:  # noqa: B027 - nothing to close in most engines
         """Release connections."""
+
+    def uses_tls(self) -> bool:
+        """Whether the connection to the server is encrypted (worker stats report it)."""
+        return False
 
     def describe(self) -> str:
         """The URL with secrets masked, for logs and banners."""

@@ -183,6 +183,9 @@ class RedisBroker(Broker):
         priority_order="low-first", broadcast=True,
     )  # fmt: skip
 
+    def uses_tls(self) -> bool:
+        return self.url.partition("://")[0].lower() == "rediss"
+
     def fanout(self) -> Fanout:
         from caraway.engines.redis.fanout import RedisFanout  # the fanout module imports this one
 

@@ -72,7 +72,7 @@ _published = threading.Condition()
 class SQLiteBroker(Broker):
     capabilities = BrokerCapabilities(
         native_delay=True, leases=True, lease_seconds=DEFAULT_LEASE, reclaims_orphans=True,
-        broadcast=True,
+        broadcast=True, keeps_results=True,
     )  # fmt: skip
 
     def fanout(self) -> Fanout:
