@@ -7,13 +7,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from caraway.engines.memory.beat_store import MemoryStore
 from caraway.exceptions import ImproperlyConfigured, MissingExtra
 from caraway.utils.imports import symbol_by_name
 from caraway.utils.text import did_you_mean, mask_url
+from caraway.utils.time import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
     from caraway.engines.base.backend import Backend, BackendCapabilities
+    from caraway.engines.base.beat_store import BeatStore
     from caraway.engines.base.broker import Broker
     from caraway.engines.base.fanout import Fanout
 
@@ -58,6 +61,11 @@ DEFAULT_BROKER_URL = "sqlite://"
 def embedded_url(path: Path) -> str:
     """The URL of the embedded engine's file at ``path`` (messages and results in one)."""
     return f"sqlite:///{path}"  # SQLAlchemy's form: four slashes for an absolute path
+
+
+def in_process_beat_store(clock: Clock = SYSTEM_CLOCK) -> BeatStore:
+    """Beat state kept in this process only (the base scheduler's): the memory engine's."""
+    return MemoryStore(clock)
 
 
 def scheme_of(url: str) -> str:
