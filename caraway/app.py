@@ -19,7 +19,12 @@ from caraway import task as task_module
 from caraway.builtins import register_builtins
 from caraway.config import Configuration, load_from_envvar
 from caraway.current import _all_apps, _Proxy, get_current_app, set_current_app, set_default_app
-from caraway.engines.registry import create_backend, create_broker
+from caraway.engines.registry import (
+    DEFAULT_BROKER_URL,
+    create_backend,
+    create_broker,
+    default_backend_url,
+)
 from caraway.exceptions import CarawayWarning
 from caraway.registry import TaskRegistry
 from caraway.result import AsyncResult, GroupResult
@@ -322,11 +327,12 @@ class Caraway:
 
     @property
     def broker(self) -> Broker:
-        """The broker engine, created on first use from ``broker_url`` (default: SQLite)."""
+        """The broker engine, created on first use from ``broker_url`` (default: the
+        embedded file)."""
         if self._broker is None:
             with self._lock:
                 if self._broker is None:
-                    url = self.conf.broker_url or "sqlite://"
+                    url = self.conf.broker_url or DEFAULT_BROKER_URL
                     self._broker = create_broker(url, self._broker_options())
         return self._broker
 
@@ -340,8 +346,9 @@ class Caraway:
     def backend(self) -> Backend:
         """The result backend, created on first use from ``result_backend``.
 
-        With no backend configured, results go to the embedded SQLite file when the broker
-        is SQLite (the default); otherwise results are disabled, as in Celery.
+        With no backend configured, results go to the broker's own store when its engine
+        keeps results there (the embedded default); otherwise results are disabled, as in
+        Celery.
         """
         if self._backend is None:
             with self._lock:
@@ -353,12 +360,7 @@ class Caraway:
 
     def _backend_url(self) -> str:
         url = self.conf.result_backend
-        if url:
-            return str(url)
-        broker_url = self.conf.broker_url
-        if not broker_url or str(broker_url).startswith("sqlite:"):
-            return str(broker_url or "sqlite://")
-        return "disabled://"
+        return str(url) if url else default_backend_url(self.conf.broker_url)
 
     @property
     def control(self) -> Control:

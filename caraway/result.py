@@ -611,9 +611,7 @@ class GroupResult(ResultSet):
 def _group_counter(result: GroupResult) -> int | None:
     """The success count workers keep per group (``caraway.canvas.chords.count_group_success``)."""
     backend = result.backend
-    if not result.id or not (
-        getattr(backend, "chord_counting", False) or getattr(backend, "chord_join_native", False)
-    ):
+    if not result.id or backend.capabilities.chord_join == "none":
         return None
     from caraway.engines.base.backend import GROUP_KEY_PREFIX
 

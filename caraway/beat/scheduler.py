@@ -24,7 +24,7 @@ from caraway import signals
 from caraway.beat.entry import ScheduleEntry, entries_from_config, entry_from_definition
 from caraway.calling import collecting
 from caraway.engines.base.beat_store import BeatStore, EntryState
-from caraway.engines.memory.beat_store import MemoryStore
+from caraway.engines.registry import in_process_beat_store
 from caraway.exceptions import CarawayError, OperationalError
 from caraway.schedules import use_clock
 from caraway.utils.time import SYSTEM_CLOCK, Clock
@@ -90,7 +90,7 @@ class Scheduler:
     # --- what subclasses choose --------------------------------------------------------------
 
     def create_store(self) -> BeatStore:
-        return MemoryStore(self.clock)
+        return in_process_beat_store(self.clock)
 
     def setup_schedule(self) -> None:
         self.data = entries_from_config(self.app)

@@ -8,13 +8,15 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from caraway import signals
 from caraway.calling import batch
 from caraway.current import get_current_worker_task
 from caraway.engines.base.broker import Outgoing
-from caraway.exceptions import OperationalError
+from caraway.engines.registry import backend_capabilities
+from caraway.exceptions import ImproperlyConfigured, OperationalError
 from caraway.protocol import Message, build_task_message
 from caraway.routing import lookup, resolve_queue
 from caraway.utils.ids import new_id
@@ -131,14 +133,27 @@ def send_task_message(
     # Only a backend already in use: creating one here could fail a send that needs none.
     # Not from inside a task, where waiting on a result is refused anyway (as in Celery).
     backend = app._backend
-    if backend is None and str(app.conf.result_backend or "").startswith("rpc"):
-        backend = app.backend  # rpc:// must declare its reply queue before the first send
+    if backend is None and _needs_reply_queue(str(app.conf.result_backend or "")):
+        backend = app.backend  # its reply queue must be declared before the first send
     if not ignore_result and backend is not None and parent is None and _batch.get() is None:
         backend.on_task_call(task_id)
     publish(app, name, message, (args, kwargs, embed), queue, priority or 0, deliver_at, options)
     if parent_request is not None:
         parent_request.children.append([[task_id, None], None])
     return app.AsyncResult(task_id, task_name=name)
+
+
+@lru_cache(maxsize=16)
+def _needs_reply_queue(url: str) -> bool:
+    """Whether results of ``url`` go to a reply queue the sender declares (``rpc://``), so
+    the backend is made before sending. An engine that cannot be loaded says nothing here:
+    its error comes when the backend is used, as with any backend made on first read."""
+    if not url:
+        return False
+    try:
+        return backend_capabilities(url).needs_reply_queue
+    except (ImproperlyConfigured, ImportError):
+        return False
 
 
 def publish(

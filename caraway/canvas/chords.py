@@ -1,14 +1,15 @@
 """Chords: sending one, and joining its header results in the worker without polling.
 
-A chord is joined in one of three ways, chosen by the result backend:
+A chord is joined in one of three ways, as the result backend declares
+(``capabilities.chord_join``):
 
-* ``redis://``: Celery 5.7's join keys and algorithm (docs/celery-wire.md §6.5), so Celery and
-  caraway workers can run parts of the same chord;
-* a backend that counts (SQLite, SQL, memory): each header result is added to a per-chord
-  set keyed by task id, atomically with its count, and the part that completes the count
-  takes a claim and sends the body. The header size travels in the body (``chord_size``);
-* a backend that cannot count but can be read from workers: ``celery.chord_unlock`` polls,
-  with bounded retries. ``rpc://`` can do neither, and refuses chords with a clear error.
+* ``native``: the backend's own join (``redis://`` uses Celery 5.7's join keys and algorithm,
+  docs/celery-wire.md §6.5, so Celery and caraway workers can run parts of the same chord);
+* ``counting``: each header result is added to a per-chord set keyed by task id, atomically
+  with its count, and the part that completes the count takes a claim and sends the body.
+  The header size travels in the body (``chord_size``);
+* ``none``, on a backend workers can read: ``celery.chord_unlock`` polls, with bounded
+  retries. A backend workers cannot read (``rpc://``) refuses chords with a clear error.
 
 Either way a redelivered header task is counted once, the body is sent once, and the first
 failing header task fails the body with ``ChordError`` at once.
@@ -18,13 +19,13 @@ from __future__ import annotations
 
 import logging
 import traceback as tb
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from caraway import states
 from caraway.canvas.chain import _chain, _result_of
 from caraway.canvas.group import _chord, _descend, group
 from caraway.canvas.signatures import Signature, maybe_signature
-from caraway.engines.base.chord_join import CountingJoiner, Joiner, total_key
+from caraway.engines.base.chord_join import Joiner
 from caraway.engines.base.exception_meta import exception_to_meta, meta_to_exception
 from caraway.exceptions import ChordError, ImproperlyConfigured
 from caraway.request import Context
@@ -32,7 +33,6 @@ from caraway.request import Context
 if TYPE_CHECKING:
     from caraway.app import Caraway
     from caraway.engines.base.backend import Backend
-    from caraway.engines.redis.backend import RedisBackend
 
 logger = logging.getLogger("caraway.worker")
 
@@ -40,20 +40,19 @@ logger = logging.getLogger("caraway.worker")
 
 
 def join_mode(backend: Backend) -> str:
-    """``native`` (Redis keys), ``counter``, or ``unlock``; raises when chords cannot work."""
-    if getattr(backend, "chord_join_native", False):
-        return "native"
-    if getattr(backend, "chord_counting", False):
-        return "counter"
-    if not getattr(backend, "readable_by_workers", True):
+    """``native``, ``counting``, or ``unlock``; raises when chords cannot work."""
+    capabilities = backend.capabilities
+    if capabilities.chord_join != "none":
+        return capabilities.chord_join
+    if not capabilities.stores_results:
+        raise ImproperlyConfigured(
+            "chords need a result backend to collect the header results: set result_backend"
+        )
+    if not capabilities.readable_by_workers:
         raise ImproperlyConfigured(
             f"the result backend {backend.describe()} cannot join chords: workers can neither"
             " count header results nor read them there. Use redis://, a SQL database"
             " (db+postgresql://...) or sqlite:// as result_backend."
-        )
-    if type(backend).__name__ == "DisabledBackend":
-        raise ImproperlyConfigured(
-            "chords need a result backend to collect the header results: set result_backend"
         )
     return "unlock"
 
@@ -97,12 +96,10 @@ def apply_chord(
         return _result_of(body, None)
     mode = join_mode(app.backend)
     size = sum(_descend(member) for member in members)
-    if mode == "counter":
-        body["chord_size"] = size
-    elif mode == "native":
-        from caraway.engines.redis.chord_join import set_chord_size
-
-        set_chord_size(cast("RedisBackend", app.backend), gid, size)
+    if mode == "counting":
+        body["chord_size"] = size  # the counting join reads it from the body
+    if mode != "unlock":
+        app.backend.chord_joiner(size).begin(gid, size)
     header_options = {**header.options, **options, "task_id": gid, "chord": body}
     header_result = group(members, app=app).apply_async(args, kwargs, **header_options)
     if mode == "unlock":
@@ -136,13 +133,10 @@ def unlock_retries(app: Caraway) -> int:
 def joiner_for(app: Caraway, body: Signature) -> Joiner | None:
     """How this chord is joined here; None when Celery's ``chord_unlock`` task joins it."""
     backend = app.backend
-    if getattr(backend, "chord_join_native", False):
-        from caraway.engines.redis.chord_join import RedisJoiner
-
-        return RedisJoiner(cast("RedisBackend", backend))
-    if getattr(backend, "chord_counting", False) and body.chord_size is not None:
-        return CountingJoiner(backend, int(body.chord_size))
-    return None
+    kind = backend.capabilities.chord_join
+    if kind == "none" or (kind == "counting" and body.chord_size is None):
+        return None
+    return backend.chord_joiner(None if body.chord_size is None else int(body.chord_size))
 
 
 def on_part_return(app: Caraway, request: Context, state: str, value: Any) -> None:
@@ -254,16 +248,11 @@ def _chain_step_carriers(sig: Signature, app: Caraway) -> list[Signature]:
 def add_to_chord(app: Caraway, gid: str, body: Signature) -> None:
     """One more header result to wait for (``Task.add_to_chord``)."""
     backend = app.backend
-    if getattr(backend, "chord_join_native", False):
-        from caraway.engines.redis.chord_join import add_to_chord as redis_add
-
-        redis_add(cast("RedisBackend", backend), gid)
-    elif getattr(backend, "chord_counting", False):
-        backend.incr(total_key(gid), 1, backend.expires)
-    else:
+    if backend.capabilities.chord_join == "none":
         raise ImproperlyConfigured(
             f"add_to_chord needs a result backend that counts; {backend.describe()} does not"
         )
+    backend.chord_joiner().grow(gid)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -315,7 +304,7 @@ def count_group_success(app: Caraway, request: Context) -> None:
     from caraway.engines.base.backend import GROUP_KEY_PREFIX
 
     backend = app.backend
-    if not (getattr(backend, "chord_counting", False) or backend.chord_join_native):
+    if backend.capabilities.chord_join == "none":
         return
     try:
         backend.incr(f"{GROUP_KEY_PREFIX}{request.group}.n", 1, backend.expires)

@@ -108,7 +108,8 @@ class Signature(dict[str, Any]):
 
     @property
     def chord_size(self) -> int | None:
-        """Header size, carried by a chord body on backends other than Redis (Celery's key)."""
+        """Header size, carried by a chord body on backends that join by counting (Celery's
+        key)."""
         return self.get("chord_size")
 
     @property

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from caraway.cli.base import state_of
-from caraway.engines.sqlite.database import ENV_HOME
+from caraway.utils.home import home_folder
 
 if TYPE_CHECKING:
     from caraway.cli.demo_app import DemoRun, Summary
@@ -125,8 +124,7 @@ def demo(
 def _temporary_folder() -> Path:
     """A new folder under ``$CARAWAY_HOME`` when it is set (caraway's files go there), else
     under the system's temporary folder; removed when the demo ends."""
-    home = os.environ.get(ENV_HOME)
-    parent = Path(home).expanduser() if home else None
+    parent = home_folder()
     if parent is not None:
         parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix="caraway-demo-", dir=parent))

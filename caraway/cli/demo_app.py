@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from caraway import states
 from caraway.app import Caraway
+from caraway.engines.registry import embedded_url
 
 if TYPE_CHECKING:
     from caraway.result import AsyncResult
@@ -135,7 +136,7 @@ class DemoRun:
 
     def __init__(self, path: Path, concurrency: int, pool: str) -> None:
         self.path = path.absolute()
-        self.url = f"sqlite:///{self.path}"
+        self.url = embedded_url(self.path)
         self.concurrency = concurrency
         self.pool = pool
         self.log_path = self.path.with_name(self.path.stem + "-worker.log")

@@ -7,6 +7,7 @@ import platform
 import click
 
 from caraway.cli.base import state_of
+from caraway.engines.registry import DEFAULT_BROKER_URL
 from caraway.exceptions import CarawayError
 from caraway.utils.text import mask_url
 from caraway.version import __version__
@@ -20,7 +21,7 @@ def report(ctx: click.Context) -> None:
     app = state_of(ctx).app
     engines = []
     for label, make, url in (
-        ("transport", lambda: app.broker, app.conf.broker_url or "sqlite://"),
+        ("transport", lambda: app.broker, app.conf.broker_url or DEFAULT_BROKER_URL),
         ("results", lambda: app.backend, app.conf.result_backend or "(as the broker)"),
     ):
         try:

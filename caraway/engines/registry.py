@@ -1,5 +1,5 @@
-"""Engines chosen by URL, and a broker's broadcast engine, imported lazily so extras stay
-optional.
+"""Engines chosen by URL, imported lazily so extras stay optional, and the app's broadcast
+engine (made by its broker).
 
 How ``broker_url`` / ``result_backend`` find their engine class, first match wins:
 
@@ -21,16 +21,21 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caraway.engines.base.backend import Backend
 from caraway.engines.base.broker import Broker
+from caraway.engines.memory.beat_store import MemoryStore
 from caraway.exceptions import ImproperlyConfigured, MissingExtra
 from caraway.utils.imports import symbol_by_name
 from caraway.utils.text import did_you_mean, mask_url
+from caraway.utils.time import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
+    from caraway.engines.base.backend import BackendCapabilities
+    from caraway.engines.base.beat_store import BeatStore
     from caraway.engines.base.fanout import Fanout
 
 #: scheme -> (engine class, extra that provides its client library or None)
@@ -73,6 +78,19 @@ ENTRY_POINT_GROUPS = {"broker": "caraway.brokers", "result backend": "caraway.ba
 
 #: A dotted class path: ``pkg.module:Class`` or ``pkg.module.Class``.
 _CLASS_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?")
+
+#: The broker when ``broker_url`` is not set: the embedded file, which keeps results too.
+DEFAULT_BROKER_URL = "sqlite://"
+
+
+def embedded_url(path: Path) -> str:
+    """The URL of the embedded engine's file at ``path`` (messages and results in one)."""
+    return f"sqlite:///{path}"  # SQLAlchemy's form: four slashes for an absolute path
+
+
+def in_process_beat_store(clock: Clock = SYSTEM_CLOCK) -> BeatStore:
+    """Beat state kept in this process only (the base scheduler's): the memory engine's."""
+    return MemoryStore(clock)
 
 
 def scheme_of(url: str) -> str:
@@ -207,37 +225,33 @@ def create_broker(url: str | Sequence[str], options: Mapping[str, Any] | None = 
     return broker
 
 
+def backend_capabilities(url: str) -> BackendCapabilities:
+    """What the backend for ``url`` can do, read from its class: nothing is connected."""
+    capabilities: BackendCapabilities = _load(BACKENDS, url, "result backend", Backend).capabilities
+    return capabilities
+
+
+def default_backend_url(broker_url: str | Sequence[str] | None) -> str:
+    """``result_backend`` when none is set: the broker's own store when its engine keeps
+    results there (``keeps_results``), else results are disabled, as in Celery. A broker
+    whose engine cannot be loaded gives its own error when it is made."""
+    url = one_url(broker_url or DEFAULT_BROKER_URL)
+    try:
+        keeps = _load(BROKERS, url, "broker", Broker).capabilities.keeps_results
+    except (ImproperlyConfigured, ImportError):
+        return "disabled://"
+    return url if keeps else "disabled://"
+
+
 def create_backend(app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> Backend:
     cls = _load(BACKENDS, url, "result backend", Backend)
     backend: Backend = cls(app, url, options)
     return backend
 
 
-#: The broadcast engine of each broker engine (by the broker's module), built from the broker.
-FANOUTS = {
-    "caraway.engines.memory.broker": "caraway.engines.memory.fanout:MemoryFanout",
-    "caraway.engines.sqlite.broker": "caraway.engines.sqlite.fanout:SQLiteFanout",
-    "caraway.engines.redis.broker": "caraway.engines.redis.fanout:RedisFanout",
-    "caraway.engines.amqp.broker": "caraway.engines.amqp.fanout:AMQPFanout",
-}
-
-
-def create_fanout(broker: Broker) -> Fanout:
-    """A new broadcast engine on the same server (and settings) as ``broker``."""
-    path = FANOUTS.get(type(broker).__module__)
-    if path is None:
-        raise ImproperlyConfigured(
-            f"the broker {broker.describe()} cannot broadcast: remote control and events need "
-            "Redis, RabbitMQ, SQLite or memory"
-        )
-    engine: Any = symbol_by_name(path)
-    made: Fanout = engine(broker)
-    return made
-
-
 def fanout_of(app: Caraway) -> Fanout:
     """The app's client-side broadcast engine, made on first use and closed by ``app.close()``."""
     found: Fanout | None = app.__dict__.get("_fanout")
     if found is None:
-        found = app.__dict__["_fanout"] = create_fanout(app.broker)
+        found = app.__dict__["_fanout"] = app.broker.fanout()
     return found

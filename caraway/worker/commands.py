@@ -229,8 +229,8 @@ def _broker_info(worker: Worker) -> dict[str, Any]:
     parts = urlsplit(url)
     return {
         "hostname": parts.hostname or socket.gethostname(), "port": parts.port,
-        "transport": parts.scheme or "sqlite", "virtual_host": parts.path.lstrip("/") or "/",
-        "userid": parts.username, "ssl": parts.scheme in ("rediss", "amqps"),
+        "transport": parts.scheme, "virtual_host": parts.path.lstrip("/") or "/",
+        "userid": parts.username, "ssl": worker.app.broker.uses_tls(),
         "uri_prefix": None, "heartbeat": worker.app.conf.broker_heartbeat,
     }  # fmt: skip
 

@@ -179,7 +179,7 @@ class Consumer:
         slots: the broker delivers them again. Jobs already running finish (and run again,
         as in Celery: their ack cannot be sent)."""
         now = time.monotonic()
-        if not self.broker.loses_deliveries or now < self._next_lost_check:
+        if not self.broker.capabilities.loses_deliveries or now < self._next_lost_check:
             return
         self._next_lost_check = now + LOST_CHECK
         with self._slots:
@@ -274,7 +274,7 @@ class Consumer:
             return
         eta = job.eta
         if eta is not None and eta > self.clock.time():
-            max_hold = self.broker.max_hold
+            max_hold = self.broker.capabilities.max_hold
             # Held longer, the broker would take the message back (RabbitMQ's consumer_timeout):
             # it keeps the message for us instead, and sends it back nearer the ETA.
             if (
@@ -491,7 +491,7 @@ class Consumer:
 
     def _begin(self, job: Job) -> bool:
         """Early ack and bookkeeping before the body runs; False when it must not run."""
-        if self.broker.loses_deliveries and self.broker.lost([job.delivery.tag]):
+        if self.broker.capabilities.loses_deliveries and self.broker.lost([job.delivery.tag]):
             # Its connection closed: the broker delivers it again.
             with self._slots:
                 self._dropped += 1

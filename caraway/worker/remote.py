@@ -14,7 +14,6 @@ import threading
 from typing import TYPE_CHECKING
 
 from caraway.control import Control
-from caraway.engines.registry import create_fanout
 from caraway.events.dispatcher import EventDispatcher
 from caraway.exceptions import ImproperlyConfigured
 from caraway.worker.monitor import HEARTBEAT_FREQ, TaskMonitor
@@ -43,7 +42,7 @@ class RemoteControl:
     def start(self) -> None:
         worker = self.worker
         try:
-            self.fanout = fanout = create_fanout(worker.app.broker)
+            self.fanout = fanout = worker.app.broker.fanout()
         except ImproperlyConfigured as exc:
             logger.warning("No remote control nor events for this worker: %s", exc)
             return
@@ -58,7 +57,7 @@ class RemoteControl:
             worker.consumer.monitor = monitor
         self.pidbox = Pidbox(worker, fanout)
         self.pidbox.start()
-        if not worker.app.broker.keeps_revocations:
+        if not worker.app.broker.capabilities.keeps_revocations:
             self._mingle()
         monitor.heartbeat("worker-online")
         self._heart = threading.Thread(target=self._beat, name="caraway-heart", daemon=True)

@@ -265,19 +265,19 @@ class Worker:
         ready = self.ready.is_set() and not self._stop_requested.is_set()
         return ready and link is not None and link.connected
 
-    def _start_housekeeping(self, broker: Any) -> None:
+    def _start_housekeeping(self, broker: Broker) -> None:
         assert self.consumer is not None
-        reclaim = getattr(broker, "reclaim_orphans", None)
-        if reclaim is not None:
-            given_back = reclaim()
+        capabilities = broker.capabilities
+        if capabilities.reclaims_orphans:
+            given_back = broker.reclaim_orphans()
             if given_back:
                 logger.warning("Restored %d message(s) left by a worker that died", given_back)
-            self.timer.call_repeatedly(ORPHAN_POLL, reclaim)
+            self.timer.call_repeatedly(ORPHAN_POLL, broker.reclaim_orphans)
         self.consumer.poll_revocations()
         self.timer.call_repeatedly(REVOCATION_POLL, self.consumer.poll_revocations)
-        if broker.leases:
-            lease = float(getattr(broker, "lease_seconds", 60.0))
-            self.timer.call_repeatedly(max(lease / 3, 0.05), self.consumer.renew_leases)
+        if capabilities.leases:
+            renew_every = max(capabilities.lease_seconds / 3, 0.05)
+            self.timer.call_repeatedly(renew_every, self.consumer.renew_leases)
         self.timer.call_repeatedly(CLEANUP_INTERVAL, self.app.backend.cleanup)
         if self.statedb:
             self.timer.call_repeatedly(STATEDB_INTERVAL, self._save_state)

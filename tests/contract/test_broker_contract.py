@@ -89,7 +89,7 @@ def test_priority_order_follows_the_engine_convention(broker: Broker) -> None:
     got = _fetch_all(broker, queue, 3)
 
     order = [d.message.priority for d in got]
-    expected = sorted(priorities, reverse=broker.priority_order == "high-first")
+    expected = sorted(priorities, reverse=broker.capabilities.priority_order == "high-first")
     assert order == expected
     broker.ack([d.tag for d in got])
 
@@ -98,7 +98,7 @@ def test_delayed_messages_wait_when_the_broker_holds_them(broker: Broker) -> Non
     queue = _queue()
     broker.publish([Outgoing(_message(), queue, deliver_at=time.time() + 1.0)])
     early = broker.fetch([queue], 1, 0.3)
-    if broker.native_delay:
+    if broker.capabilities.native_delay:
         assert early == []
         early = _fetch_all(broker, queue, 1, timeout=5.0)
     assert len(early) == 1

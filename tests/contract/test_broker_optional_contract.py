@@ -75,15 +75,14 @@ def _lacks(broker: Broker, capability: str) -> None:
 
 def _reclaim(broker: Broker) -> int:
     """What a worker's housekeeping does between fetches, on engines that reclaim."""
-    reclaim = getattr(broker, "reclaim_orphans", None)
-    return int(reclaim()) if reclaim is not None else 0
+    return broker.reclaim_orphans() if broker.capabilities.reclaims_orphans else 0
 
 
 # --- leases (``leases``, ``renew``) -------------------------------------------------------------
 
 
 def test_renewed_leases_keep_messages_from_other_consumers(broker: Broker, twin: Twin) -> None:
-    if not broker.leases:
+    if not broker.capabilities.leases:
         _lacks(
             broker,
             "leases is False: a delivery stays held until it is settled or its connection closes",
@@ -105,7 +104,7 @@ def test_renewed_leases_keep_messages_from_other_consumers(broker: Broker, twin:
 
 
 def test_an_unrenewed_lease_gives_the_message_back(broker: Broker, twin: Twin) -> None:
-    if not broker.leases:
+    if not broker.capabilities.leases:
         _lacks(
             broker,
             "leases is False: a delivery stays held until it is settled or its connection closes",
@@ -138,8 +137,8 @@ os._exit(0)  # killed: no ack, no release, no close
 
 
 def test_messages_of_a_dead_consumer_are_reclaimed(broker: Broker, twin: Twin) -> None:
-    if not hasattr(broker, "reclaim_orphans"):
-        _lacks(broker, "no reclaim_orphans: the server gives a dead consumer's messages back")
+    if not broker.capabilities.reclaims_orphans:
+        _lacks(broker, "reclaims_orphans is False: the server gives a dead consumer's work back")
     queue = _queue()
     message = _message()
     broker.publish([Outgoing(message, queue)])
@@ -168,7 +167,7 @@ def test_messages_of_a_dead_consumer_are_reclaimed(broker: Broker, twin: Twin) -
 
 
 def test_a_deferred_message_comes_back_near_its_time(broker: Broker) -> None:
-    if broker.max_hold is None:
+    if broker.capabilities.max_hold is None:
         _lacks(broker, "max_hold is None: a consumer may hold an ETA message as long as it likes")
     queue = _queue()
     message = _message()
@@ -212,7 +211,7 @@ def test_live_deliveries_are_not_lost(broker: Broker) -> None:
 
 
 def test_deliveries_die_with_their_connection(broker: Broker, twin: Twin) -> None:
-    if not broker.loses_deliveries:
+    if not broker.capabilities.loses_deliveries:
         _lacks(broker, "loses_deliveries is False: delivery tags outlive a connection")
     consumer, other = twin(), twin()
     queue = _queue()
@@ -303,7 +302,7 @@ def test_publish_async_stores_the_batch(broker: Broker) -> None:
 
 
 def test_a_later_broker_learns_earlier_revocations(broker: Broker, twin: Twin) -> None:
-    if not broker.keeps_revocations:
+    if not broker.capabilities.keeps_revocations:
         _lacks(broker, "keeps_revocations is False: only brokers already listening hear them")
     task_id = str(uuid.uuid4())
     broker.revoke([task_id], terminate=True)

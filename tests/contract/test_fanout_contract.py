@@ -15,7 +15,6 @@ import pytest
 
 from caraway.engines.base.broker import Broker
 from caraway.engines.base.fanout import Binding, Exchange, Fanout, Subscription
-from caraway.engines.registry import create_fanout
 from caraway.protocol import Message
 
 #: How long a test waits for a message that must come, and for one that must not.
@@ -25,7 +24,7 @@ ARRIVES, ABSENT = 5.0, 0.3
 @pytest.fixture
 def fanout(broker: Broker) -> Iterator[Fanout]:
     """The broadcast engine of the broker under test, closed afterwards."""
-    engine = create_fanout(broker)
+    engine = broker.fanout()
     try:
         yield engine
     finally:
@@ -222,7 +221,7 @@ def test_two_engines_on_one_server_reach_each_other(
     exchange = _exchange("fanout")
     subscription = _subscribe(fanout, subscriptions, exchange)
     other_broker = type(broker)(broker.url, broker.options)
-    sender = create_fanout(other_broker)
+    sender = other_broker.fanout()
     try:
         sender.publish(exchange, "", _message("across"))
     finally:

@@ -15,7 +15,8 @@ from caraway import states
 def test_higher_priority_runs_first(broker: str, tmp_path: Path, start_worker: Any) -> None:
     """SQLite and memory order by priority "higher number first", as AMQP does.
 
-    (Redis' convention is the reverse; a broker declares its order in ``priority_order``.)
+    (Redis' convention is the reverse; a broker declares its order in its capabilities:
+    ``priority_order``.)
     """
     app = make_app(broker, f"priority-{broker}", tmp_path / "b.sqlite3")
     order: list[int] = []
@@ -25,7 +26,7 @@ def test_higher_priority_runs_first(broker: str, tmp_path: Path, start_worker: A
         order.append(priority)
         return priority
 
-    assert app.broker.priority_order == "high-first"
+    assert app.broker.capabilities.priority_order == "high-first"
     results = [record.apply_async((p,), priority=p) for p in (3, 0, 9, 5, 1, 5)]
     # Started after publishing, one task at a time: the run order is the delivery order.
     start_worker(app, pool="solo")

@@ -33,7 +33,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import amqp
 
@@ -45,7 +46,8 @@ from caraway.engines.amqp.client import (
     operational_error,
     parse_url,
 )
-from caraway.engines.base.broker import Broker, DeadLetter, Delivery, Outgoing
+from caraway.engines.base.broker import Broker, BrokerCapabilities, DeadLetter, Delivery, Outgoing
+from caraway.engines.base.fanout import Fanout
 from caraway.exceptions import OperationalError, Unreachable
 from caraway.protocol import Message
 from caraway.utils.pid import after_fork_in_child
@@ -153,12 +155,20 @@ class _Link:
 
 
 class AMQPBroker(Broker):
-    native_delay: ClassVar[bool] = False
-    leases: ClassVar[bool] = False
-    priority_order: ClassVar[str] = "high-first"
-    keeps_revocations: ClassVar[bool] = False  # a fanout: only brokers already bound hear it
-    loses_deliveries: ClassVar[bool] = True  # delivery tags die with their channel
-    max_hold: float | None = MAX_HOLD
+    capabilities = BrokerCapabilities(
+        broadcast=True,
+        keeps_revocations=False,  # a fanout: only brokers already bound hear it
+        loses_deliveries=True,  # delivery tags die with their channel
+        max_hold=MAX_HOLD,
+    )
+
+    def uses_tls(self) -> bool:
+        return self.url.partition("://")[0].lower() == "amqps"
+
+    def fanout(self) -> Fanout:
+        from caraway.engines.amqp.fanout import AMQPFanout  # the fanout module imports this one
+
+        return AMQPFanout(self)
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(url, options)
@@ -170,7 +180,8 @@ class AMQPBroker(Broker):
         self.params = consumer_params
         self.heartbeat_rate = float(opts.get("broker_heartbeat_checkrate") or 2.0)
         if "max_hold" in opts:
-            self.max_hold = None if opts["max_hold"] is None else float(opts["max_hold"])
+            hold = None if opts["max_hold"] is None else float(opts["max_hold"])
+            self.capabilities = replace(self.capabilities, max_hold=hold)
         self.confirm_timeout = float(opts.get("confirm_timeout", CONFIRM_TIMEOUT))
         self._default_queue = str(opts.get("task_default_queue") or "celery")
         self._max_priority = opts.get("task_queue_max_priority")

@@ -31,7 +31,7 @@ from caraway.engines.amqp.client import (
     operational_error,
     parse_url,
 )
-from caraway.engines.base.backend import TASK_KEY_PREFIX, Backend, Stored
+from caraway.engines.base.backend import TASK_KEY_PREFIX, Backend, BackendCapabilities, Stored
 from caraway.engines.registry import one_url
 from caraway.exceptions import ImproperlyConfigured, OperationalError
 from caraway.utils.pid import after_fork_in_child
@@ -79,7 +79,8 @@ class _Channel:
 
 
 class RPCBackend(Backend):
-    readable_by_workers = False  # results go to the sender's reply queue only
+    # Results go to the sender's reply queue only, declared before its first send.
+    capabilities = BackendCapabilities(readable_by_workers=False, needs_reply_queue=True)
 
     def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, url, options)

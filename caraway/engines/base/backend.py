@@ -17,15 +17,17 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from caraway import serialization, states
 from caraway.engines.base.exception_meta import exception_to_meta, meta_to_exception
-from caraway.exceptions import TaskRevokedError, TimeoutError, Unreachable
+from caraway.exceptions import ImproperlyConfigured, TaskRevokedError, TimeoutError, Unreachable
 from caraway.utils.text import mask_url
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
+    from caraway.engines.base.beat_store import BeatStore
+    from caraway.engines.base.chord_join import Joiner
 
 logger = logging.getLogger("caraway.backend")
 #: Set in a block whose stores must not wait for the backend (``Backend.without_retries``).
@@ -44,6 +46,29 @@ class Stored:
     content_encoding: str
 
 
+#: How a backend joins a chord's header results in the worker: ``counting`` with the
+#: ``chord_*`` primitives, ``native`` with a join of its own (Celery's Redis keys), ``none``
+#: (Celery's ``chord_unlock`` task polls the results, when workers can read them).
+ChordJoinKind = Literal["counting", "native", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendCapabilities:
+    """What a result backend engine can do; an engine declares it as ``capabilities``."""
+
+    #: How chords are joined (``chord_joiner`` makes the join when this is not ``none``).
+    chord_join: ChordJoinKind = "none"
+    #: A worker can read results other processes stored (not so for ``rpc://``).
+    readable_by_workers: bool = True
+    #: Results travel to the sender's own reply queue, which must exist before the first
+    #: task is sent: the backend is made before sending, not on first read.
+    needs_reply_queue: bool = False
+    #: ``beat_store`` keeps the database scheduler's schedules beside the results.
+    beat_schedules: bool = False
+    #: Results are kept at all (False for the backend used when none is configured).
+    stores_results: bool = True
+
+
 def expires_seconds(value: Any) -> float | None:
     """``result_expires`` (a timedelta, seconds, or None/0 for never) in seconds."""
     if value is None:
@@ -57,12 +82,7 @@ class Backend(ABC):
 
     #: Smallest pause between two reads while polling; grows up to the caller's interval.
     first_poll = 0.001
-    #: Chords are joined with the ``chord_*`` primitives below (see ``caraway.canvas.chords``).
-    chord_counting = False
-    #: Chords are joined on Celery's own Redis keys (docs/celery-wire.md §6.5).
-    chord_join_native = False
-    #: A worker can read results other processes stored (not so for ``rpc://``).
-    readable_by_workers = True
+    capabilities: BackendCapabilities = BackendCapabilities()
 
     def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
         self.app = app
@@ -119,7 +139,25 @@ class Backend(ABC):
         """The counter ``key``, or None when it was never set (or cannot be read)."""
         return None
 
-    # --- chord join primitives (engines with ``chord_counting``) --------------------------
+    def beat_store(self) -> BeatStore:
+        """The database scheduler's store, beside the results (backends with
+        ``beat_schedules``)."""
+        raise ImproperlyConfigured(
+            f"the database scheduler keeps schedules in the result backend, and "
+            f"{self.describe()} cannot hold them. Set result_backend to sqlite:///..., "
+            "redis://... or db+postgresql://... (or use the default PersistentScheduler)."
+        )
+
+    def chord_joiner(self, size: int | None = None) -> Joiner:
+        """The join of a chord's header results (``size`` of them, when the body carries
+        it), for backends whose ``chord_join`` is not ``none``."""
+        if self.capabilities.chord_join != "counting":
+            raise ImproperlyConfigured(f"{self.describe()} cannot join chords in the worker")
+        from caraway.engines.base.chord_join import CountingJoiner  # it imports this module
+
+        return CountingJoiner(self, size)
+
+    # --- chord join primitives (engines whose ``chord_join`` is ``counting``) -------------
 
     def chord_join(self, group_id: str, member: str, payload: bytes, ttl: float | None) -> int:
         """Add ``member`` (``<task_id>:<index>``) with ``payload`` unless already there, and

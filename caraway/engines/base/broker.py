@@ -1,8 +1,9 @@
 """The broker contract: a few primitives every engine implements.
 
 Prefetch windows, ETA holding, rate limits and acknowledgement policy are written once, above
-this contract, in the worker. An engine declares what it can do natively through class
-attributes so the layers above know what they must do themselves.
+this contract, in the worker. An engine declares what it can do natively in one record,
+``capabilities``, so the layers above know what they must do themselves, and never have to
+guess from an engine's class or module.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, Literal
 
-from caraway.exceptions import OperationalError
+from caraway.exceptions import ImproperlyConfigured, OperationalError
 from caraway.protocol import Message
 from caraway.utils.text import mask_url
+
+if TYPE_CHECKING:
+    from caraway.engines.base.fanout import Fanout
 
 
 class SettlementKept(OperationalError):
@@ -56,27 +60,44 @@ class DeadLetter:
     failed_at: float
 
 
-class Broker(ABC):
-    """What a broker engine must provide.
+@dataclass(frozen=True, slots=True)
+class BrokerCapabilities:
+    """What a broker engine does natively; the worker does the rest itself.
 
-    Capabilities:
-    ``native_delay``: messages with ``deliver_at`` are held by the broker, not the worker.
-    ``leases``: delivered messages come back on their own unless renewed (``renew``).
-    ``priority_order``: ``"high-first"`` or ``"low-first"`` (Redis' convention).
-    ``keeps_revocations``: a worker started later still learns of earlier revocations.
-    ``max_hold``: longest a consumer may keep a delivered message unsettled while it waits
-    for its ETA (None: no limit); past it the consumer calls ``defer``.
-    ``loses_deliveries``: a lost connection takes its deliveries with it (``lost``), and the
-    broker delivers them again; the consumer then drops its copies.
+    An engine declares its record as the class attribute ``capabilities``; an instance whose
+    options change a figure (a lease length, a hold limit) replaces it with its own copy.
     """
 
-    native_delay: ClassVar[bool] = False
-    leases: ClassVar[bool] = False
-    loses_deliveries: ClassVar[bool] = False
-    #: ``revocations`` also returns revocations recorded before this broker was created.
-    keeps_revocations: ClassVar[bool] = True
-    priority_order: ClassVar[str] = "high-first"
+    #: Messages with ``deliver_at`` are held by the broker, not the worker.
+    native_delay: bool = False
+    #: Delivered messages come back on their own unless renewed (``renew``) ...
+    leases: bool = False
+    #: ... within this many seconds: the worker renews them three times as often.
+    lease_seconds: float = 60.0
+    #: ``reclaim_orphans`` gives back messages a dead consumer left delivered.
+    reclaims_orphans: bool = False
+    #: Which priority number is served first (Redis' convention is ``low-first``).
+    priority_order: Literal["high-first", "low-first"] = "high-first"
+    #: ``fanout`` makes a broadcast engine on the same server (remote control, events).
+    broadcast: bool = False
+    #: A lost connection takes its deliveries with it (``lost``), and the broker delivers
+    #: them again; the consumer then drops its copies.
+    loses_deliveries: bool = False
+    #: ``revocations`` also returns revocations recorded before this broker was created, so
+    #: a worker started later learns of them without asking the others.
+    keeps_revocations: bool = True
+    #: The broker's URL also names a result backend on the same store (the embedded file):
+    #: with no ``result_backend`` set, results are kept there.
+    keeps_results: bool = False
+    #: Longest a consumer may keep a delivered message unsettled while it waits for its ETA
+    #: (None: no limit); past it the consumer calls ``defer``.
     max_hold: float | None = None
+
+
+class Broker(ABC):
+    """What a broker engine must provide; what it can do besides is in ``capabilities``."""
+
+    capabilities: BrokerCapabilities = BrokerCapabilities()
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         self.url = url
@@ -136,6 +157,19 @@ class Broker(ABC):
     def renew(self, tags: Sequence[Any]) -> None:  # noqa: B027 - optional for lease-less brokers
         """Extend the lease of messages still held (brokers with ``leases``)."""
 
+    def reclaim_orphans(self) -> int:
+        """Give back to their queues the messages a consumer that died left delivered
+        (brokers with ``reclaims_orphans``); returns how many."""
+        return 0
+
+    def fanout(self) -> Fanout:
+        """A new broadcast engine on the same server and settings (brokers with
+        ``broadcast``), for remote control and events."""
+        raise ImproperlyConfigured(
+            f"the broker {self.describe()} cannot broadcast: remote control and events need a"
+            " broker that can broadcast (Redis, RabbitMQ, SQLite or memory)"
+        )
+
     def lost(self, tags: Collection[Any]) -> set[Any]:
         """The ``tags`` that can no longer be acked or released: the connection that delivered
         them closed, and the broker delivers their messages again (AMQP delivery tags live and
@@ -165,6 +199,10 @@ class Broker(ABC):
 
     def close(self) -> None:  # noqa: B027 - nothing to close in most engines
         """Release connections."""
+
+    def uses_tls(self) -> bool:
+        """Whether the connection to the server is encrypted (worker stats report it)."""
+        return False
 
     def describe(self) -> str:
         """The URL with secrets masked, for logs and banners."""

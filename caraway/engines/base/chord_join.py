@@ -6,7 +6,7 @@
   parts added at run time, ``.d`` the ``<task_id>:<index>`` members already counted, ``.c``
   the dispatch claim (a token), then ``"done"``. Celery 5.7 and caraway workers can run parts
   of the same chord; 5.5's keys (no ``.d``/``.c``) are tolerated.
-* ``CountingJoiner``: backends with the ``chord_*`` primitives (SQLite, SQL, memory): a set of
+* ``CountingJoiner``: backends that count with the ``chord_*`` primitives: a set of
   ``<task_id>:<index>`` members counted atomically, and a claim.
 
 Either way a redelivered part is counted once, and one delivery wins the right to finish.
@@ -42,6 +42,12 @@ class Join:
 
 
 class Joiner(Protocol):
+    def begin(self, gid: str, size: int) -> None:
+        """Before the header is sent: keep its size where the join reads it."""
+
+    def grow(self, gid: str) -> None:
+        """One more header part to wait for (``add_to_chord``)."""
+
     def add(self, gid: str, task_id: str, index: int | None, state: str, result: Any) -> Join:
         """Record one part (once per task id and index) and try to claim when complete."""
 
@@ -63,9 +69,16 @@ def total_key(gid: str) -> str:
 class CountingJoiner:
     """The join on a backend that counts: a set of ``<task_id>:<index>`` members per chord."""
 
-    def __init__(self, backend: Backend, size: int) -> None:
+    def __init__(self, backend: Backend, size: int | None) -> None:
         self.backend = backend
         self.size = size
+
+    def begin(self, gid: str, size: int) -> None:
+        """Nothing to keep: the size travels in the chord body (``chord_size``)."""
+
+    def grow(self, gid: str) -> None:
+        backend = self.backend
+        backend.incr(total_key(gid), 1, backend.expires)
 
     def add(self, gid: str, task_id: str, index: int | None, state: str, result: Any) -> Join:
         backend = self.backend
@@ -74,7 +87,7 @@ class CountingJoiner:
         count = backend.chord_join(gid, member, payload, backend.expires)
         if count < 0:
             return Join(count, None, False, done=True)
-        total = self.size + (backend.read_counter(total_key(gid)) or 0)
+        total = (self.size or 0) + (backend.read_counter(total_key(gid)) or 0)
         join = Join(count, total, False)
         if count >= total:
             self.claim(gid, join)

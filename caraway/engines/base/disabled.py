@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from caraway.engines.base.backend import Backend, Stored
+from caraway.engines.base.backend import Backend, BackendCapabilities, Stored
 from caraway.exceptions import ImproperlyConfigured
 
 
@@ -20,6 +20,8 @@ def _not_configured() -> NoReturn:
 
 
 class DisabledBackend(Backend):
+    capabilities = BackendCapabilities(readable_by_workers=False, stores_results=False)
+
     def get_raw(self, key: str) -> Stored | None:
         _not_configured()
 

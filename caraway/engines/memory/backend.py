@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from caraway import states
-from caraway.engines.base.backend import Backend, Stored
+from caraway.engines.base.backend import Backend, BackendCapabilities, Stored
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -23,7 +23,7 @@ _CLAIMS: dict[str, tuple[bool, float]] = {}
 
 class MemoryBackend(Backend):
     first_poll = 0.05  # waits are woken by the condition, so the pause is only a fallback
-    chord_counting = True
+    capabilities = BackendCapabilities(chord_join="counting")
 
     def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, url, options)

@@ -11,9 +11,10 @@ import itertools
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
-from caraway.engines.base.broker import Broker, DeadLetter, Delivery, Outgoing
+from caraway.engines.base.broker import Broker, BrokerCapabilities, DeadLetter, Delivery, Outgoing
+from caraway.engines.base.fanout import Fanout
 
 
 class _Store:
@@ -32,7 +33,12 @@ _STORES_LOCK = threading.Lock()
 
 
 class MemoryBroker(Broker):
-    native_delay: ClassVar[bool] = True
+    capabilities = BrokerCapabilities(native_delay=True, broadcast=True)
+
+    def fanout(self) -> Fanout:
+        from caraway.engines.memory.fanout import MemoryFanout  # the fanout module imports this one
+
+        return MemoryFanout(self)
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(url, options)

@@ -17,7 +17,11 @@ import redis
 from redis.client import PubSub
 
 from caraway import serialization, states
-from caraway.engines.base.backend import TASK_KEY_PREFIX, Backend, Stored
+from caraway.engines.base.backend import TASK_KEY_PREFIX, Backend, BackendCapabilities, Stored
+from caraway.engines.base.beat_store import BeatStore
+from caraway.engines.base.chord_join import Joiner
+from caraway.engines.redis.beat_store import RedisStore
+from caraway.engines.redis.chord_join import RedisJoiner
 from caraway.engines.redis.client import (
     CONNECTION_ERRORS,
     Lane,
@@ -65,7 +69,8 @@ MGET_CHUNK = 1000
 
 
 class RedisBackend(Backend):
-    chord_join_native = True  # Celery's own chord keys: caraway/engines/redis/chord_join.py
+    # Celery's own chord keys (caraway/engines/redis/chord_join.py), and beat beside them.
+    capabilities = BackendCapabilities(chord_join="native", beat_schedules=True)
 
     def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, url, options)
@@ -98,6 +103,12 @@ class RedisBackend(Backend):
         self._local = threading.local()
         self._pubsubs: list[PubSub] = []
         self._pubsubs_lock = threading.Lock()
+
+    def beat_store(self) -> BeatStore:
+        return RedisStore(self.client, self.target, self.prefix)
+
+    def chord_joiner(self, size: int | None = None) -> Joiner:
+        return RedisJoiner(self)
 
     def describe(self) -> str:
         return self.target.masked

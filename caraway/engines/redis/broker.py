@@ -21,13 +21,22 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import redis
 
 from caraway import serialization
-from caraway.engines.base.broker import Broker, DeadLetter, Delivery, Outgoing, SettlementKept
+from caraway.engines.base.broker import (
+    Broker,
+    BrokerCapabilities,
+    DeadLetter,
+    Delivery,
+    Outgoing,
+    SettlementKept,
+)
+from caraway.engines.base.fanout import Fanout
 from caraway.engines.redis.client import (
     CONNECTION_ERRORS,
     Lane,
@@ -183,9 +192,18 @@ return {total, redis.call('LRANGE', KEYS[1], cursor - first, -1)}
 
 
 class RedisBroker(Broker):
-    native_delay: ClassVar[bool] = False
-    leases: ClassVar[bool] = True
-    priority_order: ClassVar[str] = "low-first"
+    capabilities = BrokerCapabilities(
+        leases=True, lease_seconds=DEFAULT_VISIBILITY_TIMEOUT, reclaims_orphans=True,
+        priority_order="low-first", broadcast=True,
+    )  # fmt: skip
+
+    def uses_tls(self) -> bool:
+        return self.url.partition("://")[0].lower() == "rediss"
+
+    def fanout(self) -> Fanout:
+        from caraway.engines.redis.fanout import RedisFanout  # the fanout module imports this one
+
+        return RedisFanout(self)
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(url, options)
@@ -197,6 +215,7 @@ class RedisBroker(Broker):
             int(s) for s in opts.get("priority_steps", DEFAULT_PRIORITY_STEPS)
         )
         self.lease_seconds = float(opts.get("visibility_timeout", DEFAULT_VISIBILITY_TIMEOUT))
+        self.capabilities = replace(self.capabilities, lease_seconds=self.lease_seconds)
         self.brpop_timeout = float(
             opts.get("brpop_timeout", opts.get("polling_interval") or DEFAULT_BRPOP_TIMEOUT)
         )

@@ -66,21 +66,6 @@ def _key(backend: RedisBackend, gid: str, suffix: str = "") -> str:
     return backend.key(f"{GROUP_KEY_PREFIX}{gid}{suffix}")
 
 
-def set_chord_size(backend: RedisBackend, gid: str, size: int) -> None:
-    """Before the header is sent: a re-applied chord (same id) starts afresh (5.7's order)."""
-    with translated(backend.target, "to store the chord size"):
-        pipe = backend.client.pipeline(transaction=False)
-        pipe.delete(_key(backend, gid, ".c"))
-        ttl = int(backend.expires) if backend.expires else None
-        pipe.set(_key(backend, gid, ".s"), size, ex=ttl)
-        pipe.execute()
-
-
-def add_to_chord(backend: RedisBackend, gid: str) -> None:
-    with translated(backend.target, "to grow a chord"):
-        backend.client.incr(_key(backend, gid, ".t"))
-
-
 class RedisJoiner:
     def __init__(self, backend: RedisBackend) -> None:
         self.backend = backend
@@ -93,6 +78,21 @@ class RedisJoiner:
                 "result_chord_ordered", True
             )
         )
+
+    def begin(self, gid: str, size: int) -> None:
+        """A re-applied chord (same id) starts afresh (5.7's order)."""
+        backend = self.backend
+        with translated(backend.target, "to store the chord size"):
+            pipe = backend.client.pipeline(transaction=False)
+            pipe.delete(_key(backend, gid, ".c"))
+            ttl = int(backend.expires) if backend.expires else None
+            pipe.set(_key(backend, gid, ".s"), size, ex=ttl)
+            pipe.execute()
+
+    def grow(self, gid: str) -> None:
+        backend = self.backend
+        with translated(backend.target, "to grow a chord"):
+            backend.client.incr(_key(backend, gid, ".t"))
 
     def add(self, gid: str, task_id: str, index: int | None, state: str, result: Any) -> Join:
         backend = self.backend

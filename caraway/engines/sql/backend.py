@@ -28,8 +28,16 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.pool import NullPool
 
 from caraway import serialization, states
-from caraway.engines.base.backend import GROUP_KEY_PREFIX, TASK_KEY_PREFIX, Backend, Stored
+from caraway.engines.base.backend import (
+    GROUP_KEY_PREFIX,
+    TASK_KEY_PREFIX,
+    Backend,
+    BackendCapabilities,
+    Stored,
+)
+from caraway.engines.base.beat_store import BeatStore
 from caraway.engines.base.exception_meta import exception_to_meta
+from caraway.engines.sql.beat_store import SQLStore
 from caraway.engines.sql.models import (
     EXTENDED_COLUMNS,
     GroupTuple,
@@ -164,7 +172,7 @@ def meta_from_row(
 
 
 class SQLBackend(Backend):
-    chord_counting = True
+    capabilities = BackendCapabilities(chord_join="counting", beat_schedules=True)
 
     def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, url, options)
@@ -188,6 +196,9 @@ class SQLBackend(Backend):
             self.engine  # noqa: B018 - connects and creates the tables now, as Celery 5.5+ does
 
     # --- engine and errors --------------------------------------------------------------
+
+    def beat_store(self) -> BeatStore:
+        return SQLStore(self)
 
     @property
     def engine(self) -> sa.Engine:

@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from caraway import states
-from caraway.engines.base.backend import Backend, Stored
+from caraway.engines.base.backend import Backend, BackendCapabilities, Stored
+from caraway.engines.base.beat_store import BeatStore
+from caraway.engines.sqlite.beat_store import SQLiteStore
 from caraway.engines.sqlite.database import Database, path_from_url
 
 if TYPE_CHECKING:
@@ -48,12 +50,15 @@ CREATE TABLE IF NOT EXISTS caraway_chord_claims (
 
 
 class SQLiteBackend(Backend):
-    chord_counting = True
+    capabilities = BackendCapabilities(chord_join="counting", beat_schedules=True)
 
     def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, url, options)
         self.db = Database.open(path_from_url(url.removeprefix("db+")))
         self._ready = False
+
+    def beat_store(self) -> BeatStore:
+        return SQLiteStore(self.db)
 
     def _conn(self) -> Any:
         if not self._ready:

@@ -13,10 +13,12 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from dataclasses import replace
+from typing import Any
 
 from caraway import serialization
-from caraway.engines.base.broker import Broker, DeadLetter, Delivery, Outgoing
+from caraway.engines.base.broker import Broker, BrokerCapabilities, DeadLetter, Delivery, Outgoing
+from caraway.engines.base.fanout import Fanout
 from caraway.engines.sqlite.database import Database, path_from_url
 from caraway.protocol import Message
 
@@ -68,13 +70,21 @@ _published = threading.Condition()
 
 
 class SQLiteBroker(Broker):
-    native_delay: ClassVar[bool] = True
-    leases: ClassVar[bool] = True
+    capabilities = BrokerCapabilities(
+        native_delay=True, leases=True, lease_seconds=DEFAULT_LEASE, reclaims_orphans=True,
+        broadcast=True, keeps_results=True,
+    )  # fmt: skip
+
+    def fanout(self) -> Fanout:
+        from caraway.engines.sqlite.fanout import SQLiteFanout  # the fanout module imports this one
+
+        return SQLiteFanout(self)
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(url, options)
         self.db = Database.open(path_from_url(url))
         self.lease_seconds = float(self.options.get("visibility_timeout", DEFAULT_LEASE))
+        self.capabilities = replace(self.capabilities, lease_seconds=self.lease_seconds)
         self.max_poll = float(self.options.get("polling_interval", MAX_POLL))
         self.hostname = socket.gethostname()
         self.owner = f"{self.hostname}:{os.getpid()}:{uuid.uuid4().hex[:12]}"

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from caraway.exceptions import ImproperlyConfigured, OperationalError
+from caraway.utils.home import home_folder
 from caraway.utils.pid import after_fork_in_child
 
-ENV_HOME = "CARAWAY_HOME"
 DEFAULT_FILENAME = "caraway.sqlite3"
 #: How long a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT_MS = 30_000
@@ -32,9 +32,9 @@ def default_path() -> Path:
     A per-user location (not the current directory) so a client and a worker started from
     different folders still meet on the same file.
     """
-    home = os.environ.get(ENV_HOME)
-    if home:
-        return Path(home).expanduser() / DEFAULT_FILENAME
+    home = home_folder()
+    if home is not None:
+        return home / DEFAULT_FILENAME
     data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(data) / "caraway" / DEFAULT_FILENAME
 
