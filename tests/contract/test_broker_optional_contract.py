@@ -2,8 +2,8 @@
 
 ``Broker`` gives lease renewal, orphan reclaim, deferral, prefetch windows, loss of deliveries
 and the consuming switches default (empty) bodies; an engine that declares the capability
-(a class attribute, or the method overridden) must keep the promise, checked here against
-its real server. Where an engine lacks the capability, the test is skipped with the
+(in its ``capabilities`` record, or by overriding the method) must keep the promise, checked
+here against its real server. Where an engine lacks the capability, the test is skipped with the
 capability as the reason, so a report shows what each engine leaves to the layers above.
 """
 
