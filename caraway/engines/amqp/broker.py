@@ -166,7 +166,8 @@ class AMQPBroker(Broker):
         return self.url.partition("://")[0].lower() == "amqps"
 
     def fanout(self) -> Fanout:
-        from caraway.engines.amqp.fanout import AMQPFanout  # the fanout module imports this one
+        # Lazy, breaks the cycle broker -> fanout -> broker (the fanout module imports this one).
+        from caraway.engines.amqp.fanout import AMQPFanout
 
         return AMQPFanout(self)
 

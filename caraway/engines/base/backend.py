@@ -153,7 +153,8 @@ class Backend(ABC):
         it), for backends whose ``chord_join`` is not ``none``."""
         if self.capabilities.chord_join != "counting":
             raise ImproperlyConfigured(f"{self.describe()} cannot join chords in the worker")
-        from caraway.engines.base.chord_join import CountingJoiner  # it imports this module
+        # Lazy, breaks the cycle engines.base.backend -> engines.base.chord_join -> backend.
+        from caraway.engines.base.chord_join import CountingJoiner
 
         return CountingJoiner(self, size)
 

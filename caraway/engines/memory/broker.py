@@ -36,7 +36,8 @@ class MemoryBroker(Broker):
     capabilities = BrokerCapabilities(native_delay=True, broadcast=True)
 
     def fanout(self) -> Fanout:
-        from caraway.engines.memory.fanout import MemoryFanout  # the fanout module imports this one
+        # Lazy, breaks the cycle broker -> fanout -> broker (the fanout module imports this one).
+        from caraway.engines.memory.fanout import MemoryFanout
 
         return MemoryFanout(self)
 

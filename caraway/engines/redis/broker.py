@@ -201,7 +201,8 @@ class RedisBroker(Broker):
         return self.url.partition("://")[0].lower() == "rediss"
 
     def fanout(self) -> Fanout:
-        from caraway.engines.redis.fanout import RedisFanout  # the fanout module imports this one
+        # Lazy, breaks the cycle broker -> fanout -> broker (the fanout module imports this one).
+        from caraway.engines.redis.fanout import RedisFanout
 
         return RedisFanout(self)
 

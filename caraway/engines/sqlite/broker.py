@@ -76,7 +76,8 @@ class SQLiteBroker(Broker):
     )  # fmt: skip
 
     def fanout(self) -> Fanout:
-        from caraway.engines.sqlite.fanout import SQLiteFanout  # the fanout module imports this one
+        # Lazy, breaks the cycle broker -> fanout -> broker (the fanout module imports this one).
+        from caraway.engines.sqlite.fanout import SQLiteFanout
 
         return SQLiteFanout(self)
 
