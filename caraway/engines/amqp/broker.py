@@ -478,8 +478,10 @@ class AMQPBroker(Broker):
         data waits (it may be that close).
         """
         link = self._consumer
-        # Never waits: whoever holds the lock is reading the connection, and sees a close.
-        if link.lock.acquire(blocking=False):
+        # Waits for the lock only when data waits (it may be the close): a job must not start
+        # from a channel that is already gone, or it runs twice.
+        conn = link.conn
+        if link.lock.acquire(blocking=conn is not None and _readable(conn)):
             try:
                 self._poll_locked()
             finally:
