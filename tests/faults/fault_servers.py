@@ -11,11 +11,8 @@ import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import tempfile
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -123,77 +120,6 @@ class PrivatePostgres:
         if (self.data / "postmaster.pid").exists():
             self.stop("immediate")
         shutil.rmtree(self.folder, ignore_errors=True)
-
-
-class CuttableProxy:
-    """A TCP relay from a free port to ``upstream``, which the test can cut: ``sever``
-    closes every relayed connection at once (both sides see a reset) and, for a while,
-    turns new connections away, as a network partition would."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
-        self._lock = threading.Lock()
-        self._open: list[socket.socket] = []
-        self._refuse_until = 0.0
-        self._closed = False
-        threading.Thread(target=self._accept, name="fault-proxy", daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            if time.monotonic() < self._refuse_until:
-                _reset(client)
-                continue
-            try:
-                server = socket.create_connection(self.upstream, timeout=5.0)
-                server.settimeout(None)
-            except OSError:
-                _reset(client)
-                continue
-            with self._lock:
-                self._open += [client, server]
-            for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
-
-    def sever(self, refuse_for: float) -> None:
-        """Drop every relayed connection now and refuse new ones for ``refuse_for`` seconds."""
-        with self._lock:
-            self._refuse_until = time.monotonic() + refuse_for
-            conns, self._open = self._open, []
-        for conn in conns:
-            _reset(conn)
-
-    def close(self) -> None:
-        self.listener.close()
-        self.sever(0.0)
-
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    """Copy bytes one way until either side goes; then close both."""
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-    except OSError:
-        pass
-    finally:
-        _reset(source)
-        _reset(sink)
-
-
-def _reset(conn: socket.socket) -> None:
-    """Close with an RST (linger 0), as a cut looks to the peer; ``shutdown`` first wakes
-    the pump thread blocked reading it, whose exit releases the socket."""
-    try:
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        conn.shutdown(socket.SHUT_RD)
-    except OSError:
-        pass
-    conn.close()
 
 
 def redis_conf(server: PrivateRedis, lease: float = LEASE, **conf: Any) -> dict[str, Any]:

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from fault_servers import CuttableProxy
 from fault_workers import FaultProject, check
+from proxies import TcpProxy
 from services import rabbitmq_vhost, rabbitmqctl, require
 
 #: Each wait inside is bounded; the sum of the bounds exceeds pytest's default 60 s.
@@ -30,8 +30,8 @@ def vhost_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def proxy() -> Iterator[CuttableProxy]:
-    relay = CuttableProxy(require("rabbitmq"))
+def proxy() -> Iterator[TcpProxy]:
+    relay = TcpProxy(require("rabbitmq"))
     try:
         yield relay
     finally:
@@ -51,7 +51,7 @@ def queue_empty(url: str) -> Callable[[], bool]:
 
 
 def test_a_rabbitmq_connection_cut_under_load(
-    vhost_url: str, proxy: CuttableProxy, fault_project: Callable[..., FaultProject]
+    vhost_url: str, proxy: TcpProxy, fault_project: Callable[..., FaultProject]
 ) -> None:
     project = fault_project(broker_url=vhost_url)
     behind_proxy = vhost_url.replace(f":{require('rabbitmq')[1]}/", f":{proxy.port}/")

@@ -3,10 +3,6 @@ a proxy that cuts connections."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -44,60 +40,3 @@ def raw_channel(url: str) -> Iterator[Any]:
         yield conn.channel()
     finally:
         conn.close()
-
-
-class CuttableProxy:
-    """A TCP proxy to RabbitMQ that the test owns: ``cut()`` drops every connection through
-    it at one instant, as a network failure would; new connections pass again."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
-        self._lock = threading.Lock()
-        self._open: list[socket.socket] = []
-        threading.Thread(target=self._accept, name="test-proxy", daemon=True).start()
-
-    def url(self, rabbit_url: str) -> str:
-        """``rabbit_url`` (same vhost and user) through this proxy."""
-        host = "{}:{}".format(*self.upstream)
-        return rabbit_url.replace(host, f"127.0.0.1:{self.port}")
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-                server = socket.create_connection(self.upstream)
-            except OSError:
-                return
-            with self._lock:
-                self._open += [client, server]
-            for src, dst in ((client, server), (server, client)):
-                threading.Thread(target=_pump, args=(src, dst), daemon=True).start()
-
-    def cut(self) -> float:
-        """Close every connection now; returns the instant (``time.time()``)."""
-        with self._lock:
-            sockets, self._open = self._open, []
-        cut_at = time.time()
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        return cut_at
-
-    def close(self) -> None:
-        self.listener.close()
-        self.cut()
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for sock in (src, dst):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()

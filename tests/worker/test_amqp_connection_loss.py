@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from amqp_support import CuttableProxy, rabbit_vhost
+from amqp_support import rabbit_vhost
+from proxies import TcpProxy
 from services import require
 from worker_support import WAIT, wait_until
 
@@ -36,8 +37,8 @@ def rabbit() -> Iterator[str]:
 
 
 @pytest.fixture
-def proxy() -> Iterator[CuttableProxy]:
-    proxy = CuttableProxy(require("rabbitmq"))
+def proxy() -> Iterator[TcpProxy]:
+    proxy = TcpProxy(require("rabbitmq"))
     yield proxy
     proxy.close()
 
@@ -65,7 +66,7 @@ def test_a_cut_connection_reruns_only_the_tasks_running_at_the_cut(
     pause: float,
     rate: str | None,
     rabbit: str,
-    proxy: CuttableProxy,
+    proxy: TcpProxy,
     start_worker: Callable[..., Any],
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
@@ -101,7 +102,7 @@ def test_a_cut_connection_reruns_only_the_tasks_running_at_the_cut(
         wait_until(lambda: len(read_runs(side)) >= 5, what="a few runs")
 
         caplog.set_level(logging.WARNING, logger="caraway")
-        cut_at = proxy.cut()
+        cut_at = proxy.sever()
 
         wait_until(all_done, timeout=3 * WAIT, what="every task run")
         wait_until(lambda: app.broker.size("cut") == 0, what="an empty queue")

@@ -7,14 +7,12 @@ receipt once Redis answers again and gives them back.
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis
+from proxies import TcpProxy
 from services import require
 from worker_support import wait_until
 
@@ -22,55 +20,16 @@ from caraway import Celery
 from caraway.engines.registry import create_broker
 
 
-class ReplyDropper:
-    """A TCP proxy to Redis that, once armed, cuts the connection instead of passing the next
-    reply on: the command ran on the server, its answer never arrives."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.armed = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream)
-            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
-        try:
-            while data := source.recv(65536):
-                if replies and self.armed.is_set():
-                    self.armed.clear()
-                    break
-                sink.sendall(data)
-        except OSError:
-            pass
-        for sock in (source, sink):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def close(self) -> None:
-        self.listener.close()
-
-
 @pytest.fixture
-def dropper() -> Iterator[ReplyDropper]:
-    proxy = ReplyDropper(require("redis"))
+def dropper() -> Iterator[TcpProxy]:
+    proxy = TcpProxy(require("redis"))
     try:
         yield proxy
     finally:
         proxy.close()
 
 
-def test_a_fetch_whose_reply_is_lost_gives_its_messages_back(dropper: ReplyDropper) -> None:
+def test_a_fetch_whose_reply_is_lost_gives_its_messages_back(dropper: TcpProxy) -> None:
     host, port = require("redis")
     prefix = f"receipt-{uuid.uuid4().hex[:8]}:"
     options = {"global_keyprefix": prefix}
@@ -86,7 +45,7 @@ def test_a_fetch_whose_reply_is_lost_gives_its_messages_back(dropper: ReplyDropp
 
         # The fetch script runs, its reply is cut off; the client sends it again, which finds
         # the queue empty: without the receipt the three would wait for the visibility timeout.
-        dropper.armed.set()
+        dropper.drop_next_reply()
         assert broker.fetch(["celery"], 3, 0.2) == []
         assert raw.hlen(f"{prefix}unacked") == 0
         assert raw.llen(f"{prefix}celery") == 3  # given back at once
