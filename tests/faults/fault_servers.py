@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from polling import poll
+from private_redis import PrivateRedis
 from services import free_port, missing
 
 #: Bound for a server to start or stop: generous for a loaded 2-core machine.
@@ -48,35 +48,6 @@ def _kill(proc: subprocess.Popen[bytes] | None) -> None:
     if proc is not None and proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
         proc.wait(SERVER_WAIT)
-
-
-class PrivateRedis:
-    """A ``redis-server`` with an append-only file synced on every write, so a SIGKILL
-    loses nothing that was acknowledged: what comes back after a restart is the truth."""
-
-    def __init__(self, folder: Path) -> None:
-        self.program = binary("redis-server")
-        self.folder = folder
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = f"redis://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [self.program, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        poll(lambda: accepts(self.port), SERVER_WAIT, f"redis-server on port {self.port}")
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no save; only the append-only file survives."""
-        _kill(self.proc)
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
 
 class PrivatePostgres:

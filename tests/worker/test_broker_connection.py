@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from private_redis import PrivateRedis
 from services import create_vhost, free_port, rabbitmqctl, require
-from test_redis_worker import PrivateRedis, RedisSpace
+from test_redis_worker import RedisSpace
 from worker_support import WAIT, ThreadedWorker, wait_until
 
 from caraway import Celery
@@ -46,11 +47,11 @@ def messages(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> lis
 def down_redis() -> Iterator[PrivateRedis]:
     """A private Redis on a free port, not started: the test starts it when it wants."""
     require("redis")
-    server = PrivateRedis(free_port())
+    server = PrivateRedis()
     try:
         yield server
     finally:
-        server.stop()
+        server.kill()
 
 
 def _add_app(space: RedisSpace, **conf: Any) -> Celery:
@@ -111,7 +112,7 @@ def test_a_lost_redis_is_logged_once_then_sparingly_and_readyz_follows_it(
         assert probe(worker, "/readyz") == 200
         caplog.clear()
 
-        down_redis.stop()
+        down_redis.kill()
         wait_until(lambda: probe(worker, "/readyz") == 503, what="not ready without Redis")
         time.sleep(3.0)
         during = messages(caplog, logging.WARNING)
@@ -146,7 +147,7 @@ def test_a_worker_gives_up_on_a_lost_broker_as_configured(
     app = _add_app(space, **conf)
     threaded = ThreadedWorker(app, pool="threads", concurrency=2).start()
     try:
-        down_redis.stop()
+        down_redis.kill()
         threaded.thread.join(WAIT)
         assert not threaded.thread.is_alive(), "the worker kept retrying"
     finally:

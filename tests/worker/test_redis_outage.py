@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 import redis
-from services import free_port
+from private_redis import PrivateRedis
 from worker_support import WAIT, wait_until
 
 from caraway import Celery
@@ -75,46 +74,12 @@ def together(key, n):
 """
 
 
-class DurableRedis:
-    """A private ``redis-server`` whose data survives a SIGKILL (AOF, fsync always)."""
-
-    def __init__(self, port: int, data: Path) -> None:
-        self.port, self.data = port, data
-        self.proc: subprocess.Popen[bytes] | None = None
-        data.mkdir(exist_ok=True)
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-             str(self.data), "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis(port=self.port)
-        try:
-            wait_until(lambda: self._pings(client), what=f"redis-server on {self.port}")
-        finally:
-            client.close()
-
-    @staticmethod
-    def _pings(client: redis.Redis) -> bool:
-        try:
-            return bool(client.ping())
-        except (redis.ConnectionError, redis.exceptions.BusyLoadingError):
-            return False
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(WAIT)
-
-
 class Outage:
     """The private Redis, a worker process on it, and the record of every run."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.server = DurableRedis(free_port(), root / "redis")
+        self.server = PrivateRedis(root / "redis")
         self.url = f"redis://127.0.0.1:{self.server.port}/0"
         (root / "outage_tasks.py").write_text(TASKS_SOURCE)
         self.app = Celery("outage", broker=self.url, task_ignore_result=True)
@@ -162,8 +127,6 @@ class Outage:
 
 @pytest.fixture
 def outage(tmp_path: Path) -> Iterator[Outage]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
     scene = Outage(tmp_path)
     scene.server.start()
     try:

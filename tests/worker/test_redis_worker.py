@@ -11,9 +11,7 @@ import base64
 import importlib.util
 import json
 import logging
-import shutil
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -24,7 +22,8 @@ from typing import Any
 
 import pytest
 import redis
-from services import captures_dir, free_port, require
+from private_redis import PrivateRedis
+from services import captures_dir, require
 from worker_support import TASKS_SOURCE, WAIT, WorkerProject, autojump, wait_until
 
 from caraway import Celery, states
@@ -359,50 +358,15 @@ def test_an_acks_late_task_of_a_killed_worker_is_restored_and_runs_again(
 # --- a Redis restart under a running worker -----------------------------------------------
 
 
-class PrivateRedis:
-    """A throwaway ``redis-server`` (no persistence) this test may stop and start."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis(port=self.port)
-        try:
-            wait_until(lambda: self._pings(client), what=f"redis-server on {self.port}")
-        finally:
-            client.close()
-
-    @staticmethod
-    def _pings(client: redis.Redis) -> bool:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(WAIT)
-
-
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:
     require("redis")
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    server = PrivateRedis(free_port())
+    server = PrivateRedis()
     server.start()
     try:
         yield server
     finally:
-        server.stop()
+        server.kill()
 
 
 @pytest.fixture
@@ -439,7 +403,7 @@ def test_the_worker_resumes_after_a_redis_restart(
         start_worker(app, pool="threads", concurrency=2)
         assert add.delay(1, 1).get(timeout=WAIT) == 2
 
-        private_redis.stop()
+        private_redis.kill()
         assert lost.wait(WAIT), "the worker never noticed that Redis went away"
         private_redis.start()
 
