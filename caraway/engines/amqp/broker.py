@@ -34,27 +34,22 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 import amqp
 
 from caraway.engines.amqp.client import (
     CONNECTION_ERRORS,
-    AMQPParams,
-    close_quietly,
-    connect,
-    operational_error,
+    Link,
     parse_url,
 )
 from caraway.engines.base.broker import Broker, BrokerCapabilities, DeadLetter, Delivery, Outgoing
 from caraway.engines.base.fanout import Fanout
 from caraway.exceptions import OperationalError, Unreachable
 from caraway.protocol import Message
-from caraway.utils.pid import after_fork_in_child
 
 logger = logging.getLogger("caraway.broker.amqp")
 
-T = TypeVar("T")
 
 DEAD_LETTER_QUEUE = "caraway.dead_letters"
 REVOKED_EXCHANGE = "caraway.revoked"
@@ -81,77 +76,6 @@ AMQP_PROPERTIES = frozenset(
 #: What makes the consumer reconnect: a lost connection, or a failed attempt to reopen it.
 RECONNECT_ON: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, OperationalError)
 DEAD_HEADERS = ("x-caraway-reason", "x-caraway-queue", "x-caraway-failed-at")
-
-
-class _Link:
-    """One connection and its single channel, used under ``lock`` only."""
-
-    def __init__(self, params: AMQPParams, on_open: Callable[[Any], None] | None = None) -> None:
-        self.params = params
-        self.lock = threading.RLock()
-        self.conn: Any = None
-        self.channel: Any = None
-        self.generation = 0
-        #: The connection closed since the consumer last looked (``take_loss``).
-        self.lost = False
-        self.declared: set[str] = set()
-        self._on_open = on_open
-        after_fork_in_child(self._forget_parent)
-
-    def _forget_parent(self) -> None:
-        """In a forked child: open a connection of its own on first use (the parent's socket
-        is left alone: py-amqp only closes its file descriptor when collected)."""
-        self.lock = threading.RLock()
-        self.conn = self.channel = None
-        self.declared = set()
-
-    def open(self) -> Any:
-        if self.channel is None:
-            conn = connect(self.params)
-            try:
-                channel = conn.channel()
-                if self._on_open is not None:
-                    self._on_open(channel)
-            except CONNECTION_ERRORS as exc:
-                close_quietly(conn)
-                raise operational_error(self.params, exc, "opening a channel") from exc
-            # The generation first: whoever sees the new channel sees its generation too.
-            self.generation += 1
-            self.conn, self.channel = conn, channel
-            self.declared.clear()
-        return self.channel
-
-    def drop(self) -> None:
-        conn, self.conn, self.channel = self.conn, None, None
-        self.lost = self.lost or conn is not None
-        close_quietly(conn)
-
-    def take_loss(self) -> bool:
-        """Whether the connection closed since the last call (whoever noticed it)."""
-        lost, self.lost = self.lost, False
-        return lost
-
-    def call(self, doing: str, fun: Callable[[Any], T]) -> T:
-        """``fun(channel)`` under the lock; a failure drops the connection (next call reopens).
-
-        A connection that was open before the call may have died while idle: then ``fun``
-        runs once more on a new one (at-least-once, like any publish retry).
-        """
-        with self.lock:
-            stale = self.channel is not None
-            channel = self.open()
-            try:
-                return fun(channel)
-            except CONNECTION_ERRORS as exc:
-                self.drop()
-                if not stale or isinstance(exc, amqp.exceptions.ChannelError):
-                    raise operational_error(self.params, exc, doing) from exc
-            channel = self.open()
-            try:
-                return fun(channel)
-            except CONNECTION_ERRORS as exc:
-                self.drop()
-                raise operational_error(self.params, exc, doing) from exc
 
 
 class AMQPBroker(Broker):
@@ -190,8 +114,8 @@ class AMQPBroker(Broker):
         self._every_max_priority = opts.get("queue_max_priority")
         self._configured = _configured_queue_arguments(opts.get("task_queues"))
         self._extra_arguments = dict(opts.get("queue_arguments") or {})
-        self._consumer = _Link(consumer_params)
-        self._publisher = _Link(publisher_params, self._enable_confirms)
+        self._consumer = Link(consumer_params)
+        self._publisher = Link(publisher_params, self._enable_confirms)
         # Consumer side state (guarded by _state for the parts pool threads touch).
         self._state = threading.Lock()
         self._buffer: collections.deque[Delivery] = collections.deque()
@@ -232,7 +156,7 @@ class AMQPBroker(Broker):
             arguments.setdefault("x-max-priority", int(max_priority))
         return arguments
 
-    def _declare_queue(self, link: _Link, channel: Any, queue: str) -> None:
+    def _declare_queue(self, link: Link, channel: Any, queue: str) -> None:
         if queue in link.declared:
             return
         channel.exchange_declare(queue, "direct", durable=True, auto_delete=False)

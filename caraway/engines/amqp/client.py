@@ -16,19 +16,22 @@ import contextlib
 import itertools
 import logging
 import random
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import amqp
 
 from caraway.exceptions import ImproperlyConfigured, OperationalError, Unreachable
+from caraway.utils.pid import after_fork_in_child
 from caraway.utils.text import mask_url
 
 logger = logging.getLogger("caraway.amqp")
 
 SCHEMES = {"amqp": 5672, "pyamqp": 5672, "amqps": 5671, "pyamqps": 5671}
+T = TypeVar("T")
 #: What a lost or refused connection raises in py-amqp (and below it, in the socket layer).
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     amqp.exceptions.AMQPError,
@@ -190,3 +193,75 @@ def close_quietly(conn: amqp.Connection | None) -> None:
     except Exception:  # a dead socket: free what py-amqp holds, best effort
         with contextlib.suppress(Exception):
             conn.collect()
+
+
+class Link:
+    """One connection and its single channel, used under ``lock`` only: the broker's consuming
+    and publishing connections, and the rpc backend's writer and reader."""
+
+    def __init__(self, params: AMQPParams, on_open: Callable[[Any], None] | None = None) -> None:
+        self.params = params
+        self.lock = threading.RLock()
+        self.conn: Any = None
+        self.channel: Any = None
+        self.generation = 0
+        #: The connection closed since the consumer last looked (``take_loss``).
+        self.lost = False
+        self.declared: set[str] = set()
+        self._on_open = on_open
+        after_fork_in_child(self._forget_parent)
+
+    def _forget_parent(self) -> None:
+        """In a forked child: open a connection of its own on first use (the parent's socket
+        is left alone: py-amqp only closes its file descriptor when collected)."""
+        self.lock = threading.RLock()
+        self.conn = self.channel = None
+        self.declared = set()
+
+    def open(self) -> Any:
+        if self.channel is None:
+            conn = connect(self.params)
+            try:
+                channel = conn.channel()
+                if self._on_open is not None:
+                    self._on_open(channel)
+            except CONNECTION_ERRORS as exc:
+                close_quietly(conn)
+                raise operational_error(self.params, exc, "opening a channel") from exc
+            # The generation first: whoever sees the new channel sees its generation too.
+            self.generation += 1
+            self.conn, self.channel = conn, channel
+            self.declared.clear()
+        return self.channel
+
+    def drop(self) -> None:
+        conn, self.conn, self.channel = self.conn, None, None
+        self.lost = self.lost or conn is not None
+        close_quietly(conn)
+
+    def take_loss(self) -> bool:
+        """Whether the connection closed since the last call (whoever noticed it)."""
+        lost, self.lost = self.lost, False
+        return lost
+
+    def call(self, doing: str, fun: Callable[[Any], T]) -> T:
+        """``fun(channel)`` under the lock; a failure drops the connection (next call reopens).
+
+        A connection that was open before the call may have died while idle: then ``fun``
+        runs once more on a new one (at-least-once, like any publish retry).
+        """
+        with self.lock:
+            stale = self.channel is not None
+            channel = self.open()
+            try:
+                return fun(channel)
+            except CONNECTION_ERRORS as exc:
+                self.drop()
+                if not stale or isinstance(exc, amqp.exceptions.ChannelError):
+                    raise operational_error(self.params, exc, doing) from exc
+            channel = self.open()
+            try:
+                return fun(channel)
+            except CONNECTION_ERRORS as exc:
+                self.drop()
+                raise operational_error(self.params, exc, doing) from exc

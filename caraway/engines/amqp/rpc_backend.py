@@ -25,16 +25,13 @@ from caraway import states
 from caraway.engines.amqp.client import (
     CONNECTION_ERRORS,
     SCHEMES,
-    AMQPParams,
-    close_quietly,
-    connect,
+    Link,
     operational_error,
     parse_url,
 )
 from caraway.engines.base.backend import TASK_KEY_PREFIX, Backend, BackendCapabilities, Stored
 from caraway.engines.registry import one_url
 from caraway.exceptions import ImproperlyConfigured, OperationalError
-from caraway.utils.pid import after_fork_in_child
 from caraway.utils.text import mask_url
 
 if TYPE_CHECKING:
@@ -42,40 +39,6 @@ if TYPE_CHECKING:
 
 #: Backends whose ``incr`` works, named in the error ``incr`` raises here.
 COUNTING_BACKENDS = "redis://, a SQL database (db+...) or sqlite://"
-
-
-class _Channel:
-    """A lazily opened connection with one channel, used under ``lock``."""
-
-    def __init__(self, params: AMQPParams) -> None:
-        self.params = params
-        self.lock = threading.RLock()
-        self.conn: Any = None
-        self.channel: Any = None
-        self.declared: set[str] = set()
-        after_fork_in_child(self._forget_parent)
-
-    def _forget_parent(self) -> None:
-        """In a forked child (a prefork child writing results): a connection of its own."""
-        self.lock = threading.RLock()
-        self.conn = self.channel = None
-        self.declared = set()
-
-    def open(self) -> Any:
-        if self.channel is None:
-            conn = connect(self.params)
-            try:
-                self.channel = conn.channel()
-            except CONNECTION_ERRORS as exc:
-                close_quietly(conn)
-                raise operational_error(self.params, exc, "opening a channel") from exc
-            self.conn = conn
-            self.declared.clear()
-        return self.channel
-
-    def drop(self) -> None:
-        conn, self.conn, self.channel = self.conn, None, None
-        close_quietly(conn)
 
 
 class RPCBackend(Backend):
@@ -102,8 +65,8 @@ class RPCBackend(Backend):
         }
         self.params = parse_url(str(broker_url), settings)
         self.delivery_mode = 2 if conf.result_persistent else 1
-        self._writer = _Channel(self.params)
-        self._reader = _Channel(self.params)
+        self._writer = Link(self.params)
+        self._reader = Link(self.params)
         self._consuming = False
         self._latest: dict[str, Stored] = {}
         self._latest_lock = threading.Lock()
@@ -115,7 +78,7 @@ class RPCBackend(Backend):
     def oid(self) -> str:
         return self.app.oid
 
-    def _declare_reply_queue(self, link: _Channel, channel: Any, name: str) -> None:
+    def _declare_reply_queue(self, link: Link, channel: Any, name: str) -> None:
         if name in link.declared:
             return
         arguments = {"x-expires": int(self.expires * 1000)} if self.expires else None
@@ -162,7 +125,7 @@ class RPCBackend(Backend):
                         raise operational_error(self.params, exc, "sending a result") from exc
         return meta
 
-    def _send(self, link: _Channel, message: amqp.Message, reply_to: str) -> None:
+    def _send(self, link: Link, message: amqp.Message, reply_to: str) -> None:
         channel = link.open()
         try:
             self._declare_reply_queue(link, channel, reply_to)
