@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timezone
@@ -191,20 +191,27 @@ def publish(
 
 
 def _publish_retrying(app: Caraway, batch: list[Outgoing], options: dict[str, Any]) -> None:
-    retry = options.get("retry", app.conf.task_publish_retry)
-    policy = {**DEFAULT_RETRY_POLICY, **(app.conf.task_publish_retry_policy or {})}
-    policy.update(options.get("retry_policy") or {})
-    attempts = int(policy["max_retries"] or 0) if retry else 0
-    pause = float(policy["interval_start"])
-    for attempt in range(attempts + 1):
+    for pause in publish_pauses(app, options):
         try:
             app.broker.publish(batch)
-            break
+            return
         except OperationalError:
-            if attempt >= attempts:
-                raise
             time.sleep(pause)
-            pause = min(pause + float(policy["interval_step"]), float(policy["interval_max"]))
+    app.broker.publish(batch)
+
+
+def publish_pauses(app: Caraway, options: Mapping[str, Any]) -> list[float]:
+    """The pauses between tries of a publish the broker refused, from Celery's retry policy
+    (``task_publish_retry_policy`` and the call's ``retry_policy``); none with retry off."""
+    if not options.get("retry", app.conf.task_publish_retry):
+        return []
+    policy = {**DEFAULT_RETRY_POLICY, **(app.conf.task_publish_retry_policy or {})}
+    policy.update(options.get("retry_policy") or {})
+    pauses, pause = [], float(policy["interval_start"])
+    for _ in range(int(policy["max_retries"] or 0)):
+        pauses.append(pause)
+        pause = min(pause + float(policy["interval_step"]), float(policy["interval_max"]))
+    return pauses
 
 
 #: Messages collected by ``send_batch`` in this context: (outgoing, after_task_publish args).

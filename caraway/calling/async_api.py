@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from caraway import signals
-from caraway.calling import DEFAULT_RETRY_POLICY, collecting
+from caraway.calling import collecting, publish_pauses
 from caraway.exceptions import OperationalError
 
 if TYPE_CHECKING:
@@ -39,17 +39,10 @@ async def send_async(app: Caraway, send: Callable[[], AsyncResult[Any]], options
 
 async def _publish_retrying(app: Caraway, batch: list[Outgoing], options: dict[str, Any]) -> None:
     """``publish`` with the ``retry_policy`` of the blocking send, pausing with asyncio."""
-    retry = options.get("retry", app.conf.task_publish_retry)
-    policy = {**DEFAULT_RETRY_POLICY, **(app.conf.task_publish_retry_policy or {})}
-    policy.update(options.get("retry_policy") or {})
-    attempts = int(policy["max_retries"] or 0) if retry else 0
-    pause = float(policy["interval_start"])
-    for attempt in range(attempts + 1):
+    for pause in publish_pauses(app, options):
         try:
             await app.broker.publish_async(batch)
             return
         except OperationalError:
-            if attempt >= attempts:
-                raise
             await asyncio.sleep(pause)
-            pause = min(pause + float(policy["interval_step"]), float(policy["interval_max"]))
+    await app.broker.publish_async(batch)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from caraway import Caraway, serialization, signals
-from caraway.calling import batch, send_batch
+from caraway.calling import batch, publish_pauses, send_batch
 from caraway.engines.base.broker import Outgoing
 from caraway.protocol import decode_body
 
@@ -202,3 +202,15 @@ def test_group_and_chord_members_derived_from_one_message_equal_one_by_one_sends
 
     assert derived == one_by_one
     assert derived.count('"group_index": 3') == 1
+
+
+def test_publish_pauses_follow_celerys_retry_policy() -> None:
+    app = Caraway("pauses", broker="memory://", set_as_current=False)
+    try:
+        # Celery's default policy: 3 retries, 0 s first, +0.2 s each, at most 1 s.
+        assert publish_pauses(app, {}) == [0.0, 0.2, 0.4]
+        step = {"max_retries": 4, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 1}
+        assert publish_pauses(app, {"retry_policy": step}) == [0.5, 1.0, 1.0, 1.0]
+        assert publish_pauses(app, {"retry": False}) == []
+    finally:
+        app.close()
