@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from services import missing
 
 from caraway import Celery
 from caraway.engines.memory.backend import MemoryBackend
@@ -49,10 +50,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
          str(target), str(PLUGIN)],
         env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
-    if done.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"pip could not install the toy engine:\n{done.stderr}")
-        pytest.skip(f"pip could not install the toy engine (offline?):\n{done.stderr}")
+    if done.returncode != 0:  # a skip on a laptop offline, a failure in CI
+        missing(f"pip could not install the toy engine:\n{done.stderr}")
     return target
 
 
