@@ -43,6 +43,7 @@ from caraway.engines.sql.models import (
     GroupTuple,
     build_parts_table,
     build_tables,
+    create_tables,
 )
 from caraway.exceptions import MissingExtra, OperationalError, Unreachable
 from caraway.utils.pid import after_fork_in_child
@@ -226,11 +227,7 @@ class SQLBackend(Backend):
         if key in _created:
             return
         with self._translated():
-            try:
-                self.metadata.create_all(engine)
-            except sa.exc.DBAPIError:
-                # Another process created them between our check and CREATE TABLE.
-                self.metadata.create_all(engine)
+            create_tables(self.metadata, engine)
         _created.add(key)
 
     @contextmanager

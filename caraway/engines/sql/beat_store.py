@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import sqlalchemy as sa
 
 from caraway.engines.base.beat_store import BeatStore, EntryState
+from caraway.engines.sql.models import create_tables
 from caraway.exceptions import OperationalError
 
 if TYPE_CHECKING:
@@ -74,10 +75,7 @@ class SQLStore(BeatStore):
         if not self._ready:
             engine = self.backend.engine
             with self.backend._translated():
-                try:
-                    self.tables.metadata.create_all(engine)
-                except sa.exc.DBAPIError:  # another beat created them meanwhile
-                    self.tables.metadata.create_all(engine)
+                create_tables(self.tables.metadata, engine)
             self._ready = True
         return self.backend._run(work)
 

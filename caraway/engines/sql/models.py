@@ -250,3 +250,17 @@ def build_parts_table(metadata: sa.MetaData, schema: str | None = None) -> sa.Ta
         sa.Column("expires_at", sa.DateTime, nullable=True, index=True),
         schema=schema,
     )
+
+
+def create_tables(metadata: sa.MetaData, engine: sa.Engine) -> None:
+    """CREATE TABLE for each missing table. Another process (or thread) creating the same
+    tables between the check and the CREATE fails this try; each failure means someone else
+    created a table, so one try per table more is always enough."""
+    tries = len(metadata.tables) + 1
+    for attempt in range(tries):
+        try:
+            metadata.create_all(engine)
+            return
+        except sa.exc.DBAPIError:
+            if attempt + 1 >= tries:
+                raise
