@@ -39,10 +39,10 @@ from types import ModuleType
 from typing import Any
 
 from caraway.exceptions import ConfigurationWarning, ImproperlyConfigured
-from caraway.settings import OLD_NAMES, SETTINGS, coerce, suggest
+from caraway.settings import OLD_NAMES, SETTINGS, Setting, Status, coerce, suggest
 from caraway.utils.text import mask_url
 
-__all__ = ["Configuration", "load_from_envvar", "load_source"]
+__all__ = ["Configuration", "audit", "load_from_envvar", "load_source"]
 
 #: How close an unknown name must be to a valid one to be treated as a typo.
 TYPO_CUTOFF = 0.8
@@ -138,7 +138,10 @@ class Configuration(MutableMapping[str, Any]):
 
     def __setitem__(self, key: str, value: Any) -> None:
         name = _name_for_write(key, self._warned)
-        self._changes[name] = coerce(SETTINGS[name], value) if name in SETTINGS else value
+        if name in SETTINGS:
+            value = coerce(SETTINGS[name], value)
+            audit(SETTINGS[name], key, value)
+        self._changes[name] = value
         self._changed()
 
     def __delitem__(self, key: str) -> None:
@@ -363,11 +366,42 @@ def _read_namespaced(
 
 def _checked(name: str, key: str, value: Any) -> Any:
     try:
-        return coerce(SETTINGS[name], value)
+        value = coerce(SETTINGS[name], value)
     except ImproperlyConfigured as exc:
         if key == name:
             raise
         raise ImproperlyConfigured(f"{exc} (set as {key!r})") from None
+    audit(SETTINGS[name], key, value)
+    return value
+
+
+#: Ignored settings already warned about: once per process, as a config is often loaded by
+#: several apps (tests, Django reloads) and one line per setting is enough to act on.
+_warned_ignored: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def audit(setting: Setting, key: str, value: Any) -> None:
+    """Refuse a refused setting, or warn once about an ignored one, when set to a non-default
+    value (configurations shared with Celery often spell defaults out; those pass quietly).
+
+    Warnings, not log lines: they are how caraway reports every other configuration problem,
+    they reach the console before logging is set up, and ``-W error`` turns them into errors.
+    """
+    if setting.status is Status.WORKS or setting.is_harmless(value):
+        return
+    shown = key if key == setting.name else f"{key} ({setting.name})"
+    if setting.status is Status.REFUSED:
+        raise ImproperlyConfigured(f"Setting {shown!r} is not supported by caraway: {setting.reason}")
+    with _warned_lock:
+        if setting.name in _warned_ignored:
+            return
+        _warned_ignored.add(setting.name)
+    warnings.warn(
+        f"Setting {shown!r} is accepted but ignored by caraway: {setting.reason}",
+        ConfigurationWarning,
+        stacklevel=4,
+    )
 
 
 def _keep_unknown(
@@ -403,7 +437,7 @@ def _check_unknown(name: str, key: str, warned: set[str], prefix: str = "") -> N
         warnings.warn(
             f"Unknown setting {key!r} is kept as a user setting; caraway does not use it",
             ConfigurationWarning,
-            stacklevel=5,
+            stacklevel=4,
         )
 
 

@@ -21,7 +21,7 @@ from caraway.beat import EmbeddedService
 from caraway.current import get_current_task
 from caraway.exceptions import ImproperlyConfigured, OperationalError, Unreachable
 from caraway.utils.imports import symbol_by_name
-from caraway.utils.log import expand_node_path, setup_logging
+from caraway.utils.log import expand_node_path, redirect_stdouts, setup_logging
 from caraway.utils.time import SYSTEM_CLOCK, Clock
 from caraway.worker.autoscale import Autoscaler, parse_autoscale
 from caraway.worker.connection import BrokerLink, RetryPolicy
@@ -431,7 +431,7 @@ class Worker:
         if not handled:
             setup_logging(
                 self.loglevel, self.logfile, conf.worker_log_format, conf.worker_task_log_format,
-                current_task=get_current_task,
+                current_task=get_current_task, hijack=conf.worker_hijack_root_logger,
             )  # fmt: skip
         root = logging.getLogger()
         signals.after_setup_logger.send(
@@ -442,6 +442,8 @@ class Worker:
             sender=None, logger=logging.getLogger("caraway.task"), loglevel=self.loglevel,
             logfile=self.logfile, format=conf.worker_task_log_format, colorize=False,
         )  # fmt: skip
+        if conf.worker_redirect_stdouts:  # after the handlers, so they keep the real streams
+            redirect_stdouts(conf.worker_redirect_stdouts_level)
 
     def banner(self) -> str:
         app = self.app
