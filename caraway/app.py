@@ -238,6 +238,7 @@ class Caraway:
         with self._lock:
             if self._finalized:
                 return
+            self.conf.table()  # read the source now: a refused setting fails here, as in Celery
             self._finalized = True
             self._announce_configured()
 

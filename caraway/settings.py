@@ -130,6 +130,14 @@ class Setting:
         row, for a value that asks for what caraway does anyway."""
         return any(_same(value, accepted) for accepted in (self.default, *self.harmless))
 
+    @property
+    def type_names(self) -> str:
+        """``'int or None'`` — what the setting accepts, for errors and docs."""
+        if not self.types:
+            return "any value"
+        names = [_TYPE_NAMES.get(t, t.__name__) for t in self.types]
+        return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+
 
 def _same(value: Any, accepted: Any) -> bool:
     if isinstance(value, (list, tuple)) and isinstance(accepted, (list, tuple)):
@@ -138,14 +146,6 @@ def _same(value: Any, accepted: Any) -> bool:
         return isinstance(value, bool) is isinstance(accepted, bool) and bool(value == accepted)
     except Exception:  # a value whose == raises (an array, say) is not the default
         return False
-
-    @property
-    def type_names(self) -> str:
-        """``'int or None'`` — what the setting accepts, for errors and docs."""
-        if not self.types:
-            return "any value"
-        names = [_TYPE_NAMES.get(t, t.__name__) for t in self.types]
-        return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
 
 
 def _old_name(name: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from caraway import config
 from caraway.config import Configuration, load_from_envvar, load_source
 from caraway.exceptions import ConfigurationWarning, ImproperlyConfigured
 from caraway.settings import SETTINGS
@@ -68,12 +69,14 @@ def test_update_takes_a_mapping_and_keywords() -> None:
     assert conf.task_track_started is True
 
 
-def test_fallback_settings_follow_their_source() -> None:
+def test_fallback_settings_follow_their_source(monkeypatch: pytest.MonkeyPatch) -> None:
     conf = Configuration(task_default_queue="jobs", broker_url="memory://")
     assert conf.task_default_exchange == "jobs"
     assert conf.task_default_routing_key == "jobs"
     assert conf.broker_read_url == conf.broker_write_url == "memory://"
-    conf.task_default_exchange = "ex"
+    monkeypatch.setattr(config, "_warned_ignored", set())
+    with pytest.warns(ConfigurationWarning, match="task_default_exchange"):  # an ignored row
+        conf.task_default_exchange = "ex"
     assert conf.task_default_exchange == "ex"
 
 
@@ -467,8 +470,8 @@ def test_table_with_defaults_lists_every_setting() -> None:
 def test_humanize_sorts_and_masks_secrets() -> None:
     conf = Configuration(
         broker_url="amqp://guest:hunter2@rabbit//",
-        redis_password="s3cret",
-        couchbase_backend_settings={"username": "cb", "password": "pw"},
+        database_engine_options={"connect_args": {"password": "s3cret"}},
+        result_backend_transport_options={"sentinel_kwargs": {"password": "pw"}},
         worker_concurrency=2,
     )
     report = conf.humanize()
