@@ -335,7 +335,7 @@ _TABLE = (
     _s("worker_disable_rate_limits", BOOL, False, "Ignore every rate limit.", "CELERY_DISABLE_RATE_LIMITS").works(),
     _s("worker_state_db", OPT_STR, None, "File keeping worker state (revoked ids) across restarts.").works(),
     _s("worker_timer_precision", NUM, 1.0, "Longest sleep of the ETA scheduler, in seconds.").ignored("the worker's timer wakes exactly when the next ETA task is due"),
-    _s("worker_enable_remote_control", BOOL, True, "Accept remote control commands.", "CELERY_ENABLE_REMOTE_CONTROL").works(),
+    _s("worker_enable_remote_control", BOOL, True, "Accept remote control commands.", "CELERY_ENABLE_REMOTE_CONTROL").works("tests/worker/test_remote_control_off.py::test_a_worker_with_remote_control_off_neither_answers_nor_obeys"),
     _s("worker_proc_alive_timeout", NUM, 4.0, "Seconds to wait for a new pool child to start.").ignored("pool children are replaced without a start-up deadline"),
     _s("worker_cancel_long_running_tasks_on_connection_loss", BOOL, False, "Cancel running late-ack tasks when the broker connection is lost.").ignored("running tasks finish after a lost connection; late-ack messages are redelivered by the broker"),
     _s("worker_detect_quorum_queues", BOOL, True, "Turn off global QoS when a quorum queue is consumed.").ignored("caraway never uses global QoS, so quorum queues need no detection"),

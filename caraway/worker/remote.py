@@ -3,7 +3,9 @@
 Boot (``start``, before the worker reports ready): a broadcast engine of its own, the
 event dispatcher (worker events always, unless ``without_heartbeat``; task events with
 ``-E`` / ``worker_send_task_events`` or after ``enable_events``), the task monitor, the
-control consumer, then ``worker-online`` and a heartbeat every ``HEARTBEAT_FREQ`` s.
+control consumer (unless ``worker_enable_remote_control`` is off: then the worker binds no
+pidbox queue, so it neither answers nor obeys commands), then ``worker-online`` and a
+heartbeat every ``HEARTBEAT_FREQ`` s.
 Shutdown (``stop``) sends ``worker-offline`` and closes them in reverse order.
 """
 
@@ -55,8 +57,11 @@ class RemoteControl:
         monitor.install()
         if worker.consumer is not None:
             worker.consumer.monitor = monitor
-        self.pidbox = Pidbox(worker, fanout)
-        self.pidbox.start()
+        if worker.app.conf.worker_enable_remote_control:
+            self.pidbox = Pidbox(worker, fanout)
+            self.pidbox.start()
+        else:
+            logger.info("Remote control is off (worker_enable_remote_control): no pidbox")
         if not worker.app.broker.capabilities.keeps_revocations:
             self._mingle()
         monitor.heartbeat("worker-online")
