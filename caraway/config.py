@@ -392,7 +392,9 @@ def audit(setting: Setting, key: str, value: Any) -> None:
         return
     shown = key if key == setting.name else f"{key} ({setting.name})"
     if setting.status is Status.REFUSED:
-        raise ImproperlyConfigured(f"Setting {shown!r} is not supported by caraway: {setting.reason}")
+        raise ImproperlyConfigured(
+            f"Setting {shown!r} is not supported by caraway: {setting.reason}"
+        )
     with _warned_lock:
         if setting.name in _warned_ignored:
             return

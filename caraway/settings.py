@@ -208,7 +208,7 @@ _TABLE = (
     _s("result_backend_thread_safe", BOOL, False, "Share one backend object across threads.").ignored("caraway's backends are always safe to share across threads"),
     _s("result_backend_transport_options", DICT, {}, "Extra options for the result backend's transport.").works("tests/worker/test_fork_safety.py::test_a_child_opens_its_own_redis_connections"),
     _s("result_serializer", STR, "json", "Serializer for stored results.").works("tests/unit/test_sql_mapping.py::test_the_result_column_trusts_pickles_only_with_the_pickle_serializer"),
-    _s("result_compression", OPT_STR, None, "Compression for stored results; None: none.").works(),
+    _s("result_compression", OPT_STR, None, "Compression for stored results; None: none.").works("tests/worker/test_result_compression.py::test_a_result_is_stored_gzipped_and_read_by_caraway_and_celery"),
     _s("result_extended", BOOL, False, "Also store name, args, kwargs, worker, retries and queue with results.").works("tests/unit/test_sql_mapping.py::test_a_meta_maps_onto_celerys_columns"),
     _s("result_expires", (int, float, timedelta, NoneType), timedelta(days=1), "Delete stored results after this (seconds or timedelta); None or 0: never.", "CELERY_TASK_RESULT_EXPIRES").works("tests/worker/test_worker_results.py::test_result_expires_on_sqlite"),
     _s("result_cache_max", OPT_INT, -1, "Results cached by the client; -1 disables the cache, 0 or None: no limit.", "CELERY_MAX_CACHED_RESULTS").ignored("there is no client-side result cache: each AsyncResult keeps only its own final state"),

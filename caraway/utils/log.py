@@ -158,9 +158,9 @@ def redirect_stdouts(level: int | str = logging.WARNING) -> None:
     number = level_number(level)
     redirected = logging.getLogger("caraway.redirected")
     if not isinstance(sys.stdout, LoggingProxy):
-        sys.stdout = LoggingProxy(redirected, number, sys.stdout)  # type: ignore[assignment]
+        sys.stdout = LoggingProxy(redirected, number, sys.stdout)
     if not isinstance(sys.stderr, LoggingProxy):
-        sys.stderr = LoggingProxy(redirected, number, sys.stderr)  # type: ignore[assignment]
+        sys.stderr = LoggingProxy(redirected, number, sys.stderr)
 
 
 _NODE_FIELD = re.compile(r"%[phndiI%]")

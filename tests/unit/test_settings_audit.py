@@ -69,16 +69,12 @@ def test_every_row_has_a_status_and_refused_or_ignored_ones_say_why(row: Setting
         assert not row.test
 
 
-@pytest.mark.parametrize(
-    "row", _rows(Status.WORKS), ids=[row.name for row in _rows(Status.WORKS)]
-)
+@pytest.mark.parametrize("row", _rows(Status.WORKS), ids=[row.name for row in _rows(Status.WORKS)])
 def test_a_working_setting_is_read_outside_the_table(row: Setting) -> None:
     assert row.name in READ, f"{row.name} is marked works but nothing in caraway/ reads it"
 
 
-@pytest.mark.parametrize(
-    "row", [r for r in ROWS if r.test], ids=[r.name for r in ROWS if r.test]
-)
+@pytest.mark.parametrize("row", [r for r in ROWS if r.test], ids=[r.name for r in ROWS if r.test])
 def test_the_test_named_for_a_working_setting_exists(row: Setting) -> None:
     path, _, name = row.test.partition("::")
     source = (ROOT / path).read_text()
@@ -108,25 +104,30 @@ def test_a_refused_setting_raises_at_configuration_naming_what_to_use() -> None:
 def test_an_old_name_of_a_refused_setting_is_refused_under_its_old_name() -> None:
     app = Celery("audit", broker="memory://audit-old", set_as_current=False)
     app.config_from_object({"CELERY_WORKER_DIRECT": True})
-    with (
-        pytest.raises(ImproperlyConfigured, match=r"CELERY_WORKER_DIRECT \(worker_direct\)"),
-        warnings.catch_warnings(),
-    ):
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConfigurationWarning)  # "rename it": not the point
-        _ = app.conf.task_serializer
+        with pytest.raises(ImproperlyConfigured, match=r"CELERY_WORKER_DIRECT \(worker_direct\)"):
+            _ = app.conf.task_serializer
 
 
 def test_defaults_spelled_out_pass_quietly() -> None:
     app = Celery("audit", broker="memory://audit-defaults", set_as_current=False)
     app.config_from_object(
-        {"worker_direct": False, "task_protocol": 2, "cassandra_servers": (), "worker_log_color": False}
+        {
+            "worker_direct": False,
+            "task_protocol": 2,
+            "cassandra_servers": (),
+            "worker_log_color": False,
+        }
     )
     assert app.conf.worker_direct is False  # no error, and (filterwarnings=error) no warning
 
 
 def test_an_ignored_setting_warns_once_naming_it_and_the_reason(fresh_warnings: None) -> None:
     first = Celery("audit", broker="memory://audit-ignored", set_as_current=False)
-    with pytest.warns(ConfigurationWarning, match=r"'broker_pool_limit'.*ignored.*one broker") as seen:
+    with pytest.warns(
+        ConfigurationWarning, match=r"'broker_pool_limit'.*ignored.*one broker"
+    ) as seen:
         first.conf.update(broker_pool_limit=50)
     assert len(seen) == 1
 

@@ -70,7 +70,9 @@ MGET_CHUNK = 1000
 
 class RedisBackend(Backend):
     # Celery's own chord keys (caraway/engines/redis/chord_join.py), and beat beside them.
-    capabilities = BackendCapabilities(chord_join="native", beat_schedules=True)
+    capabilities = BackendCapabilities(
+        chord_join="native", beat_schedules=True, compressed_results=True
+    )
 
     def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, url, options)
@@ -144,7 +146,8 @@ class RedisBackend(Backend):
         ttl_ms = 0 if not ttl else max(1, round(ttl * 1000))
         guard = state is not None
         with translated(self.target, "to store a result"):
-            if not guard or value.content_type == "application/json":
+            # Lua reads JSON only: a compressed payload takes the watched path too.
+            if not guard or (value.content_type == "application/json" and not self.compression):
                 self._lane.script(
                     self._set_result,
                     [self.key(key)],
