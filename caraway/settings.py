@@ -322,7 +322,7 @@ _TABLE = (
     # Worker
     _s("imports", SEQ, (), "Modules a worker imports at start (tasks, signal handlers).").works(),
     _s("include", SEQ, (), "More modules to import at start, after imports.").works(),
-    _s("worker_deduplicate_successful_tasks", BOOL, False, "Skip redelivered late-ack tasks already stored as SUCCESS.").works(),
+    _s("worker_deduplicate_successful_tasks", BOOL, False, "Skip redelivered late-ack tasks already stored as SUCCESS.").works("tests/worker/test_worker_deduplicate.py::test_a_redelivered_task_already_successful_runs_again_only_without_the_setting"),
     _s("worker_concurrency", OPT_INT, None, "Tasks run at once per worker; None: the number of CPUs.").works(),
     _s("worker_prefetch_multiplier", INT, 4, "Messages reserved per concurrency slot; 0: no limit.").works(),
     _s("worker_eta_task_limit", OPT_INT, None, "Most ETA/countdown tasks held in memory; None: no limit.").ignored("ETA tasks wait in the worker's timer up to the prefetch limit; there is no separate cap"),

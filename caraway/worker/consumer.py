@@ -93,6 +93,7 @@ class Consumer:
         self.accept = serialization.normalize_accept(app.conf.accept_content)
         self.max_body_size: int | None = app.conf.worker_max_decompressed_size
         self.rate_limits_enabled = not app.conf.worker_disable_rate_limits
+        self.deduplicate = bool(app.conf.worker_deduplicate_successful_tasks)
         self._buckets: dict[str, TokenBucket | None] = {}
         # Each task's own ``Request`` class: resolved now, so a bad one stops the worker's boot.
         self._request_classes = {
@@ -499,6 +500,10 @@ class Consumer:
         if self.state.is_revoked(job.id):
             self._revoke(job, "revoked")
             return False
+        if self.deduplicate and job.acks_late and job.delivery.redelivered and self._succeeded(job):
+            self._settle(job, "ack", partial(self.broker.ack, [job.delivery.tag]))
+            logger.info("Skipping %s: it already completed successfully", job.describe())
+            return False
         if not job.acks_late and not self._settle(
             job, "ack", partial(self.broker.ack, [job.delivery.tag])
         ):
@@ -507,6 +512,15 @@ class Consumer:
         if self.monitor is not None:
             self.monitor.started(job)
         return True
+
+    def _succeeded(self, job: Job) -> bool:
+        """``worker_deduplicate_successful_tasks``: is a redelivered late-ack task stored as
+        SUCCESS already (its worker died after storing the result, before the ack)?"""
+        try:
+            return self.app.backend.get_state(job.id) == states.SUCCESS
+        except Exception as exc:  # cannot tell: running it again is what Celery does too
+            logger.warning("Could not check whether %s already succeeded: %s", job.describe(), exc)
+            return False
 
     def _finish(self, job: Job, outcome: Any) -> None:
         self.state.active.pop(job.id, None)
