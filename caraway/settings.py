@@ -212,7 +212,7 @@ _TABLE = (
     _s("result_extended", BOOL, False, "Also store name, args, kwargs, worker, retries and queue with results.").works("tests/unit/test_sql_mapping.py::test_a_meta_maps_onto_celerys_columns"),
     _s("result_expires", (int, float, timedelta, NoneType), timedelta(days=1), "Delete stored results after this (seconds or timedelta); None or 0: never.", "CELERY_TASK_RESULT_EXPIRES").works("tests/worker/test_worker_results.py::test_result_expires_on_sqlite"),
     _s("result_cache_max", OPT_INT, -1, "Results cached by the client; -1 disables the cache, 0 or None: no limit.", "CELERY_MAX_CACHED_RESULTS").ignored("there is no client-side result cache: each AsyncResult keeps only its own final state"),
-    _s("result_chord_join_timeout", NUM, 3.0, "Seconds to wait when joining a chord header's results.").ignored("chord bodies are triggered by the backend's own join (counter or unlock task), which never blocks on header results"),
+    _s("result_chord_join_timeout", NUM, 3.0, "Seconds to wait when joining a chord header's results.").ignored("the chord body is sent once every header result is stored, and those are then read without waiting, so there is no join to time out"),
     _s("result_chord_retry_interval", NUM, 1.0, "Seconds between retries of a chord's unlock.").works(),
     _s("result_exchange", STR, "celeryresults", "Exchange of the AMQP result backend.").ignored("used only by Celery's removed 'amqp' result backend; the rpc:// backend replies to the client's own queue"),
     _s("result_exchange_type", STR, "direct", "Exchange type of the AMQP result backend.").ignored("used only by Celery's removed 'amqp' result backend; the rpc:// backend replies to the client's own queue"),
