@@ -226,7 +226,7 @@ _TABLE = (
     _s("database_table_names", DICT, {}, "Names of the 'task' and 'group' result tables.", "CELERY_RESULT_DB_TABLENAMES", "CELERY_RESULT_DB_TABLE_NAMES").works(),
     _s("database_url", OPT_STR, None, "Database URL of the SQL backend; prefer result_backend='db+…'.", "CELERY_RESULT_DBURI").refused("put the database URL in result_backend='db+postgresql://…'"),
     # Cache backend
-    _s("cache_backend", OPT_STR, None, "Cache backend name (kept for django-celery-results).").refused("caraway has no memcached result backend; use result_backend='redis://…' (or 'cache+memory://' in tests)"),
+    _s("cache_backend", OPT_STR, None, "Cache backend name (kept for django-celery-results).").ignored("read only by Celery's cache result backend (result_backend='cache'), which caraway does not ship: result_backend='cache' is refused"),
     _s("cache_backend_options", DICT, {}, "Options for the memcached client.").ignored("options of the memcached client, and caraway has no memcached backend"),
     # Redis backend
     _s("redis_backend_health_check_interval", OPT_INT, None, "Seconds between health checks of backend connections.").works(),
@@ -290,7 +290,7 @@ _TABLE = (
     _s("task_routes", (Mapping, list, tuple, str, _CALLABLE, NoneType), None, "Routers: a dict of name/glob → queue, a function, a dotted path, or a list of those.", "CELERY_ROUTES").works("tests/worker/test_worker_routing.py::test_a_worker_on_q1_runs_only_what_is_routed_to_q1"),
     _s("task_queue_max_priority", OPT_INT, None, "x-max-priority of queues (RabbitMQ).").works("tests/worker/test_amqp_worker.py::test_the_whole_priority_range_runs_highest_first"),
     _s("task_default_priority", OPT_INT, None, "Priority of tasks that set none.").works(),
-    _s("task_inherit_parent_priority", BOOL, False, "Child tasks inherit their parent's priority.").ignored("children get their own or the default priority, not their parent's"),
+    _s("task_inherit_parent_priority", BOOL, False, "Child tasks inherit their parent's priority.").works("tests/worker/test_inherit_parent_priority.py::test_a_child_sent_from_a_task_gets_its_parents_priority_only_with_the_setting"),
     _s("worker_direct", BOOL, False, "Give every worker its own queue '<node>.dq'.", "CELERY_WORKER_DIRECT").refused("per-worker direct queues are not supported yet; give the worker a queue of its own with -Q and route to it"),
     _s("task_create_missing_queues", BOOL, True, "Create queues named in routes but missing from task_queues.").works("tests/unit/test_routing.py::test_missing_queue_is_an_error_when_it_may_not_be_created"),
     _s("task_create_missing_queue_type", STR, "classic", "Type of automatically created queues: classic or quorum.").works("tests/unit/test_amqp_urls.py::test_queue_arguments_follow_celerys_settings"),

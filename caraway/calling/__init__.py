@@ -89,7 +89,11 @@ def send_task_message(
     expires_at = absolute_time(expires, now)
     parent = get_current_worker_task()
     parent_request = parent.request if parent is not None else None
-    priority = merged.get("priority", conf.task_default_priority)
+    priority = options.get("priority")
+    if priority is None and parent_request is not None and conf.task_inherit_parent_priority:
+        priority = (parent_request.delivery_info or {}).get("priority")
+    if priority is None:
+        priority = merged.get("priority", conf.task_default_priority)
     ignore_result = options.get("ignore_result")
     if ignore_result is None and task is not None:
         ignore_result = task.ignore_result
