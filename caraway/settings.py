@@ -194,9 +194,9 @@ _TABLE = (
     _s("task_soft_time_limit", OPT_NUM, None, "Soft time limit in seconds; raises SoftTimeLimitExceeded in the task.", "CELERYD_TASK_SOFT_TIME_LIMIT", "CELERYD_SOFT_TIME_LIMIT").works(),
     _s("task_allow_error_cb_on_chord_header", BOOL, False, "Link a chord's error callback to every header task too.").works("tests/unit/test_canvas_golden.py::test_chord_link_error_reaches_header_tasks_only_when_allowed"),
     _s("task_acks_late", BOOL, False, "Ack a task message after the task ran, not just before.").works("tests/worker/test_amqp_connection_loss.py::test_a_cut_connection_reruns_only_the_tasks_running_at_the_cut"),
-    _s("task_acks_on_failure_or_timeout", BOOL, True, "With late acks, ack messages of tasks that failed or timed out.").works(),
-    _s("task_acks_on_failure", OPT_BOOL, None, "With late acks, ack failed tasks; None: as task_acks_on_failure_or_timeout.").ignored("late-ack failures follow task_acks_on_failure_or_timeout"),
-    _s("task_acks_on_timeout", OPT_BOOL, None, "With late acks, ack timed-out tasks; None: as task_acks_on_failure_or_timeout.").ignored("late-ack time-outs follow task_acks_on_failure_or_timeout"),
+    _s("task_acks_on_failure_or_timeout", BOOL, True, "With late acks, ack messages of tasks that failed or timed out.").works("tests/worker/test_worker_acks_on_failure.py::test_late_ack_failures_and_timeouts_are_acked_or_kept_as_configured"),
+    _s("task_acks_on_failure", OPT_BOOL, None, "With late acks, ack failed tasks; None: as task_acks_on_failure_or_timeout.").works("tests/worker/test_worker_acks_on_failure.py::test_late_ack_failures_and_timeouts_are_acked_or_kept_as_configured"),
+    _s("task_acks_on_timeout", OPT_BOOL, None, "With late acks, ack timed-out tasks; None: as task_acks_on_failure_or_timeout.").works("tests/worker/test_worker_acks_on_failure.py::test_late_ack_failures_and_timeouts_are_acked_or_kept_as_configured"),
     _s("task_reject_on_worker_lost", OPT_BOOL, None, "Requeue, not ack, a late-ack task whose worker died (beware loops).").works(),
     _s("task_default_rate_limit", (str, int, float, NoneType), None, "Rate limit for tasks without their own ('10/s', '100/m'); None: none.").works(),
     # Results

@@ -556,15 +556,21 @@ class Consumer:
         elif reject is not None:
             where = self._dead_letter(job.delivery, f"rejected: {reject.reason!r}")
             logger.warning("%s rejected; message set aside in %s", job.describe(), where)
-        elif outcome.state == states.FAILURE and not self._acks_failures(job):
+        elif outcome.state == states.FAILURE and not self._acks_failure(job, outcome):
             where = self._dead_letter(job.delivery, f"failed: {outcome.retval!r}")
             logger.warning("%s failed; message set aside in %s", job.describe(), where)
         else:
             self._settle(job, "ack", partial(self.broker.ack, tags))
 
-    def _acks_failures(self, job: Job) -> bool:
-        value = job.task.acks_on_failure_or_timeout
-        return bool(self.app.conf.task_acks_on_failure_or_timeout if value is None else value)
+    def _acks_failure(self, job: Job, outcome: Any) -> bool:
+        """Celery 5.7's order: ``task_acks_on_timeout`` / ``task_acks_on_failure`` when set,
+        else the task's ``acks_on_failure_or_timeout``, else the setting of that name."""
+        conf = self.app.conf
+        timed_out = isinstance(outcome.retval, TimeLimitExceeded)
+        value = conf.task_acks_on_timeout if timed_out else conf.task_acks_on_failure
+        if value is None:
+            value = job.task.acks_on_failure_or_timeout
+        return bool(conf.task_acks_on_failure_or_timeout if value is None else value)
 
     def _execute_with_limits(self, job: Job) -> Any:
         """Run the job with its soft and hard limits armed on the timer."""
