@@ -344,8 +344,8 @@ _TABLE = (
     # Events
     _s("worker_send_task_events", BOOL, False, "Send task events for monitors (like -E).", "CELERY_SEND_EVENTS", "CELERYD_SEND_EVENTS").works("tests/worker/test_remote_embedded.py::test_task_events_reach_a_receiver"),
     _s("task_send_sent_event", BOOL, False, "Send a task-sent event when a task is published.", "CELERY_SEND_TASK_SENT_EVENT").works("tests/worker/test_remote_embedded.py::test_task_sent_events_come_from_the_producer"),
-    _s("event_queue_ttl", OPT_NUM, 5.0, "Seconds an event waits in a monitor's queue (x-message-ttl).").ignored("monitor queues use Celery's default message TTL, 5 s"),
-    _s("event_queue_expires", OPT_NUM, 60.0, "Seconds before an unused monitor queue is deleted (x-expires).").ignored("monitor queues use Celery's default expiry, 60 s"),
+    _s("event_queue_ttl", OPT_NUM, 5.0, "Seconds an event waits in a monitor's queue (x-message-ttl).").works("tests/worker/test_amqp_queue_settings.py::test_control_and_event_queues_carry_the_configured_lifetimes"),
+    _s("event_queue_expires", OPT_NUM, 60.0, "Seconds before an unused monitor queue is deleted (x-expires).").works("tests/worker/test_amqp_queue_settings.py::test_control_and_event_queues_carry_the_configured_lifetimes"),
     _s("event_queue_durable", BOOL, False, "Event receiver queues survive a broker restart.").ignored("monitor queues are never durable: events are live data"),
     _s("event_queue_exclusive", BOOL, False, "Event receiver queues belong to one connection.").ignored("monitor queues are not exclusive"),
     _s("event_queue_prefix", STR, "celeryev", "Prefix of event receiver queue names.").ignored("monitor queues are named 'celeryev.<uuid>' as in Celery"),
@@ -358,8 +358,8 @@ _TABLE = (
     _s("events_umask", ID, None, "umask of 'caraway events' when detached.").ignored("'caraway events' does not detach"),
     _s("events_executable", OPT_STR, None, "Python executable of detached 'caraway events'.").ignored("'caraway events' does not detach"),
     # Remote control
-    _s("control_queue_ttl", NUM, 300.0, "Seconds a control command waits for a worker before expiring.").ignored("control messages expire after Celery's default, 300 s"),
-    _s("control_queue_expires", NUM, 10.0, "Seconds before an unused control or reply queue is deleted.").ignored("unused control and reply queues expire after Celery's default, 10 s"),
+    _s("control_queue_ttl", NUM, 300.0, "Seconds a control command waits for a worker before expiring.").works("tests/worker/test_amqp_queue_settings.py::test_control_and_event_queues_carry_the_configured_lifetimes"),
+    _s("control_queue_expires", NUM, 10.0, "Seconds before an unused control or reply queue is deleted.").works("tests/worker/test_amqp_queue_settings.py::test_control_and_event_queues_carry_the_configured_lifetimes"),
     _s("control_exchange", STR, "celery", "Name of the control command exchange.").refused("remote control always uses the 'celery.pidbox' exchange; run apps that must not see each other on separate brokers or virtual hosts"),
     _s("control_queue_durable", BOOL, False, "Control exchange and queue survive a broker restart.").ignored("control queues are never durable: commands are live data"),
     _s("control_queue_exclusive", BOOL, False, "Control queue belongs to one connection.").ignored("control queues are not exclusive"),

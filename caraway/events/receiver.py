@@ -63,7 +63,10 @@ class EventReceiver:
     def subscribe(self) -> None:
         """Bind the receiver's queue now: events sent from here on are received."""
         if self._subscription is None:
-            binding = receiver_binding(self.queue, self.routing_key)
+            conf = self.app.conf
+            binding = receiver_binding(
+                self.queue, self.routing_key, conf.event_queue_expires, conf.event_queue_ttl
+            )
             self._subscription = fanout_of(self.app).subscribe(EXCHANGE, binding)
 
     def close(self) -> None:
