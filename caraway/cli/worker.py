@@ -215,6 +215,7 @@ def worker(
     """
 
     app = state_of(ctx).app
+    pidfile, logfile = pidfile or app.conf.worker_pidfile, logfile or app.conf.worker_logfile
     if detach:
         pidfile, logfile = pidfile or "%n.pid", logfile or "%n%I.log"
         mask = _octal(umask) if umask is not None else None
@@ -252,8 +253,8 @@ def worker(
 
     def show_banner(sender: Any, **kwargs: Any) -> None:
         # The worker logs its banner at INFO; below that level say once that it is up.
-        if logging.getLevelName(level) > logging.INFO:
-            click.echo(instance.banner())
+        if logging.getLevelName(level) > logging.INFO:  # the real stdout, as Celery prints it
+            click.echo(instance.banner(), file=sys.__stdout__)  # sys.stdout may go to the log
 
     signals.worker_ready.connect(show_banner, sender=instance)
     try:

@@ -101,3 +101,30 @@ def alive(pid: int) -> bool:
     except OSError:
         return True  # no /proc: trust kill(pid, 0)
     return "State:\tZ" not in status
+
+
+def test_worker_logfile_and_pidfile_settings_are_the_defaults_of_the_options(
+    project: Project,
+) -> None:
+    configured = Project(project.root, project.add_module("files", f"""
+        from {project.module} import app
+
+        app.conf.update(
+            worker_logfile={str(project.root / "%n.log")!r},
+            worker_pidfile={str(project.root / "%n.pid")!r},
+        )
+    """))  # fmt: skip
+    try:
+        worker = configured.spawn("worker", "-P", "threads", "-n", "files@%h", "-l", "INFO")
+        pidfile = project.root / "files.pid"
+        project.wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), "a pidfile")
+        assert pidfile.read_text().strip() == str(worker.pid)
+        added = project.client().send_task(f"{project.module}.add", (2, 3))
+        assert added.get(timeout=WAIT) == 5
+
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=WAIT)
+        assert "succeeded in" in (project.root / "files.log").read_text()
+        assert not pidfile.exists()
+    finally:
+        configured.kill_all()
