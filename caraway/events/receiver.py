@@ -37,14 +37,14 @@ class EventReceiver:
         handlers: Mapping[str, Handler] | None = None,
         routing_key: str = "#",
         node_id: str | None = None,
-        queue_prefix: str = "celeryev",
+        queue_prefix: str | None = None,
         accept: Any = None,
     ) -> None:
         self.app = app
         self.handlers = dict(handlers or {})
         self.routing_key = routing_key
         self.node_id = node_id or str(uuid.uuid4())
-        self.queue = f"{queue_prefix}.{self.node_id}"
+        self.queue = f"{queue_prefix or app.conf.event_queue_prefix}.{self.node_id}"
         self.should_stop = False
         self._subscription: Subscription | None = None
 

@@ -1,5 +1,6 @@
 """``control_queue_expires/ttl`` and ``event_queue_expires/ttl`` become the ``x-expires`` and
-``x-message-ttl`` arguments of the pidbox, reply and monitor queues on RabbitMQ, as in Celery."""
+``x-message-ttl`` arguments of the pidbox, reply and monitor queues on RabbitMQ, as in Celery;
+``event_queue_prefix`` names the monitor's queue."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_control_and_event_queues_carry_the_configured_lifetimes(
     app = Celery(
         "queue-settings", broker=rabbit, set_as_current=False,
         control_queue_expires=20, control_queue_ttl=30.5,
-        event_queue_expires=70, event_queue_ttl=7,
+        event_queue_expires=70, event_queue_ttl=7, event_queue_prefix="monitorq",
     )  # fmt: skip
     start_worker(app, hostname="lifetimes@test")
     replied = threading.Event()
@@ -49,7 +50,7 @@ def test_control_and_event_queues_carry_the_configured_lifetimes(
 
     [pidbox] = [args for name, args in seen.items() if name == "lifetimes@test.celery.pidbox"]
     [reply] = [args for name, args in seen.items() if name.endswith(".reply.celery.pidbox")]
-    [monitor] = [args for name, args in seen.items() if name.startswith("celeryev.")]
+    [monitor] = [args for name, args in seen.items() if name.startswith("monitorq.")]
     for queue in (pidbox, reply):
         assert '{"x-expires",20000}' in queue
         assert '{"x-message-ttl",30500}' in queue
