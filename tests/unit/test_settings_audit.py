@@ -126,7 +126,7 @@ def test_defaults_spelled_out_pass_quietly() -> None:
 def test_an_ignored_setting_warns_once_naming_it_and_the_reason(fresh_warnings: None) -> None:
     first = Celery("audit", broker="memory://audit-ignored", set_as_current=False)
     with pytest.warns(
-        ConfigurationWarning, match=r"'broker_pool_limit'.*ignored.*one broker"
+        ConfigurationWarning, match=r"'broker_pool_limit'.*ignored.*connection pool"
     ) as seen:
         first.conf.update(broker_pool_limit=50)
     assert len(seen) == 1
