@@ -300,7 +300,7 @@ _TABLE = (
     _s("task_default_exchange", OPT_STR, None, "Default exchange; None: named like task_default_queue.", fallback="task_default_queue").ignored("messages go straight to their queue through the default exchange, as a direct exchange bound by queue name would route them"),
     _s("task_default_exchange_type", STR, "direct", "Type of the default exchange.").refused("messages go straight to their queue through the default exchange; topic and fanout exchanges are not supported yet, route with task_routes"),
     _s("task_default_routing_key", OPT_STR, None, "Default routing key; None: task_default_queue.", fallback="task_default_queue").ignored("messages go straight to their queue (routing key = queue name), as with Celery's default direct exchange"),
-    _s("task_default_delivery_mode", (str, int), "persistent", "'persistent' (2) or 'transient' (1) messages.").ignored("task messages are always persistent (delivery mode 2)"),
+    _s("task_default_delivery_mode", (str, int), "persistent", "'persistent' (2) or 'transient' (1) messages.").works("tests/worker/test_amqp_queue_settings.py::test_task_default_delivery_mode_and_the_call_option_reach_rabbitmq"),
     # Broker
     _s("broker_url", URLS, None, "Broker URL (a list: failover); None: the embedded SQLite file.").works(),
     _s("broker_read_url", URLS, None, "Broker URL for consuming; None: broker_url.", fallback="broker_url").refused("one broker_url serves publishing and consuming; set broker_url"),

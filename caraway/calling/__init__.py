@@ -131,6 +131,9 @@ def send_task_message(
         now=datetime.fromtimestamp(now, timezone.utc),
     )
     message.properties["delivery_info"] = {"exchange": "", "routing_key": queue}
+    message.properties["delivery_mode"] = delivery_mode(
+        options.get("delivery_mode") or conf.task_default_delivery_mode
+    )
     embed = {"callbacks": link, "errbacks": link_error, "chain": options.get("chain"),
              "chord": options.get("chord")}  # fmt: skip
     deliver_at = eta.timestamp() if eta else None
@@ -219,6 +222,20 @@ def publish_pauses(app: Caraway, options: Mapping[str, Any]) -> list[float]:
 
 
 #: Messages collected by ``send_batch`` in this context: (outgoing, after_task_publish args).
+_DELIVERY_MODES = {"transient": 1, "persistent": 2, 1: 1, 2: 2}
+
+
+def delivery_mode(value: str | int) -> int:
+    """``task_default_delivery_mode`` or a call's ``delivery_mode``: 1 (transient: lost if
+    RabbitMQ restarts, cheaper to publish) or 2 (persistent), by name or number."""
+    key = value.lower() if isinstance(value, str) else value
+    if key not in _DELIVERY_MODES:
+        raise ImproperlyConfigured(
+            f"delivery mode {value!r} is not one of 'persistent' (2) or 'transient' (1)"
+        )
+    return _DELIVERY_MODES[key]
+
+
 _batch: ContextVar[list[tuple[Outgoing, dict[str, Any]]] | None] = ContextVar(
     "caraway_batch", default=None
 )

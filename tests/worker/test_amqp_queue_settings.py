@@ -9,11 +9,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from amqp_support import rabbit_vhost, table, vhost_of
+from amqp_support import rabbit_vhost, raw_channel, table, vhost_of
 from worker_support import WAIT, wait_until
 
 from caraway import Celery
 from caraway.events import EventReceiver
+from caraway.exceptions import ImproperlyConfigured
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +58,32 @@ def test_control_and_event_queues_carry_the_configured_lifetimes(
     assert '{"x-expires",70000}' in monitor
     assert '{"x-message-ttl",7000}' in monitor
     app.close()
+
+
+def test_task_default_delivery_mode_and_the_call_option_reach_rabbitmq(rabbit: str) -> None:
+    app = Celery(
+        "delivery-mode", broker=rabbit, set_as_current=False,
+        task_default_delivery_mode="transient",
+    )  # fmt: skip
+
+    @app.task(name="modes.noop")
+    def noop() -> None: ...
+
+    app.broker.declare("modes")
+    noop.apply_async(queue="modes")
+    noop.apply_async(queue="modes", delivery_mode="persistent")
+
+    with raw_channel(rabbit) as channel:
+        modes = [channel.basic_get("modes", no_ack=True).properties["delivery_mode"] for _ in "ab"]
+    assert modes == [1, 2]
+    app.close()
+
+
+def test_an_unknown_delivery_mode_is_refused_naming_the_choices() -> None:
+    app = Celery("bad-mode", broker="memory://bad-mode", set_as_current=False)
+
+    @app.task(name="modes.noop")
+    def noop() -> None: ...
+
+    with pytest.raises(ImproperlyConfigured, match="'persistent' \\(2\\) or 'transient' \\(1\\)"):
+        noop.apply_async(delivery_mode="durable")
