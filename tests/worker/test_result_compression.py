@@ -96,3 +96,20 @@ def test_the_sql_backend_stores_uncompressed_and_says_so() -> None:
     app.conf.result_compression = "gzip"
     with pytest.warns(ConfigurationWarning, match="result_compression='gzip' is ignored"):
         assert app.backend.compression is None
+
+
+def test_a_stored_compressed_success_is_never_replaced_by_a_writer_without_compression(
+    backend_url: str,
+) -> None:
+    task_id = _task_id()
+    compressing = Celery("zip", broker="memory://compress-zip", backend=backend_url)
+    compressing.conf.result_compression = "zlib"
+    compressing.backend.store_result(task_id, "first", "SUCCESS")
+    plain = Celery("plain", broker="memory://compress-plain", backend=backend_url)
+
+    plain.backend.store_result(task_id, "late duplicate", "SUCCESS")  # a redelivered run
+    plain.backend.store_result(task_id, None, "STARTED")
+
+    assert plain.AsyncResult(task_id).get(timeout=WAIT) == "first"
+    compressing.close()
+    plain.close()

@@ -40,12 +40,17 @@ if TYPE_CHECKING:
 
 # Writes a result and announces it, unless the key already holds a SUCCESS (a late STARTED
 # or a duplicate run must not hide it). The stored status is read with cjson, so this
-# script serves JSON results; other serializers take the WATCH path in Python.
+# script serves JSON results; other serializers take the WATCH path in Python, and so does
+# a write over a compressed payload (result_compression: it starts with a NUL byte), which
+# the script answers with -1 instead of writing.
 # KEYS: key; ARGV: payload, ttl in ms (0: none), "1" to guard against replacing SUCCESS.
 SET_RESULT = """
 if ARGV[3] == '1' then
   local current = redis.call('GET', KEYS[1])
   if current then
+    if string.byte(current, 1) == 0 then
+      return -1
+    end
     local ok, doc = pcall(cjson.decode, current)
     if ok and type(doc) == 'table' and doc.status == 'SUCCESS' then
       return 0
@@ -148,11 +153,13 @@ class RedisBackend(Backend):
         with translated(self.target, "to store a result"):
             # Lua reads JSON only: a compressed payload takes the watched path too.
             if not guard or (value.content_type == "application/json" and not self.compression):
-                self._lane.script(
+                written = self._lane.script(
                     self._set_result,
                     [self.key(key)],
                     [value.payload, ttl_ms, "1" if guard else "0"],
                 )
+                if written == -1:  # a compressed result is stored: Python reads it
+                    self._set_watched(self.key(key), value, ttl_ms)
             else:
                 self._set_watched(self.key(key), value, ttl_ms)
 
