@@ -325,7 +325,7 @@ _TABLE = (
     _s("worker_deduplicate_successful_tasks", BOOL, False, "Skip redelivered late-ack tasks already stored as SUCCESS.").works("tests/worker/test_worker_deduplicate.py::test_a_redelivered_task_already_successful_runs_again_only_without_the_setting"),
     _s("worker_concurrency", OPT_INT, None, "Tasks run at once per worker; None: the number of CPUs.").works(),
     _s("worker_prefetch_multiplier", INT, 4, "Messages reserved per concurrency slot; 0: no limit.").works(),
-    _s("worker_eta_task_limit", OPT_INT, None, "Most ETA/countdown tasks held in memory; None: no limit.").ignored("ETA tasks held by the worker are not capped, as with Celery's default; on RabbitMQ far-future ones go back to the broker until nearer their ETA"),
+    _s("worker_eta_task_limit", OPT_INT, None, "Most ETA/countdown tasks held in memory; None: no limit.").works("tests/worker/test_worker_eta_limit.py::test_past_the_limit_eta_tasks_fill_the_window_and_the_rest_waits"),
     _s("worker_max_decompressed_size", OPT_INT, 100 << 20, "caraway's own: most bytes a compressed task body may expand to; larger ones are dead letters. None: no limit.").works("tests/worker/test_worker_dead_letters.py::test_the_decompressed_size_limit_is_generous_by_default"),
     _s("worker_disable_prefetch", BOOL, False, "Fetch a message only when a slot is free.").works(),
     _s("worker_enable_prefetch_count_reduction", BOOL, True, "Lower prefetch after a reconnect, then restore it as tasks finish.").ignored("after a reconnect the worker prefetches its full count at once"),

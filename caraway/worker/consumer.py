@@ -105,6 +105,11 @@ class Consumer:
         self._held: dict[Any, Job] = {}
         self._holds: list[tuple[float, int, Job, str]] = []
         self._hold_seq = itertools.count()
+        # ETA holds outside the prefetch window, and those kept in it once there were
+        # ``worker_eta_task_limit`` outside: these stop fetching until some ETAs come due.
+        self.eta_limit: int | None = app.conf.worker_eta_task_limit
+        self._free_etas = 0
+        self._counted_etas: set[Any] = set()
         # Messages taken from the broker and not yet settled; their leases are renewed.
         self._leased: set[Any] = set()
         # Messages counted against the prefetch window. Jobs waiting for an ETA are not
@@ -165,6 +170,9 @@ class Consumer:
         self._held.clear()
         self._holds.clear()
         self._leased.clear()
+        with self._slots:
+            self._free_etas = 0
+            self._counted_etas.clear()
         for work in self.pool.take_pending():
             job = getattr(work, "job", None)
             if job is not None:
@@ -207,11 +215,9 @@ class Consumer:
                 continue
             with self._slots:
                 self._dropped += 1
-            if hold[3] == "rate":  # counted in the window; ETA holds are not
-                self._done(hold[2])
-            else:
-                with self._slots:
-                    self._leased.discard(tag)
+            if hold[3] == "eta":
+                self._eta_due(tag)  # now counted in the window, as rate holds are
+            self._done(hold[2])
         heapq.heapify(kept)
         self._holds = kept
 
@@ -287,8 +293,12 @@ class Consumer:
                 self._done(job)
                 return
             with self._slots:
-                self._inflight -= 1
-                self._slots.notify()
+                if self.eta_limit is None or self._free_etas < self.eta_limit:
+                    self._free_etas += 1
+                    self._inflight -= 1
+                    self._slots.notify()
+                else:
+                    self._counted_etas.add(job.delivery.tag)
             self._hold(job, eta, "eta")
             return
         self._schedule(job)
@@ -369,12 +379,20 @@ class Consumer:
             if self._held.pop(job.delivery.tag, None) is None:
                 continue
             if kind == "eta":
-                with self._slots:
-                    self._inflight += 1
+                self._eta_due(job.delivery.tag)
             self._schedule(job, limit_rate=kind == "eta")
         if not self._holds:
             return FETCH_TIMEOUT
         return min(FETCH_TIMEOUT, max(self._holds[0][0] - self.clock.time(), 0.001))
+
+    def _eta_due(self, tag: Any) -> None:
+        """An ETA hold ends: one outside the window now counts in it."""
+        with self._slots:
+            if tag in self._counted_etas:
+                self._counted_etas.discard(tag)
+            else:
+                self._free_etas -= 1
+                self._inflight += 1
 
     def _schedule(self, job: Job, limit_rate: bool = True) -> None:
         if job.call.expires is not None and job.call.expires.timestamp() < self.clock.time():
