@@ -11,13 +11,14 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, tzinfo
-from functools import partial
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from caraway import signals
 from caraway import task as task_module
 from caraway.builtins import register_builtins
 from caraway.config import Configuration, load_from_envvar
+from caraway.connection import Connection, connection_for
 from caraway.current import _all_apps, _Proxy, get_current_app, set_current_app, set_default_app
 from caraway.engines.registry import (
     DEFAULT_BROKER_URL,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from caraway.control import Control
     from caraway.engines.base.backend import Backend
     from caraway.engines.base.broker import Broker
+    from caraway.events.app_events import Events
     from caraway.result import AsyncResult
     from caraway.worker.worker import Worker
 
@@ -381,6 +383,20 @@ class Caraway:
     def _backend_url(self) -> str:
         url = self.conf.result_backend
         return str(url) if url else default_backend_url(self.conf.broker_url)
+
+    def connection(self, url: str | None = None, **options: Any) -> Connection:
+        """Celery's ``app.connection()``: a handle on this app's broker (caraway.connection)."""
+        return connection_for(self, url, **options)
+
+    connection_for_read = connection_for_write = broker_connection = connection
+
+    @cached_property
+    def events(self) -> Events:
+        """Celery's ``app.events``: ``Receiver``, ``Dispatcher``, ``State``."""
+        # Lazy, an allow-listed upward import: Celery's app API reaches up to this layer.
+        from caraway.events.app_events import Events
+
+        return Events(self)
 
     @property
     def control(self) -> Control:

@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                  "engines.sql")),
     ("engine registry", ("engines.registry",)),
     ("app", ("app", "task", "registry", "request", "current", "routing", "result", "builtins",
-             "security")),
+             "security", "connection")),
     ("sending and running", ("calling", "canvas", "execution")),
     ("services", ("worker", "beat", "events", "control")),
     ("front ends", ("cli", "contrib", "__main__")),
@@ -40,7 +40,8 @@ ENGINE_PACKAGES = dict(LAYERS)["engines"]
 # and the module-level ``task -> canvas``, each is a lazy import
 # in a function body, marked there with a "Lazy, an allow-listed upward import" comment.
 _APP_API = (
-    "Celery's app API (send_task, signature, Worker, worker_main, control) fronts the layers above"
+    "Celery's app API (send_task, signature, Worker, worker_main, control, events) fronts the "
+    "layers above"
 )
 _TASK_API = "Celery's Task API (delay, apply, s, chunks, retry, replace) fronts the layers above"
 _BUILT_WITH_APP = (
@@ -52,6 +53,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("caraway.app", "caraway.canvas"): _APP_API,
     ("caraway.app", "caraway.cli.main"): _APP_API,
     ("caraway.app", "caraway.control"): _APP_API,
+    ("caraway.app", "caraway.events.app_events"): _APP_API,
     ("caraway.app", "caraway.worker.worker"): _APP_API,
     ("caraway.builtins", "caraway.canvas"): (
         "the built-in tasks (chunks, unlock_chord) run canvas primitives"
