@@ -13,6 +13,7 @@ from caraway.cli.control import control, inspect, revoke, status
 from caraway.cli.demo import demo
 from caraway.cli.events import events
 from caraway.cli.lists import list_
+from caraway.cli.migrate import migrate
 from caraway.cli.multi import multi
 from caraway.cli.queues import dead_letters, purge
 from caraway.cli.report import report
@@ -104,6 +105,7 @@ for command in (
     events,
     list_,
     multi,
+    migrate,
 ):
     cli.add_command(command)
 
