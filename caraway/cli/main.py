@@ -18,6 +18,7 @@ from caraway.cli.multi import multi
 from caraway.cli.queues import dead_letters, purge
 from caraway.cli.report import report
 from caraway.cli.tasks import call, result
+from caraway.cli.upgrade import upgrade
 from caraway.cli.worker import worker
 from caraway.version import __version__
 
@@ -106,6 +107,7 @@ for command in (
     list_,
     multi,
     migrate,
+    upgrade,
 ):
     cli.add_command(command)
 
