@@ -15,10 +15,18 @@ import subprocess
 import sys
 import time
 from contextlib import closing
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from caraway import Celery
+
+#: Found, not imported: Django imported into the pytest process would change other tests.
+requires_django = pytest.mark.skipif(
+    find_spec("django") is None, reason="Django is not installed (the test extra has it)"
+)
 
 PROJECT = Path(__file__).resolve().parent / "project"
 

@@ -31,14 +31,13 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from django_support import DjangoProject
+from django_support import DjangoProject, requires_django
 from services import missing, rabbitmq_vhost
 
-pytest.importorskip("django")
 pytest.importorskip("sqlalchemy")
 
 #: Download, migrate, a worker boot on a loaded machine: more than the default 60 s.
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [requires_django, pytest.mark.timeout(180)]
 
 CELERY_VERSION = "5.7.0"
 SDIST = f"celery-{CELERY_VERSION}.tar.gz"

@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django_support import DjangoProject, postgres_database
+from django_support import DjangoProject, postgres_database, requires_django
 from faults.fault_servers import PrivatePostgres
 
-pytest.importorskip("django")
+pytestmark = requires_django
 pytest.importorskip("psycopg")
 
 #: Each child of ``-c 2`` should hold a connection of each alias when the server goes away.

@@ -13,11 +13,17 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from django_support import DjangoProject, postgres_database, query, sqlite_databases
+from django_support import (
+    DjangoProject,
+    postgres_database,
+    query,
+    requires_django,
+    sqlite_databases,
+)
 from polling import poll
 from services import require
 
-pytest.importorskip("django")
+pytestmark = requires_django
 psycopg = pytest.importorskip("psycopg")
 
 #: (database, pool) of each worker.
