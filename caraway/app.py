@@ -320,6 +320,26 @@ class Caraway:
         self.conf.beat_schedule = table
         return key
 
+    def setup_security(
+        self,
+        allowed_serializers: Iterable[str] | None = None,
+        key: str | None = None,
+        key_password: bytes | str | None = None,
+        cert: str | None = None,
+        store: str | None = None,
+        digest: str | None = None,
+        serializer: str = "json",
+    ) -> None:
+        """Sign every task this process sends and run only signed ones (process-wide, as in
+        Celery): see ``caraway.security``. Needs ``task_serializer = "auth"`` and
+        ``accept_content = ["auth"]``, and the ``security_*`` files."""
+        # Lazy, optional: caraway.security needs the cryptography package (caraway[auth]).
+        from caraway.security import setup_security
+
+        setup_security(
+            allowed_serializers, key, key_password, cert, store, digest, serializer, app=self
+        )
+
     def autodiscover_tasks(
         self,
         packages: Iterable[str] | Callable[[], Iterable[str]] | None = None,
