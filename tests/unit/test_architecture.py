@@ -22,13 +22,15 @@ PACKAGE_DIR = Path(caraway.__file__).parent
 # or one of its parent packages; ``caraway`` itself (the public API) sits above everything.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("utils", "exceptions", "states", "signals", "version")),
-    ("wire and config", ("settings", "config", "serialization", "protocol", "schedules")),
+    ("wire and config", ("settings", "config", "serialization", "protocol")),
     ("engine contracts", ("engines", "engines.base")),
     ("engines", ("engines.memory", "engines.sqlite", "engines.redis", "engines.amqp",
                  "engines.sql")),
     ("engine registry", ("engines.registry",)),
-    ("app", ("app", "task", "registry", "request", "current", "routing", "result", "builtins",
-             "security", "connection")),
+    # A schedule without an app reads the current app's zone (Celery's ``schedule.app``),
+    # as a result reads the current app's backend: both sit beside the app.
+    ("app", ("app", "task", "registry", "request", "current", "routing", "result", "schedules",
+             "builtins", "security", "connection")),
     ("sending and running", ("calling", "canvas", "execution")),
     ("services", ("worker", "beat", "events", "control")),
     ("front ends", ("cli", "contrib", "__main__")),
@@ -36,17 +38,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]  # fmt: skip
 ENGINE_PACKAGES = dict(LAYERS)["engines"]
 
-# (importing module, imported module): why it may point upward for now. Apart from annotations
-# and the module-level ``task -> canvas``, each is a lazy import
-# in a function body, marked there with a "Lazy, an allow-listed upward import" comment.
+# (importing module, imported module): why it may point upward. Each is Celery's API on a
+# lower-layer object fronting a layer above it, and each is a lazy import in a function body
+# (apart from the module-level ``task -> canvas``), marked there with a
+# "Lazy, an allow-listed upward import" comment.
 _APP_API = (
     "Celery's app API (send_task, signature, Worker, worker_main, control, events) fronts the "
     "layers above"
 )
 _TASK_API = "Celery's Task API (delay, apply, s, chunks, retry, replace) fronts the layers above"
-_BUILT_WITH_APP = (
-    "annotation only: a backend is built with its app, as Celery's; a Protocol would remove it"
-)
+_BUILTINS = "the built-in tasks (chunks, unlock_chord) run canvas primitives, as Celery's"
 ALLOWED: dict[tuple[str, str], str] = {
     ("caraway.app", "caraway.calling"): _APP_API,
     ("caraway.app", "caraway.calling.async_api"): _APP_API,
@@ -55,28 +56,10 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("caraway.app", "caraway.control"): _APP_API,
     ("caraway.app", "caraway.events.app_events"): _APP_API,
     ("caraway.app", "caraway.worker.worker"): _APP_API,
-    ("caraway.builtins", "caraway.canvas"): (
-        "the built-in tasks (chunks, unlock_chord) run canvas primitives"
-    ),
-    ("caraway.builtins", "caraway.canvas.chords"): (
-        "the built-in tasks (chunks, unlock_chord) run canvas primitives"
-    ),
-    ("caraway.calling", "caraway.events.sent"): "task-sent events are sent with the message",
-    ("caraway.engines.amqp.rpc_backend", "caraway.app"): _BUILT_WITH_APP,
-    ("caraway.engines.amqp.rpc_backend", "caraway.engines.registry"): (
-        "one_url(); registry.py is being changed on another branch"
-    ),
-    ("caraway.engines.base.backend", "caraway.app"): _BUILT_WITH_APP,
-    ("caraway.engines.memory.backend", "caraway.app"): _BUILT_WITH_APP,
-    ("caraway.engines.redis.backend", "caraway.app"): _BUILT_WITH_APP,
-    ("caraway.engines.registry", "caraway.app"): (
-        "annotation only; registry.py is being changed on another branch"
-    ),
-    ("caraway.engines.sql.backend", "caraway.app"): _BUILT_WITH_APP,
-    ("caraway.engines.sqlite.backend", "caraway.app"): _BUILT_WITH_APP,
-    ("caraway.schedules", "caraway.app"): "annotation only: a schedule reads its app's timezone",
-    ("caraway.schedules", "caraway.current"): (
-        "a schedule without an app reads the current app's timezone"
+    ("caraway.builtins", "caraway.canvas"): _BUILTINS,
+    ("caraway.builtins", "caraway.canvas.chords"): _BUILTINS,
+    ("caraway.calling", "caraway.events.sent"): (
+        "Celery's task-sent event goes out with the message (task_send_sent_event)"
     ),
     ("caraway.task", "caraway.calling"): _TASK_API,
     ("caraway.task", "caraway.calling.async_api"): _TASK_API,
@@ -224,20 +207,12 @@ def test_every_module_has_a_layer_from_the_readme() -> None:
     assert layer_of("caraway.engines.redis.broker") < layer_of("caraway.engines.registry")
 
 
-# Files whose lazy imports are being reworked on another branch (engine capabilities); their
-# function-body imports get their reason, or move up, when that lands.
-LAZY_PENDING = {"caraway/canvas/chords.py", "caraway/beat/stores/__init__.py"}
-LAZY_PENDING_IMPORTS = {("caraway/result.py", "caraway.engines.base.backend")}
-
-
 def test_every_function_body_import_says_why_it_is_lazy() -> None:
     """Imports sit at module top; one left in a function says why on the line above it."""
     root = PACKAGE_DIR.parent
     unexplained = []
     for imp in package_imports():
-        if imp.where != "function" or imp.path in LAZY_PENDING:
-            continue
-        if (imp.path, imp.target) in LAZY_PENDING_IMPORTS:
+        if imp.where != "function":
             continue
         above = (root / imp.path).read_text().splitlines()[imp.line - 2].strip()
         if not above.startswith("# Lazy"):

@@ -43,6 +43,7 @@ from caraway.engines.amqp.client import (
     Link,
     parse_url,
 )
+from caraway.engines.amqp.fanout import AMQPFanout
 from caraway.engines.base.broker import Broker, BrokerCapabilities, DeadLetter, Delivery, Outgoing
 from caraway.engines.base.fanout import Fanout
 from caraway.exceptions import OperationalError, Unreachable
@@ -90,9 +91,6 @@ class AMQPBroker(Broker):
         return self.url.partition("://")[0].lower() == "amqps"
 
     def fanout(self) -> Fanout:
-        # Lazy, breaks the cycle broker -> fanout -> broker (the fanout module imports this one).
-        from caraway.engines.amqp.fanout import AMQPFanout
-
         return AMQPFanout(self)
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from caraway.engines.base.fanout import Fanout
 
 
+def one_url(url: str | Sequence[str]) -> str:
+    """``broker_url`` as one string: Celery also takes a list of failover URLs."""
+    return url if isinstance(url, str) else ";".join(url)
+
+
 class SettlementKept(OperationalError):
     """An ack, release or dead letter could not reach the broker, which is away; the broker
     keeps it and sends it once it is back (the message stays unsettled, never lost)."""

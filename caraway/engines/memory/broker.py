@@ -15,6 +15,7 @@ from typing import Any
 
 from caraway.engines.base.broker import Broker, BrokerCapabilities, DeadLetter, Delivery, Outgoing
 from caraway.engines.base.fanout import Fanout
+from caraway.engines.memory.fanout import MemoryFanout
 
 
 class _Store:
@@ -36,9 +37,6 @@ class MemoryBroker(Broker):
     capabilities = BrokerCapabilities(native_delay=True, broadcast=True)
 
     def fanout(self) -> Fanout:
-        # Lazy, breaks the cycle broker -> fanout -> broker (the fanout module imports this one).
-        from caraway.engines.memory.fanout import MemoryFanout
-
         return MemoryFanout(self)
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:

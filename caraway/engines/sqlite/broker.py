@@ -20,6 +20,7 @@ from caraway import serialization
 from caraway.engines.base.broker import Broker, BrokerCapabilities, DeadLetter, Delivery, Outgoing
 from caraway.engines.base.fanout import Fanout
 from caraway.engines.sqlite.database import Database, path_from_url
+from caraway.engines.sqlite.fanout import SQLiteFanout
 from caraway.protocol import Message
 
 SCHEMA = """
@@ -76,9 +77,6 @@ class SQLiteBroker(Broker):
     )  # fmt: skip
 
     def fanout(self) -> Fanout:
-        # Lazy, breaks the cycle broker -> fanout -> broker (the fanout module imports this one).
-        from caraway.engines.sqlite.fanout import SQLiteFanout
-
         return SQLiteFanout(self)
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
