@@ -493,7 +493,7 @@ class AMQPBroker(Broker):
         if self.lost([delivery.tag]):
             return False  # it cannot be acked: a copy down the ladder would be a second one
         try:
-            if not self._delay(delivery, until - time.time()):
+            if not self._delay(delivery, until - self.clock.time()):
                 return False
         except OperationalError as exc:
             logger.warning("Could not defer %s (%s): holding it", delivery.message.task_id, exc)
@@ -515,7 +515,7 @@ class AMQPBroker(Broker):
             **message.headers,
             "x-caraway-reason": reason,
             "x-caraway-queue": delivery.queue,
-            "x-caraway-failed-at": time.time(),
+            "x-caraway-failed-at": self.clock.time(),
         }
         copy = Message(
             headers, message.properties, message.body, message.content_type,

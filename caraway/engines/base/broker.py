@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from caraway.exceptions import ImproperlyConfigured, OperationalError
 from caraway.protocol import Message
 from caraway.utils.text import mask_url
+from caraway.utils.time import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
     from caraway.engines.base.fanout import Fanout
@@ -103,6 +104,10 @@ class Broker(ABC):
     """What a broker engine must provide; what it can do besides is in ``capabilities``."""
 
     capabilities: BrokerCapabilities = BrokerCapabilities()
+    #: The time an engine keeps itself (``deliver_at``, release delays, lease expiry, dead
+    #: letter stamps) is read here. A worker built with a clock hands it its own, so tests of
+    #: "retry in 30 s" run in virtual time; how long ``fetch`` waits stays real time.
+    clock: Clock = SYSTEM_CLOCK
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         self.url = url
@@ -184,6 +189,12 @@ class Broker(ABC):
 
     def qos(self, prefetch_count: int) -> None:  # noqa: B027 - optional: prefetch is above
         """The consumer's prefetch window, for engines that push messages (AMQP basic.qos)."""
+
+    def next_due(self) -> float | None:
+        """When the earliest message this broker holds for later (``deliver_at``, a delayed
+        release) becomes deliverable, on ``clock``; None when it holds none (brokers with
+        ``native_delay``). A test's fake clock jumps to it."""
+        return None
 
     def defer(self, delivery: Delivery, until: float) -> bool:
         """Hand ``delivery`` back to come again near ``until``; False if the engine cannot."""

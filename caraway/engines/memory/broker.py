@@ -29,6 +29,10 @@ class _Store:
         self.counter = itertools.count()
 
 
+#: Longest wait between looks at a message held for later: its due time is read on the
+#: broker's clock, which a test may move without waking the wait.
+DELAY_POLL = 0.05
+
 _STORES: dict[str, _Store] = {}
 _STORES_LOCK = threading.Lock()
 
@@ -51,7 +55,7 @@ class MemoryBroker(Broker):
 
     def publish(self, batch: Sequence[Outgoing]) -> None:
         store = self._store
-        now = time.time()
+        now = self.clock.time()
         with store.changed:
             for item in batch:
                 seq = next(store.counter)
@@ -71,16 +75,23 @@ class MemoryBroker(Broker):
 
     def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
         store = self._store
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout  # how long to wait is real time, always
         with store.changed:
             while True:
-                next_due = self._promote_due(time.time())
+                now = self.clock.time()
+                next_due = self._promote_due(now)
                 found = self._take(queues, limit)
                 remaining = deadline - time.monotonic()
                 if found or remaining <= 0:
                     return found
-                wait = remaining if next_due is None else min(remaining, next_due - time.time())
-                store.changed.wait(max(wait, 0.001))
+                if next_due is not None:
+                    remaining = min(remaining, next_due - now, DELAY_POLL)
+                store.changed.wait(max(remaining, 0.001))
+
+    def next_due(self) -> float | None:
+        with self._store.changed:
+            delayed = self._store.delayed
+            return delayed[0][0] if delayed else None
 
     def _take(self, queues: Sequence[str], limit: int) -> list[Delivery]:
         store = self._store
@@ -108,7 +119,7 @@ class MemoryBroker(Broker):
                 if item is None:
                     continue
                 if delay > 0:
-                    heapq.heappush(store.delayed, (time.time() + delay, tag, item))
+                    heapq.heappush(store.delayed, (self.clock.time() + delay, tag, item))
                 else:
                     self._push(item, tag)
             store.changed.notify_all()
@@ -117,7 +128,8 @@ class MemoryBroker(Broker):
         store = self._store
         with store.changed:
             store.held.pop(delivery.tag, None)
-            store.dead.append(DeadLetter(delivery.message, delivery.queue, reason, time.time()))
+            dead = DeadLetter(delivery.message, delivery.queue, reason, self.clock.time())
+            store.dead.append(dead)
         return f"the dead letters of {self.url}"
 
     def purge(self, queue: str) -> int:

@@ -100,7 +100,7 @@ class SQLiteBroker(Broker):
 
     def publish(self, batch: Sequence[Outgoing]) -> None:
         self._conn()
-        now = time.time()
+        now = self.clock.time()
         rows = [
             (
                 item.queue,
@@ -124,6 +124,7 @@ class SQLiteBroker(Broker):
             _published.notify_all()
 
     def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        # How long to wait is real time; what is visible is read on ``clock`` at each poll.
         deadline = time.monotonic() + timeout
         poll = MIN_POLL
         while True:
@@ -137,7 +138,7 @@ class SQLiteBroker(Broker):
 
     def _lease(self, queues: Sequence[str], limit: int) -> list[Delivery]:
         conn = self._conn()
-        now = time.time()
+        now = self.clock.time()
         marks = ",".join("?" * len(queues))
         rows = conn.execute(
             "UPDATE caraway_messages SET lease_owner = ?, lease_until = ?,"
@@ -153,6 +154,18 @@ class SQLiteBroker(Broker):
         rows.sort(key=lambda row: (-row[2], row[0]))
         return [Delivery(_message(row[4:9]), row[1], row[0], bool(row[3])) for row in rows]
 
+    def next_due(self) -> float | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT min(visible_at) FROM caraway_messages"
+                " WHERE visible_at > ? AND lease_owner IS NULL",
+                (self.clock.time(),),
+            )
+            .fetchone()
+        )
+        return None if row[0] is None else float(row[0])
+
     def _where_mine(self, tags: Sequence[Any]) -> tuple[str, list[Any]]:
         return f"id IN ({','.join('?' * len(tags))}) AND lease_owner = ?", [*tags, self.owner]
 
@@ -167,7 +180,7 @@ class SQLiteBroker(Broker):
             self._conn().execute(
                 "UPDATE caraway_messages SET lease_owner = NULL, lease_until = NULL,"
                 f" visible_at = max(visible_at, ?) WHERE {where}",
-                [time.time() + delay, *params],
+                [self.clock.time() + delay, *params],
             )
             with _published:
                 _published.notify_all()
@@ -178,7 +191,7 @@ class SQLiteBroker(Broker):
             return
         self._conn().execute(
             "UPDATE caraway_messages SET lease_until = ? WHERE lease_owner = ?",
-            (time.time() + self.lease_seconds, self.owner),
+            (self.clock.time() + self.lease_seconds, self.owner),
         )
 
     def reclaim_orphans(self) -> int:
@@ -220,7 +233,7 @@ class SQLiteBroker(Broker):
                 " body, content_type, content_encoding)"
                 " SELECT queue, ?, ?, headers, properties, body, content_type, content_encoding"
                 " FROM caraway_messages WHERE id = ?",
-                (reason, time.time(), delivery.tag),
+                (reason, self.clock.time(), delivery.tag),
             )
             conn.execute("DELETE FROM caraway_messages WHERE id = ?", (delivery.tag,))
         return f"table {DEAD_LETTER_TABLE} in {self.db.path}"
@@ -229,7 +242,7 @@ class SQLiteBroker(Broker):
         cursor = self._conn().execute(
             "DELETE FROM caraway_messages WHERE queue = ?"
             " AND (lease_until IS NULL OR lease_until < ?)",
-            (queue, time.time()),
+            (queue, self.clock.time()),
         )
         return int(cursor.rowcount)
 
@@ -239,7 +252,7 @@ class SQLiteBroker(Broker):
             .execute(
                 "SELECT count(*) FROM caraway_messages WHERE queue = ?"
                 " AND (lease_until IS NULL OR lease_until < ?)",
-                (queue, time.time()),
+                (queue, self.clock.time()),
             )
             .fetchone()
         )
@@ -262,7 +275,7 @@ class SQLiteBroker(Broker):
 
     def revoke(self, task_ids: Sequence[str], terminate: bool = False) -> None:
         self._conn()  # the schema: a client's first act may be a revocation
-        now = time.time()
+        now = self.clock.time()
         with self.db.write() as conn:
             conn.executemany(
                 "INSERT INTO caraway_revoked (task_id, terminate, revoked_at) VALUES (?, ?, ?)",
