@@ -10,6 +10,7 @@ reason, and the list must stay exact (an entry that no longer matches fails too)
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +175,7 @@ def violations(imports: list[Import], allowed: dict[tuple[str, str], str]) -> li
     ]
 
 
+@functools.cache  # the source does not change while the tests run
 def package_imports() -> list[Import]:
     modules = all_modules()
     known = set(modules)
@@ -332,3 +334,66 @@ def test_the_cycle_measure_finds_a_planted_cycle() -> None:
     edges = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set()}
 
     assert strongly_connected(edges)[0] == {"a", "b", "c"}
+
+
+def _engine_classes() -> set[str]:
+    """The classes defined in the engine packages (``RedisBroker``, ``SQLiteStore``, ...)."""
+    return {
+        node.name
+        for name, path in all_modules().items()
+        if layer_of(name) == LAYERS.index(("engines", ENGINE_PACKAGES))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef)
+    }
+
+
+def engines_named(source: str, module: str, path: str, classes: set[str]) -> list[str]:
+    """Where ``source`` imports an engine package or names one of the engine ``classes``."""
+    engine_layer = LAYERS.index(("engines", ENGINE_PACKAGES))
+    found = [
+        f"{imp.path}:{imp.line}: imports {imp.target}"
+        for imp in imports_in(source, module, path, set())
+        if layer_of(imp.target) == engine_layer
+    ]
+    for node in ast.walk(ast.parse(source)):
+        identifier = (
+            node.id if isinstance(node, ast.Name)
+            else node.attr if isinstance(node, ast.Attribute)
+            else None
+        )  # fmt: skip
+        if identifier in classes:
+            found.append(f"{path}:{getattr(node, 'lineno', 0)}: names {identifier}")
+    return found
+
+
+def test_no_code_outside_the_engines_names_an_engine() -> None:
+    """Shared code asks a capability record or a contract method, never for a concrete engine:
+    outside the engine packages only the registry (which maps schemes to engines) imports one
+    or names one of their classes. Docstrings and messages may still cite a URL as an example."""
+    classes = _engine_classes()
+    root = PACKAGE_DIR.parent
+    named = [
+        line
+        for name, path in all_modules().items()
+        if layer_of(name) != LAYERS.index(("engines", ENGINE_PACKAGES))
+        and name != "caraway.engines.registry"
+        for line in engines_named(path.read_text(), name, str(path.relative_to(root)), classes)
+    ]
+
+    assert {"RedisBroker", "SQLiteStore", "MemoryBackend"} <= classes
+    assert named == []
+
+
+def test_a_planted_engine_switch_is_reported() -> None:
+    source = (
+        "from caraway.engines.redis import broker\n"
+        "def pick(b):\n"
+        "    return isinstance(b, broker.RedisBroker)\n"
+    )
+
+    found = engines_named(source, "caraway.worker.planted", "planted.py", _engine_classes())
+
+    assert found == [
+        "planted.py:1: imports caraway.engines.redis",
+        "planted.py:3: names RedisBroker",
+    ]
