@@ -303,12 +303,13 @@ def runtime_edges(imports: list[Import]) -> dict[str, set[str]]:
     return edges
 
 
-# The largest import cycle, function-body imports counted: 45 modules (48 when issue 12 was
-# filed). Two kinds of import hold it together, and both are needed: Celery's API on
-# the app and the task reaching up (``ALLOWED``: app.Worker, worker_main, control, delay, ...)
-# and ``current`` making the default app on first use (``current -> app``: without it the
-# cycle is 13 modules). A change that grows it must say why; one that shrinks it lowers this.
-LARGEST_CYCLE = 45
+# The largest import cycle, function-body imports counted: 47 modules (48 when issue 12 was
+# filed). Two kinds of import hold it together, and both are needed: Celery's API on the app
+# and the task reaching up (``ALLOWED``: app.Worker, worker_main, control, delay, ...; and
+# app.setup_security, lazy as it needs an extra) and ``current`` making the default app on
+# first use (``current -> app``: without it the cycle is 13 modules). A change that grows it
+# must say why; one that shrinks it lowers this.
+LARGEST_CYCLE = 47
 
 
 def test_the_largest_import_cycle_does_not_grow() -> None:

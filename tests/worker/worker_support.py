@@ -108,7 +108,7 @@ class ThreadedWorker:
 @contextmanager
 def autojump(clock: FakeClock, worker: Worker) -> Iterator[None]:
     """Inside the block, whenever ``worker`` holds a job (for its ETA or a rate-limit token),
-    or its broker holds a message for later (``broker.next_due()``: memory, SQLite), jump
+    or its broker holds one of its messages for later (``broker.delayed``: memory, SQLite), jump
     ``clock`` to when the first is due, as Trio's autojump clock: "in 2 s" takes no real
     time, and the worker and broker still decide on their clock when a message may run."""
     stop = threading.Event()
@@ -117,7 +117,7 @@ def autojump(clock: FakeClock, worker: Worker) -> Iterator[None]:
     def jump() -> None:
         while not stop.wait(0.002):
             held = worker.consumer.held_jobs() if worker.consumer is not None else []
-            due = [when for when in (held[0][0] if held else None, broker.next_due()) if when]
+            due = [hold[0] for hold in [*held[:1], *broker.delayed(worker.queues, 1)]]
             if due and min(due) > clock.time():
                 clock.advance(min(due) - clock.time())
 

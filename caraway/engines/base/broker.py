@@ -190,12 +190,6 @@ class Broker(ABC):
     def qos(self, prefetch_count: int) -> None:  # noqa: B027 - optional: prefetch is above
         """The consumer's prefetch window, for engines that push messages (AMQP basic.qos)."""
 
-    def next_due(self) -> float | None:
-        """When the earliest message this broker holds for later (``deliver_at``, a delayed
-        release) becomes deliverable, on ``clock``; None when it holds none (brokers with
-        ``native_delay``). A test's fake clock jumps to it."""
-        return None
-
     def defer(self, delivery: Delivery, until: float) -> bool:
         """Hand ``delivery`` back to come again near ``until``; False if the engine cannot."""
         return False

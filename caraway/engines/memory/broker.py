@@ -88,11 +88,6 @@ class MemoryBroker(Broker):
                     remaining = min(remaining, next_due - now, DELAY_POLL)
                 store.changed.wait(max(remaining, 0.001))
 
-    def next_due(self) -> float | None:
-        with self._store.changed:
-            delayed = self._store.delayed
-            return delayed[0][0] if delayed else None
-
     def _take(self, queues: Sequence[str], limit: int) -> list[Delivery]:
         store = self._store
         found: list[Delivery] = []

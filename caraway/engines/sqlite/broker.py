@@ -154,18 +154,6 @@ class SQLiteBroker(Broker):
         rows.sort(key=lambda row: (-row[2], row[0]))
         return [Delivery(_message(row[4:9]), row[1], row[0], bool(row[3])) for row in rows]
 
-    def next_due(self) -> float | None:
-        row = (
-            self._conn()
-            .execute(
-                "SELECT min(visible_at) FROM caraway_messages"
-                " WHERE visible_at > ? AND lease_owner IS NULL",
-                (self.clock.time(),),
-            )
-            .fetchone()
-        )
-        return None if row[0] is None else float(row[0])
-
     def _where_mine(self, tags: Sequence[Any]) -> tuple[str, list[Any]]:
         return f"id IN ({','.join('?' * len(tags))}) AND lease_owner = ?", [*tags, self.owner]
 
@@ -296,7 +284,7 @@ class SQLiteBroker(Broker):
         return [(row[1], bool(row[2])) for row in rows], int(rows[-1][0])
 
     def delayed(self, queues: Sequence[str], limit: int = 1000) -> list[tuple[float, Delivery]]:
-        marks, now = ",".join("?" * len(queues)), time.time()
+        marks, now = ",".join("?" * len(queues)), self.clock.time()
         rows = (
             self._conn()
             .execute(
