@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from functools import partial
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from caraway.engines.base.beat_store import BeatStore
 
 T = TypeVar("T")
+UTC = dt_timezone.utc
 #: ``content_encoding`` of a result kept as base64 text (a binary serializer's payload).
 BASE64 = "base64"
 #: Task ids per ``IN (...)`` query (SQLite allows 999 variables before 3.32).
@@ -178,7 +180,7 @@ class DjangoBackend(Backend):
             "result": self._value(row.result, row.content_type, row.content_encoding),
             "traceback": row.traceback,
             "children": [],
-            "date_done": None if done is None else done.astimezone(timezone.utc).isoformat(),
+            "date_done": None if done is None else done.astimezone(UTC).isoformat(),
         }
         if row.meta:
             meta.update(json.loads(row.meta))
