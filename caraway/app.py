@@ -12,7 +12,16 @@ import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, tzinfo
 from functools import partial
-from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    overload,
+)
 
 from caraway import signals
 from caraway import task as task_module
@@ -52,6 +61,24 @@ BROKER_SETTINGS = (
     "task_create_missing_queue_type",
 )  # fmt: skip
 
+#: Integrations every app loads by dotted name (so this module never imports the front-end layer
+#: that holds them); each one decides for itself whether it applies to this process.
+BUILTIN_FIXUPS = ("caraway.contrib.django.fixup:fixup",)
+
+
+class Fixup(Protocol):
+    """What a fixup (``fixup(app) -> Fixup | None``, named in ``fixups=``) gives its app.
+
+    ``task_cls`` is the default base task class when the app was given none;
+    ``autodiscover_tasks()`` lists the packages ``app.autodiscover_tasks()`` searches when
+    called without any (Django: the installed apps), evaluated when the worker starts.
+    """
+
+    task_cls: str | None
+
+    def autodiscover_tasks(self) -> Iterable[str]: ...
+
+
 #: ``shared_task`` and shared ``@app.task`` declarations, replayed on every app that finalizes.
 _shared_tasks: list[Callable[[Caraway], object]] = []
 
@@ -71,6 +98,7 @@ class Caraway:
         task_cls: type[task_module.Task[Any, Any]] | str | None = None,
         strict_typing: bool = True,
         autofinalize: bool = True,
+        fixups: Iterable[str] | None = None,
         **preconf: Any,
     ) -> None:
         self.main = main
@@ -86,7 +114,11 @@ class Caraway:
         self.conf = Configuration(settings)
         if config_source is not None:
             self.conf.set_source(config_source, namespace)
-        self._task_cls = task_cls
+        self.fixups = tuple(BUILTIN_FIXUPS if fixups is None else fixups)
+        self._fixups: list[Fixup] = [
+            fixup for name in self.fixups if (fixup := symbol_by_name(name)(self)) is not None
+        ]
+        self._task_cls = task_cls or next((f.task_cls for f in self._fixups if f.task_cls), None)
         self._base_task: type[task_module.Task[Any, Any]] | None = None
         self._tasks = TaskRegistry()
         self._finalized = False
@@ -296,10 +328,12 @@ class Caraway:
         """Import ``<package>.<related_name>`` for each package, when the worker starts.
 
         Lazy unless ``force``: the list may be a callable evaluated only then (Django's
-        ``lambda: settings.INSTALLED_APPS``). Packages without the module are skipped.
+        ``lambda: settings.INSTALLED_APPS``). Without packages, the app's fixups name them
+        (under Django: every installed app). Packages without the module are skipped; an
+        ``AppConfig`` path (``"polls.apps.PollsConfig"``) stands for its app's ``name``.
         """
         if packages is None:
-            packages = lambda: self.conf.get("installed_apps") or ()  # noqa: E731
+            packages = self._packages_from_fixups
         source = packages if callable(packages) else (lambda p=tuple(packages): p)
         self._autodiscover.append((source, related_name))
         if force:
@@ -312,7 +346,7 @@ class Caraway:
         for module in names:
             importlib.import_module(module)
         for source, related_name in self._autodiscover:
-            for package in source():
+            for package in map(_package_of, source()):
                 candidate = f"{package}.{related_name}" if related_name else package
                 try:
                     importlib.import_module(candidate)
@@ -322,6 +356,12 @@ class Caraway:
                     continue
                 names.append(candidate)
         return names
+
+    def _packages_from_fixups(self) -> list[str]:
+        discovering = [f for f in self._fixups if hasattr(f, "autodiscover_tasks")]
+        if not discovering:
+            return list(self.conf.get("installed_apps") or ())
+        return [package for fixup in discovering for package in fixup.autodiscover_tasks()]
 
     # --- engines ------------------------------------------------------------------------
 
@@ -478,6 +518,19 @@ class Caraway:
 
 
 Celery = Caraway
+
+
+def _package_of(name: str) -> str:
+    """The package an installed-app entry names: itself, or an ``AppConfig`` path's ``name``."""
+    module, _, attribute = name.rpartition(".")
+    if not module or not attribute[:1].isupper():  # classes are capitalised, packages are not
+        return name
+    try:
+        config = getattr(importlib.import_module(module), attribute, None)
+    except ImportError:
+        return name
+    package = getattr(config, "name", None) if isinstance(config, type) else None
+    return package if isinstance(package, str) else name
 
 
 def _adopt(app: Caraway, function: Callable[..., Any], options: dict[str, Any]) -> None:
