@@ -75,7 +75,7 @@ class PeriodicTaskAdmin(admin.ModelAdmin):
     list_display = (
         "name", "task", "schedule", "enabled", "one_off", "total_run_count", "last_run_at",
     )  # fmt: skip
-    list_filter = ("enabled", "one_off", "task", "start_time", "last_run_at")
+    list_filter = ("enabled", "one_off", "task", "last_run_at")
     search_fields = ("name", "task", "description")
     actions = (enable, disable)
     readonly_fields = ("last_run_at", "total_run_count", "date_changed")

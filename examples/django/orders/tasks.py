@@ -1,7 +1,7 @@
-from caraway import shared_task
 from django.db import transaction
 from django.utils import timezone
 
+from caraway import shared_task
 from orders.models import Order, Tally
 
 
