@@ -103,6 +103,21 @@ class Example:
         ) as conn:  # fmt: skip
             return conn.execute(sql).fetchall()
 
+    def execute(self, script: str) -> None:
+        """Run SQL statements (separated by ``;``) and commit them."""
+        if not self.postgres_db:
+            with closing(sqlite3.connect(self.root / "db.sqlite3", timeout=10)) as conn:
+                conn.executescript(script)
+                conn.commit()
+            return
+        import psycopg  # Lazy: SQLite needs no driver.
+
+        with psycopg.connect(
+            host="127.0.0.1", port=5432, user="postgres", dbname=self.postgres_db,
+            autocommit=True,
+        ) as conn:  # fmt: skip
+            conn.execute(script.encode())  # bytes: several statements in one call
+
     def scalar(self, sql: str) -> Any:
         rows = self.query(sql)
         return rows[0][0] if rows else None

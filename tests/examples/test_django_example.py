@@ -186,3 +186,70 @@ def test_the_admin_shows_a_result_and_runs_a_periodic_task_added_in_it(example: 
         " WHERE task_name = 'orders.tasks.add' AND result = '42'"
     )
     assert answers >= 1
+
+
+#: The tables django-celery-results and django-celery-beat leave behind, as their migrations
+#: make them (only the columns the import reads), with one result and two periodic tasks.
+CELERY_TABLES = """
+CREATE TABLE django_celery_results_taskresult (
+    id integer PRIMARY KEY, task_id varchar(255) UNIQUE NOT NULL, status varchar(50) NOT NULL,
+    content_type varchar(128) NOT NULL, content_encoding varchar(64) NOT NULL, result text,
+    date_done timestamp with time zone NOT NULL, traceback text, meta text, task_args text,
+    task_kwargs text, task_name varchar(255), worker varchar(100),
+    date_created timestamp with time zone NOT NULL);
+CREATE TABLE django_celery_beat_intervalschedule (
+    id integer PRIMARY KEY, every integer NOT NULL, period varchar(24) NOT NULL);
+CREATE TABLE django_celery_beat_crontabschedule (
+    id integer PRIMARY KEY, minute varchar(240), hour varchar(96), day_of_week varchar(64),
+    day_of_month varchar(124), month_of_year varchar(64), timezone varchar(63));
+CREATE TABLE django_celery_beat_periodictask (
+    id integer PRIMARY KEY, name varchar(200) UNIQUE NOT NULL, task varchar(200) NOT NULL,
+    interval_id integer, crontab_id integer, solar_id integer, clocked_id integer,
+    args text NOT NULL, kwargs text NOT NULL, queue varchar(200), exchange varchar(200),
+    routing_key varchar(200), headers text NOT NULL, priority integer,
+    expires timestamp with time zone, expire_seconds integer, one_off boolean NOT NULL,
+    start_time timestamp with time zone, enabled boolean NOT NULL,
+    last_run_at timestamp with time zone, total_run_count integer NOT NULL,
+    date_changed timestamp with time zone, description text NOT NULL);
+INSERT INTO django_celery_results_taskresult VALUES (
+    1, 'old-result-1', 'SUCCESS', 'application/json', 'utf-8', '42',
+    '2026-01-02 03:04:05', NULL, '{"children": []}', '[40, 2]', '{}', 'old.tasks.add',
+    'celery@old', '2026-01-02 03:04:00');
+INSERT INTO django_celery_beat_intervalschedule VALUES (5, 30, 'seconds');
+INSERT INTO django_celery_beat_crontabschedule VALUES (9, '0', '4', '*', '*', '*',
+    'Europe/Paris');
+INSERT INTO django_celery_beat_periodictask VALUES (
+    1, 'old-every-30s', 'old.tasks.ping', 5, NULL, NULL, NULL, '[1]', '{}', 'low', NULL,
+    NULL, '{}', NULL, NULL, NULL, FALSE, NULL, FALSE, '2026-01-02 03:00:00', 7, NULL, 'old');
+INSERT INTO django_celery_beat_periodictask VALUES (
+    2, 'old-nightly', 'old.tasks.report', NULL, 9, NULL, NULL, '[]', '{"day": 1}', NULL, NULL,
+    NULL, '{}', NULL, NULL, NULL, FALSE, NULL, FALSE, NULL, 0, NULL, '')
+"""
+
+
+@pytest.mark.timeout(120)
+def test_rows_of_django_celery_results_and_beat_are_imported(example: Example) -> None:
+    example.execute(CELERY_TABLES)
+
+    first = example.manage("caraway_import_celery_tables")
+    again = example.manage("caraway_import_celery_tables")
+
+    assert first.strip() == "Imported 1 task results, 0 group results and 2 periodic tasks."
+    assert again.strip() == "Imported 0 task results, 0 group results and 0 periodic tasks."
+    assert example.query(
+        "SELECT task_name, status, result, task_args, worker FROM caraway_django_taskresult"
+        " WHERE task_id = 'old-result-1'"
+    ) == [("old.tasks.add", "SUCCESS", "42", "[40, 2]", "celery@old")]
+    tasks = example.query(
+        "SELECT t.name, t.args, t.queue, t.enabled, t.total_run_count, i.every, i.period,"
+        " c.hour, c.timezone FROM caraway_django_periodictask t"
+        " LEFT JOIN caraway_django_intervalschedule i ON i.id = t.interval_id"
+        " LEFT JOIN caraway_django_crontabschedule c ON c.id = t.crontab_id"
+        " WHERE t.name LIKE 'old-%' ORDER BY t.name"
+    )
+    assert [tuple(row) for row in tasks] == [
+        ("old-every-30s", "[1]", "low", False, 7, 30, "seconds", None, None),
+        ("old-nightly", "[]", None, False, 0, None, None, "4", "Europe/Paris"),
+    ]
+    assert example.query("SELECT total_run_count FROM caraway_django_beatrun"
+                         " WHERE name = 'old-every-30s'") == [(7,)]  # fmt: skip
