@@ -78,7 +78,9 @@ class Example:
 
     def serve(self, port: int) -> None:
         """``manage.py runserver`` on ``port``, returning once it accepts connections."""
-        proc = self.start("runserver", "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}")
+        proc = self.start(
+            "runserver", "manage.py", "runserver", "--noreload", "--insecure", f"127.0.0.1:{port}"
+        )
 
         def accepting() -> bool:
             assert proc.poll() is None, self.logs()
