@@ -17,6 +17,14 @@ for name in ("redis", "amqp", "sqlalchemy", "kombu"):
 
 import importlib, pkgutil
 import caraway
+import django
+from django.conf import settings
+
+# caraway.contrib.django's models, admin and commands import as any Django app's do: in a
+# configured project (Django itself is an extra, but one a project using them has).
+settings.configure(INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth",
+                                   "django.contrib.admin", "caraway.contrib.django"])
+django.setup()
 from caraway.contrib.testing.worker import start_worker
 
 extras = ("caraway.engines.redis", "caraway.engines.amqp", "caraway.engines.sql")
