@@ -50,6 +50,10 @@ class Example:
         """A ``manage.py`` command's output."""
         return self._run([sys.executable, "manage.py", *args])
 
+    def run(self, *args: str) -> str:
+        """``python <args>`` in the project folder (``-m caraway ...``); its output."""
+        return self._run([sys.executable, *args])
+
     def python(self, code: str) -> Any:
         """Run ``code`` with Django set up; the JSON it prints last (``print(json.dumps(x))``)."""
         script = "import json, django\ndjango.setup()\n" + code

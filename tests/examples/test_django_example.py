@@ -115,6 +115,11 @@ def test_two_beats_send_each_run_once_and_pick_up_an_edit(example: Example) -> N
         WAIT, f"{settled} tallies (one per recorded run)",
     )  # fmt: skip
     assert tallies
+    listed = example.run("-m", "caraway", "-A", "proj", "beat", "schedules", "list")
+    assert (
+        f"tally-orders: orders.tasks.tally_orders <freq: 1.00 second> [disabled] runs={settled}"
+        in listed
+    )
 
 
 def _chromium() -> str:

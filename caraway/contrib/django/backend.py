@@ -95,10 +95,10 @@ class DjangoBackend(Backend):
         return f"the Django database {self.alias!r}"
 
     def beat_store(self) -> BeatStore:
+        self.models  # noqa: B018 - sets Django up before the store's module loads the models
         # Lazy, the beat store's module imports the models, which need Django set up.
         from caraway.contrib.django.beat_store import DjangoStore
 
-        self.models  # noqa: B018 - sets Django up first
         return DjangoStore(self.app)
 
     @contextmanager
