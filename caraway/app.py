@@ -67,9 +67,10 @@ BUILTIN_FIXUPS = ("caraway.contrib.django.fixup:fixup",)
 
 
 class Fixup(Protocol):
-    """What a fixup (``fixup(app) -> Fixup | None``, named in ``fixups=``) gives its app.
+    """What a fixup gives its app; ``fixups=`` names factories ``fixup(app) -> Fixup | None``
+    (None: it does not apply here).
 
-    ``task_cls`` is the default base task class when the app was given none;
+    ``task_cls`` is the default base task class when the app was given none (or None);
     ``autodiscover_tasks()`` lists the packages ``app.autodiscover_tasks()`` searches when
     called without any (Django: the installed apps), evaluated when the worker starts.
     """
@@ -319,6 +320,26 @@ class Caraway:
         self.conf.beat_schedule = table
         return key
 
+    def setup_security(
+        self,
+        allowed_serializers: Iterable[str] | None = None,
+        key: str | None = None,
+        key_password: bytes | str | None = None,
+        cert: str | None = None,
+        store: str | None = None,
+        digest: str | None = None,
+        serializer: str = "json",
+    ) -> None:
+        """Sign every task this process sends and run only signed ones (process-wide, as in
+        Celery): see ``caraway.security``. Needs ``task_serializer = "auth"`` and
+        ``accept_content = ["auth"]``, and the ``security_*`` files."""
+        # Lazy, optional: caraway.security needs the cryptography package (caraway[auth]).
+        from caraway.security import setup_security
+
+        setup_security(
+            allowed_serializers, key, key_password, cert, store, digest, serializer, app=self
+        )
+
     def autodiscover_tasks(
         self,
         packages: Iterable[str] | Callable[[], Iterable[str]] | None = None,
@@ -358,10 +379,9 @@ class Caraway:
         return names
 
     def _packages_from_fixups(self) -> list[str]:
-        discovering = [f for f in self._fixups if hasattr(f, "autodiscover_tasks")]
-        if not discovering:
+        if not self._fixups:
             return list(self.conf.get("installed_apps") or ())
-        return [package for fixup in discovering for package in fixup.autodiscover_tasks()]
+        return [package for fixup in self._fixups for package in fixup.autodiscover_tasks()]
 
     # --- engines ------------------------------------------------------------------------
 

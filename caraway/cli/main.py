@@ -13,6 +13,7 @@ from caraway.cli.control import control, inspect, revoke, status
 from caraway.cli.demo import demo
 from caraway.cli.events import events
 from caraway.cli.lists import list_
+from caraway.cli.multi import multi
 from caraway.cli.queues import dead_letters, purge
 from caraway.cli.report import report
 from caraway.cli.tasks import call, result
@@ -102,6 +103,7 @@ for command in (
     revoke,
     events,
     list_,
+    multi,
 ):
     cli.add_command(command)
 

@@ -20,6 +20,7 @@ from caraway import signals
 from caraway.beat import EmbeddedService
 from caraway.current import get_current_task
 from caraway.exceptions import ImproperlyConfigured, OperationalError, Unreachable
+from caraway.routing import worker_queues
 from caraway.utils.imports import symbol_by_name
 from caraway.utils.log import expand_node_path, setup_logging
 from caraway.utils.time import SYSTEM_CLOCK, Clock
@@ -96,7 +97,9 @@ class Worker:
         self.hostname = expand_hostname(hostname)
         if isinstance(queues, str):
             queues = [q for q in queues.split(",") if q]
-        self.queues = list(queues or [conf.task_default_queue])
+        self.queues = worker_queues(
+            queues, conf.task_default_queue, conf.task_queues, conf.task_create_missing_queues
+        )
         excluded = set(exclude_queues or ())
         self.queues = [q for q in self.queues if q not in excluded]
         self.pool_name = pool or conf.worker_pool or "prefork"

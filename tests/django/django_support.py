@@ -13,11 +13,20 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from contextlib import closing
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from caraway import Celery
+
+#: Found, not imported: Django imported into the pytest process would change other tests.
+requires_django = pytest.mark.skipif(
+    find_spec("django") is None, reason="Django is not installed (the test extra has it)"
+)
 
 PROJECT = Path(__file__).resolve().parent / "project"
 
@@ -46,20 +55,34 @@ def postgres_database(
 
 
 class DjangoProject:
-    """``project/`` on the given databases, with its broker (a SQLite file) in ``root``."""
+    """``project/`` on the given databases, with its broker (a SQLite file) in ``root``.
 
-    def __init__(self, root: Path, databases: dict[str, Any], cwd: Path = PROJECT) -> None:
+    ``cwd``, ``app``, ``broker`` and ``backend`` name another project and where it sends tasks.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        databases: dict[str, Any],
+        cwd: Path = PROJECT,
+        app: str = "djproj",
+        broker: str | None = None,
+        backend: str | None = None,
+    ) -> None:
         self.root = root
         self.cwd = cwd
+        self.app = app
         self.databases = databases
-        self.broker = f"sqlite:///{root}/broker.sqlite3"
+        self.broker = broker or f"sqlite:///{root}/broker.sqlite3"
         self.env = {
             **os.environ,
             "DJPROJ_DATABASES": json.dumps(databases),
             "DJPROJ_BROKER": self.broker,
             "PYTHONDONTWRITEBYTECODE": "1",
         }
-        self.client = Celery(f"client-{root.name}", broker=self.broker, backend=self.broker)
+        self.client = Celery(
+            f"client-{root.name}", broker=self.broker, backend=backend or self.broker
+        )
         self.workers: list[tuple[subprocess.Popen[bytes], Path]] = []
         self.pool = ""
 
@@ -76,18 +99,24 @@ class DjangoProject:
         self.run("manage.py", "migrate", "--run-syncdb", "-v0")
 
     def start_worker(self, pool: str, *options: str) -> subprocess.Popen[bytes]:
-        """``caraway -A djproj worker -P <pool> <options>``, as Celery's docs start a Django
-        worker; returns once it answers a ping."""
+        """``caraway -A <app> worker -P <pool> <options>``, as Celery's docs start a Django
+        worker; returns once it answers a ping (fails at once if it exits instead)."""
         self.pool = pool
         log = self.root / f"worker-{len(self.workers)}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "caraway", "-A", "djproj", "worker", "-l", "INFO",
+                [sys.executable, "-m", "caraway", "-A", self.app, "worker", "-l", "INFO",
                  "-P", pool, *options],
                 cwd=self.cwd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         self.workers.append((proc, log))
-        assert self.client.send_task("celery.ping").get(timeout=WAIT) == "pong", self.logs()
+        ping = self.client.send_task("celery.ping")
+        deadline = time.monotonic() + WAIT
+        while not ping.ready():
+            assert proc.poll() is None, f"the worker exited ({proc.returncode}):\n{self.logs()}"
+            assert time.monotonic() < deadline, f"no answer to a ping:\n{self.logs()}"
+            time.sleep(0.05)
+        assert ping.get(timeout=1) == "pong"
         return proc
 
     def call(self, name: str, *args: Any) -> Any:

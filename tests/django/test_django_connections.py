@@ -1,7 +1,7 @@
 """Django's database connections in a worker: a restart survived, a fork that leaves the
 parent's session alone.
 
-The database restarts while a prefork worker runs: the next tasks succeed.
+The database restarts while a worker runs (prefork, then threads): the next tasks succeed.
 
 The PostgreSQL cluster is the test's own (``initdb`` on a free port), restarted with
 ``pg_ctl stop -m fast``, which ends every session. Two aliases point at it: ``default`` with
@@ -16,15 +16,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
-from django_support import DjangoProject, postgres_database
+from django_support import DjangoProject, postgres_database, requires_django
 from faults.fault_servers import PrivatePostgres
 
-pytest.importorskip("django")
-pytest.importorskip("psycopg")
+pytestmark = requires_django
 
-#: Each child of ``-c 2`` should hold a connection of each alias when the server goes away.
+#: Each child (or thread) of ``-c 2`` should hold a connection of each alias when the server
+#: goes away.
 WARM_UP = 8
 
 
@@ -39,20 +41,29 @@ def postgres() -> Iterator[PrivatePostgres]:
         server.destroy()
 
 
-@pytest.fixture(scope="module")
-def project(
-    postgres: PrivatePostgres, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[DjangoProject]:
-    databases = {
-        "default": postgres_database(postgres.port, "postgres"),
-        "persistent": postgres_database(
-            postgres.port, "postgres", CONN_MAX_AGE=None, CONN_HEALTH_CHECKS=True
-        ),
+def databases(port: int, name: str) -> dict[str, Any]:
+    return {
+        "default": postgres_database(port, name),
+        "persistent": postgres_database(port, name, CONN_MAX_AGE=None, CONN_HEALTH_CHECKS=True),
     }
-    project = DjangoProject(Path(tmp_path_factory.mktemp("django-restart")), databases)
+
+
+@pytest.fixture(scope="module", params=["prefork", "threads"])
+def project(
+    request: pytest.FixtureRequest,
+    postgres: PrivatePostgres,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[DjangoProject]:
+    pool = request.param
+    with psycopg.connect(
+        host="127.0.0.1", port=postgres.port, dbname="postgres", user="postgres", autocommit=True
+    ) as conn:
+        conn.execute(f"CREATE DATABASE {pool}")  # a database per worker: counts start at 0
+    root = Path(tmp_path_factory.mktemp(f"django-restart-{pool}"))
+    project = DjangoProject(root, databases(postgres.port, pool))
     try:
         project.migrate()
-        project.start_worker("prefork", "-c", "2")
+        project.start_worker(pool, "-c", "2")
         yield project
     finally:
         project.close()
@@ -82,8 +93,14 @@ def test_tasks_after_a_database_restart_succeed(
     assert "Traceback" not in project.logs()
 
 
-def test_a_forked_child_leaves_its_parents_connection_working(project: DjangoProject) -> None:
-    backends = json.loads(project.run("fork_check.py"))
+def test_a_forked_child_leaves_its_parents_connection_working(
+    postgres: PrivatePostgres, tmp_path: Path
+) -> None:
+    project = DjangoProject(tmp_path, databases(postgres.port, "postgres"))
+    try:
+        backends = json.loads(project.run("fork_check.py"))
+    finally:
+        project.close()
 
     assert backends["child"] != backends["before"]  # the child opened its own
     assert backends["after"] == backends["before"]  # the parent's session lives on

@@ -1,8 +1,9 @@
 """A Django project run as Celery's Django docs run it, only ``celery`` changed to ``caraway``.
 
 ``project/djproj/celery.py`` is Celery's documented file: ``autodiscover_tasks()`` with no
-arguments, no ``django.setup()``. One worker per database, shared by the module's tests:
-SQLite on the prefork pool, PostgreSQL (a schema of its own on the shared server) on threads.
+arguments, no ``django.setup()``. One worker per setup, shared by the module's tests: SQLite
+and PostgreSQL (a schema of its own on the shared server), each under two of the four pools
+(connections are per thread in Django: each pool runs tasks on different threads).
 """
 
 from __future__ import annotations
@@ -12,24 +13,32 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from django_support import DjangoProject, postgres_database, query, sqlite_databases
+from django_support import (
+    DjangoProject,
+    postgres_database,
+    query,
+    requires_django,
+    sqlite_databases,
+)
 from polling import poll
 from services import require
 
-pytest.importorskip("django")
+pytestmark = requires_django
 psycopg = pytest.importorskip("psycopg")
 
-#: The pool each database's worker runs.
-POOLS = {"sqlite": "prefork", "postgresql": "threads"}
+#: (database, pool) of each worker.
+SETUPS = [("sqlite", "prefork"), ("sqlite", "asyncio"), ("postgresql", "threads"),
+          ("postgresql", "solo")]  # fmt: skip
 
 
-@pytest.fixture(scope="module", params=sorted(POOLS))
+@pytest.fixture(scope="module", params=SETUPS, ids=["-".join(setup) for setup in SETUPS])
 def project(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DjangoProject]:
-    root = tmp_path_factory.mktemp(f"django-{request.param}")
-    if request.param == "sqlite":
-        yield from _serving(DjangoProject(root, sqlite_databases(root / "db.sqlite3")), "prefork")
+    database, pool = request.param
+    root = tmp_path_factory.mktemp(f"django-{database}-{pool}")
+    if database == "sqlite":
+        yield from _serving(DjangoProject(root, sqlite_databases(root / "db.sqlite3")), pool)
         return
     _, port = require("postgresql")
     schema = f"djtest_{uuid.uuid4().hex[:12]}"
@@ -37,7 +46,7 @@ def project(
         conn.execute(f"CREATE SCHEMA {schema}")
     try:
         database = postgres_database(port, "test", schema)
-        yield from _serving(DjangoProject(root, {"default": database}), "threads")
+        yield from _serving(DjangoProject(root, {"default": database}), pool)
     finally:
         with psycopg.connect(
             host="127.0.0.1", port=port, dbname="test", user="postgres", autocommit=True
@@ -74,7 +83,7 @@ def test_tasks_that_use_models_write_the_database(project: DjangoProject) -> Non
     assert text == "from a task"
     pid = int(seen_by.partition("/")[0])
     worker_pid = project.workers[0][0].pid
-    # Prefork runs tasks in its children, threads in the worker process itself.
+    # Prefork runs tasks in its children, the other pools in the worker process itself.
     assert (pid != worker_pid) if project.pool == "prefork" else (pid == worker_pid)
 
 

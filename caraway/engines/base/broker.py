@@ -184,6 +184,12 @@ class Broker(ABC):
         """Hand ``delivery`` back to come again near ``until``; False if the engine cannot."""
         return False
 
+    def delayed(self, queues: Sequence[str], limit: int = 1000) -> list[tuple[float, Delivery]]:
+        """Messages of ``queues`` the engine itself holds until their ETA (``native_delay``),
+        soonest first with their ETA: ``inspect scheduled`` lists them beside the worker's own
+        holds. Engines that hand ETA messages to the worker at once hold none."""
+        return []
+
     def stop_consuming(self, queue: str) -> None:  # noqa: B027 - pull engines hold nothing
         """The worker no longer fetches from ``queue`` (engines that push messages stop it)."""
 

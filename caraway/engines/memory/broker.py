@@ -147,3 +147,8 @@ class MemoryBroker(Broker):
         with self._store.changed:
             revoked = self._store.revoked
             return list(revoked[cursor:]), len(revoked)
+
+    def delayed(self, queues: Sequence[str], limit: int = 1000) -> list[tuple[float, Delivery]]:
+        with self._store.changed:
+            held = sorted(d for d in self._store.delayed if d[2].queue in queues)[:limit]
+        return [(due, Delivery(item.message, item.queue, None)) for due, _, item in held]

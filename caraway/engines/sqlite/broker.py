@@ -284,6 +284,21 @@ class SQLiteBroker(Broker):
             return [], cursor
         return [(row[1], bool(row[2])) for row in rows], int(rows[-1][0])
 
+    def delayed(self, queues: Sequence[str], limit: int = 1000) -> list[tuple[float, Delivery]]:
+        marks, now = ",".join("?" * len(queues)), time.time()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT visible_at, queue, redelivered, headers, properties, body, content_type,"
+                f" content_encoding FROM caraway_messages WHERE queue IN ({marks})"
+                " AND visible_at > ? AND (lease_until IS NULL OR lease_until < ?)"
+                " ORDER BY visible_at, id LIMIT ?",
+                (*queues, now, now, limit),
+            )
+            .fetchall()
+        )
+        return [(row[0], Delivery(_message(row[3:8]), row[1], None, bool(row[2]))) for row in rows]
+
 
 def _message(columns: Sequence[Any]) -> Message:
     """A ``Message`` from the columns headers, properties, body, content_type, encoding."""

@@ -11,8 +11,6 @@ SECRET_KEY = "tests-only"
 DEBUG = False
 USE_TZ = True
 INSTALLED_APPS = [
-    "django.contrib.contenttypes",
-    "django.contrib.auth",
     "notes",
     "tallies.apps.TalliesConfig",  # an AppConfig path: autodiscovery must still find tallies.tasks
 ]
