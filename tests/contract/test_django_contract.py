@@ -11,12 +11,16 @@ import os
 import subprocess
 import sys
 from contextlib import ExitStack
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 from services import postgresql_database
 
-pytest.importorskip("django")
+#: Found, not imported: importing Django here would load it for every test of the session.
+pytestmark = pytest.mark.skipif(
+    find_spec("django") is None, reason="Django is not installed (the test extra has it)"
+)
 
 HERE = Path(__file__).resolve().parent
 SUITES = ["test_backend_contract.py", "test_beat_store_contract.py"]

@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,10 @@ from django_example_support import ADMIN, ROOT, WAIT, Example
 from polling import poll
 from services import free_port, missing, postgresql_database
 
-pytest.importorskip("django")
+#: Found, not imported: importing Django here would load it for every test of the session.
+pytestmark = pytest.mark.skipif(
+    find_spec("django") is None, reason="Django is not installed (the test extra has it)"
+)
 
 SCREENSHOTS = ROOT / "artefacts" / "django-admin"
 

@@ -1,5 +1,9 @@
 """The Django database's engines by the names Celery users know, and its two schedules.
-Nothing here sets Django up (its settings would hold for every other test)."""
+
+Nothing here imports Django (tests/unit checks that configuration stays lazy about it): the
+names are checked in the tables, and the engines behind them run in tests/contract and
+tests/examples.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +13,23 @@ from datetime import datetime, timezone
 import pytest
 
 from caraway import Celery
-from caraway.beat.service import scheduler_class
-from caraway.contrib.django.backend import DjangoBackend
-from caraway.contrib.django.scheduler import DatabaseScheduler
+from caraway.beat.service import SCHEDULER_ALIASES
 from caraway.contrib.django.schedules import ZonedCrontab, clocked
-from caraway.engines.registry import backend_capabilities
+from caraway.engines.base.backend import Backend
+from caraway.engines.memory.backend import MemoryBackend
+from caraway.engines.registry import BACKENDS, _load
 from caraway.exceptions import ImproperlyConfigured
 
 
-@pytest.mark.parametrize("name", ["django-db", "Django-DB", "django-db://"])
-def test_django_db_names_the_django_result_backend(name: str) -> None:
-    app = Celery("names", broker="memory://", backend=name, set_as_current=False)
+def test_django_db_is_a_bare_name_in_the_backend_table() -> None:
+    assert BACKENDS["django-db"] == ("caraway.contrib.django.backend:DjangoBackend", "django")
 
-    assert isinstance(app.backend, DjangoBackend)
-    assert backend_capabilities(name).beat_schedules
+
+@pytest.mark.parametrize("name", ["bare-name", "Bare-Name", "bare-name://"])
+def test_a_bare_name_in_the_table_is_found_without_a_scheme(name: str) -> None:
+    table = {"bare-name": ("caraway.engines.memory.backend:MemoryBackend", None)}
+
+    assert _load(table, name, "result backend", Backend) is MemoryBackend
 
 
 @pytest.mark.parametrize(
@@ -31,7 +38,7 @@ def test_django_db_names_the_django_result_backend(name: str) -> None:
      "django_celery_beat.schedulers.DatabaseScheduler"],
 )  # fmt: skip
 def test_the_django_scheduler_answers_to_its_celery_names(name: str) -> None:
-    assert scheduler_class(name) is DatabaseScheduler
+    assert SCHEDULER_ALIASES[name] == "caraway.contrib.django.scheduler:DatabaseScheduler"
 
 
 def _at(text: str) -> datetime:
