@@ -136,9 +136,15 @@ class DjangoStore(BeatStore):
         return found
 
     def put_definition(self, name: str, definition: Mapping[str, Any]) -> None:
-        def work() -> None:
+        def write() -> None:
             with transaction.atomic(using=self.alias):
                 write_definition(self.app, name, definition)
+
+        def work() -> None:
+            try:
+                write()
+            except IntegrityError:  # another beat created it meanwhile (both starting): update
+                write()
 
         self._run(work)
 
