@@ -3,7 +3,8 @@ engine (made by its broker).
 
 How ``broker_url`` / ``result_backend`` find their engine class, first match wins:
 
-1. the scheme (before ``://``, any case) in the built-in table (``BROKERS`` / ``BACKENDS``);
+1. the scheme (before ``://``, any case) in the built-in table (``BROKERS`` / ``BACKENDS``),
+   or the whole setting when it is a bare name there (``"django-db"``, as in Celery);
 2. an entry point of that name (lower case) in the group ``caraway.brokers`` /
    ``caraway.backends`` of an installed distribution, so ``pip install caraway-toy`` makes
    ``toy://`` work. A plug-in cannot take over a built-in scheme;
@@ -69,6 +70,8 @@ BACKENDS: dict[str, tuple[str, str | None]] = {
     "db+mariadb+pymysql": ("caraway.engines.sql.backend:SQLBackend", "mysql"),
     "db+sqlite": ("caraway.engines.sql.backend:SQLBackend", "sql"),
     "rpc": ("caraway.engines.amqp.rpc_backend:RPCBackend", "amqp"),
+    # Celery's names without "://": django-celery-results' backend, ours in contrib.
+    "django-db": ("caraway.contrib.django.backend:DjangoBackend", "django"),
 }
 
 
@@ -171,7 +174,10 @@ def _load(table: dict[str, tuple[str, str | None]], url: str, kind: str, base: t
     """The engine class for ``url``: the built-in ``table``, then the entry points of installed
     distributions, then a dotted class path. The class gets ``url`` unchanged."""
     path = _class_path(url)
-    scheme = scheme_of(url) if path is None else path.lower()
+    if path is None and "://" not in url and url.lower() in table:
+        scheme = url.lower()  # a bare name such as "django-db"
+    else:
+        scheme = scheme_of(url) if path is None else path.lower()
     if scheme in table:
         return _load_builtin(table, scheme, kind)
     plugins = _plugins(kind)
