@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from functools import partial
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from django.conf import settings
 from django.db import IntegrityError, router, transaction
@@ -99,7 +99,9 @@ class DjangoBackend(Backend):
         # Lazy, the beat store's module imports the models, which need Django set up.
         from caraway.contrib.django.beat_store import DjangoStore
 
-        return DjangoStore(self.app)
+        # The registry builds engines with the app itself; the engine contract only names
+        # the members engines read (EngineApp), and the store writes definitions with its app.
+        return DjangoStore(cast("Caraway", self.app))
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
