@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from caraway.app import Caraway
+from caraway.config import ENVIRONMENT
 from caraway.current import get_current_app
 from caraway.exceptions import CarawayError
 
@@ -66,14 +67,19 @@ class CLIState:
 def configure_app(
     app: Caraway, broker: str | None, result_backend: str | None, config: str | None
 ) -> None:
-    """Apply ``--config``, then ``-b`` and ``--result-backend`` (these win, as in Celery)."""
+    """Apply ``--config``, then ``-b`` and ``--result-backend``.
+
+    These two win over everything, as in Celery: they set ``CELERY_BROKER_URL`` /
+    ``CELERY_RESULT_BACKEND``, which the configuration reads first (and pool children and
+    ``--detach`` inherit).
+    """
     if config is not None:
         app.config_from_object(config)
         app.conf.get("broker_url")  # read the module now, so a bad --config fails here
     if broker is not None:
-        app.conf.broker_url = broker
+        os.environ[ENVIRONMENT["broker_url"]] = broker
     if result_backend is not None:
-        app.conf.result_backend = result_backend
+        os.environ[ENVIRONMENT["result_backend"]] = result_backend
     if broker is not None or result_backend is not None or config is not None:
         app.close()  # engines made before the override would keep the old URLs
 

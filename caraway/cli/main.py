@@ -41,14 +41,14 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
     envvar="CARAWAY_BROKER_URL",
     show_envvar=True,
     metavar="URL",
-    help="Broker URL, overriding broker_url (e.g. sqlite:///tasks.sqlite3).",
+    help="Broker URL, overriding broker_url and $CELERY_BROKER_URL (e.g. redis://host/0).",
 )
 @click.option(
     "--result-backend",
     envvar="CARAWAY_RESULT_BACKEND",
     show_envvar=True,
     metavar="URL",
-    help="Result backend URL, overriding result_backend.",
+    help="Result backend URL, overriding result_backend and $CELERY_RESULT_BACKEND.",
 )
 @click.option(
     "--config",
