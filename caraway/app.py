@@ -7,6 +7,7 @@ backend are created on first use (first publish, first result read, or worker st
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -18,19 +19,27 @@ from caraway import signals
 from caraway import task as task_module
 from caraway.builtins import register_builtins
 from caraway.config import Configuration, load_from_envvar
-from caraway.current import _all_apps, _Proxy, get_current_app, set_current_app, set_default_app
+from caraway.current import (
+    _all_apps,
+    _Proxy,
+    get_current_app,
+    get_current_task,
+    set_current_app,
+    set_default_app,
+)
 from caraway.engines.registry import (
     DEFAULT_BROKER_URL,
     create_backend,
     create_broker,
     default_backend_url,
 )
-from caraway.exceptions import CarawayWarning
+from caraway.exceptions import CarawayError, CarawayWarning
 from caraway.registry import TaskRegistry
 from caraway.result import AsyncResult, GroupResult
 from caraway.routing import prepare_routers
 from caraway.schedules import maybe_schedule
 from caraway.task import task_from_function
+from caraway.utils.clock import LamportClock
 from caraway.utils.imports import symbol_by_name
 from caraway.utils.time import timezone_for
 
@@ -51,6 +60,16 @@ BROKER_SETTINGS = (
     "task_queues", "task_queue_max_priority", "task_default_queue_type",
     "task_create_missing_queue_type",
 )  # fmt: skip
+
+#: Why ``app.connection()`` is refused, and what replaces each use of it.
+NO_CONNECTION = (
+    "app.connection() / connection_for_read() / connection_for_write() are not available: "
+    "caraway talks to the broker through its own engines, not kombu connections. "
+    "To send tasks use task.apply_async() or app.send_task(); to publish a batch, "
+    "app.broker.publish(); to watch events, caraway.events.Receiver(app, handlers=...); to "
+    "purge a queue, app.control.purge(); to check the broker is reachable, app.broker "
+    "(created on first use) or `caraway status`."
+)
 
 #: ``shared_task`` and shared ``@app.task`` declarations, replayed on every app that finalizes.
 _shared_tasks: list[Callable[[Caraway], object]] = []
@@ -99,9 +118,15 @@ class Caraway:
         self._autodiscover: list[tuple[Callable[[], Iterable[str]], str]] = []
         self.on_after_configure = signals.Signal("app.on_after_configure")
         self.on_after_finalize = signals.Signal("app.on_after_finalize")
+        #: Orders this app's control messages and events (Celery's ``app.clock``).
+        self.clock = LamportClock()
         _all_apps.add(self)
         if set_as_current:
             set_current_app(self)
+        self.on_init()
+
+    def on_init(self) -> None:
+        """Called at the end of ``__init__``: override in a subclass to set the app up."""
 
     def _make_default(self) -> Caraway:
         set_default_app(self)
@@ -370,6 +395,17 @@ class Caraway:
         return Control(self)
 
     @property
+    def current_task(self) -> task_module.Task[Any, Any] | None:
+        """The task running in this thread or coroutine, or None (Celery's ``current_task``)."""
+        return get_current_task()
+
+    def connection(self, *args: Any, **kwargs: Any) -> Any:
+        """Refused: caraway has no kombu connection objects; the message says what to use."""
+        raise CarawayError(NO_CONNECTION)
+
+    connection_for_read = connection_for_write = broker_connection = connection
+
+    @property
     def oid(self) -> str:
         """This app's id in ``reply_to``: one per app instance, as in Celery."""
         value: str | None = self.__dict__.get("_oid")
@@ -449,6 +485,20 @@ class Caraway:
         from caraway.worker.worker import Worker
 
         return Worker(self, **kwargs)
+
+    def start(self, argv: list[str] | None = None) -> None:
+        """Run a ``caraway`` command for this app: ``app.start(['worker', '-l', 'INFO'])``.
+
+        Without ``argv``, the script's own arguments, so a module ending in
+        ``if __name__ == "__main__": app.start()`` runs as ``python myapp.py worker``.
+        """
+        # Lazy, an allow-listed upward import: Celery's app API reaches up to this layer.
+        from caraway.cli.main import run_with_app
+
+        args = sys.argv[1:] if argv is None else list(argv)
+        if argv is not None and args[:1] == sys.argv[:1]:
+            args = args[1:]  # app.start(sys.argv): the program name is not a command
+        run_with_app(self, args)
 
     def worker_main(self, argv: list[str] | None = None) -> None:
         """Run a worker for this app as ``caraway worker`` would: ``['worker', '-l', 'INFO']``."""
