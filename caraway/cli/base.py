@@ -84,6 +84,10 @@ def configure_app(
         app.close()  # engines made before the override would keep the old URLs
 
 
+#: Options of ``caraway`` itself that Celery 4 took after the subcommand too.
+GLOBAL_OPTIONS = frozenset({"-A", "--app", "-b", "--broker", "--result-backend", "--config"})
+
+
 class CarawayGroup(click.Group):
     """A group whose commands report caraway's errors as ``Error: <message>``, exit 1."""
 
@@ -92,6 +96,21 @@ class CarawayGroup(click.Group):
             return super().invoke(ctx)
         except CarawayError as exc:
             raise click.ClickException(str(exc)) from exc
+        except click.NoSuchOption as exc:
+            if exc.option_name not in GLOBAL_OPTIONS or exc.ctx is None:
+                raise
+            raise misplaced_option(exc.option_name, exc.ctx) from None
+
+
+def misplaced_option(option: str, ctx: click.Context) -> click.UsageError:
+    """``caraway worker -A proj``: refused as Celery 5 refuses it, saying where it goes."""
+    command = ctx.info_name or "COMMAND"
+    return click.UsageError(
+        f"{option} is an option of 'caraway' itself, so it goes before the command: "
+        f"caraway {option} <value> {command} ... (Celery 5 also stopped taking it after the "
+        f"command, e.g. `celery {command} {option} proj` became `celery {option} proj {command}`).",
+        ctx,
+    )
 
 
 def comma_list(ctx: click.Context, param: click.Parameter, values: Any) -> list[str]:

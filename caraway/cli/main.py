@@ -15,6 +15,7 @@ from caraway.cli.events import events
 from caraway.cli.lists import list_
 from caraway.cli.queues import dead_letters, purge
 from caraway.cli.report import report
+from caraway.cli.shell import shell
 from caraway.cli.tasks import call, result
 from caraway.cli.worker import worker
 from caraway.version import __version__
@@ -102,6 +103,7 @@ for command in (
     revoke,
     events,
     list_,
+    shell,
 ):
     cli.add_command(command)
 
