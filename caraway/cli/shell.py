@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-import caraway
+from caraway.canvas import chain, chord, chunks, group, signature, subtask, xmap, xstarmap
 from caraway.cli.base import state_of
 
 
@@ -37,10 +37,9 @@ def shell(ctx: click.Context, flavour: str | None, without_tasks: bool) -> None:
 def shell_namespace(app: Any, with_tasks: bool = True) -> dict[str, Any]:
     """``app`` and ``celery`` (the app), the canvas, and each task under its last name part."""
     namespace: dict[str, Any] = {
-        "app": app, "celery": app, "Task": app.Task, "chain": caraway.chain,
-        "chord": caraway.chord, "group": caraway.group, "chunks": caraway.chunks,
-        "signature": caraway.signature, "subtask": caraway.subtask, "xmap": caraway.xmap,
-        "xstarmap": caraway.xstarmap,
+        "app": app, "celery": app, "Task": app.Task, "chain": chain, "chord": chord,
+        "group": group, "chunks": chunks, "signature": signature, "subtask": subtask,
+        "xmap": xmap, "xstarmap": xstarmap,
     }  # fmt: skip
     if with_tasks:
         for name, task in app.tasks.regular().items():

@@ -57,7 +57,7 @@ def test_worker_flags_as_celery_spells_them(project: Project) -> None:
     project.wait_until(lambda: client.broker.size("celery") == 0, "--purge to empty the queue")
     # -I imported the extra module; --soft-time-limit stopped the slow task.
     assert client.send_task("extra.whoami").get(timeout=WAIT) == os.geteuid()
-    slow = client.send_task(f"{project.module}.slow", (5,))
+    slow = client.send_task(f"{project.module}.slow", (1.5,))  # a thread sees it after sleep
     slow.get(timeout=WAIT, propagate=False)
     assert slow.state == states.FAILURE
     assert type(slow.result).__name__ == "SoftTimeLimitExceeded"
