@@ -53,17 +53,14 @@ __all__ = ["ENVIRONMENT", "Configuration", "load_from_envvar", "load_source"]
 TYPO_CUTOFF = 0.8
 #: Settings an environment variable overrides, whatever the app, its source or a change says:
 #: Celery's precedence, so deployments that configure Celery by environment keep working.
-#: ``caraway -b`` / ``--result-backend`` set these variables, so the command line wins.
+#: Read when a setting is resolved: on first read and after each change of the configuration
+#: (reads are cached). ``caraway -b`` / ``--result-backend`` set these variables (for pool
+#: children and ``--detach``) and the setting, so the command line wins over all.
 ENVIRONMENT = {
     "broker_url": "CELERY_BROKER_URL",
     "broker_read_url": "CELERY_BROKER_READ_URL",
     "broker_write_url": "CELERY_BROKER_WRITE_URL",
     "result_backend": "CELERY_RESULT_BACKEND",
-}
-#: The same, by every name a setting is read under (old Celery 3 names too).
-_ENVIRONMENT_BY_KEY = {
-    **ENVIRONMENT,
-    **{old: ENVIRONMENT[new] for old, new in OLD_NAMES.items() if new in ENVIRONMENT},
 }
 _SECRET_KEY = re.compile(r"pass|secret|token|signature|private|credential|api_?key", re.I)
 _MASK = "********"
@@ -132,12 +129,6 @@ class Configuration(MutableMapping[str, Any]):
     # -- mapping protocol ---------------------------------------------------------------------
 
     def __getitem__(self, key: str) -> Any:
-        variable = _ENVIRONMENT_BY_KEY.get(key)
-        if variable is not None:
-            # Read at each access, never cached: the environment may change after startup.
-            from_environment = os.environ.get(variable)
-            if from_environment:
-                return from_environment
         generation = self._generation
         entry = self._resolved.get(key)
         if entry is not None and entry[0] == generation:
@@ -148,6 +139,11 @@ class Configuration(MutableMapping[str, Any]):
 
     def _resolve(self, key: str) -> Any:
         name = OLD_NAMES.get(key, key)
+        variable = ENVIRONMENT.get(name)
+        if variable is not None:
+            from_environment = os.environ.get(variable)
+            if from_environment:
+                return from_environment
         if name in self._changes:
             value = self._changes[name]
         else:
@@ -217,8 +213,6 @@ class Configuration(MutableMapping[str, Any]):
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        if name in _ENVIRONMENT_BY_KEY:
-            return self[name]  # never kept as an attribute: the environment is read each time
         generation = self._generation
         try:
             value = self[name]

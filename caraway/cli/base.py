@@ -76,10 +76,10 @@ def configure_app(
     if config is not None:
         app.config_from_object(config)
         app.conf.get("broker_url")  # read the module now, so a bad --config fails here
-    if broker is not None:
-        os.environ[ENVIRONMENT["broker_url"]] = broker
-    if result_backend is not None:
-        os.environ[ENVIRONMENT["result_backend"]] = result_backend
+    for name, value in (("broker_url", broker), ("result_backend", result_backend)):
+        if value is not None:
+            os.environ[ENVIRONMENT[name]] = value
+            app.conf[name] = value  # a change: cached reads are resolved again
     if broker is not None or result_backend is not None or config is not None:
         app.close()  # engines made before the override would keep the old URLs
 

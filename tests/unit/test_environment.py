@@ -46,14 +46,17 @@ def test_without_the_variable_the_configured_broker_is_used(
     assert app.conf["BROKER_URL"] == configured
 
 
-def test_the_variable_is_read_at_each_access(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_variable_is_read_when_the_setting_is_resolved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CELERY_BROKER_URL", "memory://from-env")
     app = Caraway("proj", broker="memory://code", set_as_current=False)
-    assert app.conf.broker_url == "memory://code"
-    monkeypatch.setenv("CELERY_BROKER_URL", "memory://later")
-    assert app.conf.broker_url == "memory://later"
-    assert app.conf.broker_read_url == "memory://later"  # falls back to broker_url
+    assert app.conf.broker_url == "memory://from-env"
+    assert app.conf.broker_read_url == "memory://from-env"  # falls back to broker_url
     monkeypatch.setenv("CELERY_BROKER_READ_URL", "memory://reads")
+    app.conf.task_default_queue = "q"  # any change: reads are resolved again
     assert app.conf.broker_read_url == "memory://reads"
+    assert app.conf["BROKER_URL"] == "memory://from-env"  # the old name too
 
 
 def test_result_backend_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
