@@ -80,3 +80,18 @@ def test_start_given_sys_argv_skips_the_program_name(
     app.start(["myapp.py", "report"])
 
     assert capsys.readouterr().out.count("software -> caraway") == 2
+
+
+def test_celerys_import_paths_for_these_helpers() -> None:
+    """The paths Celery code imports from, with ``celery`` changed to ``caraway``."""
+    from caraway import uuid
+    from caraway.contrib.abortable import AbortableAsyncResult, AbortableTask
+    from caraway.contrib.testing.manager import Manager, Sentinel
+    from caraway.contrib.testing.tasks import ping
+    from caraway.result import allow_join_result, denied_join_result
+
+    assert all(map(callable, (uuid, allow_join_result, denied_join_result, Manager)))
+    assert issubclass(AbortableTask, caraway.Task)
+    assert issubclass(AbortableAsyncResult, caraway.AsyncResult)
+    assert issubclass(Sentinel, Exception)
+    assert ping.name == "celery.ping"
