@@ -12,13 +12,23 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, tzinfo
-from functools import partial
-from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+from functools import cached_property, partial
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    overload,
+)
 
 from caraway import signals
 from caraway import task as task_module
 from caraway.builtins import register_builtins
 from caraway.config import Configuration, load_from_envvar
+from caraway.connection import Connection, connection_for
 from caraway.current import (
     _all_apps,
     _Proxy,
@@ -33,7 +43,7 @@ from caraway.engines.registry import (
     create_broker,
     default_backend_url,
 )
-from caraway.exceptions import CarawayError, CarawayWarning
+from caraway.exceptions import CarawayWarning
 from caraway.registry import TaskRegistry
 from caraway.result import AsyncResult, GroupResult
 from caraway.routing import prepare_routers
@@ -47,6 +57,7 @@ if TYPE_CHECKING:
     from caraway.control import Control
     from caraway.engines.base.backend import Backend
     from caraway.engines.base.broker import Broker
+    from caraway.events.app_events import Events
     from caraway.result import AsyncResult
     from caraway.worker.worker import Worker
 
@@ -61,15 +72,24 @@ BROKER_SETTINGS = (
     "task_create_missing_queue_type",
 )  # fmt: skip
 
-#: Why ``app.connection()`` is refused, and what replaces each use of it.
-NO_CONNECTION = (
-    "app.connection() / connection_for_read() / connection_for_write() are not available: "
-    "caraway talks to the broker through its own engines, not kombu connections. "
-    "To send tasks use task.apply_async() or app.send_task(); to publish a batch, "
-    "app.broker.publish(); to watch events, caraway.events.Receiver(app, handlers=...); to "
-    "purge a queue, app.control.purge(); to check the broker is reachable, app.broker "
-    "(created on first use) or `caraway status`."
-)
+#: Integrations every app loads by dotted name (so this module never imports the front-end layer
+#: that holds them); each one decides for itself whether it applies to this process.
+BUILTIN_FIXUPS = ("caraway.contrib.django.fixup:fixup",)
+
+
+class Fixup(Protocol):
+    """What a fixup gives its app; ``fixups=`` names factories ``fixup(app) -> Fixup | None``
+    (None: it does not apply here).
+
+    ``task_cls`` is the default base task class when the app was given none (or None);
+    ``autodiscover_tasks()`` lists the packages ``app.autodiscover_tasks()`` searches when
+    called without any (Django: the installed apps), evaluated when the worker starts.
+    """
+
+    task_cls: str | None
+
+    def autodiscover_tasks(self) -> Iterable[str]: ...
+
 
 #: ``shared_task`` and shared ``@app.task`` declarations, replayed on every app that finalizes.
 _shared_tasks: list[Callable[[Caraway], object]] = []
@@ -90,6 +110,7 @@ class Caraway:
         task_cls: type[task_module.Task[Any, Any]] | str | None = None,
         strict_typing: bool = True,
         autofinalize: bool = True,
+        fixups: Iterable[str] | None = None,
         **preconf: Any,
     ) -> None:
         self.main = main
@@ -105,7 +126,11 @@ class Caraway:
         self.conf = Configuration(settings)
         if config_source is not None:
             self.conf.set_source(config_source, namespace)
-        self._task_cls = task_cls
+        self.fixups = tuple(BUILTIN_FIXUPS if fixups is None else fixups)
+        self._fixups: list[Fixup] = [
+            fixup for name in self.fixups if (fixup := symbol_by_name(name)(self)) is not None
+        ]
+        self._task_cls = task_cls or next((f.task_cls for f in self._fixups if f.task_cls), None)
         self._base_task: type[task_module.Task[Any, Any]] | None = None
         self._tasks = TaskRegistry()
         self._finalized = False
@@ -312,6 +337,26 @@ class Caraway:
         self.conf.beat_schedule = table
         return key
 
+    def setup_security(
+        self,
+        allowed_serializers: Iterable[str] | None = None,
+        key: str | None = None,
+        key_password: bytes | str | None = None,
+        cert: str | None = None,
+        store: str | None = None,
+        digest: str | None = None,
+        serializer: str = "json",
+    ) -> None:
+        """Sign every task this process sends and run only signed ones (process-wide, as in
+        Celery): see ``caraway.security``. Needs ``task_serializer = "auth"`` and
+        ``accept_content = ["auth"]``, and the ``security_*`` files."""
+        # Lazy, optional: caraway.security needs the cryptography package (caraway[auth]).
+        from caraway.security import setup_security
+
+        setup_security(
+            allowed_serializers, key, key_password, cert, store, digest, serializer, app=self
+        )
+
     def autodiscover_tasks(
         self,
         packages: Iterable[str] | Callable[[], Iterable[str]] | None = None,
@@ -321,10 +366,12 @@ class Caraway:
         """Import ``<package>.<related_name>`` for each package, when the worker starts.
 
         Lazy unless ``force``: the list may be a callable evaluated only then (Django's
-        ``lambda: settings.INSTALLED_APPS``). Packages without the module are skipped.
+        ``lambda: settings.INSTALLED_APPS``). Without packages, the app's fixups name them
+        (under Django: every installed app). Packages without the module are skipped; an
+        ``AppConfig`` path (``"polls.apps.PollsConfig"``) stands for its app's ``name``.
         """
         if packages is None:
-            packages = lambda: self.conf.get("installed_apps") or ()  # noqa: E731
+            packages = self._packages_from_fixups
         source = packages if callable(packages) else (lambda p=tuple(packages): p)
         self._autodiscover.append((source, related_name))
         if force:
@@ -337,7 +384,7 @@ class Caraway:
         for module in names:
             importlib.import_module(module)
         for source, related_name in self._autodiscover:
-            for package in source():
+            for package in map(_package_of, source()):
                 candidate = f"{package}.{related_name}" if related_name else package
                 try:
                     importlib.import_module(candidate)
@@ -347,6 +394,11 @@ class Caraway:
                     continue
                 names.append(candidate)
         return names
+
+    def _packages_from_fixups(self) -> list[str]:
+        if not self._fixups:
+            return list(self.conf.get("installed_apps") or ())
+        return [package for fixup in self._fixups for package in fixup.autodiscover_tasks()]
 
     # --- engines ------------------------------------------------------------------------
 
@@ -387,6 +439,20 @@ class Caraway:
         url = self.conf.result_backend
         return str(url) if url else default_backend_url(self.conf.broker_url)
 
+    def connection(self, url: str | None = None, **options: Any) -> Connection:
+        """Celery's ``app.connection()``: a handle on this app's broker (caraway.connection)."""
+        return connection_for(self, url, **options)
+
+    connection_for_read = connection_for_write = broker_connection = connection
+
+    @cached_property
+    def events(self) -> Events:
+        """Celery's ``app.events``: ``Receiver``, ``Dispatcher``, ``State``."""
+        # Lazy, an allow-listed upward import: Celery's app API reaches up to this layer.
+        from caraway.events.app_events import Events
+
+        return Events(self)
+
     @property
     def control(self) -> Control:
         # Lazy, an allow-listed upward import: Celery's app API reaches up to this layer.
@@ -398,12 +464,6 @@ class Caraway:
     def current_task(self) -> task_module.Task[Any, Any] | None:
         """The task running in this thread or coroutine, or None (Celery's ``current_task``)."""
         return get_current_task()
-
-    def connection(self, *args: Any, **kwargs: Any) -> Any:
-        """Refused: caraway has no kombu connection objects; the message says what to use."""
-        raise CarawayError(NO_CONNECTION)
-
-    connection_for_read = connection_for_write = broker_connection = connection
 
     @property
     def oid(self) -> str:
@@ -528,6 +588,19 @@ class Caraway:
 
 
 Celery = Caraway
+
+
+def _package_of(name: str) -> str:
+    """The package an installed-app entry names: itself, or an ``AppConfig`` path's ``name``."""
+    module, _, attribute = name.rpartition(".")
+    if not module or not attribute[:1].isupper():  # classes are capitalised, packages are not
+        return name
+    try:
+        config = getattr(importlib.import_module(module), attribute, None)
+    except ImportError:
+        return name
+    package = getattr(config, "name", None) if isinstance(config, type) else None
+    return package if isinstance(package, str) else name
 
 
 def _adopt(app: Caraway, function: Callable[..., Any], options: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from caraway import states
 from caraway.current import get_current_app, get_current_worker_task
+from caraway.engines.base.backend import GROUP_KEY_PREFIX
 from caraway.exceptions import IncompleteStream, TimeoutError
 from caraway.utils.time import parse_iso
 
@@ -642,8 +643,6 @@ def _group_counter(result: GroupResult) -> int | None:
     backend = result.backend
     if not result.id or backend.capabilities.chord_join == "none":
         return None
-    from caraway.engines.base.backend import GROUP_KEY_PREFIX
-
     value = backend.read_counter(f"{GROUP_KEY_PREFIX}{result.id}.n")
     return value
 

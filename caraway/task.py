@@ -17,6 +17,8 @@ from caraway.canvas import Signature
 from caraway.current import pop_task, push_task
 from caraway.exceptions import Ignore, ImproperlyConfigured, MaxRetriesExceededError, Reject, Retry
 from caraway.request import Context
+from caraway.utils import pydantic_args
+from caraway.utils.pydantic_args import ArgumentDumper, PydanticOptions
 from caraway.utils.text import did_you_mean
 from caraway.utils.time import backoff_countdown
 
@@ -39,7 +41,8 @@ TASK_OPTIONS = frozenset(
         "time_limit", "soft_time_limit", "acks_late", "acks_on_failure_or_timeout",
         "reject_on_worker_lost", "track_started", "expires", "typing", "shared", "lazy",
         "trail", "send_events", "store_eager_result", "resultrepr_maxsize", "Request",
-        "Strategy", "abstract", "filter", "pydantic",
+        "Strategy", "abstract", "filter", "pydantic", "pydantic_strict", "pydantic_context",
+        "pydantic_dump_kwargs",
     }
 )  # fmt: skip
 
@@ -130,6 +133,8 @@ class Task(Generic[P, R]):
     #: Whose hooks the worker calls for each message (caraway.worker.request).
     Request: ClassVar[Any] = "caraway.worker.request:Request"
     MaxRetriesExceededError = MaxRetriesExceededError
+    #: ``pydantic=True``: turns model arguments into data the worker rebuilds (see apply_async).
+    _dump_arguments: ArgumentDumper | None = None
 
     _request_var: ContextVar[Context | None]
     _run_signature: tuple[Any, inspect.Signature | None, Plain | None]
@@ -209,12 +214,19 @@ class Task(Generic[P, R]):
 
         if self.app.strict_typing if self.typing is None else self.typing:
             self._check_arguments(args, kwargs)
+        if self._dump_arguments is not None and not self._sends_pickle(options):
+            args, kwargs = self._dump_arguments(tuple(args or ()), dict(kwargs or {}))
         if self.app.conf.task_always_eager:
             return self._apply_eagerly(args, kwargs, task_id, link, link_error, options)
         return send_task_message(
             self.app, self.name or "", args, kwargs, task=self, task_id=task_id,
             link=link, link_error=link_error, shadow=shadow, **options,
         )  # fmt: skip
+
+    def _sends_pickle(self, options: dict[str, Any]) -> bool:
+        """Pickle carries models as they are, so ``pydantic=True`` leaves them alone."""
+        chosen = options.get("serializer") or self.serializer or self.app.conf.task_serializer
+        return bool(chosen == "pickle")
 
     def _apply_eagerly(
         self,
@@ -553,9 +565,12 @@ def task_from_function(
                 f"unknown task option {option!r} for {name!r}."
                 f"{did_you_mean(option, TASK_OPTIONS)} Valid options: see Task's attributes."
             )
-    for ignored in ("shared", "lazy", "filter", "pydantic", "base"):
+    for ignored in ("shared", "lazy", "filter", "base"):
         options.pop(ignored, None)
-    run = fun if bind else staticmethod(fun)
+    body, dump_arguments = _with_pydantic(app, fun, name, bind, options)
+    if dump_arguments is not None:
+        options["_dump_arguments"] = staticmethod(dump_arguments)
+    run = body if bind else staticmethod(body)
     attrs = {
         "app": app,
         "name": name,
@@ -572,6 +587,21 @@ def task_from_function(
     if task.autoretry_for:
         _add_autoretry(task)
     return task
+
+
+def _with_pydantic(
+    app: Caraway, fun: Callable[..., Any], name: str, bind: bool, options: dict[str, Any]
+) -> tuple[Callable[..., Any], ArgumentDumper | None]:
+    """``fun`` wrapped for ``pydantic=True`` (with the caller's argument dumper), else as is."""
+    wanted = bool(options.pop("pydantic", False))
+    settings = PydanticOptions(
+        strict=bool(options.pop("pydantic_strict", False)),
+        context=dict(options.pop("pydantic_context", None) or {}),
+        dump_kwargs=dict(options.pop("pydantic_dump_kwargs", None) or {}),
+    )
+    if not wanted:
+        return fun, None
+    return pydantic_args.wrap(fun, name, app, settings, bind)
 
 
 def _add_autoretry(task: Task[Any, Any]) -> None:

@@ -86,10 +86,28 @@ def configure_app(
 
 #: Options of ``caraway`` itself that Celery 4 took after the subcommand too.
 GLOBAL_OPTIONS = frozenset({"-A", "--app", "-b", "--broker", "--result-backend", "--config"})
+#: Celery commands caraway does not have, and what to use instead.
+CELERY_ONLY_COMMANDS = {
+    "amqp": "it is an AMQP admin shell; use rabbitmqadmin or RabbitMQ's management UI "
+    "(queues of any broker: caraway list queues, caraway purge)",
+    "graph": "it draws Celery's bootsteps and cluster graph, which caraway has no equivalent of",
+    "logtool": "it parses Celery's log files; caraway events --dump or the task events give "
+    "the same facts as they happen",
+}
 
 
 class CarawayGroup(click.Group):
     """A group whose commands report caraway's errors as ``Error: <message>``, exit 1."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else None
+        if name in CELERY_ONLY_COMMANDS and self.get_command(ctx, name) is None:
+            raise click.UsageError(
+                f"caraway has no '{name}' command: {CELERY_ONLY_COMMANDS[name]}.", ctx
+            )
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

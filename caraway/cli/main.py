@@ -13,10 +13,13 @@ from caraway.cli.control import control, inspect, revoke, status
 from caraway.cli.demo import demo
 from caraway.cli.events import events
 from caraway.cli.lists import list_
+from caraway.cli.migrate import migrate
+from caraway.cli.multi import multi
 from caraway.cli.queues import dead_letters, purge
 from caraway.cli.report import report
 from caraway.cli.shell import shell
 from caraway.cli.tasks import call, result
+from caraway.cli.upgrade import upgrade
 from caraway.cli.worker import worker
 from caraway.version import __version__
 
@@ -103,6 +106,9 @@ for command in (
     revoke,
     events,
     list_,
+    multi,
+    migrate,
+    upgrade,
     shell,
 ):
     cli.add_command(command)

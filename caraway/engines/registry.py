@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caraway.engines.base.backend import Backend
-from caraway.engines.base.broker import Broker
+from caraway.engines.base.broker import Broker, one_url
 from caraway.engines.memory.beat_store import MemoryStore
 from caraway.exceptions import ImproperlyConfigured, MissingExtra
 from caraway.utils.imports import symbol_by_name
@@ -35,7 +35,7 @@ from caraway.utils.text import did_you_mean, mask_url
 from caraway.utils.time import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
-    from caraway.app import Caraway
+    from caraway.engines.base.app import EngineApp
     from caraway.engines.base.backend import BackendCapabilities
     from caraway.engines.base.beat_store import BeatStore
     from caraway.engines.base.fanout import Fanout
@@ -208,11 +208,6 @@ def _load_builtin(table: dict[str, tuple[str, str | None]], scheme: str, kind: s
 LIST_SCHEMES = frozenset({"amqp", "amqps", "pyamqp", "pyamqps", "sentinel"})
 
 
-def one_url(url: str | Sequence[str]) -> str:
-    """``broker_url`` as one string: Celery also takes a list of failover URLs."""
-    return url if isinstance(url, str) else ";".join(url)
-
-
 def create_broker(url: str | Sequence[str], options: Mapping[str, Any] | None = None) -> Broker:
     url = with_scheme(one_url(url), BROKERS)
     urls = [part.strip() for part in url.split(";") if part.strip()]
@@ -253,14 +248,14 @@ def default_backend_url(broker_url: str | Sequence[str] | None) -> str:
     return url if keeps else "disabled://"
 
 
-def create_backend(app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> Backend:
+def create_backend(app: EngineApp, url: str, options: Mapping[str, Any] | None = None) -> Backend:
     url = with_scheme(url, BACKENDS)
     cls = _load(BACKENDS, url, "result backend", Backend)
     backend: Backend = cls(app, url, options)
     return backend
 
 
-def fanout_of(app: Caraway) -> Fanout:
+def fanout_of(app: EngineApp) -> Fanout:
     """The app's client-side broadcast engine, made on first use and closed by ``app.close()``."""
     found: Fanout | None = app.__dict__.get("_fanout")
     if found is None:

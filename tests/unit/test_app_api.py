@@ -1,9 +1,8 @@
 """The parts of Celery's app API that real code reaches for: ``caraway.uuid``,
-``app.clock``, ``on_init``, ``app.current_task``, ``app.start`` and ``app.connection``."""
+``app.clock``, ``on_init``, ``app.current_task`` and ``app.start``."""
 
 from __future__ import annotations
 
-import re
 import uuid as std_uuid
 from typing import Any
 
@@ -11,7 +10,6 @@ import pytest
 
 import caraway
 from caraway import Caraway
-from caraway.exceptions import CarawayError
 
 
 def test_uuid_is_a_fresh_canonical_uuid4_string() -> None:
@@ -53,12 +51,6 @@ def test_current_task_is_the_running_task(app: Caraway) -> None:
     assert app.current_task is None
     assert who.apply().get() == who.name
     assert app.current_task is None
-
-
-def test_connection_is_refused_with_what_to_use_instead(app: Caraway) -> None:
-    for method in (app.connection, app.connection_for_read, app.connection_for_write):
-        with pytest.raises(CarawayError, match=re.escape("app.send_task()")):
-            method()
 
 
 def test_start_runs_a_command_for_this_app(
