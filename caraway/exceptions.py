@@ -69,6 +69,11 @@ class DecodeError(SerializationError):
     """Bytes cannot be decoded with the declared content type."""
 
 
+class SecurityError(DecodeError):
+    """A signed message failed its check: bad or missing signature, unknown or expired
+    certificate, or a key that cannot sign (message signing, ``caraway.security``)."""
+
+
 class BodyTooLarge(DecodeError):
     """A compressed body expands past ``worker_max_decompressed_size`` (a zip bomb, or a
     payload larger than this deployment accepts)."""
@@ -258,6 +263,7 @@ __all__ = [
     "Reject",
     "Retry",
     "RetryTaskError",
+    "SecurityError",
     "SerializationError",
     "SoftTimeLimitExceeded",
     "TaskError",

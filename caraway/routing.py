@@ -107,17 +107,39 @@ def lookup(
 
 def queue_names(task_queues: Any) -> set[str] | None:
     """Names of the queues in ``task_queues`` (names, dicts, or kombu-like ``Queue`` objects)."""
-    if not task_queues:
-        return None
-    names = set()
-    for queue in task_queues:
+    return set(declared_queues(task_queues)) or None
+
+
+def declared_queues(task_queues: Any) -> list[str]:
+    """``task_queues``' names in the order given (duplicates once)."""
+    names: dict[str, None] = {}
+    for queue in task_queues or ():
         if isinstance(queue, str):
-            names.add(queue)
+            names[queue] = None
         elif isinstance(queue, Mapping):
-            names.add(str(queue["name"]))
+            names[str(queue["name"])] = None
         else:
-            names.add(str(queue.name))
-    return names
+            names[str(queue.name)] = None
+    return list(names)
+
+
+def worker_queues(
+    requested: Iterable[str] | None, default_queue: str, task_queues: Any, create_missing: bool
+) -> list[str]:
+    """The queues a worker consumes: ``-Q``, else every queue of ``task_queues``, else the
+    default queue (Celery's rule). Queues ``-Q`` names outside ``task_queues`` are created
+    unless ``task_create_missing_queues`` is off, which makes them an error."""
+    declared = declared_queues(task_queues)
+    chosen = list(dict.fromkeys(requested or ())) or declared or [default_queue]
+    known = set(declared) or {default_queue}
+    missing = [queue for queue in chosen if queue not in known]
+    if missing and not create_missing:
+        raise ImproperlyConfigured(
+            f"the worker is asked to consume {', '.join(map(repr, missing))}, not defined in "
+            f"task_queues ({', '.join(sorted(known))}), and task_create_missing_queues is off: "
+            "add the queue to task_queues, or turn task_create_missing_queues on"
+        )
+    return chosen
 
 
 def resolve_queue(route: Route, default_queue: str, task_queues: Any, create_missing: bool) -> str:

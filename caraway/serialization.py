@@ -38,11 +38,14 @@ __all__ = [
     "compress",
     "content_type_for",
     "decompress",
+    "disable_insecure_serializers",
     "dumps",
     "json_dumps",
     "json_loads",
     "loads",
     "normalize_accept",
+    "register",
+    "unregister",
 ]
 
 # Errors we raise on purpose pass through the boundary handlers untouched.
@@ -220,8 +223,55 @@ _CODECS = (
     ),
 )
 _BY_KEY = {key: c for c in _CODECS for key in (c.name, c.content_type)}
+#: Content types ``loads`` refuses whatever ``accept`` says (``disable_insecure_serializers``).
+_DISABLED: set[str] = set()
 # Text payloads in these encodings go to the decoders as bytes; json and yaml read UTF-8 bytes.
 _NO_TRANSCODE = frozenset({"utf-8", "utf8", "binary", "ascii-8bit", "ascii", "us-ascii"})
+
+
+def register(
+    name: str,
+    encoder: Callable[[Any], bytes | str],
+    decoder: Callable[[Any], Any],
+    content_type: str,
+    content_encoding: str = "utf-8",
+) -> None:
+    """Add (or replace) a serializer for every app in the process, as kombu's ``register``.
+
+    ``encoder`` returns bytes or text (text is sent as UTF-8); ``decoder`` receives the payload
+    as bytes. Then ``task_serializer = name`` sends with it and ``accept_content`` may name it.
+    """
+    if not name or "/" in name:
+        raise ImproperlyConfigured(f"a serializer needs a plain name, not {name!r}")
+    if "/" not in content_type:
+        raise ImproperlyConfigured(f"{content_type!r} is not a mime type (e.g. 'application/x-me')")
+    unregister(name)
+
+    def encode(obj: Any) -> bytes:
+        payload = encoder(obj)
+        return payload.encode("utf-8") if isinstance(payload, str) else payload
+
+    codec = _Codec(name, content_type.lower(), content_encoding, encode, decoder)
+    _BY_KEY[name] = _BY_KEY[codec.content_type] = codec
+    _DISABLED.discard(codec.content_type)  # registering it is asking for it
+
+
+def unregister(name: str) -> None:
+    """Remove a serializer added by name (built-in names included, as with kombu)."""
+    codec = _BY_KEY.pop(name, None)
+    if codec is not None and _BY_KEY.get(codec.content_type) is codec:
+        del _BY_KEY[codec.content_type]
+
+
+def disable_insecure_serializers(allowed: Iterable[str] | None = ("json",)) -> None:
+    """Refuse to decode every registered content type except ``allowed`` (names or mime types).
+
+    Process-wide, as kombu's function of the same name: a worker that must only ever read
+    signed messages turns the others off here, whatever a later ``accept_content`` says.
+    """
+    kept = normalize_accept(tuple(allowed or ()))
+    _DISABLED.clear()
+    _DISABLED.update(c.content_type for c in _BY_KEY.values() if c.content_type not in kept)
 
 
 def _find_codec(serializer: str) -> _Codec | None:
@@ -234,7 +284,8 @@ def _find_codec(serializer: str) -> _Codec | None:
 def _codec(serializer: str) -> _Codec:
     codec = _find_codec(serializer)
     if codec is None:
-        raise _unknown("serializer", serializer, (c.name for c in _CODECS), _BY_KEY)
+        names = {c.name for c in _BY_KEY.values()}
+        raise _unknown("serializer", serializer, names, _BY_KEY)
     return codec
 
 
@@ -288,6 +339,11 @@ def loads(
         )
     if codec is None:
         raise DecodeError(f"No decoder for content type {content_type!r}")
+    if mime in _DISABLED:
+        raise ContentDisallowed(
+            f"Refusing to decode content of type {mime!r}: disable_insecure_serializers() "
+            "(or setup_security()) turned it off in this process"
+        )
     try:
         if codec.content_encoding == "binary":
             if isinstance(data, str):

@@ -371,11 +371,11 @@ _TABLE = (
     _s("worker_redirect_stdouts", BOOL, True, "Send print output of tasks to the log.", "CELERY_REDIRECT_STDOUTS", "CELERYD_REDIRECT_STDOUTS").works("tests/worker/test_worker_logging_settings.py::test_by_default_print_goes_to_the_worker_log_at_warning_and_root_is_hijacked"),
     _s("worker_redirect_stdouts_level", (str, int), "WARNING", "Level of redirected stdout/stderr lines.", "CELERY_REDIRECT_STDOUTS_LEVEL", "CELERYD_REDIRECT_STDOUTS_LEVEL").works("tests/worker/test_worker_logging_settings.py::test_redirect_level_is_the_level_of_the_records"),
     # Security (message signing)
-    _s("security_key", OPT_STR, None, "Path of the private key that signs messages.").refused("message signing (the 'auth' serializer) is not supported yet; caraway would send unsigned messages"),
-    _s("security_key_password", (str, bytes, NoneType), None, "Password of the signing key.").refused("message signing (the 'auth' serializer) is not supported yet"),
-    _s("security_certificate", OPT_STR, None, "Path of the X.509 certificate that signs messages.").refused("message signing (the 'auth' serializer) is not supported yet; caraway would send unsigned messages"),
-    _s("security_cert_store", OPT_STR, None, "Directory or glob of trusted X.509 certificates.").refused("message signing (the 'auth' serializer) is not supported yet; caraway would accept unsigned messages"),
-    _s("security_digest", STR, "sha256", "Digest used to sign messages.").refused("message signing (the 'auth' serializer) is not supported yet"),
+    _s("security_key", OPT_STR, None, "Path of the private key that signs messages.").works("tests/security/test_auth_serializer.py::test_setup_registers_auth_and_turns_off_unsigned_content"),
+    _s("security_key_password", (str, bytes, NoneType), None, "Password of the signing key.").works(),
+    _s("security_certificate", OPT_STR, None, "Path of the X.509 certificate that signs messages.").works("tests/security/test_auth_serializer.py::test_setup_registers_auth_and_turns_off_unsigned_content"),
+    _s("security_cert_store", OPT_STR, None, "Directory or glob of trusted X.509 certificates.").works("tests/security/test_auth_serializer.py::test_setup_registers_auth_and_turns_off_unsigned_content"),
+    _s("security_digest", STR, "sha256", "Digest used to sign messages.").works("tests/security/test_auth_serializer.py::test_setup_refuses_what_would_not_be_safe_or_cannot_work"),
     # Components
     _s("worker_pool", STR, "prefork", "Pool: prefork, threads, asyncio or solo.").works(),
     _s("worker_pool_restarts", BOOL, False, "Allow the pool_restart control command.").works(),
@@ -387,8 +387,8 @@ _TABLE = (
     _s("worker_logfile", OPT_STR, None, "Log file of the worker (default stderr).").works("tests/cli/test_cli_worker_production.py::test_worker_logfile_and_pidfile_settings_are_the_defaults_of_the_options"),
     _s("worker_pidfile", OPT_STR, None, "PID file of the worker.").works("tests/cli/test_cli_worker_production.py::test_worker_logfile_and_pidfile_settings_are_the_defaults_of_the_options"),
     _s("worker_health_address", STR, "", "caraway: address of the --health-port probes; '': every interface.").works("tests/worker/test_health_probes.py::test_the_probes_bind_the_address_given_and_say_nothing_more"),
-    _s("worker_uid", ID, None, "User the worker switches to when detached.").refused("run the worker as the user you want (systemd User=, su, docker --user); caraway does not switch users"),
-    _s("worker_gid", ID, None, "Group the worker switches to when detached.").refused("run the worker with the group you want (systemd Group=, docker --user); caraway does not switch groups"),
+    _s("worker_uid", ID, None, "User the worker switches to when detached.").works(),
+    _s("worker_gid", ID, None, "Group the worker switches to when detached.").works("tests/cli/test_cli_celery_flags.py::test_the_worker_gid_setting_is_the_default_of_gid"),
     _s("worker_umask", ID, None, "umask of the worker when detached.").refused("pass --umask to 'caraway worker --detach'"),
     _s("worker_executable", OPT_STR, None, "Python executable of the detached worker.").ignored("a detached worker runs the same Python as 'caraway worker'"),
     # Beat

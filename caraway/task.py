@@ -17,6 +17,8 @@ from caraway.canvas import Signature
 from caraway.current import pop_task, push_task
 from caraway.exceptions import Ignore, ImproperlyConfigured, MaxRetriesExceededError, Reject, Retry
 from caraway.request import Context
+from caraway.utils import pydantic_args
+from caraway.utils.pydantic_args import ArgumentDumper, PydanticOptions
 from caraway.utils.text import did_you_mean
 from caraway.utils.time import backoff_countdown
 
@@ -39,7 +41,8 @@ TASK_OPTIONS = frozenset(
         "time_limit", "soft_time_limit", "acks_late", "acks_on_failure_or_timeout",
         "reject_on_worker_lost", "track_started", "expires", "typing", "shared", "lazy",
         "trail", "send_events", "store_eager_result", "resultrepr_maxsize", "Request",
-        "Strategy", "abstract", "filter", "pydantic",
+        "Strategy", "abstract", "filter", "pydantic", "pydantic_strict", "pydantic_context",
+        "pydantic_dump_kwargs",
     }
 )  # fmt: skip
 
@@ -47,6 +50,45 @@ TASK_OPTIONS = frozenset(
 #: The request a worker (or ``apply``) runs through an overridden ``Task.__call__``, until
 #: its ``super().__call__`` takes it (Celery's tracer protects its request stack the same way).
 _worker_call: ContextVar[Context | None] = ContextVar("caraway.worker_call", default=None)
+
+
+#: Task attributes that read a setting unless the task (its options, its class, an
+#: annotation) sets them, as Celery binds them from the configuration: ``acks_late`` after
+#: ``config_from_object({"task_acks_late": True})`` is True.
+FROM_CONFIG = (
+    ("serializer", "task_serializer"),
+    ("rate_limit", "task_default_rate_limit"),
+    ("priority", "task_default_priority"),
+    ("time_limit", "task_time_limit"),
+    ("soft_time_limit", "task_soft_time_limit"),
+    ("track_started", "task_track_started"),
+    ("acks_late", "task_acks_late"),
+    ("acks_on_failure_or_timeout", "task_acks_on_failure_or_timeout"),
+    ("reject_on_worker_lost", "task_reject_on_worker_lost"),
+    ("ignore_result", "task_ignore_result"),
+    ("store_eager_result", "task_store_eager_result"),
+    ("store_errors_even_if_ignored", "task_store_errors_even_if_ignored"),
+)
+
+
+class _FromConfig:
+    """A task attribute that reads its setting from the task's app, at each access.
+
+    Read late rather than copied when the task is made, so ``config_from_object`` after the
+    ``@app.task`` lines still counts; a value set on a subclass (the task's own option)
+    hides it. A task class with no app yet reads ``None``.
+    """
+
+    def __init__(self, setting: str) -> None:
+        self.setting = setting
+
+    def __get__(self, instance: object, owner: Any) -> Any:
+        try:
+            conf = owner.app.conf
+        except AttributeError:  # a task class no app owns yet
+            return None
+        # An attribute read: served from the configuration's cache at plain attribute speed.
+        return getattr(conf, self.setting)
 
 
 #: Names of plain parameters and how many of them are required (see ``_binds``).
@@ -61,24 +103,26 @@ class Task(Generic[P, R]):
     typing: ClassVar[bool | None] = None
     max_retries: ClassVar[int | None] = 3
     default_retry_delay: ClassVar[float] = 3 * 60
-    rate_limit: ClassVar[str | float | None] = None
-    ignore_result: ClassVar[bool | None] = None
-    store_errors_even_if_ignored: ClassVar[bool | None] = None
-    serializer: ClassVar[str | None] = None
+    if TYPE_CHECKING:
+        # Set below the class: each reads the app's setting unless the task sets it.
+        rate_limit: ClassVar[str | float | None]
+        ignore_result: ClassVar[bool | None]
+        store_errors_even_if_ignored: ClassVar[bool | None]
+        serializer: ClassVar[str | None]
+        priority: ClassVar[int | None]
+        time_limit: ClassVar[float | None]
+        soft_time_limit: ClassVar[float | None]
+        acks_late: ClassVar[bool | None]
+        acks_on_failure_or_timeout: ClassVar[bool | None]
+        reject_on_worker_lost: ClassVar[bool | None]
+        track_started: ClassVar[bool | None]
+        store_eager_result: ClassVar[bool | None]
     compression: ClassVar[str | None] = None
     queue: ClassVar[str | None] = None
     routing_key: ClassVar[str | None] = None
     exchange: ClassVar[str | None] = None
-    priority: ClassVar[int | None] = None
-    time_limit: ClassVar[float | None] = None
-    soft_time_limit: ClassVar[float | None] = None
-    acks_late: ClassVar[bool | None] = None
-    acks_on_failure_or_timeout: ClassVar[bool | None] = None
-    reject_on_worker_lost: ClassVar[bool | None] = None
-    track_started: ClassVar[bool | None] = None
     expires: ClassVar[Any] = None
     send_events: ClassVar[bool] = True
-    store_eager_result: ClassVar[bool | None] = None
     autoretry_for: ClassVar[tuple[type[BaseException], ...]] = ()
     dont_autoretry_for: ClassVar[tuple[type[BaseException], ...]] = ()
     retry_kwargs: ClassVar[dict[str, Any]] = {}
@@ -89,6 +133,8 @@ class Task(Generic[P, R]):
     #: Whose hooks the worker calls for each message (caraway.worker.request).
     Request: ClassVar[Any] = "caraway.worker.request:Request"
     MaxRetriesExceededError = MaxRetriesExceededError
+    #: ``pydantic=True``: turns model arguments into data the worker rebuilds (see apply_async).
+    _dump_arguments: ArgumentDumper | None = None
 
     _request_var: ContextVar[Context | None]
     _run_signature: tuple[Any, inspect.Signature | None, Plain | None]
@@ -168,12 +214,19 @@ class Task(Generic[P, R]):
 
         if self.app.strict_typing if self.typing is None else self.typing:
             self._check_arguments(args, kwargs)
+        if self._dump_arguments is not None and not self._sends_pickle(options):
+            args, kwargs = self._dump_arguments(tuple(args or ()), dict(kwargs or {}))
         if self.app.conf.task_always_eager:
             return self._apply_eagerly(args, kwargs, task_id, link, link_error, options)
         return send_task_message(
             self.app, self.name or "", args, kwargs, task=self, task_id=task_id,
             link=link, link_error=link_error, shadow=shadow, **options,
         )  # fmt: skip
+
+    def _sends_pickle(self, options: dict[str, Any]) -> bool:
+        """Pickle carries models as they are, so ``pydantic=True`` leaves them alone."""
+        chosen = options.get("serializer") or self.serializer or self.app.conf.task_serializer
+        return bool(chosen == "pickle")
 
     def _apply_eagerly(
         self,
@@ -495,6 +548,10 @@ def call_overridden(task: Task[Any, Any], request: Context, args: Any, kwargs: A
 BASE_CALL = Task.__call__
 
 
+for _attribute, _setting in FROM_CONFIG:
+    setattr(Task, _attribute, _FromConfig(_setting))
+
+
 def task_from_function(
     app: Caraway, fun: Callable[..., Any], base: type[Task[Any, Any]], options: dict[str, Any]
 ) -> Task[Any, Any]:
@@ -508,9 +565,12 @@ def task_from_function(
                 f"unknown task option {option!r} for {name!r}."
                 f"{did_you_mean(option, TASK_OPTIONS)} Valid options: see Task's attributes."
             )
-    for ignored in ("shared", "lazy", "filter", "pydantic", "base"):
+    for ignored in ("shared", "lazy", "filter", "base"):
         options.pop(ignored, None)
-    run = fun if bind else staticmethod(fun)
+    body, dump_arguments = _with_pydantic(app, fun, name, bind, options)
+    if dump_arguments is not None:
+        options["_dump_arguments"] = staticmethod(dump_arguments)
+    run = body if bind else staticmethod(body)
     attrs = {
         "app": app,
         "name": name,
@@ -527,6 +587,21 @@ def task_from_function(
     if task.autoretry_for:
         _add_autoretry(task)
     return task
+
+
+def _with_pydantic(
+    app: Caraway, fun: Callable[..., Any], name: str, bind: bool, options: dict[str, Any]
+) -> tuple[Callable[..., Any], ArgumentDumper | None]:
+    """``fun`` wrapped for ``pydantic=True`` (with the caller's argument dumper), else as is."""
+    wanted = bool(options.pop("pydantic", False))
+    settings = PydanticOptions(
+        strict=bool(options.pop("pydantic_strict", False)),
+        context=dict(options.pop("pydantic_context", None) or {}),
+        dump_kwargs=dict(options.pop("pydantic_dump_kwargs", None) or {}),
+    )
+    if not wanted:
+        return fun, None
+    return pydantic_args.wrap(fun, name, app, settings, bind)
 
 
 def _add_autoretry(task: Task[Any, Any]) -> None:

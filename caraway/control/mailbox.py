@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,15 +27,10 @@ REPLY = Exchange("reply.celery.pidbox", "direct", durable=False)
 #: Control traffic is JSON, whatever the task serializer: never unpickle a broadcast.
 JSON_ONLY = frozenset({"application/json"})
 
-_clocks: weakref.WeakKeyDictionary[Any, LamportClock] = weakref.WeakKeyDictionary()
-
 
 def clock_of(app: Caraway) -> LamportClock:
-    """The app's Lamport clock (``app.clock`` in Celery), shared by control and events."""
-    clock = _clocks.get(app)
-    if clock is None:
-        clock = _clocks.setdefault(app, LamportClock())
-    return clock
+    """The app's Lamport clock (``app.clock``), shared by control and events."""
+    return app.clock
 
 
 def node_binding(app: Caraway, hostname: str) -> Binding:

@@ -20,6 +20,7 @@ from caraway import signals
 from caraway.beat import EmbeddedService
 from caraway.current import get_current_task
 from caraway.exceptions import ImproperlyConfigured, OperationalError, Unreachable
+from caraway.routing import worker_queues
 from caraway.utils.imports import symbol_by_name
 from caraway.utils.log import expand_node_path, redirect_stdouts, setup_logging
 from caraway.utils.time import SYSTEM_CLOCK, Clock
@@ -96,7 +97,9 @@ class Worker:
         self.hostname = expand_hostname(hostname)
         if isinstance(queues, str):
             queues = [q for q in queues.split(",") if q]
-        self.queues = list(queues or [conf.task_default_queue])
+        self.queues = worker_queues(
+            queues, conf.task_default_queue, conf.task_queues, conf.task_create_missing_queues
+        )
         excluded = set(exclude_queues or ())
         self.queues = [q for q in self.queues if q not in excluded]
         self.pool_name = pool or conf.worker_pool or "prefork"
@@ -131,8 +134,8 @@ class Worker:
         self._setup_logging = setup_logging
         self._install_signals = install_signal_handlers
         self.state = WorkerState()
-        #: Times ETAs, expiry, rate limits, time limits and housekeeping: a test passes a
-        #: ``FakeClock`` to run "in 30 seconds" in virtual time.
+        #: Times ETAs, expiry, rate limits, time limits and housekeeping, and the broker's own
+        #: holds and leases: a test passes a ``FakeClock`` to run "in 30 s" in virtual time.
         self.timer = Timer(clock)
         self.consumer: Consumer | None = None
         #: Whether the broker is reachable, and Celery's retry policy for when it is not.
@@ -157,6 +160,7 @@ class Worker:
             self,
             task_events=bool(options.get("task_events") or conf.worker_send_task_events),
             without_heartbeat=bool(options.get("without_heartbeat")),
+            without_mingle=bool(options.get("without_mingle")),
         )
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -185,6 +189,7 @@ class Worker:
         app.import_task_modules()
         app.finalize()
         broker = app.broker
+        broker.clock = self.timer.clock  # the broker's own holds and leases on this clock too
         app.backend  # noqa: B018 - create the backend now, so a bad URL fails at boot
         if self.statedb:
             restored = self.state.load(self.statedb)

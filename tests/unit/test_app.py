@@ -239,7 +239,10 @@ OPTION_VALUES: dict[str, Any] = {
     "Request": "caraway.worker.request:Request",  # resolved when a worker starts
     "Strategy": "proj.Strategy", "abstract": False,
 }  # fmt: skip
-NOT_STORED = {"name", "bind", "base", "shared", "lazy", "filter", "pydantic"}
+NOT_STORED = {
+    "name", "bind", "base", "shared", "lazy", "filter", "pydantic", "pydantic_strict",
+    "pydantic_context", "pydantic_dump_kwargs",
+}  # fmt: skip
 
 
 def test_option_table_covers_every_accepted_option() -> None:

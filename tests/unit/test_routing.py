@@ -8,9 +8,17 @@ from typing import Any
 import pytest
 
 from caraway import Caraway
+from caraway.contrib.testing.worker import start_worker
 from caraway.engines.base.broker import Outgoing
 from caraway.exceptions import ImproperlyConfigured, QueueNotFound
-from caraway.routing import MapRouter, expand_route, lookup, prepare_routers, resolve_queue
+from caraway.routing import (
+    MapRouter,
+    expand_route,
+    lookup,
+    prepare_routers,
+    resolve_queue,
+    worker_queues,
+)
 from caraway.task import Task
 
 
@@ -200,3 +208,38 @@ def test_queue_objects_with_a_name_attribute_are_understood() -> None:
 
     assert resolve_queue({"queue": Queue("q")}, "celery", [Queue("q")], False) == "q"
     assert resolve_queue({"queue": {"name": "q"}}, "celery", [{"name": "q"}], False) == "q"
+
+
+# --- the queues a worker consumes -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("requested", "task_queues", "expected"),
+    [
+        (None, None, ["celery"]),
+        (None, ["beta", {"name": "alpha"}, "beta"], ["beta", "alpha"]),
+        (["alpha"], ["alpha", "beta"], ["alpha"]),
+        (["gamma"], ["alpha"], ["gamma"]),  # created: task_create_missing_queues is on
+    ],
+)
+def test_a_worker_consumes_q_else_every_declared_queue_else_the_default(
+    requested: list[str] | None, task_queues: Any, expected: list[str]
+) -> None:
+    assert worker_queues(requested, "celery", task_queues, create_missing=True) == expected
+
+
+def test_a_missing_queue_is_refused_when_it_may_not_be_created() -> None:
+    with pytest.raises(ImproperlyConfigured, match="consume 'gamma', not defined in task_q"):
+        worker_queues(["alpha", "gamma"], "celery", ["alpha"], create_missing=False)
+    assert worker_queues(["celery"], "celery", None, create_missing=False) == ["celery"]
+
+
+def test_a_worker_without_q_runs_tasks_of_every_declared_queue(app: Caraway) -> None:
+    app.conf.task_queues = ["alpha", "beta"]
+    add = app.task(name="proj.add")(lambda x, y: x + y)
+    with start_worker(app, pool="solo", perform_ping_check=False) as worker:
+        assert sorted(worker.queues) == ["alpha", "beta"]
+        results = [
+            add.apply_async((1, n), queue=queue) for n, queue in enumerate(["alpha", "beta"])
+        ]
+        assert [result.get(timeout=10) for result in results] == [1, 2]

@@ -36,6 +36,8 @@ from caraway.serialization import (
     json_loads,
     loads,
     normalize_accept,
+    register,
+    unregister,
 )
 
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
@@ -499,3 +501,21 @@ def test_a_truncated_body_is_a_decode_error(method: str) -> None:
 
     with pytest.raises(DecodeError):
         decompress(compressed[: len(compressed) // 2], header)
+
+
+def test_a_registered_serializer_sends_and_is_accepted_by_name() -> None:
+    register(
+        "reversed", lambda obj: json.dumps(obj)[::-1], lambda data: json.loads(data[::-1]),
+        content_type="application/x-reversed",
+    )  # fmt: skip
+    try:
+        content_type, encoding, payload = dumps({"a": [1, 2]}, "reversed")
+        assert (content_type, encoding, payload) == ("application/x-reversed", "utf-8",
+                                                     b'}]2 ,1[ :"a"{')  # fmt: skip
+        assert loads(payload, content_type, encoding, accept=["reversed"]) == {"a": [1, 2]}
+        with pytest.raises(ContentDisallowed):
+            loads(payload, content_type, encoding, accept=["json"])
+    finally:
+        unregister("reversed")
+    with pytest.raises(ImproperlyConfigured, match="Unknown serializer 'reversed'"):
+        dumps({}, "reversed")

@@ -93,12 +93,23 @@ def test_a_refused_setting_raises_at_configuration_naming_what_to_use() -> None:
     with pytest.raises(ImproperlyConfigured, match=r"'worker_direct'.*-Q"):
         app.conf.update(worker_direct=True)
 
-    app.config_from_object({"security_key": "/etc/ssl/private/worker.key"})
-    with pytest.raises(ImproperlyConfigured, match=r"'security_key'.*signing"):
+    app.config_from_object({"worker_consumer": "proj.consumer:MyConsumer"})
+    with pytest.raises(ImproperlyConfigured, match=r"'worker_consumer'.*signals"):
         app.finalize()
     with pytest.raises(ImproperlyConfigured):  # keeps failing, never reads as empty
         app.finalize()
     assert not app.finalized
+
+
+def test_a_refused_setting_set_only_by_the_environment_fails_at_finalize(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CELERY_BROKER_READ_URL", "redis://replica:6379/0")
+    app = Celery("audit", broker="memory://audit-env", set_as_current=False)
+    with pytest.raises(
+        ImproperlyConfigured, match=r"'CELERY_BROKER_READ_URL \(broker_read_url\)'.*broker_url"
+    ):
+        app.finalize()
 
 
 def test_an_old_name_of_a_refused_setting_is_refused_under_its_old_name() -> None:

@@ -28,12 +28,21 @@ def exception_to_meta(exc: BaseException) -> dict[str, Any]:
 
 
 def _args(exc: BaseException) -> list[Any]:
-    args = list(exc.args)
+    # An exception that keeps its text outside ``args`` (pydantic's ValidationError) would
+    # otherwise reach the caller with no message at all.
+    args = list(exc.args) or ([text] if (text := _text(exc)) else [])
     try:
         json_dumps(args)
     except Exception:
         return [repr(arg) for arg in args]
     return args
+
+
+def _text(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return ""
 
 
 def meta_to_exception(meta: Any) -> BaseException:
@@ -50,9 +59,13 @@ def meta_to_exception(meta: Any) -> BaseException:
     try:
         return cls(*args)
     except Exception:
+        pass
+    try:
         exc = cls.__new__(cls)
         exc.args = args
         return exc
+    except Exception:  # a class built only by its library (pydantic's ValidationError)
+        return _standin(module, name)(*args)
 
 
 def _find_class(module: str, name: str) -> type[BaseException]:

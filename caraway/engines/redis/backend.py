@@ -36,7 +36,7 @@ from caraway.exceptions import OperationalError, TimeoutError
 from caraway.utils.pid import current_pid
 
 if TYPE_CHECKING:
-    from caraway.app import Caraway
+    from caraway.engines.base.app import EngineApp
 
 # Writes a result and announces it, unless the key already holds a SUCCESS (a late STARTED
 # or a duplicate run must not hide it). The stored status is read with cjson, so this
@@ -79,7 +79,7 @@ class RedisBackend(Backend):
         chord_join="native", beat_schedules=True, compressed_results=True
     )
 
-    def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, app: EngineApp, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, url, options)
         conf = app.conf
         self.target = parse_url(url)
