@@ -17,11 +17,11 @@ from caraway.cli.base import comma_list, state_of
 from caraway.utils.log import expand_node_path
 from caraway.utils.text import did_you_mean
 from caraway.worker.daemon import detach as become_daemon
-from caraway.worker.pools import ALIASES, POOLS
+from caraway.worker.pools import ALIASES, POOLS, REFUSED
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
 #: Celery's pools that caraway does not have (yet), so ``-P prefork`` gets a clear answer.
-CELERY_ONLY_POOLS = ("eventlet", "gevent", "custom")
+CELERY_ONLY_POOLS = ("custom",)
 NO_EFFECT = "Accepted for Celery compatibility; no effect yet."
 
 
@@ -29,11 +29,13 @@ def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -
     if value is None or value in POOLS or value in ALIASES:
         return value
     available = ", ".join(sorted(POOLS))
+    if value in REFUSED:
+        raise click.BadParameter(REFUSED[value])
     if value in CELERY_ONLY_POOLS:
         raise click.BadParameter(
             f"caraway has no {value} pool yet. Available pools: {available} "
-            "(prefork for CPU-bound tasks, asyncio for async def tasks, threads for I/O-bound"
-            " sync tasks; solo runs one task at a time)."
+            "(prefork for CPU-bound tasks, asyncio for async def tasks, gevent or threads for"
+            " I/O-bound sync tasks; solo runs one task at a time)."
         )
     raise click.BadParameter(
         f"unknown pool {value!r}.{did_you_mean(value, POOLS)} Available pools: {available}."
@@ -81,7 +83,8 @@ def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -
     "--pool",
     callback=_check_pool,
     metavar="POOL",
-    help="Pool: prefork, threads, asyncio or solo (default: worker_pool, prefork).",
+    help="Pool: prefork, threads, gevent, asyncio or solo (default: worker_pool, prefork)."
+    " gevent patches the process first: give it here, not only in worker_pool.",
 )
 @click.option(
     "--max-tasks-per-child",

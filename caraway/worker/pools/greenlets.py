@@ -1,0 +1,118 @@
+"""``-P gevent``: up to ``-c`` tasks at once, each on its own greenlet (``-c 500`` is normal).
+
+For I/O-bound tasks. The ``caraway`` command patches the standard library first when it
+sees ``-P gevent`` (caraway.utils.green), so sockets (redis-py, py-amqp, HTTP clients),
+``time.sleep``, locks and the worker's own threads yield to one another: hundreds of tasks
+wait on the network at once in one OS thread. Whatever blocks in C without a patched call
+(CPU-bound code, SQLite queries, a C database driver not made cooperative) holds every
+greenlet until it returns.
+
+Time limits and ``revoke(terminate=True)`` throw into the task's greenlet, at its next
+switch: a task waiting on a socket or in ``time.sleep`` is stopped at once (a thread would
+finish that call first); a task spinning in pure Python or C code, never switching, is not.
+
+Everything runs in one OS thread, so the bookkeeping here needs no lock.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from typing import Any
+
+from caraway.exceptions import ImproperlyConfigured, MissingExtra
+from caraway.worker.pools.base import LATE_LIMIT_SIGNALS, Pool, PoolOptions, Work
+
+logger = logging.getLogger("caraway.worker")
+
+#: What the pool needs patched: every worker thread is then a greenlet on the same hub.
+NEEDS_PATCHED = ("socket", "threading", "time")
+
+
+def load_gevent() -> Any:
+    """The ``gevent`` module, in a process patched for it; otherwise an error saying how."""
+    try:
+        # Lazy, gevent is an optional extra: imported only when this pool is chosen.
+        import gevent
+        from gevent import monkey
+    except ImportError as exc:
+        raise MissingExtra(
+            'the gevent pool needs gevent; run: pip install "caraway[gevent]"'
+        ) from exc
+    unpatched = [name for name in NEEDS_PATCHED if not monkey.is_module_patched(name)]
+    if unpatched:
+        raise ImproperlyConfigured(
+            "the gevent pool needs the process monkey-patched before anything else is"
+            f" imported ({', '.join(unpatched)} is not). Start the worker with -P gevent on"
+            " the command line (`caraway -A proj worker -P gevent`): the command patches"
+            " first, which worker_pool in the configuration is read too late to do. In a"
+            " program of your own, call gevent.monkey.patch_all() on its first line."
+        )
+    return gevent
+
+
+class GeventPool(Pool):
+    def __init__(self, limit: int, options: PoolOptions | None = None) -> None:
+        super().__init__(limit, options)
+        self._gevent = load_gevent()
+        self._pending: collections.deque[Work] = collections.deque()
+        self._running: set[Any] = set()
+        self._stopping = False
+
+    def submit(self, work: Work) -> None:
+        self._pending.append(work)
+        self._fill()
+
+    def _fill(self) -> None:
+        """Start pending work while slots are free (spawning never switches greenlets)."""
+        while self._pending and len(self._running) < self.limit and not self._stopping:
+            greenlet = self._gevent.Greenlet(self._run, self._pending.popleft())
+            self._running.add(greenlet)
+            greenlet.start()
+
+    def _run(self, work: Work) -> None:
+        try:
+            work()
+        except LATE_LIMIT_SIGNALS:
+            pass  # a time limit that fired as its task ended
+        except Exception:
+            # Work settles its own failures; one that escapes must not stop the pool.
+            logger.exception("Pool greenlet: unexpected error; the pool goes on serving")
+        finally:
+            self._running.discard(self._gevent.getcurrent())
+            self._fill()
+
+    def owner(self) -> Any:
+        """The greenlet running the caller: what ``interrupt`` throws into."""
+        return self._gevent.getcurrent()
+
+    def interrupt(self, owner: Any, exc_type: type[BaseException]) -> bool:
+        """Throw ``exc_type`` into ``owner`` at its next switch (scheduled on the hub, so
+        the caller, a timer or a remote-control greenlet, goes on)."""
+        if owner.dead:
+            return False
+        owner.kill(exc_type, block=False)
+        return True
+
+    def take_pending(self) -> list[Work]:
+        pending = list(self._pending)
+        self._pending.clear()
+        return pending
+
+    def grow(self, n: int) -> None:
+        self.limit += max(0, n)
+        self._fill()
+
+    def shrink(self, n: int) -> None:
+        """Run ``n`` fewer at once; running tasks finish, and no new one starts meanwhile."""
+        self.limit -= min(max(0, n), self.limit - 1)
+
+    def stop(self, wait: bool = True) -> None:
+        """With ``wait``, run what is pending and let running tasks finish. Without, start
+        nothing more: the process exits and takes running greenlets with it (a cold
+        shutdown, as threads are left behind by the threads pool)."""
+        if not wait:
+            self._stopping = True
+            return
+        while self._running or self._pending:
+            self._gevent.joinall(list(self._running))

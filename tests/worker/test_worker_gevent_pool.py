@@ -1,0 +1,234 @@
+"""``caraway worker -P gevent``: real worker processes started by the command, on Redis.
+
+The command patches the process before anything is imported (caraway.utils.green): the
+tasks' ``time.sleep`` and the Redis sockets then yield, so 50 greenlets sleep at once, and
+time limits and ``revoke(terminate=True)`` reach a task blocked in a sleep. Each test module
+run has its own ``global_keyprefix``, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from services import require
+from worker_support import WAIT, WorkerProject, wait_until
+
+from caraway import states
+from caraway.calling import send_batch
+from caraway.exceptions import TimeLimitExceeded
+
+SOURCE = """
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from caraway import Celery
+from caraway.exceptions import SoftTimeLimitExceeded
+
+HERE = Path(__file__).resolve().parent
+app = Celery(
+    "greenproj",
+    broker="{url}/0",
+    backend="{url}/1",
+    broker_transport_options={{"global_keyprefix": "{prefix}"}},
+    result_backend_transport_options={{"global_keyprefix": "{prefix}"}},
+)
+
+
+@app.task(name="green.nap")
+def nap(seconds, key=None):
+    time.sleep(seconds)  # patched: the other greenlets run meanwhile
+    if key:
+        (HERE / f"finished-{{key}}").touch()
+    return seconds
+
+
+@app.task(name="green.soft", soft_time_limit=0.3)
+def soft():
+    try:
+        time.sleep(30)
+    except SoftTimeLimitExceeded:
+        time.sleep(0.01)  # the greenlet goes on after the soft limit
+        return "cleaned up"
+    return "never interrupted"
+
+
+@app.task(name="green.hard", time_limit=0.3)
+def hard():
+    time.sleep(30)
+    return "never interrupted"
+
+
+@app.task(name="green.anap")
+async def anap(seconds):
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@app.task(name="green.patched")
+def patched():
+    from gevent import monkey
+
+    return [monkey.is_module_patched(name) for name in ("socket", "ssl", "time", "threading")]
+"""
+
+
+def spawn_cli(project: WorkerProject, *args: str) -> subprocess.Popen[bytes]:
+    """``python -m caraway -A <tasks> worker -P gevent ...``: the command line users type."""
+    log = project.root / f"worker-{len(project.procs)}.log"
+    path = os.pathsep.join(filter(None, [str(project.root), os.environ.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "caraway", "-A", project.module_path.stem, "worker",
+               "-P", "gevent", "-l", "INFO", *args]  # fmt: skip
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            command, cwd=project.root, env={**os.environ, "PYTHONPATH": path},
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    project.procs.append((proc, log))
+    return proc
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProject]:
+    host, port = require("redis")
+    prefix = f"gtest-{uuid.uuid4().hex[:10]}:"
+    source = SOURCE.format(url=f"redis://{host}:{port}", prefix=prefix)
+    project = WorkerProject(tmp_path_factory.mktemp("green"), source)
+    try:
+        yield project
+    finally:
+        project.close()
+        project.app.close()
+        for db in (0, 1):
+            with redis.Redis(host=host, port=port, db=db) as client:
+                keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+                if keys:
+                    client.delete(*keys)
+
+
+@pytest.fixture(scope="module")
+def worker(project: WorkerProject) -> subprocess.Popen[bytes]:
+    """One worker of 50 greenlets shared by the stories that leave it serving."""
+    proc = spawn_cli(project, "-c", "50", "-n", "green@%h")
+    project.ping(timeout=20)
+    return proc
+
+
+def test_fifty_greenlets_sleep_at_once(project: WorkerProject, worker: object) -> None:
+    started = time.monotonic()
+    results = send_batch(project.app, [project.tasks.nap.s(0.2) for _ in range(200)])
+
+    assert [r.get(timeout=WAIT) for r in results] == [0.2] * 200
+    # One after another: 40 s; 50 at once: 4 rounds of 0.2 s plus the round trips.
+    assert time.monotonic() - started < 8
+    # Patched before ssl was imported by anything: gevent says nothing about it.
+    assert project.tasks.patched.delay().get(timeout=WAIT) == [True] * 4
+    assert "MonkeyPatchWarning" not in project.log(0)
+
+
+def test_a_soft_time_limit_reaches_a_task_blocked_in_sleep(
+    project: WorkerProject, worker: object
+) -> None:
+    started = time.monotonic()
+    assert project.tasks.soft.delay().get(timeout=WAIT) == "cleaned up"
+    assert time.monotonic() - started < 5
+
+
+def test_a_hard_time_limit_fails_the_task_and_the_worker_goes_on(
+    project: WorkerProject, worker: object
+) -> None:
+    result = project.tasks.hard.delay()
+
+    with pytest.raises(TimeLimitExceeded):
+        result.get(timeout=WAIT)
+    assert result.state == states.FAILURE
+    assert project.tasks.nap.delay(0).get(timeout=WAIT) == 0
+
+
+def test_revoke_terminate_stops_a_running_greenlet(project: WorkerProject, worker: object) -> None:
+    result = project.tasks.nap.delay(30, "revoked")
+    wait_until(lambda: result.state == states.STARTED or _active(project, result.id))
+
+    project.app.control.revoke(result.id, terminate=True)
+
+    wait_until(lambda: result.state == states.REVOKED, what="the task revoked")
+    assert project.tasks.nap.delay(0).get(timeout=WAIT) == 0  # the worker goes on
+    assert not (project.root / "finished-revoked").exists()
+
+
+def _active(project: WorkerProject, task_id: str) -> bool:
+    replies = project.app.control.inspect(timeout=1).active() or {}
+    return any(task["id"] == task_id for tasks in replies.values() for task in tasks)
+
+
+def _stats(project: WorkerProject, name: str) -> dict[str, Any]:
+    replies = project.app.control.inspect(destination=[name], timeout=5, limit=1).stats() or {}
+    return dict(replies[name])
+
+
+def test_inspect_stats_reports_the_gevent_pool(project: WorkerProject, worker: object) -> None:
+    name = f"green@{socket.gethostname()}"
+    stats = _stats(project, name)
+
+    assert stats["pool"]["implementation"] == "caraway.worker.pools:gevent"
+    assert stats["pool"]["max-concurrency"] == 50
+    assert stats["total"]["green.nap"] >= 200
+
+
+def test_the_pool_grows_and_shrinks_on_request(project: WorkerProject, worker: object) -> None:
+    name = f"green@{socket.gethostname()}"
+    control = project.app.control
+
+    assert control.pool_grow(10, destination=[name], reply=True, timeout=5, limit=1)
+    assert _stats(project, name)["pool"]["max-concurrency"] == 60
+    assert control.pool_shrink(10, destination=[name], reply=True, timeout=5, limit=1)
+    assert _stats(project, name)["pool"]["max-concurrency"] == 50
+
+
+def test_warm_shutdown_finishes_running_tasks_and_gives_back_the_prefetched(
+    project: WorkerProject, worker: subprocess.Popen[bytes]
+) -> None:
+    """Runs last: it stops the shared worker, then a second one runs what was given back."""
+    worker.send_signal(signal.SIGTERM)  # the shared worker leaves: this story has its own
+    assert worker.wait(WAIT) == 0
+    small = spawn_cli(project, "-c", "2", "--prefetch-multiplier", "10", "-n", "small@%h")
+    running = [project.tasks.nap.delay(1.5, f"running-{n}") for n in range(2)]
+    waiting = send_batch(project.app, [project.tasks.nap.s(0, f"w-{n}") for n in range(18)])
+    wait_until(lambda: project.app.broker.size("celery") == 0, 20, "the prefetch")
+
+    small.send_signal(signal.SIGTERM)
+
+    assert small.wait(WAIT) == 0
+    assert [r.get(timeout=1) for r in running] == [1.5, 1.5]  # finished, not cut short
+    assert all(r.state == states.PENDING for r in waiting)
+    assert project.app.broker.size("celery") == 18  # given back, none lost
+    after = spawn_cli(project, "-c", "5")
+    assert [r.get(timeout=WAIT) for r in waiting] == [0] * 18
+    assert len(list(Path(project.root).glob("finished-w-*"))) == 18
+    after.send_signal(signal.SIGTERM)
+    assert after.wait(WAIT) == 0
+
+
+def test_a_second_sigterm_stops_running_tasks_now(project: WorkerProject) -> None:
+    last = spawn_cli(project, "-c", "2", "-n", "cold@%h")
+    result = project.tasks.nap.delay(30, "cold")
+    wait_until(lambda: _active(project, result.id), 20, "the task running")
+
+    last.send_signal(signal.SIGTERM)
+    wait_until(lambda: "warm shutdown" in project.log(len(project.procs) - 1), what="warm")
+    last.send_signal(signal.SIGTERM)
+
+    assert last.wait(WAIT) == 1  # cold, as Celery's exit code says
+    assert not (project.root / "finished-cold").exists()
