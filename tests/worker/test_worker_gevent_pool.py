@@ -77,6 +77,22 @@ async def anap(seconds):
     return seconds
 
 
+@app.task(name="green.anap")
+async def anap(seconds):
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@app.task(name="green.asoft", soft_time_limit=0.3)
+async def asoft():
+    try:
+        await asyncio.sleep(30)
+    except SoftTimeLimitExceeded:
+        await asyncio.sleep(0.01)
+        return "cleaned up"
+    return "never interrupted"
+
+
 @app.task(name="green.patched")
 def patched():
     from gevent import monkey
@@ -136,6 +152,15 @@ def test_fifty_greenlets_sleep_at_once(project: WorkerProject, worker: object) -
     # Patched before ssl was imported by anything: gevent says nothing about it.
     assert project.tasks.patched.delay().get(timeout=WAIT) == [True] * 4
     assert "MonkeyPatchWarning" not in project.log(0)
+
+
+def test_async_def_tasks_wait_side_by_side(project: WorkerProject, worker: object) -> None:
+    started = time.monotonic()
+    results = send_batch(project.app, [project.tasks.anap.s(0.2) for _ in range(50)])
+
+    assert [r.get(timeout=WAIT) for r in results] == [0.2] * 50
+    assert time.monotonic() - started < 4  # one after another: 10 s
+    assert project.tasks.asoft.delay().get(timeout=WAIT) == "cleaned up"
 
 
 def test_a_soft_time_limit_reaches_a_task_blocked_in_sleep(

@@ -11,16 +11,24 @@ Time limits and ``revoke(terminate=True)`` throw into the task's greenlet, at it
 switch: a task waiting on a socket or in ``time.sleep`` is stopped at once (a thread would
 finish that call first); a task spinning in pure Python or C code, never switching, is not.
 
+``async def`` tasks run on an event loop of their greenlet's own. asyncio keeps one
+"running loop" per OS thread, which all greenlets share: each loop here clears it while it
+waits (and other greenlets run), so the loops of many tasks wait side by side.
+
 Everything runs in one OS thread, so the bookkeeping here needs no lock.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import functools
 import logging
+import selectors
 from typing import Any
 
 from caraway.exceptions import ImproperlyConfigured, MissingExtra
+from caraway.execution import coroutines
 from caraway.worker.pools.base import LATE_LIMIT_SIGNALS, Pool, PoolOptions, Work
 
 logger = logging.getLogger("caraway.worker")
@@ -51,6 +59,28 @@ def load_gevent() -> Any:
     return gevent
 
 
+@functools.cache
+def _yielding_selector() -> type[selectors.BaseSelector]:
+    """The selector class of greenlet-friendly loops, built once the process is patched
+    (``DefaultSelector`` is gevent's then)."""
+
+    class YieldingSelector(selectors.DefaultSelector):
+        def select(self, timeout: float | None = None) -> Any:
+            loop = asyncio._get_running_loop()
+            asyncio._set_running_loop(None)  # other greenlets run meanwhile: not their loop
+            try:
+                return super().select(timeout)
+            finally:
+                asyncio._set_running_loop(loop)
+
+    return YieldingSelector
+
+
+def greenlet_loop() -> asyncio.AbstractEventLoop:
+    """An event loop that lets the loops of other greenlets run while it waits."""
+    return asyncio.SelectorEventLoop(_yielding_selector()())
+
+
 class GeventPool(Pool):
     def __init__(self, limit: int, options: PoolOptions | None = None) -> None:
         super().__init__(limit, options)
@@ -58,6 +88,9 @@ class GeventPool(Pool):
         self._pending: collections.deque[Work] = collections.deque()
         self._running: set[Any] = set()
         self._stopping = False
+
+    def start(self) -> None:
+        coroutines.use_loop_factory(greenlet_loop)
 
     def submit(self, work: Work) -> None:
         self._pending.append(work)
