@@ -101,12 +101,34 @@ def patched():
 """
 
 
-def spawn_cli(project: WorkerProject, *args: str) -> subprocess.Popen[bytes]:
-    """``python -m caraway -A <tasks> worker -P gevent ...``: the command line users type."""
+SQLITE_SOURCE = """
+import time
+from pathlib import Path
+
+from caraway import Celery
+
+HERE = Path(__file__).resolve().parent
+app = Celery("greensqlite", broker=f"sqlite:///{HERE}/b.sqlite3")
+
+
+@app.task(name="green.nap")
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+"""
+#: ``python -m caraway``; the ``caraway`` console script beside this interpreter.
+MODULE = (sys.executable, "-m", "caraway")
+SCRIPT = (str(Path(sys.executable).with_name("caraway")),)
+
+
+def spawn_cli(
+    project: WorkerProject, *args: str, command: tuple[str, ...] = MODULE
+) -> subprocess.Popen[bytes]:
+    """``caraway -A <tasks> worker -P gevent ...``: the command line users type."""
     log = project.root / f"worker-{len(project.procs)}.log"
     path = os.pathsep.join(filter(None, [str(project.root), os.environ.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "caraway", "-A", project.module_path.stem, "worker",
-               "-P", "gevent", "-l", "INFO", *args]  # fmt: skip
+    command = (*command, "-A", project.module_path.stem, "worker", "-P", "gevent", "-l", "INFO",
+               *args)  # fmt: skip
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             command, cwd=project.root, env={**os.environ, "PYTHONPATH": path},
@@ -257,3 +279,23 @@ def test_a_second_sigterm_stops_running_tasks_now(project: WorkerProject) -> Non
 
     assert last.wait(WAIT) == 1  # cold, as Celery's exit code says
     assert not (project.root / "finished-cold").exists()
+
+
+def test_the_embedded_sqlite_broker_works_with_gevent(tmp_path: Path) -> None:
+    """SQLite calls are C calls that hold the hub while they run: short ones, so tasks still
+    wait side by side. Started by the console script this time."""
+    project = WorkerProject(tmp_path, SQLITE_SOURCE)
+    try:
+        proc = spawn_cli(project, "-c", "20", command=SCRIPT)
+        project.ping(timeout=20)
+        started = time.monotonic()
+        results = send_batch(project.app, [project.tasks.nap.s(0.2) for _ in range(60)])
+
+        assert [r.get(timeout=WAIT) for r in results] == [0.2] * 60
+        assert time.monotonic() - started < 6  # one after another: 12 s
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(WAIT) == 0
+        assert "MonkeyPatchWarning" not in project.log(0)
+    finally:
+        project.close()
+        project.app.close()
