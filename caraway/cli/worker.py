@@ -17,7 +17,7 @@ from caraway.cli.base import comma_list, state_of
 from caraway.utils.log import expand_node_path
 from caraway.utils.text import did_you_mean
 from caraway.worker.daemon import detach as become_daemon
-from caraway.worker.pools import ALIASES, POOLS, REFUSED
+from caraway.worker.pools import ALIASES, POOLS
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
 #: Celery's pools that caraway does not have (yet), so ``-P prefork`` gets a clear answer.
@@ -29,8 +29,6 @@ def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -
     if value is None or value in POOLS or value in ALIASES:
         return value
     available = ", ".join(sorted(POOLS))
-    if value in REFUSED:
-        raise click.BadParameter(REFUSED[value])
     if value in CELERY_ONLY_POOLS:
         raise click.BadParameter(
             f"caraway has no {value} pool yet. Available pools: {available} "
@@ -83,8 +81,9 @@ def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -
     "--pool",
     callback=_check_pool,
     metavar="POOL",
-    help="Pool: prefork, threads, gevent, asyncio or solo (default: worker_pool, prefork)."
-    " gevent patches the process first: give it here, not only in worker_pool.",
+    help="Pool: prefork, threads, gevent, eventlet, asyncio or solo (default: worker_pool,"
+    " prefork). gevent and eventlet patch the process first: give them here, not only in"
+    " worker_pool.",
 )
 @click.option(
     "--max-tasks-per-child",

@@ -1,19 +1,20 @@
-"""Monkey patching for ``caraway worker -P gevent``, done before anything else is imported.
+"""Monkey patching for ``caraway worker -P gevent|eventlet``, before anything else is imported.
 
-gevent makes blocking code cooperative by replacing parts of the standard library (socket,
-ssl, ``time.sleep``, threading, queues). That holds only for what is imported after the
-patch: a socket class or an ``ssl`` module taken earlier stays blocking, and gevent warns
-(``ssl`` patched late can even recurse). ``import caraway`` pulls in ``asyncio`` and with it
-``ssl``, so, as Celery does, the ``caraway`` command reads the pool from its own command line
-(``-P gevent``, ``-Pgevent``, ``--pool gevent``, ``--pool=gevent``) and patches first:
+gevent and eventlet make blocking code cooperative by replacing parts of the standard
+library (socket, ssl, ``time.sleep``, threading, queues). That holds only for what is
+imported after the patch: a socket class or an ``ssl`` module taken earlier stays blocking,
+and gevent warns (``ssl`` patched late can even recurse). ``import caraway`` pulls in
+``asyncio`` and with it ``ssl``, so, as Celery does, the ``caraway`` command reads the pool
+from its own command line (``-P gevent``, ``-Pgevent``, ``--pool gevent``, ``--pool=gevent``;
+the same for eventlet) and patches first:
 ``caraway/__init__`` imports this module before anything else, and it acts only when the
 process is the ``caraway`` command running ``worker`` (the console script or
 ``python -m caraway``), never when a program merely imports caraway.
 
 The ``worker_pool`` setting cannot be known that early (it is in the app's configuration,
-read after caraway and the app are imported): a worker whose pool is gevent in a process
-that was not patched refuses to start and says to pass ``-P gevent`` (or, in a program of
-your own, to call ``gevent.monkey.patch_all()`` first thing).
+read after caraway and the app are imported): a worker whose pool is gevent or eventlet in
+a process that was not patched refuses to start and says to pass ``-P`` (or, in a program of
+your own, to call ``gevent.monkey.patch_all()`` / ``eventlet.monkey_patch()`` first thing).
 
 Only the standard library is imported here, so the patch comes before anything it affects.
 """
@@ -25,7 +26,7 @@ import sys
 from collections.abc import Sequence
 
 #: The pools that need the process patched before anything else.
-PATCHED_POOLS = ("gevent",)
+PATCHED_POOLS = ("gevent", "eventlet")
 
 
 def pool_in_argv(argv: Sequence[str]) -> str | None:
@@ -72,15 +73,26 @@ def pool_to_patch_for(argv: Sequence[str], orig_argv: Sequence[str]) -> str | No
 
 
 def patch_for_the_command() -> None:
-    """Patch the process when the command line asks for a gevent worker."""
-    if pool_to_patch_for(sys.argv, getattr(sys, "orig_argv", ())) != "gevent":
-        return
-    try:
-        # Lazy, gevent is an optional extra, imported only when this worker needs it.
-        from gevent import monkey
-    except ImportError:
-        return  # the worker then refuses -P gevent with the pip command that installs it
-    monkey.patch_all()
+    """Patch the process when the command line asks for a gevent or eventlet worker.
+
+    A missing library patches nothing: the worker then refuses the pool with the pip
+    command that installs it.
+    """
+    pool = pool_to_patch_for(sys.argv, getattr(sys, "orig_argv", ()))
+    if pool == "gevent":
+        try:
+            # Lazy, gevent is an optional extra, imported only when this worker needs it.
+            from gevent import monkey
+        except ImportError:
+            return
+        monkey.patch_all()
+    elif pool == "eventlet":
+        try:
+            # Lazy, eventlet is an optional extra, imported only when this worker needs it.
+            import eventlet
+        except ImportError:
+            return
+        eventlet.monkey_patch()
 
 
 patch_for_the_command()

@@ -1,5 +1,5 @@
 """``pip install caraway`` without extras: imports at module top must not make redis, amqp or
-SQLAlchemy (nor gevent) mandatory, and the embedded SQLite engine still runs tasks."""
+SQLAlchemy (nor gevent, eventlet) mandatory, and the embedded SQLite engine still runs tasks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 # packages, then a SQLite app and a worker run one task.
 _SCRIPT = """
 import sys
-for name in ("redis", "amqp", "sqlalchemy", "kombu", "gevent"):
+for name in ("redis", "amqp", "sqlalchemy", "kombu", "gevent", "eventlet"):
     sys.modules[name] = None
 
 import importlib, pkgutil

@@ -1,15 +1,17 @@
-"""``-P gevent``: up to ``-c`` tasks at once, each on its own greenlet (``-c 500`` is normal).
+"""``-P gevent`` and ``-P eventlet``: up to ``-c`` tasks at once, each on its own greenlet
+(``-c 500`` is normal).
 
 For I/O-bound tasks. The ``caraway`` command patches the standard library first when it
-sees ``-P gevent`` (caraway.utils.green), so sockets (redis-py, py-amqp, HTTP clients),
-``time.sleep``, locks and the worker's own threads yield to one another: hundreds of tasks
-wait on the network at once in one OS thread. Whatever blocks in C without a patched call
-(CPU-bound code, SQLite queries, a C database driver not made cooperative) holds every
-greenlet until it returns.
+sees ``-P gevent`` or ``-P eventlet`` (caraway.utils.green), so sockets (redis-py, py-amqp,
+HTTP clients), ``time.sleep``, locks and the worker's own threads yield to one another:
+hundreds of tasks wait on the network at once in one OS thread. Whatever blocks in C without
+a patched call (CPU-bound code, SQLite queries, a C database driver not made cooperative)
+holds every greenlet until it returns.
 
 Time limits and ``revoke(terminate=True)`` throw into the task's greenlet, at its next
 switch: a task waiting on a socket or in ``time.sleep`` is stopped at once (a thread would
 finish that call first); a task spinning in pure Python or C code, never switching, is not.
+The throw is scheduled on the hub, so the caller (a timer or remote-control greenlet) goes on.
 
 ``async def`` tasks run on an event loop of their greenlet's own. asyncio keeps one
 "running loop" per OS thread, which all greenlets share: each loop here clears it while it
@@ -25,6 +27,7 @@ import collections
 import functools
 import logging
 import selectors
+from abc import abstractmethod
 from typing import Any
 
 from caraway.exceptions import ImproperlyConfigured, MissingExtra
@@ -33,36 +36,21 @@ from caraway.worker.pools.base import LATE_LIMIT_SIGNALS, Pool, PoolOptions, Wor
 
 logger = logging.getLogger("caraway.worker")
 
-#: What the pool needs patched: every worker thread is then a greenlet on the same hub.
-NEEDS_PATCHED = ("socket", "threading", "time")
 
-
-def load_gevent() -> Any:
-    """The ``gevent`` module, in a process patched for it; otherwise an error saying how."""
-    try:
-        # Lazy, gevent is an optional extra: imported only when this pool is chosen.
-        import gevent
-        from gevent import monkey
-    except ImportError as exc:
-        raise MissingExtra(
-            'the gevent pool needs gevent; run: pip install "caraway[gevent]"'
-        ) from exc
-    unpatched = [name for name in NEEDS_PATCHED if not monkey.is_module_patched(name)]
-    if unpatched:
-        raise ImproperlyConfigured(
-            "the gevent pool needs the process monkey-patched before anything else is"
-            f" imported ({', '.join(unpatched)} is not). Start the worker with -P gevent on"
-            " the command line (`caraway -A proj worker -P gevent`): the command patches"
-            " first, which worker_pool in the configuration is read too late to do. In a"
-            " program of your own, call gevent.monkey.patch_all() on its first line."
-        )
-    return gevent
+def _unpatched_error(pool: str, unpatched: list[str], patch_call: str) -> ImproperlyConfigured:
+    return ImproperlyConfigured(
+        f"the {pool} pool needs the process monkey-patched before anything else is imported"
+        f" ({', '.join(unpatched)} is not). Start the worker with -P {pool} on the command"
+        f" line (`caraway -A proj worker -P {pool}`): the command patches first, which"
+        " worker_pool in the configuration is read too late to do. In a program of your own,"
+        f" call {patch_call} on its first line."
+    )
 
 
 @functools.cache
 def _yielding_selector() -> type[selectors.BaseSelector]:
     """The selector class of greenlet-friendly loops, built once the process is patched
-    (``DefaultSelector`` is gevent's then)."""
+    (``DefaultSelector`` is the green library's then)."""
 
     class YieldingSelector(selectors.DefaultSelector):
         def select(self, timeout: float | None = None) -> Any:
@@ -81,13 +69,31 @@ def greenlet_loop() -> asyncio.AbstractEventLoop:
     return asyncio.SelectorEventLoop(_yielding_selector()())
 
 
-class GeventPool(Pool):
+class GreenPool(Pool):
+    """The bookkeeping both libraries share; each subclass says how to spawn, find, throw
+    into and join its greenlets."""
+
     def __init__(self, limit: int, options: PoolOptions | None = None) -> None:
         super().__init__(limit, options)
-        self._gevent = load_gevent()
         self._pending: collections.deque[Work] = collections.deque()
         self._running: set[Any] = set()
         self._stopping = False
+
+    @abstractmethod
+    def _spawn(self, work: Work) -> Any:
+        """Start a greenlet that runs ``self._run(work)``; returns it."""
+
+    @abstractmethod
+    def owner(self) -> Any:
+        """The greenlet running the caller: what ``interrupt`` throws into."""
+
+    @abstractmethod
+    def interrupt(self, owner: Any, exc_type: type[BaseException]) -> bool:
+        """Throw ``exc_type`` into ``owner`` at its next switch; False once it ended."""
+
+    @abstractmethod
+    def _join(self, greenlets: list[Any]) -> None:
+        """Wait until every one of ``greenlets`` has ended."""
 
     def start(self) -> None:
         coroutines.use_loop_factory(greenlet_loop)
@@ -99,9 +105,7 @@ class GeventPool(Pool):
     def _fill(self) -> None:
         """Start pending work while slots are free (spawning never switches greenlets)."""
         while self._pending and len(self._running) < self.limit and not self._stopping:
-            greenlet = self._gevent.Greenlet(self._run, self._pending.popleft())
-            self._running.add(greenlet)
-            greenlet.start()
+            self._running.add(self._spawn(self._pending.popleft()))
 
     def _run(self, work: Work) -> None:
         try:
@@ -112,20 +116,8 @@ class GeventPool(Pool):
             # Work settles its own failures; one that escapes must not stop the pool.
             logger.exception("Pool greenlet: unexpected error; the pool goes on serving")
         finally:
-            self._running.discard(self._gevent.getcurrent())
+            self._running.discard(self.owner())
             self._fill()
-
-    def owner(self) -> Any:
-        """The greenlet running the caller: what ``interrupt`` throws into."""
-        return self._gevent.getcurrent()
-
-    def interrupt(self, owner: Any, exc_type: type[BaseException]) -> bool:
-        """Throw ``exc_type`` into ``owner`` at its next switch (scheduled on the hub, so
-        the caller, a timer or a remote-control greenlet, goes on)."""
-        if owner.dead:
-            return False
-        owner.kill(exc_type, block=False)
-        return True
 
     def take_pending(self) -> list[Work]:
         pending = list(self._pending)
@@ -148,4 +140,84 @@ class GeventPool(Pool):
             self._stopping = True
             return
         while self._running or self._pending:
-            self._gevent.joinall(list(self._running))
+            self._join(list(self._running))
+
+
+class GeventPool(GreenPool):
+    #: What must be patched: every worker thread is then a greenlet on the same hub.
+    NEEDS_PATCHED = ("socket", "threading", "time")
+
+    def __init__(self, limit: int, options: PoolOptions | None = None) -> None:
+        super().__init__(limit, options)
+        try:
+            # Lazy, gevent is an optional extra: imported only when this pool is chosen.
+            import gevent
+            from gevent import monkey
+        except ImportError as exc:
+            raise MissingExtra(
+                'the gevent pool needs gevent; run: pip install "caraway[gevent]"'
+            ) from exc
+        unpatched = [name for name in self.NEEDS_PATCHED if not monkey.is_module_patched(name)]
+        if unpatched:
+            raise _unpatched_error("gevent", unpatched, "gevent.monkey.patch_all()")
+        self._gevent = gevent
+
+    def _spawn(self, work: Work) -> Any:
+        return self._gevent.spawn(self._run, work)
+
+    def owner(self) -> Any:
+        return self._gevent.getcurrent()
+
+    def interrupt(self, owner: Any, exc_type: type[BaseException]) -> bool:
+        if owner.dead:
+            return False
+        owner.kill(exc_type, block=False)  # thrown from the hub, at the greenlet's next switch
+        return True
+
+    def _join(self, greenlets: list[Any]) -> None:
+        self._gevent.joinall(greenlets)
+
+
+class EventletPool(GreenPool):
+    #: What must be patched (eventlet's names): every worker thread is then a green thread.
+    NEEDS_PATCHED = ("socket", "thread", "time")
+
+    def __init__(self, limit: int, options: PoolOptions | None = None) -> None:
+        super().__init__(limit, options)
+        try:
+            # Lazy, eventlet is an optional extra: imported only when this pool is chosen.
+            import eventlet
+            from eventlet import greenthread, hubs, patcher
+        except ImportError as exc:
+            raise MissingExtra(
+                'the eventlet pool needs eventlet; run: pip install "caraway[eventlet]"'
+            ) from exc
+        unpatched = [name for name in self.NEEDS_PATCHED if not patcher.is_monkey_patched(name)]
+        if unpatched:
+            raise _unpatched_error("eventlet", unpatched, "eventlet.monkey_patch()")
+        self._eventlet, self._greenthread, self._hubs = eventlet, greenthread, hubs
+
+    def _spawn(self, work: Work) -> Any:
+        return self._eventlet.spawn(self._run, work)
+
+    def owner(self) -> Any:
+        return self._greenthread.getcurrent()
+
+    def interrupt(self, owner: Any, exc_type: type[BaseException]) -> bool:
+        if owner.dead:
+            return False
+        self._hubs.get_hub().schedule_call_global(0, _throw, owner, exc_type)
+        return True
+
+    def _join(self, greenlets: list[Any]) -> None:
+        for greenlet in greenlets:
+            try:
+                greenlet.wait()
+            except Exception:  # _run logged it; waiting only needs it ended
+                continue
+
+
+def _throw(greenlet: Any, exc_type: type[BaseException]) -> None:
+    """Run by eventlet's hub: throw into ``greenlet`` unless it ended meanwhile."""
+    if not greenlet.dead:
+        greenlet.throw(exc_type)

@@ -1,9 +1,10 @@
-"""``caraway worker -P gevent``: real worker processes started by the command, on Redis.
+"""``caraway worker -P gevent`` and ``-P eventlet``: real worker processes started by the
+command, on Redis.
 
 The command patches the process before anything is imported (caraway.utils.green): the
 tasks' ``time.sleep`` and the Redis sockets then yield, so 50 greenlets sleep at once, and
-time limits and ``revoke(terminate=True)`` reach a task blocked in a sleep. Each test module
-run has its own ``global_keyprefix``, deleted afterwards.
+time limits and ``revoke(terminate=True)`` reach a task blocked in a sleep. Each pool's run
+has its own ``global_keyprefix``, deleted afterwards.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ app = Celery(
 
 @app.task(name="green.nap")
 def nap(seconds, key=None):
+    if key:
+        (HERE / f"started-{{key}}").touch()
     time.sleep(seconds)  # patched: the other greenlets run meanwhile
     if key:
         (HERE / f"finished-{{key}}").touch()
@@ -94,10 +97,14 @@ async def asoft():
 
 
 @app.task(name="green.patched")
-def patched():
-    from gevent import monkey
-
-    return [monkey.is_module_patched(name) for name in ("socket", "ssl", "time", "threading")]
+def patched(pool):
+    if pool == "gevent":
+        from gevent.monkey import is_module_patched
+        names = ("socket", "ssl", "time", "threading")
+    else:
+        from eventlet.patcher import is_monkey_patched as is_module_patched
+        names = ("socket", "select", "time", "thread")
+    return [is_module_patched(name) for name in names]
 """
 
 
@@ -121,14 +128,22 @@ MODULE = (sys.executable, "-m", "caraway")
 SCRIPT = (str(Path(sys.executable).with_name("caraway")),)
 
 
+class GreenProject(WorkerProject):
+    """A tasks module and the workers of one green pool."""
+
+    def __init__(self, root: Path, source: str, pool: str) -> None:
+        super().__init__(root, source)
+        self.pool = pool
+
+
 def spawn_cli(
-    project: WorkerProject, *args: str, command: tuple[str, ...] = MODULE
+    project: GreenProject, *args: str, command: tuple[str, ...] = MODULE
 ) -> subprocess.Popen[bytes]:
-    """``caraway -A <tasks> worker -P gevent ...``: the command line users type."""
+    """``caraway -A <tasks> worker -P <pool> ...``: the command line users type."""
     log = project.root / f"worker-{len(project.procs)}.log"
     path = os.pathsep.join(filter(None, [str(project.root), os.environ.get("PYTHONPATH")]))
-    command = (*command, "-A", project.module_path.stem, "worker", "-P", "gevent", "-l", "INFO",
-               *args)  # fmt: skip
+    command = (*command, "-A", project.module_path.stem, "worker", "-P", project.pool,
+               "-l", "INFO", *args)  # fmt: skip
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             command, cwd=project.root, env={**os.environ, "PYTHONPATH": path},
@@ -138,12 +153,14 @@ def spawn_cli(
     return proc
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProject]:
+@pytest.fixture(scope="module", params=["gevent", "eventlet"])
+def project(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GreenProject]:
     host, port = require("redis")
     prefix = f"gtest-{uuid.uuid4().hex[:10]}:"
     source = SOURCE.format(url=f"redis://{host}:{port}", prefix=prefix)
-    project = WorkerProject(tmp_path_factory.mktemp("green"), source)
+    project = GreenProject(tmp_path_factory.mktemp(request.param), source, request.param)
     try:
         yield project
     finally:
@@ -157,26 +174,27 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProject]
 
 
 @pytest.fixture(scope="module")
-def worker(project: WorkerProject) -> subprocess.Popen[bytes]:
+def worker(project: GreenProject) -> subprocess.Popen[bytes]:
     """One worker of 50 greenlets shared by the stories that leave it serving."""
     proc = spawn_cli(project, "-c", "50", "-n", "green@%h")
     project.ping(timeout=20)
     return proc
 
 
-def test_fifty_greenlets_sleep_at_once(project: WorkerProject, worker: object) -> None:
+def test_fifty_greenlets_sleep_at_once(project: GreenProject, worker: object) -> None:
     started = time.monotonic()
     results = send_batch(project.app, [project.tasks.nap.s(0.2) for _ in range(200)])
 
     assert [r.get(timeout=WAIT) for r in results] == [0.2] * 200
     # One after another: 40 s; 50 at once: 4 rounds of 0.2 s plus the round trips.
     assert time.monotonic() - started < 8
-    # Patched before ssl was imported by anything: gevent says nothing about it.
-    assert project.tasks.patched.delay().get(timeout=WAIT) == [True] * 4
-    assert "MonkeyPatchWarning" not in project.log(0)
+    # Patched before ssl or threading were imported by anything: no warning about it.
+    assert project.tasks.patched.delay(project.pool).get(timeout=WAIT) == [True] * 4
+    assert "MonkeyPatchWarning" not in project.log(0)  # gevent's
+    assert "not greened" not in project.log(0)  # eventlet's
 
 
-def test_async_def_tasks_wait_side_by_side(project: WorkerProject, worker: object) -> None:
+def test_async_def_tasks_wait_side_by_side(project: GreenProject, worker: object) -> None:
     started = time.monotonic()
     results = send_batch(project.app, [project.tasks.anap.s(0.2) for _ in range(50)])
 
@@ -186,7 +204,7 @@ def test_async_def_tasks_wait_side_by_side(project: WorkerProject, worker: objec
 
 
 def test_a_soft_time_limit_reaches_a_task_blocked_in_sleep(
-    project: WorkerProject, worker: object
+    project: GreenProject, worker: object
 ) -> None:
     started = time.monotonic()
     assert project.tasks.soft.delay().get(timeout=WAIT) == "cleaned up"
@@ -194,7 +212,7 @@ def test_a_soft_time_limit_reaches_a_task_blocked_in_sleep(
 
 
 def test_a_hard_time_limit_fails_the_task_and_the_worker_goes_on(
-    project: WorkerProject, worker: object
+    project: GreenProject, worker: object
 ) -> None:
     result = project.tasks.hard.delay()
 
@@ -204,9 +222,9 @@ def test_a_hard_time_limit_fails_the_task_and_the_worker_goes_on(
     assert project.tasks.nap.delay(0).get(timeout=WAIT) == 0
 
 
-def test_revoke_terminate_stops_a_running_greenlet(project: WorkerProject, worker: object) -> None:
+def test_revoke_terminate_stops_a_running_greenlet(project: GreenProject, worker: object) -> None:
     result = project.tasks.nap.delay(30, "revoked")
-    wait_until(lambda: result.state == states.STARTED or _active(project, result.id))
+    wait_until((project.root / "started-revoked").exists, what="the task running")
 
     project.app.control.revoke(result.id, terminate=True)
 
@@ -215,26 +233,21 @@ def test_revoke_terminate_stops_a_running_greenlet(project: WorkerProject, worke
     assert not (project.root / "finished-revoked").exists()
 
 
-def _active(project: WorkerProject, task_id: str) -> bool:
-    replies = project.app.control.inspect(timeout=1).active() or {}
-    return any(task["id"] == task_id for tasks in replies.values() for task in tasks)
-
-
-def _stats(project: WorkerProject, name: str) -> dict[str, Any]:
+def _stats(project: GreenProject, name: str) -> dict[str, Any]:
     replies = project.app.control.inspect(destination=[name], timeout=5, limit=1).stats() or {}
     return dict(replies[name])
 
 
-def test_inspect_stats_reports_the_gevent_pool(project: WorkerProject, worker: object) -> None:
+def test_inspect_stats_reports_the_pool(project: GreenProject, worker: object) -> None:
     name = f"green@{socket.gethostname()}"
     stats = _stats(project, name)
 
-    assert stats["pool"]["implementation"] == "caraway.worker.pools:gevent"
+    assert stats["pool"]["implementation"] == f"caraway.worker.pools:{project.pool}"
     assert stats["pool"]["max-concurrency"] == 50
     assert stats["total"]["green.nap"] >= 200
 
 
-def test_the_pool_grows_and_shrinks_on_request(project: WorkerProject, worker: object) -> None:
+def test_the_pool_grows_and_shrinks_on_request(project: GreenProject, worker: object) -> None:
     name = f"green@{socket.gethostname()}"
     control = project.app.control
 
@@ -244,10 +257,10 @@ def test_the_pool_grows_and_shrinks_on_request(project: WorkerProject, worker: o
     assert _stats(project, name)["pool"]["max-concurrency"] == 50
 
 
-def test_warm_shutdown_finishes_running_tasks_and_gives_back_the_prefetched(
-    project: WorkerProject, worker: subprocess.Popen[bytes]
+def test_warm_shutdown_finishes_running_tasks_gives_back_the_prefetched_then_cold(
+    project: GreenProject, worker: subprocess.Popen[bytes]
 ) -> None:
-    """Runs last: it stops the shared worker, then a second one runs what was given back."""
+    """Runs last: it stops the shared worker; a second one runs what was given back."""
     worker.send_signal(signal.SIGTERM)  # the shared worker leaves: this story has its own
     assert worker.wait(WAIT) == 0
     small = spawn_cli(project, "-c", "2", "--prefetch-multiplier", "10", "-n", "small@%h")
@@ -261,30 +274,26 @@ def test_warm_shutdown_finishes_running_tasks_and_gives_back_the_prefetched(
     assert [r.get(timeout=1) for r in running] == [1.5, 1.5]  # finished, not cut short
     assert all(r.state == states.PENDING for r in waiting)
     assert project.app.broker.size("celery") == 18  # given back, none lost
-    after = spawn_cli(project, "-c", "5")
+    after = spawn_cli(project, "-c", "5", "-n", "after@%h")
     assert [r.get(timeout=WAIT) for r in waiting] == [0] * 18
     assert len(list(Path(project.root).glob("finished-w-*"))) == 18
+
+    # A second SIGTERM turns the warm shutdown cold: the running task stops now.
+    stuck = project.tasks.nap.delay(30, "cold")
+    wait_until((project.root / "started-cold").exists, what="the task running")
     after.send_signal(signal.SIGTERM)
-    assert after.wait(WAIT) == 0
-
-
-def test_a_second_sigterm_stops_running_tasks_now(project: WorkerProject) -> None:
-    last = spawn_cli(project, "-c", "2", "-n", "cold@%h")
-    result = project.tasks.nap.delay(30, "cold")
-    wait_until(lambda: _active(project, result.id), 20, "the task running")
-
-    last.send_signal(signal.SIGTERM)
     wait_until(lambda: "warm shutdown" in project.log(len(project.procs) - 1), what="warm")
-    last.send_signal(signal.SIGTERM)
+    after.send_signal(signal.SIGTERM)
 
-    assert last.wait(WAIT) == 1  # cold, as Celery's exit code says
+    assert after.wait(WAIT) == 1  # cold, as Celery's exit code says
     assert not (project.root / "finished-cold").exists()
+    assert stuck.state == states.PENDING  # stopped mid-run: no result
 
 
 def test_the_embedded_sqlite_broker_works_with_gevent(tmp_path: Path) -> None:
     """SQLite calls are C calls that hold the hub while they run: short ones, so tasks still
     wait side by side. Started by the console script this time."""
-    project = WorkerProject(tmp_path, SQLITE_SOURCE)
+    project = GreenProject(tmp_path, SQLITE_SOURCE, "gevent")
     try:
         proc = spawn_cli(project, "-c", "20", command=SCRIPT)
         project.ping(timeout=20)
