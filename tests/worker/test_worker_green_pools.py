@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import redis
-from services import require
+from services import rabbitmq_vhost, require
 from worker_support import WAIT, WorkerProject, wait_until
 
 from caraway import states
@@ -186,8 +186,9 @@ def test_fifty_greenlets_sleep_at_once(project: GreenProject, worker: object) ->
     results = send_batch(project.app, [project.tasks.nap.s(0.2) for _ in range(200)])
 
     assert [r.get(timeout=WAIT) for r in results] == [0.2] * 200
-    # One after another: 40 s; 50 at once: 4 rounds of 0.2 s plus the round trips.
-    assert time.monotonic() - started < 8
+    # One after another: 40 s; 50 at once: 4 rounds of 0.2 s plus the round trips (about
+    # 1.5 s here; the bound leaves room for a loaded 2-core machine).
+    assert time.monotonic() - started < 15
     # Patched before ssl or threading were imported by anything: no warning about it.
     assert project.tasks.patched.delay(project.pool).get(timeout=WAIT) == [True] * 4
     assert "MonkeyPatchWarning" not in project.log(0)  # gevent's
@@ -199,7 +200,7 @@ def test_async_def_tasks_wait_side_by_side(project: GreenProject, worker: object
     results = send_batch(project.app, [project.tasks.anap.s(0.2) for _ in range(50)])
 
     assert [r.get(timeout=WAIT) for r in results] == [0.2] * 50
-    assert time.monotonic() - started < 4  # one after another: 10 s
+    assert time.monotonic() - started < 5  # one after another: 10 s
     assert project.tasks.asoft.delay().get(timeout=WAIT) == "cleaned up"
 
 
@@ -301,10 +302,50 @@ def test_the_embedded_sqlite_broker_works_with_gevent(tmp_path: Path) -> None:
         results = send_batch(project.app, [project.tasks.nap.s(0.2) for _ in range(60)])
 
         assert [r.get(timeout=WAIT) for r in results] == [0.2] * 60
-        assert time.monotonic() - started < 6  # one after another: 12 s
+        assert time.monotonic() - started < 6  # one after another: 12 s (here: about 1.5 s)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(WAIT) == 0
         assert "MonkeyPatchWarning" not in project.log(0)
     finally:
         project.close()
         project.app.close()
+
+
+AMQP_SOURCE = """
+import time
+
+from caraway import Celery
+
+app = Celery("greenamqp", broker="{url}", backend="redis://{redis}/1",
+             result_backend_transport_options={{"global_keyprefix": "{prefix}"}})
+
+
+@app.task(name="green.nap")
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+"""
+
+
+def test_rabbitmq_sockets_yield_under_gevent(tmp_path: Path) -> None:
+    """py-amqp's socket is patched like redis-py's: consuming never holds the greenlets."""
+    host, port = require("redis")
+    prefix = f"gtest-{uuid.uuid4().hex[:10]}:"
+    with rabbitmq_vhost("caraway-test-green") as url:
+        source = AMQP_SOURCE.format(url=url, redis=f"{host}:{port}", prefix=prefix)
+        project = GreenProject(tmp_path, source, "gevent")
+        try:
+            spawn_cli(project, "-c", "50")
+            project.ping(timeout=20)
+            started = time.monotonic()
+            results = send_batch(project.app, [project.tasks.nap.s(0.2) for _ in range(100)])
+
+            assert [r.get(timeout=WAIT) for r in results] == [0.2] * 100
+            assert time.monotonic() - started < 10  # one after another: 20 s
+        finally:
+            project.close()
+            project.app.close()
+            with redis.Redis(host=host, port=port, db=1) as client:
+                keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+                if keys:
+                    client.delete(*keys)
