@@ -25,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import importlib.util
 import logging
 import selectors
+import sys
 from abc import abstractmethod
 from typing import Any
 
@@ -37,10 +39,21 @@ from caraway.worker.pools.base import LATE_LIMIT_SIGNALS, Pool, PoolOptions, Wor
 logger = logging.getLogger("caraway.worker")
 
 
+def _imported_library(name: str) -> bool:
+    """Whether ``name`` was imported already (it must have been, to patch the process);
+    ``MissingExtra`` with the pip command when it is not installed. Never imports it: a
+    process that did not ask for it keeps its fork hooks and warnings (eventlet's)."""
+    if name in sys.modules:
+        return True
+    if importlib.util.find_spec(name) is None:
+        raise MissingExtra(f'the {name} pool needs {name}; run: pip install "caraway[{name}]"')
+    return False
+
+
 def _unpatched_error(pool: str, unpatched: list[str], patch_call: str) -> ImproperlyConfigured:
     return ImproperlyConfigured(
         f"the {pool} pool needs the process monkey-patched before anything else is imported"
-        f" ({', '.join(unpatched)} is not). Start the worker with -P {pool} on the command"
+        f" (not patched: {', '.join(unpatched)}). Start the worker with -P {pool} on the command"
         f" line (`caraway -A proj worker -P {pool}`): the command patches first, which"
         " worker_pool in the configuration is read too late to do. In a program of your own,"
         f" call {patch_call} on its first line."
@@ -149,14 +162,12 @@ class GeventPool(GreenPool):
 
     def __init__(self, limit: int, options: PoolOptions | None = None) -> None:
         super().__init__(limit, options)
-        try:
-            # Lazy, gevent is an optional extra: imported only when this pool is chosen.
-            import gevent
-            from gevent import monkey
-        except ImportError as exc:
-            raise MissingExtra(
-                'the gevent pool needs gevent; run: pip install "caraway[gevent]"'
-            ) from exc
+        if not _imported_library("gevent"):
+            raise _unpatched_error("gevent", list(self.NEEDS_PATCHED), "gevent.monkey.patch_all()")
+        # Lazy, gevent is an optional extra, already imported by the patch (checked above).
+        import gevent
+        from gevent import monkey
+
         unpatched = [name for name in self.NEEDS_PATCHED if not monkey.is_module_patched(name)]
         if unpatched:
             raise _unpatched_error("gevent", unpatched, "gevent.monkey.patch_all()")
@@ -184,14 +195,12 @@ class EventletPool(GreenPool):
 
     def __init__(self, limit: int, options: PoolOptions | None = None) -> None:
         super().__init__(limit, options)
-        try:
-            # Lazy, eventlet is an optional extra: imported only when this pool is chosen.
-            import eventlet
-            from eventlet import greenthread, hubs, patcher
-        except ImportError as exc:
-            raise MissingExtra(
-                'the eventlet pool needs eventlet; run: pip install "caraway[eventlet]"'
-            ) from exc
+        if not _imported_library("eventlet"):
+            raise _unpatched_error("eventlet", list(self.NEEDS_PATCHED), "eventlet.monkey_patch()")
+        # Lazy, eventlet is an optional extra, already imported by the patch (checked above).
+        import eventlet
+        from eventlet import greenthread, hubs, patcher
+
         unpatched = [name for name in self.NEEDS_PATCHED if not patcher.is_monkey_patched(name)]
         if unpatched:
             raise _unpatched_error("eventlet", unpatched, "eventlet.monkey_patch()")
