@@ -33,7 +33,6 @@ SOURCE = """
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
 
 from caraway import Celery
 from caraway.exceptions import SoftTimeLimitExceeded
