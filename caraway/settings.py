@@ -337,7 +337,7 @@ _TABLE = (
     _s("security_cert_store", OPT_STR, None, "Directory or glob of trusted X.509 certificates."),
     _s("security_digest", STR, "sha256", "Digest used to sign messages."),
     # Components
-    _s("worker_pool", STR, "prefork", "Pool: prefork, threads, asyncio or solo."),
+    _s("worker_pool", STR, "prefork", "Pool: prefork, threads, gevent, eventlet, asyncio or solo."),
     _s("worker_pool_restarts", BOOL, False, "Allow the pool_restart control command."),
     _s("worker_pool_putlocks", BOOL, True, "Block when the pool is full instead of queueing locally."),
     _s("worker_autoscaler", STR, "caraway.worker.autoscale:Autoscaler", "Autoscaler class."),

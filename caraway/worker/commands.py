@@ -516,7 +516,7 @@ def _resize(worker: Worker, n: Any, grow: bool) -> Any:
     try:
         resize(worker, int(n) if grow else -int(n))
     except NotImplementedError as exc:
-        return error(f"{exc} (use -P threads or prefork)")
+        return error(f"{exc} (use -P threads, gevent or prefork)")
     return ok(f"pool will {'grow' if grow else 'shrink'}")
 
 

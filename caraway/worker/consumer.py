@@ -40,7 +40,7 @@ from caraway.request import Context
 from caraway.worker import request as hooks
 from caraway.worker.connection import BrokerLink, RetryPolicy
 from caraway.worker.job import Job
-from caraway.worker.pools.base import LATE_LIMIT_SIGNALS, Pool, raise_in_thread
+from caraway.worker.pools.base import LATE_LIMIT_SIGNALS, Pool
 from caraway.worker.ratelimit import TokenBucket, parse_rate
 from caraway.worker.state import WorkerState
 from caraway.worker.timers import Timer
@@ -559,6 +559,7 @@ class Consumer:
         if not job.soft_time_limit and not job.time_limit:
             return execute(job.task, job.request)
         thread_id = threading.get_ident()
+        owner = self.pool.owner()
         guard = threading.Lock()
         running = [True]
         for limit, exc_type in (
@@ -572,9 +573,10 @@ class Consumer:
                         if running[0]:
                             logger.error("%s exceeded its %s", job.describe(), LIMIT_NAMES[exc])
                             # An async body on this thread's loop is cancelled at its await;
-                            # sync code gets an async exception at its next instruction.
+                            # sync code gets the exception from the pool (at its next
+                            # instruction on a thread, its next switch on a greenlet).
                             if not coroutines.interrupt(thread_id, exc):
-                                raise_in_thread(thread_id, exc)
+                                self.pool.interrupt(owner, exc)
                             if job.hooks is not None:
                                 hooks.timed_out(job.hooks, exc is SoftTimeLimitExceeded, after)
 

@@ -50,7 +50,7 @@ REVOCATION_POLL = 0.5
 ORPHAN_POLL = 5.0
 AUTOSCALE_INTERVAL = 1.0
 #: Pools that can grow and shrink while they run.
-AUTOSCALED_POOLS = ("threads", "prefork")
+AUTOSCALED_POOLS = ("threads", "prefork", "gevent", "eventlet")
 CLEANUP_INTERVAL = 3600.0
 #: Messages reserved per slot when ``worker_prefetch_multiplier`` is 0 (Celery: unlimited).
 UNLIMITED_PREFETCH = 1000
