@@ -20,6 +20,7 @@ from weakref import WeakKeyDictionary
 
 from caraway import states
 from caraway.exceptions import ImproperlyConfigured
+from caraway.utils.pid import after_fork_in_child
 from caraway.version import __version__
 
 if TYPE_CHECKING:
@@ -49,6 +50,17 @@ def tracer_for(app: Caraway) -> Tracer | None:
             if app not in _tracers:
                 _tracers[app] = _resolve(app)
             return _tracers[app]
+
+
+def _forget_after_fork() -> None:
+    """A forked child (a prefork pool's) decides for itself: its tracer provider may be set
+    in ``worker_process_init``, after the parent decided."""
+    global _resolving
+    _tracers.clear()
+    _resolving = threading.Lock()  # another thread may have held it at the fork
+
+
+after_fork_in_child(_forget_after_fork)
 
 
 def _resolve(app: Caraway) -> Tracer | None:
