@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from worker_support import WAIT, ThreadedWorker, sqlite_app, wait_until
+from services import free_port
+from worker_support import WAIT, ThreadedWorker, WorkerProject, sqlite_app, wait_until
 
 from caraway.exceptions import ImproperlyConfigured
 
 #: What the worker's queue is called (the default queue).
 QUEUE = "celery"
+#: Every sample of a scrape: (sample name, labels) -> value.
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,7 @@ def metered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespac
     app.close()
 
 
-def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+def scrape(port: int) -> Samples:
     """Every sample of ``/metrics``: (sample name, labels) -> value."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=WAIT) as reply:
         assert reply.headers["Content-Type"].startswith("text/plain; version=")
@@ -74,8 +77,35 @@ def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     }
 
 
-def value(samples: dict[Any, float], name: str, **labels: str) -> float:
+def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def scrape_until(port: int, done: Callable[[Samples], bool]) -> Samples:
+    """``/metrics`` once ``done`` holds for it."""
+
+    def scraped() -> Samples | None:
+        samples = scrape(port)
+        return samples if done(samples) else None
+
+    found: Samples = wait_until(scraped, what="/metrics to show it")
+    return found
+
+
+def succeeded(samples: Samples, task: str) -> float:
+    """SUCCESS counts of ``task``, on any worker."""
+    return sum(
+        count for (name, labels), count in samples.items()
+        if name == "caraway_tasks_total" and {("task", task), ("state", "SUCCESS")} <= labels
+    )  # fmt: skip
+
+
+def finished_runs(samples: Samples, worker: str) -> float:
+    """Runs counted as ended, whatever their outcome."""
+    return sum(
+        count for (name, labels), count in samples.items()
+        if name == "caraway_task_runtime_seconds_count" and ("worker", worker) in labels
+    )  # fmt: skip
 
 
 def test_the_counts_match_a_known_mix_of_tasks(metered: SimpleNamespace) -> None:
@@ -90,13 +120,13 @@ def test_the_counts_match_a_known_mix_of_tasks(metered: SimpleNamespace) -> None
             failure.get(timeout=WAIT)
     assert retried.get(timeout=WAIT) == "second time lucky"
     me = "metered@test"
-    samples = wait_until(
-        lambda: (
-            (s := scrape(metered.port))
-            and value(s, "caraway_dead_letters_total", worker=me) == 1
-            and s
+    # A result is stored inside the run; the worker counts the run just after it.
+    samples = scrape_until(
+        metered.port,
+        lambda s: (
+            value(s, "caraway_dead_letters_total", worker=me) == 1
+            and finished_runs(s, me) == 5 + 2 + 2
         ),
-        what="the unknown task set aside",
     )
 
     def tasks(task: str, state: str) -> float:
@@ -142,8 +172,10 @@ def test_the_gauges_show_running_reserved_and_queued_tasks(metered: SimpleNamesp
     held.get(timeout=WAIT)
     for result in waiting:
         result.get(timeout=WAIT)
-    samples = scrape(metered.port)
-    assert value(samples, "caraway_tasks_total", worker=me, task="m.later", state="SUCCESS") == 3
+    samples = scrape_until(
+        metered.port,
+        lambda s: value(s, "caraway_tasks_total", worker=me, task="m.later", state="SUCCESS") == 3,
+    )
     assert value(samples, "caraway_worker_active_tasks", worker=me) == 0
     assert value(samples, "caraway_worker_reserved_tasks", worker=me) == 0
     assert value(samples, "caraway_queue_depth", queue=QUEUE) == 0
@@ -156,3 +188,21 @@ def test_metrics_without_a_health_port_is_refused(tmp_path: Any) -> None:
             app.Worker(metrics=True)
     finally:
         app.close()
+
+
+def test_a_prefork_worker_counts_what_its_children_ran(worker_project: WorkerProject) -> None:
+    """The counts are kept in the worker process, whatever runs the tasks."""
+    project = worker_project
+    port = free_port()
+    project.spawn(pool="prefork", concurrency=2, options={"health_port": port, "metrics": True})
+    project.ping()
+    pids = [project.tasks.pid.delay() for _ in range(4)]
+    for result in pids:
+        result.get(timeout=WAIT)
+
+    samples = scrape_until(port, lambda s: succeeded(s, "crash.pid") == 4)
+
+    assert succeeded(samples, "celery.ping") == 1
+    worker = dict(next(labels for name, labels in samples if name == "caraway_worker_online"))
+    assert value(samples, "caraway_worker_online", **worker) == 1
+    assert value(samples, "caraway_worker_prefetch_limit", **worker) == 2 * 4
