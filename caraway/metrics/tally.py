@@ -29,7 +29,7 @@ class Histogram:
     """Counts per bucket (not cumulative; the last one is +Inf) and the sum of observations."""
 
     bounds: tuple[float, ...]
-    counts: list[int] = field(default_factory=list)
+    counts: list[int] = field(init=False)
     total: float = 0.0
 
     def __post_init__(self) -> None:

@@ -7,8 +7,9 @@
                 the broker cannot be reached.
 ``GET /metrics`` Prometheus metrics, with ``--metrics`` only (caraway.metrics).
 
-The answers say ``ok`` or ``not ok`` and nothing else (no URL, host or version): the port
-is often reachable by more than the orchestrator. It binds every interface unless given an
+The probes say ``ok`` or ``not ok`` and nothing else (no URL, host or version): the port
+is often reachable by more than the orchestrator (``/metrics``, asked for, names hosts,
+tasks and queues). It binds every interface unless given an
 address (``--health-address``): Kubernetes probes come to the pod's address.
 """
 
