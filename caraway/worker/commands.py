@@ -406,6 +406,14 @@ def revoke(worker: Worker, task_id: Any = None, terminate: bool = False,
     return ok(f"tasks {', '.join(ids)} flagged as revoked")
 
 
+@command("control", args=(("signal", str), ("task_id", str)), variadic=True)
+def terminate(worker: Worker, signal: Any = None, task_id: Any = None, **kwargs: Any) -> Any:
+    """Revoke tasks by id and stop them with a signal: terminate SIGKILL ID [ID ...]."""
+    if _signum(signal or "SIGTERM") is None:
+        return error(f"unknown signal {signal!r}: use a name such as SIGTERM or SIGKILL")
+    return revoke(worker, task_id, terminate=True, signal=signal)
+
+
 @command("control", args=(("task_name", str), ("rate_limit", str)))
 def rate_limit(worker: Worker, task_name: str = "", rate_limit: Any = None,
                **kwargs: Any) -> Any:  # fmt: skip

@@ -170,6 +170,7 @@ class Worker:
             self,
             task_events=bool(options.get("task_events") or conf.worker_send_task_events),
             without_heartbeat=bool(options.get("without_heartbeat")),
+            without_mingle=bool(options.get("without_mingle")),
         )
 
     # --- lifecycle -------------------------------------------------------------------------
