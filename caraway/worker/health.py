@@ -8,9 +8,9 @@
 ``GET /metrics`` Prometheus metrics, with ``--metrics`` only (caraway.metrics).
 
 The probes say ``ok`` or ``not ok`` and nothing else (no URL, host or version): the port
-is often reachable by more than the orchestrator (``/metrics``, asked for, names hosts,
-tasks and queues). It binds every interface unless given an
-address (``--health-address``): Kubernetes probes come to the pod's address.
+is often reachable by more than the orchestrator (``/metrics``, when asked for, names
+hosts, tasks and queues). It binds every interface unless given an address
+(``--health-address``): Kubernetes probes come to the pod's address.
 """
 
 from __future__ import annotations
@@ -55,13 +55,22 @@ class HealthServer:
                 path = self.path.split("?", 1)[0]
                 probe = probes.get(path)
                 if path in pages:
-                    self._send(200, *pages[path]())
+                    self._page(path)
                 elif probe is None:
                     self._answer(404, f"unknown path: use one of {paths}\n")
                 elif probe():
                     self._answer(200, "ok\n")
                 else:
                     self._answer(503, "not ok\n")
+
+            def _page(self, path: str) -> None:
+                try:
+                    content_type, data = pages[path]()
+                except Exception:  # a bug behind one page must not take the probes down
+                    logger.exception("Could not answer GET %s", path)
+                    self._answer(500, "error\n")
+                    return
+                self._send(200, content_type, data)
 
             def _answer(self, status: int, body: str) -> None:
                 self._send(status, "text/plain; charset=utf-8", body.encode())
