@@ -317,6 +317,9 @@ _TABLE = (
     _s("events_gid", ID, None, "Group 'caraway events' switches to when detached."),
     _s("events_umask", ID, None, "umask of 'caraway events' when detached."),
     _s("events_executable", OPT_STR, None, "Python executable of detached 'caraway events'."),
+    # Metrics and traces (docs/metrics.md)
+    _s("worker_metrics", BOOL, False, "caraway's own: serve Prometheus /metrics on the --health-port (like --metrics); needs caraway[prometheus]."),
+    _s("opentelemetry_tracing", BOOL, False, "caraway's own: a span per send and per run, linked by a traceparent header; needs caraway[otel] and a tracer provider."),
     # Remote control
     _s("control_queue_ttl", NUM, 300.0, "Seconds a control command waits for a worker before expiring."),
     _s("control_queue_expires", NUM, 10.0, "Seconds before an unused control or reply queue is deleted."),

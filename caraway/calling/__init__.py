@@ -19,6 +19,7 @@ from caraway.engines.registry import backend_capabilities
 from caraway.exceptions import ImproperlyConfigured, OperationalError
 from caraway.protocol import Message, build_task_message
 from caraway.routing import lookup, resolve_queue
+from caraway.tracing import sending, tracer_for
 from caraway.utils.ids import new_id
 from caraway.utils.time import absolute_time
 
@@ -172,6 +173,25 @@ def publish(
 
     Inside ``send_batch`` the message is collected instead, and published with the batch.
     """
+    tracer = tracer_for(app)
+    if tracer is None:
+        _publish(app, name, message, body, queue, priority, deliver_at, options)
+        return
+    task_id = str(message.headers.get("id"))
+    with sending(tracer, name, task_id, queue, message.headers):
+        _publish(app, name, message, body, queue, priority, deliver_at, options)
+
+
+def _publish(
+    app: Caraway,
+    name: str,
+    message: Message,
+    body: tuple[Any, Any, Any],
+    queue: str,
+    priority: int,
+    deliver_at: float | None,
+    options: dict[str, Any],
+) -> None:
     signals.before_task_publish.send(
         sender=name, body=body, exchange="", routing_key=queue, headers=message.headers,
         properties=message.properties, declare=[], retry_policy=options.get("retry_policy"),

@@ -168,6 +168,10 @@ def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="Address the --health-port binds (default worker_health_address: every interface).",
 )
 @click.option(
+    "--metrics", is_flag=True, default=None,
+    help="Also serve Prometheus /metrics on the --health-port (worker_metrics).",
+)  # fmt: skip
+@click.option(
     "-B", "--beat", is_flag=True,
     help="Also run beat in this worker (for development: run `caraway beat` in production).",
 )  # fmt: skip
@@ -236,6 +240,7 @@ def worker(
     umask: str | None,
     health_port: int | None,
     health_address: str | None,
+    metrics: bool | None,
     task_events: bool,
     without_gossip: bool,
     without_mingle: bool,
@@ -292,6 +297,7 @@ def worker(
         max_memory_per_child=max_memory_per_child,
         health_port=health_port,
         health_address=health_address,
+        metrics=metrics,
         soft_shutdown_timeout=soft_shutdown_timeout,
         enable_soft_shutdown_on_idle=enable_soft_shutdown_on_idle,
         disable_prefetch=disable_prefetch,

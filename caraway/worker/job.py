@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import time
 from typing import Any
 
 from caraway.engines.base.broker import Delivery
@@ -26,6 +27,8 @@ class Job:
         self.delivery = delivery
         self.call = call
         self.task = task
+        #: When this worker got the message (``time.time()``): queue-wait metrics start here.
+        self.received_at = time.time()
         #: ``async def`` bodies run on an event loop (the asyncio pool's, or the thread's own).
         self.is_async = inspect.iscoroutinefunction(task.run)
         conf = task.app.conf

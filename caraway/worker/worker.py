@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from caraway.beat import EmbeddedService
     from caraway.engines.base.broker import Broker
     from caraway.events.dispatcher import EventDispatcher
+    from caraway.metrics.worker import WorkerMetrics
+    from caraway.worker.health import Document
     from caraway.worker.monitor import TaskMonitor
 
 logger = logging.getLogger("caraway.worker")
@@ -141,6 +143,14 @@ class Worker:
         #: Whether the broker is reachable, and Celery's retry policy for when it is not.
         self.link: BrokerLink | None = None
         self.health: HealthServer | None = None
+        #: ``--metrics``: Prometheus metrics on the health port (made at boot).
+        self.metrics: WorkerMetrics | None = None
+        self._serve_metrics = bool(options.get("metrics") or conf.worker_metrics)
+        if self._serve_metrics and options.get("health_port") is None:
+            raise ImproperlyConfigured(
+                "--metrics (worker_metrics) serves /metrics on the health port: give"
+                " --health-port too"
+            )
         self.ready = threading.Event()
         self.stopped = threading.Event()
         self._cold = False
@@ -202,8 +212,9 @@ class Worker:
         pool.start()
         if self.options.get("health_port") is not None:  # after the fork: children skip it
             self.health = HealthServer(
-                int(self.options["health_port"]), self.live, self.serving, self._health_address()
-            )
+                int(self.options["health_port"]), self.live, self.serving, self._health_address(),
+                self._metrics_documents(),
+            )  # fmt: skip
             self.health.start()
         if self.pool_name not in PROCESS_POOLS:  # prefork children send it themselves
             signals.worker_process_init.send(sender=self)
@@ -214,6 +225,7 @@ class Worker:
             app, broker, self.queues, pool, self.timer, self.state, self.hostname, self.prefetch,
             self.link,
         )  # fmt: skip
+        self.consumer.metrics = self.metrics
         self._start_housekeeping(broker)
         if self.options.get("beat"):
             self._start_beat()
@@ -246,6 +258,16 @@ class Worker:
         if address is None:
             address = self.app.conf.worker_health_address
         return str(address or "")
+
+    def _metrics_documents(self) -> dict[str, Document]:
+        """``/metrics`` when asked for (``--metrics``), else nothing."""
+        if not self._serve_metrics:
+            return {}
+        # Lazy, prometheus_client is an extra: only a worker serving metrics loads it.
+        from caraway.metrics import WorkerMetrics
+
+        self.metrics = WorkerMetrics(self)
+        return {"/metrics": self.metrics.render}
 
     def _pool_options(self) -> PoolOptions:
         conf, options = self.app.conf, self.options

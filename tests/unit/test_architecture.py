@@ -32,8 +32,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # as a result reads the current app's backend: both sit beside the app.
     ("app", ("app", "task", "registry", "request", "current", "routing", "result", "schedules",
              "builtins", "security", "connection")),
-    ("sending and running", ("calling", "canvas", "execution")),
-    ("services", ("worker", "beat", "events", "control")),
+    ("sending and running", ("calling", "canvas", "execution", "tracing")),
+    ("services", ("worker", "beat", "events", "control", "metrics")),
     ("front ends", ("cli", "contrib", "__main__")),
     ("public API", ("",)),
 ]  # fmt: skip
