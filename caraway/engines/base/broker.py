@@ -220,8 +220,9 @@ class Broker(ABC):
 
     def declare_bound(self, declaration: QueueDeclaration) -> None:
         """Make sure the queue exists, bound as ``declaration`` says; a worker consuming it
-        declares it so first. Engines without ``exchanges`` take the plain layout only."""
-        if not declaration.is_plain:
+        declares it so first. Engines without ``exchanges`` route by queue name only, so a
+        direct binding changes nothing there, and other kinds are refused."""
+        if declaration.exchange_type != "direct":
             raise ImproperlyConfigured(
                 f"the broker {self.describe()} cannot bind queue {declaration.queue!r} to the"
                 f" {declaration.exchange_type} exchange {declaration.exchange!r}: exchanges"

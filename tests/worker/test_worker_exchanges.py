@@ -1,15 +1,19 @@
-"""Exchanges of ``task_queues`` on RabbitMQ: a topic route reaches every matching queue, a
-``Broadcast`` task runs on every worker, ``worker_direct`` reaches one named worker. Two
-workers share the module's vhost; each has its own app, as separate processes would."""
+"""Exchanges of ``task_queues`` on RabbitMQ and Redis: a topic route reaches every matching
+queue, a ``Broadcast`` task runs on every worker, ``worker_direct`` reaches one named worker.
+Two workers per broker share the module's vhost (RabbitMQ) or key prefix (Redis); each has
+its own app, as separate processes would."""
 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from amqp_support import rabbit_vhost, table, vhost_of
+from services import require
 from worker_support import ThreadedWorker, wait_until
 
 from caraway import Celery
@@ -30,9 +34,9 @@ def task_queues() -> list[Any]:
     ]
 
 
-def make_app(url: str, main: str) -> Celery:
+def make_app(url: str, main: str, transport: dict[str, Any]) -> Celery:
     app = Celery(main, broker=url, task_queues=task_queues(), worker_direct=True,
-                 set_as_current=False)  # fmt: skip
+                 broker_transport_options=transport, set_as_current=False)  # fmt: skip
 
     @app.task(name="exchanges.record", bind=True)
     def record(self: Any, argument: str) -> None:
@@ -50,10 +54,34 @@ def rabbit() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def workers(rabbit: str) -> Iterator[Celery]:
+def redis_prefix() -> Iterator[tuple[str, str]]:
+    """(URL, global_keyprefix) on the shared server; the prefix's keys are deleted after."""
+    host, port = require("redis")
+    prefix = f"xtest-{uuid.uuid4().hex[:10]}:"
+    yield f"redis://{host}:{port}/0", prefix
+    client = redis.Redis(host=host, port=port, db=0)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(scope="module", params=["amqp", "redis"])
+def broker(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    if request.param == "amqp":
+        return request.getfixturevalue("rabbit"), {}
+    url, prefix = request.getfixturevalue("redis_prefix")
+    return url, {"global_keyprefix": prefix}
+
+
+@pytest.fixture(scope="module")
+def workers(broker: tuple[str, dict[str, Any]]) -> Iterator[Celery]:
     """Worker ``sport@test`` consumes sport, ``all@test`` everything; both the broadcast
     queue and their worker-direct queue. Yields the sending app."""
-    apps = [make_app(rabbit, name) for name in ("sport", "all", "sender")]
+    url, transport = broker
+    with runs_lock:
+        runs.clear()
+    apps = [make_app(url, name, transport) for name in ("sport", "all", "sender")]
     started = [
         ThreadedWorker(apps[0], hostname="sport@test", queues="sport,announcements").start(),
         ThreadedWorker(apps[1], hostname="all@test", queues="everything,announcements").start(),
@@ -104,15 +132,32 @@ def test_a_broadcast_task_runs_once_on_every_worker(workers: Celery) -> None:
     ]
 
 
-def test_worker_direct_reaches_only_the_named_worker(workers: Celery, rabbit: str) -> None:
+def test_worker_direct_reaches_only_the_named_worker(workers: Celery) -> None:
     send(workers, "to-sport", queue="sport@test.dq2")
     send(workers, "to-all", exchange="C.dq2", routing_key="all@test")
     assert ran("to-sport", 1) == [("sport@test", "", "sport@test.dq2")]
     assert ran("to-all", 1) == [("all@test", "C.dq2", "all@test")]
-    bindings = table(vhost_of(rabbit), "bindings", "source_name", "destination_name",
-                     "routing_key")  # fmt: skip
-    assert {"source_name": "C.dq2", "destination_name": "sport@test.dq2",
-            "routing_key": "sport@test"} in bindings  # fmt: skip
-    exchanges = table(vhost_of(rabbit), "exchanges", "name", "type")
-    assert {"name": "news", "type": "topic"} in exchanges
-    assert {"name": "announcements", "type": "fanout"} in exchanges
+
+
+def test_the_broker_holds_celerys_exchanges_and_bindings(
+    workers: Celery, broker: tuple[str, dict[str, Any]]
+) -> None:
+    url, transport = broker
+    if url.startswith("amqp"):
+        bindings = table(vhost_of(url), "bindings", "source_name", "destination_name",
+                         "routing_key")  # fmt: skip
+        assert {"source_name": "C.dq2", "destination_name": "sport@test.dq2",
+                "routing_key": "sport@test"} in bindings  # fmt: skip
+        exchanges = table(vhost_of(url), "exchanges", "name", "type")
+        assert {"name": "news", "type": "topic"} in exchanges
+        assert {"name": "announcements", "type": "fanout"} in exchanges
+        return
+    # kombu's binding tables: "routing_key SEP pattern SEP queue", a regex for topics.
+    client = redis.Redis.from_url(url)
+    prefix = transport["global_keyprefix"]
+    news = {m.decode() for m in client.smembers(f"{prefix}_kombu.binding.news")}
+    direct = {m.decode() for m in client.smembers(f"{prefix}_kombu.binding.C.dq2")}
+    client.close()
+    assert "news.sport.*\x06\x16^news\\.sport\\.[^\\.]+$\x06\x16sport" in news
+    assert "#\x06\x16^.*?$\x06\x16everything" in news
+    assert "sport@test\x06\x16\x06\x16sport@test.dq2" in direct
