@@ -13,8 +13,13 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from caraway.engines.base.topology import EXCHANGE_TYPES, QueueDeclaration
+from caraway.engines.base import topology
 from caraway.exceptions import ImproperlyConfigured
+
+__all__ = [
+    "WORKER_DIRECT_EXCHANGE", "WORKER_DIRECT_SUFFIX", "Broadcast", "Exchange", "Queue",
+    "worker_direct",
+]  # fmt: skip
 
 #: Celery's exchange of worker-direct queues (``worker_direct``) and their name pattern.
 WORKER_DIRECT_EXCHANGE = "C.dq2"
@@ -33,9 +38,10 @@ class Exchange:
         delivery_mode: int | str | None = None,
         arguments: Mapping[str, Any] | None = None,
     ) -> None:
-        if type not in EXCHANGE_TYPES:
+        if type not in topology.EXCHANGE_TYPES:
             raise ImproperlyConfigured(
-                f"exchange {name!r} has type {type!r}: use one of {', '.join(EXCHANGE_TYPES)}"
+                f"exchange {name!r} has type {type!r}: use one of"
+                f" {', '.join(topology.EXCHANGE_TYPES)}"
             )
         self.name = name
         self.type = type
@@ -127,71 +133,3 @@ class Broadcast(Queue):
 def worker_direct(hostname: str) -> Queue:
     """The queue only the worker ``hostname`` consumes (``worker_direct``), Celery's names."""
     return Queue(hostname + WORKER_DIRECT_SUFFIX, Exchange(WORKER_DIRECT_EXCHANGE), hostname)
-
-
-def queue_name(queue: Any) -> str:
-    """The name of a ``task_queues`` entry: a name, a dict or a ``Queue``-like object."""
-    if isinstance(queue, str):
-        return queue
-    if isinstance(queue, Mapping):
-        return str(queue["name"])
-    return str(queue.name)
-
-
-def queue_alias(queue: Any) -> str | None:
-    alias = queue.get("alias") if isinstance(queue, Mapping) else getattr(queue, "alias", None)
-    return str(alias) if alias else None
-
-
-def as_queue(entry: Any) -> Any:
-    """A ``task_queues`` entry as a ``Queue``-like object (names and dicts become ``Queue``).
-
-    A bare name keeps the plain layout (its own direct exchange and key); a dict's key
-    defaults to its name, as in Celery's dict form."""
-    if isinstance(entry, str):
-        return Queue(entry, Exchange(entry), entry)
-    if isinstance(entry, Mapping):
-        options = dict(entry)
-        binding_key = options.pop("binding_key", None)
-        options.setdefault("routing_key", binding_key or options.get("name", ""))
-        exchange = options.pop("exchange", None)
-        kind = options.pop("exchange_type", None)
-        if isinstance(exchange, str) and kind is not None:
-            exchange = Exchange(exchange, kind)
-        return Queue(exchange=exchange, **options)
-    if not hasattr(entry, "name"):
-        raise ImproperlyConfigured(
-            f"task_queues entries must be queue names, dicts or Queue objects, got {entry!r}"
-        )
-    return entry
-
-
-def declaration(
-    queue: Any, default_exchange: Exchange, default_routing_key: str
-) -> QueueDeclaration:
-    """How ``queue`` is declared and bound, with Celery's defaults: a queue without an
-    exchange is bound to ``task_default_exchange``, without a key to
-    ``task_default_routing_key``."""
-    exchange = getattr(queue, "exchange", None)
-    if isinstance(exchange, str):
-        exchange = Exchange(exchange)
-    if exchange is None or not exchange.name:
-        exchange = default_exchange
-    kind = str(exchange.type or "direct")
-    if kind not in EXCHANGE_TYPES:
-        raise ImproperlyConfigured(
-            f"queue {queue.name!r} is bound to exchange {exchange.name!r} of type {kind!r}:"
-            f" caraway routes through {', '.join(EXCHANGE_TYPES)} exchanges only"
-        )
-    return QueueDeclaration(
-        queue=str(queue.name),
-        exchange=str(exchange.name),
-        exchange_type=kind,
-        routing_key=str(getattr(queue, "routing_key", "") or default_routing_key),
-        durable=bool(getattr(queue, "durable", True)),
-        exclusive=bool(getattr(queue, "exclusive", False)),
-        auto_delete=bool(getattr(queue, "auto_delete", False)),
-        exchange_durable=bool(getattr(exchange, "durable", True)),
-        exchange_auto_delete=bool(getattr(exchange, "auto_delete", False)),
-        arguments=dict(getattr(queue, "queue_arguments", None) or {}),
-    )

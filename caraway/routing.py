@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from caraway.engines.base.topology import QueueDeclaration
+from caraway.engines.base.topology import EXCHANGE_TYPES, QueueDeclaration
 from caraway.exceptions import ImproperlyConfigured, QueueNotFound
-from caraway.queues import Exchange, Queue, as_queue, declaration, queue_alias, queue_name
+from caraway.queues import Exchange, Queue
 from caraway.utils.imports import symbol_by_name
 
 Route = dict[str, Any]
@@ -246,3 +246,74 @@ def queue_table(conf: Any) -> QueueTable:
     table = QueueTable(conf)
     _TABLES[id(conf)] = (weakref.ref(conf, lambda _: _TABLES.pop(id(conf), None)), key, table)
     return table
+
+
+# --- task_queues entries: names, dicts, caraway.queues or kombu objects ---------------------
+
+
+def queue_name(queue: Any) -> str:
+    """The name of a ``task_queues`` entry: a name, a dict or a ``Queue``-like object."""
+    if isinstance(queue, str):
+        return queue
+    if isinstance(queue, Mapping):
+        return str(queue["name"])
+    return str(queue.name)
+
+
+def queue_alias(queue: Any) -> str | None:
+    alias = queue.get("alias") if isinstance(queue, Mapping) else getattr(queue, "alias", None)
+    return str(alias) if alias else None
+
+
+def as_queue(entry: Any) -> Any:
+    """A ``task_queues`` entry as a ``Queue``-like object (names and dicts become ``Queue``).
+
+    A bare name keeps the plain layout (its own direct exchange and key); a dict's key
+    defaults to its name, as in Celery's dict form."""
+    if isinstance(entry, str):
+        return Queue(entry, Exchange(entry), entry)
+    if isinstance(entry, Mapping):
+        options = dict(entry)
+        binding_key = options.pop("binding_key", None)
+        options.setdefault("routing_key", binding_key or options.get("name", ""))
+        exchange = options.pop("exchange", None)
+        kind = options.pop("exchange_type", None)
+        if isinstance(exchange, str) and kind is not None:
+            exchange = Exchange(exchange, kind)
+        return Queue(exchange=exchange, **options)
+    if not hasattr(entry, "name"):
+        raise ImproperlyConfigured(
+            f"task_queues entries must be queue names, dicts or Queue objects, got {entry!r}"
+        )
+    return entry
+
+
+def declaration(
+    queue: Any, default_exchange: Exchange, default_routing_key: str
+) -> QueueDeclaration:
+    """How ``queue`` is declared and bound, with Celery's defaults: a queue without an
+    exchange is bound to ``task_default_exchange``, without a key to
+    ``task_default_routing_key``."""
+    exchange = getattr(queue, "exchange", None)
+    if isinstance(exchange, str):
+        exchange = Exchange(exchange)
+    if exchange is None or not exchange.name:
+        exchange = default_exchange
+    kind = str(exchange.type or "direct")
+    if kind not in EXCHANGE_TYPES:
+        raise ImproperlyConfigured(
+            f"queue {queue.name!r} is bound to exchange {exchange.name!r} of type {kind!r}:"
+            f" caraway routes through {', '.join(EXCHANGE_TYPES)} exchanges only"
+        )
+    return QueueDeclaration(
+        queue=str(queue.name),
+        exchange=str(exchange.name),
+        exchange_type=kind,
+        routing_key=str(getattr(queue, "routing_key", "") or default_routing_key),
+        durable=bool(getattr(queue, "durable", True)),
+        exclusive=bool(getattr(queue, "exclusive", False)),
+        auto_delete=bool(getattr(queue, "auto_delete", False)),
+        exchange_durable=bool(getattr(exchange, "durable", True)),
+        exchange_auto_delete=bool(getattr(exchange, "auto_delete", False)),
+        arguments=dict(getattr(queue, "queue_arguments", None) or {}),
+    )

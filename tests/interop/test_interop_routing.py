@@ -28,7 +28,7 @@ from interop_support import (
     wait_until,
 )
 
-ROUTES_SOURCE = '''
+ROUTES_SOURCE = """
 import json
 import os
 import uuid
@@ -54,7 +54,7 @@ def record(self, tag):
     seen = {{"exchange": info.get("exchange"), "routing_key": info.get("routing_key")}}
     markers = Path(os.environ["ROUTES_MARKERS"])
     (markers / f"{{tag}}.{{LIB}}.{{uuid.uuid4().hex}}").write_text(json.dumps(seen))
-'''
+"""
 IMPORTS = {
     "celery": "from kombu import Exchange, Queue\nfrom kombu.common import Broadcast",
     "caraway": "from caraway.queues import Broadcast, Exchange, Queue",

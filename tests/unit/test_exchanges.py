@@ -1,0 +1,134 @@
+"""Where a message goes when ``task_queues`` binds queues to exchanges (Celery's rule), and
+what engines without exchanges say. Brokers that route are tested in tests/worker and
+tests/interop; these need no server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kombu import Exchange as KombuExchange
+from kombu import Queue as KombuQueue
+from kombu.common import Broadcast as KombuBroadcast
+
+from caraway import Caraway
+from caraway.exceptions import ImproperlyConfigured
+from caraway.queues import Broadcast, Exchange, Queue, worker_direct
+from caraway.routing import queue_table
+
+NEWS = Exchange("news", type="topic")
+
+
+def _where(app: Caraway, **route: Any) -> tuple[str, str, str, str]:
+    sent = queue_table(app.conf).destination(route)
+    return sent.queue, sent.exchange, sent.routing_key, sent.exchange_type
+
+
+@pytest.fixture
+def routed(app: Caraway) -> Caraway:
+    app.conf.task_queues = [
+        Queue("sport", NEWS, routing_key="news.sport.*"),
+        Queue("images", Exchange("media"), routing_key="media.image"),
+        Queue("plain"),
+        Broadcast("announcements"),
+    ]
+    return app
+
+
+def test_a_direct_queue_is_reached_straight_unless_exchange_and_key_are_both_given(
+    routed: Caraway,
+) -> None:
+    assert _where(routed, queue="images") == ("images", "", "images", "direct")
+    assert _where(routed, queue="images", routing_key="x") == ("images", "", "images", "direct")
+    assert _where(routed, queue="images", exchange="media", routing_key="media.image") == (
+        "images", "media", "media.image", "direct",
+    )  # fmt: skip
+
+
+def test_a_topic_queue_is_reached_through_its_exchange_with_the_given_or_its_own_key(
+    routed: Caraway,
+) -> None:
+    assert _where(routed, queue="sport") == ("sport", "news", "news.sport.*", "topic")
+    assert _where(routed, queue="sport", routing_key="news.sport.golf") == (
+        "sport", "news", "news.sport.golf", "topic",
+    )  # fmt: skip
+
+
+def test_an_exchange_named_by_the_route_keeps_the_type_task_queues_gives_it(
+    routed: Caraway,
+) -> None:
+    # No queue: the default queue is declared (created), the message goes to the exchange.
+    assert _where(routed, exchange="news", routing_key="news.weather") == (
+        "celery", "news", "news.weather", "topic",
+    )  # fmt: skip
+
+
+def test_a_broadcast_is_found_by_its_alias_and_not_declared_by_the_sender(
+    routed: Caraway,
+) -> None:
+    sent = queue_table(routed.conf).destination({"queue": "announcements"})
+    assert sent.queue.startswith("bcast.")
+    assert (sent.exchange, sent.routing_key, sent.exchange_type) == (
+        "announcements", "celery", "fanout",
+    )  # fmt: skip
+    assert sent.declaration is None
+
+
+def test_queues_without_exchange_or_key_take_celerys_defaults(app: Caraway) -> None:
+    app.conf.task_default_exchange = "tasks"
+    app.conf.task_default_exchange_type = "topic"
+    app.conf.task_default_routing_key = "task.default"
+    table = queue_table(app.conf)
+    bound = table.declaration(table.get("celery"))
+    assert (bound.exchange, bound.exchange_type, bound.routing_key) == (
+        "tasks", "topic", "task.default",
+    )  # fmt: skip
+    assert _where(app) == ("celery", "tasks", "task.default", "topic")
+    app.conf.task_queues = [Queue("images")]
+    table = queue_table(app.conf)
+    bound = table.declaration(table.get("images"))
+    assert (bound.exchange, bound.routing_key) == ("tasks", "task.default")
+
+
+def test_kombus_objects_are_read_as_they_are(app: Caraway) -> None:
+    app.conf.task_queues = [
+        KombuQueue("sport", KombuExchange("news", type="topic"), routing_key="news.sport.*"),
+        KombuBroadcast("announcements"),
+    ]
+    assert _where(app, queue="sport") == ("sport", "news", "news.sport.*", "topic")
+    sent = queue_table(app.conf).destination({"queue": "announcements"})
+    assert (sent.exchange, sent.exchange_type, sent.declaration) == (
+        "announcements", "fanout", None,
+    )  # fmt: skip
+
+
+def test_worker_direct_uses_celerys_names() -> None:
+    queue = worker_direct("w1@host")
+    assert (queue.name, queue.exchange.name, queue.exchange.type, queue.routing_key) == (
+        "w1@host.dq2", "C.dq2", "direct", "w1@host",
+    )  # fmt: skip
+
+
+def test_an_unknown_exchange_type_is_refused() -> None:
+    with pytest.raises(ImproperlyConfigured, match="use one of direct, topic, fanout"):
+        Exchange("x", type="headers")
+
+
+# --- engines that route by queue name only -------------------------------------------------
+
+
+def test_sending_to_an_exchange_on_a_broker_without_exchanges_names_the_fix(
+    routed: Caraway,
+) -> None:
+    add = routed.task(name="proj.add")(lambda x, y: x + y)
+    with pytest.raises(ImproperlyConfigured, match=r"'news'.*route this task by queue name"):
+        add.apply_async((1, 2), queue="sport")
+    add.apply_async((1, 2), queue="images")  # a direct queue is reached by its name
+    assert routed.broker.size("images") == 1
+
+
+def test_a_worker_on_a_broker_without_exchanges_refuses_a_topic_queue(routed: Caraway) -> None:
+    table = queue_table(routed.conf)
+    with pytest.raises(ImproperlyConfigured, match="cannot bind queue 'sport' to the topic"):
+        routed.broker.declare_bound(table.declaration(table.get("sport")))
+    routed.broker.declare_bound(table.declaration(table.get("images")))  # direct: by name
