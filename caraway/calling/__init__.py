@@ -176,8 +176,8 @@ def publish(
     if exchange and not app.broker.capabilities.exchanges:
         raise ImproperlyConfigured(
             f"{name} is routed to the {destination.exchange_type} exchange {exchange!r}, but the"
-            f" broker {app.broker.describe()} routes by queue name only: exchanges need"
-            " RabbitMQ or Redis; route this task by queue name on this broker"
+            f" broker {app.broker.describe()} routes by queue name only: route this task by"
+            " queue name, or use a broker with exchanges (every built-in one has them)"
         )
     signals.before_task_publish.send(
         sender=name, body=body, exchange=exchange, routing_key=routing_key,

@@ -4,6 +4,7 @@ tests/interop; these need no server."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -114,21 +115,62 @@ def test_an_unknown_exchange_type_is_refused() -> None:
         Exchange("x", type="headers")
 
 
+# --- the in-process engines keep a binding table -------------------------------------------
+
+
+def _ran(app: Caraway, queue: str) -> list[tuple[str, str | None]]:
+    """(exchange, routing key) of what waits in ``queue``, taken and acked."""
+    found = app.broker.fetch([queue], 100, 0.0)
+    app.broker.ack([d.tag for d in found])
+    return sorted((d.exchange, d.routing_key) for d in found)
+
+
+@pytest.mark.parametrize("engine", ["memory", "sqlite"])
+def test_in_process_engines_route_topics_and_broadcasts_like_rabbitmq(
+    engine: str, tmp_path: Any
+) -> None:
+    url = f"memory://x-{tmp_path.name}" if engine == "memory" else f"sqlite:///{tmp_path}/b.db"
+    apps = [Caraway(f"a{n}", broker=url, set_as_current=False) for n in range(3)]
+    for app in apps:  # each app stands for a process: a broadcast queue of its own
+        app.conf.task_queues = [Queue("sport", NEWS, routing_key="news.sport.*"),
+                                Queue("everything", NEWS, routing_key="#"),
+                                Broadcast("announcements")]  # fmt: skip
+    sender, one, two = apps
+    for worker in (one, two):  # what a worker does at boot for the queues it consumes
+        table = queue_table(worker.conf)
+        for name in ("sport", "everything", "announcements"):
+            worker.broker.declare_bound(table.declaration(table.get(name)))
+    add = sender.task(name="proj.add")(lambda x, y: x + y)
+
+    add.apply_async((1, 1), exchange="news", routing_key="news.sport.golf")
+    add.apply_async((1, 1), exchange="news", routing_key="news.weather")
+    add.apply_async((1, 1), queue="announcements")
+
+    assert _ran(one, "sport") == [("news", "news.sport.golf")]
+    assert _ran(one, "everything") == [("news", "news.sport.golf"), ("news", "news.weather")]
+    for worker in (one, two):
+        bcast = queue_table(worker.conf).get("announcements").name
+        assert _ran(worker, bcast) == [("announcements", "celery")]
+    bcast = queue_table(one.conf).get("announcements").name
+    one.close()  # its broadcast queue goes with it
+    add.apply_async((1, 1), queue="announcements")
+    assert sender.broker.size(bcast) == 0
+    assert _ran(two, queue_table(two.conf).get("announcements").name) == [
+        ("announcements", "celery")
+    ]
+    for app in (sender, two):
+        app.close()
+
+
 # --- engines that route by queue name only -------------------------------------------------
 
 
 def test_sending_to_an_exchange_on_a_broker_without_exchanges_names_the_fix(
     routed: Caraway,
 ) -> None:
+    routed.broker.capabilities = replace(routed.broker.capabilities, exchanges=False)
     add = routed.task(name="proj.add")(lambda x, y: x + y)
     with pytest.raises(ImproperlyConfigured, match=r"'news'.*route this task by queue name"):
         add.apply_async((1, 2), queue="sport")
     add.apply_async((1, 2), queue="images")  # a direct queue is reached by its name
     assert routed.broker.size("images") == 1
-
-
-def test_a_worker_on_a_broker_without_exchanges_refuses_a_topic_queue(routed: Caraway) -> None:
-    table = queue_table(routed.conf)
-    with pytest.raises(ImproperlyConfigured, match="cannot bind queue 'sport' to the topic"):
-        routed.broker.declare_bound(table.declaration(table.get("sport")))
-    routed.broker.declare_bound(table.declaration(table.get("images")))  # direct: by name

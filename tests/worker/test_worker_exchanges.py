@@ -1,13 +1,15 @@
-"""Exchanges of ``task_queues`` on RabbitMQ and Redis: a topic route reaches every matching
-queue, a ``Broadcast`` task runs on every worker, ``worker_direct`` reaches one named worker.
-Two workers per broker share the module's vhost (RabbitMQ) or key prefix (Redis); each has
-its own app, as separate processes would."""
+"""Exchanges of ``task_queues`` on every broker: a topic route reaches every matching queue,
+a ``Broadcast`` task runs on every worker, ``worker_direct`` reaches one named worker. Two
+workers per broker share the module's vhost (RabbitMQ), key prefix (Redis), file (SQLite) or
+store (memory); each has its own app, as separate processes would."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
 import pytest
@@ -66,10 +68,16 @@ def redis_prefix() -> Iterator[tuple[str, str]]:
     client.close()
 
 
-@pytest.fixture(scope="module", params=["amqp", "redis"])
-def broker(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+@pytest.fixture(scope="module", params=["amqp", "redis", "sqlite", "memory"])
+def broker(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, dict[str, Any]]:
     if request.param == "amqp":
         return request.getfixturevalue("rabbit"), {}
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('exchanges')}/broker.sqlite3", {}
+    if request.param == "memory":
+        return f"memory://exchanges-{uuid.uuid4().hex}", {}
     url, prefix = request.getfixturevalue("redis_prefix")
     return url, {"global_keyprefix": prefix}
 
@@ -151,6 +159,16 @@ def test_the_broker_holds_celerys_exchanges_and_bindings(
         exchanges = table(vhost_of(url), "exchanges", "name", "type")
         assert {"name": "news", "type": "topic"} in exchanges
         assert {"name": "announcements", "type": "fanout"} in exchanges
+        return
+    if url.startswith("memory"):
+        pytest.skip("the memory engine's binding table is not visible outside the process")
+    if url.startswith("sqlite"):
+        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+            rows = set(conn.execute("SELECT exchange, queue, routing_key, exchange_type, owner"
+                                    " IS NOT NULL FROM caraway_bindings"))  # fmt: skip
+        assert ("news", "sport", "news.sport.*", "topic", 0) in rows
+        assert ("C.dq2", "sport@test.dq2", "sport@test", "direct", 0) in rows
+        assert sum(1 for row in rows if row[0] == "announcements" and row[4]) == 2
         return
     # kombu's binding tables: "routing_key SEP pattern SEP queue", a regex for topics.
     client = redis.Redis.from_url(url)

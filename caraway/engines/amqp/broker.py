@@ -86,7 +86,6 @@ class AMQPBroker(Broker):
         loses_deliveries=True,  # delivery tags die with their channel
         max_hold=MAX_HOLD,
         exchanges=True,
-        broadcast_queues=True,
     )
 
     def uses_tls(self) -> bool:

@@ -108,11 +108,9 @@ class BrokerCapabilities:
     #: Longest a consumer may keep a delivered message unsettled while it waits for its ETA
     #: (None: no limit); past it the consumer calls ``defer``.
     max_hold: float | None = None
-    #: Queues may be bound to named direct and topic exchanges (``declare_bound``), and
-    #: messages published to them (``Outgoing.exchange``).
+    #: Queues may be bound to named direct, topic and fanout exchanges (``declare_bound``),
+    #: and messages published to them (``Outgoing.exchange``).
     exchanges: bool = False
-    #: Queues bound to fanout exchanges can be consumed (``task_queues``' ``Broadcast``).
-    broadcast_queues: bool = False
 
 
 class Broker(ABC):
@@ -225,8 +223,9 @@ class Broker(ABC):
         if declaration.exchange_type != "direct":
             raise ImproperlyConfigured(
                 f"the broker {self.describe()} cannot bind queue {declaration.queue!r} to the"
-                f" {declaration.exchange_type} exchange {declaration.exchange!r}: exchanges"
-                " of task_queues need RabbitMQ or Redis; on this broker, route by queue name"
+                f" {declaration.exchange_type} exchange {declaration.exchange!r}: its engine"
+                " routes by queue name only; route by queue name, or use a broker with"
+                " exchanges (every built-in one has them)"
             )
         self.declare(declaration.queue)
 

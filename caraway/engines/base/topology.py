@@ -10,11 +10,17 @@ number), a ``fanout`` one to every bound queue. The layers above turn Celery's `
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from caraway.engines.base.fanout import Exchange, matches
+
+if TYPE_CHECKING:
+    from caraway.engines.base.broker import Delivery, Outgoing
+
+logger = logging.getLogger("caraway.broker")
 
 #: The exchange kinds a task queue may be bound to (RabbitMQ's ``headers`` is not offered).
 EXCHANGE_TYPES = ("direct", "topic", "fanout")
@@ -56,8 +62,41 @@ class QueueDeclaration:
 
 
 def routes_to(declaration: QueueDeclaration, exchange: str, routing_key: str) -> bool:
-    """Whether a message published to ``exchange`` with ``routing_key`` reaches the queue."""
+    """Whether a message published to ``exchange`` with ``routing_key`` reaches the queue
+    (the binding's declared type decides, as an exchange has one type)."""
     if declaration.exchange != exchange:
         return False
     kind = Exchange(exchange, declaration.exchange_type)
     return matches(kind, declaration.routing_key, routing_key)
+
+
+def fan_out(
+    batch: Sequence[Outgoing], bindings: Callable[[str], Iterable[QueueDeclaration]]
+) -> list[Outgoing]:
+    """For engines that keep their own binding table: each message sent to an exchange
+    becomes one copy per bound queue its key reaches (``bindings(exchange)``); the copies
+    keep the exchange and key, for ``delivery_info``. A message no queue is bound for is
+    dropped, as RabbitMQ drops it, with a warning."""
+    routed: list[Outgoing] = []
+    for item in batch:
+        if not item.exchange:
+            routed.append(item)
+            continue
+        bound = bindings(item.exchange)
+        queues = [b.queue for b in bound if routes_to(b, item.exchange, item.routing_key)]
+        if not queues:
+            logger.warning(
+                "No queue is bound to the exchange %r with a key matching %r: the message of"
+                " task %s is dropped, as on RabbitMQ", item.exchange, item.routing_key,
+                item.message.headers.get("id"),
+            )  # fmt: skip
+        routed.extend(replace(item, queue=queue) for queue in dict.fromkeys(queues))
+    return routed
+
+
+def published_with(delivery: Delivery) -> Delivery:
+    """``delivery`` with the exchange and key its message records (``delivery_info``)."""
+    info = delivery.message.properties.get("delivery_info") or {}
+    delivery.exchange = str(info.get("exchange") or "")
+    delivery.routing_key = info.get("routing_key")
+    return delivery

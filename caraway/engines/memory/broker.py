@@ -15,6 +15,7 @@ from typing import Any
 
 from caraway.engines.base.broker import Broker, BrokerCapabilities, DeadLetter, Delivery, Outgoing
 from caraway.engines.base.fanout import Fanout
+from caraway.engines.base.topology import QueueDeclaration, fan_out, published_with
 
 
 class _Store:
@@ -24,6 +25,8 @@ class _Store:
         self.held: dict[int, Outgoing] = {}
         self.dead: list[DeadLetter] = []
         self.revoked: list[tuple[str, bool]] = []
+        #: Queues bound to named exchanges: {exchange: {queue: declaration}}.
+        self.bindings: dict[str, dict[str, QueueDeclaration]] = {}
         self.changed = threading.Condition()
         self.counter = itertools.count()
 
@@ -33,7 +36,7 @@ _STORES_LOCK = threading.Lock()
 
 
 class MemoryBroker(Broker):
-    capabilities = BrokerCapabilities(native_delay=True, broadcast=True)
+    capabilities = BrokerCapabilities(native_delay=True, broadcast=True, exchanges=True)
 
     def fanout(self) -> Fanout:
         # Lazy, breaks the cycle broker -> fanout -> broker (the fanout module imports this one).
@@ -46,16 +49,29 @@ class MemoryBroker(Broker):
         name = url.partition("://")[2]
         with _STORES_LOCK:
             self._store = _STORES.setdefault(name, _Store())
+        self._transient: list[QueueDeclaration] = []  # auto-delete: they go on close
 
     def _push(self, item: Outgoing, seq: int) -> None:
         queue = self._store.ready.setdefault(item.queue, [])
         heapq.heappush(queue, (-item.priority, seq, item))
 
+    def declare_bound(self, declaration: QueueDeclaration) -> None:
+        with self._store.changed:
+            self._bind(declaration)
+        if declaration.auto_delete:
+            self._transient.append(declaration)
+
+    def _bind(self, declaration: QueueDeclaration) -> None:
+        bound = self._store.bindings.setdefault(declaration.exchange, {})
+        bound[declaration.queue] = declaration
+
     def publish(self, batch: Sequence[Outgoing]) -> None:
         store = self._store
         now = time.time()
         with store.changed:
-            for item in batch:
+            for bound in {i.declaration for i in batch if i.declaration is not None}:
+                self._bind(bound)
+            for item in fan_out(batch, lambda name: store.bindings.get(name, {}).values()):
                 seq = next(store.counter)
                 if item.deliver_at is not None and item.deliver_at > now:
                     heapq.heappush(store.delayed, (item.deliver_at, seq, item))
@@ -94,7 +110,7 @@ class MemoryBroker(Broker):
             _, seq, item, queue = min(candidates)
             heapq.heappop(store.ready[queue])
             store.held[seq] = item
-            found.append(Delivery(item.message, queue, seq))
+            found.append(published_with(Delivery(item.message, queue, seq)))
         return found
 
     def ack(self, tags: Sequence[Any]) -> None:
@@ -138,6 +154,14 @@ class MemoryBroker(Broker):
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         with self._store.changed:
             return list(self._store.dead[:limit])
+
+    def close(self) -> None:
+        """Auto-delete queues go with their consumer: their bindings and messages."""
+        with self._store.changed:
+            for bound in self._transient:
+                self._store.bindings.get(bound.exchange, {}).pop(bound.queue, None)
+                self._store.ready.pop(bound.queue, None)
+        self._transient.clear()
 
     def revoke(self, task_ids: Sequence[str], terminate: bool = False) -> None:
         with self._store.changed:

@@ -201,7 +201,7 @@ return {total, redis.call('LRANGE', KEYS[1], cursor - first, -1)}
 class RedisBroker(Broker):
     capabilities = BrokerCapabilities(
         leases=True, lease_seconds=DEFAULT_VISIBILITY_TIMEOUT, reclaims_orphans=True,
-        priority_order="low-first", broadcast=True, exchanges=True, broadcast_queues=True,
+        priority_order="low-first", broadcast=True, exchanges=True,
     )  # fmt: skip
 
     def uses_tls(self) -> bool:
