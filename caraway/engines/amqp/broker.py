@@ -1,8 +1,11 @@
 """``amqp://`` (also ``amqps://``, ``pyamqp://``): RabbitMQ through py-amqp, Celery's layout.
 
 Topology (docs/celery-wire.md §4.1): for every queue a worker consumes or a task is routed to, a
-durable direct exchange and a durable queue of the same name, bound with the queue name as key.
-Tasks go to the default exchange ``""`` with the queue name as routing key, persistent.
+durable direct exchange and a durable queue of the same name, bound with the queue name as key,
+unless ``task_queues`` binds the queue otherwise (``declare_bound``: its exchange is declared
+with its type, the queue with its flags, and bound with its key; docs/routing.md). Tasks go to
+the default exchange ``""`` with the queue name as routing key, persistent, or to the exchange
+and key their route names.
 Queue arguments are added only when configured: ``x-max-priority`` from
 ``task_queue_max_priority`` (the default queue and the queues of ``task_queues``, as Celery
 does; the transport option ``queue_max_priority`` puts it on every queue), ``x-queue-type:
