@@ -141,6 +141,10 @@ def worker_queues(
     return chosen
 
 
+#: Destinations kept per queue name (names can be made up per call: the cache stays bounded).
+NAMES_KEPT = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class Destination:
     """Where one message goes: the route's queue, and the exchange and key it is published
@@ -172,6 +176,8 @@ class QueueTable:
             entries = [Queue(default_queue, self.default_exchange, self.default_routing_key)]
         self.queues = {queue_name(queue): queue for queue in entries}
         self.aliases = {queue_alias(queue): queue for queue in entries if queue_alias(queue)}
+        # Every send asks: destinations of routes naming only a queue, by its name.
+        self._by_name: dict[str, Destination] = {}
 
     def get(self, name: str) -> Any:
         """The queue called ``name`` (or aliased so), created when missing queues may be."""
@@ -200,6 +206,20 @@ class QueueTable:
         """Celery's rule: a direct route without both an exchange and a key goes straight to
         its queue; otherwise to the given exchange, else the queue's own, with the given key,
         else the queue's key, else ``task_default_routing_key``."""
+        queue: Any = route.get("queue") or self.default_queue
+        only_a_name = isinstance(queue, str) and not (
+            route.get("exchange") or route.get("routing_key") or route.get("exchange_type")
+        )
+        if only_a_name:
+            known = self._by_name.get(queue)
+            if known is None:
+                if len(self._by_name) >= NAMES_KEPT:
+                    self._by_name.clear()
+                known = self._by_name[queue] = self._destination({"queue": self.get(queue)})
+            return known
+        return self._destination(route)
+
+    def _destination(self, route: Route) -> Destination:
         queue: Any = route.get("queue") or self.default_queue
         if isinstance(queue, str | Mapping):
             queue = self.get(queue_name(queue))

@@ -69,9 +69,11 @@ class MemoryBroker(Broker):
         store = self._store
         now = time.time()
         with store.changed:
-            for bound in {i.declaration for i in batch if i.declaration is not None}:
-                self._bind(bound)
-            for item in fan_out(batch, lambda name: store.bindings.get(name, {}).values()):
+            if any(item.exchange or item.declaration for item in batch):
+                for bound in {i.declaration for i in batch if i.declaration is not None}:
+                    self._bind(bound)
+                batch = fan_out(batch, lambda name: store.bindings.get(name, {}).values())
+            for item in batch:
                 seq = next(store.counter)
                 if item.deliver_at is not None and item.deliver_at > now:
                     heapq.heappush(store.delayed, (item.deliver_at, seq, item))
