@@ -321,8 +321,11 @@ def test_exchanges_route_by_binding_and_broadcast_to_every_bound_queue(
     else:
         asyncio.run(broker.publish_async(batch))
 
+    tags: list[Any] = []
+
     def seen(consumer: Broker, queue: str, count: int) -> list[tuple[str, str | None]]:
         got = _fetch_all(consumer, queue, count)
+        tags.extend(str(d.tag) for d in got if consumer is broker)
         consumer.ack([d.tag for d in got])
         return sorted((d.exchange, d.routing_key) for d in got)
 
@@ -331,6 +334,7 @@ def test_exchanges_route_by_binding_and_broadcast_to_every_bound_queue(
     assert seen(broker, mine, 1) == [(bcast, "celery")]
     assert seen(other, theirs, 1) == [(bcast, "celery")]
     assert broker.size(sport) == broker.size(everything) == 0
+    assert len(set(tags)) == 4  # every copy settles on its own (Redis: by its delivery tag)
 
 
 # --- the rest -----------------------------------------------------------------------------

@@ -362,9 +362,15 @@ class RedisBroker(Broker):
         self._declared.add(queue)
 
     def _relay(self, queue: str, payload: bytes) -> None:
-        """A message published on a broadcast queue's exchange, into the queue's list."""
+        """A message published on a broadcast queue's exchange, into the queue's list, with
+        a delivery tag of its own (every worker got the same one, and the unacked hash they
+        share is keyed by it)."""
         try:
-            priority = int(serialization.json_loads(payload)["properties"].get("priority") or 0)
+            envelope = serialization.json_loads(payload)
+            properties = envelope["properties"]
+            properties["delivery_tag"] = new_id()
+            priority = int(properties.get("priority") or 0)
+            payload = serialization.json_dumps_compact(envelope)
         except (SerializationError, KeyError, TypeError, ValueError, AttributeError):
             priority = 0  # the worker sets a foreign entry aside when it takes it
         self.client.lpush(self.prefix + self.list_name(queue, priority), payload)
@@ -424,20 +430,16 @@ class RedisBroker(Broker):
                 commands.extend(self._bound(bound))
         last: list[Any] = []
         for item in batch:
-            envelope = serialization.json_dumps_compact(
-                self.envelope(
-                    item.message, item.queue, item.priority, item.exchange,
-                    item.routing_key if item.exchange else None,
-                )
-            )  # fmt: skip
             if item.exchange_type == "fanout" and item.exchange:
                 channel = fanout_channel(
                     self.prefix, self.target.db, item.exchange, item.routing_key
                 )
-                commands.append(["PUBLISH", channel, envelope])
+                commands.append(["PUBLISH", channel, self._encoded(item)])
                 last = []
                 continue
             for queue in self._destinations(item, tables):
+                # Each copy its own delivery tag: consumers share the unacked hash by tag.
+                envelope = self._encoded(item)
                 key = self.prefix + self.list_name(queue, item.priority)
                 if last and last[1] == key:
                     last.append(envelope)
@@ -447,6 +449,14 @@ class RedisBroker(Broker):
         if len(commands) > 1:  # all or nothing
             commands = [["MULTI"], *commands, ["EXEC"]]
         return fresh, commands
+
+    def _encoded(self, item: Outgoing) -> bytes:
+        return serialization.json_dumps_compact(
+            self.envelope(
+                item.message, item.queue, item.priority, item.exchange,
+                item.routing_key if item.exchange else None,
+            )
+        )  # fmt: skip
 
     def _destinations(self, item: Outgoing, tables: Mapping[str, Any]) -> list[str]:
         """The queues ``item`` goes to: its queue, or those bound to its exchange that its
