@@ -457,6 +457,13 @@ class Worker:
             logfile=self.logfile, format=conf.worker_task_log_format, colorize=False,
         )  # fmt: skip
 
+    def _queue_line(self, queue: str) -> str:
+        """A queue as Celery's banner shows it: name, exchange (type) and key."""
+        bound = self.declarations[queue]
+        return (
+            f"{queue:<16} exchange={bound.exchange}({bound.exchange_type}) key={bound.routing_key}"
+        )
+
     def banner(self) -> str:
         app = self.app
         tasks = "\n".join(f"  . {name}" for name in sorted(app.tasks.regular()))
@@ -468,7 +475,7 @@ class Worker:
             f"- ** ---------- .> results:     {app.backend.describe()}\n"
             f"- *** --- * --- .> concurrency: {self.concurrency} ({self.pool_name})\n"
             f"-------------- [queues]\n"
-            + "".join(f"                .> {q}\n" for q in self.queues)
+            + "".join(f"                .> {self._queue_line(q)}\n" for q in self.queues)
             + f"\n[tasks]\n{tasks}\n"
         )
 

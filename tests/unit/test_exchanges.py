@@ -64,6 +64,21 @@ def test_an_exchange_named_by_the_route_keeps_the_type_task_queues_gives_it(
     )  # fmt: skip
 
 
+def test_task_routes_may_name_an_exchange_and_key(routed: Caraway) -> None:
+    routed.conf.task_routes = {
+        "feed.*": {"exchange": "news", "exchange_type": "topic", "routing_key": "news.feed"},
+    }
+    table = queue_table(routed.conf)
+    for name in ("sport", "everything"):
+        routed.broker.declare_bound(table.declaration(Queue(name, NEWS, "news.#")))
+    routed.send_task("feed.import", (1,))
+
+    sport, everything = (routed.broker.fetch([q], 10, 0.0) for q in ("sport", "everything"))
+    assert [(d.exchange, d.routing_key) for d in sport + everything] == [
+        ("news", "news.feed"), ("news", "news.feed"),
+    ]  # fmt: skip
+
+
 def test_a_broadcast_is_found_by_its_alias_and_not_declared_by_the_sender(
     routed: Caraway,
 ) -> None:
