@@ -19,6 +19,7 @@ from caraway.canvas import (
 from caraway.current import current_app, current_task
 from caraway.result import AsyncResult, EagerResult, GroupResult, ResultSet
 from caraway.task import Task
+from caraway.utils.ids import new_id as uuid
 from caraway.version import __version__
 
 VERSION = (0, 1, 0)
@@ -44,6 +45,7 @@ __all__ = [
     "shared_task",
     "signature",
     "subtask",
+    "uuid",
     "xmap",
     "xstarmap",
 ]

@@ -7,18 +7,36 @@ backend are created on first use (first publish, first result read, or worker st
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, tzinfo
-from functools import partial
-from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+from functools import cached_property, partial
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    overload,
+)
 
 from caraway import signals
 from caraway import task as task_module
 from caraway.builtins import register_builtins
 from caraway.config import Configuration, load_from_envvar
-from caraway.current import _all_apps, _Proxy, get_current_app, set_current_app, set_default_app
+from caraway.connection import Connection, connection_for
+from caraway.current import (
+    _all_apps,
+    _Proxy,
+    get_current_app,
+    get_current_task,
+    set_current_app,
+    set_default_app,
+)
 from caraway.engines.registry import (
     DEFAULT_BROKER_URL,
     create_backend,
@@ -31,6 +49,7 @@ from caraway.result import AsyncResult, GroupResult
 from caraway.routing import prepare_routers
 from caraway.schedules import maybe_schedule
 from caraway.task import task_from_function
+from caraway.utils.clock import LamportClock
 from caraway.utils.imports import symbol_by_name
 from caraway.utils.time import timezone_for
 
@@ -38,6 +57,7 @@ if TYPE_CHECKING:
     from caraway.control import Control
     from caraway.engines.base.backend import Backend
     from caraway.engines.base.broker import Broker
+    from caraway.events.app_events import Events
     from caraway.result import AsyncResult
     from caraway.worker.worker import Worker
 
@@ -51,6 +71,25 @@ BROKER_SETTINGS = (
     "task_queues", "task_queue_max_priority", "task_default_queue_type",
     "task_create_missing_queue_type",
 )  # fmt: skip
+
+#: Integrations every app loads by dotted name (so this module never imports the front-end layer
+#: that holds them); each one decides for itself whether it applies to this process.
+BUILTIN_FIXUPS = ("caraway.contrib.django.fixup:fixup",)
+
+
+class Fixup(Protocol):
+    """What a fixup gives its app; ``fixups=`` names factories ``fixup(app) -> Fixup | None``
+    (None: it does not apply here).
+
+    ``task_cls`` is the default base task class when the app was given none (or None);
+    ``autodiscover_tasks()`` lists the packages ``app.autodiscover_tasks()`` searches when
+    called without any (Django: the installed apps), evaluated when the worker starts.
+    """
+
+    task_cls: str | None
+
+    def autodiscover_tasks(self) -> Iterable[str]: ...
+
 
 #: ``shared_task`` and shared ``@app.task`` declarations, replayed on every app that finalizes.
 _shared_tasks: list[Callable[[Caraway], object]] = []
@@ -71,6 +110,7 @@ class Caraway:
         task_cls: type[task_module.Task[Any, Any]] | str | None = None,
         strict_typing: bool = True,
         autofinalize: bool = True,
+        fixups: Iterable[str] | None = None,
         **preconf: Any,
     ) -> None:
         self.main = main
@@ -86,7 +126,11 @@ class Caraway:
         self.conf = Configuration(settings)
         if config_source is not None:
             self.conf.set_source(config_source, namespace)
-        self._task_cls = task_cls
+        self.fixups = tuple(BUILTIN_FIXUPS if fixups is None else fixups)
+        self._fixups: list[Fixup] = [
+            fixup for name in self.fixups if (fixup := symbol_by_name(name)(self)) is not None
+        ]
+        self._task_cls = task_cls or next((f.task_cls for f in self._fixups if f.task_cls), None)
         self._base_task: type[task_module.Task[Any, Any]] | None = None
         self._tasks = TaskRegistry()
         self._finalized = False
@@ -99,9 +143,15 @@ class Caraway:
         self._autodiscover: list[tuple[Callable[[], Iterable[str]], str]] = []
         self.on_after_configure = signals.Signal("app.on_after_configure")
         self.on_after_finalize = signals.Signal("app.on_after_finalize")
+        #: Orders this app's control messages and events (Celery's ``app.clock``).
+        self.clock = LamportClock()
         _all_apps.add(self)
         if set_as_current:
             set_current_app(self)
+        self.on_init()
+
+    def on_init(self) -> None:
+        """Called at the end of ``__init__``: override in a subclass to set the app up."""
 
     def _make_default(self) -> Caraway:
         set_default_app(self)
@@ -316,10 +366,12 @@ class Caraway:
         """Import ``<package>.<related_name>`` for each package, when the worker starts.
 
         Lazy unless ``force``: the list may be a callable evaluated only then (Django's
-        ``lambda: settings.INSTALLED_APPS``). Packages without the module are skipped.
+        ``lambda: settings.INSTALLED_APPS``). Without packages, the app's fixups name them
+        (under Django: every installed app). Packages without the module are skipped; an
+        ``AppConfig`` path (``"polls.apps.PollsConfig"``) stands for its app's ``name``.
         """
         if packages is None:
-            packages = lambda: self.conf.get("installed_apps") or ()  # noqa: E731
+            packages = self._packages_from_fixups
         source = packages if callable(packages) else (lambda p=tuple(packages): p)
         self._autodiscover.append((source, related_name))
         if force:
@@ -332,7 +384,7 @@ class Caraway:
         for module in names:
             importlib.import_module(module)
         for source, related_name in self._autodiscover:
-            for package in source():
+            for package in map(_package_of, source()):
                 candidate = f"{package}.{related_name}" if related_name else package
                 try:
                     importlib.import_module(candidate)
@@ -342,6 +394,11 @@ class Caraway:
                     continue
                 names.append(candidate)
         return names
+
+    def _packages_from_fixups(self) -> list[str]:
+        if not self._fixups:
+            return list(self.conf.get("installed_apps") or ())
+        return [package for fixup in self._fixups for package in fixup.autodiscover_tasks()]
 
     # --- engines ------------------------------------------------------------------------
 
@@ -382,12 +439,31 @@ class Caraway:
         url = self.conf.result_backend
         return str(url) if url else default_backend_url(self.conf.broker_url)
 
+    def connection(self, url: str | None = None, **options: Any) -> Connection:
+        """Celery's ``app.connection()``: a handle on this app's broker (caraway.connection)."""
+        return connection_for(self, url, **options)
+
+    connection_for_read = connection_for_write = broker_connection = connection
+
+    @cached_property
+    def events(self) -> Events:
+        """Celery's ``app.events``: ``Receiver``, ``Dispatcher``, ``State``."""
+        # Lazy, an allow-listed upward import: Celery's app API reaches up to this layer.
+        from caraway.events.app_events import Events
+
+        return Events(self)
+
     @property
     def control(self) -> Control:
         # Lazy, an allow-listed upward import: Celery's app API reaches up to this layer.
         from caraway.control import Control
 
         return Control(self)
+
+    @property
+    def current_task(self) -> task_module.Task[Any, Any] | None:
+        """The task running in this thread or coroutine, or None (Celery's ``current_task``)."""
+        return get_current_task()
 
     @property
     def oid(self) -> str:
@@ -470,6 +546,20 @@ class Caraway:
 
         return Worker(self, **kwargs)
 
+    def start(self, argv: list[str] | None = None) -> None:
+        """Run a ``caraway`` command for this app: ``app.start(['worker', '-l', 'INFO'])``.
+
+        Without ``argv``, the script's own arguments, so a module ending in
+        ``if __name__ == "__main__": app.start()`` runs as ``python myapp.py worker``.
+        """
+        # Lazy, an allow-listed upward import: Celery's app API reaches up to this layer.
+        from caraway.cli.main import run_with_app
+
+        args = sys.argv[1:] if argv is None else list(argv)
+        if argv is not None and args[:1] == sys.argv[:1]:
+            args = args[1:]  # app.start(sys.argv): the program name is not a command
+        run_with_app(self, args)
+
     def worker_main(self, argv: list[str] | None = None) -> None:
         """Run a worker for this app as ``caraway worker`` would: ``['worker', '-l', 'INFO']``."""
         # Lazy, an allow-listed upward import: Celery's app API reaches up to this layer.
@@ -498,6 +588,19 @@ class Caraway:
 
 
 Celery = Caraway
+
+
+def _package_of(name: str) -> str:
+    """The package an installed-app entry names: itself, or an ``AppConfig`` path's ``name``."""
+    module, _, attribute = name.rpartition(".")
+    if not module or not attribute[:1].isupper():  # classes are capitalised, packages are not
+        return name
+    try:
+        config = getattr(importlib.import_module(module), attribute, None)
+    except ImportError:
+        return name
+    package = getattr(config, "name", None) if isinstance(config, type) else None
+    return package if isinstance(package, str) else name
 
 
 def _adopt(app: Caraway, function: Callable[..., Any], options: dict[str, Any]) -> None:

@@ -21,6 +21,11 @@ How a source's keys are read:
 * Unknown keys: names starting with ``_`` and values that are modules, functions or classes
   are skipped (config modules import things). A near miss (difflib ratio ≥ 0.8) is an error
   with a "did you mean"; anything else is kept as a user setting with a warning, once.
+
+Four settings are read from the environment first, over every layer, as Celery reads them:
+``CELERY_BROKER_URL``, ``CELERY_BROKER_READ_URL``, ``CELERY_BROKER_WRITE_URL`` and
+``CELERY_RESULT_BACKEND`` (see :data:`ENVIRONMENT`). A container that sets them reaches its
+broker even when the code names another one (or none: the embedded file).
 """
 
 from __future__ import annotations
@@ -42,10 +47,21 @@ from caraway.exceptions import ConfigurationWarning, ImproperlyConfigured
 from caraway.settings import OLD_NAMES, SETTINGS, coerce, suggest
 from caraway.utils.text import mask_url
 
-__all__ = ["Configuration", "load_from_envvar", "load_source"]
+__all__ = ["ENVIRONMENT", "Configuration", "load_from_envvar", "load_source"]
 
 #: How close an unknown name must be to a valid one to be treated as a typo.
 TYPO_CUTOFF = 0.8
+#: Settings an environment variable overrides, whatever the app, its source or a change says:
+#: Celery's precedence, so deployments that configure Celery by environment keep working.
+#: Read when a setting is resolved: on first read and after each change of the configuration
+#: (reads are cached). ``caraway -b`` / ``--result-backend`` set these variables (for pool
+#: children and ``--detach``) and the setting, so the command line wins over all.
+ENVIRONMENT = {
+    "broker_url": "CELERY_BROKER_URL",
+    "broker_read_url": "CELERY_BROKER_READ_URL",
+    "broker_write_url": "CELERY_BROKER_WRITE_URL",
+    "result_backend": "CELERY_RESULT_BACKEND",
+}
 _SECRET_KEY = re.compile(r"pass|secret|token|signature|private|credential|api_?key", re.I)
 _MASK = "********"
 
@@ -123,6 +139,11 @@ class Configuration(MutableMapping[str, Any]):
 
     def _resolve(self, key: str) -> Any:
         name = OLD_NAMES.get(key, key)
+        variable = ENVIRONMENT.get(name)
+        if variable is not None:
+            from_environment = os.environ.get(variable)
+            if from_environment:
+                return from_environment
         if name in self._changes:
             value = self._changes[name]
         else:
@@ -226,11 +247,15 @@ class Configuration(MutableMapping[str, Any]):
     # -- reports ------------------------------------------------------------------------------
 
     def table(self, with_defaults: bool = False) -> dict[str, Any]:
-        """Settings as a dict: those configured (source and changes), or all of them."""
+        """Settings as a dict: those configured (source, changes, environment), or all."""
         if with_defaults:
             return {key: self[key] for key in self}
         self._load()
-        return {key: self[key] for key in {**self._source, **self._changes}}
+        from_environment = [name for name, var in ENVIRONMENT.items() if os.environ.get(var)]
+        return {
+            key: self[key]
+            for key in {**self._source, **self._changes, **dict.fromkeys(from_environment)}
+        }
 
     def humanize(self, with_defaults: bool = False) -> str:
         """``name: value`` lines, sorted, with passwords and secrets masked (for reports)."""

@@ -25,6 +25,7 @@ from contextvars import ContextVar
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Any, NamedTuple
 
+from caraway.current import get_current_app
 from caraway.utils import solar as solar_maths
 from caraway.utils.cronfield import FIELDS as _FIELDS
 from caraway.utils.cronfield import ParseException, parse_field
@@ -87,9 +88,6 @@ class BaseSchedule:
     @property
     def app(self) -> Caraway:
         if self._app is None:
-            # Lazy, an allow-listed upward import: a schedule without an app reads the current app.
-            from caraway.current import get_current_app
-
             return get_current_app()
         return self._app
 
@@ -97,17 +95,9 @@ class BaseSchedule:
     def app(self, value: Caraway) -> None:
         self._app = value
 
-    def _conf(self) -> Any:
-        if self._app is None:
-            # Lazy, an allow-listed upward import: a schedule without an app reads the current app.
-            from caraway.current import get_current_app
-
-            return get_current_app().conf
-        return self._app.conf
-
     @property
     def tz(self) -> tzinfo:
-        conf = self._conf()
+        conf = self.app.conf
         return timezone_for(conf.timezone, bool(conf.enable_utc))
 
     @property
@@ -377,7 +367,7 @@ class crontab(BaseSchedule):
         """Due when a run time passed since ``last_run_at``; with ``beat_cron_starting_deadline``
         set, a run missed by more than that many seconds is dropped instead of sent late."""
         state = self._state(last_run_at)
-        deadline = self._conf().beat_cron_starting_deadline
+        deadline = self.app.conf.beat_cron_starting_deadline
         if state.is_due and deadline is not None:
             now = self.now()
             if (now - self._latest_due(last_run_at, now)).total_seconds() > float(deadline):

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from caraway.beat.entry import DEFINITION_KEYS, entry_from_definition, schedule_to_dict
+from caraway.beat.stores import store_for_app
 from caraway.current import get_current_app
 from caraway.engines.base.beat_store import BeatStore
 from caraway.exceptions import CarawayError
@@ -67,9 +68,6 @@ class PeriodicTasks:
             app = get_current_app()
         self.app = app
         if store is None:
-            # Lazy, breaks the cycle beat.periodic -> beat.stores -> beat -> beat.periodic.
-            from caraway.beat.stores import store_for_app
-
             store = store_for_app(app)
         self.store = store
 

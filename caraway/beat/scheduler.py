@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from caraway import signals
 from caraway.beat.entry import ScheduleEntry, entries_from_config, entry_from_definition
+from caraway.beat.stores import store_for_app
+from caraway.beat.stores.file import FileStore
 from caraway.calling import collecting
 from caraway.engines.base.beat_store import BeatStore, EntryState
 from caraway.engines.registry import in_process_beat_store
@@ -282,9 +284,6 @@ class PersistentScheduler(Scheduler):
         super().__init__(app, *args, **kwargs)
 
     def create_store(self) -> BeatStore:
-        # Lazy, breaks the cycle beat.scheduler -> beat.stores.file -> beat -> beat.scheduler.
-        from caraway.beat.stores.file import FileStore
-
         return FileStore(self.schedule_filename, sync_every=int(self.app.conf.beat_sync_every))
 
 
@@ -295,7 +294,4 @@ class DatabaseScheduler(Scheduler):
     default_max_interval = 5.0
 
     def create_store(self) -> BeatStore:
-        # Lazy, breaks the cycle beat.scheduler -> beat.stores -> beat -> beat.scheduler.
-        from caraway.beat.stores import store_for_app
-
         return store_for_app(self.app)

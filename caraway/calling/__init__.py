@@ -141,6 +141,8 @@ def send_task_message(
             options)  # fmt: skip
     if parent_request is not None:
         parent_request.children.append([[task_id, None], None])
+    if task is not None:
+        return task.AsyncResult(task_id)  # the task's result class (AbortableTask's), as Celery
     return app.AsyncResult(task_id, task_name=name)
 
 

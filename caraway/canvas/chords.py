@@ -25,10 +25,12 @@ from caraway import states
 from caraway.canvas.chain import _chain, _result_of
 from caraway.canvas.group import _chord, _descend, group
 from caraway.canvas.signatures import Signature, maybe_signature
+from caraway.engines.base.backend import GROUP_KEY_PREFIX, expires_seconds
 from caraway.engines.base.chord_join import Joiner
 from caraway.engines.base.exception_meta import exception_to_meta, meta_to_exception
 from caraway.exceptions import ChordError, ImproperlyConfigured
 from caraway.request import Context
+from caraway.result import GroupResult, result_from_tuple
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -120,8 +122,6 @@ def _send_unlock(app: Caraway, gid: str, body: Signature, header_result: Any) ->
 
 def unlock_retries(app: Caraway) -> int:
     """Bounded: poll no longer than the header results are kept (``result_expires``)."""
-    from caraway.engines.base.backend import expires_seconds
-
     interval = float(app.conf.result_chord_retry_interval or 1.0)
     keep = expires_seconds(app.conf.result_expires) or 86400.0
     return max(1, int(keep / interval))
@@ -190,6 +190,7 @@ def _caused(error: ChordError, cause: Any) -> ChordError:
 
 def fail_body(app: Caraway, body: Signature, exc: ChordError, gid: str | None) -> None:
     """Store the chord's failure on its body (and what follows it), and run its errbacks."""
+    # Lazy, breaks the cycle canvas.chords -> execution (its package imports canvas.chords).
     from caraway.execution.errbacks import call_errbacks
 
     text = "".join(tb.format_exception(exc))
@@ -274,8 +275,6 @@ def unlock_chord(
     Retries are bounded (by ``result_expires`` when the sender gave no limit): a header
     whose results expired would otherwise be polled for ever.
     """
-    from caraway.result import GroupResult, result_from_tuple
-
     app = task.app
     body = maybe_signature(callback, app)
     deps = GroupResult(gid, [result_from_tuple(r, app) for r in result], app=app)
@@ -301,8 +300,6 @@ def unlock_chord(
 def count_group_success(app: Caraway, request: Context) -> None:
     """One more member of ``request.group`` succeeded: ``GroupResult.completed_count()``
     reads this counter instead of every member's result."""
-    from caraway.engines.base.backend import GROUP_KEY_PREFIX
-
     backend = app.backend
     if backend.capabilities.chord_join == "none":
         return

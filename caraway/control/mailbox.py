@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,15 +30,10 @@ JSON_ONLY = frozenset({"application/json"})
 QUEUE_EXPIRES = 10.0
 QUEUE_TTL = 300.0
 
-_clocks: weakref.WeakKeyDictionary[Any, LamportClock] = weakref.WeakKeyDictionary()
-
 
 def clock_of(app: Caraway) -> LamportClock:
-    """The app's Lamport clock (``app.clock`` in Celery), shared by control and events."""
-    clock = _clocks.get(app)
-    if clock is None:
-        clock = _clocks.setdefault(app, LamportClock())
-    return clock
+    """The app's Lamport clock (``app.clock``), shared by control and events."""
+    return app.clock
 
 
 def node_binding(hostname: str) -> Binding:

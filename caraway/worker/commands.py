@@ -23,14 +23,15 @@ from typing import TYPE_CHECKING, Any
 from caraway.config import _censor
 from caraway.control.mailbox import clock_of
 from caraway.engines.base.topology import QueueDeclaration
+from caraway.protocol import parse_task_message
 from caraway.routing import queue_table
 from caraway.version import __version__
 from caraway.worker.autoscale import resize
-from caraway.worker.consumer import FETCH_TIMEOUT
+from caraway.worker.consumer import FETCH_TIMEOUT, Consumer
+from caraway.worker.job import Job
 from caraway.worker.ratelimit import parse_rate
 
 if TYPE_CHECKING:
-    from caraway.worker.job import Job
     from caraway.worker.worker import Worker
 
 logger = logging.getLogger("caraway.worker")
@@ -156,11 +157,27 @@ def scheduled(worker: Worker, **kwargs: Any) -> Any:
     consumer = worker.consumer
     if consumer is None:
         return []
-    return [
+    held = [
         _scheduled_info(worker, when, job)
         for when, job, kind in consumer.held_jobs()
         if kind == "eta"
     ]
+    return held + _stored_scheduled(worker, consumer)
+
+
+def _stored_scheduled(worker: Worker, consumer: Consumer) -> list[dict[str, Any]]:
+    """ETA messages of the worker's queues that the broker keeps until due (SQLite, memory):
+    a retry's countdown waits there, and Celery users look for it in ``inspect scheduled``."""
+    listed = []
+    for when, delivery in worker.app.broker.delayed(consumer.queues):
+        try:
+            call = parse_task_message(delivery.message, consumer.accept)
+        except Exception:  # undecodable: the worker sets it aside when it comes due
+            continue
+        task = worker.app.tasks.get(call.name)
+        if task is not None:
+            listed.append(_scheduled_info(worker, when, Job(delivery, call, task, worker.hostname)))
+    return listed
 
 
 @command("inspect", aliases=("dump_revoked",))
@@ -198,8 +215,13 @@ def stats(worker: Worker, **kwargs: Any) -> Any:
         "pool": {
             "implementation": f"caraway.worker.pools:{worker.pool_name}",
             "max-concurrency": pool.limit if pool is not None else worker.concurrency,
-            "processes": [os.getpid()],
-            "max-tasks-per-child": None,
+            "processes": pool.processes() if pool is not None else [os.getpid()],
+            # Only child processes are recycled, so only prefork applies the setting.
+            "max-tasks-per-child": (
+                pool.options.max_tasks_per_child
+                if pool is not None and worker.pool_name in ("prefork", "processes")
+                else None
+            ),
             "put-guarded-by-semaphore": False,
             "timeouts": [
                 worker.app.conf.task_soft_time_limit or 0,
@@ -385,6 +407,14 @@ def revoke(worker: Worker, task_id: Any = None, terminate: bool = False,
             return ok(f"terminate: {', '.join(stopped)}")
         return ok("terminate: tasks unknown")
     return ok(f"tasks {', '.join(ids)} flagged as revoked")
+
+
+@command("control", args=(("signal", str), ("task_id", str)), variadic=True)
+def terminate(worker: Worker, signal: Any = None, task_id: Any = None, **kwargs: Any) -> Any:
+    """Revoke tasks by id and stop them with a signal: terminate SIGKILL ID [ID ...]."""
+    if _signum(signal or "SIGTERM") is None:
+        return error(f"unknown signal {signal!r}: use a name such as SIGTERM or SIGKILL")
+    return revoke(worker, task_id, terminate=True, signal=signal)
 
 
 @command("control", args=(("task_name", str), ("rate_limit", str)))

@@ -30,10 +30,14 @@ MINGLE_TIMEOUT = 1.0
 
 
 class RemoteControl:
-    def __init__(self, worker: Worker, task_events: bool, without_heartbeat: bool) -> None:
+    def __init__(
+        self, worker: Worker, task_events: bool, without_heartbeat: bool,
+        without_mingle: bool = False,
+    ) -> None:  # fmt: skip
         self.worker = worker
         self.task_events = task_events
         self.without_heartbeat = without_heartbeat
+        self.without_mingle = without_mingle
         self.fanout: Fanout | None = None
         self.pidbox: Pidbox | None = None
         self._stopped = threading.Event()
@@ -57,7 +61,7 @@ class RemoteControl:
             worker.consumer.monitor = monitor
         self.pidbox = Pidbox(worker, fanout)
         self.pidbox.start()
-        if not worker.app.broker.capabilities.keeps_revocations:
+        if not worker.app.broker.capabilities.keeps_revocations and not self.without_mingle:
             self._mingle()
         monitor.heartbeat("worker-online")
         self._heart = threading.Thread(target=self._beat, name="caraway-heart", daemon=True)

@@ -43,7 +43,7 @@ class _Reserved:
 
 class ReservingPool(Pool):
     def __init__(self, inner: Pool) -> None:
-        super().__init__(inner.limit)
+        super().__init__(inner.limit, inner.options)
         self.inner = inner
         self._waiting: dict[int, Any] = {}
         self._lock = threading.Lock()
@@ -85,6 +85,9 @@ class ReservingPool(Pool):
 
     def live_slots(self) -> int:
         return self.inner.live_slots()
+
+    def processes(self) -> list[int]:
+        return self.inner.processes()
 
     def grow(self, n: int) -> None:
         self.inner.grow(n)

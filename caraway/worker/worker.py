@@ -142,8 +142,8 @@ class Worker:
         self._setup_logging = setup_logging
         self._install_signals = install_signal_handlers
         self.state = WorkerState()
-        #: Times ETAs, expiry, rate limits, time limits and housekeeping: a test passes a
-        #: ``FakeClock`` to run "in 30 seconds" in virtual time.
+        #: Times ETAs, expiry, rate limits, time limits and housekeeping, and the broker's own
+        #: holds and leases: a test passes a ``FakeClock`` to run "in 30 s" in virtual time.
         self.timer = Timer(clock)
         self.consumer: Consumer | None = None
         #: Whether the broker is reachable, and Celery's retry policy for when it is not.
@@ -168,6 +168,7 @@ class Worker:
             self,
             task_events=bool(options.get("task_events") or conf.worker_send_task_events),
             without_heartbeat=bool(options.get("without_heartbeat")),
+            without_mingle=bool(options.get("without_mingle")),
         )
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -196,6 +197,7 @@ class Worker:
         app.import_task_modules()
         app.finalize()
         broker = app.broker
+        broker.clock = self.timer.clock  # the broker's own holds and leases on this clock too
         app.backend  # noqa: B018 - create the backend now, so a bad URL fails at boot
         if self.statedb:
             restored = self.state.load(self.statedb)

@@ -82,7 +82,7 @@ def test_purge_deletes_waiting_messages_even_delayed_ones(project: Project) -> N
     assert purged.returncode == 0, purged.stderr
     assert purged.stdout == "Purged 3 messages from queue celery.\n"
     assert client.broker.size("celery") == 0
-    assert project.run("result", first).stdout.startswith("PENDING: no result stored yet")
+    assert project.run("result", "--no-wait", first).stdout.startswith("PENDING: no result stored")
 
 
 def test_demo_runs_a_workload_through_a_real_worker(tmp_path: Path) -> None:

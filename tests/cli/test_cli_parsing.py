@@ -44,11 +44,12 @@ def test_a_misspelled_pool_gets_a_suggestion() -> None:
     assert "unknown pool 'thread'. Did you mean 'threads'?" in result.output
 
 
-def test_worker_help_says_which_compatibility_flags_do_nothing_yet() -> None:
+def test_worker_help_says_what_the_celery_flags_do_here() -> None:
     text = " ".join(invoke("worker", "--help").output.split())
-    for flag in ("--without-gossip", "--without-mingle", "-O"):
-        assert flag in text
-    assert text.count("no effect yet") == 3
+    assert "--without-gossip Celery's: listen to no other worker's events. caraway workers" in text
+    assert "--without-mingle Do not ask the other workers for revoked task ids" in text
+    assert "fair (a task goes to a slot only when it is free) is what caraway does" in text
+    assert "no effect" not in text
     assert "-E, --task-events Send task events (for monitors)." in text
     assert "--without-heartbeat Send no worker events (heartbeats)." in text
 

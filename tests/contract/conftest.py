@@ -56,6 +56,12 @@ def _load_engine_factories() -> None:
 _load_engine_factories()
 
 
+@pytest.fixture
+def broker_factories() -> dict[str, EngineFactory]:
+    """Every broker factory the suites run on, by key (a built-in engine's package name)."""
+    return dict(BROKERS)
+
+
 @pytest.fixture(params=sorted(BROKERS))
 def broker_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Caraway]:
     """An app whose broker is the engine under test (results in memory)."""

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
+import factories_django
 import pytest
 import redis
 import sqlalchemy as sa
@@ -28,11 +29,15 @@ from caraway.engines.base.beat_store import BeatStore, EntryState
 from caraway.engines.base.broker import Outgoing
 from caraway.engines.memory.beat_store import MemoryStore
 from caraway.engines.redis.beat_store import RedisStore
+from caraway.engines.registry import BACKENDS
 from caraway.engines.sql.backend import sqlalchemy_url
 from caraway.engines.sql.beat_store import SQLStore
 from caraway.engines.sqlite.beat_store import SQLiteStore
+from caraway.utils.imports import symbol_by_name
 
-ENGINES = ["memory", "file", "sqlite", "redis", "postgresql", "mariadb"]
+ENGINES = ["memory", "file", "sqlite", "redis", "postgresql", "mariadb", "sqlalchemy-sqlite"]
+if factories_django.set_up():  # only in the process test_django_contract.py starts
+    ENGINES.append("django")
 SQL_SERVERS = {
     "postgresql": "db+postgresql://postgres@127.0.0.1:5432/test",
     "mariadb": "db+mysql://root@127.0.0.1:3306/test",
@@ -60,6 +65,8 @@ def pair(make_store: StoreFactory) -> tuple[BeatStore, BeatStore]:
 
 
 def _factory(kind: str, tmp_path: Path, stack: ExitStack) -> StoreFactory:
+    if kind == "django":
+        return factories_django.beat_store_factory(stack)
     if kind == "memory":
         shared = MemoryStore()
         return lambda: shared
@@ -76,8 +83,11 @@ def _factory(kind: str, tmp_path: Path, stack: ExitStack) -> StoreFactory:
         return lambda: _from_app(
             stack, RedisStore, broker=url, backend=url, result_backend_transport_options=options
         )
-    require(kind)
-    url = SQL_SERVERS[kind]
+    if kind == "sqlalchemy-sqlite":
+        url = f"db+sqlite:///{tmp_path}/beat.sqlite3"
+    else:
+        require(kind)
+        url = SQL_SERVERS[kind]
     prefix = f"beat_{uuid.uuid4().hex[:10]}"
     stack.callback(_drop_tables, url, prefix)
 
@@ -87,6 +97,32 @@ def _factory(kind: str, tmp_path: Path, stack: ExitStack) -> StoreFactory:
         return SQLStore(picked.backend, table_prefix=prefix)
 
     return make_sql
+
+
+#: The store classes the suite opens: every engine whose backend keeps beat schedules
+#: (``beat_schedules``) must have its store here.
+SUITE_STORES = (MemoryStore, FileStore, SQLiteStore, RedisStore, SQLStore)
+
+
+#: Engines whose suite runs in a process of its own (Django settings are per process), so
+#: their classes are not even imported here: test_django_contract.py runs this suite on them.
+OWN_PROCESS = ("caraway.contrib.django.",)
+
+
+def test_every_engine_that_keeps_schedules_is_in_the_suite() -> None:
+    keeping = {
+        _engine_package(cls)
+        for path, _extra in BACKENDS.values()
+        if not path.startswith(OWN_PROCESS)
+        and (cls := symbol_by_name(path)).capabilities.beat_schedules
+    }
+
+    assert keeping
+    assert keeping <= {_engine_package(store) for store in SUITE_STORES}
+
+
+def _engine_package(cls: type) -> str:
+    return ".".join(cls.__module__.split(".")[:3])
 
 
 def _from_app(stack: ExitStack, expected: type[BeatStore], **conf: object) -> BeatStore:

@@ -26,6 +26,7 @@ from caraway.engines.base.broker import Broker, Delivery, Outgoing
 from caraway.engines.base.topology import QueueDeclaration
 from caraway.exceptions import Unreachable
 from caraway.protocol import Message, build_task_message
+from caraway.utils.time import FakeClock
 
 #: Lease length (``visibility_timeout``) of the brokers the lease tests make.
 LEASE = 0.5
@@ -82,6 +83,14 @@ def _reclaim(broker: Broker) -> int:
 # --- leases (``leases``, ``renew``) -------------------------------------------------------------
 
 
+def _on_one_clock(*brokers: Broker) -> FakeClock:
+    """A fake clock for these consumers' leases and holds: "after the lease" takes no time."""
+    clock = FakeClock(time.time())
+    for broker in brokers:
+        broker.clock = clock
+    return clock
+
+
 def test_renewed_leases_keep_messages_from_other_consumers(broker: Broker, twin: Twin) -> None:
     if not broker.capabilities.leases:
         _lacks(
@@ -89,15 +98,16 @@ def test_renewed_leases_keep_messages_from_other_consumers(broker: Broker, twin:
             "leases is False: a delivery stays held until it is settled or its connection closes",
         )
     holder, other = twin(visibility_timeout=LEASE), twin(visibility_timeout=LEASE)
+    clock = _on_one_clock(holder, other)
     queue = _queue()
     holder.publish([Outgoing(_message(), queue)])
     (delivery,) = _fetch_all(holder, queue, 1)
 
-    deadline = time.monotonic() + 2.5 * LEASE
-    while time.monotonic() < deadline:
+    for _ in range(5):  # 2.5 leases, renewed every half lease
+        clock.advance(LEASE / 2)
         holder.renew([delivery.tag])
         _reclaim(other)
-        assert other.fetch([queue], 1, LEASE / 4) == []
+        assert other.fetch([queue], 1, 0.05) == []
 
     holder.ack([delivery.tag])
     assert _reclaim(other) == 0
@@ -111,12 +121,15 @@ def test_an_unrenewed_lease_gives_the_message_back(broker: Broker, twin: Twin) -
             "leases is False: a delivery stays held until it is settled or its connection closes",
         )
     holder, other = twin(visibility_timeout=LEASE), twin(visibility_timeout=LEASE)
+    clock = _on_one_clock(holder, other)
     queue = _queue()
     message = _message()
     holder.publish([Outgoing(message, queue)])
     assert len(_fetch_all(holder, queue, 1)) == 1
+    _reclaim(other)
+    assert other.fetch([queue], 1, 0.05) == []  # still leased
 
-    time.sleep(LEASE * 1.5)
+    clock.advance(LEASE * 1.5)
     _reclaim(other)
     (again,) = _fetch_all(other, queue, 1)
 
@@ -378,3 +391,43 @@ def test_a_delayed_release_comes_back_after_the_delay(broker: Broker) -> None:
     assert time.monotonic() - released_at >= 0.9
     assert [d.message.task_id for d in found] == [message.task_id]
     broker.ack([found[0].tag])
+
+
+def test_a_held_message_waits_for_the_brokers_clock(broker: Broker) -> None:
+    """An engine that holds messages for later reads their time on ``broker.clock`` and says
+    lists it with that time (``delayed``): an hour passes on a fake clock in no time."""
+    if not broker.capabilities.native_delay:
+        _lacks(broker, "native_delay is False: the worker holds ETAs, on its own clock")
+    clock = _on_one_clock(broker)
+    queue = _queue()
+    message = _message()
+    due = clock.time() + 3600
+    broker.publish([Outgoing(message, queue, deliver_at=due)])
+
+    assert broker.fetch([queue], 1, 0.1) == []
+    assert [(when, d.message.task_id) for when, d in broker.delayed([queue])] == [
+        (pytest.approx(due), message.task_id)
+    ]
+    clock.advance(3600)
+    found = _fetch_all(broker, queue, 1)
+
+    assert [d.message.task_id for d in found] == [message.task_id]
+    assert broker.delayed([queue]) == []
+    broker.ack([found[0].tag])
+
+
+def test_a_delayed_release_waits_for_the_brokers_clock(broker: Broker) -> None:
+    if not broker.capabilities.native_delay:
+        _lacks(broker, "native_delay is False: the worker holds ETAs, on its own clock")
+    clock = _on_one_clock(broker)
+    queue = _queue()
+    broker.publish([Outgoing(_message(), queue)])
+    (delivery,) = _fetch_all(broker, queue, 1)
+
+    broker.release([delivery.tag], delay=600)
+
+    assert broker.fetch([queue], 1, 0.1) == []
+    assert [when for when, _ in broker.delayed([queue])] == [pytest.approx(clock.time() + 600)]
+    clock.advance(600)
+    (again,) = _fetch_all(broker, queue, 1)
+    broker.ack([again.tag])

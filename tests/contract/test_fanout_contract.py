@@ -10,15 +10,31 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from caraway.engines.base.broker import Broker
 from caraway.engines.base.fanout import Binding, Exchange, Fanout, Subscription
+from caraway.engines.registry import BROKERS as BROKER_TABLE
 from caraway.protocol import Message
+from caraway.utils.imports import symbol_by_name
 
 #: How long a test waits for a message that must come, and for one that must not.
 ARRIVES, ABSENT = 5.0, 0.3
+
+
+def test_every_engine_that_broadcasts_is_in_the_suite(broker_factories: dict[str, Any]) -> None:
+    """The suite runs on each broker factory of ``tests/contract``; a built-in engine that
+    declares ``broadcast`` needs one (its key is the engine's package name)."""
+    broadcasting = {
+        cls.__module__.split(".")[2]
+        for path, _extra in BROKER_TABLE.values()
+        if (cls := symbol_by_name(path)).capabilities.broadcast
+    }
+
+    assert broadcasting == {"memory", "sqlite", "redis", "amqp"}
+    assert broadcasting <= set(broker_factories)
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""``pip install caraway`` without extras: imports at module top must not make redis, amqp or
-SQLAlchemy mandatory, and the embedded SQLite engine still runs tasks."""
+"""``pip install caraway`` without extras: imports at module top must not make redis, amqp,
+SQLAlchemy or Django mandatory, and the embedded SQLite engine still runs tasks."""
 
 from __future__ import annotations
 
@@ -12,14 +12,16 @@ from pathlib import Path
 # packages, then a SQLite app and a worker run one task.
 _SCRIPT = """
 import sys
-for name in ("redis", "amqp", "sqlalchemy", "kombu"):
+for name in ("redis", "amqp", "sqlalchemy", "kombu", "django"):
     sys.modules[name] = None
 
 import importlib, pkgutil
 import caraway
 from caraway.contrib.testing.worker import start_worker
 
-extras = ("caraway.engines.redis", "caraway.engines.amqp", "caraway.engines.sql")
+extras = ("caraway.engines.redis", "caraway.engines.amqp", "caraway.engines.sql",
+          "caraway.contrib.django.")
+importlib.import_module("caraway.contrib.django.fixup")  # every app loads it, Django or not
 for info in pkgutil.walk_packages(caraway.__path__, "caraway."):
     if info.name != "caraway.__main__" and not info.name.startswith(extras):
         importlib.import_module(info.name)

@@ -517,7 +517,7 @@ def test_two_element_body_is_an_invalid_task() -> None:
 
 
 def test_minimal_headers_and_empty_embed_are_accepted() -> None:
-    # §1.3: "task" and "id" alone, and §1.4: an empty object for embed, ran on Celery.
+    # docs/celery-wire.md §1.3: "task" and "id" alone, §1.4: an empty embed, ran on Celery.
     task_id = str(uuid.uuid4())
     message = Message({"task": "capapp.add", "id": task_id}, {}, b"[[1, 2], {}, {}]")
 

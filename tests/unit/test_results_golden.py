@@ -264,7 +264,8 @@ def test_stored_payload_is_celerys_json_byte_for_byte(app: Caraway, captures_dir
 
 
 def test_every_final_meta_in_the_capture_keeps_celerys_key_order(captures_dir: Path) -> None:
-    """Spec §5.3: status, result, traceback, children, date_done, [group_id, parent_id], task_id."""
+    """docs/celery-wire.md §5.3: status, result, traceback, children, date_done, [group_id,
+    parent_id], task_id."""
     order = ["status", "result", "traceback", "children", "date_done", "group_id", "parent_id"]
     raw_by_key = _load(captures_dir, "redis_worker.json")["keys_db1_final"]
     metas = [json.loads(v["value"]) for k, v in raw_by_key.items() if k.startswith(TASK_KEY_PREFIX)]

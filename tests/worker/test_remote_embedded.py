@@ -177,3 +177,59 @@ def test_list_bindings_shows_the_exchanges_of_task_queues(app: Celery) -> None:
         f"{'images':<22}{'celery':<22}celery",  # Celery's defaults: task_default_exchange/key
         f"{'sport':<22}{'news':<22}news.sport.*",
     ]
+
+
+def test_celerys_real_time_monitoring_recipe_runs_unchanged(
+    app: Celery, start_worker: Callable[..., Any]
+) -> None:
+    """The recipe of Celery's monitoring guide: app.events.State, app.connection() and
+    app.events.Receiver(connection, handlers=...).capture(...)."""
+
+    @app.task(name="remote.fail")
+    def fail() -> None:
+        raise ValueError("kaboom")
+
+    app.conf.worker_send_task_events = True
+    start_worker(app, hostname="mon@embedded", concurrency=1)
+    state = app.events.State()
+    failed: list[tuple[str, str]] = []
+
+    def announce_failed_tasks(event: dict[str, Any]) -> None:
+        state.event(event)
+        task = state.tasks.get(event["uuid"])
+        assert task is not None
+        failed.append((task.name or "", task.uuid))
+        receiver.should_stop = True
+
+    timer = threading.Timer(0.5, lambda: sent.append(fail.delay()))
+    sent: list[Any] = []
+    with app.connection() as connection:
+        receiver = app.events.Receiver(
+            connection, handlers={"task-failed": announce_failed_tasks, "*": state.event}
+        )
+        timer.start()
+        receiver.capture(limit=None, timeout=WAIT, wakeup=True)
+    timer.join()
+    assert failed == [("remote.fail", sent[0].id)]
+    assert "mon@embedded" in state.workers
+    assert state.tasks[sent[0].id].state == states.FAILURE
+
+
+def test_a_connection_names_its_app_s_broker_and_refuses_the_rest(app: Celery) -> None:
+    with app.connection() as connection:
+        assert connection.as_uri() == app.broker.describe()
+        assert connection.ensure_connection() is connection
+        with pytest.raises(Exception, match="no kombu channels"):
+            connection.default_channel  # noqa: B018 - the attribute access is the test
+    other = make_app("memory", "other", Path("unused"))
+    with pytest.raises(Exception, match="another app"):
+        app.events.Receiver(other.connection())
+    with pytest.raises(TypeError, match="serializer"):
+        app.events.Dispatcher(serializer="auth")
+    with pytest.raises(Exception, match="names another broker"):
+        app.connection("redis://elsewhere:6379/0")
+    with app.events.Receiver() as receiver:
+        with app.events.default_dispatcher(hostname="me@embedded") as dispatcher:
+            dispatcher.send("custom-event", value=1)
+        [event] = list(receiver.itercapture(limit=1, timeout=WAIT, wakeup=False))
+    assert (event["type"], event["value"], event["hostname"]) == ("custom-event", 1, "me@embedded")

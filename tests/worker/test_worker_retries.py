@@ -1,22 +1,25 @@
 """``self.retry`` on a real worker: re-sent, counted, and bounded.
 
-``autoretry_for`` with backoff: ``test_redis_worker`` (on a fake clock, as Redis leaves ETAs
-to the worker; SQLite holds them itself, in real time).
+``autoretry_for`` with backoff runs on a fake clock: here on SQLite and memory, which hold
+the retries themselves (on the clock the worker hands them), and in ``test_redis_worker``,
+where the worker holds them.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from worker_support import WAIT, ThreadedWorker, sqlite_app
+from worker_support import WAIT, ThreadedWorker, autojump, make_app, sqlite_app, wait_until
 
 from caraway import states
 from caraway.exceptions import MaxRetriesExceededError
+from caraway.utils.time import FakeClock, parse_iso
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +87,42 @@ def test_retrying_past_max_retries_with_exc_fails_with_that_exception(
         result.get(timeout=WAIT)
     assert result.state == states.FAILURE
     assert len(served.attempts["with-exc"]) == 2
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_autoretry_backoff_waits_on_the_brokers_clock(
+    kind: str, tmp_path: Path, start_worker: Callable[..., Any]
+) -> None:
+    """Backoff of 1, 2 then 4 s: the broker holds each retry until the worker's (fake) clock
+    reaches its ETA, so the 7 s of waiting take no real time, and none runs early."""
+    app = make_app(kind, "backoff", tmp_path / "b.sqlite3", result_extended=True)
+    clock = FakeClock(time.time())
+    attempts: list[SimpleNamespace] = []
+
+    @app.task(
+        name="backoff.flaky", bind=True, autoretry_for=(ConnectionError,),
+        retry_backoff=True, retry_jitter=False, max_retries=3,
+    )  # fmt: skip
+    def flaky(self: Any) -> int:
+        eta = parse_iso(self.request.eta)
+        attempts.append(SimpleNamespace(sent=time.time(), ran=clock.time(), eta=eta))
+        if self.request.retries < 3:
+            raise ConnectionError("unreachable")
+        return int(self.request.retries)
+
+    worker = start_worker(app, pool="threads", concurrency=2, clock=clock)
+    started = time.monotonic()
+    result = flaky.delay()
+
+    # The clock stands still: the first retry waits in the broker, not in the worker.
+    wait_until(lambda: app.broker.delayed(["celery"]), what="the first retry held")
+    assert len(attempts) == 1
+    assert worker.consumer.held_jobs() == []
+    with autojump(clock, worker):
+        assert result.get(timeout=WAIT) == 3
+
+    assert time.monotonic() - started < 4  # far less than the 7 s of backoff
+    for before, retry, countdown in zip(attempts[:-1], attempts[1:], (1, 2, 4), strict=True):
+        assert countdown <= retry.eta.timestamp() - before.sent < countdown + 0.5
+        assert retry.ran >= retry.eta.timestamp()  # held until the clock reached its ETA
+    assert app.broker.size("celery") == 0

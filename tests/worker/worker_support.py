@@ -108,15 +108,18 @@ class ThreadedWorker:
 @contextmanager
 def autojump(clock: FakeClock, worker: Worker) -> Iterator[None]:
     """Inside the block, whenever ``worker`` holds a job (for its ETA or a rate-limit token),
-    jump ``clock`` to when that job is due, as Trio's autojump clock: "in 2 s" takes no real
-    time, and the worker still decides on its own clock when a job may run."""
+    or its broker holds one of its messages for later (``broker.delayed``: memory, SQLite), jump
+    ``clock`` to when the first is due, as Trio's autojump clock: "in 2 s" takes no real
+    time, and the worker and broker still decide on their clock when a message may run."""
     stop = threading.Event()
+    broker = worker.app.broker
 
     def jump() -> None:
         while not stop.wait(0.002):
             held = worker.consumer.held_jobs() if worker.consumer is not None else []
-            if held and held[0][0] > clock.time():
-                clock.advance(held[0][0] - clock.time())
+            due = [hold[0] for hold in [*held[:1], *broker.delayed(worker.queues, 1)]]
+            if due and min(due) > clock.time():
+                clock.advance(min(due) - clock.time())
 
     thread = threading.Thread(target=jump, name="test-autojump", daemon=True)
     thread.start()

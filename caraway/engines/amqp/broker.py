@@ -46,6 +46,7 @@ from caraway.engines.amqp.client import (
     Link,
     parse_url,
 )
+from caraway.engines.amqp.fanout import AMQPFanout
 from caraway.engines.base.broker import Broker, BrokerCapabilities, DeadLetter, Delivery, Outgoing
 from caraway.engines.base.fanout import Fanout
 from caraway.engines.base.topology import QueueDeclaration
@@ -95,9 +96,6 @@ class AMQPBroker(Broker):
         return self.url.partition("://")[0].lower() == "amqps"
 
     def fanout(self) -> Fanout:
-        # Lazy, breaks the cycle broker -> fanout -> broker (the fanout module imports this one).
-        from caraway.engines.amqp.fanout import AMQPFanout
-
         return AMQPFanout(self)
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
@@ -532,7 +530,7 @@ class AMQPBroker(Broker):
         if self.lost([delivery.tag]):
             return False  # it cannot be acked: a copy down the ladder would be a second one
         try:
-            if not self._delay(delivery, until - time.time()):
+            if not self._delay(delivery, until - self.clock.time()):
                 return False
         except OperationalError as exc:
             logger.warning("Could not defer %s (%s): holding it", delivery.message.task_id, exc)
@@ -554,7 +552,7 @@ class AMQPBroker(Broker):
             **message.headers,
             "x-caraway-reason": reason,
             "x-caraway-queue": delivery.queue,
-            "x-caraway-failed-at": time.time(),
+            "x-caraway-failed-at": self.clock.time(),
         }
         copy = Message(
             headers, message.properties, message.body, message.content_type,

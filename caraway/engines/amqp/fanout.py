@@ -10,11 +10,10 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import amqp
 
-from caraway.engines.amqp.broker import AMQPBroker
 from caraway.engines.amqp.client import (
     CONNECTION_ERRORS,
     AMQPParams,
@@ -25,6 +24,9 @@ from caraway.engines.amqp.client import (
 from caraway.engines.base.fanout import Binding, Exchange, Fanout, Subscription
 from caraway.protocol import Message
 from caraway.utils.pid import after_fork_in_child
+
+if TYPE_CHECKING:
+    from caraway.engines.amqp.broker import AMQPBroker
 
 #: Pause before reconnecting a subscriber whose connection was lost.
 RECONNECT_PAUSE = 0.5

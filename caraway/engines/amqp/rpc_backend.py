@@ -30,12 +30,12 @@ from caraway.engines.amqp.client import (
     parse_url,
 )
 from caraway.engines.base.backend import TASK_KEY_PREFIX, Backend, BackendCapabilities, Stored
-from caraway.engines.registry import one_url
+from caraway.engines.base.broker import one_url
 from caraway.exceptions import ImproperlyConfigured, OperationalError
 from caraway.utils.text import mask_url
 
 if TYPE_CHECKING:
-    from caraway.app import Caraway
+    from caraway.engines.base.app import EngineApp
 
 #: Backends whose ``incr`` works, named in the error ``incr`` raises here.
 COUNTING_BACKENDS = "redis://, a SQL database (db+...) or sqlite://"
@@ -45,7 +45,7 @@ class RPCBackend(Backend):
     # Results go to the sender's reply queue only, declared before its first send.
     capabilities = BackendCapabilities(readable_by_workers=False, needs_reply_queue=True)
 
-    def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, app: EngineApp, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, url, options)
         conf = app.conf
         broker_url = one_url(conf.broker_url) if conf.broker_url else None

@@ -25,7 +25,7 @@ from caraway.exceptions import ImproperlyConfigured, TaskRevokedError, TimeoutEr
 from caraway.utils.text import mask_url
 
 if TYPE_CHECKING:
-    from caraway.app import Caraway
+    from caraway.engines.base.app import EngineApp
     from caraway.engines.base.beat_store import BeatStore
     from caraway.engines.base.chord_join import Joiner
 
@@ -84,7 +84,7 @@ class Backend(ABC):
     first_poll = 0.001
     capabilities: BackendCapabilities = BackendCapabilities()
 
-    def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, app: EngineApp, url: str, options: Mapping[str, Any] | None = None) -> None:
         self.app = app
         self.url = url
         self.options = dict(options or {})

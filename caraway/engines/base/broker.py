@@ -17,10 +17,16 @@ from typing import TYPE_CHECKING, Any, Literal
 from caraway.exceptions import ImproperlyConfigured, OperationalError
 from caraway.protocol import Message
 from caraway.utils.text import mask_url
+from caraway.utils.time import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
     from caraway.engines.base.fanout import Fanout
     from caraway.engines.base.topology import QueueDeclaration
+
+
+def one_url(url: str | Sequence[str]) -> str:
+    """``broker_url`` as one string: Celery also takes a list of failover URLs."""
+    return url if isinstance(url, str) else ";".join(url)
 
 
 class SettlementKept(OperationalError):
@@ -117,6 +123,10 @@ class Broker(ABC):
     """What a broker engine must provide; what it can do besides is in ``capabilities``."""
 
     capabilities: BrokerCapabilities = BrokerCapabilities()
+    #: The time an engine keeps itself (``deliver_at``, release delays, lease expiry, dead
+    #: letter stamps) is read here. A worker built with a clock hands it its own, so tests of
+    #: "retry in 30 s" run in virtual time; how long ``fetch`` waits stays real time.
+    clock: Clock = SYSTEM_CLOCK
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         self.url = url
@@ -202,6 +212,12 @@ class Broker(ABC):
     def defer(self, delivery: Delivery, until: float) -> bool:
         """Hand ``delivery`` back to come again near ``until``; False if the engine cannot."""
         return False
+
+    def delayed(self, queues: Sequence[str], limit: int = 1000) -> list[tuple[float, Delivery]]:
+        """Messages of ``queues`` the engine itself holds until their ETA (``native_delay``),
+        soonest first with their ETA: ``inspect scheduled`` lists them beside the worker's own
+        holds. Engines that hand ETA messages to the worker at once hold none."""
+        return []
 
     def stop_consuming(self, queue: str) -> None:  # noqa: B027 - pull engines hold nothing
         """The worker no longer fetches from ``queue`` (engines that push messages stop it)."""

@@ -11,7 +11,7 @@ from caraway import states
 from caraway.engines.base.backend import Backend, BackendCapabilities, Stored
 
 if TYPE_CHECKING:
-    from caraway.app import Caraway
+    from caraway.engines.base.app import EngineApp
 
 _STORE: dict[str, tuple[Stored, str | None, float | None]] = {}
 _COUNTERS: dict[str, int] = {}
@@ -25,7 +25,7 @@ class MemoryBackend(Backend):
     first_poll = 0.05  # waits are woken by the condition, so the pause is only a fallback
     capabilities = BackendCapabilities(chord_join="counting")
 
-    def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, app: EngineApp, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, url, options)
 
     def get_raw(self, key: str) -> Stored | None:

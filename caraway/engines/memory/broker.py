@@ -16,6 +16,7 @@ from typing import Any
 from caraway.engines.base.broker import Broker, BrokerCapabilities, DeadLetter, Delivery, Outgoing
 from caraway.engines.base.fanout import Fanout
 from caraway.engines.base.topology import QueueDeclaration, fan_out, published_with
+from caraway.engines.memory.fanout import MemoryFanout
 
 
 class _Store:
@@ -31,6 +32,10 @@ class _Store:
         self.counter = itertools.count()
 
 
+#: Longest wait between looks at a message held for later: its due time is read on the
+#: broker's clock, which a test may move without waking the wait.
+DELAY_POLL = 0.05
+
 _STORES: dict[str, _Store] = {}
 _STORES_LOCK = threading.Lock()
 
@@ -39,9 +44,6 @@ class MemoryBroker(Broker):
     capabilities = BrokerCapabilities(native_delay=True, broadcast=True, exchanges=True)
 
     def fanout(self) -> Fanout:
-        # Lazy, breaks the cycle broker -> fanout -> broker (the fanout module imports this one).
-        from caraway.engines.memory.fanout import MemoryFanout
-
         return MemoryFanout(self)
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
@@ -67,7 +69,7 @@ class MemoryBroker(Broker):
 
     def publish(self, batch: Sequence[Outgoing]) -> None:
         store = self._store
-        now = time.time()
+        now = self.clock.time()
         with store.changed:
             if any(item.exchange or item.declaration for item in batch):
                 for bound in {i.declaration for i in batch if i.declaration is not None}:
@@ -91,16 +93,18 @@ class MemoryBroker(Broker):
 
     def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
         store = self._store
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout  # how long to wait is real time, always
         with store.changed:
             while True:
-                next_due = self._promote_due(time.time())
+                now = self.clock.time()
+                next_due = self._promote_due(now)
                 found = self._take(queues, limit)
                 remaining = deadline - time.monotonic()
                 if found or remaining <= 0:
                     return found
-                wait = remaining if next_due is None else min(remaining, next_due - time.time())
-                store.changed.wait(max(wait, 0.001))
+                if next_due is not None:
+                    remaining = min(remaining, next_due - now, DELAY_POLL)
+                store.changed.wait(max(remaining, 0.001))
 
     def _take(self, queues: Sequence[str], limit: int) -> list[Delivery]:
         store = self._store
@@ -128,7 +132,7 @@ class MemoryBroker(Broker):
                 if item is None:
                     continue
                 if delay > 0:
-                    heapq.heappush(store.delayed, (time.time() + delay, tag, item))
+                    heapq.heappush(store.delayed, (self.clock.time() + delay, tag, item))
                 else:
                     self._push(item, tag)
             store.changed.notify_all()
@@ -137,7 +141,8 @@ class MemoryBroker(Broker):
         store = self._store
         with store.changed:
             store.held.pop(delivery.tag, None)
-            store.dead.append(DeadLetter(delivery.message, delivery.queue, reason, time.time()))
+            dead = DeadLetter(delivery.message, delivery.queue, reason, self.clock.time())
+            store.dead.append(dead)
         return f"the dead letters of {self.url}"
 
     def purge(self, queue: str) -> int:
@@ -173,3 +178,8 @@ class MemoryBroker(Broker):
         with self._store.changed:
             revoked = self._store.revoked
             return list(revoked[cursor:]), len(revoked)
+
+    def delayed(self, queues: Sequence[str], limit: int = 1000) -> list[tuple[float, Delivery]]:
+        with self._store.changed:
+            held = sorted(d for d in self._store.delayed if d[2].queue in queues)[:limit]
+        return [(due, Delivery(item.message, item.queue, None)) for due, _, item in held]

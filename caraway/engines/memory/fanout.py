@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from typing import TYPE_CHECKING
 
 from caraway.engines.base.fanout import Binding, Exchange, Fanout, Subscription, matches
-from caraway.engines.memory.broker import MemoryBroker
 from caraway.protocol import Message
+
+if TYPE_CHECKING:
+    from caraway.engines.memory.broker import MemoryBroker
 
 
 class _Hub:

@@ -36,7 +36,7 @@ from caraway.exceptions import OperationalError, TimeoutError
 from caraway.utils.pid import current_pid
 
 if TYPE_CHECKING:
-    from caraway.app import Caraway
+    from caraway.engines.base.app import EngineApp
 
 # Writes a result and announces it, unless the key already holds a SUCCESS (a late STARTED
 # or a duplicate run must not hide it). The stored status is read with cjson, so this
@@ -72,7 +72,7 @@ class RedisBackend(Backend):
     # Celery's own chord keys (caraway/engines/redis/chord_join.py), and beat beside them.
     capabilities = BackendCapabilities(chord_join="native", beat_schedules=True)
 
-    def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, app: EngineApp, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, url, options)
         conf = app.conf
         self.target = parse_url(url)

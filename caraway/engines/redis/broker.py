@@ -527,7 +527,7 @@ class RedisBroker(Broker):
         lifetime = max(1, int(self.lease_seconds))
         base_args: list[Any] = [max(1, limit), 0.0, len(order), 0, lifetime, *names]
         keys = [self.unacked, self.unacked_index, self._receipt, *lists]
-        base_args[1], base_args[3] = repr(time.time()), self._next_call()
+        base_args[1], base_args[3] = repr(self.clock.time()), self._next_call()
         raw = self._lane.script(self._fetch, keys, base_args)
         while not raw:
             remaining = deadline - time.monotonic()
@@ -538,7 +538,7 @@ class RedisBroker(Broker):
                 continue
             key, envelope = popped
             queue_index = lists.index(_text(key)) % len(order) + 1
-            base_args[1], base_args[3] = repr(time.time()), self._next_call()
+            base_args[1], base_args[3] = repr(self.clock.time()), self._next_call()
             raw = self._lane.script(self._fetch, keys, [*base_args, envelope, queue_index])
         deliveries = [
             self._delivery(order[int(raw[i]) - 1], raw[i + 1].decode(), raw[i + 2])
@@ -623,7 +623,7 @@ class RedisBroker(Broker):
 
     def _release_now(self, tags: Sequence[Any], delay: float) -> None:
         if delay > 0:
-            score = time.time() + delay - self.lease_seconds
+            score = self.clock.time() + delay - self.lease_seconds
             with translated(self.target, "to release"):
                 self.client.zadd(self.unacked_index, dict.fromkeys(tags, score), xx=True)
             return
@@ -663,7 +663,7 @@ class RedisBroker(Broker):
         if not tags:
             return
         try:
-            self.client.zadd(self.unacked_index, dict.fromkeys(tags, time.time()), xx=True)
+            self.client.zadd(self.unacked_index, dict.fromkeys(tags, self.clock.time()), xx=True)
         except CONNECTION_ERRORS as exc:  # fetch reports the outage; the next renewal retries
             logger.debug("Cannot renew leases: %s", exc)
 
@@ -682,7 +682,7 @@ class RedisBroker(Broker):
             return 0
 
     def _restore_visible(self) -> int:
-        ceiling = time.time() - self.lease_seconds
+        ceiling = self.clock.time() - self.lease_seconds
         tags = self.client.zrange(self.unacked_index, ceiling, 0, desc=True, byscore=True)
         if not tags:
             return 0
@@ -714,7 +714,7 @@ class RedisBroker(Broker):
         if envelope is None:
             envelope = self.envelope(delivery.message, delivery.queue, delivery.message.priority)
         record = {"envelope": envelope, "queue": delivery.queue, "reason": reason,
-                  "failed_at": time.time()}  # fmt: skip
+                  "failed_at": self.clock.time()}  # fmt: skip
         pipe = self.client.pipeline(transaction=True)
         pipe.rpush(self.dead_key, serialization.json_dumps(record))
         pipe.zrem(self.unacked_index, delivery.tag)

@@ -50,7 +50,7 @@ from caraway.utils.pid import after_fork_in_child
 from caraway.utils.text import mask_url, truncate
 
 if TYPE_CHECKING:
-    from caraway.app import Caraway
+    from caraway.engines.base.app import EngineApp
 
 T = TypeVar("T")
 
@@ -175,7 +175,7 @@ def meta_from_row(
 class SQLBackend(Backend):
     capabilities = BackendCapabilities(chord_join="counting", beat_schedules=True)
 
-    def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, app: EngineApp, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, url, options)
         conf = app.conf
         self.sa_url = sqlalchemy_url(url)

@@ -13,7 +13,7 @@ from caraway.engines.sqlite.beat_store import SQLiteStore
 from caraway.engines.sqlite.database import Database, path_from_url
 
 if TYPE_CHECKING:
-    from caraway.app import Caraway
+    from caraway.engines.base.app import EngineApp
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS caraway_results (
@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS caraway_chord_claims (
 class SQLiteBackend(Backend):
     capabilities = BackendCapabilities(chord_join="counting", beat_schedules=True)
 
-    def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, app: EngineApp, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, url, options)
         self.db = Database.open(path_from_url(url.removeprefix("db+")))
         self._ready = False

@@ -21,6 +21,7 @@ from caraway.engines.base.broker import Broker, BrokerCapabilities, DeadLetter, 
 from caraway.engines.base.fanout import Fanout
 from caraway.engines.base.topology import QueueDeclaration, fan_out, published_with
 from caraway.engines.sqlite.database import Database, path_from_url
+from caraway.engines.sqlite.fanout import SQLiteFanout
 from caraway.protocol import Message
 
 SCHEMA = """
@@ -87,9 +88,6 @@ class SQLiteBroker(Broker):
     )  # fmt: skip
 
     def fanout(self) -> Fanout:
-        # Lazy, breaks the cycle broker -> fanout -> broker (the fanout module imports this one).
-        from caraway.engines.sqlite.fanout import SQLiteFanout
-
         return SQLiteFanout(self)
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
@@ -161,7 +159,7 @@ class SQLiteBroker(Broker):
         return fan_out(batch, lambda exchange: tables.get(exchange, ()))
 
     def _publish(self, batch: Sequence[Outgoing]) -> None:
-        now = time.time()
+        now = self.clock.time()
         rows = [
             (
                 item.queue,
@@ -185,6 +183,7 @@ class SQLiteBroker(Broker):
             _published.notify_all()
 
     def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+        # How long to wait is real time; what is visible is read on ``clock`` at each poll.
         deadline = time.monotonic() + timeout
         poll = MIN_POLL
         while True:
@@ -198,7 +197,7 @@ class SQLiteBroker(Broker):
 
     def _lease(self, queues: Sequence[str], limit: int) -> list[Delivery]:
         conn = self._conn()
-        now = time.time()
+        now = self.clock.time()
         marks = ",".join("?" * len(queues))
         rows = conn.execute(
             "UPDATE caraway_messages SET lease_owner = ?, lease_until = ?,"
@@ -231,7 +230,7 @@ class SQLiteBroker(Broker):
             self._conn().execute(
                 "UPDATE caraway_messages SET lease_owner = NULL, lease_until = NULL,"
                 f" visible_at = max(visible_at, ?) WHERE {where}",
-                [time.time() + delay, *params],
+                [self.clock.time() + delay, *params],
             )
             with _published:
                 _published.notify_all()
@@ -242,7 +241,7 @@ class SQLiteBroker(Broker):
             return
         self._conn().execute(
             "UPDATE caraway_messages SET lease_until = ? WHERE lease_owner = ?",
-            (time.time() + self.lease_seconds, self.owner),
+            (self.clock.time() + self.lease_seconds, self.owner),
         )
 
     def reclaim_orphans(self) -> int:
@@ -284,7 +283,7 @@ class SQLiteBroker(Broker):
                 " body, content_type, content_encoding)"
                 " SELECT queue, ?, ?, headers, properties, body, content_type, content_encoding"
                 " FROM caraway_messages WHERE id = ?",
-                (reason, time.time(), delivery.tag),
+                (reason, self.clock.time(), delivery.tag),
             )
             conn.execute("DELETE FROM caraway_messages WHERE id = ?", (delivery.tag,))
         return f"table {DEAD_LETTER_TABLE} in {self.db.path}"
@@ -293,7 +292,7 @@ class SQLiteBroker(Broker):
         cursor = self._conn().execute(
             "DELETE FROM caraway_messages WHERE queue = ?"
             " AND (lease_until IS NULL OR lease_until < ?)",
-            (queue, time.time()),
+            (queue, self.clock.time()),
         )
         return int(cursor.rowcount)
 
@@ -303,7 +302,7 @@ class SQLiteBroker(Broker):
             .execute(
                 "SELECT count(*) FROM caraway_messages WHERE queue = ?"
                 " AND (lease_until IS NULL OR lease_until < ?)",
-                (queue, time.time()),
+                (queue, self.clock.time()),
             )
             .fetchone()
         )
@@ -333,7 +332,7 @@ class SQLiteBroker(Broker):
 
     def revoke(self, task_ids: Sequence[str], terminate: bool = False) -> None:
         self._conn()  # the schema: a client's first act may be a revocation
-        now = time.time()
+        now = self.clock.time()
         with self.db.write() as conn:
             conn.executemany(
                 "INSERT INTO caraway_revoked (task_id, terminate, revoked_at) VALUES (?, ?, ?)",
@@ -352,6 +351,21 @@ class SQLiteBroker(Broker):
         if not rows:
             return [], cursor
         return [(row[1], bool(row[2])) for row in rows], int(rows[-1][0])
+
+    def delayed(self, queues: Sequence[str], limit: int = 1000) -> list[tuple[float, Delivery]]:
+        marks, now = ",".join("?" * len(queues)), self.clock.time()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT visible_at, queue, redelivered, headers, properties, body, content_type,"
+                f" content_encoding FROM caraway_messages WHERE queue IN ({marks})"
+                " AND visible_at > ? AND (lease_until IS NULL OR lease_until < ?)"
+                " ORDER BY visible_at, id LIMIT ?",
+                (*queues, now, now, limit),
+            )
+            .fetchall()
+        )
+        return [(row[0], Delivery(_message(row[3:8]), row[1], None, bool(row[2]))) for row in rows]
 
 
 def _message(columns: Sequence[Any]) -> Message:

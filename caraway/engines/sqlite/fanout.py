@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from caraway import serialization
 from caraway.engines.base.fanout import Binding, Exchange, Fanout, Subscription, matches
-from caraway.engines.sqlite.broker import SQLiteBroker
 from caraway.engines.sqlite.database import Database
 from caraway.protocol import Message
+
+if TYPE_CHECKING:
+    from caraway.engines.sqlite.broker import SQLiteBroker
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS caraway_broadcast (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -60,6 +61,10 @@ class Pool(ABC):
 
     def stop(self, wait: bool = True) -> None:  # noqa: B027 - solo has nothing to stop
         """Stop accepting work; with ``wait``, let running work finish."""
+
+    def processes(self) -> list[int]:
+        """Pids of the processes that run tasks (``inspect stats`` ``pool.processes``)."""
+        return [os.getpid()]
 
     def live_slots(self) -> int:
         """How many of the ``limit`` slots can still run work; fewer means one died

@@ -96,6 +96,9 @@ class PreforkPool(ThreadPool):
         self._children.extend([None] * max(0, n))
         super().grow(n)
 
+    def processes(self) -> list[int]:
+        return [child.pid for child in self._children if child is not None]
+
     def _start_child(self, conn: Connection, index: int) -> NoReturn:
         """Runs in the fork server's new child."""
         template = self.options.logfile

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from caraway.app import Caraway
+from caraway.engines.base.app import EngineApp
 from caraway.engines.sqlite.backend import SQLiteBackend
 from caraway.engines.sqlite.broker import SQLiteBroker
 
@@ -27,6 +27,6 @@ class ToyBroker(SQLiteBroker):
 
 
 class ToyBackend(SQLiteBackend):
-    def __init__(self, app: Caraway, url: str, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, app: EngineApp, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, sqlite_url(url), options)
         self.url = url
