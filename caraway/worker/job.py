@@ -60,7 +60,9 @@ class Job:
             replaced_task_nesting=call.headers.get("replaced_task_nesting") or 0,
             acks_late=self.acks_late,
             delivery_info={
-                "exchange": "", "routing_key": delivery.queue,
+                "exchange": delivery.exchange,
+                "routing_key": delivery.queue if delivery.routing_key is None
+                else delivery.routing_key,
                 "priority": delivery.message.priority, "redelivered": delivery.redelivered,
             },
         )  # fmt: skip

@@ -20,7 +20,8 @@ from caraway import signals
 from caraway.beat import EmbeddedService
 from caraway.current import get_current_task
 from caraway.exceptions import ImproperlyConfigured, OperationalError, Unreachable
-from caraway.routing import worker_queues
+from caraway.queues import worker_direct
+from caraway.routing import queue_table, worker_queues
 from caraway.utils.imports import symbol_by_name
 from caraway.utils.log import expand_node_path, setup_logging
 from caraway.utils.time import SYSTEM_CLOCK, Clock
@@ -104,6 +105,13 @@ class Worker:
         )
         excluded = set(exclude_queues or ())
         self.queues = [q for q in self.queues if q not in excluded]
+        table = queue_table(conf)
+        #: How each consumed queue is declared and bound (``task_queues``' exchanges).
+        self.declarations = {name: table.declaration(table.get(name)) for name in self.queues}
+        if conf.worker_direct:  # a queue only this worker consumes, as Celery names it
+            direct = table.declaration(worker_direct(self.hostname))
+            self.declarations[direct.queue] = direct
+            self.queues.append(direct.queue)
         self.pool_name = pool or conf.worker_pool or "prefork"
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
         if self.pool_name == "solo":
@@ -221,6 +229,9 @@ class Worker:
         self.link = BrokerLink(broker.describe(), RetryPolicy.from_conf(app.conf))
         if not self._connect(broker, self.link):
             return
+        for declaration in self.declarations.values():
+            if not declaration.is_plain:  # plain queues are declared as they are consumed
+                broker.declare_bound(declaration)
         self.consumer = Consumer(
             app, broker, self.queues, pool, self.timer, self.state, self.hostname, self.prefetch,
             self.link,
@@ -470,6 +481,13 @@ class Worker:
             logfile=self.logfile, format=conf.worker_task_log_format, colorize=False,
         )  # fmt: skip
 
+    def _queue_line(self, queue: str) -> str:
+        """A queue as Celery's banner shows it: name, exchange (type) and key."""
+        bound = self.declarations[queue]
+        return (
+            f"{queue:<16} exchange={bound.exchange}({bound.exchange_type}) key={bound.routing_key}"
+        )
+
     def banner(self) -> str:
         app = self.app
         tasks = "\n".join(f"  . {name}" for name in sorted(app.tasks.regular()))
@@ -481,7 +499,7 @@ class Worker:
             f"- ** ---------- .> results:     {app.backend.describe()}\n"
             f"- *** --- * --- .> concurrency: {self.concurrency} ({self.pool_name})\n"
             f"-------------- [queues]\n"
-            + "".join(f"                .> {q}\n" for q in self.queues)
+            + "".join(f"                .> {self._queue_line(q)}\n" for q in self.queues)
             + f"\n[tasks]\n{tasks}\n"
         )
 
