@@ -3,6 +3,9 @@
 Code written for Celery runs after changing ``celery`` to ``caraway`` in its imports.
 """
 
+# First, before anything it affects is imported: ``caraway worker -P gevent`` patches the
+# standard library here (nothing happens in any other process; see caraway.utils.green).
+import caraway.utils.green  # noqa: F401
 from caraway.app import Caraway, Celery, shared_task
 from caraway.canvas import (
     Signature,

@@ -355,8 +355,8 @@ class Task(Generic[P, R]):
             "reply_to": request.reply_to,
             "root_id": request.root_id,
             "priority": delivery_info.get("priority"),
-            "queue": delivery_info.get("routing_key"),
             "expires": request.expires,
+            **_route_of(delivery_info),
             **extra,
         }
         return self.signature(
@@ -677,3 +677,12 @@ def _binds(
         except ValueError:  # not a parameter
             return False
     return all(names[i] in kwargs for i in range(given, required))
+
+
+def _route_of(delivery_info: dict[str, Any]) -> dict[str, Any]:
+    """Where a retry goes: the queue a message was sent straight to, else the exchange and
+    routing key it was published with (Celery's rule)."""
+    exchange, routing_key = delivery_info.get("exchange"), delivery_info.get("routing_key")
+    if not exchange:
+        return {"queue": routing_key}
+    return {"exchange": exchange, "routing_key": routing_key}

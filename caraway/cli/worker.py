@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
 #: Celery's pools that caraway does not have (yet), so ``-P prefork`` gets a clear answer.
-CELERY_ONLY_POOLS = ("eventlet", "gevent", "custom")
+CELERY_ONLY_POOLS = ("custom",)
 #: Why ``-O default`` changes nothing: each pool slot takes a task only when it is free.
 ALWAYS_FAIR = (
     "-O default: caraway always schedules fairly (a task goes to a pool slot only when the "
@@ -40,8 +40,8 @@ def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -
     if value in CELERY_ONLY_POOLS:
         raise click.BadParameter(
             f"caraway has no {value} pool yet. Available pools: {available} "
-            "(prefork for CPU-bound tasks, asyncio for async def tasks, threads for I/O-bound"
-            " sync tasks; solo runs one task at a time)."
+            "(prefork for CPU-bound tasks, asyncio for async def tasks, gevent or threads for"
+            " I/O-bound sync tasks; solo runs one task at a time)."
         )
     raise click.BadParameter(
         f"unknown pool {value!r}.{did_you_mean(value, POOLS)} Available pools: {available}."
@@ -89,7 +89,9 @@ def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -
     "--pool",
     callback=_check_pool,
     metavar="POOL",
-    help="Pool: prefork, threads, asyncio or solo (default: worker_pool, prefork).",
+    help="Pool: prefork, threads, gevent, eventlet, asyncio or solo (default: worker_pool,"
+    " prefork). gevent and eventlet patch the process first: give them here, not only in"
+    " worker_pool.",
 )
 @click.option(
     "--max-tasks-per-child",
@@ -166,6 +168,10 @@ def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="Address the --health-port binds (default worker_health_address: every interface).",
 )
 @click.option(
+    "--metrics", is_flag=True, default=None,
+    help="Also serve Prometheus /metrics on the --health-port (worker_metrics).",
+)  # fmt: skip
+@click.option(
     "-B", "--beat", is_flag=True,
     help="Also run beat in this worker (for development: run `caraway beat` in production).",
 )  # fmt: skip
@@ -234,6 +240,7 @@ def worker(
     umask: str | None,
     health_port: int | None,
     health_address: str | None,
+    metrics: bool | None,
     task_events: bool,
     without_gossip: bool,
     without_mingle: bool,
@@ -294,6 +301,7 @@ def worker(
         max_memory_per_child=max_memory_per_child,
         health_port=health_port,
         health_address=health_address,
+        metrics=metrics,
         soft_shutdown_timeout=soft_shutdown_timeout,
         enable_soft_shutdown_on_idle=enable_soft_shutdown_on_idle,
         disable_prefetch=disable_prefetch,

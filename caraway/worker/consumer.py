@@ -40,13 +40,14 @@ from caraway.request import Context
 from caraway.worker import request as hooks
 from caraway.worker.connection import BrokerLink, RetryPolicy
 from caraway.worker.job import Job
-from caraway.worker.pools.base import LATE_LIMIT_SIGNALS, Pool, raise_in_thread
+from caraway.worker.pools.base import LATE_LIMIT_SIGNALS, Pool
 from caraway.worker.ratelimit import TokenBucket, parse_rate
 from caraway.worker.state import WorkerState
 from caraway.worker.timers import Timer
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
+    from caraway.metrics.worker import WorkerMetrics
     from caraway.task import Task
     from caraway.worker.monitor import TaskMonitor
 
@@ -123,6 +124,8 @@ class Consumer:
         self._next_lost_check = 0.0
         #: The worker's task monitor (events, ``inspect active``, terminate), when it has one.
         self.monitor: TaskMonitor | None = None
+        #: The worker's Prometheus metrics (``--metrics``), when it serves them.
+        self.metrics: WorkerMetrics | None = None
         #: When the main loop last turned (``time.monotonic``): the liveness probe reads it.
         self.heartbeat = time.monotonic()
         broker.qos(self.window)
@@ -158,6 +161,11 @@ class Consumer:
                     self._inflight += 1
                     self._leased.add(delivery.tag)
                 self.on_delivery(delivery)
+
+    @property
+    def in_flight(self) -> int:
+        """Messages counted against the prefetch window now: reserved or running."""
+        return self._inflight
 
     def stop(self) -> None:
         self._stopping.set()
@@ -275,6 +283,8 @@ class Consumer:
         if logger.isEnabledFor(logging.INFO):
             logger.info("Task %s received", job.describe())
         signals.task_received.send(sender=self, request=job.request)
+        if self.metrics is not None:
+            self.metrics.received(job)
         if self.state.is_revoked(job.id):
             self._revoke(job, "revoked")
             self._done(job)
@@ -419,6 +429,8 @@ class Consumer:
 
     def _revoke(self, job: Job, reason: str) -> None:
         self._settle(job, "ack", partial(self.broker.ack, [job.delivery.tag]))
+        if self.metrics is not None:
+            self.metrics.revoked(job)
         logger.info("Discarding %s: %s", job.describe(), reason)
         if not job.call.ignore_result:
             self._safely(
@@ -466,11 +478,14 @@ class Consumer:
     def _dead_letter(self, delivery: Delivery, reason: str) -> str:
         """Set the message aside; says where, for the caller's log line."""
         try:
-            return self.broker.dead_letter(delivery, reason)
+            where = self.broker.dead_letter(delivery, reason)
         except SettlementKept:
-            return "the dead letters once the broker is back (it is away)"
+            where = "the dead letters once the broker is back (it is away)"
         except OperationalError as exc:
             return f"nowhere ({exc}); the broker will deliver it again"
+        if self.metrics is not None:
+            self.metrics.dead_lettered()
+        return where
 
     def _safely(self, fun: Any, *args: Any) -> None:
         """Result writes on the side paths must never stop (nor stall) the consumer."""
@@ -529,6 +544,8 @@ class Consumer:
         self.state.active[job.id] = job
         if self.monitor is not None:
             self.monitor.started(job)
+        if self.metrics is not None:
+            self.metrics.started(job)
         return True
 
     def _succeeded(self, job: Job) -> bool:
@@ -545,6 +562,8 @@ class Consumer:
         self.state.task_done(job.name)
         if self.monitor is not None:
             self.monitor.finished(job, outcome)
+        if self.metrics is not None:
+            self.metrics.finished(job, outcome)
         if job.hooks is not None:
             hooks.finished(job.hooks, outcome)
         if job.acks_late:
@@ -563,6 +582,8 @@ class Consumer:
             logger.exception("Internal error running %s", job.describe())
         if self.monitor is not None:
             self.monitor.finished(job, outcome)
+        if self.metrics is not None:
+            self.metrics.finished(job, outcome)
         if job.acks_late:
             self._settle_late(job, outcome)
 
@@ -597,6 +618,7 @@ class Consumer:
         if not job.soft_time_limit and not job.time_limit:
             return execute(job.task, job.request)
         thread_id = threading.get_ident()
+        owner = self.pool.owner()
         guard = threading.Lock()
         running = [True]
         for limit, exc_type in (
@@ -610,9 +632,10 @@ class Consumer:
                         if running[0]:
                             logger.error("%s exceeded its %s", job.describe(), LIMIT_NAMES[exc])
                             # An async body on this thread's loop is cancelled at its await;
-                            # sync code gets an async exception at its next instruction.
+                            # sync code gets the exception from the pool (at its next
+                            # instruction on a thread, its next switch on a greenlet).
                             if not coroutines.interrupt(thread_id, exc):
-                                raise_in_thread(thread_id, exc)
+                                self.pool.interrupt(owner, exc)
                             if job.hooks is not None:
                                 hooks.timed_out(job.hooks, exc is SoftTimeLimitExceeded, after)
 

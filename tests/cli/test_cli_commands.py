@@ -35,7 +35,7 @@ def test_worker_runs_tasks_and_stops_warmly_on_sigterm(project: Project) -> None
     assert slow.get(timeout=1) == "slept"  # a warm shutdown lets running tasks finish
     assert not pidfile.exists()
     assert f"w1@{socket.gethostname()}" in out  # the banner, with %h expanded
-    assert ".> celery\n" in out
+    assert ".> celery           exchange=celery(direct) key=celery\n" in out
     assert ".> extra" not in out
     assert "warm shutdown" in err
 

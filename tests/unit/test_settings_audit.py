@@ -90,8 +90,8 @@ def test_the_counts_add_up() -> None:
 
 def test_a_refused_setting_raises_at_configuration_naming_what_to_use() -> None:
     app = Celery("audit", broker="memory://audit-refused", set_as_current=False)
-    with pytest.raises(ImproperlyConfigured, match=r"'worker_direct'.*-Q"):
-        app.conf.update(worker_direct=True)
+    with pytest.raises(ImproperlyConfigured, match=r"'broker_transport'.*scheme"):
+        app.conf.update(broker_transport="redis")
 
     app.config_from_object({"worker_consumer": "proj.consumer:MyConsumer"})
     with pytest.raises(ImproperlyConfigured, match=r"'worker_consumer'.*signals"):
@@ -114,10 +114,10 @@ def test_a_refused_setting_set_only_by_the_environment_fails_at_finalize(
 
 def test_an_old_name_of_a_refused_setting_is_refused_under_its_old_name() -> None:
     app = Celery("audit", broker="memory://audit-old", set_as_current=False)
-    app.config_from_object({"CELERY_WORKER_DIRECT": True})
+    app.config_from_object({"CELERY_TASK_PROTOCOL": 1})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConfigurationWarning)  # "rename it": not the point
-        with pytest.raises(ImproperlyConfigured, match=r"CELERY_WORKER_DIRECT \(worker_direct\)"):
+        with pytest.raises(ImproperlyConfigured, match=r"CELERY_TASK_PROTOCOL \(task_protocol\)"):
             _ = app.conf.task_serializer
 
 
@@ -125,13 +125,13 @@ def test_defaults_spelled_out_pass_quietly() -> None:
     app = Celery("audit", broker="memory://audit-defaults", set_as_current=False)
     app.config_from_object(
         {
-            "worker_direct": False,
+            "broker_transport": None,
             "task_protocol": 2,
             "cassandra_servers": (),
             "worker_log_color": False,
         }
     )
-    assert app.conf.worker_direct is False  # no error, and (filterwarnings=error) no warning
+    assert app.conf.task_protocol == 2  # no error, and (filterwarnings=error) no warning
 
 
 def test_an_ignored_setting_warns_once_naming_it_and_the_reason(fresh_warnings: None) -> None:
