@@ -163,6 +163,17 @@ def redirect_stdouts(level: int | str = logging.WARNING) -> None:
         sys.stderr = LoggingProxy(redirected, number, sys.stderr)
 
 
+def restore_stdouts() -> None:
+    """Put back the streams ``redirect_stdouts`` replaced (flushing what is pending), so
+    interpreter shutdown flushes the real ones: a proxy's logger and thread-locals may be gone
+    by then (under gevent the exit status became 120)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if isinstance(stream, LoggingProxy):
+            stream.flush()
+            setattr(sys, name, stream.fallback)
+
+
 _NODE_FIELD = re.compile(r"%[phndiI%]")
 
 
@@ -189,6 +200,7 @@ __all__ = [
     "get_logger",
     "get_task_logger",
     "redirect_stdouts",
+    "restore_stdouts",
     "setup_logging",
     "task_logger",
     "worker_logger",

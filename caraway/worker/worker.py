@@ -23,7 +23,7 @@ from caraway.exceptions import ImproperlyConfigured, OperationalError, Unreachab
 from caraway.queues import worker_direct
 from caraway.routing import queue_table, worker_queues
 from caraway.utils.imports import symbol_by_name
-from caraway.utils.log import expand_node_path, redirect_stdouts, setup_logging
+from caraway.utils.log import expand_node_path, redirect_stdouts, restore_stdouts, setup_logging
 from caraway.utils.time import SYSTEM_CLOCK, Clock
 from caraway.worker.autoscale import Autoscaler, parse_autoscale
 from caraway.worker.connection import BrokerLink, RetryPolicy
@@ -197,6 +197,8 @@ class Worker:
             self.consumer.run()
         finally:
             self._shutdown()
+            if self._setup_logging:
+                restore_stdouts()
 
     def _boot(self) -> None:
         app = self.app

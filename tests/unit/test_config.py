@@ -286,7 +286,13 @@ settings = _Settings()
 """
 
 
-def test_django_settings_with_celery_namespace(write_module: WriteModule) -> None:
+def test_django_settings_with_celery_namespace(
+    write_module: WriteModule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real Django may be loaded already (kombu's JSON module imports it when installed, so
+    # any in-process Celery client does): set it aside for the fake, restored after the test.
+    for name in [name for name in sys.modules if name == "django" or name.startswith("django.")]:
+        monkeypatch.delitem(sys.modules, name)
     write_module("django.conf", FAKE_DJANGO_SETTINGS)
     conf = Configuration()
     conf.set_source("django.conf:settings", namespace="CELERY")

@@ -79,6 +79,9 @@ class BroadcastRelay:
         push: Callable[[bytes], None],
         describe: str,
     ) -> None:
+        # Held for the relay's life: redis-py closes a client's pool when the client is
+        # collected, which would drop the subscription and lose what is sent meanwhile.
+        self._client = client
         self._pubsub = client.pubsub()
         self._push = push
         self._describe = describe
@@ -112,3 +115,4 @@ class BroadcastRelay:
         self._thread.join(RELAY_SLICE + 1.0)
         with contextlib.suppress(*CONNECTION_ERRORS):
             self._pubsub.close()
+            self._client.close()
