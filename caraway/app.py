@@ -28,7 +28,7 @@ from caraway.engines.registry import (
 from caraway.exceptions import CarawayWarning
 from caraway.registry import TaskRegistry
 from caraway.result import AsyncResult, GroupResult
-from caraway.routing import prepare_routers
+from caraway.routing import QueueDeclarations, prepare_routers
 from caraway.schedules import maybe_schedule
 from caraway.task import task_from_function
 from caraway.utils.imports import symbol_by_name
@@ -361,6 +361,11 @@ class Caraway:
     def _backend_url(self) -> str:
         url = self.conf.result_backend
         return str(url) if url else default_backend_url(self.conf.broker_url)
+
+    @property
+    def amqp(self) -> QueueDeclarations:
+        """Celery's ``app.amqp``, reduced to what caraway declares: ``app.amqp.queues``."""
+        return QueueDeclarations(self.conf.task_queues, self.conf.task_default_queue)
 
     @property
     def control(self) -> Control:

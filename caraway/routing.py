@@ -109,15 +109,7 @@ def queue_names(task_queues: Any) -> set[str] | None:
     """Names of the queues in ``task_queues`` (names, dicts, or kombu-like ``Queue`` objects)."""
     if not task_queues:
         return None
-    names = set()
-    for queue in task_queues:
-        if isinstance(queue, str):
-            names.add(queue)
-        elif isinstance(queue, Mapping):
-            names.add(str(queue["name"]))
-        else:
-            names.add(str(queue.name))
-    return names
+    return {_queue_name(queue) for queue in task_queues}
 
 
 def resolve_queue(route: Route, default_queue: str, task_queues: Any, create_missing: bool) -> str:
@@ -136,3 +128,29 @@ def resolve_queue(route: Route, default_queue: str, task_queues: Any, create_mis
             " and task_create_missing_queues is off"
         )
     return str(queue)
+
+
+class QueueDeclarations:
+    """Celery's ``app.amqp`` as far as caraway has it: the queues a worker consumes by default.
+
+    ``queues`` maps each name of ``task_queues`` to its declaration, or holds only
+    ``task_default_queue`` when ``task_queues`` is not set (Celery's default).
+    """
+
+    def __init__(self, task_queues: Any, default_queue: str) -> None:
+        self._task_queues = task_queues
+        self._default_queue = default_queue
+
+    @property
+    def queues(self) -> dict[str, Any]:
+        if not self._task_queues:
+            return {self._default_queue: self._default_queue}
+        return {_queue_name(queue): queue for queue in self._task_queues}
+
+
+def _queue_name(queue: Any) -> str:
+    if isinstance(queue, str):
+        return queue
+    if isinstance(queue, Mapping):
+        return str(queue["name"])
+    return str(queue.name)

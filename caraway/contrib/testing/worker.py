@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from caraway.current import set_current_app
 from caraway.engines.base.disabled import BackendNotConfigured
 from caraway.exceptions import CarawayError, TimeoutError
 from caraway.signals import Signal
+from caraway.utils.nodenames import anon_nodename
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -43,6 +43,12 @@ test_worker_started = Signal("test_worker_started", frozenset({"worker", "consum
 test_worker_stopped = Signal("test_worker_stopped", frozenset({"worker"}))
 
 _names = itertools.count(1)
+
+
+def _anonymous_name(number: int) -> str:
+    """``gen<pid>@host`` (Celery's name) for the first worker; later ones add ``-<n>``."""
+    name = anon_nodename()
+    return name if number == 1 else name.replace("@", f"-{number}@", 1)
 
 
 class EmbeddedWorkerError(CarawayError, RuntimeError):
@@ -102,7 +108,7 @@ def _start_worker_thread(
     **kwargs: Any,
 ) -> Iterator[Worker]:
     setup_app_for_worker(app, loglevel, logfile)
-    kwargs.setdefault("hostname", f"gen{os.getpid()}-{next(_names)}@{socket.gethostname()}")
+    kwargs.setdefault("hostname", _anonymous_name(next(_names)))
     kwargs.setdefault("setup_logging", logging_enabled(app))
     worker = app.Worker(
         concurrency=concurrency, pool=pool, loglevel=loglevel, logfile=logfile, **kwargs
