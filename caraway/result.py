@@ -196,6 +196,10 @@ class AsyncResult(ResultBase, Generic[R]):
             callback(self.id, meta["result"])
         status = meta["status"]
         if status in PROPAGATE_STATES and propagate:
+            if follow_parents and self.parent is not None:
+                # A failed parent caused this failure (a chord body fails because a header
+                # task did): as in Celery, the caller sees the parent's own exception.
+                self.parent._raise_if_failed()
             raise self.backend.exception_from_meta(meta)
         if status in EXCEPTION_STATES:
             value: Any = self.backend.exception_from_meta(meta)

@@ -15,7 +15,7 @@ import importlib.util
 import sys
 import types
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 ALIAS = "celery"
 TARGET = "caraway"
@@ -26,6 +26,10 @@ class MissingNameError(NotImplementedError):
 
 
 class _MissingMeta(type):
+    def __init__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> None:
+        super().__init__(name, bases, namespace)
+        cls.__qualname__ = name
+
     def __getattr__(cls, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
@@ -40,10 +44,7 @@ class MissingName(metaclass=_MissingMeta):
 
 
 def missing(qualified: str) -> type[MissingName]:
-    stand_in: type[MissingName] = _MissingMeta(
-        qualified, (MissingName,), {"__qualname__": qualified}
-    )
-    return stand_in
+    return cast("type[MissingName]", _MissingMeta(qualified, (MissingName,), {}))
 
 
 def _unregistered_command(*args: Any, **kwargs: Any) -> Callable[[Any], Any]:

@@ -235,6 +235,18 @@ def test_a_failing_header_task_fails_the_body_at_once(flow: SimpleNamespace) -> 
     assert result.state == states.FAILURE
 
 
+def test_a_chord_result_raises_the_failed_header_tasks_own_exception(
+    flow: SimpleNamespace,
+) -> None:
+    result = chord([flow.add.s(1, 1), flow.fail.s()], flow.tsum.s()).apply_async()
+
+    # Celery's get() follows the parents: the header's ValueError, not the body's ChordError.
+    with pytest.raises(ValueError, match="header-broke"):
+        result.get(timeout=WAIT)
+    with pytest.raises(ChordError):
+        flow.app.AsyncResult(result.id).get(timeout=WAIT)
+
+
 def test_a_revoked_header_task_fails_the_chord(flow: SimpleNamespace) -> None:
     doomed_id = str(uuid.uuid4())
     flow.app.control.revoke(doomed_id)
