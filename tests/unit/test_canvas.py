@@ -319,3 +319,10 @@ def test_errback_is_published_with_the_failed_task_id(
     assert parse_task_message(errback, JSON).args == [failed.id]
     assert errback.headers["parent_id"] == failed.id
     assert app.backend.get_task_meta(failed.id)["status"] == "FAILURE"
+
+
+def test_ensure_chords_allowed_refuses_only_backends_that_cannot_join() -> None:
+    Caraway("c", broker="memory://", backend="memory://").backend.ensure_chords_allowed()
+    disabled = Caraway("c", broker="redis://127.0.0.1:1/0").backend
+    with pytest.raises(NotImplementedError, match="does not support chords"):
+        disabled.ensure_chords_allowed()

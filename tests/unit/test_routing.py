@@ -200,3 +200,9 @@ def test_queue_objects_with_a_name_attribute_are_understood() -> None:
 
     assert resolve_queue({"queue": Queue("q")}, "celery", [Queue("q")], False) == "q"
     assert resolve_queue({"queue": {"name": "q"}}, "celery", [{"name": "q"}], False) == "q"
+
+
+def test_app_amqp_queues_lists_the_declared_queues() -> None:
+    assert set(Caraway("q", broker="memory://").amqp.queues) == {"celery"}
+    app = Caraway("q", broker="memory://", task_queues=["fast", {"name": "slow"}])
+    assert set(app.amqp.queues) == {"fast", "slow"}
