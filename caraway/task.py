@@ -390,6 +390,8 @@ class Task(Generic[P, R]):
         request = self.request
         if request.called_directly:
             raise RuntimeError("replace() can only be called from a running task")
+        if isinstance(sig, _chain) and not sig.tasks:
+            raise ImproperlyConfigured("Cannot replace with an empty chain")
         if request.is_eager:
             return sig.apply().get()
         if isinstance(sig, group) and not isinstance(sig, _chord):

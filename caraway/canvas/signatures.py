@@ -85,9 +85,18 @@ class Signature(dict[str, Any]):
     def args(self) -> list[Any]:
         return list(self.get("args") or [])
 
+    @args.setter
+    def args(self, value: Iterable[Any]) -> None:
+        """Replace the partial arguments (Celery code assigns ``sig.args = (...)``)."""
+        self["args"] = list(value)
+
     @property
     def kwargs(self) -> dict[str, Any]:
         return dict(self.get("kwargs") or {})
+
+    @kwargs.setter
+    def kwargs(self, value: dict[str, Any]) -> None:
+        self["kwargs"] = dict(value)
 
     @property
     def options(self) -> dict[str, Any]:

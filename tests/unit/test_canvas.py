@@ -326,3 +326,11 @@ def test_ensure_chords_allowed_refuses_only_backends_that_cannot_join() -> None:
     disabled = Caraway("c", broker="redis://127.0.0.1:1/0").backend
     with pytest.raises(NotImplementedError, match="does not support chords"):
         disabled.ensure_chords_allowed()
+
+
+def test_partial_args_and_kwargs_can_be_assigned(add: Task[Any, Any]) -> None:
+    sig = add.s(1)
+    sig.args = (5,)
+    sig.kwargs = {"y": 2}
+    assert (sig["args"], sig["kwargs"]) == ([5], {"y": 2})
+    assert sig.apply().get() == 7

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from caraway import Caraway, EagerResult, states
+from caraway import Caraway, EagerResult, chain, states
 from caraway.engines.base.broker import Delivery, Outgoing
-from caraway.exceptions import EncodeError, MaxRetriesExceededError, Retry
+from caraway.exceptions import EncodeError, ImproperlyConfigured, MaxRetriesExceededError, Retry
 from caraway.execution import Outcome, execute
 from caraway.protocol import parse_task_message
 from caraway.task import Task
@@ -553,3 +553,14 @@ def test_call_site_argument_checks_agree_with_python(
     else:
         with pytest.raises(TypeError, match=rf"proj\.{function.__name__}\("):
             task._check_arguments(args, kwargs)
+
+
+def test_replace_with_an_empty_chain_is_refused(app: Caraway) -> None:
+    @app.task(bind=True, name="proj.replace_with_nothing")
+    def replace_with_nothing(self: Task[Any, Any]) -> Any:
+        return self.replace(chain())
+
+    result = replace_with_nothing.apply()
+    assert result.failed()
+    with pytest.raises(ImproperlyConfigured, match="Cannot replace with an empty chain"):
+        result.get()
