@@ -218,7 +218,11 @@ class Caraway:
             raise ValueError(f"{cls.__qualname__} needs a 'name' attribute to be registered")
         if getattr(cls, "app", None) is not self:
             cls = type(cls.__name__, (cls,), {"app": self, "__module__": cls.__module__})
-        registered: task_module.Task[Any, Any] = cls()
+        if isinstance(task, type):
+            registered: task_module.Task[Any, Any] = cls()
+        else:  # the caller's own instance is bound, as in Celery: it then calls this app
+            task.__class__ = cls
+            registered = task
         self._tasks.register(self._annotate(registered) if self._finalized else registered)
         return registered
 

@@ -436,3 +436,20 @@ def test_now_is_aware_and_in_the_apps_zone() -> None:
     assert utc_app.now().utcoffset() == timedelta(0)
     assert tokyo.now().utcoffset() == timedelta(hours=9)
     assert abs(tokyo.now() - datetime.now(timezone.utc)) < timedelta(seconds=5)
+
+
+def test_register_task_binds_the_instance_it_is_given(app: Caraway) -> None:
+    class Double(Task[Any, Any]):
+        name = "proj.double"
+
+        def run(self, x: int) -> int:
+            return 2 * x
+
+    instance = Double()
+    registered = app.register_task(instance)
+
+    assert registered is instance
+    assert instance.app is app
+    assert app.tasks["proj.double"] is instance
+    assert isinstance(instance, Double)
+    assert instance.apply((4,)).get() == 8
