@@ -56,6 +56,9 @@ class AsyncResult(ResultBase, Generic[R]):
         self.task_name = task_name
         self.parent = parent
         self._cache: dict[str, Any] | None = None
+        #: Sent with ``ignore_result``: no result will be stored, so ``get()`` returns None
+        #: at once instead of waiting for ever (as in Celery).
+        self.ignored = False
 
     @property
     def task_id(self) -> str:
@@ -178,6 +181,8 @@ class AsyncResult(ResultBase, Generic[R]):
         """Wait for the result; re-raise the task's exception when ``propagate``."""
         if disable_sync_subtasks:
             assert_will_not_block()
+        if self.ignored:
+            return None  # type: ignore[return-value]
         if follow_parents and propagate and self.parent is not None:
             self.parent._raise_if_failed()
             parent, user_hook = self.parent, on_interval

@@ -140,7 +140,9 @@ def send_task_message(
     publish(app, name, message, (args, kwargs, embed), queue, priority or 0, deliver_at, options)
     if parent_request is not None:
         parent_request.children.append([[task_id, None], None])
-    return app.AsyncResult(task_id, task_name=name)
+    result: AsyncResult[Any] = app.AsyncResult(task_id, task_name=name)
+    result.ignored = bool(ignore_result)
+    return result
 
 
 @lru_cache(maxsize=16)

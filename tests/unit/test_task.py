@@ -564,3 +564,19 @@ def test_replace_with_an_empty_chain_is_refused(app: Caraway) -> None:
     assert result.failed()
     with pytest.raises(ImproperlyConfigured, match="Cannot replace with an empty chain"):
         result.get()
+
+
+def test_a_result_sent_with_ignore_result_knows_it_and_get_returns_none(app: Caraway) -> None:
+    @app.task(name="proj.quiet", ignore_result=True)
+    def quiet() -> int:
+        return 1
+
+    @app.task(name="proj.loud")
+    def loud() -> int:
+        return 2
+
+    ignored = quiet.delay()
+    assert ignored.ignored is True
+    assert ignored.get(timeout=0.1) is None  # no worker runs: it must not wait
+    assert loud.apply_async(ignore_result=True).ignored is True
+    assert loud.delay().ignored is False
