@@ -74,6 +74,10 @@ def send_task_message(
         defaults = {key: getattr(task, key) for key in TASK_EXEC_OPTIONS}
         options = {**{k: v for k, v in defaults.items() if v is not None}, **options}
     options = {k: v for k, v in options.items() if v is not None}
+    _check_time_limits(
+        options.get("time_limit", getattr(task, "time_limit", None)),
+        options.get("soft_time_limit", getattr(task, "soft_time_limit", None)),
+    )
     route = lookup(app.routers, name, args, kwargs, options, task)
     merged = {**route, **options}
     queue = resolve_queue(
@@ -143,6 +147,15 @@ def send_task_message(
     result: AsyncResult[Any] = app.AsyncResult(task_id, task_name=name)
     result.ignored = bool(ignore_result)
     return result
+
+
+def _check_time_limits(hard: Any, soft: Any) -> None:
+    """A soft limit past the hard one would never fire: refused before sending (Celery)."""
+    if hard is not None and soft is not None and float(soft) > float(hard):
+        raise ValueError(
+            f"soft_time_limit must be less than or equal to time_limit (got soft_time_limit="
+            f"{soft}, time_limit={hard})"
+        )
 
 
 @lru_cache(maxsize=16)

@@ -580,3 +580,17 @@ def test_a_result_sent_with_ignore_result_knows_it_and_get_returns_none(app: Car
     assert ignored.get(timeout=0.1) is None  # no worker runs: it must not wait
     assert loud.apply_async(ignore_result=True).ignored is True
     assert loud.delay().ignored is False
+
+
+def test_a_soft_time_limit_above_the_hard_one_is_refused_before_sending(
+    app: Caraway, published: list[Outgoing]
+) -> None:
+    @app.task(name="proj.limited", soft_time_limit=2, time_limit=1)
+    def limited() -> None:
+        return None
+
+    with pytest.raises(ValueError, match="soft_time_limit must be less than or equal to"):
+        limited.delay()
+    with pytest.raises(ValueError, match="soft_time_limit must be less than or equal to"):
+        app.send_task("proj.other", time_limit=1, soft_time_limit=5)
+    assert published == []
