@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 #: Task attributes that act as default call options (Celery's ``_get_exec_options``).
 TASK_EXEC_OPTIONS = ("queue", "routing_key", "exchange", "priority", "serializer", "compression")
+#: AMQP basic properties a caller may set (``apply_async(app_id=...)``); they travel as
+#: message properties and the task reads them in ``self.request.properties`` (Celery).
+CALLER_PROPERTIES = ("app_id", "user_id", "type", "message_id", "timestamp", "cluster_id")
 DEFAULT_RETRY_POLICY = {
     "max_retries": 3,
     "interval_start": 0.0,
@@ -131,6 +134,7 @@ def send_task_message(
         now=datetime.fromtimestamp(now, timezone.utc),
     )
     message.properties["delivery_info"] = {"exchange": "", "routing_key": queue}
+    message.properties.update((k, options[k]) for k in CALLER_PROPERTIES if k in options)
     embed = {"callbacks": link, "errbacks": link_error, "chain": options.get("chain"),
              "chord": options.get("chord")}  # fmt: skip
     deliver_at = eta.timestamp() if eta else None

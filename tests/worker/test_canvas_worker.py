@@ -119,13 +119,17 @@ def flow(
             self.add_to_chord(add.si(value, 1000))
             return value
 
+        @app.task(name="canvas.properties", bind=True)
+        def properties(self: Any) -> Any:
+            return self.request.properties.get("app_id")
+
         worker = ThreadedWorker(app, pool="threads", concurrency=4).start()
         try:
             yield SimpleNamespace(
                 app=app, kind=request.param, add=add, tsum=tsum, fail=fail,
                 wait_gate=wait_gate, gate=gate, on_error_old=on_error_old,
                 on_error_new=on_error_new, errors=errors, replacer=replacer, grower=grower,
-                worker=worker.worker,
+                worker=worker.worker, properties=properties,
             )  # fmt: skip
         finally:
             gate.set()
@@ -364,3 +368,8 @@ def test_collect_walks_the_children_of_a_task(flow: SimpleNamespace) -> None:
     child.get(timeout=WAIT)
 
     assert [value for _, value in result.collect(timeout=WAIT)] == [2, 12]
+
+
+def test_message_properties_given_by_the_caller_reach_the_request(flow: SimpleNamespace) -> None:
+    """Not canvas, but these workers cover every broker: ``app_id`` travels as in Celery."""
+    assert flow.properties.apply_async(app_id="1234").get(timeout=WAIT) == "1234"
