@@ -16,6 +16,7 @@ from caraway import serialization, states
 from caraway.canvas import Signature
 from caraway.current import pop_task, push_task
 from caraway.exceptions import Ignore, ImproperlyConfigured, MaxRetriesExceededError, Reject, Retry
+from caraway.protocol import custom_headers
 from caraway.request import Context
 from caraway.utils.text import did_you_mean
 from caraway.utils.time import backoff_countdown
@@ -304,6 +305,7 @@ class Task(Generic[P, R]):
             "priority": delivery_info.get("priority"),
             "queue": delivery_info.get("routing_key"),
             "expires": request.expires,
+            "headers": custom_headers(request.headers) or None,
             **extra,
         }
         return self.signature(
