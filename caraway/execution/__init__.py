@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from caraway import signals, states
 from caraway.canvas import maybe_signature
 from caraway.canvas.chords import count_group_success, on_part_return, propagate_chain_failure
-from caraway.current import get_current_worker_task, pop_task, push_task
+from caraway.current import get_current_task, pop_task, push_task
 from caraway.exceptions import EncodeError, Ignore, Reject, Retry
 from caraway.execution.coroutines import await_interruptibly, run_in_thread_loop
 from caraway.execution.errbacks import call_errbacks
@@ -273,7 +273,10 @@ def run_eagerly(
     """``Task.apply``: run here as a worker would; a retry runs again at once."""
 
     task_id = task_id or str(uuid.uuid4())
-    parent = get_current_worker_task()
+    # Any running task is the parent, an eager one too: apply() inside apply() (Celery).
+    parent = get_current_task()
+    if parent is not None and parent.request.called_directly:
+        parent = None
     request = Context(
         id=task_id, task=task.name, args=args, kwargs=kwargs, retries=retries, is_eager=True,
         called_directly=False, delivery_info={"is_eager": True}, hostname=socket.gethostname(),

@@ -594,3 +594,18 @@ def test_a_soft_time_limit_above_the_hard_one_is_refused_before_sending(
     with pytest.raises(ValueError, match="soft_time_limit must be less than or equal to"):
         app.send_task("proj.other", time_limit=1, soft_time_limit=5)
     assert published == []
+
+
+def test_apply_inside_apply_links_parent_and_root(app: Caraway) -> None:
+    @app.task(bind=True, name="proj.inner")
+    def inner(self: Task[Any, Any]) -> list[Any]:
+        return [self.request.id, self.request.parent_id, self.request.root_id]
+
+    @app.task(bind=True, name="proj.outer")
+    def outer(self: Task[Any, Any]) -> list[Any]:
+        return [self.request.id, self.request.parent_id, self.request.root_id, inner.apply().get()]
+
+    outer_id, outer_parent, outer_root, (inner_id, inner_parent, inner_root) = outer.apply().get()
+    assert (outer_parent, outer_root) == (None, outer_id)
+    assert (inner_parent, inner_root) == (outer_id, outer_id)
+    assert inner_id != outer_id
