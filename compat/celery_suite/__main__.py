@@ -16,7 +16,7 @@ from compat.celery_suite.sdist import CACHE, VERSION, sdist_root
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS = "redis://127.0.0.1:6379"
-#: The runner's own Redis database, so its keys never meet another test's.
+#: The runner's own Redis database, so its keys never meet another test's (``--redis-db``).
 REDIS_DB = 14
 #: Files of ``t/integration`` run by default (the others need Celery internals or services
 #: caraway does not talk to; see ``exclusions.py``).
@@ -28,17 +28,18 @@ COLUMNS = ("collected", "passed", "failed", "excluded", "skipped")
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     root = sdist_root()
-    with _broker_url(args.broker) as broker:
+    redis_url = f"{REDIS}/{args.redis_db}"
+    with _broker_url(args.broker, redis_url) as broker:
         env = {
             **os.environ,
             "TEST_BROKER": broker,
-            "TEST_BACKEND": f"{REDIS}/{REDIS_DB}",
+            "TEST_BACKEND": redis_url,
             "REDIS_HOST": "127.0.0.1",
             "REDIS_PORT": "6379",
             "PYTHONPATH": os.pathsep.join([str(REPO), str(root)]),
             "CELERY_SUITE_TEST_TIMEOUT": str(args.test_timeout),
         }
-        _flush_redis_db()
+        _flush_redis_db(redis_url)
         tally = _run_pytest(root, args.files, args.pytest_args, env)
     summary = {"celery": VERSION, "broker": args.broker, "files": tally}
     args.summary.parent.mkdir(parents=True, exist_ok=True)
@@ -57,6 +58,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=list(DEFAULT_FILES),
         help="files of t/integration, may end in ::test (default: %(default)s)",
     )
+    parser.add_argument("--redis-db", type=int, default=REDIS_DB, help="Redis database to use")
     parser.add_argument("--summary", type=Path, default=None, help="JSON summary path")
     parser.add_argument("--test-timeout", type=float, default=60.0, help="seconds per test")
     parser.add_argument("--pytest-args", default="", help="more pytest arguments: '-x -k chord'")
@@ -67,9 +69,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 @contextmanager
-def _broker_url(broker: str) -> Iterator[str]:
+def _broker_url(broker: str, redis_url: str) -> Iterator[str]:
     if broker == "redis":
-        yield f"{REDIS}/{REDIS_DB}"
+        yield redis_url
         return
     sys.path.insert(0, str(REPO / "tests"))
     # Lazy, tests/services.py is the team's vhost helper and lives outside any package.
@@ -79,11 +81,11 @@ def _broker_url(broker: str) -> Iterator[str]:
         yield url
 
 
-def _flush_redis_db() -> None:
+def _flush_redis_db(url: str) -> None:
     # Lazy, only the Redis-backed runs need the client.
     import redis
 
-    redis.Redis.from_url(f"{REDIS}/{REDIS_DB}").flushdb()
+    redis.Redis.from_url(url).flushdb()
 
 
 def _run_pytest(
