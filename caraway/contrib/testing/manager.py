@@ -152,7 +152,8 @@ class ManagerMixin:
         """Return once no worker reports an active task; fail after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while True:
-            active = self.inspect().active() or {}
+            # One second per question: every test's teardown asks, and workers answer fast.
+            active = self.inspect(timeout=1.0).active() or {}
             if not any(active.values()):
                 return
             if time.monotonic() > deadline:
