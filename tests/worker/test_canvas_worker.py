@@ -373,3 +373,43 @@ def test_collect_walks_the_children_of_a_task(flow: SimpleNamespace) -> None:
 def test_message_properties_given_by_the_caller_reach_the_request(flow: SimpleNamespace) -> None:
     """Not canvas, but these workers cover every broker: ``app_id`` travels as in Celery."""
     assert flow.properties.apply_async(app_id="1234").get(timeout=WAIT) == "1234"
+
+
+def test_a_chain_failing_inside_a_chord_header_fails_the_chord_and_runs_its_errback(
+    flow: SimpleNamespace,
+) -> None:
+    header = [chain(flow.add.si(1, 1), flow.fail.s(), flow.add.si(1, 1))]
+    sig = chord(header, flow.tsum.s())
+    sig.link_error(flow.on_error_old.si("header-chain"))
+
+    result = sig.delay()
+
+    with pytest.raises(ValueError, match="header-broke"):
+        result.get(timeout=WAIT)
+    with pytest.raises(ChordError):  # the body is failed, not left waiting for ever
+        flow.app.AsyncResult(result.id).get(timeout=WAIT)
+    wait_until(lambda: ("old", "header-chain") in flow.errors, what="the chord's errback")
+
+
+def test_a_chains_errback_runs_whichever_step_fails(flow: SimpleNamespace) -> None:
+    body = chain(flow.add.si(1, 1), flow.fail.s(), flow.add.si(1, 1))
+    sig = chord([flow.add.si(1, 1)], body)
+    sig.link_error(flow.on_error_old.si("body-chain"))
+
+    result = sig.delay()
+
+    with pytest.raises(ValueError, match="header-broke"):
+        result.get(timeout=WAIT)
+    wait_until(lambda: ("old", "body-chain") in flow.errors, what="the body chain's errback")
+    assert flow.errors.count(("old", "body-chain")) == 1
+
+
+def test_an_inner_chains_errback_survives_flattening(flow: SimpleNamespace) -> None:
+    inner = chain(flow.add.si(1, 1), flow.fail.s())
+    inner.link_error(flow.on_error_old.si("inner-chain"))
+
+    result = chain(inner, flow.add.s(1)).delay()
+
+    with pytest.raises(ValueError, match="header-broke"):
+        result.get(timeout=WAIT)
+    wait_until(lambda: ("old", "inner-chain") in flow.errors, what="the inner chain's errback")
