@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -96,7 +97,8 @@ def _run_pytest(
         command = [sys.executable, "-m", "pytest",
                    *(f"t/integration/{name}" for name in files),
                    "-p", "compat.celery_suite.plugin", "-p", "no:cacheprovider",
-                   "-p", "no:randomly", "-q", "-rfE", "--no-header", *extra.split()]  # fmt: skip
+                   "-p", "no:randomly", "-q", "-rfE", "--no-header",
+                   *shlex.split(extra)]  # fmt: skip
         subprocess.run(command, cwd=root, env={**env, "CELERY_SUITE_TALLY": str(tally_file)},
                        check=False)  # fmt: skip
         if not tally_file.is_file():
