@@ -40,7 +40,7 @@ def test_celerys_own_tests_keep_passing_against_caraway(tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "compat.celery_suite", "--broker", "redis",
         "--redis-db", str(REDIS_DB), "--summary", str(summary), "--test-timeout", "30",
-        "--pytest-args", f"-k '{KEYWORDS}'", *SELECTION,
+        f"--pytest-args=-k '{KEYWORDS}'", *SELECTION,
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=380)
     assert summary.is_file(), f"the runner wrote no summary:\n{done.stdout}\n{done.stderr}"

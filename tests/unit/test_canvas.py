@@ -321,6 +321,28 @@ def test_errback_is_published_with_the_failed_task_id(
     assert app.backend.get_task_meta(failed.id)["status"] == "FAILURE"
 
 
+@pytest.mark.parametrize("stored", ["args", "kwargs"])
+def test_an_errback_with_stored_arguments_is_old_style_when_one_parameter_is_left(
+    app: Caraway, published: list[Outgoing], stored: str
+) -> None:
+    @app.task(name="proj.fail")
+    def fail() -> None:
+        raise ValueError("linkerr")
+
+    @app.task(name="proj.on_error_labelled")
+    def on_error_labelled(task_id: str, label: str) -> str:
+        return label
+
+    errback = on_error_labelled.s("kept") if stored == "args" else on_error_labelled.s(label="kept")
+    failed = fail.apply_async(link_error=errback)
+    _run_as_worker(app, published[0])
+
+    sent = parse_task_message(published[1].message, JSON)
+    assert [sent.args, sent.kwargs] == (
+        [[failed.id, "kept"], {}] if stored == "args" else [[failed.id], {"label": "kept"}]
+    )
+
+
 def test_ensure_chords_allowed_refuses_only_backends_that_cannot_join() -> None:
     Caraway("c", broker="memory://", backend="memory://").backend.ensure_chords_allowed()
     disabled = Caraway("c", broker="redis://127.0.0.1:1/0").backend
