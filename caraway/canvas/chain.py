@@ -164,11 +164,12 @@ class _chain(Composite):
         reply_to = self.app.thread_oid
         for step in steps[:-1]:
             _freeze_with_reply_to(step, reply_to)
-        return (
-            steps[-1].freeze(_id, group_id, chord, root_id, parent_id, group_index)
-            if steps
-            else None
-        )
+        if not steps:
+            return None
+        result = steps[-1].freeze(_id, group_id, chord, root_id, parent_id, group_index)
+        if result is not None and result.id:
+            self.options["task_id"] = result.id  # Celery: a frozen chain's id is its last task's
+        return result
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)

@@ -356,3 +356,11 @@ def test_partial_args_and_kwargs_can_be_assigned(add: Task[Any, Any]) -> None:
     sig.kwargs = {"y": 2}
     assert (sig["args"], sig["kwargs"]) == ([5], {"y": 2})
     assert sig.apply().get() == 7
+
+
+def test_freezing_a_chain_gives_it_the_id_of_its_last_task(add: Task[Any, Any]) -> None:
+    last = add.s(2).set(task_id="42")
+    flow = add.s(4) | last
+    assert flow.id is None
+    assert flow.freeze(last.id).id == "42"
+    assert flow.id == "42"
