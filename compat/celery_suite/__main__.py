@@ -17,8 +17,6 @@ from compat.celery_suite.sdist import CACHE, VERSION, sdist_root
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS = "redis://127.0.0.1:6379"
-#: The runner's own Redis database, so its keys never meet another test's (``--redis-db``).
-REDIS_DB = 14
 #: Files of ``t/integration`` run by default (the others need Celery internals or services
 #: caraway does not talk to; see ``exclusions.py``).
 DEFAULT_FILES = ("test_tasks.py", "test_canvas.py", "test_inspect.py", "test_group_chains.py",
@@ -29,14 +27,13 @@ COLUMNS = ("collected", "passed", "failed", "excluded", "skipped")
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     root = sdist_root()
-    redis_url = f"{REDIS}/{args.redis_db}"
-    with _broker_url(args.broker, redis_url) as broker:
+    with _redis(args.redis_db) as (redis_url, port), _broker_url(args.broker, redis_url) as broker:
         env = {
             **os.environ,
             "TEST_BROKER": broker,
             "TEST_BACKEND": redis_url,
             "REDIS_HOST": "127.0.0.1",
-            "REDIS_PORT": "6379",
+            "REDIS_PORT": str(port),
             "PYTHONPATH": os.pathsep.join([str(REPO), str(root)]),
             "CELERY_SUITE_TEST_TIMEOUT": str(args.test_timeout),
         }
@@ -59,7 +56,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=list(DEFAULT_FILES),
         help="files of t/integration, may end in ::test (default: %(default)s)",
     )
-    parser.add_argument("--redis-db", type=int, default=REDIS_DB, help="Redis database to use")
+    parser.add_argument(
+        "--redis-db",
+        type=int,
+        default=None,
+        help="use this database of the Redis on 6379 instead of a private server",
+    )
     parser.add_argument("--summary", type=Path, default=None, help="JSON summary path")
     parser.add_argument("--test-timeout", type=float, default=60.0, help="seconds per test")
     parser.add_argument("--pytest-args", default="", help="more pytest arguments: '-x -k chord'")
@@ -70,11 +72,35 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 @contextmanager
+def _redis(db: int | None) -> Iterator[tuple[str, int]]:
+    """A ``redis-server`` of the run's own (nothing shared: Celery's tests use fixed keys and
+    count pub/sub channels), or with ``--redis-db`` that database of the machine's Redis."""
+    if db is not None:
+        yield f"{REDIS}/{db}", 6379
+        return
+    _team_helpers()
+    # Lazy, tests/private_redis.py is the team's helper and lives outside any package.
+    from private_redis import PrivateRedis  # type: ignore[import-not-found]
+
+    server = PrivateRedis()
+    server.start()
+    try:
+        yield f"redis://127.0.0.1:{server.port}/0", server.port
+    finally:
+        server.kill()
+
+
+def _team_helpers() -> None:
+    if str(REPO / "tests") not in sys.path:
+        sys.path.insert(0, str(REPO / "tests"))
+
+
+@contextmanager
 def _broker_url(broker: str, redis_url: str) -> Iterator[str]:
     if broker == "redis":
         yield redis_url
         return
-    sys.path.insert(0, str(REPO / "tests"))
+    _team_helpers()
     # Lazy, tests/services.py is the team's vhost helper and lives outside any package.
     from services import rabbitmq_vhost  # type: ignore[import-not-found]
 

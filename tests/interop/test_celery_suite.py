@@ -17,8 +17,6 @@ import pytest
 from services import require
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Redis database of this test's run (the runner flushes it first); the manual runner uses 14.
-REDIS_DB = 12
 #: What runs: nodes of ``t/integration`` and a ``-k`` expression (Celery's tests, chosen for
 #: speed and for the behaviour they pin: calling, retries, request fields, chains, chords).
 SELECTION = (
@@ -35,11 +33,11 @@ RATCHET = {"test_tasks.py": 0, "test_canvas.py": 0}
 
 @pytest.mark.timeout(400)
 def test_celerys_own_tests_keep_passing_against_caraway(tmp_path: Path) -> None:
-    require("redis")
+    require("redis")  # the runner starts a redis-server of its own; the service proves one is here
     summary = tmp_path / "summary.json"
     command = [
         sys.executable, "-m", "compat.celery_suite", "--broker", "redis",
-        "--redis-db", str(REDIS_DB), "--summary", str(summary), "--test-timeout", "30",
+        "--summary", str(summary), "--test-timeout", "30",
         f"--pytest-args=-k '{KEYWORDS}'", *SELECTION,
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=380)
