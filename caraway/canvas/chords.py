@@ -215,6 +215,8 @@ def _result_carriers(body: Signature, app: Caraway) -> list[Signature]:
         for step in body.tasks:
             found.extend(_result_carriers(step, app))
         return found
+    if isinstance(body, _chord):  # a later chord in the chain: its body carries the result
+        return _result_carriers(body.body, app)
     if isinstance(body, group):
         return [m for member in body.tasks for m in _result_carriers(member, app)]
     carriers = [body]

@@ -413,3 +413,14 @@ def test_an_inner_chains_errback_survives_flattening(flow: SimpleNamespace) -> N
     with pytest.raises(ValueError, match="header-broke"):
         result.get(timeout=WAIT)
     wait_until(lambda: ("old", "inner-chain") in flow.errors, what="the inner chain's errback")
+
+
+def test_a_failed_chord_fails_the_chord_after_it_in_a_chain(flow: SimpleNamespace) -> None:
+    add, tsum = flow.add, flow.tsum
+    inner = chain(chord([add.s(1, 1), flow.fail.s()], tsum.s()), chord([add.s(1)], tsum.s()))
+
+    result = group(inner, add.s(1, 1))()
+
+    with pytest.raises((ValueError, ChordError)):
+        result.get(timeout=WAIT)
+    wait_until(lambda: result.results[0].state == states.FAILURE, what="the last chord failed")
