@@ -16,6 +16,7 @@ from caraway.canvas.signatures import (
     _keep_extra_keys,
     _new_id,
     maybe_signature,
+    member_signature,
 )
 from caraway.result import GroupResult
 
@@ -189,7 +190,7 @@ class _chord(Signature):
             head = [header]
             first = header
         else:
-            head = [maybe_signature(t, app) for t in header]
+            head = [member_signature(t, app) for t in header]
             first = head[0] if head else None
         body_sig = maybe_signature(body, app) if body is not None else None
         super().__init__(

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from caraway import Caraway, Signature, chain, maybe_signature, signature
+from caraway import Caraway, Signature, chain, chord, group, maybe_signature, signature
 from caraway.engines.base.broker import Outgoing
 from caraway.exceptions import NotRegistered
 from caraway.protocol import parse_task_message
@@ -364,3 +364,8 @@ def test_freezing_a_chain_gives_it_the_id_of_its_last_task(add: Task[Any, Any]) 
     assert flow.id is None
     assert flow.freeze(last.id).id == "42"
     assert flow.id == "42"
+
+
+def test_a_task_itself_is_a_workflow_member_without_arguments(add: Task[Any, Any]) -> None:
+    assert group(add, add.s(1, 1)).tasks[0] == add.s()
+    assert chord([add, add], add.s(1)).tasks == [add.s(), add.s()]
