@@ -78,13 +78,15 @@ class _chain(Composite):
         return clone
 
     def _prepared(self) -> list[Signature]:
-        """Copies of the steps, nested chains flattened, a group followed by a step made a
-        chord (Celery's upgrade), and every id fixed."""
+        """Copies of the steps, nested chains flattened, empty groups left out, a group
+        followed by a step made a chord (Celery's upgrade), and every id fixed."""
         # Lazy, breaks the cycle canvas.chain -> canvas.group -> canvas.chain.
         from caraway.canvas.group import _chord, group
 
         steps: list[Signature] = []
         for step in _flatten_chain(self.tasks):
+            if isinstance(step, group) and not isinstance(step, _chord) and not step.tasks:
+                continue  # an empty group passes nothing on: skipped, as Celery does
             step = step.clone()
             if steps and isinstance(steps[-1], group) and not isinstance(steps[-1], _chord):
                 steps[-1] = _chord(steps[-1], body=step, app=self._app)

@@ -424,3 +424,12 @@ def test_a_failed_chord_fails_the_chord_after_it_in_a_chain(flow: SimpleNamespac
     with pytest.raises((ValueError, ChordError)):
         result.get(timeout=WAIT)
     wait_until(lambda: result.results[0].state == states.FAILURE, what="the last chord failed")
+
+
+def test_empty_groups_in_a_chain_are_skipped(flow: SimpleNamespace) -> None:
+    add, tsum = flow.add, flow.tsum
+
+    assert chain(group(add.s(2, 2), add.s(4, 4)), group(), group())().get(timeout=WAIT) == [4, 8]
+    flow_with_body = chain(group(add.s(2, 2), add.s(4, 4)), group(), tsum.s())
+    assert flow_with_body.apply_async().get(timeout=WAIT) == 12
+    assert chain(group(), add.s(10)).apply_async((5,)).get(timeout=WAIT) == 15
