@@ -396,8 +396,10 @@ class Task(Generic[P, R]):
             raise ImproperlyConfigured("Cannot replace with an empty chain")
         if request.is_eager:
             return sig.apply().get()
-        if isinstance(sig, group) and not isinstance(sig, _chord):
-            sig = sig | self.app.tasks["celery.accumulate"].si(index=0)
+        ends_in_group = isinstance(sig, _chain) and _ends_in_group(sig, group, _chord)
+        if (isinstance(sig, group) and not isinstance(sig, _chord)) or ends_in_group:
+            # The group's results become this task's result through a chord body.
+            sig = sig | self.app.tasks["celery.accumulate"].s(index=0)
         sig = sig.clone()
         sig.freeze(request.id)
         options: dict[str, Any] = {
@@ -606,3 +608,8 @@ def _binds(
         except ValueError:  # not a parameter
             return False
     return all(names[i] in kwargs for i in range(given, required))
+
+
+def _ends_in_group(sig: Any, group: type, chord: type) -> bool:
+    last = sig.tasks[-1] if sig.tasks else None
+    return isinstance(last, group) and not isinstance(last, chord)

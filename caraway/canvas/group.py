@@ -293,6 +293,8 @@ class _chord(Signature):
         parent_id: str | None = None,
         group_index: int | None = None,
     ) -> Any:
+        if _id is not None:  # the id asked for is the body's: it carries the chord's result
+            self.body.options["task_id"] = _id
         self._freeze_parts(self.app.thread_oid)
         return self.body.freeze(_id, group_id, chord, root_id, parent_id, group_index)
 

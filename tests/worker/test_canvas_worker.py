@@ -75,6 +75,26 @@ def _cleanup_redis(app: Celery) -> None:
         client.close()
 
 
+def _more_tasks(app: Celery, add: Any) -> dict[str, Any]:
+    @app.task(name="canvas.replace_by_group", bind=True)
+    def replace_by_group(self: Any, value: int) -> Any:
+        return self.replace(group(add.s(value, 1), add.s(value, 2)))
+
+    @app.task(name="canvas.replace_by_chain_to_group", bind=True)
+    def replace_by_chain_to_group(self: Any) -> Any:
+        return self.replace(chain(add.s(1, 2), group(add.s(1), add.s(1))))
+
+    @app.task(name="canvas.properties", bind=True)
+    def properties(self: Any) -> Any:
+        return self.request.properties.get("app_id")
+
+    return {
+        "replace_by_group": replace_by_group,
+        "replace_by_chain_to_group": replace_by_chain_to_group,
+        "properties": properties,
+    }
+
+
 @pytest.fixture(scope="module", params=["sqlite", "redis", "amqp-redis", "postgresql"])
 def flow(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -119,17 +139,13 @@ def flow(
             self.add_to_chord(add.si(value, 1000))
             return value
 
-        @app.task(name="canvas.properties", bind=True)
-        def properties(self: Any) -> Any:
-            return self.request.properties.get("app_id")
-
         worker = ThreadedWorker(app, pool="threads", concurrency=4).start()
         try:
             yield SimpleNamespace(
                 app=app, kind=request.param, add=add, tsum=tsum, fail=fail,
                 wait_gate=wait_gate, gate=gate, on_error_old=on_error_old,
                 on_error_new=on_error_new, errors=errors, replacer=replacer, grower=grower,
-                worker=worker.worker, properties=properties,
+                worker=worker.worker, **_more_tasks(app, add),
             )  # fmt: skip
         finally:
             gate.set()
@@ -433,3 +449,10 @@ def test_empty_groups_in_a_chain_are_skipped(flow: SimpleNamespace) -> None:
     flow_with_body = chain(group(add.s(2, 2), add.s(4, 4)), group(), tsum.s())
     assert flow_with_body.apply_async().get(timeout=WAIT) == 12
     assert chain(group(), add.s(10)).apply_async((5,)).get(timeout=WAIT) == 15
+
+
+def test_a_task_replaced_by_a_group_or_a_chain_ending_in_one_gives_the_groups_results(
+    flow: SimpleNamespace,
+) -> None:
+    assert flow.replace_by_group.delay(10).get(timeout=WAIT) == [11, 12]
+    assert flow.replace_by_chain_to_group.delay().get(timeout=WAIT) == [4, 4]
