@@ -223,6 +223,7 @@ class Caraway:
         else:  # the caller's own instance is bound, as in Celery: it then calls this app
             task.__class__ = cls
             registered = task
+        task_module.add_autoretry_behaviour(registered)
         self._tasks.register(self._annotate(registered) if self._finalized else registered)
         return registered
 

@@ -535,6 +535,13 @@ def task_from_function(
     return task
 
 
+def add_autoretry_behaviour(task: Task[Any, Any]) -> None:
+    """For a class-based task registered with ``app.register_task`` (Celery's name): its
+    ``autoretry_for`` works as on a decorated function's. Wrapping twice is a no-op."""
+    if task.autoretry_for and not getattr(task.run, "autoretries", False):
+        _add_autoretry(task)
+
+
 def _add_autoretry(task: Task[Any, Any]) -> None:
     """Wrap ``run`` so exceptions in ``autoretry_for`` become ``self.retry(exc=...)``."""
     import inspect
@@ -573,7 +580,9 @@ def _add_autoretry(task: Task[Any, Any]) -> None:
             raise retry_for(exc) from None
 
     # An async body's exceptions come out of the await, not the call: wrap it with a coroutine.
-    task.run = run_async_with_autoretry if inspect.iscoroutinefunction(run) else run_with_autoretry
+    wrapped = run_async_with_autoretry if inspect.iscoroutinefunction(run) else run_with_autoretry
+    wrapped.autoretries = True  # type: ignore[union-attr]
+    task.run = wrapped
 
 
 def _argument_checker(

@@ -41,11 +41,16 @@ def _exclusion(nodeid: str) -> str | None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        _tally[item.path.name]["collected"] += 1
         reason = _exclusion(item.nodeid)
         if reason is not None:
             item.add_marker(pytest.mark.skip(reason=EXCLUDED_PREFIX + reason), append=False)
         item.add_marker(pytest.mark.timeout(TEST_TIMEOUT), append=False)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Counted after ``-k`` / ``--deselect``: the tests that run."""
+    for item in session.items:
+        _tally[item.path.name]["collected"] += 1
 
 
 def pytest_collectreport(report: pytest.CollectReport) -> None:
