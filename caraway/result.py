@@ -504,10 +504,13 @@ class ResultSet(ResultBase):
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if remaining is not None and remaining <= 0 and not result.ready():
                 raise TimeoutError("the join operation timed out")
+            # A member's own state decides, as in Celery's native join: a member after a
+            # failed step is failed itself, so waiting on it sees the whole failure stored.
+            own = {} if isinstance(result, ResultSet) else {"follow_parents": False}
             value = result.get(
                 timeout=remaining, propagate=propagate, interval=interval,
                 on_message=on_message, on_interval=on_interval,
-                disable_sync_subtasks=disable_sync_subtasks,
+                disable_sync_subtasks=disable_sync_subtasks, **own,
             )  # fmt: skip
             if callback is not None and not isinstance(result, ResultSet):
                 callback(result.id, value)
