@@ -46,7 +46,7 @@ from caraway.engines.registry import (
 from caraway.exceptions import CarawayWarning
 from caraway.registry import TaskRegistry
 from caraway.result import AsyncResult, GroupResult
-from caraway.routing import prepare_routers
+from caraway.routing import QueueDeclarations, prepare_routers
 from caraway.schedules import maybe_schedule
 from caraway.task import task_from_function
 from caraway.utils.clock import LamportClock
@@ -268,7 +268,12 @@ class Caraway:
             raise ValueError(f"{cls.__qualname__} needs a 'name' attribute to be registered")
         if getattr(cls, "app", None) is not self:
             cls = type(cls.__name__, (cls,), {"app": self, "__module__": cls.__module__})
-        registered: task_module.Task[Any, Any] = cls()
+        if isinstance(task, type):
+            registered: task_module.Task[Any, Any] = cls()
+        else:  # the caller's own instance is bound, as in Celery: it then calls this app
+            task.__class__ = cls
+            registered = task
+        task_module.add_autoretry_behaviour(registered)
         self._tasks.register(self._annotate(registered) if self._finalized else registered)
         return registered
 
@@ -453,6 +458,11 @@ class Caraway:
         from caraway.events.app_events import Events
 
         return Events(self)
+
+    @property
+    def amqp(self) -> QueueDeclarations:
+        """Celery's ``app.amqp``, reduced to what caraway declares: ``app.amqp.queues``."""
+        return QueueDeclarations(self.conf.task_queues, self.conf.task_default_queue)
 
     @property
     def control(self) -> Control:

@@ -184,6 +184,21 @@ def build_task_message(
     return Message(message_headers, properties, body, content_type, content_encoding)
 
 
+#: Headers the protocol itself writes; any other header was given by the caller.
+PROTOCOL_HEADERS = frozenset(
+    {
+        "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index", "retries",
+        "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin",
+        "ignore_result", "replaced_task_nesting", "stamped_headers", "stamps", "compression",
+    }
+)  # fmt: skip
+
+
+def custom_headers(headers: dict[str, Any] | None) -> dict[str, Any]:
+    """The caller's own headers of a message (``apply_async(headers=...)``), kept on retry."""
+    return {k: v for k, v in (headers or {}).items() if k not in PROTOCOL_HEADERS}
+
+
 def decode_body(
     message: Message, accept: frozenset[str] | None, max_size: int | None = None
 ) -> Any:

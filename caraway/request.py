@@ -29,6 +29,9 @@ class Context:
     errbacks: list[Any] | None = None
     headers: dict[str, Any] | None = None
     timelimit: tuple[float | None, float | None] | None = None
+    #: The limits in force for this run (the call's, else the task's, else the settings').
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
     reply_to: str | None = None
     origin: str | None = None
     shadow: str | None = None

@@ -86,6 +86,9 @@ class AsyncResult(ResultBase, Generic[R]):
         self.task_name = task_name
         self.parent = parent
         self._cache: dict[str, Any] | None = None
+        #: Sent with ``ignore_result``: no result will be stored, so ``get()`` returns None
+        #: at once instead of waiting for ever (as in Celery).
+        self.ignored = False
 
     @property
     def task_id(self) -> str:
@@ -208,6 +211,8 @@ class AsyncResult(ResultBase, Generic[R]):
         """Wait for the result; re-raise the task's exception when ``propagate``."""
         if disable_sync_subtasks:
             assert_will_not_block()
+        if self.ignored:
+            return None  # type: ignore[return-value]
         if follow_parents and propagate and self.parent is not None:
             self.parent._raise_if_failed()
             parent, user_hook = self.parent, on_interval
@@ -226,6 +231,10 @@ class AsyncResult(ResultBase, Generic[R]):
             callback(self.id, meta["result"])
         status = meta["status"]
         if status in PROPAGATE_STATES and propagate:
+            if follow_parents and self.parent is not None:
+                # A failed parent caused this failure (a chord body fails because a header
+                # task did): as in Celery, the caller sees the parent's own exception.
+                self.parent._raise_if_failed()
             raise self.backend.exception_from_meta(meta)
         if status in EXCEPTION_STATES:
             value: Any = self.backend.exception_from_meta(meta)
@@ -525,10 +534,13 @@ class ResultSet(ResultBase):
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if remaining is not None and remaining <= 0 and not result.ready():
                 raise TimeoutError("the join operation timed out")
+            # A member's own state decides, as in Celery's native join: a member after a
+            # failed step is failed itself, so waiting on it sees the whole failure stored.
+            own = {} if isinstance(result, ResultSet) else {"follow_parents": False}
             value = result.get(
                 timeout=remaining, propagate=propagate, interval=interval,
                 on_message=on_message, on_interval=on_interval,
-                disable_sync_subtasks=disable_sync_subtasks,
+                disable_sync_subtasks=disable_sync_subtasks, **own,
             )  # fmt: skip
             if callback is not None and not isinstance(result, ResultSet):
                 callback(result.id, value)

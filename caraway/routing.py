@@ -337,3 +337,21 @@ def declaration(
         exchange_auto_delete=bool(getattr(exchange, "auto_delete", False)),
         arguments=dict(getattr(queue, "queue_arguments", None) or {}),
     )
+
+
+class QueueDeclarations:
+    """Celery's ``app.amqp`` as far as caraway has it: the queues a worker consumes by default.
+
+    ``queues`` maps each name of ``task_queues`` to its entry, or holds only
+    ``task_default_queue`` when ``task_queues`` is not set (Celery's default).
+    """
+
+    def __init__(self, task_queues: Any, default_queue: str) -> None:
+        self._task_queues = task_queues
+        self._default_queue = default_queue
+
+    @property
+    def queues(self) -> dict[str, Any]:
+        if not self._task_queues:
+            return {self._default_queue: self._default_queue}
+        return {queue_name(queue): queue for queue in self._task_queues}

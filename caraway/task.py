@@ -16,6 +16,7 @@ from caraway import serialization, states
 from caraway.canvas import Signature
 from caraway.current import pop_task, push_task
 from caraway.exceptions import Ignore, ImproperlyConfigured, MaxRetriesExceededError, Reject, Retry
+from caraway.protocol import custom_headers
 from caraway.request import Context
 from caraway.utils import pydantic_args
 from caraway.utils.pydantic_args import ArgumentDumper, PydanticOptions
@@ -357,6 +358,7 @@ class Task(Generic[P, R]):
             "priority": delivery_info.get("priority"),
             "expires": request.expires,
             **_route_of(delivery_info),
+            "headers": custom_headers(request.headers) or None,
             **extra,
         }
         return self.signature(
@@ -443,10 +445,14 @@ class Task(Generic[P, R]):
         request = self.request
         if request.called_directly:
             raise RuntimeError("replace() can only be called from a running task")
+        if isinstance(sig, _chain) and not sig.tasks:
+            raise ImproperlyConfigured("Cannot replace with an empty chain")
         if request.is_eager:
             return sig.apply().get()
-        if isinstance(sig, group) and not isinstance(sig, _chord):
-            sig = sig | self.app.tasks["celery.accumulate"].si(index=0)
+        ends_in_group = isinstance(sig, _chain) and _ends_in_group(sig, group, _chord)
+        if (isinstance(sig, group) and not isinstance(sig, _chord)) or ends_in_group:
+            # The group's results become this task's result through a chord body.
+            sig = sig | self.app.tasks["celery.accumulate"].s(index=0)
         sig = sig.clone()
         sig.freeze(request.id)
         options: dict[str, Any] = {
@@ -604,6 +610,13 @@ def _with_pydantic(
     return pydantic_args.wrap(fun, name, app, settings, bind)
 
 
+def add_autoretry_behaviour(task: Task[Any, Any]) -> None:
+    """For a class-based task registered with ``app.register_task`` (Celery's name): its
+    ``autoretry_for`` works as on a decorated function's. Wrapping twice is a no-op."""
+    if task.autoretry_for and not getattr(task.run, "autoretries", False):
+        _add_autoretry(task)
+
+
 def _add_autoretry(task: Task[Any, Any]) -> None:
     """Wrap ``run`` so exceptions in ``autoretry_for`` become ``self.retry(exc=...)``."""
     import inspect
@@ -642,7 +655,9 @@ def _add_autoretry(task: Task[Any, Any]) -> None:
             raise retry_for(exc) from None
 
     # An async body's exceptions come out of the await, not the call: wrap it with a coroutine.
-    task.run = run_async_with_autoretry if inspect.iscoroutinefunction(run) else run_with_autoretry
+    wrapped = run_async_with_autoretry if inspect.iscoroutinefunction(run) else run_with_autoretry
+    wrapped.autoretries = True  # type: ignore[union-attr]
+    task.run = wrapped
 
 
 def _argument_checker(
@@ -686,3 +701,8 @@ def _route_of(delivery_info: dict[str, Any]) -> dict[str, Any]:
     if not exchange:
         return {"queue": routing_key}
     return {"exchange": exchange, "routing_key": routing_key}
+
+
+def _ends_in_group(sig: Any, group: type, chord: type) -> bool:
+    last = sig.tasks[-1] if sig.tasks else None
+    return isinstance(last, group) and not isinstance(last, chord)

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 #: Task attributes that act as default call options (Celery's ``_get_exec_options``).
 TASK_EXEC_OPTIONS = ("queue", "routing_key", "exchange", "priority", "serializer", "compression")
+#: AMQP basic properties a caller may set (``apply_async(app_id=...)``); they travel as
+#: message properties and the task reads them in ``self.request.properties`` (Celery).
+CALLER_PROPERTIES = ("app_id", "user_id", "type", "message_id", "timestamp", "cluster_id")
 DEFAULT_RETRY_POLICY = {
     "max_retries": 3,
     "interval_start": 0.0,
@@ -75,6 +78,10 @@ def send_task_message(
         defaults = {key: getattr(task, key) for key in TASK_EXEC_OPTIONS}
         options = {**{k: v for k, v in defaults.items() if v is not None}, **options}
     options = {k: v for k, v in options.items() if v is not None}
+    _check_time_limits(
+        options.get("time_limit", getattr(task, "time_limit", None)),
+        options.get("soft_time_limit", getattr(task, "soft_time_limit", None)),
+    )
     route = lookup(app.routers, name, args, kwargs, options, task)
     merged = {**route, **options}
     destination = queue_table(conf).destination(merged)
@@ -135,6 +142,7 @@ def send_task_message(
     message.properties["delivery_mode"] = delivery_mode(
         options.get("delivery_mode") or conf.task_default_delivery_mode
     )
+    message.properties.update((k, options[k]) for k in CALLER_PROPERTIES if k in options)
     embed = {"callbacks": link, "errbacks": link_error, "chain": options.get("chain"),
              "chord": options.get("chord")}  # fmt: skip
     deliver_at = eta.timestamp() if eta else None
@@ -149,9 +157,21 @@ def send_task_message(
             options)  # fmt: skip
     if parent_request is not None:
         parent_request.children.append([[task_id, None], None])
-    if task is not None:
-        return task.AsyncResult(task_id)  # the task's result class (AbortableTask's), as Celery
-    return app.AsyncResult(task_id, task_name=name)
+    result: AsyncResult[Any] = (
+        # The task's result class (AbortableTask's), as Celery.
+        task.AsyncResult(task_id) if task is not None else app.AsyncResult(task_id, task_name=name)
+    )
+    result.ignored = bool(ignore_result)
+    return result
+
+
+def _check_time_limits(hard: Any, soft: Any) -> None:
+    """A soft limit past the hard one would never fire: refused before sending (Celery)."""
+    if hard is not None and soft is not None and float(soft) > float(hard):
+        raise ValueError(
+            f"soft_time_limit must be less than or equal to time_limit (got soft_time_limit="
+            f"{soft}, time_limit={hard})"
+        )
 
 
 @lru_cache(maxsize=16)

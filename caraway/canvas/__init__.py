@@ -9,6 +9,7 @@ in ``embed.chord`` (docs/celery-wire.md §6.3-6.5).
 
 from caraway.canvas.signatures import Signature, maybe_signature, signature, subtask  # isort: skip
 from caraway.canvas.chain import chain  # isort: skip
+from caraway.canvas.chain import _chain as _chain  # isort: skip  (Celery code imports it)
 from caraway.canvas.group import chord, group  # isort: skip
 from caraway.canvas.maps import chunks, xmap, xstarmap  # isort: skip
 

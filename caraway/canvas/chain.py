@@ -78,13 +78,15 @@ class _chain(Composite):
         return clone
 
     def _prepared(self) -> list[Signature]:
-        """Copies of the steps, nested chains flattened, a group followed by a step made a
-        chord (Celery's upgrade), and every id fixed."""
+        """Copies of the steps, nested chains flattened, empty groups left out, a group
+        followed by a step made a chord (Celery's upgrade), and every id fixed."""
         # Lazy, breaks the cycle canvas.chain -> canvas.group -> canvas.chain.
         from caraway.canvas.group import _chord, group
 
         steps: list[Signature] = []
         for step in _flatten_chain(self.tasks):
+            if isinstance(step, group) and not isinstance(step, _chord) and not step.tasks:
+                continue  # an empty group passes nothing on: skipped, as Celery does
             step = step.clone()
             if steps and isinstance(steps[-1], group) and not isinstance(steps[-1], _chord):
                 steps[-1] = _chord(steps[-1], body=step, app=self._app)
@@ -120,7 +122,10 @@ class _chain(Composite):
         last.options.update(membership)
         for name, value in links.items():
             for sig in value if isinstance(value, list | tuple) else [value]:
-                getattr(last, name)(maybe_signature(sig, self._app))
+                if name == "link":
+                    last.link(maybe_signature(sig, self._app))
+                else:
+                    _link_error_to_every_step(steps, maybe_signature(sig, self._app))
         rest_after = options.pop("chain", None) or []
         first, rest = steps[0], steps[1:]
         # Reversed: the next step is the last element; steps after this chain come first.
@@ -161,11 +166,12 @@ class _chain(Composite):
         reply_to = self.app.thread_oid
         for step in steps[:-1]:
             _freeze_with_reply_to(step, reply_to)
-        return (
-            steps[-1].freeze(_id, group_id, chord, root_id, parent_id, group_index)
-            if steps
-            else None
-        )
+        if not steps:
+            return None
+        result = steps[-1].freeze(_id, group_id, chord, root_id, parent_id, group_index)
+        if result is not None and result.id:
+            self.options["task_id"] = result.id  # Celery: a frozen chain's id is its last task's
+        return result
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
@@ -174,12 +180,26 @@ class _chain(Composite):
         return " | ".join(repr(step) for step in self.tasks)
 
 
+def _link_error_to_every_step(steps: list[Signature], errback: Signature) -> None:
+    """Whichever step fails, the chain's errback runs (Celery links it to every task)."""
+    for step in steps:
+        step.link_error(errback.clone().set(immutable=errback.immutable))
+
+
 def _flatten_chain(tasks: Iterable[Signature]) -> Iterator[Signature]:
+    """The steps of nested chains in order; an inner chain's links stay with its steps (its
+    errbacks on each, its callbacks on its last), as Celery keeps them when flattening."""
     for step in tasks:
-        if isinstance(step, _chain):
-            yield from _flatten_chain(step.tasks)
-        else:
+        if not isinstance(step, _chain):
             yield step
+            continue
+        inner = [s.clone() for s in _flatten_chain(step.tasks)]
+        if inner:
+            for errback in step.options.get("link_error") or ():
+                _link_error_to_every_step(inner, maybe_signature(errback, step._app))
+            for callback in step.options.get("link") or ():
+                inner[-1].link(maybe_signature(callback, step._app))
+        yield from inner
 
 
 def _freeze_with_reply_to(sig: Signature, reply_to: str) -> None:

@@ -216,6 +216,8 @@ def _result_carriers(body: Signature, app: Caraway) -> list[Signature]:
         for step in body.tasks:
             found.extend(_result_carriers(step, app))
         return found
+    if isinstance(body, _chord):  # a later chord in the chain: its body carries the result
+        return _result_carriers(body.body, app)
     if isinstance(body, group):
         return [m for member in body.tasks for m in _result_carriers(member, app)]
     carriers = [body]
@@ -230,12 +232,17 @@ def propagate_chain_failure(app: Caraway, request: Context, exc: BaseException, 
     for raw in reversed(request.chain or []):
         sig = maybe_signature(raw, app)
         for carrier in _chain_step_carriers(sig, app):
-            task_id = carrier.options.get("task_id")
+            options = carrier.options
+            task_id = options.get("task_id")
             if task_id:
                 step_request = Context(id=task_id, task=carrier.task,
-                                       group=carrier.options.get("group_id"),
-                                       called_directly=False)  # fmt: skip
+                                       group=options.get("group_id"),
+                                       group_index=options.get("group_index"),
+                                       chord=options.get("chord"), called_directly=False,
+                                       root_id=request.root_id)  # fmt: skip
                 app.backend.mark_as_failure(task_id, exc, text, step_request)
+                if step_request.chord:  # the chain was a chord member: its chord fails too
+                    on_part_return(app, step_request, states.FAILURE, exc)
 
 
 def _chain_step_carriers(sig: Signature, app: Caraway) -> list[Signature]:

@@ -16,6 +16,7 @@ from caraway.canvas.signatures import (
     _keep_extra_keys,
     _new_id,
     maybe_signature,
+    member_signature,
 )
 from caraway.result import GroupResult
 
@@ -189,7 +190,7 @@ class _chord(Signature):
             head = [header]
             first = header
         else:
-            head = [maybe_signature(t, app) for t in header]
+            head = [member_signature(t, app) for t in header]
             first = head[0] if head else None
         body_sig = maybe_signature(body, app) if body is not None else None
         super().__init__(
@@ -292,6 +293,8 @@ class _chord(Signature):
         parent_id: str | None = None,
         group_index: int | None = None,
     ) -> Any:
+        if _id is not None:  # the id asked for is the body's: it carries the chord's result
+            self.body.options["task_id"] = _id
         self._freeze_parts(self.app.thread_oid)
         return self.body.freeze(_id, group_id, chord, root_id, parent_id, group_index)
 

@@ -85,9 +85,18 @@ class Signature(dict[str, Any]):
     def args(self) -> list[Any]:
         return list(self.get("args") or [])
 
+    @args.setter
+    def args(self, value: Iterable[Any]) -> None:
+        """Replace the partial arguments (Celery code assigns ``sig.args = (...)``)."""
+        self["args"] = list(value)
+
     @property
     def kwargs(self) -> dict[str, Any]:
         return dict(self.get("kwargs") or {})
+
+    @kwargs.setter
+    def kwargs(self, value: dict[str, Any]) -> None:
+        self["kwargs"] = dict(value)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -332,6 +341,18 @@ def maybe_signature(value: Any, app: Caraway | None = None) -> Signature:
     raise TypeError(f"expected a signature or a signature dict, got {type(value).__name__}")
 
 
+def member_signature(value: Any, app: Caraway | None = None) -> Signature:
+    """A workflow member: a signature, its dict form, or a task itself (``chord([tsum, tsum],
+    ...)``), which stands for its signature without arguments, as in Celery."""
+    if _is_task(value):
+        return maybe_signature(value.signature(), app)
+    return maybe_signature(value, app)
+
+
+def _is_task(value: Any) -> bool:
+    return not isinstance(value, Signature | dict) and callable(getattr(value, "signature", None))
+
+
 class Composite(Signature):
     """A signature whose kwargs hold others (``chain``, ``group``): built from signatures,
     one list of them, or a generator (read once, when built)."""
@@ -341,9 +362,10 @@ class Composite(Signature):
     kind: ClassVar[str]
 
     def __init__(self, *tasks: Any, app: Caraway | None = None, **options: Any) -> None:
-        if len(tasks) == 1 and not isinstance(tasks[0], Signature | str | dict):
-            tasks = tuple(tasks[0])
-        members = [maybe_signature(t, app) for t in tasks]
+        one = tasks[0] if len(tasks) == 1 else None
+        if one is not None and not isinstance(one, Signature | str | dict) and not _is_task(one):
+            tasks = tuple(one)
+        members = [member_signature(t, app) for t in tasks]
         super().__init__(
             self.task_name, (), {"tasks": members}, options, subtask_type=self.kind,
             app=app or (members[0]._app if members else None),

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from caraway import signals, states
 from caraway.canvas import maybe_signature
 from caraway.canvas.chords import count_group_success, on_part_return, propagate_chain_failure
-from caraway.current import get_current_worker_task, pop_task, push_task
+from caraway.current import get_current_task, pop_task, push_task
 from caraway.exceptions import EncodeError, Ignore, Reject, Retry
 from caraway.execution.coroutines import await_interruptibly, run_in_thread_loop
 from caraway.execution.errbacks import call_errbacks
@@ -162,6 +162,8 @@ def _run(
     except Ignore:
         return Outcome(states.IGNORED, None)
     except Reject as exc:
+        if not exc.requeue:
+            _on_final_reject(task, request, exc, store)
         return Outcome(states.REJECTED, exc, reject=exc)
     except Retry as exc:
         return _on_retry(task, request, exc, store)
@@ -176,6 +178,11 @@ def _run(
 
 def _ignores_result(task: Task[Any, Any], request: Context) -> bool:
     return bool(request.ignore_result or _option(task, "ignore_result", "task_ignore_result"))
+
+
+def _stores_errors(task: Task[Any, Any], request: Context) -> bool:
+    keep_errors = _option(task, "store_errors_even_if_ignored", "task_store_errors_even_if_ignored")
+    return bool(keep_errors) or not _ignores_result(task, request)
 
 
 def _on_success(task: Task[Any, Any], request: Context, retval: Any, store: bool) -> Outcome:
@@ -205,8 +212,7 @@ def _on_success(task: Task[Any, Any], request: Context, retval: Any, store: bool
 def _on_failure(task: Task[Any, Any], request: Context, exc: Exception, store: bool) -> Outcome:
     task_id = str(request.id)
     einfo = ExceptionInfo(exc)
-    keep_errors = _option(task, "store_errors_even_if_ignored", "task_store_errors_even_if_ignored")
-    if store and (keep_errors or not _ignores_result(task, request)):
+    if store and _stores_errors(task, request):
         task.backend.mark_as_failure(task_id, exc, einfo.traceback, request)
     if not request.is_eager:
         _fail_workflow(task, request, exc, einfo.traceback)
@@ -222,6 +228,18 @@ def _on_failure(task: Task[Any, Any], request: Context, exc: Exception, store: b
             "Task %s[%s] raised unexpected: %r\n%s", task.name, task_id, exc, einfo.traceback
         )
     return Outcome(states.FAILURE, exc, einfo)
+
+
+def _on_final_reject(task: Task[Any, Any], request: Context, exc: Reject, store: bool) -> None:
+    """A message rejected for good never runs again: its result becomes a FAILURE, with the
+    ``task_failure`` signal, so no caller waits on a PENDING result for ever (Celery 5.7)."""
+    einfo = ExceptionInfo(exc)
+    if store and _stores_errors(task, request):
+        task.backend.mark_as_failure(str(request.id), exc, einfo.traceback, request)
+    signals.task_failure.send(
+        sender=task, task_id=request.id, exception=exc, args=tuple(request.args or ()),
+        kwargs=dict(request.kwargs or {}), traceback=exc.__traceback__, einfo=einfo,
+    )  # fmt: skip
 
 
 def _fail_workflow(task: Task[Any, Any], request: Context, exc: Exception, text: str) -> None:
@@ -264,7 +282,10 @@ def run_eagerly(
     """``Task.apply``: run here as a worker would; a retry runs again at once."""
 
     task_id = task_id or str(uuid.uuid4())
-    parent = get_current_worker_task()
+    # Any running task is the parent, an eager one too: apply() inside apply() (Celery).
+    parent = get_current_task()
+    if parent is not None and parent.request.called_directly:
+        parent = None
     request = Context(
         id=task_id, task=task.name, args=args, kwargs=kwargs, retries=retries, is_eager=True,
         called_directly=False, delivery_info={"is_eager": True}, hostname=socket.gethostname(),

@@ -26,7 +26,7 @@ def call_errbacks(
         sig = maybe_signature(errback, app)
         try:
             target = sig.type
-            if target is not None and positional_arity(target.run) > 1:
+            if target is not None and _free_positional_arity(target.run, sig) > 1:
                 sig(request, exc, traceback)
             else:
                 sig.apply_async((request.id,), parent_id=request.id,
@@ -35,6 +35,25 @@ def call_errbacks(
             # The failure is stored already. Raising here would make it an internal error,
             # and the worker would redeliver an acks_late task again and again.
             logger.exception("Errback %r of %s[%s] raised", sig, request.task, request.id)
+
+
+def _free_positional_arity(fun: Any, sig: Any) -> int:
+    """Positional parameters the errback's stored arguments leave open; more than one means
+    ``(request, exc, traceback)``. So ``.s("label")`` of ``(task_id, label)`` is old-style."""
+    arity = positional_arity(fun)
+    if arity == 99:
+        return arity
+    bound_by_name = _positional_names(fun) & set(sig.kwargs)
+    return arity - len(sig.args) - len(bound_by_name)
+
+
+def _positional_names(fun: Any) -> set[str]:
+    try:
+        parameters = inspect.signature(fun).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return {p.name for p in parameters if p.kind in kinds}
 
 
 def positional_arity(fun: Any) -> int:

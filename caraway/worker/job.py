@@ -55,6 +55,7 @@ class Job:
             callbacks=call.embed.get("callbacks"), errbacks=call.embed.get("errbacks"),
             headers=call.headers, properties=call.properties,
             timelimit=(self.time_limit, self.soft_time_limit), reply_to=call.reply_to,
+            time_limit=self.time_limit, soft_time_limit=self.soft_time_limit,
             origin=call.origin, shadow=call.shadow, ignore_result=call.ignore_result,
             stamps=call.headers.get("stamps"), stamped_headers=call.headers.get("stamped_headers"),
             replaced_task_nesting=call.headers.get("replaced_task_nesting") or 0,

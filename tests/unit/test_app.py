@@ -8,7 +8,7 @@ import uuid
 import weakref
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -439,3 +439,37 @@ def test_now_is_aware_and_in_the_apps_zone() -> None:
     assert utc_app.now().utcoffset() == timedelta(0)
     assert tokyo.now().utcoffset() == timedelta(hours=9)
     assert abs(tokyo.now() - datetime.now(timezone.utc)) < timedelta(seconds=5)
+
+
+def test_register_task_binds_the_instance_it_is_given(app: Caraway) -> None:
+    class Double(Task[Any, Any]):
+        name = "proj.double"
+
+        def run(self, x: int) -> int:
+            return 2 * x
+
+    instance = Double()
+    registered = app.register_task(instance)
+
+    assert registered is instance
+    assert instance.app is app
+    assert app.tasks["proj.double"] is instance
+    assert isinstance(instance, Double)
+    assert instance.apply((4,)).get() == 8
+
+
+def test_a_registered_class_based_task_retries_for_its_autoretry_for(app: Caraway) -> None:
+    class Flaky(Task[Any, Any]):
+        name = "proj.flaky_class"
+        autoretry_for = (ValueError,)
+        retry_kwargs: ClassVar[dict[str, Any]] = {"max_retries": 1}
+
+        def run(self) -> int:
+            if self.request.retries:
+                return int(self.request.retries)
+            raise ValueError("first try")
+
+    task = app.register_task(Flaky())
+    app.register_task(task)  # again: still one wrapper
+
+    assert task.apply().get() == 1

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from caraway import Caraway, Signature, chain, maybe_signature, signature
+from caraway import Caraway, Signature, chain, chord, group, maybe_signature, signature
 from caraway.engines.base.broker import Outgoing
 from caraway.exceptions import NotRegistered
 from caraway.protocol import parse_task_message
@@ -319,3 +319,53 @@ def test_errback_is_published_with_the_failed_task_id(
     assert parse_task_message(errback, JSON).args == [failed.id]
     assert errback.headers["parent_id"] == failed.id
     assert app.backend.get_task_meta(failed.id)["status"] == "FAILURE"
+
+
+@pytest.mark.parametrize("stored", ["args", "kwargs"])
+def test_an_errback_with_stored_arguments_is_old_style_when_one_parameter_is_left(
+    app: Caraway, published: list[Outgoing], stored: str
+) -> None:
+    @app.task(name="proj.fail")
+    def fail() -> None:
+        raise ValueError("linkerr")
+
+    @app.task(name="proj.on_error_labelled")
+    def on_error_labelled(task_id: str, label: str) -> str:
+        return label
+
+    errback = on_error_labelled.s("kept") if stored == "args" else on_error_labelled.s(label="kept")
+    failed = fail.apply_async(link_error=errback)
+    _run_as_worker(app, published[0])
+
+    sent = parse_task_message(published[1].message, JSON)
+    assert [sent.args, sent.kwargs] == (
+        [[failed.id, "kept"], {}] if stored == "args" else [[failed.id], {"label": "kept"}]
+    )
+
+
+def test_ensure_chords_allowed_refuses_only_backends_that_cannot_join() -> None:
+    Caraway("c", broker="memory://", backend="memory://").backend.ensure_chords_allowed()
+    disabled = Caraway("c", broker="redis://127.0.0.1:1/0").backend
+    with pytest.raises(NotImplementedError, match="does not support chords"):
+        disabled.ensure_chords_allowed()
+
+
+def test_partial_args_and_kwargs_can_be_assigned(add: Task[Any, Any]) -> None:
+    sig = add.s(1)
+    sig.args = (5,)
+    sig.kwargs = {"y": 2}
+    assert (sig["args"], sig["kwargs"]) == ([5], {"y": 2})
+    assert sig.apply().get() == 7
+
+
+def test_freezing_a_chain_gives_it_the_id_of_its_last_task(add: Task[Any, Any]) -> None:
+    last = add.s(2).set(task_id="42")
+    flow = add.s(4) | last
+    assert flow.id is None
+    assert flow.freeze(last.id).id == "42"
+    assert flow.id == "42"
+
+
+def test_a_task_itself_is_a_workflow_member_without_arguments(add: Task[Any, Any]) -> None:
+    assert group(add, add.s(1, 1)).tasks[0] == add.s()
+    assert chord([add, add], add.s(1)).tasks == [add.s(), add.s()]

@@ -248,3 +248,9 @@ def test_a_worker_without_q_runs_tasks_of_every_declared_queue(app: Caraway) -> 
             add.apply_async((1, n), queue=queue) for n, queue in enumerate(["alpha", "beta"])
         ]
         assert [result.get(timeout=10) for result in results] == [1, 2]
+
+
+def test_app_amqp_queues_lists_the_declared_queues() -> None:
+    assert set(Caraway("q", broker="memory://").amqp.queues) == {"celery"}
+    app = Caraway("q", broker="memory://", task_queues=["fast", {"name": "slow"}])
+    assert set(app.amqp.queues) == {"fast", "slow"}

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from caraway import Caraway, EagerResult, states
+from caraway import Caraway, EagerResult, chain, states
 from caraway.engines.base.broker import Delivery, Outgoing
-from caraway.exceptions import EncodeError, MaxRetriesExceededError, Retry
+from caraway.exceptions import EncodeError, ImproperlyConfigured, MaxRetriesExceededError, Retry
 from caraway.execution import Outcome, execute
 from caraway.protocol import parse_task_message
 from caraway.task import Task
@@ -588,3 +588,59 @@ def test_the_configured_serializer_is_the_one_sent(app: Caraway, published: list
     app.conf.update(task_serializer="pickle", accept_content=["pickle", "json"])
     work.delay({1, 2})  # a set: only pickle can carry it
     assert published[-1].message.content_type == "application/x-python-serialize"
+
+
+def test_replace_with_an_empty_chain_is_refused(app: Caraway) -> None:
+    @app.task(bind=True, name="proj.replace_with_nothing")
+    def replace_with_nothing(self: Task[Any, Any]) -> Any:
+        return self.replace(chain())
+
+    result = replace_with_nothing.apply()
+    assert result.failed()
+    with pytest.raises(ImproperlyConfigured, match="Cannot replace with an empty chain"):
+        result.get()
+
+
+def test_a_result_sent_with_ignore_result_knows_it_and_get_returns_none(app: Caraway) -> None:
+    @app.task(name="proj.quiet", ignore_result=True)
+    def quiet() -> int:
+        return 1
+
+    @app.task(name="proj.loud")
+    def loud() -> int:
+        return 2
+
+    ignored = quiet.delay()
+    assert ignored.ignored is True
+    assert ignored.get(timeout=0.1) is None  # no worker runs: it must not wait
+    assert loud.apply_async(ignore_result=True).ignored is True
+    assert loud.delay().ignored is False
+
+
+def test_a_soft_time_limit_above_the_hard_one_is_refused_before_sending(
+    app: Caraway, published: list[Outgoing]
+) -> None:
+    @app.task(name="proj.limited", soft_time_limit=2, time_limit=1)
+    def limited() -> None:
+        return None
+
+    with pytest.raises(ValueError, match="soft_time_limit must be less than or equal to"):
+        limited.delay()
+    with pytest.raises(ValueError, match="soft_time_limit must be less than or equal to"):
+        app.send_task("proj.other", time_limit=1, soft_time_limit=5)
+    assert published == []
+
+
+def test_apply_inside_apply_links_parent_and_root(app: Caraway) -> None:
+    @app.task(bind=True, name="proj.inner")
+    def inner(self: Task[Any, Any]) -> list[Any]:
+        return [self.request.id, self.request.parent_id, self.request.root_id]
+
+    @app.task(bind=True, name="proj.outer")
+    def outer(self: Task[Any, Any]) -> list[Any]:
+        return [self.request.id, self.request.parent_id, self.request.root_id, inner.apply().get()]
+
+    outer_id, outer_parent, outer_root, (inner_id, inner_parent, inner_root) = outer.apply().get()
+    assert (outer_parent, outer_root) == (None, outer_id)
+    assert (inner_parent, inner_root) == (outer_id, outer_id)
+    assert inner_id != outer_id

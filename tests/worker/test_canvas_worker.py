@@ -75,6 +75,26 @@ def _cleanup_redis(app: Celery) -> None:
         client.close()
 
 
+def _more_tasks(app: Celery, add: Any) -> dict[str, Any]:
+    @app.task(name="canvas.replace_by_group", bind=True)
+    def replace_by_group(self: Any, value: int) -> Any:
+        return self.replace(group(add.s(value, 1), add.s(value, 2)))
+
+    @app.task(name="canvas.replace_by_chain_to_group", bind=True)
+    def replace_by_chain_to_group(self: Any) -> Any:
+        return self.replace(chain(add.s(1, 2), group(add.s(1), add.s(1))))
+
+    @app.task(name="canvas.properties", bind=True)
+    def properties(self: Any) -> Any:
+        return self.request.properties.get("app_id")
+
+    return {
+        "replace_by_group": replace_by_group,
+        "replace_by_chain_to_group": replace_by_chain_to_group,
+        "properties": properties,
+    }
+
+
 @pytest.fixture(scope="module", params=["sqlite", "redis", "amqp-redis", "postgresql"])
 def flow(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -125,7 +145,7 @@ def flow(
                 app=app, kind=request.param, add=add, tsum=tsum, fail=fail,
                 wait_gate=wait_gate, gate=gate, on_error_old=on_error_old,
                 on_error_new=on_error_new, errors=errors, replacer=replacer, grower=grower,
-                worker=worker.worker,
+                worker=worker.worker, **_more_tasks(app, add),
             )  # fmt: skip
         finally:
             gate.set()
@@ -233,6 +253,18 @@ def test_a_failing_header_task_fails_the_body_at_once(flow: SimpleNamespace) -> 
         flow.gate.set()
     assert result.parent.results[1].get(timeout=WAIT) == 1
     assert result.state == states.FAILURE
+
+
+def test_a_chord_result_raises_the_failed_header_tasks_own_exception(
+    flow: SimpleNamespace,
+) -> None:
+    result = chord([flow.add.s(1, 1), flow.fail.s()], flow.tsum.s()).apply_async()
+
+    # Celery's get() follows the parents: the header's ValueError, not the body's ChordError.
+    with pytest.raises(ValueError, match="header-broke"):
+        result.get(timeout=WAIT)
+    with pytest.raises(ChordError):
+        flow.app.AsyncResult(result.id).get(timeout=WAIT)
 
 
 def test_a_revoked_header_task_fails_the_chord(flow: SimpleNamespace) -> None:
@@ -352,3 +384,76 @@ def test_collect_walks_the_children_of_a_task(flow: SimpleNamespace) -> None:
     child.get(timeout=WAIT)
 
     assert [value for _, value in result.collect(timeout=WAIT)] == [2, 12]
+
+
+def test_message_properties_given_by_the_caller_reach_the_request(flow: SimpleNamespace) -> None:
+    """Not canvas, but these workers cover every broker: ``app_id`` travels as in Celery."""
+    assert flow.properties.apply_async(app_id="1234").get(timeout=WAIT) == "1234"
+
+
+def test_a_chain_failing_inside_a_chord_header_fails_the_chord_and_runs_its_errback(
+    flow: SimpleNamespace,
+) -> None:
+    header = [chain(flow.add.si(1, 1), flow.fail.s(), flow.add.si(1, 1))]
+    sig = chord(header, flow.tsum.s())
+    sig.link_error(flow.on_error_old.si("header-chain"))
+
+    result = sig.delay()
+
+    with pytest.raises(ValueError, match="header-broke"):
+        result.get(timeout=WAIT)
+    with pytest.raises(ChordError):  # the body is failed, not left waiting for ever
+        flow.app.AsyncResult(result.id).get(timeout=WAIT)
+    wait_until(lambda: ("old", "header-chain") in flow.errors, what="the chord's errback")
+
+
+def test_a_chains_errback_runs_whichever_step_fails(flow: SimpleNamespace) -> None:
+    body = chain(flow.add.si(1, 1), flow.fail.s(), flow.add.si(1, 1))
+    sig = chord([flow.add.si(1, 1)], body)
+    sig.link_error(flow.on_error_old.si("body-chain"))
+
+    result = sig.delay()
+
+    with pytest.raises(ValueError, match="header-broke"):
+        result.get(timeout=WAIT)
+    wait_until(lambda: ("old", "body-chain") in flow.errors, what="the body chain's errback")
+    assert flow.errors.count(("old", "body-chain")) == 1
+
+
+def test_an_inner_chains_errback_survives_flattening(flow: SimpleNamespace) -> None:
+    inner = chain(flow.add.si(1, 1), flow.fail.s())
+    inner.link_error(flow.on_error_old.si("inner-chain"))
+
+    result = chain(inner, flow.add.s(1)).delay()
+
+    with pytest.raises(ValueError, match="header-broke"):
+        result.get(timeout=WAIT)
+    wait_until(lambda: ("old", "inner-chain") in flow.errors, what="the inner chain's errback")
+
+
+def test_a_failed_chord_fails_the_chord_after_it_in_a_chain(flow: SimpleNamespace) -> None:
+    add, tsum = flow.add, flow.tsum
+    inner = chain(chord([flow.fail.s(), flow.fail.s()], tsum.s()), chord([add.s(1)], tsum.s()))
+
+    result = group(inner, add.s(1, 1))()
+
+    with pytest.raises((ValueError, ChordError)):
+        result.get(timeout=WAIT)
+    # The group waited on its members' own results (Celery's native join), not their parents.
+    assert result.results[0].state == states.FAILURE
+
+
+def test_empty_groups_in_a_chain_are_skipped(flow: SimpleNamespace) -> None:
+    add, tsum = flow.add, flow.tsum
+
+    assert chain(group(add.s(2, 2), add.s(4, 4)), group(), group())().get(timeout=WAIT) == [4, 8]
+    flow_with_body = chain(group(add.s(2, 2), add.s(4, 4)), group(), tsum.s())
+    assert flow_with_body.apply_async().get(timeout=WAIT) == 12
+    assert chain(group(), add.s(10)).apply_async((5,)).get(timeout=WAIT) == 15
+
+
+def test_a_task_replaced_by_a_group_or_a_chain_ending_in_one_gives_the_groups_results(
+    flow: SimpleNamespace,
+) -> None:
+    assert flow.replace_by_group.delay(10).get(timeout=WAIT) == [11, 12]
+    assert flow.replace_by_chain_to_group.delay().get(timeout=WAIT) == [4, 4]

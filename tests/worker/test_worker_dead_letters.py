@@ -130,7 +130,8 @@ def test_late_ack_tasks_that_reject_or_fail_unacked_become_dead_letters(
         (refused.id, "rejected: 'bad input'"),
         (crashed.id, "failed: ValueError('kept for a look')"),
     ]
-    assert refused.state == states.PENDING  # Reject stores nothing, as in Celery
+    assert refused.state == states.FAILURE  # rejected for good: Celery 5.7 stores a FAILURE
+    assert isinstance(refused.result, Reject)
     assert crashed.state == states.FAILURE
     assert app.broker.size("celery") == 0
 

@@ -49,10 +49,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
         except ValueError as exc:
             raise self.retry(exc=exc, countdown=0.01) from exc
 
+    @app.task(bind=True, max_retries=1)
+    def headers_after_retry(self: Any) -> Any:
+        if self.request.retries:
+            return self.request.headers.get("x-test-header")
+        raise self.retry(countdown=0.01)
+
     worker = ThreadedWorker(app, pool="threads", concurrency=2).start()
     yield SimpleNamespace(
         app=app, attempts=attempts, flaky=flaky, hopeless=hopeless,
-        hopeless_with_exc=hopeless_with_exc,
+        hopeless_with_exc=hopeless_with_exc, headers_after_retry=headers_after_retry,
     )  # fmt: skip
     worker.stop()
 
@@ -126,3 +132,9 @@ def test_autoretry_backoff_waits_on_the_brokers_clock(
         assert countdown <= retry.eta.timestamp() - before.sent < countdown + 0.5
         assert retry.ran >= retry.eta.timestamp()  # held until the clock reached its ETA
     assert app.broker.size("celery") == 0
+
+
+def test_a_retry_keeps_the_callers_own_headers(served: SimpleNamespace) -> None:
+    result = served.headers_after_retry.apply_async(headers={"x-test-header": "kept"})
+
+    assert result.get(timeout=WAIT) == "kept"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from worker_support import WAIT, ThreadedWorker, memory_app
@@ -53,8 +54,14 @@ def served(request: pytest.FixtureRequest) -> Iterator[SimpleNamespace]:
             return "cleaned up"
         return "finished"
 
+    @app.task(bind=True, time_limit=60, soft_time_limit=45)
+    def limits(self: Any) -> list[float | None]:
+        return [self.request.time_limit, self.request.soft_time_limit]
+
     worker = ThreadedWorker(app, pool=request.param, concurrency=2).start()
-    yield SimpleNamespace(app=app, soft=soft, hard=hard, stubborn=stubborn, busy=busy)
+    yield SimpleNamespace(
+        app=app, soft=soft, hard=hard, stubborn=stubborn, busy=busy, limits=limits
+    )
     worker.stop()
 
 
@@ -91,3 +98,9 @@ def test_a_task_that_ignores_its_soft_limit_is_stopped_by_the_hard_one(
     with pytest.raises(TimeLimitExceeded):
         result.get(timeout=WAIT)
     assert served.busy.delay(0.01).get(timeout=WAIT) == "finished"
+
+
+def test_the_request_tells_the_limits_in_force(served: SimpleNamespace) -> None:
+    assert served.limits.delay().get(timeout=WAIT) == [60, 45]  # the task's own
+    given = served.limits.apply_async(time_limit=10, soft_time_limit=5)
+    assert given.get(timeout=WAIT) == [10, 5]  # the call's win

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from caraway.current import set_current_app
 from caraway.engines.base.disabled import BackendNotConfigured
 from caraway.exceptions import CarawayError, TimeoutError
 from caraway.signals import Signal
+from caraway.utils.nodenames import anon_nodename
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -172,11 +172,11 @@ def _node_name(given: str | None) -> Iterator[str]:
     if given is not None:
         yield given
         return
-    host = socket.gethostname()
+    first = anon_nodename()
     with _names_lock:
-        name = f"gen{os.getpid()}@{host}"
+        name = first
         while name in _running_names:
-            name = f"gen{os.getpid()}-{next(_names)}@{host}"
+            name = first.replace("@", f"-{next(_names)}@", 1)
         _running_names.add(name)
     try:
         yield name

@@ -185,6 +185,18 @@ class Backend(ABC):
 
         return CountingJoiner(self, size)
 
+    def ensure_chords_allowed(self) -> None:
+        """Celery's check before a chord is sent: :class:`NotImplementedError` when this
+        backend can neither join a chord nor let the workers read its header results."""
+        capabilities = self.capabilities
+        if capabilities.chord_join != "none":
+            return
+        if not capabilities.stores_results or not capabilities.readable_by_workers:
+            raise NotImplementedError(
+                f"the result backend {self.describe()} does not support chords: use redis://,"
+                " a SQL database (db+postgresql://...) or sqlite:// as result_backend"
+            )
+
     # --- chord join primitives (engines whose ``chord_join`` is ``counting``) -------------
 
     def chord_join(self, group_id: str, member: str, payload: bytes, ttl: float | None) -> int:

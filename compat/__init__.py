@@ -1,0 +1,1 @@
+"""Compatibility measurements run against caraway (never imported by the package)."""
