@@ -50,15 +50,21 @@ class ManagerMixin:
         """``fun(*args, **kwargs)`` retried while it raises one of ``catch``, then its value.
 
         The pause grows from ``interval_start`` by ``interval_step`` up to ``interval_max``;
-        after ``max_retries`` retries the last error propagates.
+        after ``max_retries`` retries, or once ``timeout`` seconds would pass, the last error
+        propagates (kombu's ``retry_over_time`` rules, which Celery's Manager uses).
         """
-        del emit_warning, options  # accepted for Celery's signature; nothing to warn here
+        del emit_warning  # accepted for Celery's signature; nothing to warn here
+        timeout = options.pop("timeout", None)
+        if options:
+            raise TypeError(f"wait_for() got unexpected options: {sorted(options)}")
+        deadline = None if timeout is None else time.monotonic() + float(timeout)
         pause = interval_start
         for attempt in range(max_retries + 1):
             try:
                 return fun(*args, **(kwargs or {}))
             except tuple(catch) as exc:
-                if attempt == max_retries:
+                late = deadline is not None and time.monotonic() + pause > deadline
+                if attempt == max_retries or late:
                     raise
                 if errback is not None:
                     errback(exc, pause, attempt + 1)
