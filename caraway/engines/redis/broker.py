@@ -607,12 +607,12 @@ class RedisBroker(Broker):
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         with translated(self.target, "to read dead letters"):
-            rows = self.client.lrange(self.dead_key, 0, max(limit, 1) - 1)
+            rows: list[Any] = self.client.lrange(self.dead_key, 0, max(limit, 1) - 1)
         return [_dead_letter(row) for row in rows]
 
     def settle_dead_letter(self, key: str, requeue: bool) -> bool:
         with translated(self.target, "to read dead letters"):
-            rows = self.client.lrange(self.dead_key, 0, -1)
+            rows: list[Any] = self.client.lrange(self.dead_key, 0, -1)
         row = next((row for row in rows if _dead_key(row) == key), None)
         if row is None:
             return False

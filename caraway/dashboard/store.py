@@ -1,0 +1,286 @@
+"""The dashboard's own history: task events folded into one row per task, in a SQLite file.
+
+The file is the dashboard's, not the broker's, so a restart shows the last hour again and
+a busy dashboard never slows the queue. Writes come in batches from one ingest thread (one
+transaction per batch: that is what makes 20,000 events/s possible); pages read with their
+own connections (WAL: readers never wait for the writer). History is bounded by row count
+and by age, pruned every few batches rather than on each insert.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from caraway import states
+from caraway.events.state import TASK_STATES
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    uuid TEXT PRIMARY KEY,
+    name TEXT, state TEXT NOT NULL, hostname TEXT, timestamp REAL NOT NULL,
+    sent REAL, received REAL, started REAL, succeeded REAL, failed REAL, retried REAL,
+    revoked REAL, rejected REAL,
+    args TEXT, kwargs TEXT, result TEXT, exception TEXT, traceback TEXT, runtime REAL,
+    retries INTEGER, root_id TEXT, parent_id TEXT, queue TEXT, exchange TEXT,
+    routing_key TEXT, eta TEXT, expires TEXT, clock INTEGER
+);
+CREATE INDEX IF NOT EXISTS tasks_by_time ON tasks (timestamp);
+CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, timestamp);
+CREATE INDEX IF NOT EXISTS tasks_by_name ON tasks (name, timestamp);
+CREATE INDEX IF NOT EXISTS tasks_by_worker ON tasks (hostname, timestamp);
+CREATE INDEX IF NOT EXISTS tasks_by_parent ON tasks (parent_id);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, uuid TEXT NOT NULL, type TEXT NOT NULL, timestamp REAL NOT NULL,
+    hostname TEXT
+);
+CREATE INDEX IF NOT EXISTS events_by_task ON events (uuid);
+CREATE TABLE IF NOT EXISTS workers (
+    hostname TEXT PRIMARY KEY, heartbeat REAL, offline_at REAL, info TEXT NOT NULL
+);
+"""
+#: Task columns filled from the event field of the same name.
+COPIED = (
+    "name", "args", "kwargs", "result", "exception", "traceback", "runtime", "retries",
+    "root_id", "parent_id", "queue", "exchange", "routing_key", "eta", "expires", "clock",
+)  # fmt: skip
+#: Task columns stamped with the time of the event that names them (``task-started`` → started).
+STAMPS = ("sent", "received", "started", "succeeded", "failed", "retried", "revoked", "rejected")
+COLUMNS = ("uuid", "state", "hostname", "timestamp", *STAMPS, *COPIED)
+_READY = ", ".join(f"'{s}'" for s in sorted(states.READY_STATES))
+#: A finished task stays finished when an older event about it arrives late (two workers,
+#: batches); otherwise the newest event decides the state.
+UPSERT = f"""
+INSERT INTO tasks ({", ".join(COLUMNS)}) VALUES ({", ".join("?" * len(COLUMNS))})
+ON CONFLICT (uuid) DO UPDATE SET
+    state = CASE
+        WHEN tasks.state IN ({_READY}) AND excluded.state NOT IN ({_READY}) THEN tasks.state
+        WHEN excluded.timestamp >= tasks.timestamp OR excluded.state IN ({_READY})
+            THEN excluded.state
+        ELSE tasks.state END,
+    timestamp = max(tasks.timestamp, excluded.timestamp),
+    hostname = coalesce(excluded.hostname, tasks.hostname),
+    {", ".join(f"{c} = coalesce(excluded.{c}, tasks.{c})" for c in (*STAMPS, *COPIED))}
+"""
+#: How many batches between two prunes.
+PRUNE_EVERY = 50
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much history to keep: at most ``max_tasks`` tasks, none older than ``max_age`` s."""
+
+    max_tasks: int = 250_000
+    max_age: float = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """What the tasks page asks for; every field is optional."""
+
+    state: str = ""
+    name: str = ""
+    worker: str = ""
+    queue: str = ""
+    since: float | None = None
+    until: float | None = None
+    search: str = ""
+    limit: int = 100
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        values: list[Any] = []
+        for column, value in (("state", self.state), ("name", self.name),
+                              ("hostname", self.worker), ("queue", self.queue)):  # fmt: skip
+            if value:
+                clauses.append(f"{column} = ?")
+                values.append(value)
+        if self.since is not None:
+            clauses.append("timestamp >= ?")
+            values.append(self.since)
+        if self.until is not None:
+            clauses.append("timestamp <= ?")
+            values.append(self.until)
+        if self.search:
+            clauses.append("(uuid = ? OR args LIKE ? OR kwargs LIKE ?)")
+            pattern = f"%{self.search}%"
+            values += [self.search, pattern, pattern]
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
+
+
+def _text(value: Any) -> str | None:
+    """Event fields kept as text, as Flower shows them (``args`` is already a repr)."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, default=str)
+
+
+def fold(events: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """One row per task for a batch of task events, the latest state last."""
+    rows: dict[str, dict[str, Any]] = {}
+    for event in events:
+        kind = event["type"]
+        stamp = float(event.get("timestamp") or time.time())
+        row = rows.get(event["uuid"])
+        if row is None:
+            row = rows[event["uuid"]] = {"uuid": event["uuid"], "timestamp": 0.0, "state": None}
+        new_state = TASK_STATES.get(kind)
+        if new_state is not None and (
+            row["state"] is None
+            or (row["state"] not in states.READY_STATES and stamp >= row["timestamp"])
+            or new_state in states.READY_STATES
+        ):
+            row["state"] = new_state
+        row["timestamp"] = max(row["timestamp"], stamp)
+        stamp_column = kind.removeprefix("task-")
+        if stamp_column in STAMPS:
+            row[stamp_column] = stamp
+        if kind != "task-sent" and event.get("hostname"):
+            row["hostname"] = event["hostname"]
+        for column in COPIED:
+            value = event.get(column)
+            if value is not None:
+                row[column] = value if column in ("runtime", "retries", "clock") else _text(value)
+    return [
+        tuple(row.get(c) if c != "state" else (row["state"] or states.PENDING) for c in COLUMNS)
+        for row in rows.values()
+    ]
+
+
+class Store:
+    """The history file; safe to use from any thread (one connection per thread)."""
+
+    def __init__(self, path: str | Path, limits: Limits | None = None) -> None:
+        self.path = Path(path)
+        self.limits = limits or Limits()
+        self._local = threading.local()
+        self._batches = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn().executescript(SCHEMA)  # its own transaction
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.row_factory = sqlite3.Row
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def add_task_events(self, events: Sequence[dict[str, Any]]) -> None:
+        """Store one batch of task events (each with ``uuid`` and ``type``) in one transaction."""
+        if not events:
+            return
+        timeline = [
+            (e["uuid"], e["type"], float(e.get("timestamp") or 0.0), e.get("hostname"))
+            for e in events
+        ]
+        with self._write() as conn:
+            conn.executemany(UPSERT, fold(events))
+            conn.executemany(
+                "INSERT INTO events (uuid, type, timestamp, hostname) VALUES (?, ?, ?, ?)",
+                timeline,
+            )
+        self._batches += 1
+        if self._batches % PRUNE_EVERY == 0:
+            self.prune()
+
+    def save_worker(self, hostname: str, info: dict[str, Any], heartbeat: float | None,
+                    offline_at: float | None) -> None:  # fmt: skip
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO workers (hostname, heartbeat, offline_at, info)"
+                " VALUES (?, ?, ?, ?)",
+                (hostname, heartbeat, offline_at, json.dumps(info, default=str)),
+            )
+
+    def prune(self, now: float | None = None) -> int:
+        """Drop tasks past the limits (oldest first) and their events; returns how many."""
+        cutoff = (time.time() if now is None else now) - self.limits.max_age
+        with self._write() as conn:
+            gone = [r[0] for r in conn.execute(
+                "DELETE FROM tasks WHERE timestamp < ? RETURNING uuid", (cutoff,)
+            )]  # fmt: skip
+            excess = conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
+            excess -= self.limits.max_tasks
+            if excess > 0:
+                gone += [r[0] for r in conn.execute(
+                    "DELETE FROM tasks WHERE uuid IN"
+                    " (SELECT uuid FROM tasks ORDER BY timestamp LIMIT ?) RETURNING uuid",
+                    (excess,),
+                )]  # fmt: skip
+            conn.executemany("DELETE FROM events WHERE uuid = ?", [(u,) for u in gone])
+        dropped = len(gone)
+        return int(dropped)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def tasks(self, wanted: TaskFilter | None = None) -> list[dict[str, Any]]:
+        """The newest tasks matching ``wanted``, newest first."""
+        wanted = wanted or TaskFilter()
+        where, values = wanted.where()
+        rows = self._conn().execute(
+            f"SELECT * FROM tasks{where} ORDER BY timestamp DESC LIMIT ?",
+            [*values, wanted.limit],
+        )
+        return [dict(row) for row in rows]
+
+    def task(self, task_id: str) -> dict[str, Any] | None:
+        row = self._conn().execute("SELECT * FROM tasks WHERE uuid = ?", (task_id,)).fetchone()
+        return None if row is None else dict(row)
+
+    def children(self, task_id: str) -> list[str]:
+        rows = self._conn().execute(
+            "SELECT uuid FROM tasks WHERE parent_id = ? ORDER BY timestamp", (task_id,)
+        )
+        return [row[0] for row in rows]
+
+    def timeline(self, task_id: str) -> list[dict[str, Any]]:
+        rows = self._conn().execute(
+            "SELECT type, timestamp, hostname FROM events WHERE uuid = ? ORDER BY timestamp, id",
+            (task_id,),
+        )
+        return [dict(row) for row in rows]
+
+    def task_names(self) -> list[str]:
+        rows = self._conn().execute("SELECT DISTINCT name FROM tasks WHERE name IS NOT NULL")
+        return sorted(row[0] for row in rows)
+
+    def workers(self) -> list[dict[str, Any]]:
+        rows = self._conn().execute("SELECT * FROM workers ORDER BY hostname")
+        return [{**dict(row), "info": json.loads(row["info"])} for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Tasks and events kept now (the history's size, for the footer and the bench)."""
+        conn = self._conn()
+        return {
+            "tasks": int(conn.execute("SELECT count(*) FROM tasks").fetchone()[0]),
+            "events": int(conn.execute("SELECT count(*) FROM events").fetchone()[0]),
+        }
