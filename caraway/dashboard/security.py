@@ -14,8 +14,8 @@ import binascii
 import hmac
 import secrets
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
-from starlette.datastructures import FormData
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -42,10 +42,12 @@ def csrf_token(request: Request) -> str:
     return token
 
 
-async def checked_form(request: Request) -> FormData:
-    """The POSTed form, once its CSRF token matched the cookie's."""
-    form = await request.form()
-    sent = str(form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or "")
+async def checked_form(request: Request) -> dict[str, str]:
+    """The POSTed form (URL-encoded, as the pages send it), once its CSRF token matched the
+    cookie's. Read here rather than by Starlette, which would need python-multipart."""
+    body = (await request.body()).decode("utf-8", "replace")
+    form = {key: values[-1] for key, values in parse_qs(body).items()}
+    sent = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or ""
     cookie = request.cookies.get(CSRF_COOKIE) or ""
     if not cookie or not hmac.compare_digest(sent, cookie):
         raise CSRFError("missing or wrong CSRF token: reload the page and try again")
