@@ -51,8 +51,8 @@ def site(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
                 ),
                 subprocess.Popen(
                     [str(BIN / "caraway"), "-A", "caraway_side", "worker", "-P", "prefork",
-                     "-c", "2", "-E", "-l", "INFO", "-Q", QUEUE, "-n", f"{worker_name}@%h"], cwd=project,
-                    env=env, stdout=worker_out, stderr=subprocess.STDOUT,
+                     "-c", "2", "-E", "-l", "INFO", "-Q", QUEUE, "-n", f"{worker_name}@%h"],
+                    cwd=project, env=env, stdout=worker_out, stderr=subprocess.STDOUT,
                     start_new_session=True, preexec_fn=die_with_parent,
                 ),
             ]  # fmt: skip
