@@ -77,12 +77,15 @@ class Ingestor:
                 self.flush()
 
     def _listen(self, receiver: EventReceiver) -> None:
-        for event in receiver.itercapture(timeout=None, wakeup=True):
-            self.handle(event)
-            if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
-                self.flush()
-            if self._stopping.is_set():
-                return
+        """Read in slices of ``FLUSH_SECONDS``, so a quiet spell still flushes the last events."""
+        wakeup = True
+        while not self._stopping.is_set():
+            for event in receiver.itercapture(timeout=FLUSH_SECONDS, wakeup=wakeup):
+                self.handle(event)
+                if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+                    self.flush()
+            wakeup = False
+            self.flush()
 
     def handle(self, event: dict[str, Any]) -> None:
         """Take one event; task events wait for the next flush."""

@@ -109,9 +109,8 @@ class TaskFilter:
             clauses.append("timestamp <= ?")
             values.append(self.until)
         if self.search:
-            clauses.append("(uuid = ? OR args LIKE ? OR kwargs LIKE ?)")
-            pattern = f"%{self.search}%"
-            values += [self.search, pattern, pattern]
+            clauses.append("(args LIKE ? OR kwargs LIKE ?)")
+            values += [f"%{self.search}%"] * 2
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
 
 
@@ -171,6 +170,11 @@ class Store:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            # Task ids are random: their index pages are touched all over, so keep them in
+            # memory (64 MB) rather than reading them back from disk on every batch.
+            conn.execute("PRAGMA cache_size=-65536")
+            # Fewer, larger checkpoints (each one syncs the file): ~40 MB of WAL between them.
+            conn.execute("PRAGMA wal_autocheckpoint=10000")
             conn.row_factory = sqlite3.Row
             self._local.conn = conn
         return conn
@@ -243,8 +247,13 @@ class Store:
     # --- reading ----------------------------------------------------------------------------
 
     def tasks(self, wanted: TaskFilter | None = None) -> list[dict[str, Any]]:
-        """The newest tasks matching ``wanted``, newest first."""
+        """The newest tasks matching ``wanted``, newest first. A search for a task id finds
+        that task by its key; any other text is looked for in the arguments."""
         wanted = wanted or TaskFilter()
+        if wanted.search:
+            found = self.task(wanted.search)
+            if found is not None:
+                return [found]
         where, values = wanted.where()
         rows = self._conn().execute(
             f"SELECT * FROM tasks{where} ORDER BY timestamp DESC LIMIT ?",
