@@ -30,7 +30,7 @@ ALL_STATES = (states.PENDING, states.RECEIVED, states.STARTED, states.SUCCESS, s
 #: The time windows of the tasks page, in seconds ("" is all the history kept).
 WINDOWS = (("", "all kept"), ("300", "last 5 min"), ("3600", "last hour"), ("86400", "last day"))
 #: Remote-control commands the Workers page may send, and what each needs from the form.
-WORKER_ACTIONS = ("pool_grow", "pool_shrink", "rate_limit", "shutdown")
+WORKER_ACTIONS = ("pool_grow", "pool_shrink", "rate_limit", "cancel_consumer", "shutdown")
 
 
 def _dashboard(request: Request) -> Dashboard:
@@ -127,6 +127,11 @@ async def worker_action(request: Request) -> Response:
         if not task_name or not rate:
             raise HTTPException(400, "a rate limit needs a task name and a rate (e.g. 10/m)")
         control.rate_limit(task_name, rate, destination=destination)
+    elif command == "cancel_consumer":
+        queue = form.get("queue") or ""
+        if not queue:
+            raise HTTPException(400, "cancelling a consumer needs the queue's name")
+        control.cancel_consumer(queue, destination=destination)
     elif command == "shutdown":
         if form.get("confirm") != "yes":
             raise HTTPException(400, "shutting a worker down needs confirm=yes")

@@ -65,8 +65,8 @@ def build_app(
     return web
 
 
-def serve(app: Caraway, config: DashboardConfig) -> None:
+def serve(app: Caraway, config: DashboardConfig, extra_routes: Sequence[BaseRoute] = ()) -> None:
     """Run the dashboard until interrupted (what ``caraway dashboard`` does)."""
     config.check()
-    web = build_app(Dashboard(app, config))
+    web = build_app(Dashboard(app, config), extra_routes)
     uvicorn.run(web, host=config.address, port=config.port, log_level="warning")

@@ -45,8 +45,10 @@ class Served:
         self.server.should_exit = True
         self.thread.join(10)
 
-    def request(self, path: str, method: str = "GET", data: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:  # fmt: skip
+    def request(
+        self, path: str, method: str = "GET", data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], str]:  # fmt: skip
         req = urllib.request.Request(self.base + path, data, headers or {}, method=method)
         opener = urllib.request.build_opener(NoRedirect)
         try:
@@ -77,8 +79,9 @@ def _basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-def test_with_basic_auth_nothing_is_shown_without_credentials(app: Caraway,
-                                                             config: DashboardConfig) -> None:  # fmt: skip
+def test_with_basic_auth_nothing_is_shown_without_credentials(
+    app: Caraway, config: DashboardConfig
+) -> None:
     with Served(app, replace(config, basic_auth=(("ann", "pw"),)), ingest=False) as site:
         assert site.request("/tasks")[0] == 401
         assert site.request("/api/tasks")[0] == 401
@@ -88,7 +91,7 @@ def test_with_basic_auth_nothing_is_shown_without_credentials(app: Caraway,
 
 def test_actions_need_the_csrf_token_of_the_page(app: Caraway, config: DashboardConfig) -> None:
     with Served(app, config, ingest=False) as site:
-        status, headers, page = site.request("/tasks")
+        status, headers, _ = site.request("/tasks")
         assert status == 200
         cookie = headers["set-cookie"].split(";")[0]
         token = cookie.split("=", 1)[1]
@@ -103,8 +106,9 @@ def test_actions_need_the_csrf_token_of_the_page(app: Caraway, config: Dashboard
         assert app.broker.revocations(0)[0] == [("abc", False)]
 
 
-def test_scripts_may_post_to_the_api_but_other_sites_may_not(app: Caraway,
-                                                            config: DashboardConfig) -> None:  # fmt: skip
+def test_scripts_may_post_to_the_api_but_other_sites_may_not(
+    app: Caraway, config: DashboardConfig
+) -> None:
     with Served(app, config, ingest=False) as site:
         cross = site.request("/api/task/revoke/t1", "POST", b"",
                              {"Origin": "http://evil.example"})  # fmt: skip
@@ -116,7 +120,8 @@ def test_scripts_may_post_to_the_api_but_other_sites_may_not(app: Caraway,
 def test_read_only_changes_nothing(app: Caraway, config: DashboardConfig) -> None:
     with Served(app, replace(config, read_only=True), ingest=False) as site:
         status, _, body = site.request("/api/task/revoke/t1", "POST", b"")
-        assert status == 403 and "read-only" in body
+        assert status == 403
+        assert "read-only" in body
         assert app.broker.revocations(0)[0] == []
         assert "Revoke" not in site.request("/tasks")[2]
 
@@ -125,7 +130,7 @@ def test_broker_passwords_are_never_shown(config: DashboardConfig) -> None:
     app = Caraway("masked", broker="redis://ann:s3cret-pw@127.0.0.1:1/0")
     with Served(app, config, ingest=False) as site:
         for path in ("/tasks", "/queues/rows", "/workers"):
-            status, _, page = site.request(path)
+            _, _, page = site.request(path)
             assert "s3cret-pw" not in page, path
         assert "redis://ann:**@127.0.0.1:1/0" in site.request("/tasks")[2]
 

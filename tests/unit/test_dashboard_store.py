@@ -46,8 +46,9 @@ def test_a_task_is_one_row_with_every_event_on_its_timeline(store: Store) -> Non
 def test_a_finished_task_stays_finished_when_an_older_event_comes_late(store: Store) -> None:
     store.add_task_events([event("task-succeeded", "t1", 20.0, result="1")])
     store.add_task_events([event("task-started", "t1", 19.0)])
-    store.add_task_events([event("task-received", "t2", 30.0), event("task-failed", "t2", 31.0,
-                           exception="ValueError()"), event("task-started", "t2", 30.5)])  # fmt: skip
+    failed = event("task-failed", "t2", 31.0, exception="ValueError()")
+    store.add_task_events([event("task-received", "t2", 30.0), failed,
+                           event("task-started", "t2", 30.5)])  # fmt: skip
 
     assert store.task("t1")["state"] == "SUCCESS"  # type: ignore[index]
     assert store.task("t2")["state"] == "FAILURE"  # type: ignore[index]
@@ -80,9 +81,11 @@ def test_history_is_bounded_by_count_and_age(tmp_path: Path) -> None:
     store = Store(tmp_path / "dash.sqlite3", Limits(max_tasks=3, max_age=100.0))
     store.add_task_events([event("task-received", f"t{i}", 1000.0 + i) for i in range(6)])
 
-    assert store.prune(now=1104.5) == 5  # t0..t4 by age, then none past the count
-    assert [t["uuid"] for t in store.tasks()] == ["t5"]
-    assert store.counts() == {"tasks": 1, "events": 1}
+    assert store.prune(now=1102.5) == 3  # t0..t2 by age, then none past the count
+    store.add_task_events([event("task-received", f"n{i}", 2000.0 + i) for i in range(2)])
+    assert store.prune(now=1102.5) == 2  # the oldest two past the count (3)
+    assert [t["uuid"] for t in store.tasks()] == ["n1", "n0", "t5"]
+    assert store.count() == 3
 
 
 def test_the_history_survives_a_restart(tmp_path: Path) -> None:
@@ -104,12 +107,14 @@ def test_config_refuses_the_network_without_authentication(tmp_path: Path) -> No
     assert parse_basic_auth("ann:pw1,bob:p:w") == (("ann", "pw1"), ("bob", "p:w"))
     with pytest.raises(ImproperlyConfigured, match="user:password"):
         parse_basic_auth("ann")
-    assert normalise_prefix("/dash/") == "/dash" and normalise_prefix("") == ""
+    assert normalise_prefix("/dash/") == "/dash"
+    assert normalise_prefix("") == ""
 
 
 def test_secrets_are_masked_at_any_depth() -> None:
     conf = {"broker_url": "redis://:s3cret@h:6379/0", "nested": {"db_password": "pw"},
             "routing_key": "celery", "hosts": ["amqp://u:pw2@h//"]}  # fmt: skip
     shown = repr(masked(conf))
-    assert "s3cret" not in shown and "'pw'" not in shown and "pw2" not in shown
+    for secret in ("s3cret", "'pw'", "pw2"):
+        assert secret not in shown
     assert masked(conf)["routing_key"] == "celery"
