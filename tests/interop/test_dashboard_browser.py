@@ -71,7 +71,7 @@ def site(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
             ARTEFACTS.mkdir(parents=True, exist_ok=True)
             with sync_api.sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-                page = browser.new_page(viewport={"width": 1280, "height": 720})
+                page = browser.new_page(viewport={"width": 1200, "height": 300})
                 page.on("dialog", lambda dialog: dialog.accept())
                 yield {"page": page, "base": f"http://127.0.0.1:{port}", "client": client,
                        "node": node, "folder": folder, "Workers": Workers}  # fmt: skip
@@ -88,7 +88,7 @@ def site(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
 
 
 def shot(page: Any, name: str) -> None:
-    page.screenshot(path=str(ARTEFACTS / f"{name}.png"))
+    page.screenshot(path=str(ARTEFACTS / f"{name}.png"), full_page=True)
 
 
 def test_a_task_goes_from_received_to_success_live(site: dict[str, Any]) -> None:
@@ -150,3 +150,6 @@ def test_workers_page_shows_the_worker_online(site: dict[str, Any]) -> None:
     row.locator(".online").wait_for(timeout=SEEN)
     assert "prefork" in row.inner_text()
     shot(page, "workers")
+    page.goto(f"{site['base']}/tasks")
+    page.locator(".state.REVOKED").first.wait_for(timeout=SEEN)
+    shot(page, "tasks-overview")
