@@ -15,6 +15,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from caraway import states
+from caraway.dashboard import beat
 from caraway.dashboard.security import checked_form, csrf_token
 from caraway.dashboard.store import TaskFilter
 
@@ -165,6 +166,29 @@ async def settle_dead_letter(request: Request) -> Response:
     return _back(request, "/dead-letters", "Requeued." if requeue else "Deleted.")
 
 
+def beat_page(request: Request) -> Response:
+    found, problem = beat.schedules(_dashboard(request).app)
+    return render(request, "beat.html", "/beat", title="Beat", schedules=found, problem=problem)
+
+
+async def beat_action(request: Request) -> Response:
+    form = await checked_form(request)
+    app, name, verb = _dashboard(request).app, form.get("name") or "", request.path_params["verb"]
+    if verb == "run":
+        try:
+            task_id = beat.run_now(app, name)
+        except KeyError:
+            raise HTTPException(404, f"no periodic task named {name!r}") from None
+        return _back(request, "/beat", f"Sent {name} now (task {task_id}).")
+    if verb not in ("enable", "disable"):
+        raise HTTPException(404, f"unknown beat action {verb!r}: run, enable or disable")
+    try:
+        beat.set_enabled(app, name, verb == "enable")
+    except KeyError:
+        raise HTTPException(404, f"no stored periodic task named {name!r}") from None
+    return _back(request, "/beat", f"{name} {verb}d.")
+
+
 def home(request: Request) -> Response:
     return RedirectResponse(f"{_dashboard(request).config.url_prefix}/tasks", 307)
 
@@ -183,4 +207,6 @@ ROUTES = [
     Route("/queues/rows", queue_rows),
     Route("/dead-letters", dead_letters_page),
     Route("/dead-letters/{verb:str}", settle_dead_letter, methods=["POST"]),
+    Route("/beat", beat_page),
+    Route("/beat/{verb:str}", beat_action, methods=["POST"]),
 ]

@@ -164,3 +164,21 @@ def test_events_from_a_worker_reach_the_tasks_api(app: Caraway, config: Dashboar
             assert list(status.values()) == [True]
         finally:
             worker.stop()
+
+
+def test_beat_lists_configured_schedules_and_runs_one_now(
+    app: Caraway, config: DashboardConfig
+) -> None:
+    app.conf.beat_schedule = {"tick": {"task": "dashweb.tick", "schedule": 60.0, "args": (7,)}}
+    with Served(app, config, ingest=False) as site:
+        status, headers, page = site.request("/beat")
+        assert status == 200
+        assert 'data-schedule="tick"' in page
+        assert "stored schedules unavailable" in page  # no result backend: config ones only
+        cookie = headers["set-cookie"].split(";")[0]
+        form = f"csrf_token={cookie.split('=', 1)[1]}&name=tick".encode()
+        assert site.request("/beat/run", "POST", form, {"Cookie": cookie})[0] == 303
+
+    (delivery,) = app.broker.fetch(["celery"], 1, 1.0)
+    assert delivery.message.headers["task"] == "dashweb.tick"
+    assert delivery.message.headers["argsrepr"] == "(7,)"

@@ -17,6 +17,7 @@ import pytest
 from interop_support import BIN, WAIT, Workers, die_with_parent, redis_wire, wait_until
 from services import free_port
 
+from caraway.beat import PeriodicTasks
 from caraway.engines.base.broker import Outgoing
 from caraway.protocol import build_task_message
 
@@ -141,6 +142,24 @@ def test_a_dead_letter_is_requeued_and_runs(site: dict[str, Any]) -> None:
     assert client.AsyncResult(task_id).get(timeout=WAIT) == 11
     page.goto(f"{site['base']}/task/{task_id}")
     page.locator("#task-state.SUCCESS").wait_for(timeout=SEEN)
+
+
+def test_a_periodic_task_is_disabled_from_the_beat_page(site: dict[str, Any]) -> None:
+    page, client = site["page"], site["client"]
+    schedules = PeriodicTasks(client)
+    name = f"nightly-{uuid.uuid4().hex[:6]}"
+    schedules.add(name, "interop.add", 3600.0, args=(1, 1))
+    try:
+        page.goto(f"{site['base']}/beat")
+        row = page.locator(f'tr[data-schedule="{name}"]')
+        assert "enabled" in row.inner_text()
+        row.get_by_role("button", name="Disable").click()
+        page.get_by_role("status").filter(has_text=f"{name} disabled").wait_for(timeout=SEEN)
+        assert "disabled" in page.locator(f'tr[data-schedule="{name}"]').inner_text()
+        shot(page, "beat")
+        assert schedules.get(name).enabled is False
+    finally:
+        schedules.remove(name)
 
 
 def test_workers_page_shows_the_worker_online(site: dict[str, Any]) -> None:
