@@ -69,12 +69,14 @@ class Ingestor:
                     self._receiver = receiver
                     receiver.should_stop = self._stopping.is_set()
                     self._listen(receiver)
+                self.flush()
             except OperationalError as exc:
                 logger.warning("Events unavailable (%s); listening again in %ss", exc,
                                RETRY_SECONDS)  # fmt: skip
                 self._stopping.wait(RETRY_SECONDS)
-            finally:
-                self.flush()
+            except Exception:  # the thread must outlive one bad batch: the page would freeze
+                logger.exception("The dashboard's ingest failed; listening again")
+                self._stopping.wait(RETRY_SECONDS)
 
     def _listen(self, receiver: EventReceiver) -> None:
         """Read in slices of ``FLUSH_SECONDS``, so a quiet spell still flushes the last events."""

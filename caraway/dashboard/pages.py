@@ -144,11 +144,11 @@ async def worker_action(request: Request) -> Response:
 
 def queues_page(request: Request) -> Response:
     return render(request, "queues.html", "/queues", title="Queues",
-                  queues=_dashboard(request).queue_lengths())  # fmt: skip
+                  queues=_dashboard(request).queues())  # fmt: skip
 
 
 def queue_rows(request: Request) -> Response:
-    return render(request, "queue_rows.html", queues=_dashboard(request).queue_lengths())
+    return render(request, "queue_rows.html", queues=_dashboard(request).queues())
 
 
 def dead_letters_page(request: Request) -> Response:

@@ -23,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 from caraway.dashboard import api, pages
 from caraway.dashboard.security import CSRFError, Guard
 from caraway.dashboard.service import Dashboard
+from caraway.exceptions import OperationalError
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -33,6 +34,11 @@ STATIC = Path(__file__).parent / "static"
 
 def _csrf_failed(request: Request, exc: Exception) -> Response:
     return PlainTextResponse(f"Forbidden: {exc}", 403)
+
+
+def _broker_away(request: Request, exc: Exception) -> Response:
+    """The broker or result store cannot be reached: say so (our errors mask passwords)."""
+    return PlainTextResponse(f"Service unavailable: {exc}", 503)
 
 
 def build_app(
@@ -58,7 +64,7 @@ def build_app(
     web = Starlette(
         routes=[Mount(prefix, routes=routes)] if prefix else routes,
         middleware=[Middleware(Guard, config=dashboard.config)],
-        exception_handlers={CSRFError: _csrf_failed},
+        exception_handlers={CSRFError: _csrf_failed, OperationalError: _broker_away},
         lifespan=lifespan,
     )
     web.state.dashboard = dashboard

@@ -3,6 +3,7 @@ view of the workers, the workers' own answers (pool, queues), queue depths, dead
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from caraway.dashboard.ingest import Ingestor
 from caraway.dashboard.store import Store
+from caraway.exceptions import OperationalError
 from caraway.routing import declared_queues
 from caraway.utils.text import mask_url
 
@@ -17,6 +19,8 @@ if TYPE_CHECKING:
     from caraway.app import Caraway
     from caraway.dashboard.config import DashboardConfig
     from caraway.engines.base.broker import DeadLetter
+
+logger = logging.getLogger("caraway.dashboard")
 
 #: What Flower asks every worker for its workers list (the task lists only per worker).
 INSPECTED = ("stats", "active_queues", "registered", "conf")
@@ -50,6 +54,15 @@ def flower_task(row: dict[str, Any], children: list[str] | None = None) -> dict[
     extra = {"worker": row.get("hostname"), "client": None, "root": row.get("root_id"),
              "parent": row.get("parent_id"), "children": children or []}  # fmt: skip
     return {name: extra[name] if name in extra else row.get(name) for name in FLOWER_TASK_FIELDS}
+
+
+def _ask(inspect: Any, question: str) -> dict[str, Any] | None:
+    try:
+        answer: dict[str, Any] | None = getattr(inspect, question)()
+    except OperationalError as exc:
+        logger.warning("Workers could not be asked for %s: %s", question, exc)
+        return None
+    return answer
 
 
 class Dashboard:
@@ -86,8 +99,8 @@ class Dashboard:
         inspect = self.app.control.inspect(
             timeout=self.config.inspect_timeout, limit=alive, destination=destination
         )
-        with ThreadPoolExecutor(len(INSPECTED)) as pool:
-            asked = pool.map(lambda question: getattr(inspect, question)(), INSPECTED)
+        with ThreadPoolExecutor(len(INSPECTED)) as pool:  # a broker away answers nothing
+            asked = pool.map(lambda question: _ask(inspect, question), INSPECTED)
             answers = dict(zip(INSPECTED, asked, strict=True))
         merged: dict[str, dict[str, Any]] = {}
         for question, replies in answers.items():
@@ -143,6 +156,15 @@ class Dashboard:
     def queue_lengths(self) -> list[dict[str, Any]]:
         return [{"name": name, "messages": self.app.broker.size(name)}
                 for name in self.queue_names()]  # fmt: skip
+
+    def queues(self) -> list[dict[str, Any]]:
+        """For the Queues page: depth, and which workers consume each queue."""
+        consumers: dict[str, list[str]] = {}
+        for hostname, answers in self.inspect().items():
+            for queue in answers.get("active_queues") or ():
+                consumers.setdefault(str(queue.get("name")), []).append(hostname)
+        return [{**row, "consumers": sorted(consumers.get(row["name"], []))}
+                for row in self.queue_lengths()]  # fmt: skip
 
     def dead_letters(self, limit: int = 200) -> list[DeadLetter]:
         return self.app.broker.dead_letters(limit)
