@@ -10,6 +10,7 @@ and by age, pruned every few batches rather than on each insert.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -170,7 +171,10 @@ class Store:
         self.limits = limits or Limits()
         self._local = threading.local()
         self._batches = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The history holds tasks' arguments and results: its owner alone reads it (SQLite
+        # gives the -wal and -shm files the same mode), as with the embedded broker's file.
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._conn().executescript(SCHEMA)  # its own transaction
 
     def _conn(self) -> sqlite3.Connection:

@@ -94,6 +94,7 @@ def test_the_history_survives_a_restart(tmp_path: Path) -> None:
     first.save_worker("w1@host", {"processed": 3}, 123.0, None)
     first.close()
 
+    assert (tmp_path / "dash.sqlite3").stat().st_mode & 0o777 == 0o600
     again = Store(tmp_path / "dash.sqlite3")
     assert again.task("kept") is not None
     assert again.workers()[0]["info"] == {"processed": 3}
