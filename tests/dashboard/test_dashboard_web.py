@@ -146,7 +146,14 @@ def test_the_url_prefix_serves_pages_and_api_under_it(app: Caraway,
         assert site.request("/api/task/types")[0] == 200
 
 
-def test_events_from_a_worker_reach_the_tasks_api(app: Caraway, config: DashboardConfig) -> None:
+@pytest.mark.parametrize("broker", ["memory", "sqlite"])
+def test_events_from_a_worker_reach_the_tasks_api(
+    broker: str, tmp_path: Path, config: DashboardConfig
+) -> None:
+    url = f"memory://dash-{uuid.uuid4().hex}" if broker == "memory" else \
+        f"sqlite:///{tmp_path / 'broker.sqlite3'}"  # fmt: skip
+    app = Caraway("dashweb", broker=url)
+
     @app.task(name="dashweb.add")
     def add(x: int, y: int) -> int:
         return x + y
@@ -164,8 +171,12 @@ def test_events_from_a_worker_reach_the_tasks_api(app: Caraway, config: Dashboar
             assert (task["name"], task["args"], task["result"]) == ("dashweb.add", "(2, 3)", "5")
             status = json.loads(site.request("/api/workers?status=true")[2])
             assert list(status.values()) == [True]
+            assert app.broker.size("celery") == 0
+            queues = site.request("/queues/rows")[2]
+            assert 'data-queue="celery"' in queues
         finally:
             worker.stop()
+            app.close()
 
 
 def test_beat_lists_configured_schedules_and_runs_one_now(
