@@ -133,6 +133,7 @@ def main() -> None:
             "/tasks", "/tasks/rows", "/tasks?state=FAILURE", f"/tasks?name={NAMES[3]}",
             f"/tasks?worker={WORKERS[2]}", "/tasks?window=300", f"/tasks?search={some_id}",
             "/tasks?search=user%27%3A+4242", "/api/tasks?limit=100", f"/task/{some_id}",
+            "/charts?window=3600",
         ]  # fmt: skip
         print(f"pages ({args.rounds} requests each, server time, ms):")
         for page, (median, worst) in page_times(app, paths, args.rounds).items():

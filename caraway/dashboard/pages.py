@@ -15,7 +15,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from caraway import states
-from caraway.dashboard import beat
+from caraway.dashboard import beat, charts
 from caraway.dashboard.security import checked_form, csrf_token
 from caraway.dashboard.store import TaskFilter
 
@@ -189,6 +189,29 @@ async def beat_action(request: Request) -> Response:
     return _back(request, "/beat", f"{name} {verb}d.")
 
 
+#: The Charts page's windows, in seconds.
+CHART_WINDOWS = (("300", "last 5 min"), ("3600", "last hour"), ("21600", "last 6 hours"))
+
+
+def _charts_context(request: Request) -> dict[str, Any]:
+    window = request.query_params.get("window", "3600")
+    if window not in dict(CHART_WINDOWS):
+        window = "3600"
+    buckets, table = charts.figures(_dashboard(request).store, float(window))
+    seconds = float(window) / charts.BUCKETS
+    label = f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.0f} min"
+    return {"window": window, "windows": CHART_WINDOWS, "buckets": buckets, "table": table,
+            "bucket_label": label}  # fmt: skip
+
+
+def charts_page(request: Request) -> Response:
+    return render(request, "charts.html", "/charts", title="Charts", **_charts_context(request))
+
+
+def charts_panel(request: Request) -> Response:
+    return render(request, "charts_panel.html", **_charts_context(request))
+
+
 def home(request: Request) -> Response:
     return RedirectResponse(f"{_dashboard(request).config.url_prefix}/tasks", 307)
 
@@ -207,6 +230,8 @@ ROUTES = [
     Route("/queues/rows", queue_rows),
     Route("/dead-letters", dead_letters_page),
     Route("/dead-letters/{verb:str}", settle_dead_letter, methods=["POST"]),
+    Route("/charts", charts_page),
+    Route("/charts/panel", charts_panel),
     Route("/beat", beat_page),
     Route("/beat/{verb:str}", beat_action, methods=["POST"]),
 ]

@@ -289,6 +289,18 @@ class Store:
             entries.append({"type": kind, "timestamp": float(stamp), "hostname": hostname})
         return sorted(entries, key=lambda entry: entry["timestamp"])
 
+    def finished_since(self, since: float) -> list[tuple[str | None, str, float, float | None]]:
+        """``(name, state, finished at, runtime)`` of tasks that succeeded or failed after
+        ``since``. The time index bounds the scan: tasks first seen over an hour before
+        ``since`` are left out (a task that ran longer than that is not counted)."""
+        rows = self._conn().execute(
+            "SELECT name, state, coalesce(succeeded, failed), runtime FROM tasks"
+            " WHERE seen >= ? - 3600 AND state IN ('SUCCESS', 'FAILURE')"
+            " AND coalesce(succeeded, failed) >= ?",
+            (since, since),
+        )
+        return [tuple(row) for row in rows]
+
     def task_names(self) -> list[str]:
         rows = self._conn().execute("SELECT name FROM task_names ORDER BY name")
         return [row[0] for row in rows]

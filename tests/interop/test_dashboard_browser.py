@@ -172,3 +172,22 @@ def test_workers_page_shows_the_worker_online(site: dict[str, Any]) -> None:
     page.goto(f"{site['base']}/tasks")
     page.locator(".state.REVOKED").first.wait_for(timeout=SEEN)
     shot(page, "tasks-overview")
+
+
+def test_charts_count_what_ran(site: dict[str, Any]) -> None:
+    page, client = site["page"], site["client"]
+    for n in range(3):
+        client.tasks["interop.add"].apply_async((n, n), queue=QUEUE).get(timeout=WAIT)
+    failing = client.tasks["interop.fail"].apply_async(("value", "boom"), queue=QUEUE)
+    failing.get(timeout=WAIT, propagate=False)
+    page.goto(f"{site['base']}/charts?window=300")
+    row = page.locator('tr[data-name="interop.add"]')
+    row.wait_for(timeout=SEEN)
+    assert page.locator("svg.chart rect").count() == 2 * 60
+    page.wait_for_function(  # the panel refreshes every 5 s until the events are stored
+        "() => Number(document.querySelector('tr[data-name=\"interop.add\"] td:nth-child(2)')"
+        ".textContent) >= 3", timeout=SEEN,
+    )  # fmt: skip
+    failed = page.locator('tr[data-name="interop.fail"] td:nth-child(3)')
+    assert failed.inner_text() == "1"
+    shot(page, "charts")
