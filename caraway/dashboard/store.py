@@ -289,17 +289,34 @@ class Store:
             entries.append({"type": kind, "timestamp": float(stamp), "hostname": hostname})
         return sorted(entries, key=lambda entry: entry["timestamp"])
 
-    def finished_since(self, since: float) -> list[tuple[str | None, str, float, float | None]]:
-        """``(name, state, finished at, runtime)`` of tasks that succeeded or failed after
-        ``since``. The time index bounds the scan: tasks first seen over an hour before
-        ``since`` are left out (a task that ran longer than that is not counted)."""
+    # Tasks that finished after ``since``. The time index bounds the scan: tasks first seen
+    # over an hour before ``since`` are left out (one that ran longer is not counted).
+    _FINISHED = (
+        " FROM tasks WHERE seen >= ? - 3600 AND state IN ('SUCCESS', 'FAILURE')"
+        " AND coalesce(succeeded, failed) >= ?"
+    )
+
+    def finished_counts(self, since: float, width: float) -> list[tuple[str, str, int, int]]:
+        """``(name, state, slot, count)``: tasks finished after ``since`` by name, state and
+        time slot (``width`` seconds each), counted by SQLite."""
         rows = self._conn().execute(
-            "SELECT name, state, coalesce(succeeded, failed), runtime FROM tasks"
-            " WHERE seen >= ? - 3600 AND state IN ('SUCCESS', 'FAILURE')"
-            " AND coalesce(succeeded, failed) >= ?",
-            (since, since),
+            "SELECT coalesce(name, '?'), state,"
+            " CAST((coalesce(succeeded, failed) - ?) / ? AS INTEGER) AS slot, count(*)"
+            + self._FINISHED
+            + " GROUP BY 1, 2, 3",
+            (since, width, since, since),
         )
-        return [tuple(row) for row in rows]
+        return [(row[0], row[1], int(row[2]), int(row[3])) for row in rows]
+
+    def runtimes(self, since: float, limit: int) -> list[tuple[str, float]]:
+        """``(name, runtime)`` of the newest ``limit`` successes after ``since``."""
+        rows = self._conn().execute(
+            "SELECT coalesce(name, '?'), runtime"
+            + self._FINISHED
+            + " AND state = 'SUCCESS' AND runtime IS NOT NULL ORDER BY seen DESC LIMIT ?",
+            (since, since, limit),
+        )
+        return [(row[0], float(row[1])) for row in rows]
 
     def task_names(self) -> list[str]:
         rows = self._conn().execute("SELECT name FROM task_names ORDER BY name")
