@@ -17,6 +17,7 @@ from starlette.templating import Jinja2Templates
 from caraway import states
 from caraway.dashboard import beat, charts
 from caraway.dashboard.security import checked_form, csrf_token
+from caraway.dashboard.service import workflow_tree
 from caraway.dashboard.store import TaskFilter
 
 if TYPE_CHECKING:
@@ -84,8 +85,11 @@ def task_rows(request: Request) -> Response:
 def _task_context(request: Request) -> dict[str, Any]:
     store = _dashboard(request).store
     task_id = request.path_params["task_id"]
-    return {"task_id": task_id, "task": store.task(task_id), "children": store.children(task_id),
-            "timeline": store.timeline(task_id), "ready_states": states.READY_STATES}  # fmt: skip
+    task = store.task(task_id)
+    family = store.family(task["root_id"] or task_id) if task else []
+    return {"task_id": task_id, "task": task, "children": store.children(task_id),
+            "timeline": store.timeline(task_id), "ready_states": states.READY_STATES,
+            "workflow": workflow_tree(family) if len(family) > 1 else []}  # fmt: skip
 
 
 def task_page(request: Request) -> Response:

@@ -38,6 +38,7 @@ CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, seen);
 CREATE INDEX IF NOT EXISTS tasks_by_name ON tasks (name, seen);
 CREATE INDEX IF NOT EXISTS tasks_by_worker ON tasks (hostname, seen);
 CREATE INDEX IF NOT EXISTS tasks_by_parent ON tasks (parent_id);
+CREATE INDEX IF NOT EXISTS tasks_by_root ON tasks (root_id);
 -- Text search scans this (narrow) index instead of whole rows: see Store.tasks.
 CREATE INDEX IF NOT EXISTS tasks_text ON tasks (seen, args, kwargs);
 CREATE TABLE IF NOT EXISTS task_names (name TEXT PRIMARY KEY);
@@ -278,6 +279,16 @@ class Store:
             "SELECT uuid FROM tasks WHERE parent_id = ? ORDER BY seen", (task_id,)
         )
         return [row[0] for row in rows]
+
+    def family(self, root_id: str, limit: int = 500) -> list[dict[str, Any]]:
+        """The tasks of one workflow (those sharing ``root_id``, the root included), in the
+        order they were first seen: ``uuid``, ``name``, ``state``, ``parent_id``."""
+        rows = self._conn().execute(
+            "SELECT uuid, name, state, parent_id FROM tasks WHERE root_id = ? OR uuid = ?"
+            " ORDER BY seen LIMIT ?",
+            (root_id, root_id, limit),
+        )
+        return [dict(row) for row in rows]
 
     def timeline(self, task_id: str) -> list[dict[str, Any]]:
         """The task's events in time order: ``type``, ``timestamp``, ``hostname``."""

@@ -111,6 +111,20 @@ def test_a_task_goes_from_received_to_success_live(site: dict[str, Any]) -> None
     shot(page, "task")
 
 
+def test_a_chain_is_shown_as_one_workflow(site: dict[str, Any]) -> None:
+    page, client = site["page"], site["client"]
+    add = client.tasks["interop.add"]
+    result = (add.s(1, 2).set(queue=QUEUE) | add.s(3).set(queue=QUEUE)).apply_async()
+    assert result.get(timeout=WAIT) == 6
+    first = result.parent.id
+
+    page.goto(f"{site['base']}/task/{first}")
+    last = page.locator(f'li[data-member="{result.id}"]')
+    last.locator(".state.SUCCESS").wait_for(timeout=SEEN)
+    assert page.locator(f'li[data-member="{first}"]').count() == 1
+    shot(page, "workflow")
+
+
 def test_a_long_task_is_terminated_from_its_page(site: dict[str, Any]) -> None:
     page, client = site["page"], site["client"]
     result = client.tasks["interop.slow"].apply_async((2, 60, "ui"), queue=QUEUE)
