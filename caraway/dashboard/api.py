@@ -79,9 +79,12 @@ def tasks(request: Request) -> JSONResponse:
     wanted = TaskFilter(
         state=chosen("state"), name=chosen("taskname"), worker=chosen("workername"),
         since=_when(query.get("received_start")), until=_when(query.get("received_end")),
-        search=query.get("search") or "", limit=limit + offset,
+        search=query.get("search") or "", limit=limit + offset, sort_by=query.get("sort_by") or "",
     )  # fmt: skip
-    rows = _dashboard(request).store.tasks(wanted)[offset:]
+    try:
+        rows = _dashboard(request).store.tasks(wanted)[offset:]
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None
     return JSONResponse({row["uuid"]: flower_task(row) for row in rows})
 
 
@@ -100,28 +103,36 @@ def _result_fields(result: Any) -> dict[str, Any]:
     return {"result": _json_safe(result.result)}
 
 
-def task_result(request: Request) -> JSONResponse:
-    task_id = request.path_params["task_id"]
-    try:
-        timeout = float(request.query_params["timeout"]) if "timeout" in request.query_params \
-            else None  # fmt: skip
-    except ValueError:
-        raise HTTPException(400, "Invalid timeout") from None
-    result = _dashboard(request).app.AsyncResult(task_id)
-    response: dict[str, Any] = {"task-id": task_id, "state": result.state}
+def read_result(result: Any, timeout: float | None) -> dict[str, Any]:
+    """Flower's answer about a result: its state, and its value once ready (waiting up to
+    ``timeout`` seconds for it)."""
+    response: dict[str, Any] = {"task-id": result.id, "state": result.state}
     if timeout:
         try:
             result.get(timeout=timeout, propagate=False)
         except TimeoutError:
-            return JSONResponse(response)
+            return response
         response["state"] = result.state
         response.update(_result_fields(result))
     elif result.ready():
         response.update(_result_fields(result))
-    return JSONResponse(response)
+    return response
 
 
-async def _body(request: Request) -> dict[str, Any]:
+def task_result(request: Request) -> JSONResponse:
+    task_id = request.path_params["task_id"]
+    raw = request.query_params.get("timeout")
+    try:
+        timeout = float(raw) if raw is not None else None
+    except ValueError:
+        raise HTTPException(400, "Invalid timeout") from None
+    result = _dashboard(request).app.AsyncResult(task_id)
+    return JSONResponse(read_result(result, timeout))
+
+
+async def async_options(request: Request) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
+    """A start request's JSON body: ``args``, ``kwargs`` and the ``apply_async`` options,
+    with Flower's formats for ``eta``, ``countdown`` and ``expires``."""
     raw = await request.body()
     try:
         options = json.loads(raw) if raw else {}
@@ -129,27 +140,33 @@ async def _body(request: Request) -> dict[str, Any]:
         raise HTTPException(400, str(exc)) from None
     if not isinstance(options, dict):
         raise HTTPException(400, "invalid options")
-    return options
+    args = options.pop("args", [])
+    kwargs = options.pop("kwargs", {})
+    if not isinstance(args, list):
+        raise HTTPException(400, "args must be an array")
+    if not isinstance(kwargs, dict):
+        raise HTTPException(400, "kwargs must be an object")
+    try:
+        if "countdown" in options:
+            options["countdown"] = float(options["countdown"])
+        if "expires" in options:
+            try:
+                options["expires"] = float(options["expires"])
+            except ValueError:
+                options["expires"] = datetime.strptime(options["expires"], DATE_FORMAT)
+        if "eta" in options:
+            options["eta"] = datetime.strptime(options["eta"], DATE_FORMAT)
+    except (TypeError, ValueError):
+        raise HTTPException(400, "Invalid option") from None
+    return args, kwargs, options
 
 
 async def async_apply(request: Request) -> JSONResponse:
     dashboard = _dashboard(request)
     name = request.path_params["name"]
-    options = await _body(request)
-    args = options.pop("args", [])
-    kwargs = options.pop("kwargs", {})
-    if not isinstance(args, list):
-        raise HTTPException(400, "args must be an array")
+    args, kwargs, options = await async_options(request)
     if name not in dashboard.app.tasks:
         raise HTTPException(404, f"Unknown task '{name}'")
-    try:
-        for key in ("countdown", "expires"):
-            if key in options:
-                options[key] = float(options[key])
-        if "eta" in options:
-            options["eta"] = datetime.strptime(options["eta"], DATE_FORMAT)
-    except (TypeError, ValueError):
-        raise HTTPException(400, "Invalid option") from None
     result = dashboard.app.tasks[name].apply_async(args=args, kwargs=kwargs, **options)
     return JSONResponse({"task-id": result.id, "state": result.state})
 

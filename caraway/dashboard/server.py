@@ -20,7 +20,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from caraway.dashboard import api, pages
+from caraway.dashboard import api, api_control, pages
 from caraway.dashboard.security import CSRFError, Guard
 from caraway.dashboard.service import Dashboard
 from caraway.exceptions import OperationalError
@@ -57,7 +57,7 @@ def build_app(
                 dashboard.stop()
 
     routes: list[BaseRoute] = [
-        *pages.ROUTES, *api.ROUTES, *extra_routes,
+        *pages.ROUTES, *api.ROUTES, *api_control.ROUTES, *extra_routes,
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]  # fmt: skip
     prefix = dashboard.config.url_prefix

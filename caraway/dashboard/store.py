@@ -76,6 +76,8 @@ ON CONFLICT (uuid) DO UPDATE SET
     timeline = tasks.timeline || excluded.timeline,
     {", ".join(f"{c} = coalesce(excluded.{c}, tasks.{c})" for c in (*STAMPS, *COPIED))}
 """
+#: What Flower's task list may be sorted by.
+SORTABLE = frozenset({"name", "state", "received", "started"})
 #: How many batches between two prunes.
 PRUNE_EVERY = 50
 
@@ -100,6 +102,17 @@ class TaskFilter:
     until: float | None = None
     search: str = ""
     limit: int = 100
+    #: Flower's ``sort_by``: a column of ``SORTABLE``, ``-`` first for descending; newest
+    #: first when empty.
+    sort_by: str = ""
+
+    def order(self) -> str:
+        column = self.sort_by.lstrip("-")
+        if not column:
+            return "seen DESC"
+        if column not in SORTABLE:
+            raise ValueError(f"cannot sort by {column!r}: one of {', '.join(sorted(SORTABLE))}")
+        return f"{column} {'DESC' if self.sort_by.startswith('-') else 'ASC'}, seen DESC"
 
     def where(self) -> tuple[str, list[Any]]:
         clauses: list[str] = []
@@ -265,7 +278,7 @@ class Store:
         # 3-4 times faster, and SQLite would not choose it by itself.
         source = "tasks INDEXED BY tasks_text" if wanted.search else "tasks"
         rows = self._conn().execute(
-            f"SELECT * FROM {source}{where} ORDER BY seen DESC LIMIT ?",
+            f"SELECT * FROM {source}{where} ORDER BY {wanted.order()} LIMIT ?",
             [*values, wanted.limit],
         )
         return [dict(row) for row in rows]

@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,3 +139,52 @@ def test_queue_lengths_and_actions_answer_alike(cluster: dict[str, Any]) -> None
     assert client.AsyncResult(ours["task-id"]).get(timeout=WAIT) == 3
     flower, ours = both(cluster, "/api/task/revoke/nonexistent-id?terminate=false", "POST", {})
     assert ours == flower == {"message": "Revoked 'nonexistent-id'"}
+
+
+def answer(url: str, query: str = "", body: Any = None) -> tuple[int, Any]:
+    """A POST's status and body (JSON when it is), errors included."""
+    data = json.dumps(body).encode() if body is not None else b""
+    request = urllib.request.Request(url + query, data, {"Content-Type": "application/json"},
+                                     method="POST")  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=WAIT) as response:
+            status, text = response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        status, text = exc.code, exc.read().decode()
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+def test_worker_control_answers_alike(cluster: dict[str, Any]) -> None:
+    node, bases = cluster["node"], cluster["bases"]
+
+    def both_post(path: str, query: str = "", body: Any = None) -> tuple[Any, Any]:
+        return (answer(bases["flower"] + path, query, body),
+                answer(bases["dashboard"] + path, query, body))  # fmt: skip
+
+    flower, ours = both_post("/api/task/rate-limit/interop.add",
+                             f"?workername={node}&ratelimit=100/m")  # fmt: skip
+    assert ours == flower
+    assert ours[0] == 200
+    flower, ours = both_post("/api/task/timeout/interop.add", f"?workername={node}&soft=30")
+    assert ours == flower
+    assert ours[0] == 200
+    flower, ours = both_post(f"/api/worker/queue/add-consumer/{node}", "?queue=dashapi-extra")
+    assert (ours[0], flower[0]) == (200, 200)
+    assert set(ours[1]) == set(flower[1]) == {"message"}
+    flower, ours = both_post(f"/api/worker/queue/cancel-consumer/{node}", "?queue=dashapi-extra")
+    assert (ours[0], set(ours[1])) == (flower[0], set(flower[1]))
+    flower, ours = both_post("/api/worker/pool/grow/nobody@nowhere")
+    assert (ours[0], flower[0]) == (404, 404)
+
+    flower, ours = both_post("/api/task/apply/interop.add", body={"args": [4, 5],
+                             "queue": QUEUE, "timeout": WAIT})  # fmt: skip
+    assert (ours[0], flower[0]) == (200, 200)
+    assert set(ours[1]) == set(flower[1]) == {"task-id", "state", "result"}
+    assert ours[1]["result"] == flower[1]["result"] == 9
+    flower, ours = both_post("/api/task/send-task/interop.add", body={"args": [1, 1],
+                             "queue": QUEUE})  # fmt: skip
+    assert set(ours[1]) == set(flower[1])
+    assert cluster["client"].AsyncResult(ours[1]["task-id"]).get(timeout=WAIT) == 2

@@ -134,3 +134,19 @@ def test_a_workflow_is_drawn_as_a_tree(store: Store) -> None:
 
     assert [(depth, task["uuid"]) for depth, task in tree] == [
         (0, "root"), (1, "g1"), (2, "body"), (1, "g2")]  # fmt: skip
+
+
+def test_flowers_sort_by(store: Store) -> None:
+    store.add_task_events([
+        event("task-received", "t1", 3.0, name="b"),
+        event("task-received", "t2", 1.0, name="c"),
+        event("task-received", "t3", 2.0, name="a"),
+    ])  # fmt: skip
+
+    def ids(sort_by: str) -> list[str]:
+        return [t["uuid"] for t in store.tasks(TaskFilter(sort_by=sort_by))]
+
+    assert ids("name") == ["t3", "t1", "t2"]
+    assert ids("-received") == ["t1", "t3", "t2"]
+    with pytest.raises(ValueError, match="cannot sort by 'args'"):
+        ids("args")
