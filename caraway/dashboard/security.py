@@ -71,12 +71,16 @@ def _credentials_ok(config: DashboardConfig, header: str) -> bool:
 
 
 def _cross_site(request: Request) -> bool:
-    if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
-        return True
+    """Whether a browser sent this from another site. The browser's own ``Sec-Fetch-Site``
+    decides when present (it survives a proxy that rewrites ``Host``); else ``Origin`` is
+    compared with ``Host``; a request with neither comes from a script."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site not in ("same-origin", "none")
     origin = request.headers.get("origin")
-    if not origin or origin == "null":
-        return origin == "null"
-    return origin.split("://", 1)[-1] != request.headers.get("host")
+    if origin is None:
+        return False
+    return origin == "null" or origin.split("://", 1)[-1] != request.headers.get("host")
 
 
 class Guard(BaseHTTPMiddleware):

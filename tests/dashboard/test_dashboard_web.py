@@ -113,6 +113,12 @@ def test_scripts_may_post_to_the_api_but_other_sites_may_not(
         cross = site.request("/api/task/revoke/t1", "POST", b"",
                              {"Origin": "http://evil.example"})  # fmt: skip
         assert cross[0] == 403
+        fetched = site.request("/api/task/revoke/t1", "POST", b"",
+                               {"Sec-Fetch-Site": "cross-site"})  # fmt: skip
+        assert fetched[0] == 403
+        behind_proxy = site.request("/api/task/revoke/t1", "POST", b"", {
+            "Origin": "https://dash.example", "Sec-Fetch-Site": "same-origin"})  # fmt: skip
+        assert behind_proxy[0] == 200
         status, _, body = site.request("/api/task/revoke/t1", "POST", b"")
         assert (status, json.loads(body)) == (200, {"message": "Revoked 't1'"})
 
