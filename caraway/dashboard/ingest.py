@@ -63,6 +63,7 @@ class Ingestor:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        self.store.prune()  # a history kept across a restart may be past the limits now
         while not self._stopping.is_set():
             try:
                 with EventReceiver(self.app) as receiver:

@@ -78,8 +78,8 @@ ON CONFLICT (uuid) DO UPDATE SET
 """
 #: What Flower's task list may be sorted by.
 SORTABLE = frozenset({"name", "state", "received", "started"})
-#: How many batches between two prunes.
-PRUNE_EVERY = 50
+#: Seconds between two prunes (each is a DELETE over the oldest rows, not per insert).
+PRUNE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ class Store:
         self.path = Path(path)
         self.limits = limits or Limits()
         self._local = threading.local()
-        self._batches = 0
+        self._pruned_at = float("-inf")  # prune with the first batch: limits may have shrunk
         # The history holds tasks' arguments and results: its owner alone reads it (SQLite
         # gives the -wal and -shm files the same mode), as with the embedded broker's file.
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -235,8 +235,7 @@ class Store:
             conn.executemany(UPSERT, rows)
             # The filter's list of names, kept apart: a DISTINCT over every task is slow.
             conn.executemany("INSERT OR IGNORE INTO task_names (name) VALUES (?)", names)
-        self._batches += 1
-        if self._batches % PRUNE_EVERY == 0:
+        if time.monotonic() - self._pruned_at >= PRUNE_SECONDS:
             self.prune()
 
     def save_worker(self, hostname: str, info: dict[str, Any], heartbeat: float | None,
@@ -250,6 +249,7 @@ class Store:
 
     def prune(self, now: float | None = None) -> int:
         """Drop tasks past the limits, oldest first; returns how many."""
+        self._pruned_at = time.monotonic()
         cutoff = (time.time() if now is None else now) - self.limits.max_age
         with self._write() as conn:
             dropped = conn.execute("DELETE FROM tasks WHERE seen < ?", (cutoff,)).rowcount

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -206,7 +207,7 @@ def test_beat_lists_configured_schedules_and_runs_one_now(
 def test_task_fields_are_escaped_in_pages(app: Caraway, config: DashboardConfig) -> None:
     with Served(app, config, ingest=False) as site:
         site.dashboard.store.add_task_events([
-            {"type": "task-received", "uuid": "x1", "timestamp": 1.0, "name": "proj.t",
+            {"type": "task-received", "uuid": "x1", "timestamp": time.time(), "name": "proj.t",
              "args": "('<script>alert(1)</script>',)"},
         ])  # fmt: skip
         for path in ("/tasks", "/task/x1"):

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from caraway.dashboard.charts import BAR_HEIGHT, BUCKETS, figures
-from caraway.dashboard.store import Store
+from caraway.dashboard.store import Limits, Store
 
 
 def test_finished_tasks_are_counted_per_bucket_and_per_name(tmp_path: Path) -> None:
-    store = Store(tmp_path / "dash.sqlite3")
+    store = Store(tmp_path / "dash.sqlite3", Limits(max_age=float("inf")))
     now = 10_000.0
     events = []
     for i in range(10):  # proj.fast: 10 successes in the last minute, runtimes 0.1 .. 1.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,13 @@ def event(kind: str, task_id: str, stamp: float | None = None, **fields: Any) ->
             "timestamp": float(next(_clock)) if stamp is None else stamp, **fields}  # fmt: skip
 
 
+#: The stories below use small timestamps: keep them all, whatever their age.
+KEEP_ALL = Limits(max_age=float("inf"))
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "dash.sqlite3")
+    return Store(tmp_path / "dash.sqlite3", KEEP_ALL)
 
 
 def test_a_task_is_one_row_with_every_event_on_its_timeline(store: Store) -> None:
@@ -78,24 +83,28 @@ def test_filters_and_search(store: Store) -> None:
 
 
 def test_history_is_bounded_by_count_and_age(tmp_path: Path) -> None:
+    now = time.time()
     store = Store(tmp_path / "dash.sqlite3", Limits(max_tasks=3, max_age=100.0))
-    store.add_task_events([event("task-received", f"t{i}", 1000.0 + i) for i in range(6)])
+    ages = (130, 120, 110, 90, 80, 70)
+    # The first batch prunes at once: the three older than 100 s go.
+    store.add_task_events([event("task-received", f"t{i}", now - age)
+                           for i, age in enumerate(ages)])  # fmt: skip
+    assert [t["uuid"] for t in store.tasks()] == ["t5", "t4", "t3"]
 
-    assert store.prune(now=1102.5) == 3  # t0..t2 by age, then none past the count
-    store.add_task_events([event("task-received", f"n{i}", 2000.0 + i) for i in range(2)])
-    assert store.prune(now=1102.5) == 2  # the oldest two past the count (3)
+    store.add_task_events([event("task-received", f"n{i}", now - 5 + i) for i in range(2)])
+    assert store.prune() == 2  # the oldest two past the count (3)
     assert [t["uuid"] for t in store.tasks()] == ["n1", "n0", "t5"]
     assert store.count() == 3
 
 
 def test_the_history_survives_a_restart(tmp_path: Path) -> None:
-    first = Store(tmp_path / "dash.sqlite3")
+    first = Store(tmp_path / "dash.sqlite3", KEEP_ALL)
     first.add_task_events([event("task-received", "kept", name="proj.add")])
     first.save_worker("w1@host", {"processed": 3}, 123.0, None)
     first.close()
 
     assert (tmp_path / "dash.sqlite3").stat().st_mode & 0o777 == 0o600
-    again = Store(tmp_path / "dash.sqlite3")
+    again = Store(tmp_path / "dash.sqlite3", KEEP_ALL)
     assert again.task("kept") is not None
     assert again.workers()[0]["info"] == {"processed": 3}
 
