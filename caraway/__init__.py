@@ -3,6 +3,9 @@
 Code written for Celery runs after changing ``celery`` to ``caraway`` in its imports.
 """
 
+# First, before anything it affects is imported: ``caraway worker -P gevent`` patches the
+# standard library here (nothing happens in any other process; see caraway.utils.green).
+import caraway.utils.green  # noqa: F401
 from caraway.app import Caraway, Celery, shared_task
 from caraway.canvas import (
     Signature,
@@ -19,6 +22,7 @@ from caraway.canvas import (
 from caraway.current import current_app, current_task
 from caraway.result import AsyncResult, EagerResult, GroupResult, ResultSet
 from caraway.task import Task
+from caraway.utils.ids import new_id as uuid
 from caraway.version import __version__
 
 VERSION = (0, 1, 0)
@@ -44,6 +48,7 @@ __all__ = [
     "shared_task",
     "signature",
     "subtask",
+    "uuid",
     "xmap",
     "xstarmap",
 ]

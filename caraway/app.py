@@ -7,6 +7,7 @@ backend are created on first use (first publish, first result read, or worker st
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -28,7 +29,14 @@ from caraway import task as task_module
 from caraway.builtins import register_builtins
 from caraway.config import Configuration, load_from_envvar
 from caraway.connection import Connection, connection_for
-from caraway.current import _all_apps, _Proxy, get_current_app, set_current_app, set_default_app
+from caraway.current import (
+    _all_apps,
+    _Proxy,
+    get_current_app,
+    get_current_task,
+    set_current_app,
+    set_default_app,
+)
 from caraway.engines.registry import (
     DEFAULT_BROKER_URL,
     create_backend,
@@ -41,6 +49,7 @@ from caraway.result import AsyncResult, GroupResult
 from caraway.routing import prepare_routers
 from caraway.schedules import maybe_schedule
 from caraway.task import task_from_function
+from caraway.utils.clock import LamportClock
 from caraway.utils.imports import symbol_by_name
 from caraway.utils.time import timezone_for
 
@@ -134,9 +143,15 @@ class Caraway:
         self._autodiscover: list[tuple[Callable[[], Iterable[str]], str]] = []
         self.on_after_configure = signals.Signal("app.on_after_configure")
         self.on_after_finalize = signals.Signal("app.on_after_finalize")
+        #: Orders this app's control messages and events (Celery's ``app.clock``).
+        self.clock = LamportClock()
         _all_apps.add(self)
         if set_as_current:
             set_current_app(self)
+        self.on_init()
+
+    def on_init(self) -> None:
+        """Called at the end of ``__init__``: override in a subclass to set the app up."""
 
     def _make_default(self) -> Caraway:
         set_default_app(self)
@@ -273,6 +288,7 @@ class Caraway:
         with self._lock:
             if self._finalized:
                 return
+            self.conf.check()  # a refused setting fails here, as in Celery
             self._finalized = True
             self._announce_configured()
 
@@ -446,6 +462,11 @@ class Caraway:
         return Control(self)
 
     @property
+    def current_task(self) -> task_module.Task[Any, Any] | None:
+        """The task running in this thread or coroutine, or None (Celery's ``current_task``)."""
+        return get_current_task()
+
+    @property
     def oid(self) -> str:
         """This app's id in ``reply_to``: one per app instance, as in Celery."""
         value: str | None = self.__dict__.get("_oid")
@@ -525,6 +546,20 @@ class Caraway:
         from caraway.worker.worker import Worker
 
         return Worker(self, **kwargs)
+
+    def start(self, argv: list[str] | None = None) -> None:
+        """Run a ``caraway`` command for this app: ``app.start(['worker', '-l', 'INFO'])``.
+
+        Without ``argv``, the script's own arguments, so a module ending in
+        ``if __name__ == "__main__": app.start()`` runs as ``python myapp.py worker``.
+        """
+        # Lazy, an allow-listed upward import: Celery's app API reaches up to this layer.
+        from caraway.cli.main import run_with_app
+
+        args = sys.argv[1:] if argv is None else list(argv)
+        if argv is not None and args[:1] == sys.argv[:1]:
+            args = args[1:]  # app.start(sys.argv): the program name is not a command
+        run_with_app(self, args)
 
     def worker_main(self, argv: list[str] | None = None) -> None:
         """Run a worker for this app as ``caraway worker`` would: ``['worker', '-l', 'INFO']``."""

@@ -21,6 +21,11 @@ How a source's keys are read:
 * Unknown keys: names starting with ``_`` and values that are modules, functions or classes
   are skipped (config modules import things). A near miss (difflib ratio ≥ 0.8) is an error
   with a "did you mean"; anything else is kept as a user setting with a warning, once.
+
+Four settings are read from the environment first, over every layer, as Celery reads them:
+``CELERY_BROKER_URL``, ``CELERY_BROKER_READ_URL``, ``CELERY_BROKER_WRITE_URL`` and
+``CELERY_RESULT_BACKEND`` (see :data:`ENVIRONMENT`). A container that sets them reaches its
+broker even when the code names another one (or none: the embedded file).
 """
 
 from __future__ import annotations
@@ -39,13 +44,24 @@ from types import ModuleType
 from typing import Any
 
 from caraway.exceptions import ConfigurationWarning, ImproperlyConfigured
-from caraway.settings import OLD_NAMES, SETTINGS, coerce, suggest
+from caraway.settings import OLD_NAMES, SETTINGS, Setting, Status, coerce, suggest
 from caraway.utils.text import mask_url
 
-__all__ = ["Configuration", "load_from_envvar", "load_source"]
+__all__ = ["ENVIRONMENT", "Configuration", "audit", "load_from_envvar", "load_source"]
 
 #: How close an unknown name must be to a valid one to be treated as a typo.
 TYPO_CUTOFF = 0.8
+#: Settings an environment variable overrides, whatever the app, its source or a change says:
+#: Celery's precedence, so deployments that configure Celery by environment keep working.
+#: Read when a setting is resolved: on first read and after each change of the configuration
+#: (reads are cached). ``caraway -b`` / ``--result-backend`` set these variables (for pool
+#: children and ``--detach``) and the setting, so the command line wins over all.
+ENVIRONMENT = {
+    "broker_url": "CELERY_BROKER_URL",
+    "broker_read_url": "CELERY_BROKER_READ_URL",
+    "broker_write_url": "CELERY_BROKER_WRITE_URL",
+    "result_backend": "CELERY_RESULT_BACKEND",
+}
 _SECRET_KEY = re.compile(r"pass|secret|token|signature|private|credential|api_?key", re.I)
 _MASK = "********"
 
@@ -123,6 +139,11 @@ class Configuration(MutableMapping[str, Any]):
 
     def _resolve(self, key: str) -> Any:
         name = OLD_NAMES.get(key, key)
+        variable = ENVIRONMENT.get(name)
+        if variable is not None:
+            from_environment = os.environ.get(variable)
+            if from_environment:
+                return from_environment
         if name in self._changes:
             value = self._changes[name]
         else:
@@ -138,7 +159,10 @@ class Configuration(MutableMapping[str, Any]):
 
     def __setitem__(self, key: str, value: Any) -> None:
         name = _name_for_write(key, self._warned)
-        self._changes[name] = coerce(SETTINGS[name], value) if name in SETTINGS else value
+        if name in SETTINGS:
+            value = coerce(SETTINGS[name], value)
+            audit(SETTINGS[name], key, value)
+        self._changes[name] = value
         self._changed()
 
     def __delitem__(self, key: str) -> None:
@@ -223,14 +247,27 @@ class Configuration(MutableMapping[str, Any]):
         pending = ", source not read yet" if self._pending else ""
         return f"<Configuration: {len(self._changes)} changes{pending}>"
 
+    def check(self) -> None:
+        """Read the source now, and audit what the environment sets (``app.finalize`` calls
+        it): a refused setting, even one only set by a variable, fails here, as in Celery."""
+        self._load()
+        for name, variable in ENVIRONMENT.items():
+            value = os.environ.get(variable)
+            if value:
+                audit(SETTINGS[name], variable, value)
+
     # -- reports ------------------------------------------------------------------------------
 
     def table(self, with_defaults: bool = False) -> dict[str, Any]:
-        """Settings as a dict: those configured (source and changes), or all of them."""
+        """Settings as a dict: those configured (source, changes, environment), or all."""
         if with_defaults:
             return {key: self[key] for key in self}
         self._load()
-        return {key: self[key] for key in {**self._source, **self._changes}}
+        from_environment = [name for name, var in ENVIRONMENT.items() if os.environ.get(var)]
+        return {
+            key: self[key]
+            for key in {**self._source, **self._changes, **dict.fromkeys(from_environment)}
+        }
 
     def humanize(self, with_defaults: bool = False) -> str:
         """``name: value`` lines, sorted, with passwords and secrets masked (for reports)."""
@@ -363,11 +400,44 @@ def _read_namespaced(
 
 def _checked(name: str, key: str, value: Any) -> Any:
     try:
-        return coerce(SETTINGS[name], value)
+        value = coerce(SETTINGS[name], value)
     except ImproperlyConfigured as exc:
         if key == name:
             raise
         raise ImproperlyConfigured(f"{exc} (set as {key!r})") from None
+    audit(SETTINGS[name], key, value)
+    return value
+
+
+#: Ignored settings already warned about: once per process, as a config is often loaded by
+#: several apps (tests, Django reloads) and one line per setting is enough to act on.
+_warned_ignored: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def audit(setting: Setting, key: str, value: Any) -> None:
+    """Refuse a refused setting, or warn once about an ignored one, when set to a non-default
+    value (configurations shared with Celery often spell defaults out; those pass quietly).
+
+    Warnings, not log lines: they are how caraway reports every other configuration problem,
+    they reach the console before logging is set up, and ``-W error`` turns them into errors.
+    """
+    if setting.status is Status.WORKS or setting.is_harmless(value):
+        return
+    shown = key if key == setting.name else f"{key} ({setting.name})"
+    if setting.status is Status.REFUSED:
+        raise ImproperlyConfigured(
+            f"Setting {shown!r} is not supported by caraway: {setting.reason}"
+        )
+    with _warned_lock:
+        if setting.name in _warned_ignored:
+            return
+        _warned_ignored.add(setting.name)
+    warnings.warn(
+        f"Setting {shown!r} is accepted but ignored by caraway: {setting.reason}",
+        ConfigurationWarning,
+        stacklevel=4,
+    )
 
 
 def _keep_unknown(
@@ -403,7 +473,7 @@ def _check_unknown(name: str, key: str, warned: set[str], prefix: str = "") -> N
         warnings.warn(
             f"Unknown setting {key!r} is kept as a user setting; caraway does not use it",
             ConfigurationWarning,
-            stacklevel=5,
+            stacklevel=4,
         )
 
 

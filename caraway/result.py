@@ -6,6 +6,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -27,9 +28,37 @@ SYNC_SUBTASK_ERROR = (
 )
 
 
+#: Set by ``allow_join_result()``: waiting inside a task is then the caller's decision.
+_join_allowed: ContextVar[bool] = ContextVar("caraway.join_allowed", default=False)
+
+
 def assert_will_not_block() -> None:
-    if get_current_worker_task() is not None:
+    if get_current_worker_task() is not None and not _join_allowed.get():
         raise RuntimeError(SYNC_SUBTASK_ERROR)
+
+
+@contextlib.contextmanager
+def allow_join_result() -> Iterator[None]:
+    """Let ``result.get()`` wait inside a task for this block (Celery's escape hatch).
+
+    Waiting on another task from a task can deadlock a worker whose slots are all waiting;
+    use it only when the awaited task runs elsewhere (another queue, another worker).
+    """
+    token = _join_allowed.set(True)
+    try:
+        yield
+    finally:
+        _join_allowed.reset(token)
+
+
+@contextlib.contextmanager
+def denied_join_result() -> Iterator[None]:
+    """The opposite: inside this block, waiting inside a task raises again."""
+    token = _join_allowed.set(False)
+    try:
+        yield
+    finally:
+        _join_allowed.reset(token)
 
 
 class ResultBase:
@@ -661,5 +690,7 @@ __all__ = [
     "GroupResult",
     "ResultBase",
     "ResultSet",
+    "allow_join_result",
+    "denied_join_result",
     "result_from_tuple",
 ]

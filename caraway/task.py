@@ -52,6 +52,45 @@ TASK_OPTIONS = frozenset(
 _worker_call: ContextVar[Context | None] = ContextVar("caraway.worker_call", default=None)
 
 
+#: Task attributes that read a setting unless the task (its options, its class, an
+#: annotation) sets them, as Celery binds them from the configuration: ``acks_late`` after
+#: ``config_from_object({"task_acks_late": True})`` is True.
+FROM_CONFIG = (
+    ("serializer", "task_serializer"),
+    ("rate_limit", "task_default_rate_limit"),
+    ("priority", "task_default_priority"),
+    ("time_limit", "task_time_limit"),
+    ("soft_time_limit", "task_soft_time_limit"),
+    ("track_started", "task_track_started"),
+    ("acks_late", "task_acks_late"),
+    ("acks_on_failure_or_timeout", "task_acks_on_failure_or_timeout"),
+    ("reject_on_worker_lost", "task_reject_on_worker_lost"),
+    ("ignore_result", "task_ignore_result"),
+    ("store_eager_result", "task_store_eager_result"),
+    ("store_errors_even_if_ignored", "task_store_errors_even_if_ignored"),
+)
+
+
+class _FromConfig:
+    """A task attribute that reads its setting from the task's app, at each access.
+
+    Read late rather than copied when the task is made, so ``config_from_object`` after the
+    ``@app.task`` lines still counts; a value set on a subclass (the task's own option)
+    hides it. A task class with no app yet reads ``None``.
+    """
+
+    def __init__(self, setting: str) -> None:
+        self.setting = setting
+
+    def __get__(self, instance: object, owner: Any) -> Any:
+        try:
+            conf = owner.app.conf
+        except AttributeError:  # a task class no app owns yet
+            return None
+        # An attribute read: served from the configuration's cache at plain attribute speed.
+        return getattr(conf, self.setting)
+
+
 #: Names of plain parameters and how many of them are required (see ``_binds``).
 Plain = tuple[tuple[str, ...], int]
 
@@ -64,24 +103,26 @@ class Task(Generic[P, R]):
     typing: ClassVar[bool | None] = None
     max_retries: ClassVar[int | None] = 3
     default_retry_delay: ClassVar[float] = 3 * 60
-    rate_limit: ClassVar[str | float | None] = None
-    ignore_result: ClassVar[bool | None] = None
-    store_errors_even_if_ignored: ClassVar[bool | None] = None
-    serializer: ClassVar[str | None] = None
+    if TYPE_CHECKING:
+        # Set below the class: each reads the app's setting unless the task sets it.
+        rate_limit: ClassVar[str | float | None]
+        ignore_result: ClassVar[bool | None]
+        store_errors_even_if_ignored: ClassVar[bool | None]
+        serializer: ClassVar[str | None]
+        priority: ClassVar[int | None]
+        time_limit: ClassVar[float | None]
+        soft_time_limit: ClassVar[float | None]
+        acks_late: ClassVar[bool | None]
+        acks_on_failure_or_timeout: ClassVar[bool | None]
+        reject_on_worker_lost: ClassVar[bool | None]
+        track_started: ClassVar[bool | None]
+        store_eager_result: ClassVar[bool | None]
     compression: ClassVar[str | None] = None
     queue: ClassVar[str | None] = None
     routing_key: ClassVar[str | None] = None
     exchange: ClassVar[str | None] = None
-    priority: ClassVar[int | None] = None
-    time_limit: ClassVar[float | None] = None
-    soft_time_limit: ClassVar[float | None] = None
-    acks_late: ClassVar[bool | None] = None
-    acks_on_failure_or_timeout: ClassVar[bool | None] = None
-    reject_on_worker_lost: ClassVar[bool | None] = None
-    track_started: ClassVar[bool | None] = None
     expires: ClassVar[Any] = None
     send_events: ClassVar[bool] = True
-    store_eager_result: ClassVar[bool | None] = None
     autoretry_for: ClassVar[tuple[type[BaseException], ...]] = ()
     dont_autoretry_for: ClassVar[tuple[type[BaseException], ...]] = ()
     retry_kwargs: ClassVar[dict[str, Any]] = {}
@@ -314,8 +355,8 @@ class Task(Generic[P, R]):
             "reply_to": request.reply_to,
             "root_id": request.root_id,
             "priority": delivery_info.get("priority"),
-            "queue": delivery_info.get("routing_key"),
             "expires": request.expires,
+            **_route_of(delivery_info),
             **extra,
         }
         return self.signature(
@@ -507,6 +548,10 @@ def call_overridden(task: Task[Any, Any], request: Context, args: Any, kwargs: A
 BASE_CALL = Task.__call__
 
 
+for _attribute, _setting in FROM_CONFIG:
+    setattr(Task, _attribute, _FromConfig(_setting))
+
+
 def task_from_function(
     app: Caraway, fun: Callable[..., Any], base: type[Task[Any, Any]], options: dict[str, Any]
 ) -> Task[Any, Any]:
@@ -632,3 +677,12 @@ def _binds(
         except ValueError:  # not a parameter
             return False
     return all(names[i] in kwargs for i in range(given, required))
+
+
+def _route_of(delivery_info: dict[str, Any]) -> dict[str, Any]:
+    """Where a retry goes: the queue a message was sent straight to, else the exchange and
+    routing key it was published with (Celery's rule)."""
+    exchange, routing_key = delivery_info.get("exchange"), delivery_info.get("routing_key")
+    if not exchange:
+        return {"queue": routing_key}
+    return {"exchange": exchange, "routing_key": routing_key}

@@ -67,6 +67,24 @@ def rabbitmq_vhost(prefix: str) -> Iterator[str]:
         rabbitmqctl("delete_vhost", name)
 
 
+@contextmanager
+def postgresql_database(prefix: str) -> Iterator[str]:
+    """The name of a PostgreSQL database made for the block (owner ``postgres``, on the test
+    server) and dropped after, with whatever connections are still open to it."""
+    import psycopg  # Lazy: only the tests that need a database of their own import the driver.
+
+    host, port = require("postgresql")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    dsn = f"host={host} port={port} user=postgres dbname=test"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 #: The golden captures of real Celery traffic, copied from the team's wire spec
 #: (``shared/spec/captures``); ``tools/sync-captures`` (or ``tools/sync-spec``) refreshes the copy.
 CAPTURES = Path(__file__).resolve().parent / "data" / "celery-captures"

@@ -26,6 +26,13 @@ SCHEDULER_ALIASES = {
     "celery.beat.PersistentScheduler": "caraway.beat:PersistentScheduler",
     "celery.beat:Scheduler": "caraway.beat:Scheduler",
     "celery.beat.Scheduler": "caraway.beat:Scheduler",
+    "django": "caraway.contrib.django.scheduler:DatabaseScheduler",
+    "django_celery_beat.schedulers:DatabaseScheduler": (
+        "caraway.contrib.django.scheduler:DatabaseScheduler"
+    ),
+    "django_celery_beat.schedulers.DatabaseScheduler": (
+        "caraway.contrib.django.scheduler:DatabaseScheduler"
+    ),
 }
 
 
@@ -38,8 +45,8 @@ def scheduler_class(spec: str | type[Scheduler]) -> type[Scheduler]:
         found = symbol_by_name(path)
     except (ImportError, AttributeError) as exc:
         raise ImproperlyConfigured(
-            f"cannot load the beat scheduler {spec!r} ({exc}); use 'persistent', 'database' "
-            "or a class path such as 'proj.schedulers:MyScheduler'"
+            f"cannot load the beat scheduler {spec!r} ({exc}); use 'persistent', 'database', "
+            "'django' or a class path such as 'proj.schedulers:MyScheduler'"
         ) from exc
     if not (isinstance(found, type) and issubclass(found, Scheduler)):
         raise ImproperlyConfigured(f"beat scheduler {spec!r} is not a caraway.beat.Scheduler")

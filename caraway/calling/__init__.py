@@ -18,7 +18,8 @@ from caraway.engines.base.broker import Outgoing
 from caraway.engines.registry import backend_capabilities
 from caraway.exceptions import ImproperlyConfigured, OperationalError
 from caraway.protocol import Message, build_task_message
-from caraway.routing import lookup, resolve_queue
+from caraway.routing import Destination, lookup, queue_table
+from caraway.tracing import sending, tracer_for
 from caraway.utils.ids import new_id
 from caraway.utils.time import absolute_time
 
@@ -76,9 +77,7 @@ def send_task_message(
     options = {k: v for k, v in options.items() if v is not None}
     route = lookup(app.routers, name, args, kwargs, options, task)
     merged = {**route, **options}
-    queue = resolve_queue(
-        merged, conf.task_default_queue, conf.task_queues, conf.task_create_missing_queues
-    )
+    destination = queue_table(conf).destination(merged)
     now = time.time()
     eta = absolute_time(options.get("eta"), now)
     if eta is None and options.get("countdown") is not None:
@@ -89,7 +88,11 @@ def send_task_message(
     expires_at = absolute_time(expires, now)
     parent = get_current_worker_task()
     parent_request = parent.request if parent is not None else None
-    priority = merged.get("priority", conf.task_default_priority)
+    priority = options.get("priority")
+    if priority is None and parent_request is not None and conf.task_inherit_parent_priority:
+        priority = (parent_request.delivery_info or {}).get("priority")
+    if priority is None:
+        priority = merged.get("priority", conf.task_default_priority)
     ignore_result = options.get("ignore_result")
     if ignore_result is None and task is not None:
         ignore_result = task.ignore_result
@@ -126,7 +129,12 @@ def send_task_message(
         replaced_task_nesting=int(options.get("replaced_task_nesting") or 0),
         now=datetime.fromtimestamp(now, timezone.utc),
     )
-    message.properties["delivery_info"] = {"exchange": "", "routing_key": queue}
+    message.properties["delivery_info"] = {
+        "exchange": destination.exchange, "routing_key": destination.routing_key,
+    }  # fmt: skip
+    message.properties["delivery_mode"] = delivery_mode(
+        options.get("delivery_mode") or conf.task_default_delivery_mode
+    )
     embed = {"callbacks": link, "errbacks": link_error, "chain": options.get("chain"),
              "chord": options.get("chord")}  # fmt: skip
     deliver_at = eta.timestamp() if eta else None
@@ -137,9 +145,12 @@ def send_task_message(
         backend = app.backend  # its reply queue must be declared before the first send
     if not ignore_result and backend is not None and parent is None and _batch.get() is None:
         backend.on_task_call(task_id)
-    publish(app, name, message, (args, kwargs, embed), queue, priority or 0, deliver_at, options)
+    publish(app, name, message, (args, kwargs, embed), destination, priority or 0, deliver_at,
+            options)  # fmt: skip
     if parent_request is not None:
         parent_request.children.append([[task_id, None], None])
+    if task is not None:
+        return task.AsyncResult(task_id)  # the task's result class (AbortableTask's), as Celery
     return app.AsyncResult(task_id, task_name=name)
 
 
@@ -161,7 +172,7 @@ def publish(
     name: str,
     message: Message,
     body: tuple[Any, Any, Any],
-    queue: str,
+    destination: Destination,
     priority: int,
     deliver_at: float | None,
     options: dict[str, Any],
@@ -170,12 +181,51 @@ def publish(
 
     Inside ``send_batch`` the message is collected instead, and published with the batch.
     """
+    tracer = tracer_for(app)
+    if tracer is None:
+        _publish(app, name, message, body, destination, priority, deliver_at, options)
+        return
+    task_id = str(message.headers.get("id"))
+    with sending(tracer, name, task_id, destination.queue, message.headers):
+        _publish(app, name, message, body, destination, priority, deliver_at, options)
+
+
+def _publish(
+    app: Caraway,
+    name: str,
+    message: Message,
+    body: tuple[Any, Any, Any],
+    destination: Destination,
+    priority: int,
+    deliver_at: float | None,
+    options: dict[str, Any],
+) -> None:
+    queue, exchange, routing_key = destination.queue, destination.exchange, destination.routing_key
+    declaration = destination.declaration
+    if exchange and not app.broker.capabilities.exchanges:
+        raise ImproperlyConfigured(
+            f"{name} is routed to the {destination.exchange_type} exchange {exchange!r}, but the"
+            f" broker {app.broker.describe()} routes by queue name only: route this task by"
+            " queue name, or use a broker with exchanges (every built-in one has them)"
+        )
     signals.before_task_publish.send(
-        sender=name, body=body, exchange="", routing_key=queue, headers=message.headers,
-        properties=message.properties, declare=[], retry_policy=options.get("retry_policy"),
+        sender=name, body=body, exchange=exchange, routing_key=routing_key,
+        headers=message.headers, properties=message.properties,
+        declare=[] if declaration is None else [declaration],
+        retry_policy=options.get("retry_policy"),
     )  # fmt: skip
-    outgoing = Outgoing(message, queue, priority, deliver_at)
-    after = {"sender": name, "body": body, "exchange": "", "routing_key": queue,
+    outgoing = Outgoing(
+        message,
+        queue,
+        priority,
+        deliver_at,
+        exchange,
+        routing_key,
+        destination.exchange_type,
+        # Straight to a queue of the plain layout: the engine declares it by its name.
+        None if not exchange and declaration is not None and declaration.is_plain else declaration,
+    )
+    after = {"sender": name, "body": body, "exchange": exchange, "routing_key": routing_key,
              "headers": message.headers}  # fmt: skip
     collecting = _batch.get()
     if collecting is not None:
@@ -215,6 +265,20 @@ def publish_pauses(app: Caraway, options: Mapping[str, Any]) -> list[float]:
 
 
 #: Messages collected by ``send_batch`` in this context: (outgoing, after_task_publish args).
+_DELIVERY_MODES = {"transient": 1, "persistent": 2, 1: 1, 2: 2}
+
+
+def delivery_mode(value: str | int) -> int:
+    """``task_default_delivery_mode`` or a call's ``delivery_mode``: 1 (transient: lost if
+    RabbitMQ restarts, cheaper to publish) or 2 (persistent), by name or number."""
+    key = value.lower() if isinstance(value, str) else value
+    if key not in _DELIVERY_MODES:
+        raise ImproperlyConfigured(
+            f"delivery mode {value!r} is not one of 'persistent' (2) or 'transient' (1)"
+        )
+    return _DELIVERY_MODES[key]
+
+
 _batch: ContextVar[list[tuple[Outgoing, dict[str, Any]]] | None] = ContextVar(
     "caraway_batch", default=None
 )
@@ -295,5 +359,12 @@ def _send_in_batch(
     message, body = batch.derive(
         outgoing, after["body"], task_id, args, kwargs, options.get("group_index")
     )
-    publish(app, sig["task"], message, body, outgoing.queue, outgoing.priority, None, options)
+    destination = Destination(
+        outgoing.queue,
+        outgoing.exchange,
+        outgoing.routing_key,
+        outgoing.exchange_type,
+        outgoing.declaration,
+    )
+    publish(app, sig["task"], message, body, destination, outgoing.priority, None, options)
     return app.AsyncResult(task_id, task_name=sig["task"])

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from caraway.app import Caraway
+from caraway.config import ENVIRONMENT
 from caraway.current import get_current_app
 from caraway.exceptions import CarawayError
 
@@ -66,18 +67,25 @@ class CLIState:
 def configure_app(
     app: Caraway, broker: str | None, result_backend: str | None, config: str | None
 ) -> None:
-    """Apply ``--config``, then ``-b`` and ``--result-backend`` (these win, as in Celery)."""
+    """Apply ``--config``, then ``-b`` and ``--result-backend``.
+
+    These two win over everything, as in Celery: they set ``CELERY_BROKER_URL`` /
+    ``CELERY_RESULT_BACKEND``, which the configuration reads first (and pool children and
+    ``--detach`` inherit).
+    """
     if config is not None:
         app.config_from_object(config)
         app.conf.get("broker_url")  # read the module now, so a bad --config fails here
-    if broker is not None:
-        app.conf.broker_url = broker
-    if result_backend is not None:
-        app.conf.result_backend = result_backend
+    for name, value in (("broker_url", broker), ("result_backend", result_backend)):
+        if value is not None:
+            os.environ[ENVIRONMENT[name]] = value
+            app.conf[name] = value  # a change: cached reads are resolved again
     if broker is not None or result_backend is not None or config is not None:
         app.close()  # engines made before the override would keep the old URLs
 
 
+#: Options of ``caraway`` itself that Celery 4 took after the subcommand too.
+GLOBAL_OPTIONS = frozenset({"-A", "--app", "-b", "--broker", "--result-backend", "--config"})
 #: Celery commands caraway does not have, and what to use instead.
 CELERY_ONLY_COMMANDS = {
     "amqp": "it is an AMQP admin shell; use rabbitmqadmin or RabbitMQ's management UI "
@@ -106,6 +114,21 @@ class CarawayGroup(click.Group):
             return super().invoke(ctx)
         except CarawayError as exc:
             raise click.ClickException(str(exc)) from exc
+        except click.NoSuchOption as exc:
+            if exc.option_name not in GLOBAL_OPTIONS or exc.ctx is None:
+                raise
+            raise misplaced_option(exc.option_name, exc.ctx) from None
+
+
+def misplaced_option(option: str, ctx: click.Context) -> click.UsageError:
+    """``caraway worker -A proj``: refused as Celery 5 refuses it, saying where it goes."""
+    command = ctx.info_name or "COMMAND"
+    return click.UsageError(
+        f"{option} is an option of 'caraway' itself, so it goes before the command: "
+        f"caraway {option} <value> {command} ... (Celery 5 also stopped taking it after the "
+        f"command, e.g. `celery {command} {option} proj` became `celery {option} proj {command}`).",
+        ctx,
+    )
 
 
 def comma_list(ctx: click.Context, param: click.Parameter, values: Any) -> list[str]:

@@ -45,7 +45,10 @@ SOLAR_HELP = "EVENT:LAT:LON, e.g. sunset:48.85:2.35"
     "-S",
     "--scheduler",
     metavar="CLASS",
-    help="Scheduler: persistent (default), database, or a class path (default: beat_scheduler).",
+    help=(
+        "Scheduler: persistent (default), database, django (the Django admin's tables), or a"
+        " class path (default: beat_scheduler)."
+    ),
 )
 @click.option(
     "--max-interval",

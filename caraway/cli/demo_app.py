@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from caraway import states
 from caraway.app import Caraway
+from caraway.config import ENVIRONMENT
 from caraway.engines.registry import embedded_url
 
 if TYPE_CHECKING:
@@ -150,6 +151,10 @@ class DemoRun:
         ]  # fmt: skip
 
     def start_worker(self) -> None:
+        # The demo runs on its own file whatever the environment names for the user's apps
+        # ($CELERY_BROKER_URL and the like win over the configuration), here and in its worker.
+        for variable in ENVIRONMENT.values():
+            os.environ.pop(variable, None)
         app.conf.broker_url = self.url
         app.close()  # forget engines of an earlier run in this process
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from caraway.cli.base import state_of
-from caraway.routing import queue_names
+from caraway.routing import queue_table
 
 
 @click.group(name="list")
@@ -18,9 +18,12 @@ def list_() -> None:
 def bindings(ctx: click.Context) -> None:
     """The app's task queues and their bindings (queue, exchange, routing key)."""
     app = state_of(ctx).app
-    names = sorted(queue_names(app.conf.task_queues) or {app.conf.task_default_queue})
-    rows = [(name, name, name) for name in names]
-    width = max(20, *(len(name) for name in names)) + 2
+    table = queue_table(app.conf)
+    bound = sorted(
+        (table.declaration(queue) for queue in table.queues.values()), key=lambda b: b.queue
+    )
+    rows = [(b.queue, b.exchange, b.routing_key) for b in bound]
+    width = max(20, *(len(text) for row in rows for text in row[:2])) + 2
     click.echo(f"{'Queue':<{width}}{'Exchange':<{width}}Routing Key")
     click.echo(f"{'-' * 5:<{width}}{'-' * 8:<{width}}{'-' * 11}")
     for queue, exchange, key in rows:

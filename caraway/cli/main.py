@@ -18,6 +18,7 @@ from caraway.cli.migrate import migrate
 from caraway.cli.multi import multi
 from caraway.cli.queues import dead_letters, purge
 from caraway.cli.report import report
+from caraway.cli.shell import shell
 from caraway.cli.tasks import call, result
 from caraway.cli.upgrade import upgrade
 from caraway.cli.worker import worker
@@ -45,14 +46,14 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
     envvar="CARAWAY_BROKER_URL",
     show_envvar=True,
     metavar="URL",
-    help="Broker URL, overriding broker_url (e.g. sqlite:///tasks.sqlite3).",
+    help="Broker URL, overriding broker_url and $CELERY_BROKER_URL (e.g. redis://host/0).",
 )
 @click.option(
     "--result-backend",
     envvar="CARAWAY_RESULT_BACKEND",
     show_envvar=True,
     metavar="URL",
-    help="Result backend URL, overriding result_backend.",
+    help="Result backend URL, overriding result_backend and $CELERY_RESULT_BACKEND.",
 )
 @click.option(
     "--config",
@@ -109,6 +110,7 @@ for command in (
     multi,
     migrate,
     upgrade,
+    shell,
     dashboard,
     flower,
 ):

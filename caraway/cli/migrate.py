@@ -18,13 +18,12 @@ import click
 from caraway.app import Caraway
 from caraway.cli.base import comma_list, state_of
 from caraway.engines.base.broker import Broker, Delivery, Outgoing
+from caraway.engines.registry import create_broker
 from caraway.routing import queue_names
 from caraway.utils.text import mask_url
 
 #: Messages moved per round trip.
 BATCH = 100
-#: Settings naming the app's own broker: SOURCE and DESTINATION replace them.
-_URL_SETTINGS = ("broker_url", "broker_read_url", "broker_write_url")
 
 
 @click.command()
@@ -63,9 +62,9 @@ def migrate(
     app = state_of(ctx).app
     routes = _routes(queues or sorted(queue_names(app.conf.task_queues) or
                                       {app.conf.task_default_queue}))  # fmt: skip
-    reader, writer = _app_for(app, source), _app_for(app, destination)
+    reader, writer = _broker_for(app, source), _broker_for(app, destination)
     try:
-        moved = _move(reader.broker, writer.broker, routes, set(tasks), limit, timeout,
+        moved = _move(reader, writer, routes, set(tasks), limit, timeout,
                       ack_messages, forever)  # fmt: skip
     finally:
         reader.close()
@@ -84,11 +83,13 @@ def _routes(queues: Sequence[str]) -> dict[str, str]:
     return routes
 
 
-def _app_for(app: Caraway, url: str) -> Caraway:
-    """An app on ``url`` with the settings of ``app`` (transport options, queues...)."""
-    other = Caraway(f"migrate-{url}", broker=url, set_as_current=False)
-    other.conf.update({k: v for k, v in app.conf.table().items() if k not in _URL_SETTINGS})
-    return other
+def _broker_for(app: Caraway, url: str) -> Broker:
+    """The engine for ``url`` with the broker settings of ``app`` (transport options, queues).
+
+    Made from the URL itself, not through an app: ``$CELERY_BROKER_URL`` (which ``caraway -b``
+    sets) names an app's broker over anything else, and would replace SOURCE or DESTINATION.
+    """
+    return create_broker(url, app._broker_options())
 
 
 def _move(

@@ -11,6 +11,8 @@ import click
 
 from caraway import states
 from caraway.cli.base import state_of
+from caraway.exceptions import TimeoutError
+from caraway.result import AsyncResult
 from caraway.utils.text import did_you_mean
 from caraway.utils.time import parse_iso
 
@@ -41,6 +43,17 @@ def _iso(ctx: click.Context, param: click.Parameter, value: str | None) -> datet
         ) from None
 
 
+def _expires(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> float | datetime | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return _iso(ctx, param, value)
+
+
 @click.command()
 @click.argument("name")
 @click.option("-a", "--args", callback=_json(list, "'[2, 2]'"), help="Positional args, JSON.")
@@ -48,6 +61,12 @@ def _iso(ctx: click.Context, param: click.Parameter, value: str | None) -> datet
 @click.option("--countdown", type=click.FloatRange(min=0), help="Run in this many seconds.")
 @click.option("--eta", callback=_iso, help="Run at this ISO-8601 time.")
 @click.option("--queue", help="Queue to send to (default: by the app's routes).")
+@click.option(
+    "--expires", callback=_expires,
+    help="Discard the task if it has not started by then: seconds from now, or ISO-8601 time.",
+)  # fmt: skip
+@click.option("--serializer", help="Serializer of the arguments (default: task_serializer).")
+@click.option("--priority", type=click.IntRange(0, 255), help="Message priority, 0-255.")
 @click.pass_context
 def call(
     ctx: click.Context,
@@ -57,6 +76,9 @@ def call(
     countdown: float | None,
     eta: datetime | None,
     queue: str | None,
+    expires: float | datetime | None,
+    serializer: str | None,
+    priority: int | None,
 ) -> None:
     """Send task NAME to the workers and print its id."""
     state = state_of(ctx)
@@ -66,21 +88,38 @@ def call(
         hint = did_you_mean(name, app.tasks.regular())
         if hint:
             click.echo(f"Note: {name!r} is not a task of this app.{hint} Sent anyway.", err=True)
-    sent = app.send_task(name, args, kwargs, countdown=countdown, eta=eta, queue=queue)
+    sent = app.send_task(
+        name, args, kwargs, countdown=countdown, eta=eta, queue=queue, expires=expires,
+        serializer=serializer, priority=priority,
+    )  # fmt: skip
     click.echo(sent.id)
 
 
 @click.command()
 @click.argument("task_id")
 @click.option("--traceback", is_flag=True, help="Show the traceback of a failed task.")
+@click.option(
+    "--timeout", type=click.FloatRange(min=0),
+    help="Wait at most this many seconds for the task to finish (default: as long as it takes).",
+)  # fmt: skip
+@click.option("--no-wait", is_flag=True, help="Show the state now, finished or not.")
+@click.option("-t", "--task", metavar="NAME", help="The task's name, to use its result class.")
 @click.pass_context
-def result(ctx: click.Context, task_id: str, traceback: bool) -> None:
-    """Show the result of task TASK_ID (without waiting for it).
+def result(
+    ctx: click.Context, task_id: str, traceback: bool, timeout: float | None, no_wait: bool,
+    task: str | None,
+) -> None:  # fmt: skip
+    """Wait for task TASK_ID to finish and show its result, as ``celery result`` does.
 
     Prints the return value of a successful task; otherwise the state and what is known
-    (the exception of a failure, the meta of a custom state such as PROGRESS).
+    (the exception of a failure, the meta of a custom state such as PROGRESS). With
+    --timeout, a task still unfinished by then is an error (exit 1); --no-wait shows the
+    state at once; --traceback shows a failure's traceback without waiting.
     """
     app = state_of(ctx).app
+    if not (traceback or no_wait):
+        _wait(app.tasks[task].AsyncResult(task_id) if task else app.AsyncResult(task_id),
+              timeout)  # fmt: skip
     meta = app.backend.get_task_meta(task_id)
     status = meta["status"]
     if traceback:
@@ -96,6 +135,15 @@ def result(ctx: click.Context, task_id: str, traceback: bool) -> None:
         click.echo(f"{status}: {type(exc).__name__}: {exc}")
     else:
         click.echo(f"{status}: {_pretty(meta['result'])}")
+
+
+def _wait(found: AsyncResult[Any], timeout: float | None) -> None:
+    try:
+        found.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
+    except TimeoutError:
+        raise click.ClickException(
+            f"task {found.id} did not finish within {timeout} s (state now: {found.state})"
+        ) from None
 
 
 def _pretty(value: Any) -> str:

@@ -8,21 +8,29 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from caraway import signals
 from caraway.cli.base import comma_list, state_of
+from caraway.cli.privileges import drop_privileges
 from caraway.utils.log import expand_node_path
 from caraway.utils.text import did_you_mean
 from caraway.worker.daemon import detach as become_daemon
 from caraway.worker.pools import ALIASES, POOLS
 
+if TYPE_CHECKING:
+    from caraway.app import Caraway
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
 #: Celery's pools that caraway does not have (yet), so ``-P prefork`` gets a clear answer.
-CELERY_ONLY_POOLS = ("eventlet", "gevent", "custom")
-NO_EFFECT = "Accepted for Celery compatibility; no effect yet."
+CELERY_ONLY_POOLS = ("custom",)
+#: Why ``-O default`` changes nothing: each pool slot takes a task only when it is free.
+ALWAYS_FAIR = (
+    "-O default: caraway always schedules fairly (a task goes to a pool slot only when the "
+    "slot is free, Celery's -O fair), so this option changes nothing"
+)
 
 
 def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -32,8 +40,8 @@ def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -
     if value in CELERY_ONLY_POOLS:
         raise click.BadParameter(
             f"caraway has no {value} pool yet. Available pools: {available} "
-            "(prefork for CPU-bound tasks, asyncio for async def tasks, threads for I/O-bound"
-            " sync tasks; solo runs one task at a time)."
+            "(prefork for CPU-bound tasks, asyncio for async def tasks, gevent or threads for"
+            " I/O-bound sync tasks; solo runs one task at a time)."
         )
     raise click.BadParameter(
         f"unknown pool {value!r}.{did_you_mean(value, POOLS)} Available pools: {available}."
@@ -81,7 +89,9 @@ def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -
     "--pool",
     callback=_check_pool,
     metavar="POOL",
-    help="Pool: prefork, threads, asyncio or solo (default: worker_pool, prefork).",
+    help="Pool: prefork, threads, gevent, eventlet, asyncio or solo (default: worker_pool,"
+    " prefork). gevent and eventlet patch the process first: give them here, not only in"
+    " worker_pool.",
 )
 @click.option(
     "--max-tasks-per-child",
@@ -158,21 +168,54 @@ def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="Address the --health-port binds (default worker_health_address: every interface).",
 )
 @click.option(
+    "--metrics", is_flag=True, default=None,
+    help="Also serve Prometheus /metrics on the --health-port (worker_metrics).",
+)  # fmt: skip
+@click.option(
     "-B", "--beat", is_flag=True,
     help="Also run beat in this worker (for development: run `caraway beat` in production).",
 )  # fmt: skip
 @click.option("-s", "--schedule-filename", metavar="FILE", help="Beat's run-time file (with -B).")
 @click.option("--scheduler", metavar="CLASS", help="Beat's scheduler class (with -B).")
 @click.option("-E", "--task-events", is_flag=True, help="Send task events (for monitors).")
-@click.option("--without-gossip", is_flag=True, help=NO_EFFECT)
-@click.option("--without-mingle", is_flag=True, help=NO_EFFECT)
+@click.option(
+    "--without-gossip", is_flag=True,
+    help="Celery's: listen to no other worker's events. caraway workers never do (no gossip).",
+)  # fmt: skip
+@click.option(
+    "--without-mingle", is_flag=True,
+    help="Do not ask the other workers for revoked task ids at startup.",
+)  # fmt: skip
 @click.option("--without-heartbeat", is_flag=True, help="Send no worker events (heartbeats).")
 @click.option(
     "-O",
     "optimization",
     type=click.Choice(["default", "fair"]),
-    help=f"Optimization profile. {NO_EFFECT}",
+    help="Scheduling: fair (a task goes to a slot only when it is free) is what caraway does;"
+    " default warns that it changes nothing.",
 )
+@click.option(
+    "--time-limit", type=click.FloatRange(min=0, min_open=True),
+    help="Hard time limit of every task, in seconds (task_time_limit): the task is killed.",
+)  # fmt: skip
+@click.option(
+    "--soft-time-limit", type=click.FloatRange(min=0, min_open=True),
+    help="Soft time limit, in seconds (task_soft_time_limit): SoftTimeLimitExceeded is raised.",
+)  # fmt: skip
+@click.option(
+    "--purge", "--discard", "purge", is_flag=True,
+    help="Delete the messages waiting in this worker's queues before it starts (they are lost).",
+)  # fmt: skip
+@click.option(
+    "-I", "--include", callback=comma_list, multiple=True, metavar="MODULES",
+    help="More modules to import at startup, comma separated (added to include).",
+)  # fmt: skip
+@click.option(
+    "--pool-restarts", is_flag=True, default=None,
+    help="Allow the pool_restart control command (worker_pool_restarts).",
+)  # fmt: skip
+@click.option("--uid", metavar="USER", help="Run as this user (name or id); needs root.")
+@click.option("--gid", metavar="GROUP", help="Run as this group (name or id); needs root.")
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -197,6 +240,7 @@ def worker(
     umask: str | None,
     health_port: int | None,
     health_address: str | None,
+    metrics: bool | None,
     task_events: bool,
     without_gossip: bool,
     without_mingle: bool,
@@ -205,6 +249,13 @@ def worker(
     beat: bool,
     schedule_filename: str | None,
     scheduler: str | None,
+    time_limit: float | None,
+    soft_time_limit: float | None,
+    purge: bool,
+    include: list[str],
+    pool_restarts: bool | None,
+    uid: str | None,
+    gid: str | None,
 ) -> None:
     """Start a worker in this process; SIGTERM or Ctrl-C stops it warmly.
 
@@ -215,12 +266,20 @@ def worker(
     """
 
     app = state_of(ctx).app
+    _configure(app, time_limit, soft_time_limit, include, pool_restarts)
+    if optimization == "default":
+        click.echo(f"Warning: {ALWAYS_FAIR}", err=True)
+    pidfile, logfile = pidfile or app.conf.worker_pidfile, logfile or app.conf.worker_logfile
     if detach:
         pidfile, logfile = pidfile or "%n.pid", logfile or "%n%I.log"
         mask = _octal(umask) if umask is not None else None
         # Relative paths name files where the command was started, as the user reads them.
         pidfile, logfile = os.path.abspath(pidfile), os.path.abspath(logfile)
         become_daemon(workdir, mask)
+    drop_privileges(
+        uid if uid is not None else _setting_id(app.conf.worker_uid),
+        gid if gid is not None else _setting_id(app.conf.worker_gid),
+    )
     if task_events:
         app.conf.worker_send_task_events = True
     level = loglevel.upper()
@@ -242,18 +301,22 @@ def worker(
         max_memory_per_child=max_memory_per_child,
         health_port=health_port,
         health_address=health_address,
+        metrics=metrics,
         soft_shutdown_timeout=soft_shutdown_timeout,
         enable_soft_shutdown_on_idle=enable_soft_shutdown_on_idle,
         disable_prefetch=disable_prefetch,
         statedb=statedb,
         without_heartbeat=without_heartbeat,
+        without_mingle=without_mingle,
         autoscale=autoscale,
     )
+    if purge:
+        _purge(app, instance.queues)
 
     def show_banner(sender: Any, **kwargs: Any) -> None:
         # The worker logs its banner at INFO; below that level say once that it is up.
-        if logging.getLevelName(level) > logging.INFO:
-            click.echo(instance.banner())
+        if logging.getLevelName(level) > logging.INFO:  # the real stdout, as Celery prints it
+            click.echo(instance.banner(), file=sys.__stdout__)  # sys.stdout may go to the log
 
     signals.worker_ready.connect(show_banner, sender=instance)
     try:
@@ -266,11 +329,48 @@ def worker(
     ctx.exit(instance.exitcode)
 
 
+def _configure(
+    app: Caraway, time_limit: float | None, soft_time_limit: float | None,
+    include: list[str], pool_restarts: bool | None,
+) -> None:  # fmt: skip
+    """The options that are settings: they win over the configuration, as in Celery."""
+    if time_limit is not None:
+        app.conf.task_time_limit = time_limit
+    if soft_time_limit is not None:
+        app.conf.task_soft_time_limit = soft_time_limit
+    hard, soft = app.conf.task_time_limit, app.conf.task_soft_time_limit
+    if hard is not None and soft is not None and soft > hard:
+        raise click.UsageError(
+            f"the soft time limit ({soft} s) is above the hard one ({hard} s): the task would"
+            " be killed before it is warned. Lower --soft-time-limit or raise --time-limit."
+        )
+    if include:
+        app.conf.include = (*(app.conf.include or ()), *include)
+    if pool_restarts is not None:
+        app.conf.worker_pool_restarts = pool_restarts
+
+
+def _purge(app: Caraway, queues: list[str]) -> None:
+    """``--purge``: empty the queues this worker is about to consume, and say how much."""
+    purged = app.control.purge_queues(queues)
+    app.close()  # the worker opens its own connections when it starts
+    count = sum(purged.values())
+    click.echo(
+        f"Purged {count} message{'s' if count != 1 else ''} from "
+        f"{len(purged)} queue{'s' if len(purged) != 1 else ''} ({', '.join(sorted(purged))})."
+    )
+
+
 def _restart() -> NoReturn:
     """SIGHUP: run this same command again in this process (same pid), as Celery does."""
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+def _setting_id(value: int | str | None) -> str | None:
+    """``worker_uid``/``worker_gid`` (a name or a number) as the options spell them."""
+    return None if value is None else str(value)
 
 
 @contextmanager

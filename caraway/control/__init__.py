@@ -78,7 +78,7 @@ class Control:
         reply_id = str(uuid.uuid4())
         request.ticket = str(uuid.uuid4())
         request.reply_to = {"exchange": mailbox.REPLY.name, "routing_key": reply_id}
-        subscription = fanout.subscribe(mailbox.REPLY, mailbox.reply_binding(reply_id))
+        subscription = fanout.subscribe(mailbox.REPLY, mailbox.reply_binding(self.app, reply_id))
         try:
             fanout.publish(mailbox.PIDBOX, "", mailbox.request_message(request))
             return self._collect(subscription, request.ticket, timeout, limit, callback)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,29 +26,25 @@ PIDBOX = Exchange("celery.pidbox", "fanout", durable=False)
 REPLY = Exchange("reply.celery.pidbox", "direct", durable=False)
 #: Control traffic is JSON, whatever the task serializer: never unpickle a broadcast.
 JSON_ONLY = frozenset({"application/json"})
-#: Celery's control_queue_expires (s) and control_queue_ttl (s).
-QUEUE_EXPIRES = 10.0
-QUEUE_TTL = 300.0
-
-_clocks: weakref.WeakKeyDictionary[Any, LamportClock] = weakref.WeakKeyDictionary()
 
 
 def clock_of(app: Caraway) -> LamportClock:
-    """The app's Lamport clock (``app.clock`` in Celery), shared by control and events."""
-    clock = _clocks.get(app)
-    if clock is None:
-        clock = _clocks.setdefault(app, LamportClock())
-    return clock
+    """The app's Lamport clock (``app.clock``), shared by control and events."""
+    return app.clock
 
 
-def node_binding(hostname: str) -> Binding:
+def node_binding(app: Caraway, hostname: str) -> Binding:
     """A worker's control queue: ``<hostname>.celery.pidbox``."""
-    return Binding(f"{hostname}.{PIDBOX.name}", "", QUEUE_EXPIRES, QUEUE_TTL)
+    conf = app.conf
+    name = f"{hostname}.{PIDBOX.name}"
+    return Binding(name, "", conf.control_queue_expires, conf.control_queue_ttl)
 
 
-def reply_binding(reply_id: str) -> Binding:
+def reply_binding(app: Caraway, reply_id: str) -> Binding:
     """A client's reply queue: ``<reply id>.reply.celery.pidbox`` bound with the reply id."""
-    return Binding(f"{reply_id}.{REPLY.name}", reply_id, QUEUE_EXPIRES, QUEUE_TTL)
+    conf = app.conf
+    name = f"{reply_id}.{REPLY.name}"
+    return Binding(name, reply_id, conf.control_queue_expires, conf.control_queue_ttl)
 
 
 @dataclass(slots=True)

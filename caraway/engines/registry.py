@@ -3,7 +3,8 @@ engine (made by its broker).
 
 How ``broker_url`` / ``result_backend`` find their engine class, first match wins:
 
-1. the scheme (before ``://``, any case) in the built-in table (``BROKERS`` / ``BACKENDS``);
+1. the scheme (before ``://``, any case) in the built-in table (``BROKERS`` / ``BACKENDS``),
+   or the whole setting when it is a bare name there (``"django-db"``, as in Celery);
 2. an entry point of that name (lower case) in the group ``caraway.brokers`` /
    ``caraway.backends`` of an installed distribution, so ``pip install caraway-toy`` makes
    ``toy://`` work. A plug-in cannot take over a built-in scheme;
@@ -12,7 +13,9 @@ How ``broker_url`` / ``result_backend`` find their engine class, first match win
    (``"mypkg.engines:MyBroker"``), as Celery's ``result_backend`` accepts. It must name a
    subclass of :class:`~caraway.engines.base.broker.Broker` (or ``Backend``).
 
-Anything else is an error that suggests the closest known scheme. Whichever way it was found,
+A bare scheme (``"rpc"``, ``"redis"``, ``"disabled"``) means that scheme's defaults
+(``"rpc://"``), as Celery takes ``result_backend = "rpc"``. Anything else is an error that
+suggests the closest known scheme. Whichever way it was found,
 the engine class gets the setting unchanged as its ``url`` and parses it itself.
 """
 
@@ -69,6 +72,8 @@ BACKENDS: dict[str, tuple[str, str | None]] = {
     "db+mariadb+pymysql": ("caraway.engines.sql.backend:SQLBackend", "mysql"),
     "db+sqlite": ("caraway.engines.sql.backend:SQLBackend", "sql"),
     "rpc": ("caraway.engines.amqp.rpc_backend:RPCBackend", "amqp"),
+    # Celery's names without "://": django-celery-results' backend, ours in contrib.
+    "django-db": ("caraway.contrib.django.backend:DjangoBackend", "django"),
 }
 
 
@@ -100,6 +105,13 @@ def scheme_of(url: str) -> str:
             f"{mask_url(url)!r} is not a URL: expected scheme://..., e.g. 'redis://localhost'"
         )
     return scheme.lower()
+
+
+def with_scheme(url: str, table: Mapping[str, object]) -> str:
+    """``url``, or ``"<alias>://"`` when it is a bare scheme of ``table`` (``"rpc"``)."""
+    if "://" not in url and url.lower() in table:
+        return f"{url.lower()}://"
+    return url
 
 
 def _class_path(url: str) -> str | None:
@@ -171,7 +183,10 @@ def _load(table: dict[str, tuple[str, str | None]], url: str, kind: str, base: t
     """The engine class for ``url``: the built-in ``table``, then the entry points of installed
     distributions, then a dotted class path. The class gets ``url`` unchanged."""
     path = _class_path(url)
-    scheme = scheme_of(url) if path is None else path.lower()
+    if path is None and "://" not in url and url.lower() in table:
+        scheme = url.lower()  # a bare name such as "django-db"
+    else:
+        scheme = scheme_of(url) if path is None else path.lower()
     if scheme in table:
         return _load_builtin(table, scheme, kind)
     plugins = _plugins(kind)
@@ -200,7 +215,7 @@ LIST_SCHEMES = frozenset({"amqp", "amqps", "pyamqp", "pyamqps", "sentinel"})
 
 
 def create_broker(url: str | Sequence[str], options: Mapping[str, Any] | None = None) -> Broker:
-    url = one_url(url)
+    url = with_scheme(one_url(url), BROKERS)
     urls = [part.strip() for part in url.split(";") if part.strip()]
     if len(urls) > 1:
         schemes = sorted({scheme_of(part) for part in urls})
@@ -222,6 +237,7 @@ def create_broker(url: str | Sequence[str], options: Mapping[str, Any] | None = 
 
 def backend_capabilities(url: str) -> BackendCapabilities:
     """What the backend for ``url`` can do, read from its class: nothing is connected."""
+    url = with_scheme(url, BACKENDS)
     capabilities: BackendCapabilities = _load(BACKENDS, url, "result backend", Backend).capabilities
     return capabilities
 
@@ -230,7 +246,7 @@ def default_backend_url(broker_url: str | Sequence[str] | None) -> str:
     """``result_backend`` when none is set: the broker's own store when its engine keeps
     results there (``keeps_results``), else results are disabled, as in Celery. A broker
     whose engine cannot be loaded gives its own error when it is made."""
-    url = one_url(broker_url or DEFAULT_BROKER_URL)
+    url = with_scheme(one_url(broker_url or DEFAULT_BROKER_URL), BROKERS)
     try:
         keeps = _load(BROKERS, url, "broker", Broker).capabilities.keeps_results
     except (ImproperlyConfigured, ImportError):
@@ -239,6 +255,7 @@ def default_backend_url(broker_url: str | Sequence[str] | None) -> str:
 
 
 def create_backend(app: EngineApp, url: str, options: Mapping[str, Any] | None = None) -> Backend:
+    url = with_scheme(url, BACKENDS)
     cls = _load(BACKENDS, url, "result backend", Backend)
     backend: Backend = cls(app, url, options)
     return backend

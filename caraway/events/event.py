@@ -11,9 +11,6 @@ from caraway.engines.base.fanout import Binding, Exchange
 from caraway.protocol import Message
 
 EXCHANGE = Exchange("celeryev", "topic", durable=True)
-#: Celery's event_queue_expires and event_queue_ttl (s).
-QUEUE_EXPIRES = 60.0
-QUEUE_TTL = 5.0
 #: The routing key of a batch of buffered events (a JSON list body).
 MULTI = "multi"
 
@@ -45,8 +42,9 @@ def event_message(body: Any, hostname: str) -> Message:
     return Message({"hostname": hostname}, {"delivery_mode": 1}, serialization.json_dumps(body))
 
 
-def receiver_binding(queue: str, key: str = "#") -> Binding:
-    return Binding(queue, key, QUEUE_EXPIRES, QUEUE_TTL)
+def receiver_binding(queue: str, key: str, expires: float | None, ttl: float | None) -> Binding:
+    """A monitor's queue; ``event_queue_expires`` and ``event_queue_ttl`` bound its life."""
+    return Binding(queue, key, expires, ttl)
 
 
 def read_events(message: Message) -> list[dict[str, Any]]:

@@ -37,14 +37,14 @@ class EventReceiver:
         handlers: Mapping[str, Handler] | None = None,
         routing_key: str = "#",
         node_id: str | None = None,
-        queue_prefix: str = "celeryev",
+        queue_prefix: str | None = None,
         accept: Any = None,
     ) -> None:
         self.app = app
         self.handlers = dict(handlers or {})
         self.routing_key = routing_key
         self.node_id = node_id or str(uuid.uuid4())
-        self.queue = f"{queue_prefix}.{self.node_id}"
+        self.queue = f"{queue_prefix or app.conf.event_queue_prefix}.{self.node_id}"
         self.should_stop = False
         self._subscription: Subscription | None = None
 
@@ -63,7 +63,10 @@ class EventReceiver:
     def subscribe(self) -> None:
         """Bind the receiver's queue now: events sent from here on are received."""
         if self._subscription is None:
-            binding = receiver_binding(self.queue, self.routing_key)
+            conf = self.app.conf
+            binding = receiver_binding(
+                self.queue, self.routing_key, conf.event_queue_expires, conf.event_queue_ttl
+            )
             self._subscription = fanout_of(self.app).subscribe(EXCHANGE, binding)
 
     def close(self) -> None:

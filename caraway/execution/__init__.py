@@ -25,6 +25,7 @@ from caraway.execution.errbacks import call_errbacks
 from caraway.request import Context
 from caraway.result import EagerResult
 from caraway.task import BASE_CALL, call_overridden
+from caraway.tracing import running, tracer_for
 from caraway.utils.einfo import ExceptionInfo
 
 if TYPE_CHECKING:
@@ -94,7 +95,15 @@ async def execute_async(task: Task[Any, Any], request: Context, owner: Any) -> O
 
 
 def execution_steps(task: Task[Any, Any], request: Context, store: bool) -> Steps:
-    """Everything around the body: prerun, started state, the body, hooks, postrun."""
+    """Everything around the body: prerun, started state, the body, hooks, postrun; in a
+    span when the app traces (eager calls have no sender's span to continue)."""
+    tracer = None if request.is_eager else tracer_for(task.app)
+    if tracer is None:
+        return (yield from _steps(task, request, store))
+    return (yield from running(tracer, request, _steps(task, request, store)))
+
+
+def _steps(task: Task[Any, Any], request: Context, store: bool) -> Steps:
     args, kwargs, task_id = list(request.args or ()), dict(request.kwargs or {}), request.id
     assert task_id is not None
     pending: list[Awaitable[Any]] = []  # what async signal receivers returned

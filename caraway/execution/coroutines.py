@@ -17,12 +17,14 @@ import contextlib
 import inspect
 import os
 import threading
-from collections.abc import Awaitable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from caraway.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 _local = threading.local()
+#: Makes each thread's loop; the gevent pool sets its own (see ``use_loop_factory``).
+_loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
 #: The body each owner (a thread id, or the asyncio task of a job) is awaiting now.
 _running: dict[Any, Interruptible] = {}
 #: Re-entrant: a prefork child interrupts from a signal handler on the same thread.
@@ -114,7 +116,7 @@ class _ThreadLoop:
     """Holds a thread's loop; closed when the thread ends and its locals are dropped."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = _loop_factory()
 
     def __del__(self) -> None:
         if not self.loop.is_closed() and not self.loop.is_running():
@@ -122,6 +124,13 @@ class _ThreadLoop:
             with contextlib.suppress(Exception):
                 self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
+
+
+def use_loop_factory(factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    """Make the loops of threads that have none yet with ``factory``: a pool whose "threads"
+    are greenlets needs loops that let the others run while they wait."""
+    global _loop_factory
+    _loop_factory = factory
 
 
 def thread_loop() -> asyncio.AbstractEventLoop:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import sys
-from collections.abc import Callable
-from typing import Any
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO
 
 DEFAULT_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 DEFAULT_TASK_FORMAT = (
@@ -71,10 +73,13 @@ def setup_logging(
     task_fmt: str = DEFAULT_TASK_FORMAT,
     colorize: bool | None = None,
     current_task: Callable[[], Any] = lambda: None,
+    hijack: bool = False,
 ) -> None:
     """Configure the root logger and the task logger the way a Celery worker does.
 
-    ``current_task`` tells the task logger's records which task is running.
+    ``current_task`` tells the task logger's records which task is running. ``hijack``
+    (``worker_hijack_root_logger``) removes every handler the root logger had, as Celery
+    does; otherwise only a handler caraway added earlier is replaced.
     """
     level = level_number(loglevel)
     handler: logging.Handler = (
@@ -83,7 +88,7 @@ def setup_logging(
     handler.setFormatter(logging.Formatter(fmt))
     root = logging.getLogger()
     for existing in list(root.handlers):
-        if getattr(existing, "_caraway", False):
+        if hijack or getattr(existing, "_caraway", False):
             root.removeHandler(existing)
     handler._caraway = True  # type: ignore[attr-defined]
     root.addHandler(handler)
@@ -98,6 +103,64 @@ def setup_logging(
     task_logger.addHandler(task_handler)
     task_logger.setLevel(level)
     task_logger.propagate = False
+
+
+class LoggingProxy(io.TextIOBase):
+    """A text stream whose lines become log records (``print()`` in a task, as in Celery).
+
+    Partial writes are buffered until a newline, so ``print("a", "b")`` is one record. A
+    write made while logging this stream's own line (a handler that writes to the stream it
+    replaced) goes to ``fallback`` instead of looping.
+    """
+
+    def __init__(self, logger: logging.Logger, level: int, fallback: TextIO) -> None:
+        super().__init__()
+        self.logger = logger
+        self.level = level
+        self.fallback = fallback
+        self._local = threading.local()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        local = self._local
+        if getattr(local, "busy", False):
+            return self.fallback.write(text)
+        pending: str = getattr(local, "pending", "") + text
+        *lines, local.pending = pending.split("\n")
+        local.busy = True
+        try:
+            for line in lines:
+                if line.strip():
+                    self.logger.log(self.level, line.rstrip())
+        finally:
+            local.busy = False
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:  # type: ignore[override]
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        local = self._local
+        pending, local.pending = getattr(local, "pending", ""), ""
+        if pending.strip():
+            self.write(pending + "\n")
+
+    def isatty(self) -> bool:
+        return False
+
+
+def redirect_stdouts(level: int | str = logging.WARNING) -> None:
+    """Send ``sys.stdout`` and ``sys.stderr`` to the ``caraway.redirected`` logger at
+    ``level`` (``worker_redirect_stdouts``); handlers made before keep the real streams."""
+    number = level_number(level)
+    redirected = logging.getLogger("caraway.redirected")
+    if not isinstance(sys.stdout, LoggingProxy):
+        sys.stdout = LoggingProxy(redirected, number, sys.stdout)
+    if not isinstance(sys.stderr, LoggingProxy):
+        sys.stderr = LoggingProxy(redirected, number, sys.stderr)
 
 
 _NODE_FIELD = re.compile(r"%[phndiI%]")
@@ -121,9 +184,11 @@ def expand_node_path(template: str, nodename: str, index: int | None = None) -> 
 
 
 __all__ = [
+    "LoggingProxy",
     "expand_node_path",
     "get_logger",
     "get_task_logger",
+    "redirect_stdouts",
     "setup_logging",
     "task_logger",
     "worker_logger",

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from caraway.config import _censor
 from caraway.control.mailbox import clock_of
+from caraway.engines.base.topology import QueueDeclaration
 from caraway.protocol import parse_task_message
+from caraway.routing import queue_table
 from caraway.version import __version__
 from caraway.worker.autoscale import resize
 from caraway.worker.consumer import FETCH_TIMEOUT, Consumer
@@ -259,25 +261,26 @@ def _broker_info(worker: Worker) -> dict[str, Any]:
 
 def _queue_info(worker: Worker, name: str) -> dict[str, Any]:
     """A queue in the shape of kombu's ``Queue.as_dict(recurse=True)`` (Flower reads it)."""
+    bound = worker.declarations.get(name) or QueueDeclaration.plain(name)
     return {
         "name": name,
         "exchange": {
-            "name": name,
-            "type": "direct",
+            "name": bound.exchange,
+            "type": bound.exchange_type,
             "arguments": None,
-            "durable": True,
+            "durable": bound.exchange_durable,
             "passive": False,
-            "auto_delete": False,
+            "auto_delete": bound.exchange_auto_delete,
             "delivery_mode": None,
             "no_declare": False,
         },
-        "routing_key": name,
+        "routing_key": bound.routing_key,
         "queue_arguments": None,
         "binding_arguments": None,
         "consumer_arguments": None,
-        "durable": True,
-        "exclusive": False,
-        "auto_delete": False,
+        "durable": bound.durable,
+        "exclusive": bound.exclusive,
+        "auto_delete": bound.auto_delete,
         "no_ack": False,
         "alias": None,
         "bindings": [],
@@ -406,6 +409,14 @@ def revoke(worker: Worker, task_id: Any = None, terminate: bool = False,
     return ok(f"tasks {', '.join(ids)} flagged as revoked")
 
 
+@command("control", args=(("signal", str), ("task_id", str)), variadic=True)
+def terminate(worker: Worker, signal: Any = None, task_id: Any = None, **kwargs: Any) -> Any:
+    """Revoke tasks by id and stop them with a signal: terminate SIGKILL ID [ID ...]."""
+    if _signum(signal or "SIGTERM") is None:
+        return error(f"unknown signal {signal!r}: use a name such as SIGTERM or SIGKILL")
+    return revoke(worker, task_id, terminate=True, signal=signal)
+
+
 @command("control", args=(("task_name", str), ("rate_limit", str)))
 def rate_limit(worker: Worker, task_name: str = "", rate_limit: Any = None,
                **kwargs: Any) -> Any:  # fmt: skip
@@ -449,7 +460,13 @@ def add_consumer(worker: Worker, queue: str = "", **kwargs: Any) -> Any:
         return error("no queue given" if not queue else "the worker is not consuming yet")
     if queue in consumer.queues:
         return ok(f"already consuming from {queue!r}")
-    worker.app.broker.declare(queue)
+    table = queue_table(worker.app.conf)
+    declaration = worker.declarations.get(queue) or table.declaration(table.get(queue))
+    worker.declarations[queue] = declaration
+    if declaration.is_plain:
+        worker.app.broker.declare(queue)
+    else:
+        worker.app.broker.declare_bound(declaration)
     worker.app.broker.resume_consuming(queue)
     consumer.queues = [*consumer.queues, queue]
     return ok(f"add consumer {queue}")
@@ -508,7 +525,7 @@ def _resize(worker: Worker, n: Any, grow: bool) -> Any:
     try:
         resize(worker, int(n) if grow else -int(n))
     except NotImplementedError as exc:
-        return error(f"{exc} (use -P threads or prefork)")
+        return error(f"{exc} (use -P threads, gevent or prefork)")
     return ok(f"pool will {'grow' if grow else 'shrink'}")
 
 

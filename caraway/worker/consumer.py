@@ -40,13 +40,14 @@ from caraway.request import Context
 from caraway.worker import request as hooks
 from caraway.worker.connection import BrokerLink, RetryPolicy
 from caraway.worker.job import Job
-from caraway.worker.pools.base import LATE_LIMIT_SIGNALS, Pool, raise_in_thread
+from caraway.worker.pools.base import LATE_LIMIT_SIGNALS, Pool
 from caraway.worker.ratelimit import TokenBucket, parse_rate
 from caraway.worker.state import WorkerState
 from caraway.worker.timers import Timer
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
+    from caraway.metrics.worker import WorkerMetrics
     from caraway.task import Task
     from caraway.worker.monitor import TaskMonitor
 
@@ -93,6 +94,7 @@ class Consumer:
         self.accept = serialization.normalize_accept(app.conf.accept_content)
         self.max_body_size: int | None = app.conf.worker_max_decompressed_size
         self.rate_limits_enabled = not app.conf.worker_disable_rate_limits
+        self.deduplicate = bool(app.conf.worker_deduplicate_successful_tasks)
         self._buckets: dict[str, TokenBucket | None] = {}
         # Each task's own ``Request`` class: resolved now, so a bad one stops the worker's boot.
         self._request_classes = {
@@ -104,6 +106,11 @@ class Consumer:
         self._held: dict[Any, Job] = {}
         self._holds: list[tuple[float, int, Job, str]] = []
         self._hold_seq = itertools.count()
+        # ETA holds outside the prefetch window, and those kept in it once there were
+        # ``worker_eta_task_limit`` outside: these stop fetching until some ETAs come due.
+        self.eta_limit: int | None = app.conf.worker_eta_task_limit
+        self._free_etas = 0
+        self._counted_etas: set[Any] = set()
         # Messages taken from the broker and not yet settled; their leases are renewed.
         self._leased: set[Any] = set()
         # Messages counted against the prefetch window. Jobs waiting for an ETA are not
@@ -117,6 +124,8 @@ class Consumer:
         self._next_lost_check = 0.0
         #: The worker's task monitor (events, ``inspect active``, terminate), when it has one.
         self.monitor: TaskMonitor | None = None
+        #: The worker's Prometheus metrics (``--metrics``), when it serves them.
+        self.metrics: WorkerMetrics | None = None
         #: When the main loop last turned (``time.monotonic``): the liveness probe reads it.
         self.heartbeat = time.monotonic()
         broker.qos(self.window)
@@ -153,6 +162,11 @@ class Consumer:
                     self._leased.add(delivery.tag)
                 self.on_delivery(delivery)
 
+    @property
+    def in_flight(self) -> int:
+        """Messages counted against the prefetch window now: reserved or running."""
+        return self._inflight
+
     def stop(self) -> None:
         self._stopping.set()
         with self._slots:
@@ -164,6 +178,9 @@ class Consumer:
         self._held.clear()
         self._holds.clear()
         self._leased.clear()
+        with self._slots:
+            self._free_etas = 0
+            self._counted_etas.clear()
         for work in self.pool.take_pending():
             job = getattr(work, "job", None)
             if job is not None:
@@ -206,11 +223,9 @@ class Consumer:
                 continue
             with self._slots:
                 self._dropped += 1
-            if hold[3] == "rate":  # counted in the window; ETA holds are not
-                self._done(hold[2])
-            else:
-                with self._slots:
-                    self._leased.discard(tag)
+            if hold[3] == "eta":
+                self._eta_due(tag)  # now counted in the window, as rate holds are
+            self._done(hold[2])
         heapq.heapify(kept)
         self._holds = kept
 
@@ -268,6 +283,8 @@ class Consumer:
         if logger.isEnabledFor(logging.INFO):
             logger.info("Task %s received", job.describe())
         signals.task_received.send(sender=self, request=job.request)
+        if self.metrics is not None:
+            self.metrics.received(job)
         if self.state.is_revoked(job.id):
             self._revoke(job, "revoked")
             self._done(job)
@@ -286,8 +303,12 @@ class Consumer:
                 self._done(job)
                 return
             with self._slots:
-                self._inflight -= 1
-                self._slots.notify()
+                if self.eta_limit is None or self._free_etas < self.eta_limit:
+                    self._free_etas += 1
+                    self._inflight -= 1
+                    self._slots.notify()
+                else:
+                    self._counted_etas.add(job.delivery.tag)
             self._hold(job, eta, "eta")
             return
         self._schedule(job)
@@ -368,12 +389,20 @@ class Consumer:
             if self._held.pop(job.delivery.tag, None) is None:
                 continue
             if kind == "eta":
-                with self._slots:
-                    self._inflight += 1
+                self._eta_due(job.delivery.tag)
             self._schedule(job, limit_rate=kind == "eta")
         if not self._holds:
             return FETCH_TIMEOUT
         return min(FETCH_TIMEOUT, max(self._holds[0][0] - self.clock.time(), 0.001))
+
+    def _eta_due(self, tag: Any) -> None:
+        """An ETA hold ends: one outside the window now counts in it."""
+        with self._slots:
+            if tag in self._counted_etas:
+                self._counted_etas.discard(tag)
+            else:
+                self._free_etas -= 1
+                self._inflight += 1
 
     def _schedule(self, job: Job, limit_rate: bool = True) -> None:
         if job.call.expires is not None and job.call.expires.timestamp() < self.clock.time():
@@ -400,6 +429,8 @@ class Consumer:
 
     def _revoke(self, job: Job, reason: str) -> None:
         self._settle(job, "ack", partial(self.broker.ack, [job.delivery.tag]))
+        if self.metrics is not None:
+            self.metrics.revoked(job)
         logger.info("Discarding %s: %s", job.describe(), reason)
         if not job.call.ignore_result:
             self._safely(
@@ -447,11 +478,14 @@ class Consumer:
     def _dead_letter(self, delivery: Delivery, reason: str) -> str:
         """Set the message aside; says where, for the caller's log line."""
         try:
-            return self.broker.dead_letter(delivery, reason)
+            where = self.broker.dead_letter(delivery, reason)
         except SettlementKept:
-            return "the dead letters once the broker is back (it is away)"
+            where = "the dead letters once the broker is back (it is away)"
         except OperationalError as exc:
             return f"nowhere ({exc}); the broker will deliver it again"
+        if self.metrics is not None:
+            self.metrics.dead_lettered()
+        return where
 
     def _safely(self, fun: Any, *args: Any) -> None:
         """Result writes on the side paths must never stop (nor stall) the consumer."""
@@ -499,6 +533,10 @@ class Consumer:
         if self.state.is_revoked(job.id):
             self._revoke(job, "revoked")
             return False
+        if self.deduplicate and job.acks_late and job.delivery.redelivered and self._succeeded(job):
+            self._settle(job, "ack", partial(self.broker.ack, [job.delivery.tag]))
+            logger.info("Skipping %s: it already completed successfully", job.describe())
+            return False
         if not job.acks_late and not self._settle(
             job, "ack", partial(self.broker.ack, [job.delivery.tag])
         ):
@@ -506,13 +544,26 @@ class Consumer:
         self.state.active[job.id] = job
         if self.monitor is not None:
             self.monitor.started(job)
+        if self.metrics is not None:
+            self.metrics.started(job)
         return True
+
+    def _succeeded(self, job: Job) -> bool:
+        """``worker_deduplicate_successful_tasks``: is a redelivered late-ack task stored as
+        SUCCESS already (its worker died after storing the result, before the ack)?"""
+        try:
+            return self.app.backend.get_state(job.id) == states.SUCCESS
+        except Exception as exc:  # cannot tell: running it again is what Celery does too
+            logger.warning("Could not check whether %s already succeeded: %s", job.describe(), exc)
+            return False
 
     def _finish(self, job: Job, outcome: Any) -> None:
         self.state.active.pop(job.id, None)
         self.state.task_done(job.name)
         if self.monitor is not None:
             self.monitor.finished(job, outcome)
+        if self.metrics is not None:
+            self.metrics.finished(job, outcome)
         if job.hooks is not None:
             hooks.finished(job.hooks, outcome)
         if job.acks_late:
@@ -531,6 +582,8 @@ class Consumer:
             logger.exception("Internal error running %s", job.describe())
         if self.monitor is not None:
             self.monitor.finished(job, outcome)
+        if self.metrics is not None:
+            self.metrics.finished(job, outcome)
         if job.acks_late:
             self._settle_late(job, outcome)
 
@@ -542,15 +595,21 @@ class Consumer:
         elif reject is not None:
             where = self._dead_letter(job.delivery, f"rejected: {reject.reason!r}")
             logger.warning("%s rejected; message set aside in %s", job.describe(), where)
-        elif outcome.state == states.FAILURE and not self._acks_failures(job):
+        elif outcome.state == states.FAILURE and not self._acks_failure(job, outcome):
             where = self._dead_letter(job.delivery, f"failed: {outcome.retval!r}")
             logger.warning("%s failed; message set aside in %s", job.describe(), where)
         else:
             self._settle(job, "ack", partial(self.broker.ack, tags))
 
-    def _acks_failures(self, job: Job) -> bool:
-        value = job.task.acks_on_failure_or_timeout
-        return bool(self.app.conf.task_acks_on_failure_or_timeout if value is None else value)
+    def _acks_failure(self, job: Job, outcome: Any) -> bool:
+        """Celery 5.7's order: ``task_acks_on_timeout`` / ``task_acks_on_failure`` when set,
+        else the task's ``acks_on_failure_or_timeout``, else the setting of that name."""
+        conf = self.app.conf
+        timed_out = isinstance(outcome.retval, TimeLimitExceeded)
+        value = conf.task_acks_on_timeout if timed_out else conf.task_acks_on_failure
+        if value is None:
+            value = job.task.acks_on_failure_or_timeout
+        return bool(conf.task_acks_on_failure_or_timeout if value is None else value)
 
     def _execute_with_limits(self, job: Job) -> Any:
         """Run the job with its soft and hard limits armed on the timer."""
@@ -559,6 +618,7 @@ class Consumer:
         if not job.soft_time_limit and not job.time_limit:
             return execute(job.task, job.request)
         thread_id = threading.get_ident()
+        owner = self.pool.owner()
         guard = threading.Lock()
         running = [True]
         for limit, exc_type in (
@@ -572,9 +632,10 @@ class Consumer:
                         if running[0]:
                             logger.error("%s exceeded its %s", job.describe(), LIMIT_NAMES[exc])
                             # An async body on this thread's loop is cancelled at its await;
-                            # sync code gets an async exception at its next instruction.
+                            # sync code gets the exception from the pool (at its next
+                            # instruction on a thread, its next switch on a greenlet).
                             if not coroutines.interrupt(thread_id, exc):
-                                raise_in_thread(thread_id, exc)
+                                self.pool.interrupt(owner, exc)
                             if job.hooks is not None:
                                 hooks.timed_out(job.hooks, exc is SoftTimeLimitExceeded, after)
 

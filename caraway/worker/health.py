@@ -5,10 +5,12 @@
                 unreplaced: restart the worker.
 ``GET /readyz`` 200 while the worker consumes, 503 while booting, shutting down or while
                 the broker cannot be reached.
+``GET /metrics`` Prometheus metrics, with ``--metrics`` only (caraway.metrics).
 
-The answers say ``ok`` or ``not ok`` and nothing else (no URL, host or version): the port
-is often reachable by more than the orchestrator. It binds every interface unless given an
-address (``--health-address``): Kubernetes probes come to the pod's address.
+The probes say ``ok`` or ``not ok`` and nothing else (no URL, host or version): the port
+is often reachable by more than the orchestrator (``/metrics``, when asked for, names
+hosts, tasks and queues). It binds every interface unless given an address
+(``--health-address``): Kubernetes probes come to the pod's address.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 logger = logging.getLogger("caraway.worker")
@@ -25,31 +27,57 @@ logger = logging.getLogger("caraway.worker")
 STUCK_AFTER = 60.0
 
 
+#: What a document path answers: its content type and body, made at each request.
+Document = Callable[[], tuple[str, bytes]]
+
+
 class HealthServer:
-    """Answers the two probes from a daemon thread; ``port=0`` picks a free port."""
+    """Answers the two probes (and any ``documents``, such as ``/metrics``) from a daemon
+    thread; ``port=0`` picks a free port."""
 
     def __init__(
-        self, port: int, live: Callable[[], bool], ready: Callable[[], bool], host: str = ""
+        self,
+        port: int,
+        live: Callable[[], bool],
+        ready: Callable[[], bool],
+        host: str = "",
+        documents: Mapping[str, Document] | None = None,
     ) -> None:
         probes = {"/livez": live, "/healthz": live, "/readyz": ready}
+        pages = dict(documents or {})
+        paths = " ".join(["/livez", "/readyz", *pages])
 
         class Handler(BaseHTTPRequestHandler):
             server_version = "caraway"
             sys_version = ""
 
             def do_GET(self) -> None:
-                probe = probes.get(self.path.split("?", 1)[0])
-                if probe is None:
-                    self._answer(404, "unknown probe: use /livez or /readyz\n")
+                path = self.path.split("?", 1)[0]
+                probe = probes.get(path)
+                if path in pages:
+                    self._page(path)
+                elif probe is None:
+                    self._answer(404, f"unknown path: use one of {paths}\n")
                 elif probe():
                     self._answer(200, "ok\n")
                 else:
                     self._answer(503, "not ok\n")
 
+            def _page(self, path: str) -> None:
+                try:
+                    content_type, data = pages[path]()
+                except Exception:  # a bug behind one page must not take the probes down
+                    logger.exception("Could not answer GET %s", path)
+                    self._answer(500, "error\n")
+                    return
+                self._send(200, content_type, data)
+
             def _answer(self, status: int, body: str) -> None:
-                data = body.encode()
+                self._send(status, "text/plain; charset=utf-8", body.encode())
+
+            def _send(self, status: int, content_type: str, data: bytes) -> None:
                 self.send_response(status)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -58,6 +86,7 @@ class HealthServer:
                 """Probes every few seconds would drown the worker's log."""
 
         self._host = host
+        self._paths = paths
         server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
         self._server = server_class((host, port), Handler)
         self._server.daemon_threads = True
@@ -73,7 +102,7 @@ class HealthServer:
         self._thread.start()
         host = self._server.server_address[0]
         where = host if self._host else "every interface"
-        logger.info("Health probes on %s, port %d: /livez and /readyz", where, self.port)
+        logger.info("Health probes on %s, port %d: %s", where, self.port, self._paths)
 
     def stop(self) -> None:
         self._server.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import time
 from typing import Any
 
 from caraway.engines.base.broker import Delivery
@@ -26,6 +27,8 @@ class Job:
         self.delivery = delivery
         self.call = call
         self.task = task
+        #: When this worker got the message (``time.time()``): queue-wait metrics start here.
+        self.received_at = time.time()
         #: ``async def`` bodies run on an event loop (the asyncio pool's, or the thread's own).
         self.is_async = inspect.iscoroutinefunction(task.run)
         conf = task.app.conf
@@ -57,7 +60,9 @@ class Job:
             replaced_task_nesting=call.headers.get("replaced_task_nesting") or 0,
             acks_late=self.acks_late,
             delivery_info={
-                "exchange": "", "routing_key": delivery.queue,
+                "exchange": delivery.exchange,
+                "routing_key": delivery.queue if delivery.routing_key is None
+                else delivery.routing_key,
                 "priority": delivery.message.priority, "redelivered": delivery.redelivered,
             },
         )  # fmt: skip

@@ -19,7 +19,6 @@ from caraway import signals, states
 from caraway.exceptions import Ignore
 from caraway.protocol import _safe_repr
 from caraway.version import __version__
-from caraway.worker.pools.base import raise_in_thread
 
 if TYPE_CHECKING:
     from caraway.events.dispatcher import EventDispatcher
@@ -45,8 +44,9 @@ class TaskMonitor:
     def __init__(self, worker: Worker, dispatcher: EventDispatcher) -> None:
         self.worker = worker
         self.dispatcher = dispatcher
-        #: task id -> (start time, thread ident) of the tasks running now.
-        self.running: dict[str, tuple[float, int]] = {}
+        #: task id -> (start time, its pool's owner: thread ident or greenlet) of the tasks
+        #: running now.
+        self.running: dict[str, tuple[float, Any]] = {}
         self._lock = threading.Lock()
         self._uid = f"caraway-monitor-{id(self)}"
 
@@ -106,8 +106,10 @@ class TaskMonitor:
 
     def started(self, job: Job) -> None:
         """A task is about to run, in this thread (the consumer calls this)."""
+        pool = self.worker.reserving
+        owner = pool.owner() if pool is not None else threading.get_ident()
         with self._lock:
-            self.running[job.id] = (time.time(), threading.get_ident())
+            self.running[job.id] = (time.time(), owner)
         if self.dispatcher.allows("task-started"):
             self._send("task-started", uuid=job.id)
 
@@ -155,11 +157,13 @@ class TaskMonitor:
         return started[0] if started else None
 
     def terminate(self, task_id: str, signum: int | None) -> bool:
-        """Stop a running task by raising ``Terminated`` in its thread.
+        """Stop a running task by raising ``Terminated`` in it, through its pool.
 
         Threads cannot be killed: the exception arrives at the task's next Python
         instruction, so code blocked in C (a long ``time.sleep``, a socket read) stops only
-        once that call returns, and a task that catches every exception can swallow it.
+        once that call returns. A greenlet (gevent) gets it at its next switch, so a task
+        waiting on the network stops at once. A task that catches every exception can
+        swallow it.
         """
         pool = self.worker.reserving
         if pool is not None and pool.terminate(task_id, signum or signal.SIGTERM):
@@ -175,4 +179,4 @@ class TaskMonitor:
             signals.task_revoked.send(
                 sender=job.task, request=request, terminated=True, signum=signum, expired=False
             )
-            return raise_in_thread(started[1], Terminated)
+            return pool is not None and pool.interrupt(started[1], Terminated)

@@ -48,7 +48,7 @@ class Pidbox:
         self._thread.start()
 
     def _bind(self) -> bool:
-        binding = mailbox.node_binding(self.worker.hostname)
+        binding = mailbox.node_binding(self.worker.app, self.worker.hostname)
         try:
             subscription = self.fanout.subscribe(mailbox.PIDBOX, binding)
         except Exception as exc:

@@ -3,7 +3,9 @@
 Boot (``start``, before the worker reports ready): a broadcast engine of its own, the
 event dispatcher (worker events always, unless ``without_heartbeat``; task events with
 ``-E`` / ``worker_send_task_events`` or after ``enable_events``), the task monitor, the
-control consumer, then ``worker-online`` and a heartbeat every ``HEARTBEAT_FREQ`` s.
+control consumer (unless ``worker_enable_remote_control`` is off: then the worker binds no
+pidbox queue, so it neither answers nor obeys commands), then ``worker-online`` and a
+heartbeat every ``HEARTBEAT_FREQ`` s.
 Shutdown (``stop``) sends ``worker-offline`` and closes them in reverse order.
 """
 
@@ -30,10 +32,14 @@ MINGLE_TIMEOUT = 1.0
 
 
 class RemoteControl:
-    def __init__(self, worker: Worker, task_events: bool, without_heartbeat: bool) -> None:
+    def __init__(
+        self, worker: Worker, task_events: bool, without_heartbeat: bool,
+        without_mingle: bool = False,
+    ) -> None:  # fmt: skip
         self.worker = worker
         self.task_events = task_events
         self.without_heartbeat = without_heartbeat
+        self.without_mingle = without_mingle
         self.fanout: Fanout | None = None
         self.pidbox: Pidbox | None = None
         self._stopped = threading.Event()
@@ -55,9 +61,12 @@ class RemoteControl:
         monitor.install()
         if worker.consumer is not None:
             worker.consumer.monitor = monitor
-        self.pidbox = Pidbox(worker, fanout)
-        self.pidbox.start()
-        if not worker.app.broker.capabilities.keeps_revocations:
+        if worker.app.conf.worker_enable_remote_control:
+            self.pidbox = Pidbox(worker, fanout)
+            self.pidbox.start()
+        else:
+            logger.info("Remote control is off (worker_enable_remote_control): no pidbox")
+        if not worker.app.broker.capabilities.keeps_revocations and not self.without_mingle:
             self._mingle()
         monitor.heartbeat("worker-online")
         self._heart = threading.Thread(target=self._beat, name="caraway-heart", daemon=True)

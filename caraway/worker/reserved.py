@@ -70,6 +70,12 @@ class ReservingPool(Pool):
     def execute(self, job: Job, run_here: Callable[[Job], Outcome]) -> Outcome:
         return self.inner.execute(job, run_here)
 
+    def owner(self) -> Any:
+        return self.inner.owner()
+
+    def interrupt(self, owner: Any, exc_type: type[BaseException]) -> bool:
+        return self.inner.interrupt(owner, exc_type)
+
     def terminate(self, task_id: str, signum: int) -> bool:
         return self.inner.terminate(task_id, signum)
 

@@ -20,9 +20,10 @@ from caraway import signals
 from caraway.beat import EmbeddedService
 from caraway.current import get_current_task
 from caraway.exceptions import ImproperlyConfigured, OperationalError, Unreachable
-from caraway.routing import worker_queues
+from caraway.queues import worker_direct
+from caraway.routing import queue_table, worker_queues
 from caraway.utils.imports import symbol_by_name
-from caraway.utils.log import expand_node_path, setup_logging
+from caraway.utils.log import expand_node_path, redirect_stdouts, setup_logging
 from caraway.utils.time import SYSTEM_CLOCK, Clock
 from caraway.worker.autoscale import Autoscaler, parse_autoscale
 from caraway.worker.connection import BrokerLink, RetryPolicy
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from caraway.beat import EmbeddedService
     from caraway.engines.base.broker import Broker
     from caraway.events.dispatcher import EventDispatcher
+    from caraway.metrics.worker import WorkerMetrics
+    from caraway.worker.health import Document
     from caraway.worker.monitor import TaskMonitor
 
 logger = logging.getLogger("caraway.worker")
@@ -50,7 +53,7 @@ REVOCATION_POLL = 0.5
 ORPHAN_POLL = 5.0
 AUTOSCALE_INTERVAL = 1.0
 #: Pools that can grow and shrink while they run.
-AUTOSCALED_POOLS = ("threads", "prefork")
+AUTOSCALED_POOLS = ("threads", "prefork", "gevent", "eventlet")
 CLEANUP_INTERVAL = 3600.0
 #: Messages reserved per slot when ``worker_prefetch_multiplier`` is 0 (Celery: unlimited).
 UNLIMITED_PREFETCH = 1000
@@ -102,6 +105,13 @@ class Worker:
         )
         excluded = set(exclude_queues or ())
         self.queues = [q for q in self.queues if q not in excluded]
+        table = queue_table(conf)
+        #: How each consumed queue is declared and bound (``task_queues``' exchanges).
+        self.declarations = {name: table.declaration(table.get(name)) for name in self.queues}
+        if conf.worker_direct:  # a queue only this worker consumes, as Celery names it
+            direct = table.declaration(worker_direct(self.hostname))
+            self.declarations[direct.queue] = direct
+            self.queues.append(direct.queue)
         self.pool_name = pool or conf.worker_pool or "prefork"
         self.concurrency = concurrency or conf.worker_concurrency or os.cpu_count() or 1
         if self.pool_name == "solo":
@@ -141,6 +151,14 @@ class Worker:
         #: Whether the broker is reachable, and Celery's retry policy for when it is not.
         self.link: BrokerLink | None = None
         self.health: HealthServer | None = None
+        #: ``--metrics``: Prometheus metrics on the health port (made at boot).
+        self.metrics: WorkerMetrics | None = None
+        self._serve_metrics = bool(options.get("metrics") or conf.worker_metrics)
+        if self._serve_metrics and options.get("health_port") is None:
+            raise ImproperlyConfigured(
+                "--metrics (worker_metrics) serves /metrics on the health port: give"
+                " --health-port too"
+            )
         self.ready = threading.Event()
         self.stopped = threading.Event()
         self._cold = False
@@ -160,6 +178,7 @@ class Worker:
             self,
             task_events=bool(options.get("task_events") or conf.worker_send_task_events),
             without_heartbeat=bool(options.get("without_heartbeat")),
+            without_mingle=bool(options.get("without_mingle")),
         )
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -201,18 +220,23 @@ class Worker:
         pool.start()
         if self.options.get("health_port") is not None:  # after the fork: children skip it
             self.health = HealthServer(
-                int(self.options["health_port"]), self.live, self.serving, self._health_address()
-            )
+                int(self.options["health_port"]), self.live, self.serving, self._health_address(),
+                self._metrics_documents(),
+            )  # fmt: skip
             self.health.start()
         if self.pool_name not in PROCESS_POOLS:  # prefork children send it themselves
             signals.worker_process_init.send(sender=self)
         self.link = BrokerLink(broker.describe(), RetryPolicy.from_conf(app.conf))
         if not self._connect(broker, self.link):
             return
+        for declaration in self.declarations.values():
+            if not declaration.is_plain:  # plain queues are declared as they are consumed
+                broker.declare_bound(declaration)
         self.consumer = Consumer(
             app, broker, self.queues, pool, self.timer, self.state, self.hostname, self.prefetch,
             self.link,
         )  # fmt: skip
+        self.consumer.metrics = self.metrics
         self._start_housekeeping(broker)
         if self.options.get("beat"):
             self._start_beat()
@@ -245,6 +269,16 @@ class Worker:
         if address is None:
             address = self.app.conf.worker_health_address
         return str(address or "")
+
+    def _metrics_documents(self) -> dict[str, Document]:
+        """``/metrics`` when asked for (``--metrics``), else nothing."""
+        if not self._serve_metrics:
+            return {}
+        # Lazy, prometheus_client is an extra: only a worker serving metrics loads it.
+        from caraway.metrics import WorkerMetrics
+
+        self.metrics = WorkerMetrics(self)
+        return {"/metrics": self.metrics.render}
 
     def _pool_options(self) -> PoolOptions:
         conf, options = self.app.conf, self.options
@@ -435,7 +469,7 @@ class Worker:
         if not handled:
             setup_logging(
                 self.loglevel, self.logfile, conf.worker_log_format, conf.worker_task_log_format,
-                current_task=get_current_task,
+                current_task=get_current_task, hijack=conf.worker_hijack_root_logger,
             )  # fmt: skip
         root = logging.getLogger()
         signals.after_setup_logger.send(
@@ -446,6 +480,15 @@ class Worker:
             sender=None, logger=logging.getLogger("caraway.task"), loglevel=self.loglevel,
             logfile=self.logfile, format=conf.worker_task_log_format, colorize=False,
         )  # fmt: skip
+        if conf.worker_redirect_stdouts:  # after the handlers, so they keep the real streams
+            redirect_stdouts(conf.worker_redirect_stdouts_level)
+
+    def _queue_line(self, queue: str) -> str:
+        """A queue as Celery's banner shows it: name, exchange (type) and key."""
+        bound = self.declarations[queue]
+        return (
+            f"{queue:<16} exchange={bound.exchange}({bound.exchange_type}) key={bound.routing_key}"
+        )
 
     def banner(self) -> str:
         app = self.app
@@ -458,7 +501,7 @@ class Worker:
             f"- ** ---------- .> results:     {app.backend.describe()}\n"
             f"- *** --- * --- .> concurrency: {self.concurrency} ({self.pool_name})\n"
             f"-------------- [queues]\n"
-            + "".join(f"                .> {q}\n" for q in self.queues)
+            + "".join(f"                .> {self._queue_line(q)}\n" for q in self.queues)
             + f"\n[tasks]\n{tasks}\n"
         )
 

@@ -15,6 +15,14 @@ import redis
 from beat_support import BeatProject, wait_until
 from services import require
 
+from caraway.engines.base.beat_store import EntryState
+from caraway.engines.base.broker import Outgoing
+from caraway.engines.base.topology import QueueDeclaration
+from caraway.engines.redis.beat_store import RedisStore
+from caraway.engines.redis.client import parse_url
+from caraway.engines.registry import create_broker
+from caraway.protocol import build_task_message
+
 APP = """
 from caraway import Celery
 
@@ -82,3 +90,26 @@ def test_three_beats_send_each_run_once_and_survive_the_senders_death(
     new_owner = client.get(f"{prefix}_caraway.beat.lease")
     assert new_owner is not None
     assert int(new_owner.decode().split(":")[1]) in {b.pid for b in beats if b is not sender}
+
+
+def test_a_run_routed_through_an_exchange_reaches_the_bound_queues(
+    space: tuple[redis.Redis, str, str, int],
+) -> None:
+    """The atomic send writes lists it knows; through an exchange the broker routes first."""
+    client, prefix, host, port = space
+    url = f"redis://{host}:{port}/0"
+    broker = create_broker(url, {"global_keyprefix": prefix})
+    store = RedisStore(client, parse_url(url), prefix)
+    broker.declare_bound(QueueDeclaration("sport", "news", "topic", "news.#"))
+    message = build_task_message("beat_app.tick", str(uuid.uuid4()), (), {})
+    message.properties["delivery_info"] = {"exchange": "news", "routing_key": "news.tick"}
+    batch = [Outgoing(message, "celery", exchange="news", routing_key="news.tick",
+                      exchange_type="topic")]  # fmt: skip
+    assert store.acquire("me", 5.0)
+
+    assert store.send("me", "tick", EntryState(1.0, 1), batch, broker)
+
+    (delivery,) = broker.fetch(["sport"], 10, 1.0)
+    assert (delivery.message.task_id, delivery.routing_key) == (message.task_id, "news.tick")
+    assert store.states()["tick"].total_run_count == 1
+    broker.close()

@@ -102,9 +102,16 @@ class Project:
             proc.communicate(timeout=WAIT)
 
 
+#: Variables that choose the app or its engines: a test sets them itself or not at all.
+ISOLATED_VARIABLES = (
+    "CARAWAY_APP", "CARAWAY_BROKER_URL", "CARAWAY_RESULT_BACKEND",
+    "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND",
+)  # fmt: skip
+
+
 def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [SOURCE_ROOT, env.get("PYTHONPATH")]))
-    for name in ("CARAWAY_APP", "CARAWAY_BROKER_URL", "CARAWAY_RESULT_BACKEND"):
+    for name in ISOLATED_VARIABLES:
         env.pop(name, None)
     return env

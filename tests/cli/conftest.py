@@ -6,13 +6,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_support import APP_MODULE, Project
+from cli_support import APP_MODULE, ISOLATED_VARIABLES, Project
 
 from caraway import current
 
@@ -20,8 +21,8 @@ from caraway import current
 @pytest.fixture(autouse=True)
 def _isolate(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Keep the app modules a test imports, and the app they make current, to that test."""
-    for name in ("CARAWAY_APP", "CARAWAY_BROKER_URL", "CARAWAY_RESULT_BACKEND"):
-        monkeypatch.delenv(name, raising=False)
+    # Saved by hand: monkeypatch forgets a variable that was absent, and `-b` sets one.
+    saved = {name: os.environ.pop(name, None) for name in ISOLATED_VARIABLES}
     monkeypatch.setattr(sys, "path", list(sys.path))
     modules = set(sys.modules)
     current_app = current._current_app.get()
@@ -32,6 +33,11 @@ def _isolate(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             del sys.modules[name]
     current._current_app.set(current_app)
     current._default_app[:] = default_app
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ def test_worker_runs_tasks_and_stops_warmly_on_sigterm(project: Project) -> None
     assert slow.get(timeout=1) == "slept"  # a warm shutdown lets running tasks finish
     assert not pidfile.exists()
     assert f"w1@{socket.gethostname()}" in out  # the banner, with %h expanded
-    assert ".> celery\n" in out
+    assert ".> celery           exchange=celery(direct) key=celery\n" in out
     assert ".> extra" not in out
     assert "warm shutdown" in err
 
@@ -82,7 +82,7 @@ def test_purge_deletes_waiting_messages_even_delayed_ones(project: Project) -> N
     assert purged.returncode == 0, purged.stderr
     assert purged.stdout == "Purged 3 messages from queue celery.\n"
     assert client.broker.size("celery") == 0
-    assert project.run("result", first).stdout.startswith("PENDING: no result stored yet")
+    assert project.run("result", "--no-wait", first).stdout.startswith("PENDING: no result stored")
 
 
 def test_demo_runs_a_workload_through_a_real_worker(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 from cli_support import WAIT, Project
+from prometheus_client.parser import text_string_to_metric_families
 from services import free_port
 
 
@@ -22,12 +23,26 @@ def probe(port: int, path: str) -> int:
         return 0  # not listening (yet)
 
 
+def succeeded(port: int, task: str) -> float:
+    """What ``/metrics`` counts as SUCCESS for ``task``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+        text = answer.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "caraway_tasks_total"
+        and sample.labels.get("task") == task
+        and sample.labels.get("state") == "SUCCESS"
+    )
+
+
 def test_prefork_worker_with_child_logfiles_pidfile_and_health_probes(project: Project) -> None:
     port = free_port()
     worker = project.spawn(
         "worker", "-P", "prefork", "-c", "2", "-n", "w1@%h", "-l", "INFO",
         "--max-tasks-per-child", "1", "--logfile", str(project.root / "%n%I.log"),
-        "--pidfile", str(project.root / "%n.pid"), "--health-port", str(port),
+        "--pidfile", str(project.root / "%n.pid"), "--health-port", str(port), "--metrics",
     )  # fmt: skip
     project.wait_until(lambda: probe(port, "/readyz") == 200, "the worker to be ready")
     client = project.client()
@@ -37,6 +52,8 @@ def test_prefork_worker_with_child_logfiles_pidfile_and_health_probes(project: P
     assert [r.get(timeout=WAIT) for r in sums] == [0, 2, 4, 6]
     assert probe(port, "/livez") == 200
     assert probe(port, "/nope") == 404
+    # --metrics: the supervisor counts each run just after its child stored the result.
+    project.wait_until(lambda: succeeded(port, f"{project.module}.add") == 4, "four runs counted")
     assert (project.root / "w1.pid").read_text().strip() == str(worker.pid)
     supervisor_log = (project.root / "w1.log").read_text()
     assert "Pool child" in supervisor_log
@@ -101,3 +118,30 @@ def alive(pid: int) -> bool:
     except OSError:
         return True  # no /proc: trust kill(pid, 0)
     return "State:\tZ" not in status
+
+
+def test_worker_logfile_and_pidfile_settings_are_the_defaults_of_the_options(
+    project: Project,
+) -> None:
+    configured = Project(project.root, project.add_module("files", f"""
+        from {project.module} import app
+
+        app.conf.update(
+            worker_logfile={str(project.root / "%n.log")!r},
+            worker_pidfile={str(project.root / "%n.pid")!r},
+        )
+    """))  # fmt: skip
+    try:
+        worker = configured.spawn("worker", "-P", "threads", "-n", "files@%h", "-l", "INFO")
+        pidfile = project.root / "files.pid"
+        project.wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), "a pidfile")
+        assert pidfile.read_text().strip() == str(worker.pid)
+        added = project.client().send_task(f"{project.module}.add", (2, 3))
+        assert added.get(timeout=WAIT) == 5
+
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=WAIT)
+        assert "succeeded in" in (project.root / "files.log").read_text()
+        assert not pidfile.exists()
+    finally:
+        configured.kill_all()

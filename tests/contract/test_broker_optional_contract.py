@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from caraway.engines.base.broker import Broker, Delivery, Outgoing
+from caraway.engines.base.topology import QueueDeclaration
 from caraway.exceptions import Unreachable
 from caraway.protocol import Message, build_task_message
 from caraway.utils.time import FakeClock
@@ -298,6 +299,55 @@ def test_a_declared_queue_exists_and_is_empty(broker: Broker) -> None:
     broker.publish([Outgoing(_message(), queue)])
     (delivery,) = _fetch_all(broker, queue, 1)
     broker.ack([delivery.tag])
+
+
+# --- exchanges ------------------------------------------------------------------------------
+
+
+def _routed(message: Message, exchange: str, key: str, kind: str) -> Outgoing:
+    """What the calling layer hands an engine for a message sent to ``exchange``."""
+    message.properties["delivery_info"] = {"exchange": exchange, "routing_key": key}
+    return Outgoing(message, "", exchange=exchange, routing_key=key, exchange_type=kind)
+
+
+@pytest.mark.parametrize("how", ["publish", "publish_async"])
+def test_exchanges_route_by_binding_and_broadcast_to_every_bound_queue(
+    broker: Broker, twin: Twin, how: str
+) -> None:
+    if not broker.capabilities.exchanges:
+        _lacks(broker, "exchanges is False: it routes by queue name only")
+    news, bcast, other = f"news-{uuid.uuid4().hex[:6]}", f"bc-{uuid.uuid4().hex[:6]}", twin()
+    sport, everything = _queue(), _queue()
+    mine, theirs = f"bcast.{uuid.uuid4().hex}", f"bcast.{uuid.uuid4().hex}"
+    broker.declare_bound(QueueDeclaration(sport, news, "topic", "news.sport.*"))
+    broker.declare_bound(QueueDeclaration(everything, news, "topic", "#"))
+    broker.declare_bound(QueueDeclaration(mine, bcast, "fanout", "celery", auto_delete=True))
+    other.declare_bound(QueueDeclaration(theirs, bcast, "fanout", "celery", auto_delete=True))
+    batch = [
+        _routed(_message(), news, "news.sport.golf", "topic"),
+        _routed(_message(), news, "news.weather", "topic"),
+        _routed(_message(), bcast, "celery", "fanout"),
+    ]
+
+    if how == "publish":
+        broker.publish(batch)
+    else:
+        asyncio.run(broker.publish_async(batch))
+
+    tags: list[Any] = []
+
+    def seen(consumer: Broker, queue: str, count: int) -> list[tuple[str, str | None]]:
+        got = _fetch_all(consumer, queue, count)
+        tags.extend(str(d.tag) for d in got if consumer is broker)
+        consumer.ack([d.tag for d in got])
+        return sorted((d.exchange, d.routing_key) for d in got)
+
+    assert seen(broker, sport, 1) == [(news, "news.sport.golf")]
+    assert seen(broker, everything, 2) == [(news, "news.sport.golf"), (news, "news.weather")]
+    assert seen(broker, mine, 1) == [(bcast, "celery")]
+    assert seen(other, theirs, 1) == [(bcast, "celery")]
+    assert broker.size(sport) == broker.size(everything) == 0
+    assert len(set(tags)) == 4  # every copy settles on its own (Redis: by its delivery tag)
 
 
 # --- the rest -----------------------------------------------------------------------------

@@ -18,34 +18,20 @@ worker starts as its README says (``caraway -A proj worker -l INFO``), the tasks
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
-import shutil
 import sqlite3
-import subprocess
-import sys
-import tarfile
 from collections.abc import Iterator
 from contextlib import closing
-from pathlib import Path
 
 import pytest
+from celery_sdist import copy_example
 from django_support import DjangoProject, requires_django
-from services import missing, rabbitmq_vhost
+from services import rabbitmq_vhost
 
 pytest.importorskip("sqlalchemy")
 
 #: Download, migrate, a worker boot on a loaded machine: more than the default 60 s.
 pytestmark = [requires_django, pytest.mark.timeout(180)]
-
-CELERY_VERSION = "5.7.0"
-SDIST = f"celery-{CELERY_VERSION}.tar.gz"
-SDIST_SHA256 = "6a5dfcf6662287204f009a02002b9e66c83d4105e47ebabdc7079108772fc6f0"
-CACHE = Path(__file__).resolve().parents[2] / ".cache" / "pypi"
-
-#: The one substitution: import lines only.
-IMPORT_LINE = re.compile(r"^(\s*)from celery import ", re.MULTILINE)
 
 #: What the README does in ``manage.py shell``, and the model tasks of ``demoapp/tasks.py``.
 SHELL = """
@@ -67,50 +53,11 @@ print(json.dumps({
 """
 
 
-def celery_sdist() -> Path:
-    """The Celery sdist, downloaded once; a changed file fails the test."""
-    path = CACHE / SDIST
-    if not path.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        download = CACHE / f"download-{CELERY_VERSION}"
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-             "-d", str(download), f"celery=={CELERY_VERSION}"],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        if done.returncode != 0:
-            missing(f"cannot download {SDIST} from PyPI: {done.stderr[-500:]}")
-        (download / SDIST).replace(path)
-        shutil.rmtree(download, ignore_errors=True)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    assert digest == SDIST_SHA256, f"{path} is not the pinned {SDIST} (sha256 {digest})"
-    return path
-
-
-def copy_example(sdist: Path, target: Path) -> int:
-    """Extract ``examples/django`` into ``target``, ``celery`` imports changed; how many lines."""
-    prefix = f"celery-{CELERY_VERSION}/examples/django/"
-    with tarfile.open(sdist) as archive:
-        for member in archive.getmembers():
-            if member.isfile() and member.name.startswith(prefix):
-                destination = target / member.name.removeprefix(prefix)
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                source = archive.extractfile(member)
-                assert source is not None
-                destination.write_bytes(source.read())
-    changed = 0
-    for path in target.rglob("*.py"):
-        text, count = IMPORT_LINE.subn(r"\1from caraway import ", path.read_text())
-        path.write_text(text)
-        changed += count
-    return changed
-
-
 @pytest.fixture(scope="module")
 def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DjangoProject]:
     root = tmp_path_factory.mktemp("celery-django-example")
     project_dir = root / "django"
-    assert copy_example(celery_sdist(), project_dir) == 2
+    assert copy_example("django", project_dir) == 2
     with rabbitmq_vhost("caraway-django-example") as broker:
         (project_dir / "caraway_test_broker.py").write_text(
             f"from proj.settings import *  # noqa: F403\n\nCELERY_BROKER_URL = {broker!r}\n"

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from interop_support import WAIT, Wire, Workers, read_markers, wait_until
+from otel_support import in_memory_exporter
 
 TO_CARAWAY = "to.caraway"
 TO_CELERY = "to.celery"
@@ -122,6 +123,26 @@ def test_caraway_delay_runs_on_celery_and_caraway_reads_the_result(
     assert linked.get(timeout=WAIT) == 7
     assert plain.state == "SUCCESS"
     assert wait_until(lambda: read_markers(marker_dir, "echo", tag)) == [("7", "celery")]
+
+
+def test_a_celery_worker_runs_a_traced_caraway_message(
+    started: Workers, wire: Wire, marker_dir: Path
+) -> None:
+    """Celery ignores the ``traceparent`` header it does not know (docs/metrics.md)."""
+    import caraway_side
+
+    exporter = in_memory_exporter()
+    app = caraway_side.build(wire.broker, wire.backend, wire.transport, wire.result_transport)
+    app.conf.opentelemetry_tracing = True
+    try:
+        result = app.tasks["interop.add"].apply_async((4, 5), queue=TO_CELERY)
+
+        assert result.get(timeout=WAIT) == 9
+    finally:
+        app.close()
+    [sent] = [span for span in exporter.get_finished_spans() if span.name == "send interop.add"]
+    assert sent.attributes is not None
+    assert sent.attributes["caraway.task.id"] == result.id
 
 
 # --- failures, both ways -----------------------------------------------------------------------

@@ -30,10 +30,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("engine registry", ("engines.registry",)),
     # A schedule without an app reads the current app's zone (Celery's ``schedule.app``),
     # as a result reads the current app's backend: both sit beside the app.
-    ("app", ("app", "task", "registry", "request", "current", "routing", "result", "schedules",
-             "builtins", "security", "connection")),
-    ("sending and running", ("calling", "canvas", "execution")),
-    ("services", ("worker", "beat", "events", "control")),
+    ("app", ("app", "task", "registry", "request", "current", "routing", "queues", "result",
+             "schedules", "builtins", "security", "connection")),
+    ("sending and running", ("calling", "canvas", "execution", "tracing")),
+    ("services", ("worker", "beat", "events", "control", "metrics")),
     ("front ends", ("cli", "dashboard", "contrib", "__main__")),
     ("public API", ("",)),
 ]  # fmt: skip

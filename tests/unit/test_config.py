@@ -467,8 +467,8 @@ def test_table_with_defaults_lists_every_setting() -> None:
 def test_humanize_sorts_and_masks_secrets() -> None:
     conf = Configuration(
         broker_url="amqp://guest:hunter2@rabbit//",
-        redis_password="s3cret",
-        couchbase_backend_settings={"username": "cb", "password": "pw"},
+        database_engine_options={"connect_args": {"password": "s3cret"}},
+        result_backend_transport_options={"sentinel_kwargs": {"password": "pw"}},
         worker_concurrency=2,
     )
     report = conf.humanize()

@@ -1,5 +1,6 @@
 """``pip install caraway`` without extras: imports at module top must not make redis, amqp,
-SQLAlchemy or Django mandatory, and the embedded SQLite engine still runs tasks."""
+SQLAlchemy, Django, gevent or eventlet mandatory, and the embedded SQLite engine still runs
+tasks."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 # packages, then a SQLite app and a worker run one task.
 _SCRIPT = """
 import sys
-for name in ("redis", "amqp", "sqlalchemy", "kombu", "django"):
+for name in ("redis", "amqp", "sqlalchemy", "kombu", "django", "gevent", "eventlet"):
     sys.modules[name] = None
 
 import importlib, pkgutil

@@ -17,7 +17,7 @@ import caraway
 
 PUBLIC_MODULES = [
     "caraway", "caraway.exceptions", "caraway.states", "caraway.signals", "caraway.schedules",
-    "caraway.beat",
+    "caraway.beat", "caraway.queues",
 ]  # fmt: skip
 
 

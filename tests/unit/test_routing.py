@@ -16,7 +16,7 @@ from caraway.routing import (
     expand_route,
     lookup,
     prepare_routers,
-    resolve_queue,
+    queue_table,
     worker_queues,
 )
 from caraway.task import Task
@@ -195,10 +195,15 @@ def test_missing_queue_is_an_error_when_it_may_not_be_created(
     assert published == []
 
 
+def _queue_of(route: dict[str, Any], task_queues: Any, create_missing: bool = False) -> str:
+    app = Caraway("routes", task_queues=task_queues, task_create_missing_queues=create_missing)
+    return queue_table(app.conf).destination(route).queue
+
+
 def test_without_task_queues_only_the_default_queue_exists() -> None:
-    assert resolve_queue({}, "celery", None, create_missing=False) == "celery"
+    assert _queue_of({}, None) == "celery"
     with pytest.raises(QueueNotFound):
-        resolve_queue({"queue": "elsewhere"}, "celery", None, create_missing=False)
+        _queue_of({"queue": "elsewhere"}, None)
 
 
 def test_queue_objects_with_a_name_attribute_are_understood() -> None:
@@ -206,8 +211,8 @@ def test_queue_objects_with_a_name_attribute_are_understood() -> None:
         def __init__(self, name: str) -> None:
             self.name = name
 
-    assert resolve_queue({"queue": Queue("q")}, "celery", [Queue("q")], False) == "q"
-    assert resolve_queue({"queue": {"name": "q"}}, "celery", [{"name": "q"}], False) == "q"
+    assert _queue_of({"queue": Queue("q")}, [Queue("q")]) == "q"
+    assert _queue_of({"queue": {"name": "q"}}, [{"name": "q"}]) == "q"
 
 
 # --- the queues a worker consumes -----------------------------------------------------------

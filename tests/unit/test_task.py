@@ -553,3 +553,38 @@ def test_call_site_argument_checks_agree_with_python(
     else:
         with pytest.raises(TypeError, match=rf"proj\.{function.__name__}\("):
             task._check_arguments(args, kwargs)
+
+
+def test_task_attributes_follow_the_settings_unless_the_task_sets_them(app: Caraway) -> None:
+    """Celery binds these from the configuration: a task without its own value reads it."""
+
+    @app.task
+    def plain() -> None: ...
+
+    @app.task(acks_late=False, rate_limit="5/s", serializer="json")
+    def own() -> None: ...
+
+    assert plain.acks_late is False  # task_acks_late defaults to False
+    app.config_from_object(
+        {
+            "task_acks_late": True,
+            "task_default_rate_limit": "10/m",
+            "task_track_started": True,
+            "task_ignore_result": True,
+            "task_serializer": "pickle",
+            "task_time_limit": 30,
+            "accept_content": ["json", "pickle"],
+        }
+    )
+    assert (plain.acks_late, plain.rate_limit, plain.track_started) == (True, "10/m", True)
+    assert (plain.ignore_result, plain.serializer, plain.time_limit) == (True, "pickle", 30)
+    assert (own.acks_late, own.rate_limit, own.serializer) == (False, "5/s", "json")
+
+
+def test_the_configured_serializer_is_the_one_sent(app: Caraway, published: list[Any]) -> None:
+    @app.task
+    def work(value: object) -> None: ...
+
+    app.conf.update(task_serializer="pickle", accept_content=["pickle", "json"])
+    work.delay({1, 2})  # a set: only pickle can carry it
+    assert published[-1].message.content_type == "application/x-python-serialize"

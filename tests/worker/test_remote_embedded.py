@@ -17,6 +17,7 @@ from caraway import Celery, states
 from caraway.cli.base import CLIState
 from caraway.cli.main import cli
 from caraway.events import EventReceiver
+from caraway.queues import Exchange, Queue
 
 
 @pytest.fixture(params=["sqlite", "memory"])
@@ -163,6 +164,18 @@ def test_list_bindings(app: Celery) -> None:
     assert result.output.splitlines()[2:] == [
         f"{'alpha':<22}{'alpha':<22}alpha",
         f"{'beta':<22}{'beta':<22}beta",
+    ]
+
+
+def test_list_bindings_shows_the_exchanges_of_task_queues(app: Celery) -> None:
+    app.conf.task_queues = [Queue("sport", Exchange("news", "topic"), "news.sport.*"),
+                            Queue("images")]  # fmt: skip
+
+    result = run(app, "list", "bindings")
+
+    assert result.output.splitlines()[2:] == [
+        f"{'images':<22}{'celery':<22}celery",  # Celery's defaults: task_default_exchange/key
+        f"{'sport':<22}{'news':<22}news.sport.*",
     ]
 
 

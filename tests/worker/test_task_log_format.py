@@ -25,7 +25,7 @@ def say():
 with start_worker(app, loglevel="INFO", logfile=f"{folder}/worker.log", setup_logging=True):
     result = say.delay()
     result.get(timeout=10)
-    print(result.id)
+    print(result.id, file=sys.__stdout__)  # sys.stdout goes to the worker log (redirected)
 """
 
 

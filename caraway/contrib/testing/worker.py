@@ -42,7 +42,10 @@ test_worker_starting = Signal("test_worker_starting")
 test_worker_started = Signal("test_worker_started", frozenset({"worker", "consumer"}))
 test_worker_stopped = Signal("test_worker_stopped", frozenset({"worker"}))
 
-_names = itertools.count(1)
+_names = itertools.count(2)
+#: Default node names of the embedded workers running now in this process.
+_running_names: set[str] = set()
+_names_lock = threading.Lock()
 
 
 class EmbeddedWorkerError(CarawayError, RuntimeError):
@@ -102,7 +105,25 @@ def _start_worker_thread(
     **kwargs: Any,
 ) -> Iterator[Worker]:
     setup_app_for_worker(app, loglevel, logfile)
-    kwargs.setdefault("hostname", f"gen{os.getpid()}-{next(_names)}@{socket.gethostname()}")
+    with (
+        _node_name(kwargs.pop("hostname", None)) as hostname,
+        _worker_thread(app, concurrency, pool, loglevel, logfile, startup_timeout,
+                       shutdown_timeout, hostname=hostname, **kwargs) as worker,
+    ):  # fmt: skip
+        yield worker
+
+
+@contextmanager
+def _worker_thread(
+    app: Caraway,
+    concurrency: int,
+    pool: str,
+    loglevel: int | str,
+    logfile: str | None,
+    startup_timeout: float,
+    shutdown_timeout: float,
+    **kwargs: Any,
+) -> Iterator[Worker]:
     kwargs.setdefault("setup_logging", logging_enabled(app))
     worker = app.Worker(
         concurrency=concurrency, pool=pool, loglevel=loglevel, logfile=logfile, **kwargs
@@ -141,6 +162,27 @@ def _start_worker_thread(
             )
         if crashed:
             raise EmbeddedWorkerError(f"worker {worker.hostname} crashed") from crashed[0]
+
+
+@contextmanager
+def _node_name(given: str | None) -> Iterator[str]:
+    """``given``, else ``gen<pid>@<host>`` (Celery's name for a worker nobody named). A second
+    embedded worker running at the same time in this process gets ``gen<pid>-<n>@<host>``:
+    replies to control commands are told apart by node name."""
+    if given is not None:
+        yield given
+        return
+    host = socket.gethostname()
+    with _names_lock:
+        name = f"gen{os.getpid()}@{host}"
+        while name in _running_names:
+            name = f"gen{os.getpid()}-{next(_names)}@{host}"
+        _running_names.add(name)
+    try:
+        yield name
+    finally:
+        with _names_lock:
+            _running_names.discard(name)
 
 
 def _wait_until_ready(

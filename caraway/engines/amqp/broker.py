@@ -1,8 +1,11 @@
 """``amqp://`` (also ``amqps://``, ``pyamqp://``): RabbitMQ through py-amqp, Celery's layout.
 
 Topology (docs/celery-wire.md §4.1): for every queue a worker consumes or a task is routed to, a
-durable direct exchange and a durable queue of the same name, bound with the queue name as key.
-Tasks go to the default exchange ``""`` with the queue name as routing key, persistent.
+durable direct exchange and a durable queue of the same name, bound with the queue name as key,
+unless ``task_queues`` binds the queue otherwise (``declare_bound``: its exchange is declared
+with its type, the queue with its flags, and bound with its key; docs/routing.md). Tasks go to
+the default exchange ``""`` with the queue name as routing key, persistent, or to the exchange
+and key their route names.
 Queue arguments are added only when configured: ``x-max-priority`` from
 ``task_queue_max_priority`` (the default queue and the queues of ``task_queues``, as Celery
 does; the transport option ``queue_max_priority`` puts it on every queue), ``x-queue-type:
@@ -46,6 +49,7 @@ from caraway.engines.amqp.client import (
 from caraway.engines.amqp.fanout import AMQPFanout
 from caraway.engines.base.broker import Broker, BrokerCapabilities, DeadLetter, Delivery, Outgoing
 from caraway.engines.base.fanout import Fanout
+from caraway.engines.base.topology import QueueDeclaration
 from caraway.exceptions import OperationalError, Unreachable
 from caraway.protocol import Message
 
@@ -85,6 +89,7 @@ class AMQPBroker(Broker):
         keeps_revocations=False,  # a fanout: only brokers already bound hear it
         loses_deliveries=True,  # delivery tags die with their channel
         max_hold=MAX_HOLD,
+        exchanges=True,
     )
 
     def uses_tls(self) -> bool:
@@ -112,6 +117,8 @@ class AMQPBroker(Broker):
         self._every_max_priority = opts.get("queue_max_priority")
         self._configured = _configured_queue_arguments(opts.get("task_queues"))
         self._extra_arguments = dict(opts.get("queue_arguments") or {})
+        # Queues bound otherwise than in the plain layout (task_queues' exchanges).
+        self._declarations: dict[str, QueueDeclaration] = {}
         self._consumer = Link(consumer_params)
         self._publisher = Link(publisher_params, self._enable_confirms)
         # Consumer side state (guarded by _state for the parts pool threads touch).
@@ -155,20 +162,38 @@ class AMQPBroker(Broker):
         return arguments
 
     def _declare_queue(self, link: Link, channel: Any, queue: str) -> None:
+        """The queue, its exchange (with its type) and the binding, once per connection."""
         if queue in link.declared:
             return
-        channel.exchange_declare(queue, "direct", durable=True, auto_delete=False)
-        channel.queue_declare(
-            queue, durable=True, exclusive=False, auto_delete=False,
-            arguments=self.queue_arguments(queue) or None,
+        bound = self._declarations.get(queue) or QueueDeclaration.plain(queue)
+        channel.exchange_declare(
+            bound.exchange, bound.exchange_type,
+            durable=bound.exchange_durable, auto_delete=bound.exchange_auto_delete,
         )  # fmt: skip
-        channel.queue_bind(queue, queue, queue)
+        arguments = {**self.queue_arguments(queue), **bound.arguments}
+        channel.queue_declare(
+            queue, durable=bound.durable, exclusive=bound.exclusive,
+            auto_delete=bound.auto_delete, arguments=arguments or None,
+        )  # fmt: skip
+        channel.queue_bind(queue, bound.exchange, bound.routing_key)
         link.declared.add(queue)
 
     def declare(self, queue: str) -> None:
         self._publisher.call(
             f"declaring {queue!r}", lambda ch: self._declare_queue(self._publisher, ch, queue)
         )
+
+    def declare_bound(self, declaration: QueueDeclaration) -> None:
+        """Declare the queue and its binding now, so messages routed before the worker
+        consumes reach it. An exclusive queue belongs to the consuming connection."""
+        queue = declaration.queue
+        self._declarations[queue] = declaration
+        if not declaration.exclusive:
+            self.declare(queue)
+            return
+        link = self._consumer
+        with link.lock:
+            self._declare_queue(link, link.open(), queue)
 
     # --- publishing ----------------------------------------------------------------------
 
@@ -219,8 +244,17 @@ class AMQPBroker(Broker):
 
         def run(channel: Any) -> None:
             for item in batch:
-                self._declare_queue(self._publisher, channel, item.queue)
-                self._send(channel, _to_amqp(item.message, item.priority), "", item.queue)
+                bound = item.declaration
+                if bound is not None:
+                    self._declarations.setdefault(bound.queue, bound)
+                    self._declare_queue(self._publisher, channel, bound.queue)
+                message = _to_amqp(item.message, item.priority)
+                if item.exchange:  # the exchange exists: workers and task_queues declare it
+                    self._send(channel, message, item.exchange, item.routing_key)
+                else:
+                    if bound is None:
+                        self._declare_queue(self._publisher, channel, item.queue)
+                    self._send(channel, message, "", item.queue)
             self._wait_confirms()
 
         self._publisher.call("publishing", run)
@@ -364,7 +398,10 @@ class AMQPBroker(Broker):
         info = raw.delivery_info
         queue = self._tag_queue.get(info.get("consumer_tag"), info.get("routing_key", ""))
         tag = (self._consumer.generation, info["delivery_tag"])
-        delivery = Delivery(_from_amqp(raw), queue, tag, bool(info.get("redelivered")))
+        delivery = Delivery(
+            _from_amqp(raw), queue, tag, bool(info.get("redelivered")),
+            exchange=str(info.get("exchange") or ""), routing_key=info.get("routing_key"),
+        )  # fmt: skip
         with self._state:
             self._buffer.append(delivery)
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -20,8 +21,15 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 from caraway import serialization, states
+from caraway.engines.base.compressed import compress_payload, decompress_payload
 from caraway.engines.base.exception_meta import exception_to_meta, meta_to_exception
-from caraway.exceptions import ImproperlyConfigured, TaskRevokedError, TimeoutError, Unreachable
+from caraway.exceptions import (
+    ConfigurationWarning,
+    ImproperlyConfigured,
+    TaskRevokedError,
+    TimeoutError,
+    Unreachable,
+)
 from caraway.utils.text import mask_url
 
 if TYPE_CHECKING:
@@ -67,6 +75,9 @@ class BackendCapabilities:
     beat_schedules: bool = False
     #: Results are kept at all (False for the backend used when none is configured).
     stores_results: bool = True
+    #: Payloads are kept as opaque bytes, so ``result_compression`` can apply (not so where
+    #: Celery reads the stored fields, as in the SQL tables).
+    compressed_results: bool = False
 
 
 def expires_seconds(value: Any) -> float | None:
@@ -99,6 +110,22 @@ class Backend(ABC):
         self.max_retries = float(conf.result_backend_max_retries)
         self.base_sleep = conf.result_backend_base_sleep_between_retries_ms / 1000
         self.max_sleep = conf.result_backend_max_sleep_between_retries_ms / 1000
+        self.compression = self._compression(conf.result_compression)
+
+    def _compression(self, method: str | None) -> str | None:
+        """``result_compression`` checked now: an unknown method fails at setup."""
+        if not method:
+            return None
+        if not self.capabilities.compressed_results:
+            warnings.warn(
+                f"result_compression={method!r} is ignored: {self.describe()} stores results "
+                "in fields Celery reads, so they are stored uncompressed",
+                ConfigurationWarning,
+                stacklevel=2,
+            )
+            return None
+        serialization.compress(b"", method)  # raises naming the known methods
+        return method
 
     # --- engine primitives -------------------------------------------------------------
 
@@ -187,12 +214,15 @@ class Backend(ABC):
 
     def encode(self, data: Any) -> Stored:
         content_type, encoding, payload = serialization.dumps(data, self.serializer)
+        if self.compression:
+            payload = compress_payload(payload, self.compression)
         return Stored(payload, content_type, encoding)
 
     def decode(self, stored: Stored) -> Any:
         return serialization.loads(
-            stored.payload, stored.content_type, stored.content_encoding, self.accept
-        )
+            decompress_payload(stored.payload), stored.content_type, stored.content_encoding,
+            self.accept,
+        )  # fmt: skip
 
     def build_meta(
         self,

@@ -21,6 +21,7 @@ from caraway.utils.time import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
     from caraway.engines.base.fanout import Fanout
+    from caraway.engines.base.topology import QueueDeclaration
 
 
 def one_url(url: str | Sequence[str]) -> str:
@@ -35,12 +36,23 @@ class SettlementKept(OperationalError):
 
 @dataclass(slots=True)
 class Outgoing:
-    """A message on its way to ``queue``, not to be delivered before ``deliver_at``."""
+    """A message on its way to ``queue``, not to be delivered before ``deliver_at``.
+
+    With ``exchange`` set, the message goes to that exchange with ``routing_key`` instead, and
+    reaches the queues bound there (``queue`` then only names the route's queue). The engine
+    declares ``declaration`` first when given; without it, a message sent straight to
+    ``queue`` declares it in the plain layout (a direct exchange named as the queue), and one
+    sent to an exchange declares nothing (a broadcast queue belongs to its worker).
+    """
 
     message: Message
     queue: str
     priority: int = 0
     deliver_at: float | None = None
+    exchange: str = ""
+    routing_key: str = ""
+    exchange_type: str = "direct"
+    declaration: QueueDeclaration | None = None
 
 
 @dataclass(slots=True)
@@ -51,6 +63,10 @@ class Delivery:
     queue: str
     tag: Any
     redelivered: bool = False
+    #: The exchange and routing key it was published with ("" and the queue name: sent to the
+    #: queue directly), for the task's ``delivery_info``.
+    exchange: str = ""
+    routing_key: str | None = None
     #: Set by the broker when the entry it read is no message at all (say, text some script
     #: pushed onto a Redis list): the consumer sets it aside with this reason.
     problem: str | None = None
@@ -100,6 +116,9 @@ class BrokerCapabilities:
     #: Longest a consumer may keep a delivered message unsettled while it waits for its ETA
     #: (None: no limit); past it the consumer calls ``defer``.
     max_hold: float | None = None
+    #: Queues may be bound to named direct, topic and fanout exchanges (``declare_bound``),
+    #: and messages published to them (``Outgoing.exchange``).
+    exchanges: bool = False
 
 
 class Broker(ABC):
@@ -221,6 +240,19 @@ class Broker(ABC):
 
     def declare(self, queue: str) -> None:  # noqa: B027 - queues are implicit in most engines
         """Make sure ``queue`` exists."""
+
+    def declare_bound(self, declaration: QueueDeclaration) -> None:
+        """Make sure the queue exists, bound as ``declaration`` says; a worker consuming it
+        declares it so first. Engines without ``exchanges`` route by queue name only, so a
+        direct binding changes nothing there, and other kinds are refused."""
+        if declaration.exchange_type != "direct":
+            raise ImproperlyConfigured(
+                f"the broker {self.describe()} cannot bind queue {declaration.queue!r} to the"
+                f" {declaration.exchange_type} exchange {declaration.exchange!r}: its engine"
+                " routes by queue name only; route by queue name, or use a broker with"
+                " exchanges (every built-in one has them)"
+            )
+        self.declare(declaration.queue)
 
     def close(self) -> None:  # noqa: B027 - nothing to close in most engines
         """Release connections."""

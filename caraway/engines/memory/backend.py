@@ -23,7 +23,7 @@ _CLAIMS: dict[str, tuple[bool, float]] = {}
 
 class MemoryBackend(Backend):
     first_poll = 0.05  # waits are woken by the condition, so the pause is only a fallback
-    capabilities = BackendCapabilities(chord_join="counting")
+    capabilities = BackendCapabilities(chord_join="counting", compressed_results=True)
 
     def __init__(self, app: EngineApp, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, url, options)

@@ -15,6 +15,7 @@ from typing import Any
 
 from caraway.engines.base.broker import Broker, BrokerCapabilities, DeadLetter, Delivery, Outgoing
 from caraway.engines.base.fanout import Fanout
+from caraway.engines.base.topology import QueueDeclaration, fan_out, published_with
 from caraway.engines.memory.fanout import MemoryFanout
 
 
@@ -25,6 +26,8 @@ class _Store:
         self.held: dict[int, Outgoing] = {}
         self.dead: list[DeadLetter] = []
         self.revoked: list[tuple[str, bool]] = []
+        #: Queues bound to named exchanges: {exchange: {queue: declaration}}.
+        self.bindings: dict[str, dict[str, QueueDeclaration]] = {}
         self.changed = threading.Condition()
         self.counter = itertools.count()
 
@@ -38,7 +41,7 @@ _STORES_LOCK = threading.Lock()
 
 
 class MemoryBroker(Broker):
-    capabilities = BrokerCapabilities(native_delay=True, broadcast=True)
+    capabilities = BrokerCapabilities(native_delay=True, broadcast=True, exchanges=True)
 
     def fanout(self) -> Fanout:
         return MemoryFanout(self)
@@ -48,15 +51,30 @@ class MemoryBroker(Broker):
         name = url.partition("://")[2]
         with _STORES_LOCK:
             self._store = _STORES.setdefault(name, _Store())
+        self._transient: list[QueueDeclaration] = []  # auto-delete: they go on close
 
     def _push(self, item: Outgoing, seq: int) -> None:
         queue = self._store.ready.setdefault(item.queue, [])
         heapq.heappush(queue, (-item.priority, seq, item))
 
+    def declare_bound(self, declaration: QueueDeclaration) -> None:
+        with self._store.changed:
+            self._bind(declaration)
+        if declaration.auto_delete:
+            self._transient.append(declaration)
+
+    def _bind(self, declaration: QueueDeclaration) -> None:
+        bound = self._store.bindings.setdefault(declaration.exchange, {})
+        bound[declaration.queue] = declaration
+
     def publish(self, batch: Sequence[Outgoing]) -> None:
         store = self._store
         now = self.clock.time()
         with store.changed:
+            if any(item.exchange or item.declaration for item in batch):
+                for bound in {i.declaration for i in batch if i.declaration is not None}:
+                    self._bind(bound)
+                batch = fan_out(batch, lambda name: store.bindings.get(name, {}).values())
             for item in batch:
                 seq = next(store.counter)
                 if item.deliver_at is not None and item.deliver_at > now:
@@ -98,7 +116,7 @@ class MemoryBroker(Broker):
             _, seq, item, queue = min(candidates)
             heapq.heappop(store.ready[queue])
             store.held[seq] = item
-            found.append(Delivery(item.message, queue, seq))
+            found.append(published_with(Delivery(item.message, queue, seq)))
         return found
 
     def ack(self, tags: Sequence[Any]) -> None:
@@ -156,6 +174,14 @@ class MemoryBroker(Broker):
             letter = found[0]
             self.publish([Outgoing(letter.message, letter.queue, letter.message.priority or 0)])
         return True
+
+    def close(self) -> None:
+        """Auto-delete queues go with their consumer: their bindings and messages."""
+        with self._store.changed:
+            for bound in self._transient:
+                self._store.bindings.get(bound.exchange, {}).pop(bound.queue, None)
+                self._store.ready.pop(bound.queue, None)
+        self._transient.clear()
 
     def revoke(self, task_ids: Sequence[str], terminate: bool = False) -> None:
         with self._store.changed:

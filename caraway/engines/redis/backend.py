@@ -40,12 +40,17 @@ if TYPE_CHECKING:
 
 # Writes a result and announces it, unless the key already holds a SUCCESS (a late STARTED
 # or a duplicate run must not hide it). The stored status is read with cjson, so this
-# script serves JSON results; other serializers take the WATCH path in Python.
+# script serves JSON results; other serializers take the WATCH path in Python, and so does
+# a write over a compressed payload (result_compression: it starts with a NUL byte), which
+# the script answers with -1 instead of writing.
 # KEYS: key; ARGV: payload, ttl in ms (0: none), "1" to guard against replacing SUCCESS.
 SET_RESULT = """
 if ARGV[3] == '1' then
   local current = redis.call('GET', KEYS[1])
   if current then
+    if string.byte(current, 1) == 0 then
+      return -1
+    end
     local ok, doc = pcall(cjson.decode, current)
     if ok and type(doc) == 'table' and doc.status == 'SUCCESS' then
       return 0
@@ -70,7 +75,9 @@ MGET_CHUNK = 1000
 
 class RedisBackend(Backend):
     # Celery's own chord keys (caraway/engines/redis/chord_join.py), and beat beside them.
-    capabilities = BackendCapabilities(chord_join="native", beat_schedules=True)
+    capabilities = BackendCapabilities(
+        chord_join="native", beat_schedules=True, compressed_results=True
+    )
 
     def __init__(self, app: EngineApp, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, url, options)
@@ -144,12 +151,15 @@ class RedisBackend(Backend):
         ttl_ms = 0 if not ttl else max(1, round(ttl * 1000))
         guard = state is not None
         with translated(self.target, "to store a result"):
-            if not guard or value.content_type == "application/json":
-                self._lane.script(
+            # Lua reads JSON only: a compressed payload takes the watched path too.
+            if not guard or (value.content_type == "application/json" and not self.compression):
+                written = self._lane.script(
                     self._set_result,
                     [self.key(key)],
                     [value.payload, ttl_ms, "1" if guard else "0"],
                 )
+                if written == -1:  # a compressed result is stored: Python reads it
+                    self._set_watched(self.key(key), value, ttl_ms)
             else:
                 self._set_watched(self.key(key), value, ttl_ms)
 

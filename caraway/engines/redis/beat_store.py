@@ -103,7 +103,9 @@ class RedisStore(BeatStore):
         self, owner: str, name: str, state: EntryState, batch: Sequence[Outgoing], broker: Broker
     ) -> bool:
         same = self._same_server(broker)
-        if same is None:
+        # Sent through an exchange, a message's lists are known only once the broker read the
+        # binding table (or it goes to pub/sub): the broker publishes it, then the run is kept.
+        if same is None or any(item.exchange or item.declaration for item in batch):
             return super().send(owner, name, state, batch, broker)
         lists, envelopes = [], []
         for item in batch:

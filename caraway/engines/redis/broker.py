@@ -38,6 +38,7 @@ from caraway.engines.base.broker import (
     SettlementKept,
 )
 from caraway.engines.base.fanout import Fanout
+from caraway.engines.base.topology import QueueDeclaration
 from caraway.engines.redis.client import (
     CONNECTION_ERRORS,
     Lane,
@@ -47,6 +48,12 @@ from caraway.engines.redis.client import (
     parse_url,
     ssl_options,
     translated,
+)
+from caraway.engines.redis.exchanges import (
+    BroadcastRelay,
+    binding_member,
+    bound_queues,
+    fanout_channel,
 )
 from caraway.exceptions import OperationalError, SerializationError
 from caraway.protocol import Message
@@ -195,7 +202,7 @@ return {total, redis.call('LRANGE', KEYS[1], cursor - first, -1)}
 class RedisBroker(Broker):
     capabilities = BrokerCapabilities(
         leases=True, lease_seconds=DEFAULT_VISIBILITY_TIMEOUT, reclaims_orphans=True,
-        priority_order="low-first", broadcast=True,
+        priority_order="low-first", broadcast=True, exchanges=True,
     )  # fmt: skip
 
     def uses_tls(self) -> bool:
@@ -257,6 +264,10 @@ class RedisBroker(Broker):
             lambda: connect_async(self.target, self.options, self._ssl_options)
         )
         self._declared: set[str] = set()
+        # Broadcast queues this broker consumes (their relays), and the bindings of queues
+        # that go with their consumer (auto-delete), removed on close.
+        self._relays: dict[str, BroadcastRelay] = {}
+        self._transient: list[QueueDeclaration] = []
         self._list_names: dict[tuple[str, int | None], str] = {}
         self._lock = threading.Lock()
         self._cycle: list[str] = []
@@ -286,12 +297,21 @@ class RedisBroker(Broker):
 
     # --- publishing ----------------------------------------------------------------------
 
-    def envelope(self, message: Message, queue: str, priority: int | None = None) -> dict[str, Any]:
+    def envelope(
+        self,
+        message: Message,
+        queue: str,
+        priority: int | None = None,
+        exchange: str = "",
+        routing_key: str | None = None,
+    ) -> dict[str, Any]:
         """kombu's envelope (docs/celery-wire.md §3.3), keys and properties in kombu's order."""
         props = message.properties
         skip = {"delivery_info", "priority", "body_encoding", "delivery_tag"}
         properties = {key: value for key, value in props.items() if key not in skip}
-        properties["delivery_info"] = {"exchange": "", "routing_key": queue}
+        properties["delivery_info"] = {
+            "exchange": exchange, "routing_key": queue if routing_key is None else routing_key,
+        }  # fmt: skip
         properties["priority"] = props.get("priority", priority or 0)
         properties["body_encoding"] = "base64"
         properties["delivery_tag"] = new_id()
@@ -316,13 +336,62 @@ class RedisBroker(Broker):
             self._lane.call(["MULTI"], *self._bindings(queue), ["EXEC"])
         self._declared.add(queue)
 
+    def _bound(self, declaration: QueueDeclaration) -> list[list[Any]]:
+        """The binding of a queue to its exchange, in kombu 5.7's two sets."""
+        member = binding_member(declaration, self.sep)
+        return [
+            ["SADD", f"{self.prefix}_kombu.binding.{declaration.exchange}", member],
+            ["SADD", f"{self.prefix}_kombu.binding_permanent.{declaration.exchange}", member],
+        ]
+
+    def declare_bound(self, declaration: QueueDeclaration) -> None:
+        """Write the binding; a broadcast queue also starts relaying its exchange's channel
+        into its list (pub/sub reaches only subscribers that are there when it is sent)."""
+        queue = declaration.queue
+        with translated(self.target, f"to declare {queue!r}"):
+            self._lane.call(["MULTI"], *self._bound(declaration), ["EXEC"])
+            if declaration.auto_delete:
+                self._transient.append(declaration)
+            if declaration.broadcast and queue not in self._relays:
+                channel = fanout_channel(
+                    self.prefix, self.target.db, declaration.exchange, declaration.routing_key
+                )
+                self._relays[queue] = BroadcastRelay(
+                    connect(self.target, self.options), channel,
+                    partial(self._relay, queue), f"{channel} -> {queue}",
+                )  # fmt: skip
+        self._declared.add(queue)
+
+    def _relay(self, queue: str, payload: bytes) -> None:
+        """A message published on a broadcast queue's exchange, into the queue's list, with
+        a delivery tag of its own (every worker got the same one, and the unacked hash they
+        share is keyed by it)."""
+        try:
+            envelope = serialization.json_loads(payload)
+            properties = envelope["properties"]
+            properties["delivery_tag"] = new_id()
+            priority = int(properties.get("priority") or 0)
+            payload = serialization.json_dumps_compact(envelope)
+        except (SerializationError, KeyError, TypeError, ValueError, AttributeError):
+            priority = 0  # the worker sets a foreign entry aside when it takes it
+        self.client.lpush(self.prefix + self.list_name(queue, priority), payload)
+
     def publish(self, batch: Sequence[Outgoing]) -> None:
         """LPUSH the envelopes, after the bindings of queues new to this process: one round
         trip, one LPUSH per run of messages bound for the same list (order kept: LPUSH
-        puts its values at the head in turn, and consumers pop the tail)."""
+        puts its values at the head in turn, and consumers pop the tail). Messages for a
+        direct or topic exchange first read its binding table (one more round trip)."""
         if not batch:
             return
-        fresh, commands = self._publish_commands(batch)
+        exchanges = _routed_exchanges(batch)
+        tables: dict[str, Any] = {}
+        if exchanges:
+            pipe = self.client.pipeline(transaction=False)
+            for exchange in exchanges:
+                pipe.smembers(f"{self.prefix}_kombu.binding.{exchange}")
+            with translated(self.target, "to read bindings"):
+                tables = dict(zip(exchanges, pipe.execute(), strict=True))
+        fresh, commands = self._publish_commands(batch, tables)
         with translated(self.target, "to publish"):
             self._lane.call(*commands)
         self._declared.update(fresh)
@@ -331,9 +400,16 @@ class RedisBroker(Broker):
         """``publish`` on redis-py's asyncio client: the same commands in one transaction."""
         if not batch:
             return
-        fresh, commands = self._publish_commands(batch)
+        exchanges = _routed_exchanges(batch)
+        tables: dict[str, Any] = {}
         with translated(self.target, "to publish"):
             client = await self._async_clients.get()
+            if exchanges:
+                async with client.pipeline(transaction=False) as pipe:
+                    for exchange in exchanges:
+                        pipe.smembers(f"{self.prefix}_kombu.binding.{exchange}")
+                    tables = dict(zip(exchanges, await pipe.execute(), strict=True))
+            fresh, commands = self._publish_commands(batch, tables)
             async with client.pipeline(transaction=True) as pipe:
                 for command in commands:
                     if command[0] not in ("MULTI", "EXEC"):
@@ -341,24 +417,63 @@ class RedisBroker(Broker):
                 await pipe.execute()
         self._declared.update(fresh)
 
-    def _publish_commands(self, batch: Sequence[Outgoing]) -> tuple[list[str], list[list[Any]]]:
-        """(queues declared by this batch, its commands)."""
-        fresh = list(dict.fromkeys(i.queue for i in batch if i.queue not in self._declared))
+    def _publish_commands(
+        self, batch: Sequence[Outgoing], tables: Mapping[str, Any]
+    ) -> tuple[list[str], list[list[Any]]]:
+        """(queues declared by this batch, its commands), given the binding tables of the
+        direct and topic exchanges it is sent to."""
+        plain = [i.queue for i in batch if not i.exchange and i.declaration is None]
+        fresh = list(dict.fromkeys(queue for queue in plain if queue not in self._declared))
         commands = [command for queue in fresh for command in self._bindings(queue)]
+        for bound in dict.fromkeys(i.declaration for i in batch if i.declaration is not None):
+            if bound.queue not in self._declared:
+                fresh.append(bound.queue)
+                commands.extend(self._bound(bound))
         last: list[Any] = []
         for item in batch:
-            key = self.prefix + self.list_name(item.queue, item.priority)
-            envelope = serialization.json_dumps_compact(
-                self.envelope(item.message, item.queue, item.priority)
-            )
-            if last and last[1] == key:
-                last.append(envelope)
-            else:
-                last = ["LPUSH", key, envelope]
-                commands.append(last)
+            if item.exchange_type == "fanout" and item.exchange:
+                channel = fanout_channel(
+                    self.prefix, self.target.db, item.exchange, item.routing_key
+                )
+                commands.append(["PUBLISH", channel, self._encoded(item)])
+                last = []
+                continue
+            for queue in self._destinations(item, tables):
+                # Each copy its own delivery tag: consumers share the unacked hash by tag.
+                envelope = self._encoded(item)
+                key = self.prefix + self.list_name(queue, item.priority)
+                if last and last[1] == key:
+                    last.append(envelope)
+                else:
+                    last = ["LPUSH", key, envelope]
+                    commands.append(last)
         if len(commands) > 1:  # all or nothing
             commands = [["MULTI"], *commands, ["EXEC"]]
         return fresh, commands
+
+    def _encoded(self, item: Outgoing) -> bytes:
+        return serialization.json_dumps_compact(
+            self.envelope(
+                item.message, item.queue, item.priority, item.exchange,
+                item.routing_key if item.exchange else None,
+            )
+        )  # fmt: skip
+
+    def _destinations(self, item: Outgoing, tables: Mapping[str, Any]) -> list[str]:
+        """The queues ``item`` goes to: its queue, or those bound to its exchange that its
+        routing key matches. None bound: kombu drops the message; we say so in the log."""
+        if not item.exchange:
+            return [item.queue]
+        queues = bound_queues(
+            tables.get(item.exchange) or (), item.exchange_type, item.routing_key, self.sep
+        )
+        if not queues:
+            logger.warning(
+                "No queue is bound to the %s exchange %r with a key matching %r: the message"
+                " of task %s is dropped, as on RabbitMQ", item.exchange_type, item.exchange,
+                item.routing_key, item.message.headers.get("id"),
+            )  # fmt: skip
+        return queues
 
     # --- consuming -------------------------------------------------------------------------
 
@@ -466,7 +581,11 @@ class RedisBroker(Broker):
             # Set aside by the worker with the reason: the raw entry stays in the body.
             message = Message({"id": tag}, {"delivery_tag": tag}, envelope, "", "binary")
             return Delivery(message, queue, tag, problem=_not_an_envelope(queue, exc))
-        return Delivery(message, queue, tag, redelivered)
+        info = doc["properties"].get("delivery_info") or {}
+        return Delivery(
+            message, queue, tag, redelivered,
+            exchange=str(info.get("exchange") or ""), routing_key=info.get("routing_key"),
+        )  # fmt: skip
 
     def ack(self, tags: Sequence[Any]) -> None:
         """Forget delivered messages, pipelined: the thread does not wait for Redis.
@@ -758,7 +877,24 @@ class RedisBroker(Broker):
                 dropped += 1
             self._kept, self._kept_dropped = unsent, self._kept_dropped + dropped
 
+    def _forget_transient(self) -> None:
+        """Auto-delete queues go with their consumer: their bindings and lists."""
+        if not self._transient:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for bound in self._transient:
+            for command in self._bound(bound):
+                pipe.srem(command[1], command[2])
+            pipe.delete(*self._lists(bound.queue))
+        self._transient.clear()
+        with contextlib.suppress(redis.RedisError):  # Redis away: the leftovers stay
+            pipe.execute()
+
     def close(self) -> None:
+        for relay in self._relays.values():
+            relay.stop()
+        self._relays.clear()
+        self._forget_transient()
         if self._kept:
             try:
                 self._send_kept()
@@ -772,6 +908,13 @@ class RedisBroker(Broker):
                 self.client.delete(self._receipt)
         self._lane.close()
         self.client.close()
+
+
+def _routed_exchanges(batch: Sequence[Outgoing]) -> list[str]:
+    """The direct and topic exchanges of a batch, whose binding tables route it."""
+    return list(
+        dict.fromkeys(i.exchange for i in batch if i.exchange and i.exchange_type != "fanout")
+    )
 
 
 def _text(value: Any) -> str:

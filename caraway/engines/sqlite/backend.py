@@ -50,7 +50,9 @@ CREATE TABLE IF NOT EXISTS caraway_chord_claims (
 
 
 class SQLiteBackend(Backend):
-    capabilities = BackendCapabilities(chord_join="counting", beat_schedules=True)
+    capabilities = BackendCapabilities(
+        chord_join="counting", beat_schedules=True, compressed_results=True
+    )
 
     def __init__(self, app: EngineApp, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, url, options)

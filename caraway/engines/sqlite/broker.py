@@ -19,6 +19,7 @@ from typing import Any
 from caraway import serialization
 from caraway.engines.base.broker import Broker, BrokerCapabilities, DeadLetter, Delivery, Outgoing
 from caraway.engines.base.fanout import Fanout
+from caraway.engines.base.topology import QueueDeclaration, fan_out, published_with
 from caraway.engines.sqlite.database import Database, path_from_url
 from caraway.engines.sqlite.fanout import SQLiteFanout
 from caraway.protocol import Message
@@ -57,8 +58,18 @@ CREATE TABLE IF NOT EXISTS caraway_revoked (
     task_id TEXT NOT NULL,
     terminate INTEGER NOT NULL DEFAULT 0,
     revoked_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS caraway_bindings (
+    exchange TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    exchange_type TEXT NOT NULL,
+    owner TEXT,
+    PRIMARY KEY (exchange, queue)
 )
 """
+#: ``caraway_bindings.owner`` is set for auto-delete queues (a ``Broadcast`` queue): they go
+#: with the broker that declared them, on close, or once its process is found dead.
 DEAD_LETTER_TABLE = "caraway_dead_letters"
 #: Seconds a delivered message stays leased without renewal (``visibility_timeout``).
 DEFAULT_LEASE = 60.0
@@ -73,7 +84,7 @@ _published = threading.Condition()
 class SQLiteBroker(Broker):
     capabilities = BrokerCapabilities(
         native_delay=True, leases=True, lease_seconds=DEFAULT_LEASE, reclaims_orphans=True,
-        broadcast=True, keeps_results=True,
+        broadcast=True, keeps_results=True, exchanges=True,
     )  # fmt: skip
 
     def fanout(self) -> Fanout:
@@ -98,8 +109,56 @@ class SQLiteBroker(Broker):
     def describe(self) -> str:
         return f"sqlite:///{self.db.path}"  # SQLAlchemy form: 4 slashes for /abs/path
 
+    def declare_bound(self, declaration: QueueDeclaration) -> None:
+        self._conn()
+        with self.db.write() as conn:
+            self._bind(conn, declaration)
+
+    def _bind(self, conn: Any, bound: QueueDeclaration) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO caraway_bindings (exchange, queue, routing_key,"
+            " exchange_type, owner) VALUES (?, ?, ?, ?, ?)",
+            (bound.exchange, bound.queue, bound.routing_key, bound.exchange_type,
+             self.owner if bound.auto_delete else None),
+        )  # fmt: skip
+
+    def _bindings(self, conn: Any, exchanges: Sequence[str]) -> dict[str, list[QueueDeclaration]]:
+        """The bindings of ``exchanges``; those of dead processes' auto-delete queues are
+        removed on the way, with their messages."""
+        found: dict[str, list[QueueDeclaration]] = {}
+        marks = ",".join("?" * len(exchanges))
+        rows = conn.execute(
+            "SELECT exchange, queue, routing_key, exchange_type, owner FROM caraway_bindings"
+            f" WHERE exchange IN ({marks})",
+            list(exchanges),
+        ).fetchall()
+        for exchange, queue, key, kind, owner in rows:
+            if owner and owner != self.owner and self._is_dead(owner):
+                self._unbind(conn, exchange, queue)
+                continue
+            found.setdefault(exchange, []).append(QueueDeclaration(queue, exchange, kind, key))
+        return found
+
+    def _unbind(self, conn: Any, exchange: str, queue: str) -> None:
+        conn.execute("DELETE FROM caraway_bindings WHERE exchange = ? AND queue = ?",
+                     (exchange, queue))  # fmt: skip
+        conn.execute("DELETE FROM caraway_messages WHERE queue = ?", (queue,))
+
     def publish(self, batch: Sequence[Outgoing]) -> None:
         self._conn()
+        if any(item.exchange or item.declaration for item in batch):
+            with self.db.write() as conn:  # the bindings read and the messages: one commit
+                self._publish(self._routed(conn, batch))
+        else:
+            self._publish(batch)
+
+    def _routed(self, conn: Any, batch: Sequence[Outgoing]) -> list[Outgoing]:
+        for bound in {item.declaration for item in batch if item.declaration is not None}:
+            self._bind(conn, bound)
+        tables = self._bindings(conn, list({item.exchange for item in batch if item.exchange}))
+        return fan_out(batch, lambda exchange: tables.get(exchange, ()))
+
+    def _publish(self, batch: Sequence[Outgoing]) -> None:
         now = self.clock.time()
         rows = [
             (
@@ -152,7 +211,10 @@ class SQLiteBroker(Broker):
             (self.owner, now + self.lease_seconds, *queues, now, now, limit),
         ).fetchall()
         rows.sort(key=lambda row: (-row[2], row[0]))
-        return [Delivery(_message(row[4:9]), row[1], row[0], bool(row[3])) for row in rows]
+        return [
+            published_with(Delivery(_message(row[4:9]), row[1], row[0], bool(row[3])))
+            for row in rows
+        ]
 
     def _where_mine(self, tags: Sequence[Any]) -> tuple[str, list[Any]]:
         return f"id IN ({','.join('?' * len(tags))}) AND lease_owner = ?", [*tags, self.owner]
@@ -278,6 +340,13 @@ class SQLiteBroker(Broker):
         return bool(deleted.rowcount)
 
     def close(self) -> None:
+        if self._ready:
+            with self.db.write() as conn:  # auto-delete queues go with their consumer
+                gone = conn.execute(
+                    "SELECT exchange, queue FROM caraway_bindings WHERE owner = ?", (self.owner,)
+                ).fetchall()
+                for exchange, queue in gone:
+                    self._unbind(conn, exchange, queue)
         self.db.close_thread()
 
     def revoke(self, task_ids: Sequence[str], terminate: bool = False) -> None:

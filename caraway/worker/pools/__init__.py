@@ -1,5 +1,6 @@
 """Execution pools: where jobs run. ``solo`` runs in the consumer thread, ``threads`` in N,
-``asyncio`` on one event loop, ``prefork`` in N child processes."""
+``asyncio`` on one event loop, ``gevent`` and ``eventlet`` on N greenlets, ``prefork`` in N
+child processes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from caraway.exceptions import ImproperlyConfigured
 from caraway.utils.text import did_you_mean
 from caraway.worker.pools.aio import AsyncioPool
 from caraway.worker.pools.base import Pool, PoolOptions
+from caraway.worker.pools.greenlets import EventletPool, GeventPool
 from caraway.worker.pools.prefork import PreforkPool
 from caraway.worker.pools.solo import SoloPool
 from caraway.worker.pools.threads import ThreadPool
@@ -16,6 +18,8 @@ POOLS: dict[str, type[Pool]] = {
     "threads": ThreadPool,
     "asyncio": AsyncioPool,
     "prefork": PreforkPool,
+    "gevent": GeventPool,
+    "eventlet": EventletPool,
 }
 #: Celery's other name for prefork.
 ALIASES = {"processes": "prefork"}

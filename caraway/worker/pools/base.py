@@ -51,6 +51,15 @@ class Pool(ABC):
         """Run the job's task body; in the calling pool thread unless the pool has processes."""
         return run_here(job)
 
+    def owner(self) -> Any:
+        """Who runs the calling code, for ``interrupt``: this thread (a greenlet on gevent)."""
+        return threading.get_ident()
+
+    def interrupt(self, owner: Any, exc_type: type[BaseException]) -> bool:
+        """Raise ``exc_type`` in the task ``owner`` runs: how time limits and
+        ``revoke(terminate=True)`` reach a task in this process. False when it cannot."""
+        return raise_in_thread(owner, exc_type)
+
     def terminate(self, task_id: str, signum: int) -> bool:
         """Stop the running task ``task_id`` with ``signum``; False where that is impossible."""
         return False
