@@ -10,6 +10,7 @@ import click
 from caraway.cli.base import CarawayGroup, CLIState
 from caraway.cli.beat import beat
 from caraway.cli.control import control, inspect, revoke, status
+from caraway.cli.dashboard import dashboard, flower
 from caraway.cli.demo import demo
 from caraway.cli.events import events
 from caraway.cli.lists import list_
@@ -110,6 +111,8 @@ for command in (
     migrate,
     upgrade,
     shell,
+    dashboard,
+    flower,
 ):
     cli.add_command(command)
 

@@ -122,6 +122,28 @@ def test_dead_letters_keep_the_message_and_the_reason(broker: Broker) -> None:
     assert broker.fetch([queue], 1, 0.3) == []
 
 
+def test_a_dead_letter_can_be_requeued_or_deleted_by_its_key(broker: Broker) -> None:
+    queue = _queue()
+    kept, dropped = _message(), _message()
+    broker.publish([Outgoing(kept, queue), Outgoing(dropped, queue)])
+    for delivery in _fetch_all(broker, queue, 2):
+        broker.dead_letter(delivery, "test: set aside")
+    mine = {d.message.task_id: d for d in broker.dead_letters(1000)}
+    assert {kept.task_id, dropped.task_id} <= set(mine)
+
+    assert broker.settle_dead_letter(mine[kept.task_id].key, requeue=True)
+    assert broker.settle_dead_letter(mine[dropped.task_id].key, requeue=False)
+
+    (again,) = _fetch_all(broker, queue, 1)
+    assert again.message.task_id == kept.task_id
+    assert again.message.body == kept.body
+    broker.ack([again.tag])
+    left = {d.message.task_id for d in broker.dead_letters(1000)}
+    assert not left & {kept.task_id, dropped.task_id}
+    assert not broker.settle_dead_letter(mine[kept.task_id].key, requeue=True)
+    assert broker.fetch([queue], 1, 0.3) == []
+
+
 def test_purge_deletes_waiting_messages(broker: Broker) -> None:
     queue = _queue()
     broker.publish([Outgoing(_message(), queue) for _ in range(4)])

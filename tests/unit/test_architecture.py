@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
              "schedules", "builtins", "security", "connection")),
     ("sending and running", ("calling", "canvas", "execution", "tracing")),
     ("services", ("worker", "beat", "events", "control", "metrics")),
-    ("front ends", ("cli", "contrib", "__main__")),
+    ("front ends", ("cli", "dashboard", "contrib", "__main__")),
     ("public API", ("",)),
 ]  # fmt: skip
 ENGINE_PACKAGES = dict(LAYERS)["engines"]

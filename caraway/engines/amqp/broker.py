@@ -602,6 +602,33 @@ class AMQPBroker(Broker):
 
         return self._publisher.call("reading dead letters", run)
 
+    def settle_dead_letter(self, key: str, requeue: bool) -> bool:
+        """Find ``key`` among the set-aside messages; the others go back untouched."""
+
+        def run(channel: Any) -> bool:
+            self._ensure_aux(channel, DEAD_LETTER_QUEUE)
+            others: list[int] = []
+            try:
+                while True:
+                    raw = channel.basic_get(DEAD_LETTER_QUEUE, no_ack=False)
+                    if raw is None:
+                        return False
+                    tag = raw.delivery_info["delivery_tag"]
+                    letter = _dead_letter(_from_amqp(raw))
+                    if letter.key != key:
+                        others.append(tag)
+                        continue
+                    if requeue:  # published and confirmed before the dead letter goes
+                        self._send(channel, _to_amqp(letter.message, 0), "", letter.queue)
+                        self._wait_confirms()
+                    channel.basic_ack(tag)
+                    return True
+            finally:
+                for tag in others:
+                    channel.basic_reject(tag, requeue=True)
+
+        return self._publisher.call("settling a dead letter", run)
+
     # --- revocations -----------------------------------------------------------------------
 
     def revoke(self, task_ids: Sequence[str], terminate: bool = False) -> None:
@@ -733,4 +760,5 @@ def _dead_letter(message: Message) -> DeadLetter:
         headers, message.properties, message.body, message.content_type,
         message.content_encoding,
     )  # fmt: skip
-    return DeadLetter(original, str(queue or ""), str(reason or ""), float(failed_at or 0.0))
+    key = f"{headers.get('id', '')}@{failed_at!r}"
+    return DeadLetter(original, str(queue or ""), str(reason or ""), float(failed_at or 0.0), key)

@@ -80,6 +80,8 @@ class DeadLetter:
     queue: str
     reason: str
     failed_at: float
+    #: The engine's name for this dead letter, for ``settle_dead_letter``.
+    key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,13 @@ class Broker(ABC):
     @abstractmethod
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The messages set aside, oldest first."""
+
+    def settle_dead_letter(self, key: str, requeue: bool) -> bool:
+        """Send the dead letter ``key`` back to its queue (``requeue``) or delete it for good;
+        False when no dead letter has that key (settled already)."""
+        raise ImproperlyConfigured(
+            f"the broker {self.describe()} cannot requeue or delete dead letters"
+        )
 
     @abstractmethod
     def revoke(self, task_ids: Sequence[str], terminate: bool = False) -> None:

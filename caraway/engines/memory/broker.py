@@ -141,7 +141,8 @@ class MemoryBroker(Broker):
         store = self._store
         with store.changed:
             store.held.pop(delivery.tag, None)
-            dead = DeadLetter(delivery.message, delivery.queue, reason, self.clock.time())
+            dead = DeadLetter(delivery.message, delivery.queue, reason, self.clock.time(),
+                              str(next(store.counter)))  # fmt: skip
             store.dead.append(dead)
         return f"the dead letters of {self.url}"
 
@@ -161,6 +162,18 @@ class MemoryBroker(Broker):
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         with self._store.changed:
             return list(self._store.dead[:limit])
+
+    def settle_dead_letter(self, key: str, requeue: bool) -> bool:
+        store = self._store
+        with store.changed:
+            found = [dead for dead in store.dead if dead.key == key]
+            if not found:
+                return False
+            store.dead.remove(found[0])
+        if requeue:
+            letter = found[0]
+            self.publish([Outgoing(letter.message, letter.queue, letter.message.priority or 0)])
+        return True
 
     def close(self) -> None:
         """Auto-delete queues go with their consumer: their bindings and messages."""

@@ -15,6 +15,7 @@ import base64
 import binascii
 import collections
 import contextlib
+import hashlib
 import json
 import logging
 import threading
@@ -725,20 +726,26 @@ class RedisBroker(Broker):
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         with translated(self.target, "to read dead letters"):
-            rows = self.client.lrange(self.dead_key, 0, max(limit, 1) - 1)
-        letters = []
-        for row in rows:
-            record = serialization.json_loads(row)
-            envelope = record.get("envelope")
+            rows: list[Any] = self.client.lrange(self.dead_key, 0, max(limit, 1) - 1)
+        return [_dead_letter(row) for row in rows]
+
+    def settle_dead_letter(self, key: str, requeue: bool) -> bool:
+        with translated(self.target, "to read dead letters"):
+            rows: list[Any] = self.client.lrange(self.dead_key, 0, -1)
+        row = next((row for row in rows if _dead_key(row) == key), None)
+        if row is None:
+            return False
+        with translated(self.target, "to settle a dead letter"):
+            if not self.client.lrem(self.dead_key, 1, row):
+                return False  # another dashboard took it first
+        if requeue:
+            letter = _dead_letter(row)
             try:
-                message = message_from_envelope(envelope)
-            except (KeyError, TypeError, AttributeError, ValueError, binascii.Error):
-                text = envelope if isinstance(envelope, str) else json.dumps(envelope)
-                message = Message({}, {}, text.encode(), "", "utf-8")  # the raw entry
-            letters.append(
-                DeadLetter(message, record["queue"], record["reason"], record["failed_at"])
-            )
-        return letters
+                self.publish([Outgoing(letter.message, letter.queue, letter.message.priority or 0)])
+            except BaseException:
+                self.client.rpush(self.dead_key, row)  # kept rather than lost
+                raise
+        return True
 
     def purge(self, queue: str) -> int:
         lists = self._lists(queue)
@@ -916,6 +923,24 @@ def _text(value: Any) -> str:
 
 def _bytes(value: Any) -> bytes | None:
     return value.encode() if isinstance(value, str) else value
+
+
+def _dead_key(row: bytes) -> str:
+    """A dead letter's name: its entry's digest (entries carry their time, so they differ)."""
+    return hashlib.sha1(row, usedforsecurity=False).hexdigest()
+
+
+def _dead_letter(row: bytes) -> DeadLetter:
+    record = serialization.json_loads(row)
+    envelope = record.get("envelope")
+    try:
+        message = message_from_envelope(envelope)
+    except (KeyError, TypeError, AttributeError, ValueError, binascii.Error):
+        text = envelope if isinstance(envelope, str) else json.dumps(envelope)
+        message = Message({}, {}, text.encode(), "", "utf-8")  # the raw entry
+    return DeadLetter(
+        message, record["queue"], record["reason"], record["failed_at"], _dead_key(row)
+    )
 
 
 def message_from_envelope(envelope: Mapping[str, Any]) -> Message:

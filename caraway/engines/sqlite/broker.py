@@ -313,12 +313,31 @@ class SQLiteBroker(Broker):
             self._conn()
             .execute(
                 "SELECT queue, reason, failed_at, headers, properties, body, content_type,"
-                " content_encoding FROM caraway_dead_letters ORDER BY id LIMIT ?",
+                " content_encoding, id FROM caraway_dead_letters ORDER BY id LIMIT ?",
                 (limit,),
             )
             .fetchall()
         )
-        return [DeadLetter(_message(r[3:8]), r[0], r[1], r[2]) for r in rows]
+        return [DeadLetter(_message(r[3:8]), r[0], r[1], r[2], str(r[8])) for r in rows]
+
+    def settle_dead_letter(self, key: str, requeue: bool) -> bool:
+        if not key.isdigit():
+            return False
+        self._conn()
+        with self.db.write() as conn:
+            if requeue:  # in the same transaction: never both, never neither
+                conn.execute(
+                    "INSERT INTO caraway_messages (queue, priority, visible_at, headers,"
+                    " properties, body, content_type, content_encoding)"
+                    " SELECT queue, 0, ?, headers, properties, body, content_type,"
+                    " content_encoding FROM caraway_dead_letters WHERE id = ?",
+                    (self.clock.time(), int(key)),
+                )
+            deleted = conn.execute("DELETE FROM caraway_dead_letters WHERE id = ?", (int(key),))
+        if requeue and deleted.rowcount:
+            with _published:
+                _published.notify_all()
+        return bool(deleted.rowcount)
 
     def close(self) -> None:
         if self._ready:

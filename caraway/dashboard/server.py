@@ -1,0 +1,78 @@
+"""The ASGI app and the server: pages, Flower's API and static files under one prefix.
+
+``/metrics`` is left to the metrics collector: pass it as ``extra_routes`` (e.g.
+``Mount("/metrics", prometheus_client.make_asgi_app())``) and it is served beside the
+pages, behind the same authentication.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
+
+from caraway.dashboard import api, api_control, pages
+from caraway.dashboard.security import CSRFError, Guard
+from caraway.dashboard.service import Dashboard
+from caraway.exceptions import OperationalError
+
+if TYPE_CHECKING:
+    from caraway.app import Caraway
+    from caraway.dashboard.config import DashboardConfig
+
+STATIC = Path(__file__).parent / "static"
+
+
+def _csrf_failed(request: Request, exc: Exception) -> Response:
+    return PlainTextResponse(f"Forbidden: {exc}", 403)
+
+
+def _broker_away(request: Request, exc: Exception) -> Response:
+    """The broker or result store cannot be reached: say so (our errors mask passwords)."""
+    return PlainTextResponse(f"Service unavailable: {exc}", 503)
+
+
+def build_app(
+    dashboard: Dashboard, extra_routes: Sequence[BaseRoute] = (), ingest: bool = True
+) -> Starlette:
+    """The web app over ``dashboard``; with ``ingest``, it listens to events while it runs."""
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if ingest:
+            dashboard.start()
+        try:
+            yield
+        finally:
+            if ingest:
+                dashboard.stop()
+
+    routes: list[BaseRoute] = [
+        *pages.ROUTES, *api.ROUTES, *api_control.ROUTES, *extra_routes,
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]  # fmt: skip
+    prefix = dashboard.config.url_prefix
+    web = Starlette(
+        routes=[Mount(prefix, routes=routes)] if prefix else routes,
+        middleware=[Middleware(Guard, config=dashboard.config)],
+        exception_handlers={CSRFError: _csrf_failed, OperationalError: _broker_away},
+        lifespan=lifespan,
+    )
+    web.state.dashboard = dashboard
+    return web
+
+
+def serve(app: Caraway, config: DashboardConfig, extra_routes: Sequence[BaseRoute] = ()) -> None:
+    """Run the dashboard until interrupted (what ``caraway dashboard`` does)."""
+    config.check()
+    web = build_app(Dashboard(app, config), extra_routes)
+    uvicorn.run(web, host=config.address, port=config.port, log_level="warning")

@@ -1,0 +1,216 @@
+"""The dashboard served for real (uvicorn on a free port) over an in-process app: who may see
+it, which requests may change anything, and what it never shows (passwords)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from polling import poll
+from services import free_port
+from worker.worker_support import ThreadedWorker
+
+uvicorn = pytest.importorskip("uvicorn", reason="the dashboard's extra: pip install -e '.[test]'")
+
+from caraway import Caraway  # noqa: E402
+from caraway.dashboard.config import DashboardConfig  # noqa: E402
+from caraway.dashboard.server import build_app  # noqa: E402
+from caraway.dashboard.service import Dashboard  # noqa: E402
+
+
+class Served:
+    def __init__(self, app: Caraway, config: DashboardConfig, ingest: bool = True) -> None:
+        self.dashboard = Dashboard(app, config)
+        web = build_app(self.dashboard, ingest=ingest)
+        self.server = uvicorn.Server(uvicorn.Config(web, host="127.0.0.1", port=config.port,
+                                                    log_level="warning"))  # fmt: skip
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.base = f"http://127.0.0.1:{config.port}{config.url_prefix}"
+
+    def __enter__(self) -> Served:
+        self.thread.start()
+        poll(lambda: self.server.started, 10, "uvicorn to start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def request(
+        self, path: str, method: str = "GET", data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], str]:  # fmt: skip
+        req = urllib.request.Request(self.base + path, data, headers or {}, method=method)
+        opener = urllib.request.build_opener(NoRedirect)
+        try:
+            with opener.open(req, timeout=10) as response:
+                return response.status, dict(response.headers), response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read().decode()
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> DashboardConfig:
+    return DashboardConfig(port=free_port(), store_path=tmp_path / "dash.sqlite3")
+
+
+@pytest.fixture
+def app() -> Iterator[Caraway]:
+    app = Caraway("dashweb", broker=f"memory://dash-{uuid.uuid4().hex}")
+    yield app
+    app.close()
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def test_with_basic_auth_nothing_is_shown_without_credentials(
+    app: Caraway, config: DashboardConfig
+) -> None:
+    with Served(app, replace(config, basic_auth=(("ann", "pw"),)), ingest=False) as site:
+        assert site.request("/tasks")[0] == 401
+        assert site.request("/api/tasks")[0] == 401
+        assert site.request("/tasks", headers=_basic("ann", "nope"))[0] == 401
+        assert site.request("/tasks", headers=_basic("ann", "pw"))[0] == 200
+
+
+def test_actions_need_the_csrf_token_of_the_page(app: Caraway, config: DashboardConfig) -> None:
+    with Served(app, config, ingest=False) as site:
+        status, headers, _ = site.request("/tasks")
+        assert status == 200
+        cookie = headers["set-cookie"].split(";")[0]
+        token = cookie.split("=", 1)[1]
+        assert "SameSite=strict" in headers["set-cookie"]
+
+        forged = site.request("/task/abc/revoke", "POST", b"csrf_token=guess",
+                              {"Cookie": cookie})  # fmt: skip
+        assert forged[0] == 403
+        ok = site.request("/task/abc/revoke", "POST", f"csrf_token={token}".encode(),
+                          {"Cookie": cookie})  # fmt: skip
+        assert ok[0] == 303
+        assert app.broker.revocations(0)[0] == [("abc", False)]
+
+
+def test_scripts_may_post_to_the_api_but_other_sites_may_not(
+    app: Caraway, config: DashboardConfig
+) -> None:
+    with Served(app, config, ingest=False) as site:
+        cross = site.request("/api/task/revoke/t1", "POST", b"",
+                             {"Origin": "http://evil.example"})  # fmt: skip
+        assert cross[0] == 403
+        fetched = site.request("/api/task/revoke/t1", "POST", b"",
+                               {"Sec-Fetch-Site": "cross-site"})  # fmt: skip
+        assert fetched[0] == 403
+        behind_proxy = site.request("/api/task/revoke/t1", "POST", b"", {
+            "Origin": "https://dash.example", "Sec-Fetch-Site": "same-origin"})  # fmt: skip
+        assert behind_proxy[0] == 200
+        status, _, body = site.request("/api/task/revoke/t1", "POST", b"")
+        assert (status, json.loads(body)) == (200, {"message": "Revoked 't1'"})
+
+
+def test_read_only_changes_nothing(app: Caraway, config: DashboardConfig) -> None:
+    with Served(app, replace(config, read_only=True), ingest=False) as site:
+        status, _, body = site.request("/api/task/revoke/t1", "POST", b"")
+        assert status == 403
+        assert "read-only" in body
+        assert app.broker.revocations(0)[0] == []
+        assert "Revoke" not in site.request("/tasks")[2]
+
+
+def test_broker_passwords_are_never_shown(config: DashboardConfig) -> None:
+    app = Caraway("masked", broker="redis://ann:s3cret-pw@127.0.0.1:1/0")
+    with Served(app, config, ingest=False) as site:
+        for path in ("/tasks", "/queues/rows", "/workers"):
+            status, _, page = site.request(path)
+            assert "s3cret-pw" not in page, path
+            assert status in (200, 503), path  # the broker is away: said, never a crash
+        assert "Service unavailable" in site.request("/queues/rows")[2]
+        assert "redis://ann:**@127.0.0.1:1/0" in site.request("/tasks")[2]
+
+
+def test_the_url_prefix_serves_pages_and_api_under_it(app: Caraway,
+                                                      config: DashboardConfig) -> None:  # fmt: skip
+    with Served(app, replace(config, url_prefix="/dash"), ingest=False) as site:
+        status, _, page = site.request("/tasks")
+        assert status == 200
+        assert 'href="/dash/workers"' in page
+        assert site.request("/api/task/types")[0] == 200
+
+
+@pytest.mark.parametrize("broker", ["memory", "sqlite"])
+def test_events_from_a_worker_reach_the_tasks_api(
+    broker: str, tmp_path: Path, config: DashboardConfig
+) -> None:
+    url = f"memory://dash-{uuid.uuid4().hex}" if broker == "memory" else \
+        f"sqlite:///{tmp_path / 'broker.sqlite3'}"  # fmt: skip
+    app = Caraway("dashweb", broker=url)
+
+    @app.task(name="dashweb.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    with Served(app, config) as site:
+        worker = ThreadedWorker(app, concurrency=1, task_events=True).start()
+        try:
+            result = add.delay(2, 3)
+
+            def seen() -> Any:
+                task = json.loads(site.request("/api/tasks")[2]).get(result.id)
+                return task if task and task["state"] == "SUCCESS" else None
+
+            task = poll(seen, 20, "the task in the dashboard")
+            assert (task["name"], task["args"], task["result"]) == ("dashweb.add", "(2, 3)", "5")
+            status = json.loads(site.request("/api/workers?status=true")[2])
+            assert list(status.values()) == [True]
+            assert app.broker.size("celery") == 0
+            queues = site.request("/queues/rows")[2]
+            assert 'data-queue="celery"' in queues
+        finally:
+            worker.stop()
+            app.close()
+
+
+def test_beat_lists_configured_schedules_and_runs_one_now(
+    app: Caraway, config: DashboardConfig
+) -> None:
+    app.conf.beat_schedule = {"tick": {"task": "dashweb.tick", "schedule": 60.0, "args": (7,)}}
+    with Served(app, config, ingest=False) as site:
+        status, headers, page = site.request("/beat")
+        assert status == 200
+        assert 'data-schedule="tick"' in page
+        assert "stored schedules unavailable" in page  # no result backend: config ones only
+        cookie = headers["set-cookie"].split(";")[0]
+        form = f"csrf_token={cookie.split('=', 1)[1]}&name=tick".encode()
+        assert site.request("/beat/run", "POST", form, {"Cookie": cookie})[0] == 303
+
+    (delivery,) = app.broker.fetch(["celery"], 1, 1.0)
+    assert delivery.message.headers["task"] == "dashweb.tick"
+    assert delivery.message.headers["argsrepr"] == "(7,)"
+
+
+def test_task_fields_are_escaped_in_pages(app: Caraway, config: DashboardConfig) -> None:
+    with Served(app, config, ingest=False) as site:
+        site.dashboard.store.add_task_events([
+            {"type": "task-received", "uuid": "x1", "timestamp": time.time(), "name": "proj.t",
+             "args": "('<script>alert(1)</script>',)"},
+        ])  # fmt: skip
+        for path in ("/tasks", "/task/x1"):
+            page = site.request(path)[2]
+            assert "<script>alert(1)" not in page
+            assert "&lt;script&gt;alert(1)" in page
