@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,8 @@ class Ingestor:
         self.app = app
         self.store = store
         self.state = State(max_tasks_in_memory=1)  # tasks live in the store
+        #: Called with every event after it is taken (the Prometheus collector's State).
+        self.observers: list[Callable[[dict[str, Any]], Any]] = []
         self.events_seen = 0
         self._pending: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
@@ -93,6 +96,8 @@ class Ingestor:
     def handle(self, event: dict[str, Any]) -> None:
         """Take one event; task events wait for the next flush."""
         self.events_seen += 1
+        for observe in self.observers:
+            observe(event)
         kind = str(event.get("type") or "")
         if kind.startswith("task-") and event.get("uuid"):
             self._pending.append(event)

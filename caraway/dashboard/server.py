@@ -1,8 +1,8 @@
 """The ASGI app and the server: pages, Flower's API and static files under one prefix.
 
-``/metrics`` is left to the metrics collector: pass it as ``extra_routes`` (e.g.
-``Mount("/metrics", prometheus_client.make_asgi_app())``) and it is served beside the
-pages, behind the same authentication.
+``serve`` adds ``/metrics`` (caraway.dashboard.metrics_route) when prometheus-client is
+installed; more routes can be given as ``extra_routes``. Both sit behind the same
+authentication as the pages.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from caraway.dashboard import api, api_control, pages
+from caraway.dashboard.metrics_route import metrics_routes
 from caraway.dashboard.security import CSRFError, Guard
 from caraway.dashboard.service import Dashboard
 from caraway.exceptions import OperationalError
@@ -74,5 +75,6 @@ def build_app(
 def serve(app: Caraway, config: DashboardConfig, extra_routes: Sequence[BaseRoute] = ()) -> None:
     """Run the dashboard until interrupted (what ``caraway dashboard`` does)."""
     config.check()
-    web = build_app(Dashboard(app, config), extra_routes)
+    dashboard = Dashboard(app, config)
+    web = build_app(dashboard, [*metrics_routes(dashboard), *extra_routes])
     uvicorn.run(web, host=config.address, port=config.port, log_level="warning")

@@ -22,8 +22,11 @@ from worker.worker_support import ThreadedWorker
 
 uvicorn = pytest.importorskip("uvicorn", reason="the dashboard's extra: pip install -e '.[test]'")
 
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
 from caraway import Caraway  # noqa: E402
 from caraway.dashboard.config import DashboardConfig  # noqa: E402
+from caraway.dashboard.metrics_route import metrics_routes  # noqa: E402
 from caraway.dashboard.server import build_app  # noqa: E402
 from caraway.dashboard.service import Dashboard  # noqa: E402
 
@@ -31,7 +34,7 @@ from caraway.dashboard.service import Dashboard  # noqa: E402
 class Served:
     def __init__(self, app: Caraway, config: DashboardConfig, ingest: bool = True) -> None:
         self.dashboard = Dashboard(app, config)
-        web = build_app(self.dashboard, ingest=ingest)
+        web = build_app(self.dashboard, metrics_routes(self.dashboard), ingest=ingest)
         self.server = uvicorn.Server(uvicorn.Config(web, host="127.0.0.1", port=config.port,
                                                     log_level="warning"))  # fmt: skip
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -181,6 +184,15 @@ def test_events_from_a_worker_reach_the_tasks_api(
             assert app.broker.size("celery") == 0
             queues = site.request("/queues/rows")[2]
             assert 'data-queue="celery"' in queues
+            families = {
+                family.name: family
+                for family in text_string_to_metric_families(site.request("/metrics")[2])
+            }
+            samples = families["caraway_tasks"].samples
+            [done] = [s for s in samples if s.labels["state"] == "SUCCESS"]
+            assert (done.labels["task"], done.value) == ("dashweb.add", 1.0)
+            [depth] = families["caraway_queue_depth"].samples
+            assert (depth.labels["queue"], depth.value) == ("celery", 0.0)
         finally:
             worker.stop()
             app.close()
