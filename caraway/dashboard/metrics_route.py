@@ -25,6 +25,7 @@ def metrics_routes(dashboard: Dashboard) -> list[BaseRoute]:
         # Lazy, an extra: the dashboard runs without it, only /metrics needs it.
         from prometheus_client import CollectorRegistry
 
+        # Lazy, caraway.metrics needs prometheus-client too (it says so when imported without).
         from caraway.metrics import CONTENT_TYPE, events_collector, render_latest
     except ImportError:
         return []
