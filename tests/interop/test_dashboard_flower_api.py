@@ -105,7 +105,13 @@ def test_workers_have_flowers_fields(cluster: dict[str, Any]) -> None:
     node = cluster["node"]
     flower, ours = both(cluster, "/api/workers?status=true")
     assert flower[node] is ours[node] is True
-    flower, ours = both(cluster, "/api/workers?refresh=1")
+    # A refresh asks the workers with a 1 s inspect timeout: on a loaded machine one answer can
+    # miss it, so ask again until both list this worker.
+    flower, ours = wait_until(
+        lambda: (pair := both(cluster, "/api/workers?refresh=1"))
+        and node in pair[0] and node in pair[1] and pair,
+        WAIT, "both to describe the worker",
+    )  # fmt: skip
     assert set(ours[node]) == set(flower[node])
     assert set(ours[node]["stats"]) == set(flower[node]["stats"])
     assert ours[node]["stats"]["pool"]["max-concurrency"] == 2
