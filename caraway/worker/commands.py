@@ -463,10 +463,7 @@ def add_consumer(worker: Worker, queue: str = "", **kwargs: Any) -> Any:
     table = queue_table(worker.app.conf)
     declaration = worker.declarations.get(queue) or table.declaration(table.get(queue))
     worker.declarations[queue] = declaration
-    if declaration.is_plain:
-        worker.app.broker.declare(queue)
-    else:
-        worker.app.broker.declare_bound(declaration)
+    worker.app.broker.declare_bound(declaration)
     worker.app.broker.resume_consuming(queue)
     consumer.queues = [*consumer.queues, queue]
     return ok(f"add consumer {queue}")
