@@ -153,6 +153,19 @@ class _MethodHelp(click.Command):
         formatter.write(_help(self.kind) + "\n")
 
 
+def _list_methods(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """``--list``: the methods of this command, one a line, then stop (as Celery's)."""
+    if value and isinstance(ctx.command, _MethodHelp):
+        click.echo(_help(ctx.command.kind))
+        ctx.exit()
+
+
+_list_option = click.option(
+    "--list", is_flag=True, is_eager=True, expose_value=False, callback=_list_methods,
+    help="List the methods and exit.",
+)  # fmt: skip
+
+
 def _run(
     ctx: click.Context, kind: str, method: str, words: tuple[str, ...],
     destination: list[str], timeout: float, as_json: bool,
@@ -171,6 +184,7 @@ def _run(
 @click.command(cls=_MethodHelp, kind="inspect")
 @click.argument("method")
 @click.argument("args", nargs=-1)
+@_list_option
 @_common
 @click.pass_context
 def inspect(
@@ -187,6 +201,7 @@ def inspect(
 @click.command(cls=_MethodHelp, kind="control")
 @click.argument("method")
 @click.argument("args", nargs=-1)
+@_list_option
 @_common
 @click.pass_context
 def control(

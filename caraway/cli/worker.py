@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from caraway import signals
-from caraway.cli.base import comma_list, state_of
+from caraway.cli.base import celery_flags, comma_list, state_of
 from caraway.cli.privileges import drop_privileges
 from caraway.utils.log import expand_node_path
 from caraway.utils.text import did_you_mean
@@ -48,6 +48,7 @@ def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -
     )
 
 
+@celery_flags("worker")
 @click.command()
 @click.option(
     "-l",
@@ -175,13 +176,14 @@ def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -
     "-B", "--beat", is_flag=True,
     help="Also run beat in this worker (for development: run `caraway beat` in production).",
 )  # fmt: skip
-@click.option("-s", "--schedule-filename", metavar="FILE", help="Beat's run-time file (with -B).")
-@click.option("--scheduler", metavar="CLASS", help="Beat's scheduler class (with -B).")
-@click.option("-E", "--task-events", is_flag=True, help="Send task events (for monitors).")
 @click.option(
-    "--without-gossip", is_flag=True,
-    help="Celery's: listen to no other worker's events. caraway workers never do (no gossip).",
+    "-s", "--schedule-filename", "--schedule", metavar="FILE",
+    help="Beat's run-time file (with -B).",
 )  # fmt: skip
+@click.option("--scheduler", metavar="CLASS", help="Beat's scheduler class (with -B).")
+@click.option(
+    "-E", "--task-events", "--events", is_flag=True, help="Send task events (for monitors)."
+)
 @click.option(
     "--without-mingle", is_flag=True,
     help="Do not ask the other workers for revoked task ids at startup.",
@@ -189,7 +191,7 @@ def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option("--without-heartbeat", is_flag=True, help="Send no worker events (heartbeats).")
 @click.option(
     "-O",
-    "optimization",
+    "--optimization",
     type=click.Choice(["default", "fair"]),
     help="Scheduling: fair (a task goes to a slot only when it is free) is what caraway does;"
     " default warns that it changes nothing.",
@@ -242,7 +244,6 @@ def worker(
     health_address: str | None,
     metrics: bool | None,
     task_events: bool,
-    without_gossip: bool,
     without_mingle: bool,
     without_heartbeat: bool,
     optimization: str | None,
@@ -263,9 +264,13 @@ def worker(
     and lets running tasks finish; then the exit code is 0. A second SIGTERM or Ctrl-C (or
     SIGQUIT) stops at once, after --soft-shutdown-timeout if one is set: running acks_late
     tasks go back to the queue, and the exit code is 1 (Celery's cold shutdown).
+
+    Celery's flags that change nothing here (--without-gossip, ...) warn and go on; those
+    caraway cannot honour stop with the reason (docs/differences.md lists both).
     """
 
-    app = state_of(ctx).app
+    state = state_of(ctx)
+    app = state.app
     _configure(app, time_limit, soft_time_limit, include, pool_restarts)
     if optimization == "default":
         click.echo(f"Warning: {ALWAYS_FAIR}", err=True)
@@ -314,8 +319,9 @@ def worker(
         _purge(app, instance.queues)
 
     def show_banner(sender: Any, **kwargs: Any) -> None:
-        # The worker logs its banner at INFO; below that level say once that it is up.
-        if logging.getLevelName(level) > logging.INFO:  # the real stdout, as Celery prints it
+        # The worker logs its banner at INFO; below that level say once that it is up (on the
+        # real stdout, as Celery prints it), unless -q asked for silence.
+        if logging.getLevelName(level) > logging.INFO and not state.quiet:
             click.echo(instance.banner(), file=sys.__stdout__)  # sys.stdout may go to the log
 
     signals.worker_ready.connect(show_banner, sender=instance)

@@ -69,8 +69,9 @@ class RemoteControl:
         if not worker.app.broker.capabilities.keeps_revocations and not self.without_mingle:
             self._mingle()
         monitor.heartbeat("worker-online")
-        self._heart = threading.Thread(target=self._beat, name="caraway-heart", daemon=True)
-        self._heart.start()
+        if not self.without_heartbeat:  # off even with task events on, as in Celery
+            self._heart = threading.Thread(target=self._beat, name="caraway-heart", daemon=True)
+            self._heart.start()
 
     def _mingle(self) -> None:
         """Ask the running workers for the ids they know are revoked (Celery's mingle)."""
