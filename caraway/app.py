@@ -650,3 +650,9 @@ def shared_task(fun: Any = None, **options: Any) -> Any:
     if fun is not None and callable(fun):
         return decorate(fun)
     return decorate
+
+
+def app_or_default(app: Caraway | None = None) -> Caraway:
+    """``app``, or the current app when None: Celery's helper for code that takes an
+    optional app (``from celery.app import app_or_default``)."""
+    return app if app is not None else get_current_app()

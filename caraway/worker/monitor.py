@@ -86,6 +86,8 @@ class TaskMonitor:
 
     def heartbeat(self, event_type: str = "worker-heartbeat") -> None:
         self._send(event_type, **self.worker_fields())
+        if event_type == "worker-heartbeat":
+            signals.heartbeat_sent.send(sender=self.worker)
 
     # --- task events and bookkeeping ---------------------------------------------------------
 
