@@ -2,7 +2,8 @@
 """Celery 5.7's documented import paths, and what caraway gives for each.
 
 ``MODULES`` lists the modules of Celery's API reference (plus ``celery.canvas``,
-``celery.utils.log`` and ``celery.contrib.testing.tasks``, which user code imports from).
+``celery.utils.log``, ``celery.contrib.testing.tasks`` and ``celery.app.base``, which user code
+imports from).
 For each, ``caraway.<rest>`` holds every public name of Celery's module (its ``__all__``, or the
 public names it defines when it has none) unless the gap is listed here: a whole module in
 ``MISSING_MODULES`` or single names in ``MISSING_NAMES``, each *refused* (the import fails;
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 from caraway.settings import Status
 
-#: Celery's API reference (docs/reference/index.rst), then the three paths user code adds.
+#: Celery's API reference (docs/reference/index.rst), then the four paths user code adds.
 MODULES: tuple[str, ...] = (
     "celery", "celery.app", "celery.app.task", "celery.app.amqp", "celery.app.defaults",
     "celery.app.control", "celery.app.registry", "celery.app.backends", "celery.app.builtins",
@@ -45,7 +46,7 @@ MODULES: tuple[str, ...] = (
     "celery.bin.multi", "celery.bin.call", "celery.bin.control", "celery.bin.list",
     "celery.bin.migrate", "celery.bin.purge", "celery.bin.result", "celery.bin.shell",
     "celery.bin.upgrade",
-    "celery.canvas", "celery.utils.log", "celery.contrib.testing.tasks",
+    "celery.canvas", "celery.utils.log", "celery.contrib.testing.tasks", "celery.app.base",
 )  # fmt: skip
 
 
@@ -78,23 +79,16 @@ _WORKER_STATE = (
     "a worker's bookkeeping, global in Celery, belongs to each caraway worker object "
     "(worker.state); ask a running worker with caraway inspect active|reserved|revoked|stats"
 )
-_APP_PACKAGE = (
-    "caraway.app is a module, not a package, so Celery's app submodules have no counterpart"
-)
+_APP_INTERNALS = "internals of Celery's app"
 
 #: Celery modules caraway has no module for.
 MISSING_MODULES: dict[str, Gap] = {
-    "celery.app.task": refused(f"{_APP_PACKAGE}: import Task from caraway (or caraway.task), Context from caraway.request"),
-    "celery.app.amqp": refused(f"{_APP_PACKAGE}: queues and exchanges are caraway.queues (Queue, Exchange, Broadcast); messages are built by caraway.protocol"),
-    "celery.app.defaults": refused(f"{_APP_PACKAGE}: every setting, its default and its status is caraway.settings.SETTINGS"),
-    "celery.app.control": refused(f"{_APP_PACKAGE}: import Control and Inspect from caraway.control (app.control is one)"),
-    "celery.app.registry": refused(f"{_APP_PACKAGE}: import TaskRegistry from caraway.registry (app.tasks is one)"),
-    "celery.app.backends": refused(f"{_APP_PACKAGE}: engines are chosen by caraway.engines.registry from the URL scheme, an entry point or a class path"),
-    "celery.app.builtins": refused(f"{_APP_PACKAGE}: the built-in tasks are in caraway.builtins"),
-    "celery.app.events": refused(f"{_APP_PACKAGE}: app.events is caraway.events.app_events.Events"),
-    "celery.app.log": refused(f"{_APP_PACKAGE}: logging is set up by caraway.utils.log (setup_logging, get_task_logger)"),
-    "celery.app.utils": refused(f"{_APP_PACKAGE}: app.conf is caraway.config.Settings; app.bugreport() gives the report"),
-    "celery.app.autoretry": refused(f"{_APP_PACKAGE}: autoretry_for is applied by caraway.task.Task itself"),
+    "celery.app.amqp": refused(f"{_APP_INTERNALS}: queues and exchanges are caraway.queues (Queue, Exchange, Broadcast); messages are built by caraway.protocol"),
+    "celery.app.defaults": refused(f"{_APP_INTERNALS}: every setting, its default and its status is caraway.settings.SETTINGS"),
+    "celery.app.backends": refused(f"{_APP_INTERNALS}: engines are chosen by caraway.engines.registry from the URL scheme, an entry point or a class path"),
+    "celery.app.builtins": refused(f"{_APP_INTERNALS}: the built-in tasks are in caraway.builtins"),
+    "celery.app.utils": refused(f"{_APP_INTERNALS}: app.conf is caraway.config.Configuration; app.bugreport() gives the report"),
+    "celery.app.autoretry": refused(f"{_APP_INTERNALS}: autoretry_for is applied by caraway.task.Task itself"),
     "celery.bootsteps": refused(_BOOTSTEPS),
     "celery.utils.debug": refused("memory sampling helpers: ask a worker with caraway inspect memsample / memdump, or use tracemalloc"),
     "celery.loaders": refused(_LOADERS),
@@ -160,6 +154,9 @@ MISSING_NAMES: dict[str, dict[str, Gap]] = {
         "CDeprecationWarning": refused("caraway's deprecations (old setting names) warn with ConfigurationWarning"),
         "CPendingDeprecationWarning": refused("caraway's deprecations (old setting names) warn with ConfigurationWarning"),
         "CeleryCommandException": refused("the command line reports errors as click does: the message, exit status 1 or 2"),
+    },
+    "celery.app.log": {
+        "Logging": refused("caraway sets logging up itself (caraway.utils.log.setup_logging, called by the worker and beat); change it through the setup_logging and after_setup_logger signals"),
     },
     "celery.schedules": {
         "crontab_parser": refused("crontab fields are parsed by crontab(...) itself (caraway.utils.cronfield); a bad field raises ValueError naming it"),

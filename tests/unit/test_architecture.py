@@ -34,7 +34,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
              "schedules", "builtins", "security", "connection")),
     ("sending and running", ("calling", "canvas", "execution", "tracing")),
     ("services", ("worker", "beat", "events", "control", "metrics")),
-    ("front ends", ("cli", "dashboard", "contrib", "__main__")),
+    # Celery's import paths under celery.app that name objects of the services layer.
+    ("front ends", ("cli", "dashboard", "contrib", "__main__", "app.control", "app.events")),
     ("public API", ("",)),
 ]  # fmt: skip
 ENGINE_PACKAGES = dict(LAYERS)["engines"]

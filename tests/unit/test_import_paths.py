@@ -107,3 +107,19 @@ def test_app_or_default_gives_the_current_app_when_none_is_given() -> None:
     assert app_or_default() is app
     other = Celery("other", broker="memory://other", set_as_current=False)
     assert app_or_default(other) is other
+
+
+def test_celerys_app_paths_name_caraways_own_objects() -> None:
+    import caraway
+    from caraway.app import base, control, events, log, registry, task
+    from caraway.events.app_events import Events
+    from caraway.utils.log import TaskFormatter
+
+    assert (task.Task, base.Celery, registry.TaskRegistry) == (
+        caraway.Task, caraway.Celery, type(caraway.Celery("paths", set_as_current=False).tasks)
+    )  # fmt: skip
+    assert (control.Control, control.Inspect) == (caraway.control.Control, caraway.control.Inspect)
+    assert (events.Events, log.TaskFormatter) == (Events, TaskFormatter)
+    assert control.flatten_reply([{"a@h": {"ok": 1}}, {"b@h": {"ok": 2}}]) == {
+        "a@h": {"ok": 1}, "b@h": {"ok": 2},
+    }  # fmt: skip
