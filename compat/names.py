@@ -125,7 +125,6 @@ MISSING_NAMES: dict[str, dict[str, Gap]] = {
         "VERSION_BANNER": refused(_METADATA),
         "version_info": refused(f"{_METADATA} (a tuple too)"),
         "version_info_t": refused(f"{_METADATA} (a tuple too)"),
-        "bugreport": refused("call app.bugreport() on your app, or run caraway report"),
         "maybe_patch_concurrency": refused("caraway worker -P gevent|eventlet patches the process itself before anything else is imported"),
         "local": refused(f"{_OLD_ALIASES} (proxies: caraway.current_app, caraway.current_task)"),
         "execute": refused(_OLD_ALIASES),
@@ -135,7 +134,6 @@ MISSING_NAMES: dict[str, dict[str, Gap]] = {
     "celery.app": {
         "AppPickler": refused("apps are pickled by reference to their module, not rebuilt from their settings"),
         "default_app": refused("use caraway.current_app, or app_or_default() from caraway.app"),
-        "bugreport": refused("call app.bugreport() on your app, or run caraway report"),
         "enable_trace": refused("Celery's app-creation tracing (C_TRACE_APP) for debugging; caraway does not trace where apps are made"),
         "disable_trace": refused("Celery's app-creation tracing (C_TRACE_APP) for debugging; caraway does not trace where apps are made"),
         "push_current_task": refused("internal: caraway keeps the current task in a contextvar; read it with caraway.current_task"),
