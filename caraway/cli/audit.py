@@ -3,6 +3,8 @@
 each: it works (a test runs it), it is refused (the command stops and says what to use), or
 it is ignored on purpose (the command warns once, naming the flag and why).
 
+``METHODS`` does the same for the methods of ``inspect`` and ``control``.
+
 One table drives the refusals and warnings (``caraway.cli.base.celery_flags``), the CLI
 section of ``docs/differences.md`` (``tools/gen-settings-docs``) and
 ``tests/cli/test_cli_audit.py``, which checks it against the click commands of the installed
@@ -283,6 +285,60 @@ CLI: tuple[Flag, ...] = (
     works("worker", "--umask", test=_PRODUCTION + "test_detach_runs_the_worker_in_the_background_with_its_pidfile"),
     ignored("worker", "--executable", value=True, reason=_DETACH_FORKS),
 )  # fmt: skip
+
+
+_INSPECT = "tests/remote/test_inspect.py::"
+_CONTROL = "tests/remote/test_control.py::"
+
+#: The remote-control methods of ``celery inspect`` and ``celery control`` (Celery's panel).
+METHODS: tuple[Flag, ...] = (
+    works("inspect active", test=_CONTROL + "test_revoke_terminate_stops_a_running_task"),
+    works("inspect active_queues", test=_INSPECT + "test_registered_stats_active_queues_and_conf"),
+    works("control add_consumer", test=_CONTROL + "test_add_consumer_then_cancel_consumer"),
+    works("control autoscale", test=_CONTROL + "test_pool_grow_and_shrink"),
+    works("control cancel_consumer", test=_CONTROL + "test_add_consumer_then_cancel_consumer"),
+    works("inspect clock", test=_INSPECT + "test_events_arrive_in_order_with_their_fields"),
+    works("inspect conf", test=_INSPECT + "test_registered_stats_active_queues_and_conf"),
+    works("control disable_events", test=_INSPECT + "test_a_worker_without_task_events_sends_none_until_enabled"),
+    ignored("control election", reason=(
+        "it runs an election among workers that gossip; caraway workers run no gossip, so "
+        "each answers that it takes no part"
+    )),
+    works("control enable_events", test=_INSPECT + "test_a_worker_without_task_events_sends_none_until_enabled"),
+    works("control heartbeat", test=_AUDIT + "test_worker_flags_seen_by_monitors"),
+    works("inspect hello", test=_AUDIT + "test_remote_methods_from_the_command_line"),
+    works("inspect memdump", test=_AUDIT + "test_remote_methods_from_the_command_line"),
+    works("inspect memsample", test=_AUDIT + "test_remote_methods_from_the_command_line"),
+    refused("inspect objgraph", reason=(
+        "it draws the worker's object graph with the objgraph package; look at memory with "
+        "caraway inspect memsample / memdump, or tracemalloc in the task's process"
+    )),
+    works("inspect ping", test=_AUDIT + "test_quiet_silences_the_worker_banner"),
+    works("control pool_grow", test=_CONTROL + "test_pool_grow_and_shrink"),
+    works("control pool_restart", test=_FLAGS + "test_worker_flags_as_celery_spells_them"),
+    works("control pool_shrink", test=_CONTROL + "test_pool_grow_and_shrink"),
+    works("inspect query_task", test=_INSPECT + "test_reserved_scheduled_query_task_and_revoked"),
+    works("control rate_limit", test=_CONTROL + "test_rate_limit_holds_then_lifts"),
+    works("inspect registered", test=_REMOTE + "test_commands_talk_to_a_worker"),
+    works("inspect report", test=_AUDIT + "test_remote_methods_from_the_command_line"),
+    works("inspect reserved", test=_INSPECT + "test_reserved_scheduled_query_task_and_revoked"),
+    works("control revoke", test=_AUDIT + "test_worker_flags_seen_by_monitors"),
+    refused("control revoke_by_stamped_headers", reason=(
+        "caraway has no task stamping yet, so there are no stamped headers to match; revoke "
+        "by task id (caraway revoke ID ...)"
+    )),
+    works("inspect revoked", test=_INSPECT + "test_reserved_scheduled_query_task_and_revoked"),
+    works("inspect scheduled", test=_INSPECT + "test_reserved_scheduled_query_task_and_revoked"),
+    works("control shutdown", test=_CONTROL + "test_a_revoked_id_reaches_a_worker_started_later_and_shutdown_stops_it"),
+    works("inspect stats", test=_AUDIT + "test_worker_flags_seen_by_monitors"),
+    works("control terminate", test=_FLAGS + "test_control_terminate_stops_a_running_task"),
+    works("control time_limit", test=_CONTROL + "test_time_limit_applies_to_the_next_run"),
+)  # fmt: skip
+
+
+def method_row(kind: str, method: str) -> Flag | None:
+    """The row of ``caraway inspect|control <method>``, if Celery has that method."""
+    return next((row for row in METHODS if row.command == f"{kind} {method}"), None)
 
 
 def rows_for(command: str) -> tuple[Flag, ...]:

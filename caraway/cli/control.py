@@ -14,7 +14,9 @@ from typing import Any
 
 import click
 
-from caraway.cli.base import comma_list, state_of
+from caraway.cli.audit import method_row
+from caraway.cli.base import comma_list, ignored_warning, refusal, state_of
+from caraway.settings import Status
 from caraway.utils.text import did_you_mean
 from caraway.worker.commands import COMMANDS
 
@@ -170,6 +172,11 @@ def _run(
     ctx: click.Context, kind: str, method: str, words: tuple[str, ...],
     destination: list[str], timeout: float, as_json: bool,
 ) -> None:  # fmt: skip
+    row = method_row(kind, method)
+    if row is not None and row.status is Status.REFUSED:
+        raise click.UsageError(refusal(row))
+    if row is not None and row.status is Status.IGNORED:
+        click.echo(ignored_warning(row), err=True)
     known = _commands(kind)
     spec = known.get(method)
     if spec is None:

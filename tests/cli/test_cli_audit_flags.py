@@ -9,6 +9,7 @@ import pwd
 import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -247,6 +248,24 @@ def test_upgrade_compat_keeps_the_old_names(tmp_path: Path) -> None:
     )
 
 
+def _listen(project: Project, seconds: float) -> tuple[subprocess.Popen[str], list[str]]:
+    """``caraway events --dump`` for ``seconds``; its lines as they come."""
+    dump = subprocess.Popen(
+        project.argv("events", "--dump", "--timeout", str(seconds)), cwd=project.root,
+        env={**subprocess_env(), "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    project.processes.append(dump)
+    lines: list[str] = []
+
+    def read() -> None:
+        assert dump.stdout is not None
+        for line in dump.stdout:
+            lines.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    return dump, lines
+
+
 def test_worker_flags_seen_by_monitors(project: Project) -> None:
     extra = project.add_module("extra", PID_MODULE)
     statedb = project.root / "worker.state"
@@ -256,20 +275,23 @@ def test_worker_flags_seen_by_monitors(project: Project) -> None:
     )  # fmt: skip
     client = project.client()
     project.wait_until(lambda: client.control.ping(timeout=0.5), "the worker")
-    dump = project.spawn("events", "--dump", "--timeout", "5")
-    project.wait_until(lambda: client.control.ping(timeout=0.5), "the dump to listen")
+    dump, lines = _listen(project, 6)
+    # The dump's wake-up call (the heartbeat method, as Celery's receiver sends it) is
+    # answered by one heartbeat event: from then on, the dump hears everything.
+    project.wait_until(lambda: any("worker-heartbeat" in line for line in lines), "the dump")
 
     assert client.send_task("extra.pid").get(timeout=WAIT) == worker.pid
     [stats] = client.control.inspect(timeout=2).stats().values()
     client.control.revoke("doomed-id")
-    out, _ = dump.communicate(timeout=WAIT)
+    project.run("control", "heartbeat", "-t", "0.5")  # asks for one heartbeat event now
+    dump.wait(timeout=WAIT)
     worker.send_signal(signal.SIGTERM)
     worker.communicate(timeout=WAIT)
+    out = "".join(lines)
 
     assert "task-succeeded" in out  # --events: task events are sent
-    # --without-heartbeat: at most the one that answers the dump's wake-up call (Celery's
-    # receiver asks for it too); with heartbeats on, one every 2 s would add two more.
-    assert out.count("worker-heartbeat") <= 1
+    # --without-heartbeat: only the two asked for; without it, one every 2 s more.
+    assert out.count("worker-heartbeat") == 2
     assert stats["pool"]["max-concurrency"] == 1  # --autoscale 3,1 starts at the minimum
     assert stats["prefetch_count"] == 1  # --disable-prefetch: one slot, one message held
     assert json.loads(statedb.read_text())["revoked"] == ["doomed-id"]  # --statedb
@@ -288,3 +310,26 @@ def test_worker_takes_the_child_limits(project: Project) -> None:
     assert pids[0] != pids[1]
     # -B with --scheduler persistent and -s: the run-time file is where -s says.
     project.wait_until(lambda: list(project.root.glob("schedule*")), "beat's schedule file")
+
+
+def test_remote_methods_from_the_command_line(project: Project) -> None:
+    project.spawn("worker", "-P", "threads", "-n", "methods@%h")
+    client = project.client()
+    project.wait_until(lambda: client.control.ping(timeout=0.5), "the worker")
+    client.control.revoke("doomed-id")
+
+    def answer(*words: str) -> object:
+        ran = project.run(*words, "-j", "-t", "2")
+        assert ran.returncode == 0, ran.stderr
+        (reply,) = json.loads(ran.stdout).values()
+        return reply
+
+    assert str(answer("inspect", "memsample")).startswith("rss ")
+    assert "live Python objects" in str(answer("inspect", "memdump"))
+    report = answer("inspect", "report")
+    assert isinstance(report, dict)
+    assert report["ok"].startswith("software -> caraway:")
+    assert f"app -> {project.module}" in report["ok"]
+    hello = answer("inspect", "hello", "other@host")
+    assert isinstance(hello, dict)
+    assert "doomed-id" in hello["revoked"]  # what a starting worker learns (mingle)
