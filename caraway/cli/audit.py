@@ -270,10 +270,7 @@ CLI: tuple[Flag, ...] = (
     )),
     works("worker", "--without-mingle", test=_FLAGS + "test_worker_flags_as_celery_spells_them"),
     works("worker", "--without-heartbeat", test=_AUDIT + "test_worker_flags_seen_by_monitors"),
-    ignored("worker", "--heartbeat-interval", value=True, reason=(
-        "caraway workers send their heartbeat event every 2 s (Celery's default) and the "
-        "interval is fixed; monitors read it from each heartbeat's freq field"
-    )),
+    works("worker", "--heartbeat-interval", test=_AUDIT + "test_heartbeat_interval_sets_the_pace_and_the_freq"),
     works("worker", "--autoscale", test=_AUDIT + "test_worker_flags_seen_by_monitors"),
     works("worker", "-B", "--beat", test=_BEAT + "test_worker_b_runs_a_one_second_task_once_a_second"),
     works("worker", "-s", "--schedule-filename", "--schedule", test=_BEAT + "test_worker_b_runs_a_one_second_task_once_a_second"),

@@ -190,6 +190,10 @@ def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -
 )  # fmt: skip
 @click.option("--without-heartbeat", is_flag=True, help="Send no worker events (heartbeats).")
 @click.option(
+    "--heartbeat-interval", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+    help="Seconds between the worker's heartbeat events (default: 2).",
+)  # fmt: skip
+@click.option(
     "-O",
     "--optimization",
     type=click.Choice(["default", "fair"]),
@@ -246,6 +250,7 @@ def worker(
     task_events: bool,
     without_mingle: bool,
     without_heartbeat: bool,
+    heartbeat_interval: float | None,
     optimization: str | None,
     beat: bool,
     schedule_filename: str | None,
@@ -312,6 +317,7 @@ def worker(
         disable_prefetch=disable_prefetch,
         statedb=statedb,
         without_heartbeat=without_heartbeat,
+        heartbeat_interval=heartbeat_interval,
         without_mingle=without_mingle,
         autoscale=autoscale,
     )

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("caraway.worker")
 
-#: Seconds between heartbeats (Celery's worker heartbeat, sent as ``freq``).
+#: Seconds between heartbeats by default (Celery's worker heartbeat, sent as ``freq``).
 HEARTBEAT_FREQ = 2.0
 
 
@@ -41,9 +41,12 @@ class Terminated(Ignore):
 
 
 class TaskMonitor:
-    def __init__(self, worker: Worker, dispatcher: EventDispatcher) -> None:
+    def __init__(
+        self, worker: Worker, dispatcher: EventDispatcher, freq: float = HEARTBEAT_FREQ
+    ) -> None:
         self.worker = worker
         self.dispatcher = dispatcher
+        self.freq = freq  # what heartbeats announce: monitors expire the worker by it
         #: task id -> (start time, its pool's owner: thread ident or greenlet) of the tasks
         #: running now.
         self.running: dict[str, tuple[float, Any]] = {}
@@ -79,7 +82,7 @@ class TaskMonitor:
         except OSError:
             loadavg = [0.0, 0.0, 0.0]
         return {
-            "freq": HEARTBEAT_FREQ, "active": len(state.active),
+            "freq": self.freq, "active": len(state.active),
             "processed": state.total_processed, "loadavg": loadavg, "sw_ident": "py-caraway",
             "sw_ver": __version__, "sw_sys": platform.system(),
         }  # fmt: skip

@@ -179,6 +179,7 @@ class Worker:
             task_events=bool(options.get("task_events") or conf.worker_send_task_events),
             without_heartbeat=bool(options.get("without_heartbeat")),
             without_mingle=bool(options.get("without_mingle")),
+            heartbeat_interval=options.get("heartbeat_interval"),
         )
 
     # --- lifecycle -------------------------------------------------------------------------

@@ -297,6 +297,19 @@ def test_worker_flags_seen_by_monitors(project: Project) -> None:
     assert json.loads(statedb.read_text())["revoked"] == ["doomed-id"]  # --statedb
 
 
+def test_heartbeat_interval_sets_the_pace_and_the_freq(project: Project) -> None:
+    project.spawn("worker", "-P", "solo", "--heartbeat-interval", "0.5")
+    client = project.client()
+    project.wait_until(lambda: client.control.ping(timeout=0.5), "the worker")
+    dump, lines = _listen(project, 3)
+    dump.wait(timeout=WAIT)
+
+    beats = [line for line in lines if "worker-heartbeat" in line]
+    # One every 0.5 s for the ~3 s the dump listened (the default would give one or two).
+    assert len(beats) >= 4, beats
+    assert all("freq=0.5," in line for line in beats)  # monitors expire the worker by it
+
+
 def test_worker_takes_the_child_limits(project: Project) -> None:
     extra = project.add_module("extra", PID_MODULE)
     project.spawn("worker", "-P", "prefork", "-c", "1", "-I", extra,
