@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from caraway.dashboard.ingest import Ingestor
+from caraway.dashboard.queues import QueueRow, queue_row
 from caraway.dashboard.store import Store
 from caraway.exceptions import OperationalError
 from caraway.routing import declared_queues
@@ -174,14 +175,15 @@ class Dashboard:
         return [{"name": name, "messages": self.app.broker.size(name)}
                 for name in self.queue_names()]  # fmt: skip
 
-    def queues(self) -> list[dict[str, Any]]:
-        """For the Queues page: depth, and which workers consume each queue."""
+    def queues(self) -> list[QueueRow]:
+        """For the Queues page: each queue's figures, and which workers consume it."""
         consumers: dict[str, list[str]] = {}
         for hostname, answers in self.inspect().items():
             for queue in answers.get("active_queues") or ():
                 consumers.setdefault(str(queue.get("name")), []).append(hostname)
-        return [{**row, "consumers": sorted(consumers.get(row["name"], []))}
-                for row in self.queue_lengths()]  # fmt: skip
+        broker = self.app.broker
+        return [queue_row(name, broker.queue_stats(name), self.store, consumers.get(name, []))
+                for name in self.queue_names()]  # fmt: skip
 
     def dead_letters(self, limit: int = 200) -> list[DeadLetter]:
         return self.app.broker.dead_letters(limit)

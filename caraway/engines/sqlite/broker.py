@@ -322,8 +322,8 @@ class SQLiteBroker(Broker):
             self._conn()
             .execute(
                 "SELECT priority, count(*), min(CASE WHEN visible_at <= ? THEN visible_at END)"
-                " FROM caraway_messages WHERE queue = ? AND (lease_until IS NULL OR lease_until < ?)"
-                " GROUP BY priority",
+                " FROM caraway_messages WHERE queue = ?"
+                " AND (lease_until IS NULL OR lease_until < ?) GROUP BY priority",
                 (now, queue, now),
             )
             .fetchall()
