@@ -89,7 +89,8 @@ def _task_context(request: Request) -> dict[str, Any]:
     family = store.family(task["root_id"] or task_id) if task else []
     return {"task_id": task_id, "task": task, "children": store.children(task_id),
             "timeline": store.timeline(task_id), "ready_states": states.READY_STATES,
-            "workflow": workflow_tree(family) if len(family) > 1 else []}  # fmt: skip
+            "workflow": workflow_tree(family) if len(family) > 1 else [],
+            "retry_queue": retry.known_queue(task) if task else ""}  # fmt: skip
 
 
 def task_page(request: Request) -> Response:
@@ -110,14 +111,14 @@ async def revoke_task(request: Request) -> Response:
 
 
 async def retry_task(request: Request) -> Response:
-    await checked_form(request)
+    form = await checked_form(request)
     task_id = request.path_params["task_id"]
     dashboard = _dashboard(request)
     task = dashboard.store.task(task_id)
     if task is None:
         raise HTTPException(404, f"no task {task_id!r} in the dashboard's history")
     try:
-        new_id = retry.retry_now(dashboard.app, task)
+        new_id = retry.retry_now(dashboard.app, task, str(form.get("queue") or "").strip())
     except retry.CannotRetry as exc:
         return _back(request, f"/task/{task_id}", f"Cannot retry {task_id}: {exc}.")
     return _back(request, f"/task/{new_id}", f"Sent {task_id} again as {new_id}.")

@@ -47,18 +47,26 @@ def _literal(text: str | None, kinds: tuple[type, ...], what: str) -> Any:
     return value
 
 
-def retry_now(app: Caraway, task: dict[str, Any]) -> str:
-    """Send ``task`` (a row of the dashboard's store) again now; returns the new task's id."""
+def known_queue(task: dict[str, Any]) -> str:
+    """The queue ``task`` was sent to, when its ``task-sent`` event said ("" otherwise:
+    workers' events do not name it)."""
+    return str(task.get("queue") or task.get("routing_key") or "")
+
+
+def retry_now(app: Caraway, task: dict[str, Any], queue: str = "") -> str:
+    """Send ``task`` (a row of the dashboard's store) again now, to ``queue`` when given,
+    else to the queue it was known to go to, else where the app's routes send it; returns
+    the new task's id."""
     stored = _stored_call(app, task["uuid"])
     if stored is not None:
         name, args, kwargs = stored["name"], tuple(stored["args"]), dict(stored["kwargs"] or {})
-        queue = stored.get("queue") or task.get("queue") or task.get("routing_key")
+        queue = queue or stored.get("queue") or known_queue(task)
     else:
         name = task.get("name")
         if not name:
             raise CannotRetry("its name is not known yet (no event named it)")
         args = tuple(_literal(task.get("args"), (tuple, list), "args"))
         kwargs = _literal(task.get("kwargs"), (dict,), "kwargs")
-        queue = task.get("queue") or task.get("routing_key")
+        queue = queue or known_queue(task)
     options: dict[str, Any] = {"queue": queue} if queue else {}
     return str(app.send_task(name, args=args, kwargs=kwargs, **options).id)

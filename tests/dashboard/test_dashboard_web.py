@@ -254,7 +254,7 @@ def test_retry_now_sends_the_task_again_with_its_arguments(
         ])  # fmt: skip
         assert "Retry now" in site.request("/task/r1")[2]
 
-        status, headers = _post_form(site, "/task/r1/retry", {})
+        status, headers = _post_form(site, "/task/r1/retry", {"queue": ""})
         assert status == 303
         assert "Sent+r1+again+as" in headers["location"]
         new_id = headers["location"].split("/task/")[1].split("?")[0]
@@ -263,6 +263,11 @@ def test_retry_now_sends_the_task_again_with_its_arguments(
         assert (message.task_id, message.headers["task"]) == (new_id, "proj.add")
         assert (message.headers["argsrepr"], message.headers["kwargsrepr"]) == (
             "(2, 3)", "{'z': [1]}")  # fmt: skip
+
+        status, headers = _post_form(site, "/task/r1/retry", {"queue": "elsewhere"})
+        assert status == 303
+        (again,) = app.broker.fetch(["elsewhere"], 1, 1.0)
+        assert again.message.headers["argsrepr"] == "(2, 3)"
 
         status, headers = _post_form(site, "/task/r2/retry", {})
         assert status == 303
