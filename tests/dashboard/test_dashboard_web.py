@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from urllib.parse import urlencode
 
 import pytest
 from polling import poll
-from services import free_port
+from services import free_port, rabbitmq_vhost, require
 from worker.worker_support import ThreadedWorker
 
 uvicorn = pytest.importorskip("uvicorn", reason="the dashboard's extra: pip install -e '.[test]'")
@@ -342,3 +343,51 @@ def test_the_queues_page_says_why_a_figure_is_missing(app: Caraway,
         assert 'class="messages">1<' in row
         assert "n/a" in row
         assert "the memory broker keeps no publish time" in row
+
+
+@contextmanager
+def _server_broker(kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    if kind == "redis":
+        import redis
+
+        host, port = require("redis")
+        prefix = f"dashq-{uuid.uuid4().hex[:8]}:"  # db 11 is shared by prefix, never flushed
+        try:
+            yield f"redis://{host}:{port}/11", {"global_keyprefix": prefix}
+        finally:
+            client = redis.Redis(host=host, port=port, db=11)
+            keys = list(client.scan_iter(f"{prefix}*"))
+            if keys:
+                client.delete(*keys)
+            client.close()
+        return
+    with rabbitmq_vhost("caraway-test-dashq") as url:
+        yield url, {}
+
+
+@pytest.mark.parametrize(
+    ("kind", "by_priority", "oldest"),
+    [("redis", "0: 2</span>, <span", "Redis lists keep no publish time"),
+     ("amqp", "RabbitMQ does not say how many", "shows a message&#39;s age only to whoever")],
+)  # fmt: skip
+def test_the_queues_page_on_a_server_broker(
+    kind: str, by_priority: str, oldest: str, config: DashboardConfig
+) -> None:
+    with _server_broker(kind) as (url, options):
+        queue = f"dashq-{uuid.uuid4().hex[:8]}"
+        app = Caraway("dashq", broker=url, broker_transport_options=options,
+                      task_default_queue=queue)  # fmt: skip
+        try:
+            for priority in (0, 0, 9):
+                app.send_task("proj.a", priority=priority)
+            with Served(app, config, ingest=False) as site:
+                row = site.request("/queues/rows")[2]
+            assert f'data-queue="{queue}"' in row
+            assert 'class="messages">3<' in row
+            assert by_priority in row
+            assert oldest in row
+            if kind == "amqp":
+                assert "0 on the broker" in row  # RabbitMQ counts its consumers
+        finally:
+            app.broker.purge(queue)
+            app.close()
