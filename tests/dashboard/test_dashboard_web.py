@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+import redis
 from polling import poll
 from services import free_port, rabbitmq_vhost, require
 from worker.worker_support import ThreadedWorker
@@ -348,8 +349,6 @@ def test_the_queues_page_says_why_a_figure_is_missing(app: Caraway,
 @contextmanager
 def _server_broker(kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
     if kind == "redis":
-        import redis
-
         host, port = require("redis")
         prefix = f"dashq-{uuid.uuid4().hex[:8]}:"  # db 11 is shared by prefix, never flushed
         try:
