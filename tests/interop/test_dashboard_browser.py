@@ -218,6 +218,7 @@ def test_a_periodic_task_is_disabled_from_the_beat_page(site: dict[str, Any]) ->
         row.locator("summary", has_text="Edit").click()
         row.locator('input[name="schedule"]').fill("*/5 * * * *")
         row.locator('input[name="args"]').fill("[2, 3]")
+        shot(page, "beat-edit")
         row.get_by_role("button", name="Save").click()
         page.get_by_role("status").filter(has_text=f"{name} edited").wait_for(timeout=SEEN)
         edited = page.locator(f'tr[data-schedule="{name}"]')
