@@ -25,6 +25,8 @@ logger = logging.getLogger("caraway.dashboard")
 
 #: What Flower asks every worker for its workers list (the task lists only per worker).
 INSPECTED = ("stats", "active_queues", "registered", "conf")
+#: Asked in the same round for the Workers page only (Flower's list has no such field).
+PAGE_ONLY = ("reserved",)
 #: Seconds the workers' answers are reused before asking again.
 INSPECT_TTL = 5.0
 #: Fields of a Flower task, in Celery's order (``celery.events.state.Task``'s).
@@ -92,6 +94,7 @@ class Dashboard:
         self.store = Store(config.store_path, config.limits)
         self.ingestor = Ingestor(app, self.store)
         self._inspected: dict[str, dict[str, Any]] = {}
+        self._reserved: dict[str, int] = {}
         self._inspected_at = 0.0
         self._lock = threading.Lock()
 
@@ -117,9 +120,12 @@ class Dashboard:
         inspect = self.app.control.inspect(
             timeout=self.config.inspect_timeout, limit=alive, destination=destination
         )
-        with ThreadPoolExecutor(len(INSPECTED)) as pool:  # a broker away answers nothing
-            asked = pool.map(lambda question: _ask(inspect, question), INSPECTED)
-            answers = dict(zip(INSPECTED, asked, strict=True))
+        questions = INSPECTED + PAGE_ONLY
+        with ThreadPoolExecutor(len(questions)) as pool:  # a broker away answers nothing
+            asked = pool.map(lambda question: _ask(inspect, question), questions)
+            answers = dict(zip(questions, asked, strict=True))
+        reserved = answers.pop("reserved") or {}
+        self._reserved = {host: len(tasks or ()) for host, tasks in reserved.items()}
         merged: dict[str, dict[str, Any]] = {}
         for question, replies in answers.items():
             for hostname, answer in (replies or {}).items():
@@ -153,6 +159,7 @@ class Dashboard:
                 "heartbeat_age": None if worker["heartbeat"] is None
                 else now - worker["heartbeat"],
                 "pool": pool.get("implementation"), "concurrency": pool.get("max-concurrency"),
+                "reserved": self._reserved.get(hostname),
                 "queues": [q.get("name") for q in answers.get("active_queues") or ()],
             })  # fmt: skip
         return rows

@@ -188,6 +188,8 @@ def test_events_from_a_worker_reach_the_tasks_api(
             status = json.loads(site.request("/api/workers?status=true")[2])
             assert list(status.values()) == [True]
             assert app.broker.size("celery") == 0
+            workers = site.request("/workers/rows")[2]
+            assert 'class="reserved">0<' in workers  # asked of the worker itself
             queues = site.request("/queues/rows")[2]
             assert 'data-queue="celery"' in queues
             families = {

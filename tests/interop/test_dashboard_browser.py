@@ -236,6 +236,7 @@ def test_workers_page_shows_the_worker_online(site: dict[str, Any]) -> None:
     row = page.locator(f'tr[data-worker="{site["node"]}"]')
     row.locator(".online").wait_for(timeout=SEEN)
     assert "prefork" in row.inner_text()
+    row.locator(".reserved", has_text="0").wait_for(timeout=SEEN)
     shot(page, "workers")
     page.goto(f"{site['base']}/tasks")
     page.locator(".state.REVOKED").first.wait_for(timeout=SEEN)
