@@ -37,6 +37,7 @@ CREATE INDEX IF NOT EXISTS tasks_by_time ON tasks (seen);
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, seen);
 CREATE INDEX IF NOT EXISTS tasks_by_name ON tasks (name, seen);
 CREATE INDEX IF NOT EXISTS tasks_by_worker ON tasks (hostname, seen);
+CREATE INDEX IF NOT EXISTS tasks_by_queue ON tasks (queue, seen);
 CREATE INDEX IF NOT EXISTS tasks_by_parent ON tasks (parent_id);
 CREATE INDEX IF NOT EXISTS tasks_by_root ON tasks (root_id);
 -- Text search scans this (narrow) index instead of whole rows: see Store.tasks.
@@ -341,6 +342,32 @@ class Store:
             (since, since, limit),
         )
         return [(row[0], float(row[1])) for row in rows]
+
+    def queue_rates(self, queue: str, since: float) -> tuple[int, int] | None:
+        """``(sent, received)``: tasks of ``queue`` sent, and received by a worker, after
+        ``since``; None when no task of that queue is known (a task's queue is known from its
+        ``task-sent`` event). Tasks first seen over ten minutes before ``since`` are left out:
+        the queue index bounds the scan."""
+        conn = self._conn()
+        if conn.execute("SELECT 1 FROM tasks WHERE queue = ? LIMIT 1", (queue,)).fetchone() is None:
+            return None
+        row = conn.execute(
+            "SELECT count(CASE WHEN sent >= ? THEN 1 END),"
+            " count(CASE WHEN received >= ? THEN 1 END)"
+            " FROM tasks WHERE queue = ? AND seen >= ? - 600",
+            (since, since, queue, since),
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def sent_times(self, task_ids: Sequence[str]) -> list[float]:
+        """When the tasks among ``task_ids`` whose ``task-sent`` event came were sent."""
+        if not task_ids:
+            return []
+        marks = ", ".join("?" * len(task_ids))
+        rows = self._conn().execute(
+            f"SELECT sent FROM tasks WHERE sent IS NOT NULL AND uuid IN ({marks})", list(task_ids)
+        )
+        return [float(row[0]) for row in rows]
 
     def task_names(self) -> list[str]:
         rows = self._conn().execute("SELECT name FROM task_names ORDER BY name")

@@ -1,6 +1,7 @@
 """The dashboard in a real browser (the system's Chromium, driven by Playwright) while a real
-worker runs: a task goes received → success live, its page, a long task terminated, a dead
-letter requeued and run. Screenshots land in ``artefacts/dashboard/`` (git-ignored)."""
+worker runs: a task goes received → success live, its page, a long task terminated, a task
+retried, a dead letter requeued and run, a periodic task disabled and edited, the queues'
+figures. Screenshots land in ``artefacts/dashboard/`` (git-ignored)."""
 
 from __future__ import annotations
 
@@ -136,6 +137,46 @@ def test_a_long_task_is_terminated_from_its_page(site: dict[str, Any]) -> None:
     assert client.AsyncResult(result.id).state == "REVOKED"
 
 
+def test_a_finished_task_is_retried_now_from_its_page(site: dict[str, Any]) -> None:
+    page, client = site["page"], site["client"]
+    result = client.tasks["interop.add"].apply_async((20, 22), queue=QUEUE)
+    assert result.get(timeout=WAIT) == 42
+    page.goto(f"{site['base']}/task/{result.id}")
+    page.locator("#task-state.SUCCESS").wait_for(timeout=SEEN)
+
+    page.get_by_label("queue to send it to").fill(QUEUE)  # workers' events do not name it
+    page.get_by_role("button", name="Retry now").click()
+    page.get_by_role("status").filter(has_text=f"Sent {result.id} again as").wait_for(timeout=SEEN)
+    new_id = page.url.split("/task/")[1].split("?")[0]
+    assert new_id != result.id
+    page.locator("#task-state.SUCCESS").wait_for(timeout=SEEN)
+    assert page.locator("dd.mono", has_text="(20, 22)").count() == 1
+    assert client.AsyncResult(new_id).get(timeout=WAIT) == 42
+    shot(page, "task-retried")
+
+
+def test_the_queues_page_shows_depth_per_priority_rates_and_age(site: dict[str, Any]) -> None:
+    page, client = site["page"], site["client"]
+    idle = client.conf.task_default_queue  # listed by the app, consumed by no worker
+    client.conf.task_send_sent_event = True  # the rates and the age on Redis come from these
+    try:
+        for priority in (0, 0, 9):
+            client.tasks["interop.add"].apply_async((1, 1), queue=idle, priority=priority)
+        page.goto(f"{site['base']}/queues")
+        row = page.locator(f'tr[data-queue="{idle}"]')
+        row.locator(".messages", has_text="3").wait_for(timeout=SEEN)
+        assert "0: 2" in row.locator(".by-priority").inner_text()
+        assert "9: 1" in row.locator(".by-priority").inner_text()
+        row.locator(".oldest", has_text="from task-sent events").wait_for(timeout=SEEN)
+        assert row.locator(".rate-in").inner_text() != "n/a"
+        mine = page.locator(f'tr[data-queue="{QUEUE}"]')
+        assert site["node"] in mine.locator(".consumers").inner_text()
+        shot(page, "queues")
+    finally:
+        client.conf.task_send_sent_event = False
+        client.broker.purge(idle)
+
+
 def test_a_dead_letter_is_requeued_and_runs(site: dict[str, Any]) -> None:
     page, client = site["page"], site["client"]
     task_id = str(uuid.uuid4())
@@ -172,6 +213,19 @@ def test_a_periodic_task_is_disabled_from_the_beat_page(site: dict[str, Any]) ->
         assert "disabled" in page.locator(f'tr[data-schedule="{name}"]').inner_text()
         shot(page, "beat")
         assert schedules.get(name).enabled is False
+
+        row = page.locator(f'tr[data-schedule="{name}"]')
+        row.locator("summary", has_text="Edit").click()
+        row.locator('input[name="schedule"]').fill("*/5 * * * *")
+        row.locator('input[name="args"]').fill("[2, 3]")
+        shot(page, "beat-edit")
+        row.get_by_role("button", name="Save").click()
+        page.get_by_role("status").filter(has_text=f"{name} edited").wait_for(timeout=SEEN)
+        edited = page.locator(f'tr[data-schedule="{name}"]')
+        assert edited.locator('input[name="schedule"]').input_value() == "*/5 * * * *"
+        assert edited.locator('input[name="args"]').input_value() == "[2, 3]"
+        assert schedules.get(name).args == (2, 3)
+        assert type(schedules.get(name).schedule).__name__ == "crontab"
     finally:
         schedules.remove(name)
 
@@ -182,6 +236,7 @@ def test_workers_page_shows_the_worker_online(site: dict[str, Any]) -> None:
     row = page.locator(f'tr[data-worker="{site["node"]}"]')
     row.locator(".online").wait_for(timeout=SEEN)
     assert "prefork" in row.inner_text()
+    row.locator(".reserved", has_text="0").wait_for(timeout=SEEN)
     shot(page, "workers")
     page.goto(f"{site['base']}/tasks")
     page.locator(".state.REVOKED").first.wait_for(timeout=SEEN)

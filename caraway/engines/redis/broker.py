@@ -35,6 +35,7 @@ from caraway.engines.base.broker import (
     DeadLetter,
     Delivery,
     Outgoing,
+    QueueStats,
     SettlementKept,
 )
 from caraway.engines.base.fanout import Fanout
@@ -764,6 +765,23 @@ class RedisBroker(Broker):
         with translated(self.target, f"to count {queue!r}"):
             return sum(int(n) for n in pipe.execute())
 
+    def queue_stats(self, queue: str) -> QueueStats:
+        """Each priority lane's length and the message next out of it (the list's tail:
+        kombu pushes on the left and pops on the right), read in one round trip."""
+        steps = {self.list_name(queue, step): step for step in self.priority_steps}
+        pipe = self.client.pipeline(transaction=False)
+        for name in steps:
+            pipe.llen(self.prefix + name)
+            pipe.lindex(self.prefix + name, -1)
+        with translated(self.target, f"to count {queue!r}"):
+            answers = pipe.execute()
+        by_priority = {step: int(n) for step, n in zip(steps.values(), answers[::2], strict=True)}
+        next_ids = tuple(filter(None, (_task_id(raw) for raw in answers[1::2] if raw)))
+        return QueueStats(sum(by_priority.values()), by_priority, next_ids=next_ids, unknown={
+            "consumers": "Redis keeps no list of consumers: workers pop from the lists",
+            "oldest_age": "Redis lists keep no publish time with a message",
+        })  # fmt: skip
+
     def revoke(self, task_ids: Sequence[str], terminate: bool = False) -> None:
         if not task_ids:
             return
@@ -923,6 +941,16 @@ def _text(value: Any) -> str:
 
 def _bytes(value: Any) -> bytes | None:
     return value.encode() if isinstance(value, str) else value
+
+
+def _task_id(raw: bytes) -> str | None:
+    """The task id in a queued envelope's headers; None for anything else on the list."""
+    try:
+        headers = json.loads(raw).get("headers")
+    except (ValueError, AttributeError):
+        return None
+    task_id = headers.get("id") if isinstance(headers, dict) else None
+    return task_id if isinstance(task_id, str) else None
 
 
 def _dead_key(row: bytes) -> str:
