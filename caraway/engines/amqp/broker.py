@@ -676,7 +676,15 @@ class AMQPBroker(Broker):
                 found.extend((str(tid), bool(data["terminate"])) for tid in data["task_ids"])
             return found
 
-        found = self._publisher.call("reading revocations", run)
+        try:
+            found = self._publisher.call("reading revocations", run)
+        except OperationalError as exc:
+            if not isinstance(exc.__cause__, amqp.exceptions.NotFound):
+                raise
+            # The queue went with its vhost or a broker restart, and the connection with it:
+            # an outage, reported by the consumer; the next read declares a new queue.
+            self._revocation_queue = None
+            raise Unreachable(str(exc)) from exc
         self._revocations_seen = max(self._revocations_seen, cursor) + len(found)
         return found, self._revocations_seen
 
