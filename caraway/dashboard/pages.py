@@ -16,8 +16,8 @@ from starlette.templating import Jinja2Templates
 
 from caraway import states
 from caraway.dashboard import beat, charts, retry
+from caraway.dashboard.graph import workflow_graph
 from caraway.dashboard.security import checked_form, csrf_token
-from caraway.dashboard.service import workflow_tree
 from caraway.dashboard.store import TaskFilter
 
 if TYPE_CHECKING:
@@ -86,10 +86,9 @@ def _task_context(request: Request) -> dict[str, Any]:
     store = _dashboard(request).store
     task_id = request.path_params["task_id"]
     task = store.task(task_id)
-    family = store.family(task["root_id"] or task_id) if task else []
     return {"task_id": task_id, "task": task, "children": store.children(task_id),
             "timeline": store.timeline(task_id), "ready_states": states.READY_STATES,
-            "workflow": workflow_tree(family) if len(family) > 1 else [],
+            "graph": workflow_graph(store, task) if task else None,
             "retry_queue": retry.known_queue(task) if task else ""}  # fmt: skip
 
 

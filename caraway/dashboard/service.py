@@ -68,23 +68,6 @@ def _ask(inspect: Any, question: str) -> dict[str, Any] | None:
     return answer
 
 
-def workflow_tree(family: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
-    """A workflow's tasks as ``(depth, task)`` in tree order: each under its parent (chains,
-    groups and chord bodies alike), tasks whose parent is not kept at the top."""
-    known = {task["uuid"] for task in family}
-    children: dict[str | None, list[dict[str, Any]]] = {}
-    for task in family:
-        parent = task["parent_id"] if task["parent_id"] in known else None
-        children.setdefault(parent, []).append(task)
-    ordered: list[tuple[int, dict[str, Any]]] = []
-    pending = [(0, task) for task in reversed(children.get(None, []))]
-    while pending:
-        depth, task = pending.pop()
-        ordered.append((depth, task))
-        pending += [(depth + 1, child) for child in reversed(children.get(task["uuid"], []))]
-    return ordered
-
-
 class Dashboard:
     """One dashboard over one app: owns the store and the ingest thread."""
 

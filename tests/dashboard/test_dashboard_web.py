@@ -28,7 +28,7 @@ uvicorn = pytest.importorskip("uvicorn", reason="the dashboard's extra: pip inst
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from caraway import Caraway  # noqa: E402
+from caraway import Caraway, chord  # noqa: E402
 from caraway.beat import PeriodicTasks  # noqa: E402
 from caraway.dashboard.config import DashboardConfig  # noqa: E402
 from caraway.dashboard.metrics_route import metrics_routes  # noqa: E402
@@ -201,6 +201,44 @@ def test_events_from_a_worker_reach_the_tasks_api(
             assert (done.labels["task"], done.value) == ("dashweb.add", 1.0)
             [depth] = families["caraway_queue_depth"].samples
             assert (depth.labels["queue"], depth.value) == ("celery", 0.0)
+        finally:
+            worker.stop()
+            app.close()
+
+
+def test_a_chord_is_drawn_with_every_header_member_joined_to_its_body(
+    config: DashboardConfig,
+) -> None:
+    app = Caraway("dashweb", broker=f"memory://dash-{uuid.uuid4().hex}", backend="memory://")
+
+    @app.task(name="dashweb.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(name="dashweb.total")
+    def total(numbers: list[int]) -> int:
+        return sum(numbers)
+
+    with Served(app, config) as site:
+        worker = ThreadedWorker(app, concurrency=2, task_events=True).start()
+        try:
+            result = chord([add.s(i, i) for i in range(3)], total.s()).apply_async()
+            assert result.get(timeout=20) == 6
+
+            def drawn() -> str | None:  # the last member's events may come a batch later
+                page = site.request(f"/task/{result.id}/panel")[2]
+                return page if page.count('class="edge') == 3 else None
+
+            page = poll(drawn, 20, "the chord's graph")
+            nodes = re.findall(r'<g class="node (\w+)( current)?" data-member="([^"]+)"', page)
+            assert len(nodes) == 4
+            assert {state for state, _, _ in nodes} == {"SUCCESS"}
+            assert [member for _, current, member in nodes if current] == [result.id]
+            targets = re.findall(r'class="edge[^"]*" data-source="[^"]+" data-target="([^"]+)"',
+                                 page)  # fmt: skip
+            assert targets == [result.id] * 3
+            assert page.count('class="edge join"') == 2  # the third is the body's parent
+            assert f'href="/task/{result.id}"' in page
         finally:
             worker.stop()
             app.close()
