@@ -18,6 +18,7 @@ import pytest
 from interop_support import BIN, WAIT, Workers, die_with_parent, redis_wire, wait_until
 from services import free_port
 
+from caraway import group
 from caraway.beat import PeriodicTasks
 from caraway.engines.base.broker import Outgoing
 from caraway.protocol import build_task_message
@@ -120,10 +121,37 @@ def test_a_chain_is_shown_as_one_workflow(site: dict[str, Any]) -> None:
     first = result.parent.id
 
     page.goto(f"{site['base']}/task/{first}")
-    last = page.locator(f'li[data-member="{result.id}"]')
-    last.locator(".state.SUCCESS").wait_for(timeout=SEEN)
-    assert page.locator(f'li[data-member="{first}"]').count() == 1
+    last = page.locator(f'svg.workflow g.node[data-member="{result.id}"]')
+    last.and_(page.locator("g.SUCCESS")).wait_for(timeout=SEEN)
+    assert page.locator(f'g.node.current[data-member="{first}"]').count() == 1
+    assert page.locator(f'path.edge[data-source="{first}"][data-target="{result.id}"]').count() == 1
+
+
+def test_a_chord_is_drawn_as_a_graph_with_its_join(site: dict[str, Any]) -> None:
+    page, client = site["page"], site["client"]
+    add, tsum, echo = (client.tasks[f"interop.{name}"] for name in ("add", "tsum", "echo"))
+    members = [add.s(n).set(queue=QUEUE) for n in (1, 2, 3)]
+    workflow = (add.s(1, 1).set(queue=QUEUE) | group(members) | tsum.s().set(queue=QUEUE)
+                | echo.s().set(queue=QUEUE))  # fmt: skip
+    result = workflow.apply_async()
+    assert result.get(timeout=WAIT)["value"]["sum"] == 3 + 4 + 5
+    body = result.parent.id
+
+    page.goto(f"{site['base']}/task/{body}")
+    done = page.locator("svg.workflow g.node.SUCCESS")
+    page.wait_for_function(  # the panel refreshes every second until every event is stored
+        "() => document.querySelectorAll('svg.workflow g.node.SUCCESS').length === 6"
+        " && document.querySelectorAll('svg.workflow path.edge').length === 7", timeout=SEEN,
+    )  # fmt: skip
+    assert done.count() == 6
+    into_body = page.locator(f'svg.workflow path.edge[data-target="{body}"]')
+    assert into_body.count() == 3  # every member of the header, not only the last one
+    assert page.locator("svg.workflow path.edge.join").count() == 2
+    assert page.locator(f'g.node.current[data-member="{body}"]').count() == 1
     shot(page, "workflow")
+    page.locator(f'svg.workflow g.node[data-member="{result.id}"]').click()
+    page.wait_for_url(f"**/task/{result.id}")
+    page.locator("#task-state.SUCCESS").wait_for(timeout=SEEN)
 
 
 def test_a_long_task_is_terminated_from_its_page(site: dict[str, Any]) -> None:
