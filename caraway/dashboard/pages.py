@@ -221,15 +221,19 @@ def _charts_context(request: Request) -> dict[str, Any]:
     window = request.query_params.get("window", "3600")
     if window not in dict(CHART_WINDOWS):
         window = "3600"
-    buckets, table = charts.figures(_dashboard(request).store, float(window))
+    name = request.query_params.get("name", "")
+    found = charts.figures(_dashboard(request).store, float(window), name=name)
     seconds = float(window) / charts.BUCKETS
     label = f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.0f} min"
-    return {"window": window, "windows": CHART_WINDOWS, "buckets": buckets, "table": table,
-            "bucket_label": label}  # fmt: skip
+    return {"window": window, "windows": CHART_WINDOWS, "buckets": found.buckets,
+            "table": found.table, "name": name, "series": found.series, "bucket_label": label,
+            "query": urlencode({"window": window, "name": name})}  # fmt: skip
 
 
 def charts_page(request: Request) -> Response:
-    return render(request, "charts.html", "/charts", title="Charts", **_charts_context(request))
+    names = _dashboard(request).store.task_names()
+    return render(request, "charts.html", "/charts", title="Charts", names=names,
+                  **_charts_context(request))  # fmt: skip
 
 
 def charts_panel(request: Request) -> Response:

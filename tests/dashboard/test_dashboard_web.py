@@ -244,6 +244,39 @@ def test_a_chord_is_drawn_with_every_header_member_joined_to_its_body(
             app.close()
 
 
+def test_the_charts_page_shows_one_task_names_throughput_over_time(
+    app: Caraway, config: DashboardConfig
+) -> None:
+    now = time.time()
+    finished = [("proj.a", "task-succeeded", 10), ("proj.a", "task-succeeded", 12),
+                ("proj.a", "task-failed", 14), ("proj.a", "task-succeeded", 1800),
+                ("proj.b", "task-succeeded", 10)]  # fmt: skip
+    with Served(app, config, ingest=False) as site:
+        for n, (name, kind, ago) in enumerate(finished):
+            site.dashboard.store.add_task_events([
+                {"type": "task-received", "uuid": f"c{n}", "timestamp": now - ago - 1,
+                 "name": name},
+                {"type": kind, "uuid": f"c{n}", "timestamp": now - ago, "runtime": 0.5},
+            ])  # fmt: skip
+
+        page = site.request("/charts?window=3600")[2]
+        assert 'href="/charts?window=3600&amp;name=proj.a"' in page  # from the per-name table
+        assert 'id="series"' not in page
+        status, _, page = site.request("/charts?window=3600&name=proj.a")
+        assert status == 200
+        assert '<option value="proj.a" selected>' in page
+        assert 'data-refresh="/charts/panel?window=3600&amp;name=proj.a"' in page
+        panel = site.request("/charts/panel?window=3600&name=proj.a")[2]
+        series = panel.split('<div id="series" data-name="proj.a">')[1].split("</svg>")[0]
+        slots = re.findall(r'data-succeeded="(\d+)" data-failed="(\d+)"', series)
+        assert len(slots) == 60
+        busy = [(int(ok), int(bad)) for ok, bad in slots if ok != "0" or bad != "0"]
+        assert busy == [(1, 0), (2, 1)]  # half an hour ago, and now
+        assert slots[-1] == ("2", "1")
+        totals = re.findall(r'data-succeeded="(\d+)"', panel.split('id="series"')[0])
+        assert sum(map(int, totals)) == 4  # every name's chart: proj.b counted too
+
+
 def test_beat_lists_configured_schedules_and_runs_one_now(
     app: Caraway, config: DashboardConfig
 ) -> None:

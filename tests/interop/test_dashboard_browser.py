@@ -287,4 +287,15 @@ def test_charts_count_what_ran(site: dict[str, Any]) -> None:
     )  # fmt: skip
     failed = page.locator('tr[data-name="interop.fail"] td:nth-child(3)')
     assert failed.inner_text() == "1"
+
+    page.locator('tr[data-name="interop.add"] a').click()  # that name over time
+    page.wait_for_url("**/charts?window=300&name=interop.add")
+    series = page.locator('#series[data-name="interop.add"] svg.chart')
+    assert series.locator("rect").count() == 2 * 60
+    in_table = int(page.locator('tr[data-name="interop.add"] td:nth-child(2)').inner_text())
+    per_slot = series.locator("g").evaluate_all(
+        "slots => slots.map(slot => Number(slot.dataset.succeeded))"
+    )
+    assert sum(per_slot) == in_table >= 3
+    assert page.get_by_label("task name").input_value() == "interop.add"
     shot(page, "charts")
