@@ -78,6 +78,9 @@ DEFAULT_LEASE = 60.0
 #: Longest an idle consumer goes without a statement (``heartbeat`` transport option): the
 #: bound on the delay a lost notification can cause, and how often orphans are looked for.
 DEFAULT_HEARTBEAT = 30.0
+#: Seconds since the consumer last waited on its listener during which it still counts as
+#: listening: it fetches again within this unless its prefetch window is full.
+LISTENER_FRESH = 1.0
 #: Notification payloads on the queues' channel: a queue has something new, or a revocation.
 QUEUE_PREFIX, REVOKED = "q:", "r"
 
@@ -108,6 +111,7 @@ class PostgreSQLBroker(Broker):
         self._revocation_news = 0
         self._revocations_read: tuple[int, float] | None = None
         self._waiting = False
+        self._waited_at = -LISTENER_FRESH
         self._next_reclaim = 0.0
 
     def describe(self) -> str:
@@ -217,6 +221,7 @@ class PostgreSQLBroker(Broker):
             payloads = self._listener.wait(timeout)
         finally:
             self._waiting = False
+            self._waited_at = time.monotonic()
         wanted = {QUEUE_PREFIX + queue for queue in key}
         if REVOKED in payloads:
             self._revocation_news += 1
@@ -432,11 +437,13 @@ class PostgreSQLBroker(Broker):
         return [(row[1], bool(row[2])) for row in rows], int(rows[-1][0])
 
     def _nothing_revoked_since(self, news: int) -> bool:
-        """Whether the listener, waiting now, has heard of no revocation since the last
-        read (which is younger than a heartbeat): the read would find nothing new."""
+        """Whether the listener, waiting now or a moment ago (a consumer between two fetches),
+        has heard of no revocation since the last read, younger than a heartbeat: the read
+        would find nothing new. A busy consumer that stopped fetching reads every time."""
         last = self._revocations_read
+        listening = self._waiting or time.monotonic() - self._waited_at < LISTENER_FRESH
         return (
-            self._waiting
+            listening
             and last is not None
             and last[0] == news
             and time.monotonic() - last[1] < self.heartbeat
