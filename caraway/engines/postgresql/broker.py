@@ -16,6 +16,7 @@ application's own transaction when it asks.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -30,11 +31,12 @@ import psycopg
 from caraway import serialization
 from caraway.engines.base.broker import Broker, BrokerCapabilities, DeadLetter, Delivery, Outgoing
 from caraway.engines.base.fanout import Fanout
-from caraway.engines.base.topology import published_with
+from caraway.engines.base.topology import QueueDeclaration, fan_out, published_with
 from caraway.engines.postgresql.database import Database, Names
 from caraway.engines.postgresql.fanout import PostgreSQLFanout
 from caraway.engines.postgresql.listener import Listener
 from caraway.engines.postgresql.transaction import dbapi_cursor
+from caraway.exceptions import OperationalError
 from caraway.protocol import Message
 
 SCHEMA = """
@@ -71,8 +73,19 @@ CREATE TABLE IF NOT EXISTS {revoked} (
     task_id text NOT NULL,
     terminate boolean NOT NULL DEFAULT false,
     revoked_at double precision NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {bindings} (
+    exchange text NOT NULL,
+    queue text NOT NULL,
+    routing_key text NOT NULL,
+    exchange_type text NOT NULL,
+    owner text,
+    owner_pid integer,
+    PRIMARY KEY (exchange, queue)
 )
 """
+#: ``caraway_bindings.owner`` is set for auto-delete queues (a ``Broadcast`` queue): they go
+#: with the broker that declared them, on close, or once its listening connection is gone.
 #: Seconds a delivered message stays leased without renewal (``visibility_timeout``).
 DEFAULT_LEASE = 60.0
 #: Longest an idle consumer goes without a statement (``heartbeat`` transport option): the
@@ -90,7 +103,7 @@ _COLUMNS = "headers, properties, body, content_type, content_encoding"
 class PostgreSQLBroker(Broker):
     capabilities = BrokerCapabilities(
         native_delay=True, leases=True, lease_seconds=DEFAULT_LEASE, reclaims_orphans=True,
-        broadcast=True, transactional=True,
+        broadcast=True, transactional=True, exchanges=True,
     )  # fmt: skip
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
@@ -113,6 +126,7 @@ class PostgreSQLBroker(Broker):
         self._waiting = False
         self._waited_at = -LISTENER_FRESH
         self._next_reclaim = 0.0
+        self._transient: list[QueueDeclaration] = []  # auto-delete: they go on close
 
     def describe(self) -> str:
         return self.db.describe()
@@ -125,7 +139,10 @@ class PostgreSQLBroker(Broker):
         self.db.ensure_schema(
             "broker",
             SCHEMA.format(
-                messages=names.messages, dead_letters=names.dead_letters, revoked=names.revoked
+                messages=names.messages,
+                dead_letters=names.dead_letters,
+                revoked=names.revoked,
+                bindings=names.bindings,
             ),
         )
 
@@ -134,6 +151,56 @@ class PostgreSQLBroker(Broker):
 
     def declare(self, queue: str) -> None:
         self._schema()
+
+    def declare_bound(self, declaration: QueueDeclaration) -> None:
+        self._schema()
+        if declaration.auto_delete:
+            with self._fetching:  # the listener's server process stands for this consumer
+                self._listener.open()
+            self._transient.append(declaration)
+        with self.db.transaction() as conn:
+            self._bind(conn, declaration)
+
+    def _bind(self, conn: psycopg.Connection[Any], bound: QueueDeclaration) -> None:
+        owned = bound.auto_delete
+        conn.execute(
+            f"INSERT INTO {self.names.bindings} (exchange, queue, routing_key, exchange_type,"
+            " owner, owner_pid) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (exchange, queue)"
+            " DO UPDATE SET routing_key = excluded.routing_key,"
+            " exchange_type = excluded.exchange_type, owner = excluded.owner,"
+            " owner_pid = excluded.owner_pid",
+            (bound.exchange, bound.queue, bound.routing_key, bound.exchange_type,
+             self.owner if owned else None, self._listener.backend_pid if owned else None),
+        )  # fmt: skip
+
+    def _routed(self, batch: Sequence[Outgoing]) -> list[Outgoing]:
+        """The batch with each message sent to an exchange copied to its bound queues; the
+        auto-delete queues of consumers that are gone are removed on the way."""
+        if not any(item.exchange or item.declaration for item in batch):
+            return list(batch)
+        exchanges = list({item.exchange for item in batch if item.exchange})
+        table = self.names.bindings
+        with self.db.transaction() as conn:
+            for bound in {item.declaration for item in batch if item.declaration is not None}:
+                self._bind(conn, bound)
+            gone = conn.execute(
+                f"DELETE FROM {table} b WHERE exchange = ANY(%s) AND owner IS NOT NULL"
+                " AND owner <> %s AND NOT EXISTS"
+                " (SELECT 1 FROM pg_stat_activity a WHERE a.pid = b.owner_pid) RETURNING queue",
+                (exchanges, self.owner),
+            ).fetchall()
+            if gone:
+                conn.execute(f"DELETE FROM {self.names.messages} WHERE queue = ANY(%s)",
+                             ([row[0] for row in gone],))  # fmt: skip
+            rows = conn.execute(
+                f"SELECT exchange, queue, routing_key, exchange_type FROM {table}"
+                " WHERE exchange = ANY(%s)",
+                (exchanges,),
+            ).fetchall()
+        found: dict[str, list[QueueDeclaration]] = {}
+        for exchange, queue, key, kind in rows:
+            found.setdefault(exchange, []).append(QueueDeclaration(queue, exchange, kind, key))
+        return fan_out(batch, lambda exchange: found.get(exchange, ()))
 
     # --- publishing ----------------------------------------------------------------------
 
@@ -159,9 +226,10 @@ class PostgreSQLBroker(Broker):
         return [(self.names.channel, QUEUE_PREFIX + queue) for queue in dict.fromkeys(queues)]
 
     def publish(self, batch: Sequence[Outgoing]) -> None:
+        self._schema()
+        batch = self._routed(batch)
         if not batch:
             return
-        self._schema()
         with self.db.transaction() as conn, conn.cursor() as cursor:
             cursor.executemany(self._insert(), self._rows(batch))
             cursor.executemany("SELECT pg_notify(%s, %s)", self._wakeups([i.queue for i in batch]))
@@ -169,9 +237,10 @@ class PostgreSQLBroker(Broker):
     def publish_in(self, connection: Any, batch: Sequence[Outgoing]) -> None:
         """Write the batch through the application's ``connection``, in its transaction:
         consumers see the messages (and are woken) only if that transaction commits."""
+        self._schema()  # on our own connection: DDL never runs in the caller's transaction
+        batch = self._routed(batch)  # bindings are read outside it: workers declared them
         if not batch:
             return
-        self._schema()  # on our own connection: DDL never runs in the caller's transaction
         cursor = dbapi_cursor(connection)
         try:
             cursor.executemany(self._insert(), self._rows(batch))
@@ -189,6 +258,7 @@ class PostgreSQLBroker(Broker):
             if self._listener.open():
                 self._quiet = None  # notifications before now were not heard
                 self._schema()
+                self._rebind()
             while True:
                 if self._must_look(key):
                     found = self._lease(queues, limit)
@@ -199,6 +269,15 @@ class PostgreSQLBroker(Broker):
                     return []
                 if self._woken(key, self._pause(remaining)):
                     self._quiet = None
+
+    def _rebind(self) -> None:
+        """After the listener reconnected: this consumer's auto-delete queues, and the
+        messages it holds, now name its new server process."""
+        if self._transient:
+            with self.db.transaction() as conn:
+                for bound in self._transient:
+                    self._bind(conn, bound)
+        self.renew([True])
 
     def _must_look(self, key: tuple[str, ...]) -> bool:
         quiet = self._quiet
@@ -450,6 +529,12 @@ class PostgreSQLBroker(Broker):
         )
 
     def close(self) -> None:
+        if self._transient:  # auto-delete queues go with their consumer, with their messages
+            queues = [bound.queue for bound in self._transient]
+            self._transient.clear()
+            with contextlib.suppress(OperationalError), self.db.transaction() as conn:
+                conn.execute(f"DELETE FROM {self.names.bindings} WHERE owner = %s", (self.owner,))
+                conn.execute(f"DELETE FROM {self.names.messages} WHERE queue = ANY(%s)", (queues,))
         with self._fetching:
             self._listener.close()
         self.db.close()
