@@ -32,11 +32,12 @@ from caraway import serialization
 from caraway.engines.base.broker import Broker, BrokerCapabilities, DeadLetter, Delivery, Outgoing
 from caraway.engines.base.fanout import Fanout
 from caraway.engines.base.topology import QueueDeclaration, fan_out, published_with
-from caraway.engines.postgresql.database import Database, Names
+from caraway.engines.postgresql.acks import BackgroundAcks
+from caraway.engines.postgresql.database import COMMIT_LEVELS, Database, Names
 from caraway.engines.postgresql.fanout import PostgreSQLFanout
 from caraway.engines.postgresql.listener import Listener
 from caraway.engines.postgresql.transaction import dbapi_cursor
-from caraway.exceptions import OperationalError
+from caraway.exceptions import ImproperlyConfigured, OperationalError
 from caraway.protocol import Message
 
 SCHEMA = """
@@ -94,6 +95,8 @@ DEFAULT_HEARTBEAT = 30.0
 #: Seconds since the consumer last waited on its listener during which it still counts as
 #: listening: it fetches again within this unless its prefetch window is full.
 LISTENER_FRESH = 1.0
+#: Longest ``close`` waits for the acks still on their way.
+ACK_FLUSH_TIMEOUT = 5.0
 #: Notification payloads on the queues' channel: a queue has something new, or a revocation.
 QUEUE_PREFIX, REVOKED = "q:", "r"
 
@@ -112,6 +115,12 @@ class PostgreSQLBroker(Broker):
         self.db = Database(url, self.names)
         self.lease_seconds = float(self.options.get("visibility_timeout", DEFAULT_LEASE))
         self.heartbeat = float(self.options.get("heartbeat", DEFAULT_HEARTBEAT))
+        self.commit_level = str(self.options.get("synchronous_commit", "on")).lower()
+        if self.commit_level not in COMMIT_LEVELS:
+            raise ImproperlyConfigured(
+                f"the synchronous_commit transport option must be one of"
+                f" {', '.join(COMMIT_LEVELS)}, got {self.commit_level!r}"
+            )
         self.capabilities = replace(self.capabilities, lease_seconds=self.lease_seconds)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._listener = Listener(self.db, [self.names.channel])
@@ -127,6 +136,7 @@ class PostgreSQLBroker(Broker):
         self._waited_at = -LISTENER_FRESH
         self._next_reclaim = 0.0
         self._transient: list[QueueDeclaration] = []  # auto-delete: they go on close
+        self._acks = BackgroundAcks(self._delete)
 
     def describe(self) -> str:
         return self.db.describe()
@@ -230,7 +240,7 @@ class PostgreSQLBroker(Broker):
         batch = self._routed(batch)
         if not batch:
             return
-        with self.db.transaction() as conn, conn.cursor() as cursor:
+        with self.db.transaction(self.commit_level) as conn, conn.cursor() as cursor:
             cursor.executemany(self._insert(), self._rows(batch))
             cursor.executemany("SELECT pg_notify(%s, %s)", self._wakeups([i.queue for i in batch]))
 
@@ -347,13 +357,16 @@ class PostgreSQLBroker(Broker):
         return "id = ANY(%s) AND lease_owner = %s"
 
     def ack(self, tags: Sequence[Any]) -> None:
+        """Queued for the background thread (``acks.py``): returns at once."""
         if tags:
-            self.db.run(
-                lambda conn: conn.execute(
-                    f"DELETE FROM {self.names.messages} WHERE {self._mine()}",
-                    (list(tags), self.owner),
-                )
+            self._acks.add(tags)
+
+    def _delete(self, tags: list[Any]) -> None:
+        self.db.run(
+            lambda conn: conn.execute(
+                f"DELETE FROM {self.names.messages} WHERE {self._mine()}", (tags, self.owner)
             )
+        )
 
     def release(self, tags: Sequence[Any], delay: float = 0.0) -> None:
         if not tags:
@@ -489,7 +502,7 @@ class PostgreSQLBroker(Broker):
     def revoke(self, task_ids: Sequence[str], terminate: bool = False) -> None:
         self._schema()
         now = self.clock.time()
-        with self.db.transaction() as conn, conn.cursor() as cursor:
+        with self.db.transaction(self.commit_level) as conn, conn.cursor() as cursor:
             cursor.executemany(
                 f"INSERT INTO {self.names.revoked} (task_id, terminate, revoked_at)"
                 " VALUES (%s, %s, %s)",
@@ -529,6 +542,7 @@ class PostgreSQLBroker(Broker):
         )
 
     def close(self) -> None:
+        self._acks.close(ACK_FLUSH_TIMEOUT)
         if self._transient:  # auto-delete queues go with their consumer, with their messages
             queues = [bound.queue for bound in self._transient]
             self._transient.clear()

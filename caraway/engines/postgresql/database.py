@@ -5,6 +5,14 @@ serializes its use), in autocommit, each statement or ``transaction()`` block it
 transaction. Listeners (the fetching consumer, broadcast subscribers) open their own
 connections, because waiting for notifications holds a connection.
 
+Every connection runs with ``synchronous_commit = off``: a commit returns before its WAL
+record is flushed, so a lease, an ack or a release costs no disk flush. A server crash may
+lose the last such commits (never half of one): a message then is leased again or runs
+again, the at-least-once promise holds. What must survive a crash commits with
+``durable="on"`` (a message sent, a revocation), which flushes as usual; the
+``synchronous_commit`` transport option may relax that for sends too (``"off"``: Redis'
+default durability, a second or so of sends at risk in a server crash).
+
 Tables live in the ``schema`` transport option when given (created if missing), else
 wherever the connection's ``search_path`` puts them. Notifications use one channel for task
 queues and one for broadcast, both named after the schema, so two schemas never wake each
@@ -33,6 +41,8 @@ T = TypeVar("T")
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 #: Seconds to wait for the server when connecting.
 CONNECT_TIMEOUT = 10
+#: PostgreSQL's ``synchronous_commit`` levels, for the transport option of that name.
+COMMIT_LEVELS = ("on", "off", "local", "remote_write", "remote_apply")
 #: Serializes schema creation across processes (CREATE ... IF NOT EXISTS races otherwise).
 _SCHEMA_LOCK_KEY = 0x43415241  # "CARA"
 
@@ -83,7 +93,11 @@ class Database:
         try:
             # postgres:// and postgresql:// are both libpq's own spellings: passed as given.
             return psycopg.connect(
-                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, **kwargs
+                self.url,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT,
+                options="-c synchronous_commit=off",
+                **kwargs,
             )
         except psycopg.Error as exc:
             raise Unreachable(f"cannot connect to {self.describe()}: {exc}") from exc
@@ -117,11 +131,14 @@ class Database:
             conn.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
-        """One transaction on the commands connection, errors translated."""
+    def transaction(self, durable: str | None = None) -> Iterator[psycopg.Connection[Any]]:
+        """One transaction on the commands connection, errors translated; ``durable``: its
+        commit waits as ``synchronous_commit`` says (``"on"``: for the disk)."""
         conn = self.connection()
         try:
             with conn.transaction():
+                if durable is not None and durable != "off":
+                    conn.execute(f"SET LOCAL synchronous_commit TO {durable}")
                 yield conn
         except psycopg.Error as exc:
             raise self.translate(exc, conn) from exc
