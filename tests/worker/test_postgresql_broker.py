@@ -171,3 +171,22 @@ def test_a_sqlalchemy_session_sends_in_its_transaction(
     assert record.delay("after").get(timeout=WAIT) == "after"
     assert "session rollback" not in app.seen  # type: ignore[attr-defined]
     assert dropped.state == states.PENDING
+
+
+def test_the_worker_reconnects_when_its_connections_are_killed(
+    app: Celery, start_worker: Callable[..., Any]
+) -> None:
+    """``pg_terminate_backend`` on the worker's listening and command sessions (a server
+    restart or a failover, for this worker): it reconnects, listens again and serves."""
+    add, _ = _tasks(app)
+    worker = start_worker(app)
+    assert add.delay(1, 2).get(timeout=WAIT) == 3
+    broker = worker.app.broker
+    pids = [broker._listener.backend_pid, broker.db.connection().info.backend_pid]
+
+    with psycopg.connect(str(app.conf.broker_url), autocommit=True) as admin:
+        for pid in pids:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    assert [add.delay(i, i).get(timeout=3 * WAIT) for i in range(5)] == [0, 2, 4, 6, 8]
+    assert broker._listener.backend_pid not in pids
