@@ -63,15 +63,14 @@ class Names:
         self.schema = schema
         self.channel = f"caraway_{schema or 'default'}"
         self.fanout_channel = f"{self.channel}_fanout"
+        self.messages = self.table("caraway_messages")
+        self.dead_letters = self.table("caraway_dead_letters")
+        self.revoked = self.table("caraway_revoked")
+        self.bindings = self.table("caraway_bindings")
+        self.broadcast = self.table("caraway_broadcast")
 
     def table(self, name: str) -> str:
         return f'"{self.schema}"."{name}"' if self.schema else f'"{name}"'
-
-    def __getattr__(self, name: str) -> str:
-        """``names.messages`` -> the quoted ``caraway_messages`` of the schema."""
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return self.table(f"caraway_{name}")
 
 
 class Database:
