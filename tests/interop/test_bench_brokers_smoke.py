@@ -1,6 +1,7 @@
 """``bench/brokers.py`` runs end to end on real Redis and PostgreSQL and prints its table.
 
-With a tiny N and its own Redis database (12, which no other test uses): only to keep the command working.
+With a tiny N, its own Redis database (12, which no other test uses) and its own schema:
+only to keep the command working.
 """
 
 from __future__ import annotations
