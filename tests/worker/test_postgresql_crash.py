@@ -69,3 +69,24 @@ def test_sigkill_loses_no_task_running_or_prefetched(
     for key in ("run-a", "run-b"):
         assert [run["redelivered"] for run in project_.marks(key)] == [False, True]
     wait_until(lambda: count_messages(url, schema) == 0, what="every message acked")
+
+
+def test_an_early_acked_task_killed_with_sigkill_is_not_run_again(
+    project: tuple[WorkerProject, str, str],
+) -> None:
+    """Celery's early ack: the message was acked (its ack on its way) before the task ran."""
+    project_, url, schema = project
+    first = project_.spawn(pool="threads", concurrency=2)
+    project_.ping()
+    result = project_.tasks.early.delay("early")
+    project_.wait_marks("early", 1)
+
+    first.send_signal(signal.SIGKILL)
+    first.wait(WAIT)
+    project_.release("early")
+    project_.spawn(pool="solo")
+    project_.ping()  # the solo worker would run a surviving message before this later ping
+
+    assert len(project_.marks("early")) == 1
+    assert result.state == states.PENDING
+    assert count_messages(url, schema) == 0

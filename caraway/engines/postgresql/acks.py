@@ -1,12 +1,13 @@
-"""Acks written in the background, many per statement.
+"""Acks written by a background thread, many per statement when they come together.
 
-A consumer acks one message at a time; a ``DELETE`` per ack would make the round trip to
-the server the cost of every task. ``ack`` returns at once and a thread deletes whatever
-has gathered in one statement, so acks cost a fraction of a round trip each under load and
-add nothing to a task's latency. A message whose ack has not landed yet stays leased to
-this consumer (its lease renewed as usual): if the process dies first, it runs again after
-its lease, as when a process dies just before acking. An ack that fails (the server away)
-is kept and sent again.
+``ack`` hands its tags to the thread and returns once the thread has taken them (it is then
+sending them; it is busy for one round trip at most before it takes more), not once the
+server confirmed: so an ack leaves before the task that follows runs, as Celery's early ack
+requires (a worker killed during the task does not run it again), while acks from many pool
+threads, or arriving during a round trip, share one ``DELETE``. A message whose ack has not
+landed yet stays leased to this consumer (its lease renewed as usual): if the process dies
+first, it runs again after its lease, as when a process dies just before acking. An ack that
+fails (the server away) is kept and sent again.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from caraway.utils.pid import after_fork_in_child
 
 logger = logging.getLogger("caraway.broker")
 
+#: Longest ``add`` waits for the thread to take its tags (it is busy one round trip at most
+#: while the server answers).
+HANDOFF_TIMEOUT = 5.0
 #: Pause before sending again acks the server refused or could not take.
 RETRY_PAUSE = 1.0
 
@@ -32,6 +36,7 @@ class BackgroundAcks:
         self._send = send
         self._pending: list[Any] = []
         self._sending = 0  # tags taken by the thread and not yet confirmed
+        self._added = self._taken = 0  # tags ever added, ever taken by the thread
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -46,6 +51,9 @@ class BackgroundAcks:
                 )
                 self._thread.start()
             self._changed.notify_all()
+            self._added += len(tags)
+            mine = self._added
+            self._changed.wait_for(lambda: self._taken >= mine, HANDOFF_TIMEOUT)
 
     def _run(self) -> None:
         while True:
@@ -56,6 +64,8 @@ class BackgroundAcks:
                     return
                 tags, self._pending = self._pending, []
                 self._sending = len(tags)
+                self._taken += len(tags)
+                self._changed.notify_all()
             try:
                 self._send(tags)
             except OperationalError as exc:
@@ -90,4 +100,5 @@ class BackgroundAcks:
     def _forget_parent(self) -> None:
         """In a forked child: the parent's acks are the parent's; no thread was forked."""
         self._pending, self._sending, self._thread = [], 0, None
+        self._added = self._taken = 0
         self._changed = threading.Condition()
