@@ -95,6 +95,8 @@ DEFAULT_HEARTBEAT = 30.0
 #: Seconds since the consumer last waited on its listener during which it still counts as
 #: listening: it fetches again within this unless its prefetch window is full.
 LISTENER_FRESH = 1.0
+#: Pause before looking again at a message another consumer was taking (its row locked).
+RELOOK = 0.01
 #: Longest ``close`` waits for the acks still on their way.
 ACK_FLUSH_TIMEOUT = 5.0
 #: Notification payloads on the queues' channel: a queue has something new, or a revocation.
@@ -287,7 +289,7 @@ class PostgreSQLBroker(Broker):
             with self.db.transaction() as conn:
                 for bound in self._transient:
                     self._bind(conn, bound)
-        self.renew([True])
+        self._renew_all()
 
     def _must_look(self, key: tuple[str, ...]) -> bool:
         quiet = self._quiet
@@ -344,11 +346,10 @@ class PostgreSQLBroker(Broker):
                 " WHERE queue = ANY(%s)",
                 (list(queues),),
             ).fetchone() or (None,)
-            self._quiet = (
-                tuple(queues),
-                float("inf") if due is None else float(due),
-                time.monotonic() + self.heartbeat,
-            )
+            recheck = time.monotonic() + self.heartbeat
+            if due is not None and due <= now:  # ready but locked by another taker just now
+                due, recheck = None, time.monotonic() + RELOOK
+            self._quiet = (tuple(queues), float("inf") if due is None else float(due), recheck)
             return []
 
         return self._listener.run(work)
@@ -388,8 +389,10 @@ class PostgreSQLBroker(Broker):
     def renew(self, tags: Sequence[Any]) -> None:
         """Renew every lease this broker holds (``tags`` is informational), naming the
         listener's server process as the holder's (it changes when it reconnects)."""
-        if not tags:
-            return
+        if tags:
+            self._renew_all()
+
+    def _renew_all(self) -> None:
         self.db.run(
             lambda conn: conn.execute(
                 f"UPDATE {self.names.messages} SET lease_until = %s,"
