@@ -53,6 +53,8 @@ BROKERS: dict[str, tuple[str, str | None]] = {
     "amqp": ("caraway.engines.amqp.broker:AMQPBroker", "amqp"),
     "amqps": ("caraway.engines.amqp.broker:AMQPBroker", "amqp"),
     "pyamqp": ("caraway.engines.amqp.broker:AMQPBroker", "amqp"),
+    "postgresql": ("caraway.engines.postgresql.broker:PostgreSQLBroker", "postgres"),
+    "postgres": ("caraway.engines.postgresql.broker:PostgreSQLBroker", "postgres"),
 }
 BACKENDS: dict[str, tuple[str, str | None]] = {
     "cache+memory": ("caraway.engines.memory.backend:MemoryBackend", None),

@@ -141,6 +141,9 @@ class BrokerCapabilities:
     #: Queues may be bound to named direct, topic and fanout exchanges (``declare_bound``),
     #: and messages published to them (``Outgoing.exchange``).
     exchanges: bool = False
+    #: ``publish_in`` writes messages through the application's own database connection,
+    #: inside its transaction: they exist only if it commits (``apply_async(connection=)``).
+    transactional: bool = False
 
 
 class Broker(ABC):
@@ -159,6 +162,14 @@ class Broker(ABC):
     @abstractmethod
     def publish(self, batch: Sequence[Outgoing]) -> None:
         """Store every message of the batch durably before returning."""
+
+    def publish_in(self, connection: Any, batch: Sequence[Outgoing]) -> None:
+        """Store the batch through the application's ``connection``, in its open transaction
+        (brokers with ``transactional``): consumers see it only if that transaction commits."""
+        raise ImproperlyConfigured(
+            f"the broker {self.describe()} cannot send a task inside your database transaction:"
+            " use a PostgreSQL broker (postgresql://) for apply_async(connection=...)"
+        )
 
     async def publish_async(self, batch: Sequence[Outgoing]) -> None:
         """``publish`` for a running event loop, without blocking it. Engines without an
