@@ -53,8 +53,8 @@ BROKERS: dict[str, tuple[str, str | None]] = {
     "amqp": ("caraway.engines.amqp.broker:AMQPBroker", "amqp"),
     "amqps": ("caraway.engines.amqp.broker:AMQPBroker", "amqp"),
     "pyamqp": ("caraway.engines.amqp.broker:AMQPBroker", "amqp"),
-    "postgresql": ("caraway.engines.postgresql.broker:PostgreSQLBroker", "postgres"),
-    "postgres": ("caraway.engines.postgresql.broker:PostgreSQLBroker", "postgres"),
+    "postgresql": ("caraway.engines.postgresql.broker:PostgreSQLBroker", "postgresql"),
+    "postgres": ("caraway.engines.postgresql.broker:PostgreSQLBroker", "postgresql"),
 }
 BACKENDS: dict[str, tuple[str, str | None]] = {
     "cache+memory": ("caraway.engines.memory.backend:MemoryBackend", None),
