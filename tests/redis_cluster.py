@@ -105,14 +105,26 @@ class PrivateCluster:
             proc.send_signal(signal.SIGKILL)
             proc.wait(START_WAIT)
 
-    def wait_ok(self) -> None:
-        """Until every live node says the cluster is ok again (a replica took over)."""
+    def wait_failover(self, dead: int) -> None:
+        """Until a replica of the dead master took its slots: every live node says the
+        cluster is ok and no longer counts ``dead`` as a master."""
+
+        def taken_over(port: int) -> bool:
+            if _info(port, "cluster").get("cluster_state") != "ok":
+                return False
+            client = redis.Redis(port=port, socket_timeout=2, decode_responses=True)
+            try:
+                nodes = client.execute_command("CLUSTER NODES")
+            except (redis.ConnectionError, redis.TimeoutError):
+                return False
+            finally:
+                client.close()
+            # redis-py parses CLUSTER NODES into {address: {flags, slots, ...}}
+            entry = next((v for k, v in dict(nodes).items() if k.endswith(f":{dead}")), {})
+            return "fail" in str(entry.get("flags", "")) and not entry.get("slots")
+
         live = [port for port in self.ports if self.running(port)]
-        poll(
-            lambda: all(_info(p, "cluster").get("cluster_state") == "ok" for p in live),
-            START_WAIT,
-            "the cluster to be ok after a failover",
-        )
+        poll(lambda: all(taken_over(p) for p in live), START_WAIT, "a replica to take over")
 
     def stop(self) -> None:
         for port in list(self.procs):
