@@ -2,19 +2,23 @@
 (``cluster-node-timeout`` 1 s) and the workers carry on through redis-py's cluster client.
 
 The master killed is the one serving the queue's slot (its lists and unacked bookkeeping);
-results are spread over every master, so some of them are on it too. Counted twice: by the
+results are spread over every master, so some of them are on it too, and a client waiting
+for a result is subscribed there when it dies. Counted twice: by the
 ledger (nothing lost, only tasks running at the fault ran twice, no message left behind)
 and by the results (every task's result is stored, and is what the task returned).
 """
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 from fault_workers import FaultProject, check
+from polling import poll
 from redis.cluster import ClusterNode, RedisCluster
 from redis_cluster import PrivateCluster, own_cluster
 
@@ -50,6 +54,41 @@ def _queue_master(cluster: PrivateCluster) -> int:
         client.close()
 
 
+def _task_id_on(cluster: PrivateCluster, port: int) -> str:
+    """A task id whose result key (and so its result's channel) is on the master ``port``."""
+    client = _client(cluster)
+    try:
+        while True:
+            task_id = str(uuid.uuid4())
+            if client.get_node_from_key(f"celery-task-meta-{task_id}").port == port:
+                return task_id
+    finally:
+        client.close()
+
+
+def _subscribers(port: int, channel: str) -> int:
+    client = redis.Redis(port=port)
+    try:
+        return int(dict(client.pubsub_numsub(channel)).get(channel.encode(), 0))
+    finally:
+        client.close()
+
+
+class _Waiter:
+    """``AsyncResult(task_id).get()`` in a thread, started before the fault: its
+    subscription is on the master about to die, so it must subscribe again elsewhere."""
+
+    def __init__(self, project: FaultProject, task_id: str) -> None:
+        self.task_id = task_id
+        self.channel = f"celery-task-meta-{task_id}"
+        self.outcome: list[object] = []
+        self.thread = threading.Thread(
+            target=lambda: self.outcome.append(project.app.AsyncResult(task_id).get(timeout=60)),
+            daemon=True,
+        )
+        self.thread.start()
+
+
 def _queue_empty(cluster: PrivateCluster) -> Callable[[], bool]:
     """Whether the queue holds no message, waiting or unacked (False while unreachable)."""
 
@@ -82,6 +121,8 @@ def test_a_master_killed_under_load_loses_no_task(
     project.wait_ended(10)
 
     victim = _queue_master(cluster)
+    waiter = _Waiter(project, _task_id_on(cluster, victim))
+    poll(lambda: _subscribers(victim, waiter.channel), 10.0, "the waiter to subscribe")
     killed_at = time.time()
     cluster.kill(victim)
     fault = (killed_at, time.time())
@@ -89,6 +130,10 @@ def test_a_master_killed_under_load_loses_no_task(
     assert _queue_master(cluster) != victim, "a replica took over the queue's slot"
 
     recovery, probes = project.resume()
+    project.tasks.work.apply_async((0.05,), task_id=waiter.task_id)
+    waiter.thread.join(30.0)
+    assert waiter.outcome == [waiter.task_id], "a wait subscribed on the killed master"
+
     every = ids + probes
     check(project, every, fault, _queue_empty(cluster), f"redis-cluster-failover/{pool}", recovery)
 

@@ -9,15 +9,21 @@ is not offered here (its script writes keys of several slots).
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis
+from redis.cluster import RedisCluster
 
 from caraway.engines.base.backend import GROUP_KEY_PREFIX, Backend, BackendCapabilities
 from caraway.engines.redis.backend import RedisBackend
-from caraway.engines.redis.client import Lane, RedisTarget
+from caraway.engines.redis.client import CONNECTION_ERRORS, Lane, RedisTarget
 from caraway.engines.redis.cluster.client import ClusterLane, connect_cluster, parse_cluster_url
+
+#: How long a result wait keeps subscribing again while its node fails over.
+RESUBSCRIBE_WITHIN = 15.0
 
 
 class RedisClusterBackend(RedisBackend):
@@ -45,6 +51,24 @@ class RedisClusterBackend(RedisBackend):
     def mget(self, keys: Sequence[str]) -> list[Any]:
         """One MGET per slot (redis-py splits them), not one transaction."""
         return self.client.mget_nonatomic(keys)  # type: ignore[attr-defined,no-any-return]
+
+    def _subscribe_retrying(self, channel: str) -> bytes | None:
+        """Subscribe and read. A failover takes the node of the channel's slot (where the
+        subscription goes) away for a few seconds: read the slot map again and retry, for
+        up to ``RESUBSCRIBE_WITHIN`` seconds, so a waiter rides it out."""
+        deadline = time.monotonic() + RESUBSCRIBE_WITHIN
+        pause = 0.05
+        while True:
+            try:
+                return self._subscribe_and_get(channel)
+            except CONNECTION_ERRORS:
+                self._drop_pubsub()
+                if time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                cast("RedisCluster", self.client).nodes_manager.initialize()
 
     async def wait_for_async(
         self, task_id: str, timeout: float | None = None, interval: float = 0.5
