@@ -1,7 +1,7 @@
 """A Redis Cluster of the tests' own: ``redis-server`` processes on free private ports,
 joined with ``redis-cli --cluster create``; the machine's shared Redis is never touched.
 
-Three masters and one replica each. ``cluster-node-timeout`` is short (1 s), so a killed
+Three masters and one replica each. ``cluster-node-timeout`` is short (2 s), so a killed
 master's replica takes over within a few seconds. Nothing is saved to disk.
 """
 
@@ -24,7 +24,9 @@ from services import missing
 
 #: Bounds for starting, joining and failing over: generous for a loaded 2-core machine.
 START_WAIT = 30.0
-NODE_TIMEOUT_MS = 1000
+#: Short, so a failover takes a few seconds; not shorter, so that a CPU stall on a loaded
+#: machine does not pass for a dead node.
+NODE_TIMEOUT_MS = 2000
 
 
 class PrivateCluster:
@@ -80,13 +82,19 @@ class PrivateCluster:
         return self
 
     def _settled(self) -> bool:
-        for port in self.ports:
-            if _info(port, "cluster").get("cluster_state") != "ok":
-                return False
-            replication = _info(port, "replication")
-            if replication.get("role") == "slave" and replication.get("master_link_status") != "up":
-                return False
-        return True
+        """Every node says ok, and every replica has been told its master and finished its
+        first sync: ``--cluster create`` returns before its CLUSTER REPLICATE calls take
+        effect, and a replica promoted before its sync would come up empty."""
+        if any(_info(p, "cluster").get("cluster_state") != "ok" for p in self.ports):
+            return False
+        roles = [_info(port, "replication") for port in self.ports]
+        replicas = [r for r in roles if r.get("role") == "slave"]
+        masters = [r for r in roles if r.get("role") == "master"]
+        return (
+            len(replicas) == self.count - self.count // (1 + self.replicas)
+            and all(r.get("master_link_status") == "up" for r in replicas)
+            and all(int(m.get("connected_slaves", 0)) == self.replicas for m in masters)
+        )
 
     def masters(self) -> list[int]:
         """The ports of the live masters that serve slots."""
@@ -94,6 +102,19 @@ class PrivateCluster:
             port for port in self.ports
             if self.running(port) and _info(port, "replication").get("role") == "master"
         ]  # fmt: skip
+
+    def wait_replicated(self, master: int, key: str) -> None:
+        """Until the replica of ``master`` has every write made there so far: a write of our
+        own to ``key`` (a key of one of its slots), then WAIT for one replica to have it.
+        Replication is asynchronous, so what a master acknowledged and died before passing
+        on is lost with it; a fault test kills a master that is caught up."""
+        client = redis.Redis(port=master, socket_timeout=START_WAIT)
+        try:
+            client.set(key, "replicated?", px=60_000)
+            acked = client.execute_command("WAIT", 1, int(START_WAIT * 1000))
+        finally:
+            client.close()
+        assert int(acked) == 1, f"the replica of {master} did not catch up"
 
     def running(self, port: int) -> bool:
         return self.procs[port].poll() is None

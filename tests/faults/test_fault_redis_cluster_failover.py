@@ -1,11 +1,12 @@
 """A Redis Cluster master SIGKILLed under load, with ``acks_late``: its replica takes over
-(``cluster-node-timeout`` 1 s) and the workers carry on through redis-py's cluster client.
+(``cluster-node-timeout`` 2 s) and the workers carry on through redis-py's cluster client.
 
-The master killed is the one serving the queue's slot (its lists and unacked bookkeeping);
-results are spread over every master, so some of them are on it too, and a client waiting
-for a result is subscribed there when it dies. Counted twice: by the
-ledger (nothing lost, only tasks running at the fault ran twice, no message left behind)
-and by the results (every task's result is stored, and is what the task returned).
+The master killed is the one serving the queue's slot (its lists and unacked bookkeeping),
+once its replica has caught up (replication is asynchronous: what a dying master had not
+passed on is lost in any case). Results are spread over every master, so some of them are
+on it too, and a client waiting for a result is subscribed there when it dies. Counted
+twice: by the ledger (nothing lost, only tasks running at the fault ran twice, no message
+left behind) and by the results (every task's result is stored, and is what it returned).
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ def test_a_master_killed_under_load_loses_no_task(
     victim = _queue_master(cluster)
     waiter = _Waiter(project, _task_id_on(cluster, victim))
     poll(lambda: _subscribers(victim, waiter.channel), 10.0, "the waiter to subscribe")
+    cluster.wait_replicated(victim, f"{{{QUEUE}}}.caught-up")
     killed_at = time.time()
     cluster.kill(victim)
     fault = (killed_at, time.time())
