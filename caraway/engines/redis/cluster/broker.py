@@ -92,7 +92,8 @@ class RedisClusterBroker(RedisBroker):
     # --- publishing ----------------------------------------------------------------------
 
     async def publish_async(self, batch: Sequence[Outgoing]) -> None:
-        """In a worker thread: redis-py's asyncio cluster client has no pub/sub to share."""
+        """In a worker thread (the shared default): the Redis broker's asyncio path runs on
+        a single-node asyncio client, and this engine builds no asyncio cluster client."""
         await Broker.publish_async(self, batch)
 
     # --- consuming -------------------------------------------------------------------------
