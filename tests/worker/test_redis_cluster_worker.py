@@ -76,6 +76,6 @@ def test_remote_control_reaches_the_worker_through_cluster_pub_sub(
 ) -> None:
     worker = start_worker(cluster_app, concurrency=1)
 
-    replies = cluster_app.control.ping(timeout=5.0)
+    replies = cluster_app.control.ping(timeout=5.0, limit=1)
 
     assert [next(iter(reply)) for reply in replies] == [worker.hostname]
