@@ -14,7 +14,9 @@ import click
 
 from caraway import signals
 from caraway.cli.base import celery_flags, comma_list, state_of
+from caraway.cli.dashboard import embedded_dashboard
 from caraway.cli.privileges import drop_privileges
+from caraway.dashboard.config import DEFAULT_ADDRESS, DEFAULT_PORT
 from caraway.utils.log import expand_node_path
 from caraway.utils.text import did_you_mean
 from caraway.worker.daemon import detach as become_daemon
@@ -222,6 +224,22 @@ def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -
 )  # fmt: skip
 @click.option("--uid", metavar="USER", help="Run as this user (name or id); needs root.")
 @click.option("--gid", metavar="GROUP", help="Run as this group (name or id); needs root.")
+@click.option(
+    "--dashboard", "with_dashboard", is_flag=True,
+    help="Also serve the dashboard from this process (one-box setups; implies -E)."
+    " Authentication, read-only mode and history come from the CARAWAY_DASHBOARD_* (or"
+    " FLOWER_*) environment variables, as for `caraway dashboard`.",
+)  # fmt: skip
+@click.option(
+    "--dashboard-port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
+    envvar=["CARAWAY_DASHBOARD_PORT", "FLOWER_PORT", "CELERY_FLOWER_PORT"],
+    help="With --dashboard: the port it listens on.",
+)  # fmt: skip
+@click.option(
+    "--dashboard-address", default=DEFAULT_ADDRESS, show_default=True,
+    envvar=["CARAWAY_DASHBOARD_ADDRESS", "FLOWER_ADDRESS", "CELERY_FLOWER_ADDRESS"],
+    help="With --dashboard: the address it listens on (any but loopback needs authentication).",
+)  # fmt: skip
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -262,6 +280,9 @@ def worker(
     pool_restarts: bool | None,
     uid: str | None,
     gid: str | None,
+    with_dashboard: bool,
+    dashboard_port: int,
+    dashboard_address: str,
 ) -> None:
     """Start a worker in this process; SIGTERM or Ctrl-C stops it warmly.
 
@@ -290,7 +311,9 @@ def worker(
         uid if uid is not None else _setting_id(app.conf.worker_uid),
         gid if gid is not None else _setting_id(app.conf.worker_gid),
     )
-    if task_events:
+    # Bound now, as the user the worker runs as; it serves once the worker is ready.
+    web = embedded_dashboard(app, dashboard_port, dashboard_address) if with_dashboard else None
+    if task_events or web is not None:
         app.conf.worker_send_task_events = True
     level = loglevel.upper()
     instance = app.Worker(
@@ -330,12 +353,24 @@ def worker(
         if logging.getLevelName(level) > logging.INFO and not state.quiet:
             click.echo(instance.banner(), file=sys.__stdout__)  # sys.stdout may go to the log
 
+    def serve_dashboard(sender: Any, **kwargs: Any) -> None:
+        if web is not None:
+            web.start()
+            logging.getLogger("caraway.dashboard").info(
+                "Dashboard on http://%s:%d%s/", dashboard_address, web.port,
+                web.dashboard.config.url_prefix,
+            )  # fmt: skip
+
     signals.worker_ready.connect(show_banner, sender=instance)
+    signals.worker_ready.connect(serve_dashboard, sender=instance)
     try:
         with _pidfile(expand_node_path(pidfile, instance.hostname) if pidfile else None):
             instance.start()
     finally:
         signals.worker_ready.disconnect(show_banner, sender=instance)
+        signals.worker_ready.disconnect(serve_dashboard, sender=instance)
+        if web is not None:
+            web.stop()
     if instance.restart_requested:
         _restart()
     ctx.exit(instance.exitcode)

@@ -32,6 +32,19 @@ logger = logging.getLogger("caraway.worker")
 HEARTBEAT_FREQ = 2.0
 
 
+def _chord_body(chord: Any) -> str | None:
+    """The id of the task a chord header member's result goes to: the body's, or its first
+    step's when the body is a chain (None for a body whose id is not known yet)."""
+    while isinstance(chord, dict):
+        if chord.get("task") == "celery.chain":
+            steps = (chord.get("kwargs") or {}).get("tasks") or [None]
+            chord = steps[0]
+            continue
+        task_id = (chord.get("options") or {}).get("task_id")
+        return str(task_id) if task_id else None
+    return None
+
+
 class Terminated(Ignore):
     """Raised inside a task's thread by ``revoke(terminate=True)``.
 
@@ -107,6 +120,9 @@ class TaskMonitor:
             args=_safe_repr(tuple(request.args or ())), kwargs=_safe_repr(request.kwargs or {}),
             root_id=request.root_id, parent_id=request.parent_id, retries=request.retries,
             eta=request.eta, expires=request.expires,
+            # Not in Celery's event (its consumers ignore unknown fields): the dashboard draws
+            # groups and chords with them.
+            group_id=request.group, chord_body=_chord_body(request.chord),
         )  # fmt: skip
 
     def started(self, job: Job) -> None:

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("wire and config", ("settings", "config", "serialization", "protocol")),
     ("engine contracts", ("engines", "engines.base")),
     ("engines", ("engines.memory", "engines.sqlite", "engines.redis", "engines.amqp",
-                 "engines.sql")),
+                 "engines.sql", "engines.postgresql")),
     ("engine registry", ("engines.registry",)),
     # A schedule without an app reads the current app's zone (Celery's ``schedule.app``),
     # as a result reads the current app's backend: both sit beside the app.
