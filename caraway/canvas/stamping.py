@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from caraway.canvas.stamps import NAMES, as_values, merge, unique
+from caraway.canvas.stamps import as_values, merge, own_stamps
 
 if TYPE_CHECKING:
     from caraway.canvas.signatures import Signature
@@ -83,13 +83,7 @@ def collect(
     """The stamps for ``sig``: the ``given`` ones, then the visitor's, then (``own``) those
     ``sig`` already carries."""
     stamps = merge(given, dict(visitor_stamps or {}), append)
-    if own:
-        options = sig.options
-        names = unique([*stamps[NAMES], *(options.get(NAMES) or ())])
-        existing = {key: options[key] for key in names if key in options}
-        existing[NAMES] = list(options.get(NAMES) or ())
-        stamps = merge(stamps, existing, append)
-    return stamps
+    return merge(stamps, own_stamps(sig.options), append) if own else stamps
 
 
 # --- walking a canvas ----------------------------------------------------------------------
