@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from worker_support import WAIT, make_app, wait_until
 
 from caraway import Celery, Task, states
 from caraway.canvas import Signature, StampingVisitor
+from caraway.cli.base import CLIState
+from caraway.cli.main import cli
 from caraway.exceptions import TaskRevokedError
 from caraway.worker import state as worker_state
 
@@ -131,3 +134,16 @@ def test_revoke_by_stamped_headers_with_terminate_stops_a_running_task(
         wait_until(lambda: result.state == states.REVOKED, what="the REVOKED state")
     finally:
         release.set()
+
+
+def test_the_command_line_revokes_by_stamp(app: Celery, start_worker: Callable[..., Any]) -> None:
+    worker = start_worker(app, hostname="cli@stamps")
+
+    done = CliRunner().invoke(
+        cli, ["control", "revoke_by_stamped_headers", "tenant=acme", "batch=7", "-t", "2"],
+        obj=CLIState(app),
+    )  # fmt: skip
+
+    assert done.exit_code == 0, done.output
+    assert "flagged as revoked, but not terminated" in done.output
+    assert worker.state.revoked_stamps == {"tenant": ["acme"], "batch": ["7"]}
