@@ -294,6 +294,21 @@ class AsyncResult(ResultBase, Generic[R]):
         """Ask workers not to run this task (it becomes REVOKED)."""
         self.app.control.revoke(self.id, terminate=terminate, signal=signal)
 
+    def revoke_by_stamped_headers(
+        self,
+        headers: dict[str, Any],
+        connection: Any = None,
+        terminate: bool = False,
+        signal: str | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> None:
+        """Ask workers not to run any task carrying these stamp values (Celery's API on a
+        result: it concerns every task so stamped, not only this one)."""
+        self.app.control.revoke_by_stamped_headers(
+            headers, terminate=terminate, signal=signal, reply=wait, timeout=timeout or 1.0
+        )
+
     def as_tuple(self) -> list[Any]:
         parent = self.parent.as_tuple() if self.parent is not None else None
         return [[self.id, parent], None]

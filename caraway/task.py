@@ -359,6 +359,7 @@ class Task(Generic[P, R]):
             "expires": request.expires,
             **_route_of(delivery_info),
             "headers": custom_headers(request.headers) or None,
+            **_stamp_options(request),
             **extra,
         }
         return self.signature(
@@ -448,7 +449,7 @@ class Task(Generic[P, R]):
         if isinstance(sig, _chain) and not sig.tasks:
             raise ImproperlyConfigured("Cannot replace with an empty chain")
         if request.is_eager:
-            return sig.apply().get()
+            return self.on_replace(sig)
         ends_in_group = isinstance(sig, _chain) and _ends_in_group(sig, group, _chord)
         if (isinstance(sig, group) and not isinstance(sig, _chord)) or ends_in_group:
             # The group's results become this task's result through a chord body.
@@ -464,7 +465,18 @@ class Task(Generic[P, R]):
         options = {key: value for key, value in options.items() if value is not None}
         if not isinstance(sig, _chain | _chord):
             options["task_id"] = request.id
-        sig.apply_async(**options)
+        inherited = _stamp_options(request)
+        if inherited:  # the replacement carries this task's stamps
+            sig.stamp(**inherited)
+        sig.set(**options)
+        return self.on_replace(sig)
+
+    def on_replace(self, sig: Signature) -> Any:
+        """Send ``sig``, which replaces this task, and stop here; an override may change
+        ``sig`` (stamp it, say) and must end with ``super().on_replace(sig)``."""
+        if self.request.is_eager:
+            return sig.apply().get()
+        sig.apply_async()
         raise Ignore("Replaced by new task")
 
     def add_to_chord(self, sig: Signature, lazy: bool = False) -> Any:
@@ -692,6 +704,15 @@ def _binds(
         except ValueError:  # not a parameter
             return False
     return all(names[i] in kwargs for i in range(given, required))
+
+
+def _stamp_options(request: Context) -> dict[str, Any]:
+    """The call's stamps as signature options, so a retry or a replacement keeps them."""
+    names = list(request.stamped_headers or ())
+    if not names:
+        return {}
+    stamps = request.stamps or {}
+    return {"stamped_headers": names, **{name: stamps[name] for name in names if name in stamps}}
 
 
 def _route_of(delivery_info: dict[str, Any]) -> dict[str, Any]:

@@ -12,9 +12,11 @@ from caraway.canvas.chain import chain  # isort: skip
 from caraway.canvas.chain import _chain as _chain  # isort: skip  (Celery code imports it)
 from caraway.canvas.group import chord, group  # isort: skip
 from caraway.canvas.maps import chunks, xmap, xstarmap  # isort: skip
+from caraway.canvas.stamping import StampingVisitor  # isort: skip
 
 __all__ = [
     "Signature",
+    "StampingVisitor",
     "chain",
     "chord",
     "chunks",

@@ -7,6 +7,8 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from caraway.canvas.stamping import Stamper, StampingVisitor
+from caraway.canvas.stamps import keep_stamps
 from caraway.current import get_current_app
 from caraway.exceptions import NotRegistered
 
@@ -147,7 +149,7 @@ class Signature(dict[str, Any]):
 
         Args come back as a tuple, as Celery passes them, so ``argsrepr`` reads ``(1, 2)``.
         """
-        merged_options = {**self.options, **options}
+        merged_options = {**self.options, **keep_stamps(self.options, options)}
         if self.immutable:
             return tuple(self.args), self.kwargs, merged_options
         return (*(args or ()), *self.args), {**self.kwargs, **(kwargs or {})}, merged_options
@@ -207,6 +209,19 @@ class Signature(dict[str, Any]):
         """``link_error`` that returns this signature, for building in one expression."""
         self.link_error(errback)
         return self
+
+    def stamp(
+        self, visitor: StampingVisitor | None = None, append_stamps: bool = False, **headers: Any
+    ) -> Signature:
+        """Stamp this signature and every task under it (``caraway.canvas.stamping``)."""
+        Stamper(visitor, append_stamps, maybe_signature).stamp(self, headers)
+        return self
+
+    def stamp_links(
+        self, visitor: StampingVisitor | None = None, append_stamps: bool = False, **headers: Any
+    ) -> None:
+        """Stamp only the callbacks and errbacks of this signature."""
+        Stamper(visitor, append_stamps, maybe_signature).links(self, headers)
 
     def freeze(
         self,

@@ -149,6 +149,25 @@ class Control:
             **kwargs,
         )  # fmt: skip
 
+    def revoke_by_stamped_headers(
+        self,
+        headers: dict[str, Any],
+        destination: Sequence[str] | None = None,
+        terminate: bool = False,
+        signal: str | None = TERM_SIGNAME,
+        **kwargs: Any,
+    ) -> Replies | None:
+        """Tell every worker not to run tasks carrying any of these stamp values
+        (``{"name": value or [values]}``), and with ``terminate`` to stop running ones.
+
+        Workers keep the flags in memory: a worker started later does not know them.
+        """
+        return self.broadcast(
+            "revoke_by_stamped_headers", destination=destination,
+            arguments={"headers": headers, "terminate": terminate, "signal": signal},
+            **kwargs,
+        )  # fmt: skip
+
     def terminate(
         self,
         task_id: str | Iterable[str],

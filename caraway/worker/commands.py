@@ -30,6 +30,7 @@ from caraway.worker.autoscale import resize
 from caraway.worker.consumer import FETCH_TIMEOUT, Consumer
 from caraway.worker.job import Job
 from caraway.worker.ratelimit import parse_rate
+from caraway.worker.state import matching_stamp
 
 if TYPE_CHECKING:
     from caraway.worker.worker import Worker
@@ -409,6 +410,28 @@ def terminate(worker: Worker, signal: Any = None, task_id: Any = None, **kwargs:
     if _signum(signal or "SIGTERM") is None:
         return error(f"unknown signal {signal!r}: use a name such as SIGTERM or SIGKILL")
     return revoke(worker, task_id, terminate=True, signal=signal)
+
+
+@command("control", args=(("headers", str),), variadic=True)
+def revoke_by_stamped_headers(worker: Worker, headers: Any = None, terminate: bool = False,
+                              signal: Any = None, **kwargs: Any) -> Any:  # fmt: skip
+    """Revoke tasks by stamp: key=value [key=value ...] (with terminate, stop running ones)."""
+    if isinstance(headers, list | tuple):  # the command line's words: name=value
+        headers = dict(str(word).partition("=")[::2] for word in headers)
+    if not isinstance(headers, dict) or not headers:
+        return error("no stamped headers given")
+    worker.state.revoke_stamps(headers)
+    if not terminate:
+        return ok(f"headers {headers} flagged as revoked, but not terminated")
+    signum = _signum(signal or "SIGTERM")
+    stopped: dict[str, list[Any]] = {}
+    for job in list(worker.state.active.values()):
+        match = matching_stamp(job.request.stamps, headers)
+        if match and worker.monitor and worker.monitor.terminate(job.id, signum):
+            stopped.setdefault(match[0], []).append(match[1])
+    if not stopped:
+        return ok(f"headers {headers} were not terminated")
+    return ok(f"headers {stopped} revoked")
 
 
 @command("control", args=(("task_name", str), ("rate_limit", str)))

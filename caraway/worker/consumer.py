@@ -285,7 +285,7 @@ class Consumer:
         signals.task_received.send(sender=self, request=job.request)
         if self.metrics is not None:
             self.metrics.received(job)
-        if self.state.is_revoked(job.id):
+        if self.state.is_revoked(job.id, job.request.stamps):
             self._revoke(job, "revoked")
             self._done(job)
             return
@@ -530,7 +530,7 @@ class Consumer:
             with self._slots:
                 self._dropped += 1
             return False
-        if self.state.is_revoked(job.id):
+        if self.state.is_revoked(job.id, job.request.stamps):
             self._revoke(job, "revoked")
             return False
         if self.deduplicate and job.acks_late and job.delivery.redelivered and self._succeeded(job):

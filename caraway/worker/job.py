@@ -45,6 +45,9 @@ class Job:
         # aside, instead of failing later in the pool where it would be redelivered.
         self.time_limit = None if hard is None else float(hard)
         self.soft_time_limit = None if soft is None else float(soft)
+        # As Celery's worker reads them: the stamps named in ``stamped_headers``, none missing.
+        stamped = list(call.headers.get("stamped_headers") or ())
+        stamps = call.headers.get("stamps") or {}
         self.request = Context(
             id=call.id, task=call.name, args=call.args, kwargs=call.kwargs,
             retries=call.retries, is_eager=False, called_directly=False,
@@ -57,7 +60,7 @@ class Job:
             timelimit=(self.time_limit, self.soft_time_limit), reply_to=call.reply_to,
             time_limit=self.time_limit, soft_time_limit=self.soft_time_limit,
             origin=call.origin, shadow=call.shadow, ignore_result=call.ignore_result,
-            stamps=call.headers.get("stamps"), stamped_headers=call.headers.get("stamped_headers"),
+            stamped_headers=stamped, stamps={name: stamps.get(name) for name in stamped},
             replaced_task_nesting=call.headers.get("replaced_task_nesting") or 0,
             acks_late=self.acks_late,
             delivery_info={

@@ -12,10 +12,16 @@ from typing import Any
 #: Revoked ids kept in memory (oldest forgotten first), as Celery's REVOKES_MAX.
 REVOKES_MAX = 50_000
 
+#: Stamp values flagged by ``revoke_by_stamped_headers`` (stamp name -> values). One map per
+#: process, as in Celery, where code clears it with ``worker.state.revoked_stamps.clear()``;
+#: every worker of the process honours it. Kept in memory only, like Celery's.
+revoked_stamps: dict[str, list[Any]] = {}
+
 
 class WorkerState:
     def __init__(self) -> None:
         self.revoked: OrderedDict[str, bool] = OrderedDict()
+        self.revoked_stamps = revoked_stamps
         self.active: dict[str, Any] = {}
         self.processed: Counter[str] = Counter()
         self.lock = threading.Lock()
@@ -26,8 +32,19 @@ class WorkerState:
             while len(self.revoked) > REVOKES_MAX:
                 self.revoked.popitem(last=False)
 
-    def is_revoked(self, task_id: str) -> bool:
-        return task_id in self.revoked
+    def is_revoked(self, task_id: str, stamps: dict[str, Any] | None = None) -> bool:
+        return task_id in self.revoked or self.revoking_stamp(stamps) is not None
+
+    def revoke_stamps(self, headers: dict[str, Any]) -> None:
+        """Flag these stamp values: a task carrying any of them is not run."""
+        with self.lock:
+            for name, values in headers.items():
+                known = self.revoked_stamps.setdefault(name, [])
+                known.extend(v for v in _values(values) if v not in known)
+
+    def revoking_stamp(self, stamps: dict[str, Any] | None) -> tuple[str, Any] | None:
+        """The first of ``stamps`` flagged as revoked, as (name, value); None if none is."""
+        return matching_stamp(stamps, self.revoked_stamps)
 
     def task_done(self, name: str) -> None:
         with self.lock:
@@ -61,3 +78,23 @@ class WorkerState:
     @property
     def total_processed(self) -> int:
         return sum(self.processed.values())
+
+
+def _values(value: Any) -> list[Any]:
+    """A stamp holds one value or a list of them."""
+    return list(value) if isinstance(value, list | tuple | set) else [value]
+
+
+def matching_stamp(
+    stamps: dict[str, Any] | None, flagged: dict[str, Any]
+) -> tuple[str, Any] | None:
+    """The first stamp (name, value) among ``flagged``'s values; a list stamp matches by
+    any of its values, as in Celery."""
+    for name, value in (stamps or {}).items():
+        if name not in flagged:
+            continue
+        wanted = _values(flagged[name])
+        for one in _values(value):
+            if one is not None and one in wanted:
+                return name, one
+    return None

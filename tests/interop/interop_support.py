@@ -2,8 +2,9 @@
 
 The tasks live in one template written twice into a temporary folder, once importing
 ``celery`` and once ``caraway``, so both sides register the same names (``interop.add``,
-``interop.fail``, ``interop.echo``, ``interop.slow``, ``interop.slow_late``). The custom
-exception lives in a third module both import, so either side can rebuild it by name.
+``interop.fail``, ``interop.echo``, ``interop.stamps``, ``interop.slow``,
+``interop.slow_late``). The custom exception lives in a third module both import, so either
+side can rebuild it by name.
 
 Every worker is a subprocess with its output in a log file; waits are bounded, workers are
 killed at teardown, and a failing test prints the logs.
@@ -90,6 +91,13 @@ def build(broker, backend, transport=None, result_transport=None, markers=None):
         if tag:
             mark("echo", tag, json.dumps(value))
         return {{"value": value, "by": LIB}}
+
+    @app.task(name="interop.stamps", shared=False, bind=True)
+    def stamps(self, value=None):
+        names = sorted(self.request.stamped_headers or [])
+        found = self.request.stamps or {{}}
+        return {{"value": value, "names": names, "stamps": {{n: found.get(n) for n in names}},
+                "by": LIB}}
 
     @app.task(name="interop.slow", shared=False)
     def slow(n, seconds, tag):

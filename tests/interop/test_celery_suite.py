@@ -18,7 +18,8 @@ from services import require
 
 ROOT = Path(__file__).resolve().parents[2]
 #: What runs: nodes of ``t/integration`` and a ``-k`` expression (Celery's tests, chosen for
-#: speed and for the behaviour they pin: calling, retries, request fields, chains, chords).
+#: speed and for the behaviour they pin: calling, retries, request fields, chains, chords,
+#: stamps).
 SELECTION = (
     "test_tasks.py::test_tasks",
     "test_tasks.py::test_apply_tasks",
@@ -26,6 +27,7 @@ SELECTION = (
     "test_canvas.py::test_link_error",
     "test_canvas.py::test_chain",
     "test_canvas.py::test_chord",
+    "test_canvas.py::test_stamping_mechanism",
 )
 #: The tests of the selection that run (``-k``): each pins a behaviour fixed to match Celery.
 NAMES = (
@@ -56,10 +58,17 @@ NAMES = (
     "test_mutable_errback_with_stored_arguments",
     "test_error_propagates_to_chord_from_simple",
     "test_immutable_errback_called_by_chord_from_chain",
+    "test_stamp_value_type_defined_by_visitor",
+    "test_properties_not_affected_from_stamping",
+    "test_task_received_has_access_to_stamps",
+    "test_err_linking_stamped_sig",
+    "test_stamps_remain_on_task_retry",
+    "test_stamp_canvas_with_dictionary_link_error",
+    "test_revoke_by_stamped_headers_no_match",
 )
 KEYWORDS = " or ".join(NAMES)
 #: Fewest tests that must pass per file (raise these as caraway gets better).
-RATCHET = {"test_tasks.py": 15, "test_canvas.py": 17}
+RATCHET = {"test_tasks.py": 16, "test_canvas.py": 23}
 
 
 @pytest.mark.timeout(400)
