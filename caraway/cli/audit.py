@@ -320,10 +320,7 @@ METHODS: tuple[Flag, ...] = (
     works("inspect report", test=_AUDIT + "test_remote_methods_from_the_command_line"),
     works("inspect reserved", test=_INSPECT + "test_reserved_scheduled_query_task_and_revoked"),
     works("control revoke", test=_AUDIT + "test_worker_flags_seen_by_monitors"),
-    refused("control revoke_by_stamped_headers", reason=(
-        "caraway has no task stamping yet, so there are no stamped headers to match; revoke "
-        "by task id (caraway revoke ID ...)"
-    )),
+    works("control revoke_by_stamped_headers", test="tests/worker/test_worker_stamps.py::test_the_command_line_revokes_by_stamp"),
     works("inspect revoked", test=_INSPECT + "test_reserved_scheduled_query_task_and_revoked"),
     works("inspect scheduled", test=_INSPECT + "test_reserved_scheduled_query_task_and_revoked"),
     works("control shutdown", test=_CONTROL + "test_a_revoked_id_reaches_a_worker_started_later_and_shutdown_stops_it"),
