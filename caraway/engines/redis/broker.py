@@ -56,6 +56,7 @@ from caraway.engines.redis.exchanges import (
     bound_queues,
     fanout_channel,
 )
+from caraway.engines.redis.shared import SharedLane
 from caraway.exceptions import OperationalError, SerializationError
 from caraway.protocol import Message
 from caraway.utils.ids import new_id
@@ -250,6 +251,8 @@ class RedisBroker(Broker):
         self._release_mutex = self.client.register_script(RELEASE_MUTEX)
         self._revocations = self.client.register_script(REVOCATIONS)
         self._lane = Lane(self.client, on_lost=self._unconfirmed_acks)
+        # Publishes from every thread share one connection and its round trips.
+        self._publisher = SharedLane(self.client)
         # Settlements that found Redis away: (when, tags, how to send it again), oldest first.
         self._kept: collections.deque[tuple[float, tuple[Any, ...], Callable[[], object]]]
         self._kept = collections.deque()
@@ -381,7 +384,9 @@ class RedisBroker(Broker):
         """LPUSH the envelopes, after the bindings of queues new to this process: one round
         trip, one LPUSH per run of messages bound for the same list (order kept: LPUSH
         puts its values at the head in turn, and consumers pop the tail). Messages for a
-        direct or topic exchange first read its binding table (one more round trip)."""
+        direct or topic exchange first read its binding table (one more round trip).
+        Threads publishing at once share the round trip (``SharedLane``); each returns once
+        Redis answered its own commands."""
         if not batch:
             return
         exchanges = _routed_exchanges(batch)
@@ -394,7 +399,7 @@ class RedisBroker(Broker):
                 tables = dict(zip(exchanges, pipe.execute(), strict=True))
         fresh, commands = self._publish_commands(batch, tables)
         with translated(self.target, "to publish"):
-            self._lane.call(*commands)
+            self._publisher.call(*commands)
         self._declared.update(fresh)
 
     async def publish_async(self, batch: Sequence[Outgoing]) -> None:
@@ -925,6 +930,7 @@ class RedisBroker(Broker):
             with contextlib.suppress(redis.RedisError):  # else it expires with the lease
                 self.client.delete(self._receipt)
         self._lane.close()
+        self._publisher.close()
         self.client.close()
 
 

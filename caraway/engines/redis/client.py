@@ -538,7 +538,7 @@ def _call(
     while True:
         try:
             conn.send_packed_command(packed)  # type: ignore[no-untyped-call]
-            return _replies(conn, len(commands))
+            return read_replies(conn, len(commands))
         except CONNECTION_ERRORS:
             conn.disconnect()  # type: ignore[no-untyped-call]
             dropped()
@@ -548,7 +548,8 @@ def _call(
             time.sleep(min(RETRY_CAP, RETRY_BASE * 2**failures))
 
 
-def _replies(conn: AbstractConnection, count: int) -> list[Any]:
+def read_replies(conn: AbstractConnection, count: int) -> list[Any]:
+    """The next ``count`` replies; the first error reply raised once all are read."""
     replies: list[Any] = []
     error: redis.ResponseError | None = None
     for _ in range(count):
