@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import threading
 import uuid
 from collections import Counter
@@ -245,3 +246,49 @@ def test_redis_killed_under_waiting_producers_reaches_each_as_unreachable(
 def _blpop_ignoring_errors(lane: SharedLane, key: str) -> None:
     with contextlib.suppress(redis.RedisError):  # its own error is not what is tested
         lane.call(("BLPOP", key, 30))
+
+
+class _Interrupted(Exception):
+    """Raised inside a waiting producer thread, as a signal handler's exception would be."""
+
+
+def test_a_caller_interrupted_when_handed_the_lead_passes_it_on_unsent(
+    server: PrivateRedis,
+) -> None:
+    client = redis.Redis(port=server.port)
+    lane = SharedLane(client)
+    gate, key = f"gate-{uuid.uuid4().hex}", f"list-{uuid.uuid4().hex}"
+    outcomes: dict[str, Any] = {}
+
+    def push(name: str) -> None:
+        try:
+            outcomes[name] = lane.call(("RPUSH", key, name))
+        except _Interrupted as exc:
+            outcomes[name] = exc
+
+    try:
+        held = _hold_the_connection(lane, gate)
+        first = threading.Thread(target=push, args=("first",), daemon=True)
+        first.start()
+        poll(lambda: len(lane._queue) == 1, JOIN_WAIT, "the first caller to queue")
+        second = threading.Thread(target=push, args=("second",), daemon=True)
+        second.start()
+        poll(lambda: len(lane._queue) == 2, JOIN_WAIT, "the second caller to queue")
+        # Delivered when the first caller's wait returns: the moment it is handed the lead.
+        assert first.ident is not None
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(first.ident), ctypes.py_object(_Interrupted)
+        )
+        client.rpush(gate, "open")
+        for thread in (held, first, second):
+            thread.join(JOIN_WAIT)
+        assert not any(thread.is_alive() for thread in (held, first, second))
+
+        assert isinstance(outcomes["first"], _Interrupted)
+        assert outcomes["second"] == [1]
+        assert client.lrange(key, 0, -1) == [b"second"]  # the interrupted call never went out
+        assert lane.call(("LLEN", key)) == [1]  # and nobody waits for a lead that is gone
+    finally:
+        client.delete(gate, key)
+        lane.close()
+        client.close()

@@ -91,7 +91,11 @@ class SharedLane:
             else:
                 self._leading = True
         if follow:
-            self._wait(call)
+            try:
+                self._wait(call)
+            except BaseException:  # a timeout, or an interrupt while waiting
+                self._abandon(call)
+                raise
         if call.replies is None and call.error is None:
             self._lead()
         if call.error is not None:
@@ -114,6 +118,23 @@ class SharedLane:
         raise redis.TimeoutError(
             f"no reply from Redis within {self.wait:.0f} s for a shared publish (it {reason})"
         )
+
+    def _abandon(self, call: _Call) -> None:
+        """The caller stops waiting: its call is withdrawn if still unsent, and a lead it was
+        handed goes on to the next caller (else everyone after would wait for nobody)."""
+        with self._mutex:
+            if call in self._queue:
+                self._queue.remove(call)
+            if not call.lead:
+                return
+            call.lead = False
+            following = self._queue[0] if self._queue else None
+            if following is None:
+                self._leading = False
+            else:
+                following.lead = True
+        if following is not None:
+            following.done.release()
 
     def _lead(self) -> None:
         """Write everything queued in one go, answer every caller, pass the lead on."""
