@@ -49,6 +49,7 @@ from caraway.engines.redis.client import (
     parse_url,
     ssl_options,
     translated,
+    translation,
 )
 from caraway.engines.redis.exchanges import (
     BroadcastRelay,
@@ -387,6 +388,15 @@ class RedisBroker(Broker):
         direct or topic exchange first read its binding table (one more round trip).
         Threads publishing at once share the round trip (``SharedLane``); each returns once
         Redis answered its own commands."""
+        if len(batch) == 1:  # a delay(): one LPUSH on a known queue, when nothing else is due
+            item = batch[0]
+            if not item.exchange and item.declaration is None and item.queue in self._declared:
+                key = self.prefix + self.list_name(item.queue, item.priority)
+                try:
+                    self._publisher.call(("LPUSH", key, self._encoded(item)))
+                except redis.RedisError as exc:
+                    raise translation(self.target, "to publish", exc) from exc
+                return
         if not batch:
             return
         exchanges = _routed_exchanges(batch)

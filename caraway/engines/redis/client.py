@@ -367,10 +367,15 @@ def translated(target: RedisTarget, doing: str) -> Iterator[None]:
     ``Unreachable`` when the server could not be reached."""
     try:
         yield
-    except CONNECTION_ERRORS as exc:
-        raise Unreachable(f"Redis at {target.masked} failed {doing}: {exc}") from exc
     except redis.RedisError as exc:
-        raise OperationalError(f"Redis at {target.masked} failed {doing}: {exc}") from exc
+        raise translation(target, doing, exc) from exc
+
+
+def translation(target: RedisTarget, doing: str, exc: redis.RedisError) -> OperationalError:
+    """``translated``'s error for ``exc``, for a hot path that cannot afford a context
+    manager (raise it ``from exc``)."""
+    kind = Unreachable if isinstance(exc, CONNECTION_ERRORS) else OperationalError
+    return kind(f"Redis at {target.masked} failed {doing}: {exc}")
 
 
 class Lane:
