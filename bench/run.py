@@ -5,7 +5,9 @@
 Cases (the database ``--db`` is flushed with FLUSHDB before each one; no other db is touched):
 
 * enqueue: one producer, N ``delay()`` of a no-op task, each confirmed by Redis (an LPUSH
-  round trip) before it returns; and caraway's bulk form, ``send_batch(app, signatures)``.
+  round trip) before it returns; the same from 16 threads of one process (a web server's
+  shape: each call still confirmed before it returns); and caraway's bulk form,
+  ``send_batch(app, signatures)``.
 * drain: N queued no-op tasks (results off), then workers started; each case is timed from
   the moment the messages appear in the queue the workers poll (an atomic RENAME, after
   the workers reported ready) until every task has run. One worker process, then two.
@@ -30,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +43,10 @@ QUEUE = "bench"
 HOLD = "bench.hold"
 DONE_KEY = "bench:done"
 READY_KEY = "bench:ready"
+#: Lines printed under the table: figures that explain a row (CPU per call, say).
+NOTES: list[str] = []
+#: Producer threads in one process for the many-producers case (a web server's workers).
+PRODUCER_THREADS = 16
 BIN = Path(sys.executable).parent
 
 TASKS_SOURCE = '''
@@ -280,7 +287,12 @@ def case_enqueue(setup: Setup, client: Any, lib: str, mode: str, n: int) -> floa
     queued = client.llen(QUEUE)
     if queued != out["sent"]:
         raise RuntimeError(f"{lib} {mode}: {queued} queued, {out['sent']} sent")
-    return n / float(out["seconds"])
+    if "cpu_seconds" in out:
+        NOTES.append(
+            f"{lib}: {out['cpu_seconds'] / out['done'] * 1e6:.0f} µs of producer-process CPU"
+            f" per confirmed delay() ({mode})"
+        )
+    return float(out.get("done", n)) / float(out["seconds"])
 
 
 def case_bare_lpush(client: Any, n: int) -> float:
@@ -292,6 +304,29 @@ def case_bare_lpush(client: Any, n: int) -> float:
     for _ in range(n):
         client.lpush(QUEUE, payload)
     return n / (time.perf_counter() - started)
+
+
+def case_bare_lpush_threads(client: Any, n: int, threads: int = PRODUCER_THREADS) -> float:
+    """The bare loop from ``threads`` threads sharing one redis-py client (its pool gives
+    each thread a connection): what plain redis-py does in the many-producers shape."""
+    client.flushdb()
+    payload = b"x" * 900
+    per_thread = max(1, n // threads)
+    start = threading.Barrier(threads + 1)
+
+    def produce() -> None:
+        start.wait()
+        for _ in range(per_thread):
+            client.lpush(QUEUE, payload)
+
+    workers = [threading.Thread(target=produce) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    start.wait()
+    started = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    return per_thread * threads / (time.perf_counter() - started)
 
 
 def stage(setup: Setup, client: Any, n: int, task: str = "noop") -> None:
@@ -385,6 +420,8 @@ def child_enqueue(
         for _ in range(50):
             noop.delay()
         sent += 50
+    if mode == "threads":
+        return child_enqueue_threads(noop, n, sent)
     started = time.perf_counter()
     if mode == "bulk":
         from caraway.calling import send_batch
@@ -395,6 +432,37 @@ def child_enqueue(
             noop.delay()
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "sent": sent + n}
+
+
+def child_enqueue_threads(noop: Any, n: int, sent: int) -> dict[str, float]:
+    """``PRODUCER_THREADS`` threads, each making its share of the ``n`` confirmed
+    ``delay()`` calls; the clock runs from their common start until the last returned."""
+    per_thread = max(1, n // PRODUCER_THREADS)
+    start = threading.Barrier(PRODUCER_THREADS + 1)
+    failures: list[BaseException] = []
+
+    def produce() -> None:
+        noop.delay()  # this thread's first call (a connection, for Celery) off the clock
+        start.wait()
+        try:
+            for _ in range(per_thread):
+                noop.delay()
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=produce) for _ in range(PRODUCER_THREADS)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    started, cpu = time.perf_counter(), time.process_time()
+    for thread in threads:
+        thread.join()
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    if failures:
+        raise failures[0]
+    done = per_thread * PRODUCER_THREADS
+    return {"seconds": seconds, "sent": sent + PRODUCER_THREADS + done, "done": done,
+            "cpu_seconds": cpu}  # fmt: skip
 
 
 def child_canvas(module: Any, lib: str, case: str, n: int) -> dict[str, float]:
@@ -476,6 +544,15 @@ def targets(results: dict[str, Row]) -> list[tuple[str, bool]]:
     return [
         ("drain per process >= 20x Celery's", ratio("drain1") >= 20),
         ("sequential delay() >= 5x Celery's", ratio("delay") >= 5),
+        (
+            "one-thread delay() >= 90% of the bare LPUSH loop",
+            results["delay"].caraway >= 0.9 * results["bare"].caraway,
+        ),
+        (
+            f"delay() from {PRODUCER_THREADS} threads >= 30,000/s",
+            results["threads"].caraway >= 30_000,
+        ),
+        (f"delay() from {PRODUCER_THREADS} threads >= 5x Celery's", ratio("threads") >= 5),
         ("bulk publish >= 50,000/s", results["bulk"].caraway >= 50_000),
         ("round trip p50 < 1 ms", results["p50"].caraway < 1.0),
         ("round trip p99 < 3 ms", results["p99"].caraway < 3.0),
@@ -535,6 +612,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         client.close()
     print(table(list(rows.values())))
     print()
+    for note in NOTES:
+        print(f"note: {note}")
     for label, met in targets(rows):
         print(f"{'met    ' if met else 'NOT met'}  {label}")
     shutil.rmtree(folder, ignore_errors=True)
@@ -551,6 +630,9 @@ def measure(setup: Setup, client: Any, n: int, trips: int, logs: Path) -> dict[s
     step("enqueue")
     bare = case_bare_lpush(client, n)
     delay = both(lambda lib: case_enqueue(setup, client, lib, "delay", n))
+    step(f"enqueue from {PRODUCER_THREADS} threads")
+    bare_threads = case_bare_lpush_threads(client, n)
+    threads = both(lambda lib: case_enqueue(setup, client, lib, "threads", n))
     bulk = case_enqueue(setup, client, "caraway", "bulk", n)
     step("drain, one process")
     drain1 = both(lambda lib: case_drain(setup, client, lib, n, 1, logs))
@@ -568,6 +650,20 @@ def measure(setup: Setup, client: Any, n: int, trips: int, logs: Path) -> dict[s
     return {
         "bare": Row("baseline: bare redis-py LPUSH round trips", bare, None, "/s", True),
         "delay": Row("enqueue: delay()", delay[0], delay[1], "/s", True),
+        "bare_threads": Row(
+            f"baseline: bare redis-py LPUSH from {PRODUCER_THREADS} threads",
+            bare_threads,
+            None,
+            "/s",
+            True,
+        ),
+        "threads": Row(
+            f"enqueue: delay() from {PRODUCER_THREADS} threads, each confirmed",
+            threads[0],
+            threads[1],
+            "/s",
+            True,
+        ),
         "bulk": Row("enqueue: caraway send_batch vs Celery delay()", bulk, delay[1], "/s", True),
         "drain1": Row("drain: 1 worker process", drain1[0][0], drain1[1][0], "/s", True),
         "drain2": Row("drain: 2 worker processes", drain2[0][0], drain2[1][0], "/s", True),

@@ -30,8 +30,9 @@ def test_the_benchmark_prints_its_table() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert lines[1].split("|")[0].strip() == "case"
-    for label in ("enqueue: delay()", "drain: 1 worker process", "round trip delay().get() p99",
+    for label in ("enqueue: delay()", "enqueue: delay() from 16 threads",
+                  "drain: 1 worker process", "round trip delay().get() p99",
                   "worker peak RSS", "group of 100: dispatch time",
                   "chord of 100: until the body ran"):  # fmt: skip
         assert any(line.startswith(label) for line in lines), done.stdout
-    assert sum(line.startswith(("met", "NOT met")) for line in lines) == 8
+    assert sum(line.startswith(("met", "NOT met")) for line in lines) == 11

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import uuid
 from typing import Any
 
@@ -20,6 +22,35 @@ def test_new_ids_are_random_version_4_uuids_in_canonical_form() -> None:
         assert parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
     assert len(set(ids)) == len(ids)
+
+
+def test_a_forked_child_and_its_parent_draw_different_ids() -> None:
+    new_id()  # the parent's buffer holds unread random bytes now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, to the parent, then out without cleanup
+        os.write(write, new_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        child = pipe.read()
+    assert uuid.UUID(child).version == 4
+    assert child != new_id()
+
+
+def test_threads_draw_different_ids() -> None:
+    drawn: list[list[str]] = [[] for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda out=out: out.extend(new_id() for _ in range(500)))
+        for out in drawn
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    every = [text for out in drawn for text in out]
+    assert len(every) == len(set(every)) == 2000
 
 
 @pytest.mark.parametrize(

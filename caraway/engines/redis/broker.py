@@ -50,6 +50,7 @@ from caraway.engines.redis.client import (
     parse_url,
     ssl_options,
     translated,
+    translation,
 )
 from caraway.engines.redis.exchanges import (
     BroadcastRelay,
@@ -57,6 +58,7 @@ from caraway.engines.redis.exchanges import (
     bound_queues,
     fanout_channel,
 )
+from caraway.engines.redis.shared import SharedLane
 from caraway.exceptions import OperationalError, SerializationError
 from caraway.protocol import Message
 from caraway.utils.ids import new_id
@@ -249,6 +251,8 @@ class RedisBroker(Broker):
         self._release_mutex = self.client.register_script(RELEASE_MUTEX)
         self._revocations = self.client.register_script(REVOCATIONS)
         self._lane = self.new_lane()
+        # Publishes from every thread share one connection and its round trips.
+        self._publisher = self.new_publisher()
         # Settlements that found Redis away: (when, tags, how to send it again), oldest first.
         self._kept: collections.deque[tuple[float, tuple[Any, ...], Callable[[], object]]]
         self._kept = collections.deque()
@@ -283,6 +287,11 @@ class RedisBroker(Broker):
 
     def new_lane(self) -> Lane:
         return Lane(self.client, on_lost=self._unconfirmed_acks)
+
+    def new_publisher(self) -> SharedLane | Lane:
+        """What ``publish`` writes on: one connection whose round trips concurrent
+        publishers share."""
+        return SharedLane(self.client)
 
     # --- names -------------------------------------------------------------------------
 
@@ -394,7 +403,18 @@ class RedisBroker(Broker):
         """LPUSH the envelopes, after the bindings of queues new to this process: one round
         trip, one LPUSH per run of messages bound for the same list (order kept: LPUSH
         puts its values at the head in turn, and consumers pop the tail). Messages for a
-        direct or topic exchange first read its binding table (one more round trip)."""
+        direct or topic exchange first read its binding table (one more round trip).
+        Threads publishing at once share the round trip (``SharedLane``); each returns once
+        Redis answered its own commands."""
+        if len(batch) == 1:  # a delay(): one LPUSH on a known queue, when nothing else is due
+            item = batch[0]
+            if not item.exchange and item.declaration is None and item.queue in self._declared:
+                key = self.prefix + self.list_name(item.queue, item.priority)
+                try:
+                    self._publisher.call(("LPUSH", key, self._encoded(item)))
+                except redis.RedisError as exc:
+                    raise translation(self.target, "to publish", exc) from exc
+                return
         if not batch:
             return
         exchanges = _routed_exchanges(batch)
@@ -407,7 +427,7 @@ class RedisBroker(Broker):
                 tables = dict(zip(exchanges, pipe.execute(), strict=True))
         fresh, commands = self._publish_commands(batch, tables)
         with translated(self.target, "to publish"):
-            self._lane.call(*commands)
+            self._publisher.call(*commands)
         self._declared.update(fresh)
 
     async def publish_async(self, batch: Sequence[Outgoing]) -> None:
@@ -957,6 +977,7 @@ class RedisBroker(Broker):
             with contextlib.suppress(redis.RedisError):  # else it expires with the lease
                 self.client.delete(self._receipt)
         self._lane.close()
+        self._publisher.close()
         self.client.close()
 
 

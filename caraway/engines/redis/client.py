@@ -373,10 +373,15 @@ def translated(target: RedisTarget, doing: str) -> Iterator[None]:
     ``Unreachable`` when the server could not be reached."""
     try:
         yield
-    except CONNECTION_ERRORS as exc:
-        raise Unreachable(f"Redis at {target.masked} failed {doing}: {exc}") from exc
     except redis.RedisError as exc:
-        raise OperationalError(f"Redis at {target.masked} failed {doing}: {exc}") from exc
+        raise translation(target, doing, exc) from exc
+
+
+def translation(target: RedisTarget, doing: str, exc: redis.RedisError) -> OperationalError:
+    """``translated``'s error for ``exc``, for a hot path that cannot afford a context
+    manager (raise it ``from exc``)."""
+    kind = Unreachable if isinstance(exc, CONNECTION_ERRORS) else OperationalError
+    return kind(f"Redis at {target.masked} failed {doing}: {exc}")
 
 
 class Lane:
@@ -544,7 +549,7 @@ def _call(
     while True:
         try:
             conn.send_packed_command(packed)  # type: ignore[no-untyped-call]
-            return _replies(conn, len(commands))
+            return read_replies(conn, len(commands))
         except CONNECTION_ERRORS:
             conn.disconnect()  # type: ignore[no-untyped-call]
             dropped()
@@ -554,7 +559,8 @@ def _call(
             time.sleep(min(RETRY_CAP, RETRY_BASE * 2**failures))
 
 
-def _replies(conn: AbstractConnection, count: int) -> list[Any]:
+def read_replies(conn: AbstractConnection, count: int) -> list[Any]:
+    """The next ``count`` replies; the first error reply raised once all are read."""
     replies: list[Any] = []
     error: redis.ResponseError | None = None
     for _ in range(count):

@@ -67,6 +67,10 @@ class RedisClusterBroker(RedisBroker):
     def new_lane(self) -> Lane:
         return ClusterLane(self.client)
 
+    def new_publisher(self) -> Lane:
+        """No one connection reaches every slot: publishes go through the cluster client."""
+        return ClusterLane(self.client)
+
     def uses_tls(self) -> bool:
         return self.target.ssl
 
