@@ -139,6 +139,9 @@ class group(Composite):
             sig.options.update(group_id=gid, group_index=index)
             prepared.append(sig)
         results = send_batch(self.app, prepared)
+        if len(results) == 1 and isinstance(results[0], GroupResult):
+            # group(a | group(b, c)): the one member's group results are the group's (Celery).
+            return results[0]
         return GroupResult(gid, results, app=self.app)
 
     def apply(

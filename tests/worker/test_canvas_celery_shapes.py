@@ -1,0 +1,72 @@
+"""Canvas shapes Celery's own integration suite checks, on a real worker with Redis broker
+and results (the backend with Celery's native chord join)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import pytest
+from services import require
+from worker_support import WAIT, ThreadedWorker
+
+from caraway import Celery, chain, group
+from caraway.result import GroupResult
+
+
+def _cleanup(host: str, port: int, prefix: str) -> None:
+    import redis
+
+    for db in (0, 1):
+        client = redis.Redis(host=host, port=port, db=db)
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def shapes() -> Iterator[SimpleNamespace]:
+    host, port = require("redis")
+    prefix = f"shapes-{uuid.uuid4().hex[:10]}:"
+    options = {"global_keyprefix": prefix}
+    app = Celery(
+        "shapes", broker=f"redis://{host}:{port}/0", backend=f"redis://{host}:{port}/1",
+        broker_transport_options=options, result_backend_transport_options=options,
+    )  # fmt: skip
+    ran = threading.Event()
+
+    @app.task(name="shapes.add")
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(name="shapes.tsum")
+    def tsum(values: list[int]) -> int:
+        return sum(values)
+
+    @app.task(name="shapes.mark")
+    def mark(value: int) -> int:
+        ran.set()
+        return value
+
+    worker = ThreadedWorker(app, pool="threads", concurrency=4).start()
+    try:
+        yield SimpleNamespace(app=app, add=add, tsum=tsum, mark=mark, ran=ran)
+    finally:
+        worker.stop()
+        _cleanup(host, port, prefix)
+        app.close()
+
+
+def test_a_group_of_one_chain_ending_in_a_group_gives_that_groups_results(
+    shapes: SimpleNamespace,
+) -> None:
+    add = shapes.add
+
+    result = group(add.s(1, 2) | group(add.s(1), add.s(2)))()
+
+    assert isinstance(result, GroupResult)
+    assert result.get(timeout=WAIT) == [4, 5]
+    assert chain(add.s(1, 2), group(add.s(1), add.s(2)))().get(timeout=WAIT) == [4, 5]
