@@ -7,12 +7,13 @@ import threading
 import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from services import require
 from worker_support import WAIT, ThreadedWorker
 
-from caraway import Celery, chain, group
+from caraway import Celery, chain, chord, group
 from caraway.result import GroupResult
 
 
@@ -70,3 +71,19 @@ def test_a_group_of_one_chain_ending_in_a_group_gives_that_groups_results(
     assert isinstance(result, GroupResult)
     assert result.get(timeout=WAIT) == [4, 5]
     assert chain(add.s(1, 2), group(add.s(1), add.s(2)))().get(timeout=WAIT) == [4, 5]
+
+
+def test_a_generator_chord_header_is_sent_as_it_is_read(shapes: SimpleNamespace) -> None:
+    mark, tsum = shapes.mark, shapes.tsum
+    seen_before_last: list[bool] = []
+
+    def header(size: int) -> Iterator[Any]:
+        for value in range(size):
+            if value == size - 1:  # the first task ran before the generator was read out
+                seen_before_last.append(shapes.ran.wait(WAIT))
+            yield mark.s(value)
+
+    shapes.ran.clear()
+    assert chord(header(4), tsum.s())().get(timeout=WAIT) == 6
+    assert seen_before_last == [True]
+    assert chord((mark.s(v) for v in range(0)), tsum.s())().get(timeout=WAIT) == 0
