@@ -169,9 +169,12 @@ class group(Composite):
 
 
 def flat_members(tasks: Iterable[Any], app: Caraway | None) -> Iterator[Signature]:
-    """Members with nested groups flattened in, read one at a time from ``tasks``."""
+    """Members with nested groups flattened in, read one at a time from ``tasks``; empty
+    chains are left out (they run nothing and give no result, as in Celery)."""
     for task in tasks:
         member = member_signature(task, app)
+        if isinstance(member, _chain) and not member.tasks:
+            continue
         if isinstance(member, group) and not isinstance(member, _chord):
             yield from flat_members(member.tasks, app)
         else:

@@ -87,3 +87,14 @@ def test_a_generator_chord_header_is_sent_as_it_is_read(shapes: SimpleNamespace)
     assert chord(header(4), tsum.s())().get(timeout=WAIT) == 6
     assert seen_before_last == [True]
     assert chord((mark.s(v) for v in range(0)), tsum.s())().get(timeout=WAIT) == 0
+
+
+def test_empty_chains_in_a_group_or_a_chord_header_are_left_out(shapes: SimpleNamespace) -> None:
+    add, tsum = shapes.add, shapes.tsum
+
+    result = group(chain(), add.s(1, 2), chain(), add.s(3, 4)).apply_async()
+
+    assert len(result.results) == 2
+    assert result.get(timeout=WAIT) == [3, 7]
+    assert chord([chain()], tsum.s())().get(timeout=WAIT) == 0
+    assert chord([chain(), add.s(1, 1), chain(), add.s(2, 2)], tsum.s())().get(timeout=WAIT) == 6
