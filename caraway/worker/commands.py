@@ -106,14 +106,20 @@ def request_info(worker: Worker, job: Job) -> dict[str, Any]:
         "time_start": monitor.time_start(job.id) if monitor else None,
         # Early acks happen as a task starts (late ones after it ends).
         "acknowledged": not job.acks_late and job.id in worker.state.active,
-        "delivery_info": dict(request.delivery_info or {}), "worker_pid": os.getpid(),
+        "delivery_info": dict(request.delivery_info or {}),
+        # A pid only once a process runs it, as Celery (None while reserved or scheduled).
+        "worker_pid": os.getpid() if job.id in worker.state.active else None,
     }  # fmt: skip
+
+
+#: The priority Celery's worker gives every ETA entry of its timer, which ``scheduled``
+#: shows; the message's own priority is in ``request.delivery_info``.
+ETA_TIMER_PRIORITY = 6
 
 
 def _scheduled_info(worker: Worker, when: float, job: Job) -> dict[str, Any]:
     eta = datetime.fromtimestamp(when).astimezone().isoformat()
-    return {"eta": eta, "priority": job.delivery.message.priority,
-            "request": request_info(worker, job)}  # fmt: skip
+    return {"eta": eta, "priority": ETA_TIMER_PRIORITY, "request": request_info(worker, job)}
 
 
 def _reserved_jobs(worker: Worker) -> list[Job]:
