@@ -7,6 +7,7 @@ backend are created on first use (first publish, first result read, or worker st
 from __future__ import annotations
 
 import importlib
+import platform
 import sys
 import threading
 import uuid
@@ -27,7 +28,7 @@ from typing import (
 from caraway import signals
 from caraway import task as task_module
 from caraway.builtins import register_builtins
-from caraway.config import Configuration, load_from_envvar
+from caraway.config import Configuration, _censor, load_from_envvar
 from caraway.connection import Connection, connection_for
 from caraway.current import (
     _all_apps,
@@ -52,6 +53,7 @@ from caraway.task import task_from_function
 from caraway.utils.clock import LamportClock
 from caraway.utils.imports import symbol_by_name
 from caraway.utils.time import timezone_for
+from caraway.version import __version__
 
 if TYPE_CHECKING:
     from caraway.control import Control
@@ -593,6 +595,20 @@ class Caraway:
     def timezone(self) -> tzinfo:
         """The zone of schedules (``timezone``/``enable_utc``), as Celery's ``app.timezone``."""
         return timezone_for(self.conf.timezone, bool(self.conf.enable_utc))
+
+    def bugreport(self) -> str:
+        """Versions, platform and settings, passwords masked: what a bug report needs
+        (Celery's ``app.bugreport()``). Reads the configuration only: connects to nothing."""
+        conf = self.conf
+        return (
+            f"software -> caraway:{__version__} py:{platform.python_version()}"
+            f" ({platform.python_implementation()})\n"
+            f"platform -> system:{platform.system()} arch:{platform.machine()}\n"
+            f"app -> {self.main or '__main__'}\n"
+            f"transport -> {_censor('broker_url', str(conf.broker_url or DEFAULT_BROKER_URL))}\n"
+            f"results -> {_censor('result_backend', str(conf.result_backend or 'disabled'))}\n"
+            f"\n{conf.humanize()}\n"
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.main or '__main__'} at {id(self):#x}>"
