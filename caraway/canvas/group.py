@@ -353,7 +353,9 @@ class _chord(Signature):
         if self.app.conf.task_always_eager:
             return self._apply_here(body, partial_args, kwargs)
         options = {**self.options, **options}
-        gid = str(task_id or options.pop("task_id", None) or _new_id())
+        gid = str(options.pop("task_id", None) or _new_id())
+        if task_id is not None:  # the chord's result is its body's: the id asked for is the body's
+            body.freeze(task_id)
         lazy = None
         if self._lazy is not None and join_mode(self.app.backend) == "native":
             # Only a native join can learn the size after the first parts ran.

@@ -98,3 +98,17 @@ def test_empty_chains_in_a_group_or_a_chord_header_are_left_out(shapes: SimpleNa
     assert result.get(timeout=WAIT) == [3, 7]
     assert chord([chain()], tsum.s())().get(timeout=WAIT) == 0
     assert chord([chain(), add.s(1, 1), chain(), add.s(2, 2)], tsum.s())().get(timeout=WAIT) == 6
+
+
+def test_a_chord_applied_with_a_task_id_gives_its_body_that_id(shapes: SimpleNamespace) -> None:
+    add, tsum = shapes.add, shapes.tsum
+    wanted, chained = str(uuid.uuid4()), str(uuid.uuid4())
+
+    result = chord([add.si(1, 1), add.si(2, 2)], tsum.s()).apply_async(task_id=wanted)
+    body_chain = chain(tsum.s(), group(add.s(1), add.s(2)), tsum.s())
+    chain_result = chord([add.si(1, 1)], body_chain).apply_async(task_id=chained)
+
+    assert result.id == wanted
+    assert result.get(timeout=WAIT) == 6
+    assert chain_result.id == chained
+    assert chain_result.get(timeout=WAIT) == 7  # 2, then 3 and 4
