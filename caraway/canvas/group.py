@@ -216,8 +216,8 @@ class _chord(Signature):
         elif isinstance(header, Signature):
             head = [header]
             first = header
-        else:
-            head = [member_signature(t, app) for t in header]
+        else:  # copies, as Celery: linking the chord's tasks leaves the caller's list alone
+            head = [member_signature(t, app).clone() for t in header]
             first = head[0] if head else None
         body_sig = maybe_signature(body, app) if body is not None else None
         super().__init__(
@@ -255,7 +255,7 @@ class _chord(Signature):
         """Read the rest of a generator header into the header list."""
         lazy, self._lazy = self._lazy, None
         if lazy is not None:
-            self["kwargs"]["header"].extend(member_signature(t, self._app) for t in lazy)
+            self["kwargs"]["header"].extend(member_signature(t, self._app).clone() for t in lazy)
 
     @property
     def header_group(self) -> group:

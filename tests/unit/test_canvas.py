@@ -369,3 +369,15 @@ def test_freezing_a_chain_gives_it_the_id_of_its_last_task(add: Task[Any, Any]) 
 def test_a_task_itself_is_a_workflow_member_without_arguments(add: Task[Any, Any]) -> None:
     assert group(add, add.s(1, 1)).tasks[0] == add.s()
     assert chord([add, add], add.s(1)).tasks == [add.s(), add.s()]
+
+
+def test_a_chord_copies_the_header_tasks_it_is_given(add: Task[Any, Any]) -> None:
+    header = (add.si(1, 1), add.si(2, 2))
+    errback = add.si(0, 0)
+
+    built = chord(header, add.s())
+    for task in built.tasks:
+        task.link_error(errback)
+
+    assert all(task.options["link_error"] == [errback] for task in built.tasks)
+    assert header == (add.si(1, 1), add.si(2, 2)), "the caller's signatures are untouched (Celery)"
