@@ -244,11 +244,15 @@ def fail_body(app: Caraway, body: Signature, exc: ChordError, gid: str | None) -
             continue
         request = Context(
             id=task_id, task=sig.task, group=sig.options.get("group_id") or gid,
+            group_index=sig.options.get("group_index"), chord=sig.options.get("chord"),
             parent_id=None, root_id=sig.options.get("root_id"), args=sig.args,
-            kwargs=sig.kwargs, errbacks=sig.options.get("link_error"), called_directly=False,
+            kwargs=sig.kwargs, errbacks=_as_list(sig.options.get("link_error")),
+            called_directly=False,
         )  # fmt: skip
         backend.mark_as_failure(task_id, exc, text, request)
         call_errbacks(app, request, exc, text)
+        if request.chord:  # this body is a member of an outer chord's header: that one fails too
+            on_part_return(app, request, states.FAILURE, exc)
 
 
 def _result_carriers(body: Signature, app: Caraway) -> list[Signature]:

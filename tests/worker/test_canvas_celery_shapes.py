@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 from services import require
-from worker_support import WAIT, ThreadedWorker
+from worker_support import WAIT, ThreadedWorker, wait_until
 
 from caraway import Celery, chain, chord, group
+from caraway.exceptions import ChordError
 from caraway.result import GroupResult
 
 
@@ -38,6 +39,8 @@ def shapes() -> Iterator[SimpleNamespace]:
         broker_transport_options=options, result_backend_transport_options=options,
     )  # fmt: skip
     ran = threading.Event()
+    lock = threading.Lock()
+    calls: list[str] = []
 
     @app.task(name="shapes.add")
     def add(x: int, y: int) -> int:
@@ -47,6 +50,16 @@ def shapes() -> Iterator[SimpleNamespace]:
     def tsum(values: list[int]) -> int:
         return sum(values)
 
+    @app.task(name="shapes.fail")
+    def fail(*args: Any) -> None:
+        raise ValueError("expected")
+
+    @app.task(name="shapes.record")
+    def record(label: str) -> str:
+        with lock:
+            calls.append(label)
+        return label
+
     @app.task(name="shapes.mark")
     def mark(value: int) -> int:
         ran.set()
@@ -54,7 +67,10 @@ def shapes() -> Iterator[SimpleNamespace]:
 
     worker = ThreadedWorker(app, pool="threads", concurrency=4).start()
     try:
-        yield SimpleNamespace(app=app, add=add, tsum=tsum, mark=mark, ran=ran)
+        yield SimpleNamespace(
+            app=app, add=add, tsum=tsum, mark=mark, ran=ran, fail=fail, record=record,
+            calls=calls,
+        )  # fmt: skip
     finally:
         worker.stop()
         _cleanup(host, port, prefix)
@@ -112,3 +128,35 @@ def test_a_chord_applied_with_a_task_id_gives_its_body_that_id(shapes: SimpleNam
     assert result.get(timeout=WAIT) == 6
     assert chain_result.id == chained
     assert chain_result.get(timeout=WAIT) == 7  # 2, then 3 and 4
+
+
+def test_a_failed_inner_chord_fails_the_outer_chord_and_runs_its_errback_once(
+    shapes: SimpleNamespace,
+) -> None:
+    add, fail, record, calls = shapes.add, shapes.fail, shapes.record, shapes.calls
+    calls.clear()
+    inner = chord([add.si(1, 1), fail.si()], add.si(2, 2))
+    outer = chord(group([add.si(3, 3), inner]), record.si("outer body"))
+    outer.link_error(record.si("outer errback"))
+
+    result = outer.delay()
+
+    with pytest.raises((ValueError, ChordError)):
+        result.get(timeout=WAIT)
+    wait_until(lambda: calls == ["outer errback"], what="the outer chord's errback")
+
+
+def test_an_errback_set_as_one_signature_on_a_group_body_runs_when_the_header_fails(
+    shapes: SimpleNamespace,
+) -> None:
+    add, fail, tsum, record, calls = (
+        shapes.add, shapes.fail, shapes.tsum, shapes.record, shapes.calls,
+    )  # fmt: skip
+    calls.clear()
+    first = tsum.s().set(link_error=record.si("own"))
+
+    result = chord([add.si(1, 1), fail.si()], group(first, tsum.s())).apply_async()
+
+    with pytest.raises((ValueError, ChordError)):
+        result.get(timeout=WAIT)
+    wait_until(lambda: calls == ["own"], what="the body member's errback")
