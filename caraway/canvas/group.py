@@ -330,7 +330,10 @@ class _chord(Signature):
         group_index: int | None = None,
     ) -> Any:
         if _id is not None:  # the id asked for is the body's: it carries the chord's result
-            self.body.options["task_id"] = _id
+            if isinstance(self.body, _chain):  # a chain's result is its last step's
+                self.body.freeze(_id)
+            else:
+                self.body.options["task_id"] = _id
         self._freeze_parts(self.app.thread_oid)
         return self.body.freeze(_id, group_id, chord, root_id, parent_id, group_index)
 

@@ -129,6 +129,11 @@ def test_a_chord_applied_with_a_task_id_gives_its_body_that_id(shapes: SimpleNam
     assert chain_result.id == chained
     assert chain_result.get(timeout=WAIT) == 7  # 2, then 3 and 4
 
+    frozen_id = str(uuid.uuid4())
+    frozen = chord([add.si(1, 1)], chain(tsum.s(), group(add.s(1), add.s(2)), tsum.s()))
+    assert frozen.freeze(frozen_id).id == frozen_id, "a chain body: its last step's id"
+    assert frozen.apply_async(task_id=frozen_id).get(timeout=WAIT) == 7
+
 
 def test_a_failed_inner_chord_fails_the_outer_chord_and_runs_its_errback_once(
     shapes: SimpleNamespace,
