@@ -165,3 +165,23 @@ def test_an_errback_set_as_one_signature_on_a_group_body_runs_when_the_header_fa
     with pytest.raises((ValueError, ChordError)):
         result.get(timeout=WAIT)
     wait_until(lambda: calls == ["own"], what="the body member's errback")
+
+
+def test_one_signature_repeated_in_a_nested_chord_header_counts_each_time(
+    shapes: SimpleNamespace,
+) -> None:
+    mark = shapes.mark
+    repeated = mark.si(4)
+    child = chord(
+        (
+            repeated,
+            chain((repeated,) * 3),
+            group((repeated,) * 3),
+            chord((repeated,) * 3, mark.si(9)),
+        ),
+        mark.s(),
+    )
+
+    assert group((child,)).delay().get(timeout=WAIT) == [[4, 4, 4, 4, 4, 9]]
+    nested = chord((group((repeated,) * 3),), mark.s())
+    assert group((nested,)).delay().get(timeout=WAIT) == [[4, 4, 4]]
