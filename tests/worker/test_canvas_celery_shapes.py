@@ -60,6 +60,10 @@ def shapes() -> Iterator[SimpleNamespace]:
             calls.append(label)
         return label
 
+    @app.task(name="shapes.starts_a_chain")
+    def starts_a_chain() -> Any:
+        return (add.s(1, 1) | add.s(2))()
+
     @app.task(name="shapes.mark")
     def mark(value: int) -> int:
         ran.set()
@@ -69,7 +73,7 @@ def shapes() -> Iterator[SimpleNamespace]:
     try:
         yield SimpleNamespace(
             app=app, add=add, tsum=tsum, mark=mark, ran=ran, fail=fail, record=record,
-            calls=calls,
+            calls=calls, starts_a_chain=starts_a_chain,
         )  # fmt: skip
     finally:
         worker.stop()
@@ -185,3 +189,15 @@ def test_one_signature_repeated_in_a_nested_chord_header_counts_each_time(
     assert group((child,)).delay().get(timeout=WAIT) == [[4, 4, 4, 4, 4, 9]]
     nested = chord((group((repeated,) * 3),), mark.s())
     assert group((nested,)).delay().get(timeout=WAIT) == [[4, 4, 4]]
+
+
+def test_a_task_returning_the_result_of_a_canvas_stores_its_id_tree(
+    shapes: SimpleNamespace,
+) -> None:
+    (last_id, parent), children = shapes.starts_a_chain.delay().get(timeout=WAIT)
+
+    assert children is None
+    (first_id, grandparent), _ = parent
+    assert grandparent is None
+    assert shapes.app.AsyncResult(last_id).get(timeout=WAIT) == 4
+    assert shapes.app.AsyncResult(first_id).get(timeout=WAIT) == 2
