@@ -64,6 +64,12 @@ def shapes() -> Iterator[SimpleNamespace]:
     def starts_a_chain() -> Any:
         return (add.s(1, 1) | add.s(2))()
 
+    @app.task(name="shapes.replaced_by_failing_chain", bind=True)
+    def replaced_by_failing_chain(self: Any, value: Any) -> Any:
+        inner = chain(add.si(1, 1), fail.s())
+        inner.link_error(record.si("inner errback"))
+        return self.replace(inner)
+
     @app.task(name="shapes.mark")
     def mark(value: int) -> int:
         ran.set()
@@ -74,6 +80,7 @@ def shapes() -> Iterator[SimpleNamespace]:
         yield SimpleNamespace(
             app=app, add=add, tsum=tsum, mark=mark, ran=ran, fail=fail, record=record,
             calls=calls, starts_a_chain=starts_a_chain,
+            replaced_by_failing_chain=replaced_by_failing_chain,
         )  # fmt: skip
     finally:
         worker.stop()
@@ -201,3 +208,18 @@ def test_a_task_returning_the_result_of_a_canvas_stores_its_id_tree(
     assert grandparent is None
     assert shapes.app.AsyncResult(last_id).get(timeout=WAIT) == 4
     assert shapes.app.AsyncResult(first_id).get(timeout=WAIT) == 2
+
+
+def test_a_task_replaced_by_a_chain_with_an_errback_keeps_its_own_chains_errback_too(
+    shapes: SimpleNamespace,
+) -> None:
+    add, record, calls = shapes.add, shapes.record, shapes.calls
+    calls.clear()
+    outer = chain(add.s(1, 1), shapes.replaced_by_failing_chain.s(), add.s(1))
+    outer.link_error(record.si("outer errback"))
+
+    result = outer.delay()
+
+    with pytest.raises(ValueError, match="expected"):
+        result.get(timeout=WAIT)
+    wait_until(lambda: sorted(calls) == ["inner errback", "outer errback"], what="both errbacks")
