@@ -223,3 +223,14 @@ def test_a_task_replaced_by_a_chain_with_an_errback_keeps_its_own_chains_errback
     with pytest.raises(ValueError, match="expected"):
         result.get(timeout=WAIT)
     wait_until(lambda: sorted(calls) == ["inner errback", "outer errback"], what="both errbacks")
+
+
+def test_a_chord_with_a_group_body_raises_the_failed_header_tasks_own_exception(
+    shapes: SimpleNamespace,
+) -> None:
+    add, fail = shapes.add, shapes.fail
+
+    result = chain(group(add.si(15, 7), fail.si()), group(add.si(9, 7), add.si(5, 7)))()
+
+    with pytest.raises(ValueError, match="expected"):
+        result.get(timeout=WAIT)
