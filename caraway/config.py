@@ -536,7 +536,7 @@ def _import_module(name: str) -> ModuleType:
 
 def _censor(key: str, value: Any) -> Any:
     if isinstance(value, str):
-        return _MASK if _SECRET_KEY.search(key) and value else mask_url(value)
+        return _MASK if _SECRET_KEY.search(key) and value else mask_url(value, _MASK)
     if isinstance(value, bytes) and _SECRET_KEY.search(key):
         return _MASK
     if isinstance(value, Mapping):

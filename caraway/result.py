@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from caraway import states
 from caraway.current import get_current_app, get_current_worker_task
 from caraway.engines.base.backend import GROUP_KEY_PREFIX
-from caraway.exceptions import IncompleteStream, TimeoutError
+from caraway.exceptions import ChordError, IncompleteStream, TimeoutError
 from caraway.utils.time import parse_iso
 
 if TYPE_CHECKING:
@@ -552,11 +552,18 @@ class ResultSet(ResultBase):
             # A member's own state decides, as in Celery's native join: a member after a
             # failed step is failed itself, so waiting on it sees the whole failure stored.
             own = {} if isinstance(result, ResultSet) else {"follow_parents": False}
-            value = result.get(
-                timeout=remaining, propagate=propagate, interval=interval,
-                on_message=on_message, on_interval=on_interval,
-                disable_sync_subtasks=disable_sync_subtasks, **own,
-            )  # fmt: skip
+            try:
+                value = result.get(
+                    timeout=remaining, propagate=propagate, interval=interval,
+                    on_message=on_message, on_interval=on_interval,
+                    disable_sync_subtasks=disable_sync_subtasks, **own,
+                )  # fmt: skip
+            except ChordError:
+                # A chord's group body failed because a header task did: as for a single
+                # body, the caller sees that task's own exception (Celery).
+                if self.parent is not None:
+                    self.parent._raise_if_failed()
+                raise
             if callback is not None and not isinstance(result, ResultSet):
                 callback(result.id, value)
             else:

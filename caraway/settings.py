@@ -312,6 +312,7 @@ _TABLE = (
     _s("broker_heartbeat_checkrate", NUM, 2.0, "Heartbeat checks per heartbeat interval.").works(),
     _s("broker_use_ssl", (bool, Mapping), False, "Use TLS to the broker: True, or a dict of SSL options.").works("tests/worker/test_redis_tls_sentinel.py::test_rediss_with_the_certificate_verified_through_broker_use_ssl"),
     _s("broker_pool_limit", OPT_INT, 10, "Most broker connections in the pool; None or 0: no pool.").ignored("caraway's engines keep their own connections (one client per process and role, reused); there is no kombu connection pool to size"),
+    _s("broker_pool_acquire_timeout", OPT_NUM, None, "Seconds a send waits for a free connection of the producer pool; None: for ever.").ignored("caraway has no producer pool to wait on: a send uses the process's own broker client at once"),
     _s("broker_connection_timeout", NUM, 4.0, "Seconds a worker waits for one attempt to connect to the broker.").works("tests/worker/test_amqp_worker.py::test_a_failover_list_reaches_the_broker_that_answers"),
     _s("broker_connection_retry", BOOL, True, "A worker reconnects to a lost broker (else it exits with an error).").works(),
     _s("broker_connection_retry_on_startup", OPT_BOOL, True, "A worker retries a broker it cannot reach at start; None: as broker_connection_retry.").works("tests/worker/test_broker_connection.py::test_broker_connection_retry_on_startup_off_fails_at_once_naming_the_masked_url"),

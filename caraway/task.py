@@ -19,6 +19,7 @@ from caraway.exceptions import Ignore, ImproperlyConfigured, MaxRetriesExceededE
 from caraway.protocol import custom_headers
 from caraway.request import Context
 from caraway.utils import pydantic_args
+from caraway.utils.call_arguments import retry_arguments
 from caraway.utils.pydantic_args import ArgumentDumper, PydanticOptions
 from caraway.utils.text import did_you_mean
 from caraway.utils.time import backoff_countdown
@@ -408,6 +409,10 @@ class Task(Generic[P, R]):
             raise exc if exc is not None else Retry("Task can be retried", None)
         if not eta and countdown is None:
             countdown = self.default_retry_delay
+        if (args is None) != (kwargs is None):
+            args, kwargs = retry_arguments(
+                self.run, request.args or (), request.kwargs or {}, args, kwargs
+            )
         sig = self.signature_from_request(
             request, args, kwargs, countdown=countdown, eta=eta, retries=retries, **options
         )

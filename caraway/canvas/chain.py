@@ -109,7 +109,7 @@ class _chain(Composite):
         steps = self._prepared()
         if not steps:
             raise ValueError("cannot apply an empty chain")
-        options = {**self.options, **options}
+        options = {**self.options, **options, **_joined_links(self.options, options)}
         task_id = options.pop("task_id", None)
         if task_id and not steps[-1].subtask_type:  # Celery: the chain's id is its last step's
             steps[-1].options["task_id"] = task_id
@@ -178,6 +178,21 @@ class _chain(Composite):
 
     def __repr__(self) -> str:
         return " | ".join(repr(step) for step in self.tasks)
+
+
+def _joined_links(own: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The chain's own callbacks and errbacks, and those given to this call, all kept (the
+    call's do not replace them: a replaced task's errbacks join those of its chain)."""
+    joined: dict[str, Any] = {}
+    for key in ("link", "link_error"):
+        if key in own and key in given:
+            links = _listed(own[key])
+            joined[key] = links + [link for link in _listed(given[key]) if link not in links]
+    return joined
+
+
+def _listed(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 def _link_error_to_every_step(steps: list[Signature], errback: Signature) -> None:

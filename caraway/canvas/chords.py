@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import logging
 import traceback as tb
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from caraway import states
 from caraway.canvas.chain import _chain, _result_of
-from caraway.canvas.group import _chord, _descend, group
+from caraway.canvas.group import _chord, _descend, flat_members, group
 from caraway.canvas.signatures import Signature, maybe_signature
 from caraway.engines.base.backend import GROUP_KEY_PREFIX, expires_seconds
 from caraway.engines.base.chord_join import Joiner
@@ -67,8 +68,12 @@ def apply_chord(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     options: dict[str, Any],
+    lazy: Iterator[Any] | None = None,
 ) -> Any:
-    """Send the header tasks (pipelined) with the body in ``embed.chord``; the body's result."""
+    """Send the header tasks (pipelined) with the body in ``embed.chord``; the body's result.
+
+    ``lazy``, a generator header on a backend with a native join, is sent as it is read.
+    """
     reply_to = app.thread_oid
     options = dict(options)
     for key in ("link", "link_error"):
@@ -84,7 +89,6 @@ def apply_chord(
     membership: dict[str, Any] = {
         k: options.pop(k) for k in ("group_id", "group_index", "chord") if k in options
     }
-    members = header._members()
     body.freeze()
     body.options.setdefault("reply_to", reply_to)
     if options.get("root_id"):
@@ -93,6 +97,9 @@ def apply_chord(
         body.options.update(membership)
     else:
         body.options["group_id"] = gid
+    if lazy is not None:
+        return _send_lazily(app, header, lazy, body, gid, args, kwargs, options)
+    members = header._members()
     if not members:
         body.apply_async(([],))
         return _result_of(body, None)
@@ -107,6 +114,41 @@ def apply_chord(
     if mode == "unlock":
         _send_unlock(app, gid, body, header_result)
     return _result_of(body, header_result)
+
+
+def _send_lazily(
+    app: Caraway,
+    header: group,
+    lazy: Iterator[Any],
+    body: Signature,
+    gid: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    options: dict[str, Any],
+) -> Any:
+    """Send each header task as the generator gives it; the size goes to the join before
+    the last one is sent (read one ahead to know it is the last), so a part finishing
+    earlier waits for it."""
+    # Lazy, breaks the cycle canvas.chords -> calling -> calling.batch -> canvas.
+    from caraway.calling import send_batch
+
+    header_options = {**header.options, **options, "chord": body}
+    members = flat_members(lazy, app)
+    prepared = header._prepared(members, gid, args, kwargs, header_options)
+    current = next(prepared, None)
+    if current is None:
+        body.apply_async(([],))
+        return _result_of(body, None)
+    joiner = app.backend.chord_joiner(None)
+    results, size = [], 0
+    while current is not None:
+        following = next(prepared, None)
+        size += _descend(current)
+        if following is None:
+            joiner.begin(gid, size)
+        results.extend(send_batch(app, [current]))
+        current = following
+    return _result_of(body, GroupResult(gid, results, app=app))
 
 
 def _send_unlock(app: Caraway, gid: str, body: Signature, header_result: Any) -> None:
@@ -202,11 +244,15 @@ def fail_body(app: Caraway, body: Signature, exc: ChordError, gid: str | None) -
             continue
         request = Context(
             id=task_id, task=sig.task, group=sig.options.get("group_id") or gid,
+            group_index=sig.options.get("group_index"), chord=sig.options.get("chord"),
             parent_id=None, root_id=sig.options.get("root_id"), args=sig.args,
-            kwargs=sig.kwargs, errbacks=sig.options.get("link_error"), called_directly=False,
+            kwargs=sig.kwargs, errbacks=_as_list(sig.options.get("link_error")),
+            called_directly=False,
         )  # fmt: skip
         backend.mark_as_failure(task_id, exc, text, request)
         call_errbacks(app, request, exc, text)
+        if request.chord:  # this body is a member of an outer chord's header: that one fails too
+            on_part_return(app, request, states.FAILURE, exc)
 
 
 def _result_carriers(body: Signature, app: Caraway) -> list[Signature]:

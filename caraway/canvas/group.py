@@ -5,7 +5,7 @@ task), published as Celery does (docs/celery-wire.md §6.4, §6.5); chords are j
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from caraway.canvas.chain import _chain, _freeze_with_reply_to, _result_of
@@ -99,13 +99,7 @@ class group(Composite):
 
     def _members(self) -> list[Signature]:
         """Members with nested groups flattened in (each of their tasks counts on its own)."""
-        members: list[Signature] = []
-        for member in self.tasks:
-            if isinstance(member, group) and not isinstance(member, _chord):
-                members.extend(member._members())
-            else:
-                members.append(member)
-        return members
+        return list(flat_members(self.tasks, self._app))
 
     def apply_async(
         self,
@@ -120,26 +114,42 @@ class group(Composite):
             return self.apply(args, kwargs, **options)
         options = {**self.options, **options}
         gid = str(options.pop("task_id", None) or _new_id())
-        options.pop("chain", None)  # a group followed by steps is a chord; nothing follows
-        options.pop("group_index", None)
-        options.pop("group_id", None)
-        members = [member.clone() for member in self._members()]
-        if members:  # Celery's rules: a callback on the first task, errbacks on every task
-            for callback in _as_list(options.pop("link", None)):
-                members[0].link(maybe_signature(callback, self._app).clone().set(immutable=True))
-            for errback in _as_list(options.pop("link_error", None)):
-                for member in members:
-                    member.link_error(maybe_signature(errback, self._app))
+        prepared = list(self._prepared(self._members(), gid, args, kwargs, options))
+        results = send_batch(self.app, prepared)
+        if len(results) == 1 and isinstance(results[0], GroupResult):
+            # group(a | group(b, c)): the one member's group results are the group's (Celery).
+            return results[0]
+        return GroupResult(gid, results, app=self.app)
+
+    def _prepared(
+        self,
+        members: Iterable[Signature],
+        gid: str,
+        args: Iterable[Any] | None,
+        kwargs: dict[str, Any] | None,
+        options: dict[str, Any],
+    ) -> Iterator[Signature]:
+        """Copies of ``members`` ready to send as this group, one at a time (a generator
+        header is read as it is sent): ids fixed, the call's arguments and options added,
+        a callback on the first task and errbacks on every task (Celery's rules)."""
+        options = dict(options)
+        for key in ("chain", "group_index", "group_id"):  # a group followed by steps is a chord
+            options.pop(key, None)
+        app = self._app
+        callbacks = [maybe_signature(c, app) for c in _as_list(options.pop("link", None))]
+        errbacks = [maybe_signature(e, app) for e in _as_list(options.pop("link_error", None))]
         reply_to = self.app.thread_oid
-        prepared: list[Signature] = []
         for index, member in enumerate(members):
-            sig = member.clone(args, kwargs) if args or kwargs else member
+            sig = member.clone(args, kwargs) if args or kwargs else member.clone()
+            if index == 0:
+                for callback in callbacks:
+                    sig.link(callback.clone().set(immutable=True))
+            for errback in errbacks:
+                sig.link_error(errback)
             _freeze_with_reply_to(sig, reply_to)
             sig.options.update(options)
             sig.options.update(group_id=gid, group_index=index)
-            prepared.append(sig)
-        results = send_batch(self.app, prepared)
-        return GroupResult(gid, results, app=self.app)
+            yield sig
 
     def apply(
         self,
@@ -156,6 +166,19 @@ class group(Composite):
 
     def __repr__(self) -> str:
         return f"group([{', '.join(repr(t) for t in self.tasks)}])"
+
+
+def flat_members(tasks: Iterable[Any], app: Caraway | None) -> Iterator[Signature]:
+    """Members with nested groups flattened in, read one at a time from ``tasks``; empty
+    chains are left out (they run nothing and give no result, as in Celery)."""
+    for task in tasks:
+        member = member_signature(task, app)
+        if isinstance(member, _chain) and not member.tasks:
+            continue
+        if isinstance(member, group) and not isinstance(member, _chord):
+            yield from flat_members(member.tasks, app)
+        else:
+            yield member
 
 
 # --- chord ---------------------------------------------------------------------------------
@@ -179,6 +202,10 @@ class _chord(Signature):
         app: Caraway | None = None,
         **options: Any,
     ) -> None:
+        #: A generator header, read as it is sent (Celery #3021); anything else reads it all.
+        self._lazy: Iterator[Any] | None = None
+        if isinstance(header, Iterator):
+            self._lazy, header = header, []
         if isinstance(header, dict) and not isinstance(header, group):
             header = maybe_signature(header, app)
         if isinstance(header, _chain):
@@ -189,8 +216,8 @@ class _chord(Signature):
         elif isinstance(header, Signature):
             head = [header]
             first = header
-        else:
-            head = [member_signature(t, app) for t in header]
+        else:  # copies, as Celery: linking the chord's tasks leaves the caller's list alone
+            head = [member_signature(t, app).clone() for t in header]
             first = head[0] if head else None
         body_sig = maybe_signature(body, app) if body is not None else None
         super().__init__(
@@ -224,8 +251,15 @@ class _chord(Signature):
     def body(self, value: Signature) -> None:
         self["kwargs"]["body"] = value
 
+    def _read_header(self) -> None:
+        """Read the rest of a generator header into the header list."""
+        lazy, self._lazy = self._lazy, None
+        if lazy is not None:
+            self["kwargs"]["header"].extend(member_signature(t, self._app).clone() for t in lazy)
+
     @property
     def header_group(self) -> group:
+        self._read_header()
         header = self["kwargs"]["header"]
         if isinstance(header, group):
             return header
@@ -251,6 +285,7 @@ class _chord(Signature):
     def clone(
         self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None, **opts: Any
     ) -> Signature:
+        self._read_header()
         data = copy.deepcopy(dict(self))
         data["options"] = {**data.get("options", {}), **opts}
         clone = _chord.from_dict(data, self._app)
@@ -272,6 +307,7 @@ class _chord(Signature):
     def _freeze_parts(self, reply_to: str) -> str:
         """Ids as Celery fixes them for a chord in a chain (docs/celery-wire.md §6.3 capture)."""
         gid = str(self.options.setdefault("task_id", _new_id()))
+        self._read_header()
         header = self["kwargs"]["header"]
         if isinstance(header, group):
             header.options.setdefault("task_id", gid)
@@ -294,7 +330,10 @@ class _chord(Signature):
         group_index: int | None = None,
     ) -> Any:
         if _id is not None:  # the id asked for is the body's: it carries the chord's result
-            self.body.options["task_id"] = _id
+            if isinstance(self.body, _chain):  # a chain's result is its last step's
+                self.body.freeze(_id)
+            else:
+                self.body.options["task_id"] = _id
         self._freeze_parts(self.app.thread_oid)
         return self.body.freeze(_id, group_id, chord, root_id, parent_id, group_index)
 
@@ -306,7 +345,7 @@ class _chord(Signature):
         **options: Any,
     ) -> Any:
         # Lazy, breaks the cycle canvas.group -> canvas.chords -> canvas.group.
-        from caraway.canvas.chords import apply_chord
+        from caraway.canvas.chords import apply_chord, join_mode
 
         kwargs = dict(kwargs or {})
         body = kwargs.pop("body", None) or self["kwargs"].get("body")
@@ -317,8 +356,15 @@ class _chord(Signature):
         if self.app.conf.task_always_eager:
             return self._apply_here(body, partial_args, kwargs)
         options = {**self.options, **options}
-        gid = str(task_id or options.pop("task_id", None) or _new_id())
-        return apply_chord(self.app, self.header_group, body, gid, partial_args, kwargs, options)
+        gid = str(options.pop("task_id", None) or _new_id())
+        if task_id is not None:  # the chord's result is its body's: the id asked for is the body's
+            body.freeze(task_id)
+        lazy = None
+        if self._lazy is not None and join_mode(self.app.backend) == "native":
+            # Only a native join can learn the size after the first parts ran.
+            lazy, self._lazy = self._lazy, None
+        header = self.header_group
+        return apply_chord(self.app, header, body, gid, partial_args, kwargs, options, lazy)
 
     def apply(
         self,
@@ -340,7 +386,16 @@ class _chord(Signature):
     def __call__(self, body: Any = None, **options: Any) -> Any:
         return self.apply_async((), {"body": body} if body is not None else {}, **options)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Signature:
+        self._read_header()
+        return super().__deepcopy__(memo)
+
+    def __reduce__(self) -> Any:
+        self._read_header()
+        return super().__reduce__()
+
     def __repr__(self) -> str:
+        self._read_header()
         body = self["kwargs"].get("body")
         return f"chord([{', '.join(repr(t) for t in self.tasks)}], {body!r})"
 

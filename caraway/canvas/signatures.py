@@ -84,8 +84,9 @@ class Signature(dict[str, Any]):
     name = task
 
     @property
-    def args(self) -> list[Any]:
-        return list(self.get("args") or [])
+    def args(self) -> tuple[Any, ...]:
+        """A tuple, as Celery gives it (``add.s(1, 2).args == (1, 2)``)."""
+        return tuple(self.get("args") or ())
 
     @args.setter
     def args(self, value: Iterable[Any]) -> None:

@@ -23,13 +23,13 @@ from caraway.exceptions import EncodeError, Ignore, Reject, Retry
 from caraway.execution.coroutines import await_interruptibly, run_in_thread_loop
 from caraway.execution.errbacks import call_errbacks
 from caraway.request import Context
-from caraway.result import EagerResult
+from caraway.result import AsyncResult, EagerResult, GroupResult
 from caraway.task import BASE_CALL, call_overridden
 from caraway.tracing import running, tracer_for
 from caraway.utils.einfo import ExceptionInfo
 
 if TYPE_CHECKING:
-    from caraway.result import EagerResult
+    from caraway.result import AsyncResult, EagerResult, GroupResult
     from caraway.task import Task
 
 logger = logging.getLogger("caraway.worker")
@@ -196,7 +196,7 @@ def _on_success(task: Task[Any, Any], request: Context, retval: Any, store: bool
         following.apply_async(() if following.immutable else (retval,), chain=rest)
     if store and not _ignores_result(task, request):
         try:
-            task.backend.mark_as_done(task_id, retval, request)
+            task.backend.mark_as_done(task_id, _storable(retval), request)
         except EncodeError as exc:  # a value the result serializer cannot carry: the task
             return _on_failure(task, request, exc, store)  # fails, as in Celery
     if request.group and not request.is_eager:
@@ -207,6 +207,14 @@ def _on_success(task: Task[Any, Any], request: Context, retval: Any, store: bool
     task.on_success(retval, task_id, tuple(request.args or ()), dict(request.kwargs or {}))
     signals.task_success.send(sender=task, result=retval)
     return Outcome(states.SUCCESS, retval)
+
+
+def _storable(retval: Any) -> Any:
+    """A task that returns a result object (a canvas it started) stores its id tree, as
+    Celery does: the object itself has no serialized form."""
+    if isinstance(retval, AsyncResult | GroupResult):
+        return retval.as_tuple()
+    return retval
 
 
 def _on_failure(task: Task[Any, Any], request: Context, exc: Exception, store: bool) -> Outcome:

@@ -6,7 +6,8 @@ import difflib
 import re
 from collections.abc import Iterable
 
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z0-9+.-]+://)(?P<user>[^:@/]*):(?P<password>[^@/]+)@")
+# The password runs to the last "@" of its URL (a password may hold "@"); ";" separates URLs.
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z0-9+.-]+://)(?P<user>[^:@/;]*):(?P<password>[^/;]+)@")
 
 
 def did_you_mean(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
@@ -15,9 +16,9 @@ def did_you_mean(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``**``, for logs and errors."""
-    return _URL_PASSWORD.sub(r"\g<scheme>\g<user>:**@", url)
+def mask_url(url: str, mask: str = "**") -> str:
+    """The URL with any password replaced by ``mask``, for logs and errors."""
+    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{mask}@", url)
 
 
 def truncate(text: str, limit: int = 1024) -> str:

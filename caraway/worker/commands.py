@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from caraway import states
 from caraway.config import _censor
 from caraway.control.mailbox import clock_of
 from caraway.engines.base.topology import QueueDeclaration
@@ -106,14 +107,20 @@ def request_info(worker: Worker, job: Job) -> dict[str, Any]:
         "time_start": monitor.time_start(job.id) if monitor else None,
         # Early acks happen as a task starts (late ones after it ends).
         "acknowledged": not job.acks_late and job.id in worker.state.active,
-        "delivery_info": dict(request.delivery_info or {}), "worker_pid": os.getpid(),
+        "delivery_info": dict(request.delivery_info or {}),
+        # A pid only once a process runs it, as Celery (None while reserved or scheduled).
+        "worker_pid": os.getpid() if job.id in worker.state.active else None,
     }  # fmt: skip
+
+
+#: The priority Celery's worker gives every ETA entry of its timer, which ``scheduled``
+#: shows; the message's own priority is in ``request.delivery_info``.
+ETA_TIMER_PRIORITY = 6
 
 
 def _scheduled_info(worker: Worker, when: float, job: Job) -> dict[str, Any]:
     eta = datetime.fromtimestamp(when).astimezone().isoformat()
-    return {"eta": eta, "priority": job.delivery.message.priority,
-            "request": request_info(worker, job)}  # fmt: skip
+    return {"eta": eta, "priority": ETA_TIMER_PRIORITY, "request": request_info(worker, job)}
 
 
 def _reserved_jobs(worker: Worker) -> list[Job]:
@@ -395,6 +402,7 @@ def revoke(worker: Worker, task_id: Any = None, terminate: bool = False,
         return error("no task id given")
     for one in ids:
         worker.state.revoke(one, bool(terminate))
+    _store_revoked(worker, ids)
     if terminate:
         signum = _signum(signal or "SIGTERM")
         stopped = [one for one in ids if worker.monitor and worker.monitor.terminate(one, signum)]
@@ -402,6 +410,27 @@ def revoke(worker: Worker, task_id: Any = None, terminate: bool = False,
             return ok(f"terminate: {', '.join(stopped)}")
         return ok("terminate: tasks unknown")
     return ok(f"tasks {', '.join(ids)} flagged as revoked")
+
+
+#: States in which no worker runs the task: a revoke stores REVOKED at once (Celery 5.7), so
+#: the result says so before any worker meets the message. A task another worker started
+#: keeps its state: that worker decides (it runs on, or stores REVOKED when terminated).
+_NOT_RUNNING = frozenset({states.PENDING, states.RECEIVED, states.RETRY})
+
+
+def _store_revoked(worker: Worker, ids: list[str]) -> None:
+    backend = worker.app.backend
+    capabilities = backend.capabilities
+    if not capabilities.stores_results or not capabilities.readable_by_workers:
+        return
+    for task_id in ids:
+        if task_id in worker.state.active:  # running here: the job stores its own end
+            continue
+        try:
+            if backend.get_state(task_id) in _NOT_RUNNING:
+                backend.mark_as_revoked(task_id, "revoked")
+        except Exception as exc:  # the revoke itself holds; only its early record failed
+            logger.warning("Could not store task %s as revoked: %r", task_id, exc)
 
 
 @command("control", args=(("signal", str), ("task_id", str)), variadic=True)

@@ -46,7 +46,7 @@ def test_s_holds_partial_arguments_in_celerys_dict_form(add: Task[Any, Any]) -> 
         "task": "proj.add", "args": [2], "kwargs": {"y": 3}, "options": {},
         "subtask_type": None, "immutable": False,
     }  # fmt: skip
-    assert (sig.task, sig.args, sig.kwargs, sig.immutable) == ("proj.add", [2], {"y": 3}, False)
+    assert (sig.task, sig.args, sig.kwargs, sig.immutable) == ("proj.add", (2,), {"y": 3}, False)
     assert repr(sig) == "proj.add(2, y=3)"
 
 
@@ -63,7 +63,7 @@ def test_signature_with_options(add: Task[Any, Any]) -> None:
     sig = add.signature((1, 2), countdown=3, queue="q")
 
     assert sig.options == {"countdown": 3, "queue": "q"}
-    assert sig.args == [1, 2]
+    assert sig.args == (1, 2), "a tuple, as Celery gives it"
 
 
 def test_clone_prepends_args_merges_kwargs_and_options(add: Task[Any, Any]) -> None:
@@ -71,10 +71,10 @@ def test_clone_prepends_args_merges_kwargs_and_options(add: Task[Any, Any]) -> N
 
     clone = sig.clone(args=(1,), kwargs={"z": 0}, countdown=5)
 
-    assert clone.args == [1, 2]
+    assert clone.args == (1, 2)
     assert clone.kwargs == {"z": 0}
     assert clone.options == {"queue": "q", "countdown": 5}
-    assert sig.args == [2]
+    assert sig.args == (2,)
     assert sig.options == {"queue": "q"}, "the original is untouched"
     assert clone.type is add
 
@@ -82,7 +82,7 @@ def test_clone_prepends_args_merges_kwargs_and_options(add: Task[Any, Any]) -> N
 def test_clone_of_an_immutable_signature_ignores_new_args(add: Task[Any, Any]) -> None:
     sig = add.si(1, 2)
 
-    assert sig.clone(args=(99,)).args == [1, 2]
+    assert sig.clone(args=(99,)).args == (1, 2)
 
 
 def test_set_updates_options_in_place_and_can_make_immutable(add: Task[Any, Any]) -> None:
@@ -176,7 +176,7 @@ def test_pipe_builds_a_flat_chain(add: Task[Any, Any]) -> None:
     flow = (add.s(1) | add.s(2)) | (add.s(3) | add.si(4, 4))
 
     assert isinstance(flow, chain)
-    assert [step.args for step in flow.tasks] == [[1], [2], [3], [4, 4]]
+    assert [step.args for step in flow.tasks] == [(1,), (2,), (3,), (4, 4)]
     assert flow["task"] == "celery.chain"
     assert flow.subtask_type == "chain"
     assert repr(flow) == "proj.add(1) | proj.add(2) | proj.add(3) | proj.add(4, 4)!"
@@ -257,7 +257,7 @@ def test_chain_dict_round_trips(app: Caraway, add: Task[Any, Any]) -> None:
     back = Signature.from_dict(json_loads(json_dumps(flow)), app)
 
     assert isinstance(back, chain)
-    assert [step.args for step in back.tasks] == [[1, 2], [3]]
+    assert [step.args for step in back.tasks] == [(1, 2), (3,)]
     assert back.apply().get() == 6
 
 
@@ -369,3 +369,15 @@ def test_freezing_a_chain_gives_it_the_id_of_its_last_task(add: Task[Any, Any]) 
 def test_a_task_itself_is_a_workflow_member_without_arguments(add: Task[Any, Any]) -> None:
     assert group(add, add.s(1, 1)).tasks[0] == add.s()
     assert chord([add, add], add.s(1)).tasks == [add.s(), add.s()]
+
+
+def test_a_chord_copies_the_header_tasks_it_is_given(add: Task[Any, Any]) -> None:
+    header = (add.si(1, 1), add.si(2, 2))
+    errback = add.si(0, 0)
+
+    built = chord(header, add.s())
+    for task in built.tasks:
+        task.link_error(errback)
+
+    assert all(task.options["link_error"] == [errback] for task in built.tasks)
+    assert header == (add.si(1, 1), add.si(2, 2)), "the caller's signatures are untouched (Celery)"

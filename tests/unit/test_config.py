@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from caraway.app import Caraway
 from caraway.config import Configuration, load_from_envvar, load_source
 from caraway.exceptions import ConfigurationWarning, ImproperlyConfigured
 from caraway.settings import SETTINGS
@@ -480,8 +481,25 @@ def test_humanize_sorts_and_masks_secrets() -> None:
     report = conf.humanize()
     assert report.splitlines()[0].startswith("broker_url: ")
     assert "worker_concurrency: 2" in report
-    assert "amqp://guest:**@rabbit//" in report
+    assert "amqp://guest:********@rabbit//" in report
     for secret in ("hunter2", "s3cret", "'pw'"):
         assert secret not in report
     assert "task_serializer" not in report
     assert "task_serializer: 'json'" in conf.humanize(with_defaults=True)
+
+
+def test_bugreport_masks_whole_passwords_of_every_url_and_connects_to_nothing() -> None:
+    app = Caraway("report", broker="redis://:hunter2@127.0.0.1:1/0", set_as_current=False)
+    app.conf.result_backend = "sentinel://:secret1@h1:26379;sentinel://:secret2@h2:26379/0"
+
+    report = app.bugreport()
+    assert report.startswith("software -> caraway:")
+    assert "sentinel://:********@h1:26379;sentinel://:********@h2:26379/0" in report
+    for secret in ("hunter2", "secret1", "secret2"):
+        assert secret not in report
+
+    app.conf.result_backend = "redis://user:p,a@ss@localhost:6379/0"
+    report = app.bugreport()
+    assert "p,a@ss" not in report
+    assert "ss@localhost" not in report
+    assert "redis://user:********@localhost:6379/0" in report

@@ -147,3 +147,14 @@ def test_an_ignored_setting_warns_once_naming_it_and_the_reason(fresh_warnings: 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert second.conf.broker_pool_limit == 20  # kept, and not warned about again
+
+
+def test_broker_pool_acquire_timeout_is_known_and_warns_that_no_send_waits_on_a_pool(
+    fresh_warnings: None,
+) -> None:
+    app = Celery("audit", broker="memory://audit-acquire", set_as_current=False)
+    assert app.conf.broker_pool_acquire_timeout is None
+
+    with pytest.warns(ConfigurationWarning, match=r"'broker_pool_acquire_timeout'.*no producer"):
+        app.conf.broker_pool_acquire_timeout = 30
+    assert app.conf.broker_pool_acquire_timeout == 30

@@ -118,7 +118,7 @@ def test_eager_retry_past_max_retries_raises_max_retries_exceeded(app: Caraway) 
     assert attempts == [0, 1, 2]
     assert result.state == states.FAILURE
     assert isinstance(result.result, MaxRetriesExceededError)
-    assert result.result.task_args == [7]
+    assert result.result.task_args == (7,)
     with pytest.raises(MaxRetriesExceededError, match="Can't retry"):
         result.get()
 

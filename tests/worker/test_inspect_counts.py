@@ -55,5 +55,8 @@ def test_scheduled_lists_eta_tasks_the_sqlite_file_keeps(
     assert set(by_id) == {later.id, retried.id}
     assert by_id[later.id]["request"]["name"] == "sched.add"
     assert by_id[later.id]["request"]["args"] == [1, 2]
-    assert by_id[later.id]["priority"] == 3
+    # Celery's timer priority for ETA entries; the message's own is in delivery_info.
+    assert by_id[later.id]["priority"] == 6
+    assert by_id[later.id]["request"]["delivery_info"]["priority"] == 3
+    assert by_id[later.id]["request"]["worker_pid"] is None, "no process runs it yet"
     assert by_id[retried.id]["eta"] < by_id[later.id]["eta"]  # 300 s before 600 s

@@ -55,10 +55,23 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
             return self.request.headers.get("x-test-header")
         raise self.retry(countdown=0.01)
 
+    @app.task(bind=True, max_retries=1)
+    def new_args(self: Any, foo: int, bar: int, label: str | None = None) -> Any:
+        if not self.request.retries:
+            raise self.retry(args=(foo + 1, bar + 1), countdown=0)
+        return [foo, bar, label]
+
+    @app.task(bind=True, max_retries=1)
+    def new_kwargs(self: Any, foo: int, bar: int) -> Any:
+        if not self.request.retries:
+            raise self.retry(kwargs={"foo": foo + 1}, countdown=0)
+        return [foo, bar]
+
     worker = ThreadedWorker(app, pool="threads", concurrency=2).start()
     yield SimpleNamespace(
         app=app, attempts=attempts, flaky=flaky, hopeless=hopeless,
         hopeless_with_exc=hopeless_with_exc, headers_after_retry=headers_after_retry,
+        new_args=new_args, new_kwargs=new_kwargs,
     )  # fmt: skip
     worker.stop()
 
@@ -138,3 +151,13 @@ def test_a_retry_keeps_the_callers_own_headers(served: SimpleNamespace) -> None:
     result = served.headers_after_retry.apply_async(headers={"x-test-header": "kept"})
 
     assert result.get(timeout=WAIT) == "kept"
+
+
+def test_a_retry_with_new_args_of_a_call_made_by_keyword_replaces_those_keywords(
+    served: SimpleNamespace,
+) -> None:
+    called_by_name = served.new_args.apply_async(kwargs={"foo": 1, "bar": 2, "label": "kept"})
+    called_in_order = served.new_kwargs.apply_async((1, 2))
+
+    assert called_by_name.get(timeout=WAIT) == [2, 3, "kept"]
+    assert called_in_order.get(timeout=WAIT) == [2, 2]

@@ -84,3 +84,19 @@ def test_revoke_reaches_a_running_worker_before_the_task_arrives(
     assert result.state == states.REVOKED
     assert add.delay(1, 1).get(timeout=WAIT) == 2
     assert runs == [2]
+
+
+@pytest.mark.parametrize("elsewhere", [states.STARTED, "PROGRESS"])
+def test_a_revoke_stores_revoked_at_once_but_keeps_a_task_started_elsewhere(
+    tmp_path: Path, start_worker: Any, elsewhere: str
+) -> None:
+    app, _, _ = counting_app("sqlite", tmp_path / "b.sqlite3")
+    start_worker(app, pool="threads", concurrency=2)
+    started, waiting = str(uuid.uuid4()), str(uuid.uuid4())
+    # Another worker runs ``started``; no worker has met ``waiting`` yet.
+    app.backend.store_result(started, {"hostname": "other@host"}, elsewhere)
+
+    assert app.control.revoke([started, waiting], reply=True, timeout=WAIT)
+
+    assert app.backend.get_state(started) == elsewhere
+    assert app.backend.get_state(waiting) == states.REVOKED
