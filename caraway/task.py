@@ -464,7 +464,7 @@ class Task(Generic[P, R]):
         options: dict[str, Any] = {
             "group_id": request.group, "group_index": request.group_index,
             "chord": request.chord, "root_id": request.root_id, "parent_id": request.id,
-            "chain": request.chain, "link": request.callbacks, "link_error": request.errbacks,
+            "chain": request.chain, "link": request.callbacks,
             "replaced_task_nesting": (request.replaced_task_nesting or 0) + 1,
         }  # fmt: skip
         options = {key: value for key, value in options.items() if value is not None}
@@ -474,6 +474,8 @@ class Task(Generic[P, R]):
         if inherited:  # the replacement carries this task's stamps
             sig.stamp(**inherited)
         sig.set(**options)
+        for errback in request.errbacks or ():  # beside the replacement's own errbacks
+            sig.link_error(errback)
         return self.on_replace(sig)
 
     def on_replace(self, sig: Signature) -> Any:
