@@ -57,6 +57,10 @@ BROKERS: dict[str, tuple[str, str | None]] = {
 }
 BACKENDS: dict[str, tuple[str, str | None]] = {
     "cache+memory": ("caraway.engines.memory.backend:MemoryBackend", None),
+    # Celery's spellings of its memcached clients (pylibmc, python-memcached): pymemcache here.
+    "cache+memcached": ("caraway.engines.memcached.backend:MemcachedBackend", "memcached"),
+    "cache+memcache": ("caraway.engines.memcached.backend:MemcachedBackend", "memcached"),
+    "cache+pylibmc": ("caraway.engines.memcached.backend:MemcachedBackend", "memcached"),
     "memory": ("caraway.engines.memory.backend:MemoryBackend", None),
     "sqlite": ("caraway.engines.sqlite.backend:SQLiteBackend", None),
     "redis": ("caraway.engines.redis.backend:RedisBackend", "redis"),
