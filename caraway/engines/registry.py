@@ -4,8 +4,10 @@ engine (made by its broker).
 How ``broker_url`` / ``result_backend`` find their engine class, first match wins:
 
 1. the scheme (before ``://``, any case) in the built-in table (``BROKERS`` / ``BACKENDS``),
-   or the whole setting when it is a bare name there (``"django-db"``, as in Celery); then,
-   for results, Celery's ``db+<any SQLAlchemy URL>`` (``BACKEND_FAMILIES``);
+   or the whole setting when it is a bare name there (``"django-db"``, as in Celery); then
+   Celery's ``<engine>+<that engine's URL>``: ``db+<any SQLAlchemy URL>`` for results
+   (``BACKEND_FAMILIES``), ``kombu+<transport>://`` and ``sqla+...`` for brokers
+   (``BROKER_FAMILIES``);
 2. an entry point of that name (lower case) in the group ``caraway.brokers`` /
    ``caraway.backends`` of an installed distribution, so ``pip install caraway-toy`` makes
    ``toy://`` work. A plug-in cannot take over a built-in scheme;
@@ -54,6 +56,30 @@ BROKERS: dict[str, tuple[str, str | None]] = {
     "amqp": ("caraway.engines.amqp.broker:AMQPBroker", "amqp"),
     "amqps": ("caraway.engines.amqp.broker:AMQPBroker", "amqp"),
     "pyamqp": ("caraway.engines.amqp.broker:AMQPBroker", "amqp"),
+    # Celery's names of kombu's transports, which only the kombu bridge speaks.
+    **{
+        scheme: ("caraway.engines.kombu.broker:KombuBroker", "kombu")
+        for scheme in (
+            "sqs",
+            "filesystem",
+            "azurestoragequeues",
+            "azureservicebus",
+            "gcpubsub",
+            "confluentkafka",
+            "zookeeper",
+            "consul",
+            "etcd",
+            "mongodb",
+            "qpid",
+            "pyro",
+        )
+    },
+}
+#: ``kombu+<transport>://`` (any kombu transport, ``kombu+memory://`` included) and Celery's
+#: ``sqla+<SQLAlchemy URL>`` (kombu's SQLAlchemy transport) reach the kombu bridge.
+BROKER_FAMILIES: dict[str, tuple[str, str | None]] = {
+    "kombu": ("caraway.engines.kombu.broker:KombuBroker", "kombu"),
+    "sqla": ("caraway.engines.kombu.broker:KombuBroker", "kombu"),
 }
 BACKENDS: dict[str, tuple[str, str | None]] = {
     "cache+memory": ("caraway.engines.memory.backend:MemoryBackend", None),
@@ -251,7 +277,7 @@ def create_broker(url: str | Sequence[str], options: Mapping[str, Any] | None = 
                 " (sentinel://h1:26379;sentinel://h2:26379 with master_name in"
                 " broker_transport_options)"
             )
-    cls = _load(BROKERS, url, "broker", Broker)
+    cls = _load(BROKERS, url, "broker", Broker, BROKER_FAMILIES)
     broker: Broker = cls(url, options)
     return broker
 
@@ -271,7 +297,7 @@ def default_backend_url(broker_url: str | Sequence[str] | None) -> str:
     whose engine cannot be loaded gives its own error when it is made."""
     url = with_scheme(one_url(broker_url or DEFAULT_BROKER_URL), BROKERS)
     try:
-        keeps = _load(BROKERS, url, "broker", Broker).capabilities.keeps_results
+        keeps = _load(BROKERS, url, "broker", Broker, BROKER_FAMILIES).capabilities.keeps_results
     except (ImproperlyConfigured, ImportError):
         return "disabled://"
     return url if keeps else "disabled://"
