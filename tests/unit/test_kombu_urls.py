@@ -7,6 +7,7 @@ import pytest
 
 from caraway.engines.kombu.broker import KombuBroker, kombu_url
 from caraway.engines.registry import create_broker
+from caraway.exceptions import MissingExtra
 
 
 @pytest.mark.parametrize(
@@ -39,5 +40,14 @@ def test_the_secret_is_masked_in_what_the_broker_says() -> None:
     broker = create_broker("sqs://AKIAEXAMPLE:s3cr3t@")
     try:
         assert "s3cr3t" not in broker.describe()
+    finally:
+        broker.close()
+
+
+def test_a_transport_without_its_client_library_names_kombus_extra() -> None:
+    broker = create_broker("kombu+zookeeper://127.0.0.1:1/")  # kazoo is not installed
+    try:
+        with pytest.raises(MissingExtra, match=r'pip install "kombu\[zookeeper\]"'):
+            broker.connect()
     finally:
         broker.close()

@@ -49,7 +49,7 @@ from kombu.messaging import Producer
 
 from caraway.engines.base.broker import Broker, BrokerCapabilities, DeadLetter, Delivery, Outgoing
 from caraway.engines.base.topology import published_with
-from caraway.exceptions import OperationalError, Unreachable
+from caraway.exceptions import MissingExtra, OperationalError, Unreachable
 from caraway.protocol import Message
 from caraway.utils.text import mask_url
 
@@ -62,6 +62,8 @@ REVOKED_EXCHANGE = "caraway.revoked"
 DEAD_HEADER = "x-caraway-dead-letter"
 #: Properties the transport sets on a received message, not part of what was sent.
 TRANSPORT_PROPERTIES = frozenset({"delivery_tag", "body_encoding", "delivery_info", "priority"})
+#: kombu's extra for a transport, where its name is not the scheme's.
+KOMBU_EXTRAS = {"sqla": "sqlalchemy"}
 #: Most dead letters read in one listing or settlement (each is taken and handed back).
 DEAD_LETTER_SCAN = 10_000
 
@@ -128,7 +130,7 @@ class KombuBroker(Broker):
                 except ValueError as exc:  # an undecodable entry the transport already took
                     logger.error("kombu broker %s: a message of %s could not be read and is"
                                  " lost: %s", self.describe(), queue, exc)  # fmt: skip
-                    continue
+                    break  # the next round reads on, should the entry still be there
                 if got is None:
                     break
                 tag = uuid.uuid4().hex
@@ -236,7 +238,7 @@ class KombuBroker(Broker):
 
     def revoke(self, task_ids: Sequence[str], terminate: bool = False) -> None:
         entries = [(task_id, terminate) for task_id in task_ids]
-        if not self._producer.run(lambda channel: bool(channel.supports_fanout), "to revoke"):
+        if not self._producer.run(lambda channel: self._producer.fans_out(), "to revoke"):
             self._revoked.extend(entries)
             return
         body = json.dumps(entries).encode()
@@ -255,7 +257,7 @@ class KombuBroker(Broker):
         return list(self._revoked[cursor:]), len(self._revoked)
 
     def _read_revocations(self, channel: Any) -> None:
-        if not channel.supports_fanout:
+        if not self._consumer.fans_out():
             return
         if self._revoked_queue is None:
             exchange = Exchange(REVOKED_EXCHANGE, "fanout", durable=False)
@@ -306,10 +308,28 @@ class _Lane:
     def run(self, step: Callable[[Any], T], doing: str) -> T:
         with self.lock, self._translated(doing):
             if self.channel is None:
-                self.connection = Connection(self.url, transport_options=self.options)
-                self.channel = self.connection.channel()
-                self.queues = {}
+                self._open()
             return step(self.channel)
+
+    def _open(self) -> None:
+        """A kombu connection and channel; a transport whose client library is missing (kombu
+        imports it when the transport or its first channel is made) says which."""
+        try:
+            self.connection = Connection(self.url, transport_options=self.options)
+            self.channel = self.connection.channel()
+            self.queues = {}
+        except ImportError as exc:
+            transport = self.url.partition("://")[0].partition("+")[0]
+            extra = KOMBU_EXTRAS.get(transport, transport)
+            raise MissingExtra(
+                f"kombu's {transport} transport needs its client library ({exc}):"
+                f' pip install "kombu[{extra}]"'
+            ) from exc
+
+    def fans_out(self) -> bool:
+        """Whether the transport has fanout exchanges, as its ``implements`` record says."""
+        assert self.connection is not None  # called inside ``run``
+        return "fanout" in self.connection.transport.implements.exchange_type
 
     def declared(self, channel: Any, name: str) -> Queue:
         """The queue ``name`` in Celery's plain layout, declared once per channel."""
