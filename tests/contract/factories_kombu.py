@@ -1,5 +1,5 @@
 """The kombu bridge for the broker contract suites, on kombu's in-process ``memory``
-transport and its ``filesystem`` transport.
+transport, its ``filesystem`` transport and its SQLAlchemy transport (SQLite).
 
 kombu keeps the bindings it has made in the process (a queue bound once is not bound again
 by another connection), so every filesystem test of a process shares one set of folders, as
@@ -43,4 +43,14 @@ def kombu_filesystem(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
                             "control_folder": control}  # fmt: skip
 
 
-BROKERS = {"kombu-memory": kombu_memory, "kombu-filesystem": kombu_filesystem}
+@contextmanager
+def kombu_sqla(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Celery's ``sqla+`` spelling: kombu's SQLAlchemy transport, on a SQLite file."""
+    yield f"sqla+sqlite:///{_session_folder() / 'kombu.sqlite3'}", {}
+
+
+BROKERS = {
+    "kombu-memory": kombu_memory,
+    "kombu-filesystem": kombu_filesystem,
+    "kombu-sqla": kombu_sqla,
+}

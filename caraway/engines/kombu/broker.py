@@ -3,7 +3,9 @@
 Celery's own spellings of kombu's transports (``sqs://``, ``filesystem://``,
 ``sqla+postgresql://`` ...) come here too, so a Celery configuration works unchanged;
 ``broker_transport_options`` go to kombu as they are (``region``, ``visibility_timeout``,
-``polling_interval`` ...). A message travels as kombu sends Celery's: our headers,
+``polling_interval`` ...), and ``broker_connection_timeout``, ``broker_heartbeat``,
+``broker_use_ssl``, ``broker_login_method`` and ``broker_failover_strategy`` to its
+``Connection``. A message travels as kombu sends Celery's: our headers,
 properties and body as the kombu message's, so Celery workers and clients on the same
 transport read ours and we read theirs.
 
@@ -62,6 +64,17 @@ REVOKED_EXCHANGE = "caraway.revoked"
 DEAD_HEADER = "x-caraway-dead-letter"
 #: Properties the transport sets on a received message, not part of what was sent.
 TRANSPORT_PROPERTIES = frozenset({"delivery_tag", "body_encoding", "delivery_info", "priority"})
+#: The app hands a broker its settings beside the transport options; these go to kombu's
+#: Connection by their kombu names, the other ``broker_*`` / ``task_*`` ones stay here (a
+#: transport may pass its options on as they are: SQLAlchemy's refuses unknown ones).
+CONNECTION_SETTINGS = {
+    "broker_connection_timeout": "connect_timeout",
+    "broker_heartbeat": "heartbeat",
+    "broker_use_ssl": "ssl",
+    "broker_login_method": "login_method",
+    "broker_failover_strategy": "failover_strategy",
+}
+SETTING_PREFIXES = ("broker_", "task_")
 #: kombu's extra for a transport, where its name is not the scheme's.
 KOMBU_EXTRAS = {"sqla": "sqlalchemy"}
 #: Most dead letters read in one listing or settlement (each is taken and handed back).
@@ -84,8 +97,14 @@ class KombuBroker(Broker):
         super().__init__(url, options)
         self.kombu_url = kombu_url(url)
         self.poll_cap = float(self.options.get("polling_interval") or 0.1)
-        self._consumer = _Lane(self.kombu_url, self.options, self.describe())
-        self._producer = _Lane(self.kombu_url, self.options, self.describe())
+        transport = {k: v for k, v in self.options.items() if not k.startswith(SETTING_PREFIXES)}
+        connection = {
+            arg: self.options[name]
+            for name, arg in CONNECTION_SETTINGS.items()
+            if self.options.get(name) not in (None, False)
+        }
+        self._consumer = _Lane(self.kombu_url, transport, connection, self.describe())
+        self._producer = _Lane(self.kombu_url, transport, connection, self.describe())
         self._held: dict[str, KombuMessage] = {}
         self._timers: dict[str, threading.Timer] = {}
         self._revoked: list[tuple[str, bool]] = []
@@ -296,9 +315,12 @@ class _Lane:
     """One kombu connection and channel, used by one thread at a time (kombu's channels are
     not thread-safe); made on first use and made again after a connection error."""
 
-    def __init__(self, url: str, options: Mapping[str, Any], described: str) -> None:
+    def __init__(
+        self, url: str, options: Mapping[str, Any], arguments: Mapping[str, Any], described: str
+    ) -> None:
         self.url = url
         self.options = dict(options)
+        self.arguments = dict(arguments)
         self.described = described
         self.lock = threading.RLock()
         self.connection: Connection | None = None
@@ -315,7 +337,7 @@ class _Lane:
         """A kombu connection and channel; a transport whose client library is missing (kombu
         imports it when the transport or its first channel is made) says which."""
         try:
-            self.connection = Connection(self.url, transport_options=self.options)
+            self.connection = Connection(self.url, transport_options=self.options, **self.arguments)
             self.channel = self.connection.channel()
             self.queues = {}
         except ImportError as exc:
