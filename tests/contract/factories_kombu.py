@@ -1,5 +1,6 @@
 """The kombu bridge for the broker contract suites, on kombu's in-process ``memory``
-transport, its ``filesystem`` transport and its SQLAlchemy transport (SQLite).
+transport, its ``filesystem`` transport, its SQLAlchemy transport (SQLite) and its SQS
+transport against moto's server.
 
 kombu keeps the bindings it has made in the process (a queue bound once is not bound again
 by another connection), so every filesystem test of a process shares one set of folders, as
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from moto_sqs import TRANSPORT_OPTIONS, session_moto
 
 _folders: list[Path] = []
 
@@ -49,8 +52,15 @@ def kombu_sqla(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     yield f"sqla+sqlite:///{_session_folder() / 'kombu.sqlite3'}", {}
 
 
+@contextmanager
+def kombu_sqs(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Celery's ``sqs://`` form, against moto's server (``python -m moto.server``)."""
+    yield session_moto().url, dict(TRANSPORT_OPTIONS)
+
+
 BROKERS = {
     "kombu-memory": kombu_memory,
     "kombu-filesystem": kombu_filesystem,
     "kombu-sqla": kombu_sqla,
+    "kombu-sqs": kombu_sqs,
 }

@@ -1,6 +1,6 @@
 """A real caraway worker on the kombu bridge: tasks sent by caraway through kombu's memory
-transport, and by a Celery client through kombu's filesystem transport (Celery's own
-``filesystem://`` settings), results read by both (in memcached)."""
+transport, and by a Celery client through kombu's filesystem transport and its SQS transport
+against moto's server (Celery's own settings), results read by both (in memcached)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import celery
 import pytest
+from moto_sqs import TRANSPORT_OPTIONS, session_moto
 from private_memcached import session_memcached
 from worker_support import WAIT, ThreadedWorker
 
@@ -81,6 +82,29 @@ def test_a_celery_client_on_filesystem_feeds_a_caraway_worker() -> None:
     try:
         assert [result.get(timeout=WAIT) for result in sent] == [n + 1 for n in range(5)]
         assert ours.AsyncResult(sent[0].id).get(timeout=WAIT) == 1
+    finally:
+        worker.stop()
+        ours.close()
+        theirs.backend.client.disconnect_all()  # python-memcached's sockets: Celery keeps them
+        theirs.close()
+
+
+def test_a_celery_client_on_sqs_feeds_a_caraway_worker_and_reads_the_results() -> None:
+    """The issue's case: Celery's ``sqs://`` settings, moto's server as the local SQS."""
+    sqs, results = session_moto(), session_memcached().url
+    queue = f"kb-sqs-{uuid.uuid4().hex[:8]}"
+    ours = _app(sqs.url, results, broker_transport_options=dict(TRANSPORT_OPTIONS),
+                task_default_queue=queue)  # fmt: skip
+    theirs = celery.Celery("kombu-bridge", broker=sqs.url, backend=results, set_as_current=False)
+    theirs.conf.broker_transport_options = dict(TRANSPORT_OPTIONS)
+    worker = ThreadedWorker(ours, concurrency=2).start()
+    try:
+        sent = theirs.send_task("kb.add", (20, 22), queue=queue)
+        retried = theirs.send_task("kb.flaky", queue=queue)  # retried through SQS once
+
+        assert sent.get(timeout=WAIT) == 42
+        assert retried.get(timeout=WAIT) == 1
+        assert ours.broker.size(queue) == 0
     finally:
         worker.stop()
         ours.close()
