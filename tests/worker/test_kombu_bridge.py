@@ -19,23 +19,22 @@ from worker_support import WAIT, ThreadedWorker
 
 from caraway import Celery, group
 
-#: kombu remembers in the process which queues it has bound, so the filesystem folders are
-#: one set for the module, as for every process of a deployment.
-FOLDER = Path(tempfile.mkdtemp(prefix="caraway-kombu-worker-"))
+
+@pytest.fixture(scope="module")
+def folder() -> Iterator[Path]:
+    """kombu remembers in the process which queues it has bound, so the filesystem folders
+    are one set for the module, as for every process of a deployment."""
+    made = Path(tempfile.mkdtemp(prefix="caraway-kombu-worker-"))
+    (made / "messages").mkdir()
+    (made / "control").mkdir()
+    yield made
+    shutil.rmtree(made, ignore_errors=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _folders() -> Iterator[None]:
-    (FOLDER / "messages").mkdir(exist_ok=True)
-    (FOLDER / "control").mkdir(exist_ok=True)
-    yield
-    shutil.rmtree(FOLDER, ignore_errors=True)
-
-
-def _filesystem_options() -> dict[str, Any]:
-    messages = str(FOLDER / "messages")
+def _filesystem_options(folder: Path) -> dict[str, Any]:
+    messages = str(folder / "messages")
     return {"data_folder_in": messages, "data_folder_out": messages,
-            "control_folder": str(FOLDER / "control")}  # fmt: skip
+            "control_folder": str(folder / "control")}  # fmt: skip
 
 
 def _app(broker: str, backend: str, **conf: Any) -> Celery:
@@ -67,14 +66,14 @@ def test_caraway_sends_and_runs_through_kombus_memory_transport() -> None:
         app.close()
 
 
-def test_a_celery_client_on_filesystem_feeds_a_caraway_worker() -> None:
+def test_a_celery_client_on_filesystem_feeds_a_caraway_worker(folder: Path) -> None:
     results = session_memcached().url  # a store both read: tests/interop/test_interop_memcached
     queue = f"kb-fs-{uuid.uuid4().hex[:8]}"
-    ours = _app("filesystem://", results, broker_transport_options=_filesystem_options(),
+    ours = _app("filesystem://", results, broker_transport_options=_filesystem_options(folder),
                 task_default_queue=queue)  # fmt: skip
     theirs = celery.Celery("kombu-bridge", broker="filesystem://", backend=results,
                            set_as_current=False)  # fmt: skip
-    theirs.conf.broker_transport_options = _filesystem_options()
+    theirs.conf.broker_transport_options = _filesystem_options(folder)
     # Sent before the worker polls: kombu's filesystem transport can read a file its writer
     # has not filled yet (kombu #1551), a race of kombu's own that this test does not measure.
     sent = [theirs.send_task("kb.add", (n, 1), queue=queue) for n in range(5)]
