@@ -265,7 +265,8 @@ class KombuBroker(Broker):
         if not self._producer.run(lambda channel: self._producer.fans_out(), "to revoke"):
             self._revoked.extend(entries)
             return
-        body = json.dumps(entries).encode()
+        # Stamped: a transport may hand back two sends of one millisecond in either order.
+        body = json.dumps({"at": time.time(), "entries": entries}).encode()
 
         def send(channel: Any) -> None:
             exchange = Exchange(REVOKED_EXCHANGE, "fanout", durable=False)
@@ -286,13 +287,14 @@ class KombuBroker(Broker):
         if self._revoked_queue is None:
             exchange = Exchange(REVOKED_EXCHANGE, "fanout", durable=False)
             queue = Queue(f"{REVOKED_EXCHANGE}.{uuid.uuid4().hex}", exchange,
-                                durable=False, auto_delete=True)  # fmt: skip
+                          durable=False, auto_delete=True)  # fmt: skip
             queue(channel).declare()
             self._revoked_queue = queue
+        arrived = []
         while (got := channel.basic_get(self._revoked_queue.name, no_ack=True)) is not None:
-            self._revoked.extend(
-                (str(task_id), bool(kill)) for task_id, kill in json.loads(got.body)
-            )
+            arrived.append(json.loads(got.body))
+        for sent in sorted(arrived, key=lambda sent: float(sent["at"])):
+            self._revoked.extend((str(task_id), bool(kill)) for task_id, kill in sent["entries"])
 
     # --- connections -----------------------------------------------------------------
 
