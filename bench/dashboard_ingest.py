@@ -8,7 +8,8 @@ Events are made as workers send them (received, started, succeeded per task; one
 fails, with a traceback), encoded as JSON, then decoded and fed to the ingest thread's code
 (``Ingestor.handle``, batched SQLite writes) in a fresh history file: the broker's transport is
 left out, the rest of the path is measured. Then the tasks page (no filter, and with each
-filter) is rendered through the ASGI app, without a network in between: server time only.
+filter), the charts and the page of a 250-member chord's body (its workflow graph) are
+rendered through the ASGI app, without a network in between: server time only.
 
 With ``--through URL`` the events also travel the broker: they are published in batches of
 100 (as workers buffer task events) on the events exchange of that broker, and the clock
@@ -66,6 +67,26 @@ def make_events(count: int) -> list[bytes]:
                                       "timestamp": stamp}).encode())  # fmt: skip
             stamp += 0.001
     return events[:count]
+
+
+#: Header members of the one chord the bench adds: more than the task page draws.
+CHORD_SIZE = 250
+
+
+def chord_events(body_id: str) -> list[bytes]:
+    """A chord of ``CHORD_SIZE`` members sent on its own, as caraway's workers tell it: each
+    member its own root, all in one group and naming the body, the body sent by the last."""
+    group, stamp, events = str(uuid.uuid4()), time.time() - 3500, []  # older than the rest
+    members = [str(uuid.uuid4()) for _ in range(CHORD_SIZE)]
+    for member in members:
+        events.append({"type": "task-received", "uuid": member, "name": NAMES[0],
+                       "root_id": member, "parent_id": None, "group_id": group,
+                       "chord_body": body_id, "timestamp": stamp})  # fmt: skip
+        stamp += 0.001
+    events.append({"type": "task-received", "uuid": body_id, "name": NAMES[1],
+                   "root_id": members[-1], "parent_id": members[-1], "group_id": group,
+                   "timestamp": stamp})  # fmt: skip
+    return [json.dumps({**event, "hostname": WORKERS[0]}).encode() for event in events]
 
 
 def ingest(dashboard: Dashboard, events: list[bytes]) -> float:
@@ -172,7 +193,8 @@ def main() -> None:
         app.conf.broker_transport_options = {"global_keyprefix": prefix}
         dashboard = Dashboard(app, config)
         print(f"making {args.events:,} events ...", flush=True)
-        events = make_events(args.events)
+        body_id = str(uuid.uuid4())
+        events = make_events(args.events - CHORD_SIZE - 1) + chord_events(body_id)
         seconds = ingest_through(dashboard, events) if args.through else ingest(dashboard, events)
         if args.through:
             print(f"(through {app.broker.describe()})")
@@ -187,7 +209,7 @@ def main() -> None:
             "/tasks", "/tasks/rows", "/tasks?state=FAILURE", f"/tasks?name={NAMES[3]}",
             f"/tasks?worker={WORKERS[2]}", "/tasks?window=300", f"/tasks?search={some_id}",
             "/tasks?search=user%27%3A+4242", "/api/tasks?limit=100", f"/task/{some_id}",
-            "/charts?window=3600",
+            "/charts?window=3600", f"/charts?window=3600&name={NAMES[3]}", f"/task/{body_id}",
         ]  # fmt: skip
         print(f"pages ({args.rounds} requests each, server time, ms):")
         for page, (median, worst) in page_times(app, paths, args.rounds).items():

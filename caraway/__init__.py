@@ -6,7 +6,7 @@ Code written for Celery runs after changing ``celery`` to ``caraway`` in its imp
 # First, before anything it affects is imported: ``caraway worker -P gevent`` patches the
 # standard library here (nothing happens in any other process; see caraway.utils.green).
 import caraway.utils.green  # noqa: F401
-from caraway.app import Caraway, Celery, shared_task
+from caraway.app import Caraway, Celery, bugreport, shared_task
 from caraway.canvas import (
     Signature,
     chain,
@@ -38,6 +38,7 @@ __all__ = [
     "Signature",
     "Task",
     "__version__",
+    "bugreport",
     "chain",
     "chord",
     "chunks",

@@ -152,7 +152,11 @@ class ChordError(TaskError):
     """A task in a chord header failed, so the body cannot run."""
 
 
-class Retry(TaskError):
+class TaskPredicate(TaskError):
+    """Raised by a task to steer its own outcome (retry, ignore, reject), not to fail."""
+
+
+class Retry(TaskPredicate):
     """Raised by ``Task.retry`` to tell the worker the task is being retried."""
 
     def __init__(
@@ -191,11 +195,11 @@ class Retry(TaskError):
 RetryTaskError = Retry
 
 
-class Ignore(TaskError):
+class Ignore(TaskPredicate):
     """Raised inside a task to make the worker store nothing and ack the message."""
 
 
-class Reject(TaskError):
+class Reject(TaskPredicate):
     """Raised inside a task to reject its message, optionally requeueing it."""
 
     def __init__(self, reason: Any = None, requeue: bool = False) -> None:
@@ -267,6 +271,7 @@ __all__ = [
     "SerializationError",
     "SoftTimeLimitExceeded",
     "TaskError",
+    "TaskPredicate",
     "TaskRevokedError",
     "Terminated",
     "TimeLimitExceeded",

@@ -191,6 +191,7 @@ after_setup_task_logger = Signal("after_setup_task_logger")
 import_modules = Signal("import_modules")
 beat_init = Signal("beat_init")
 beat_embedded_init = Signal("beat_embedded_init")
+heartbeat_sent = Signal("heartbeat_sent")
 
 __all__ = [
     "Signal",
@@ -203,6 +204,7 @@ __all__ = [
     "celeryd_after_setup",
     "celeryd_init",
     "collect_awaitables",
+    "heartbeat_sent",
     "import_modules",
     "setup_logging",
     "stop_collecting",

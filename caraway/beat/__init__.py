@@ -7,7 +7,12 @@ runtime through :class:`PeriodicTasks`.
 
 from caraway.beat.entry import ScheduleEntry
 from caraway.beat.periodic import PeriodicTask, PeriodicTasks
-from caraway.beat.scheduler import DatabaseScheduler, PersistentScheduler, Scheduler
+from caraway.beat.scheduler import (
+    DatabaseScheduler,
+    PersistentScheduler,
+    Scheduler,
+    SchedulingError,
+)
 from caraway.beat.service import EmbeddedService, Service
 
 __all__ = [
@@ -18,5 +23,6 @@ __all__ = [
     "PersistentScheduler",
     "ScheduleEntry",
     "Scheduler",
+    "SchedulingError",
     "Service",
 ]

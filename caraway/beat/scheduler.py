@@ -44,6 +44,10 @@ DEFINITIONS_POLL = 1.0
 ERROR_PAUSE = 1.0
 
 
+class SchedulingError(CarawayError):
+    """A due entry could not be sent (``Scheduler.apply_async``); beat logs it and retries."""
+
+
 class Scheduler:
     """Celery's ``Scheduler``: state in memory only. Subclasses choose where it is kept."""
 
@@ -248,11 +252,18 @@ class Scheduler:
         return True
 
     def apply_async(self, entry: ScheduleEntry) -> Any:
-        """Send the entry's task as Celery's beat does: by the task object when registered."""
+        """Send the entry's task as Celery's beat does: by the task object when registered.
+
+        A failure is raised as ``SchedulingError`` naming the entry (the cause chained), as
+        Celery's scheduler raises it, so a subclass can tell a failed send from its own bugs.
+        """
         task = self.app.tasks.get(entry.task)
-        if task is not None:
-            return task.apply_async(entry.args, entry.kwargs, **entry.options)
-        return self.app.send_task(entry.task, entry.args, entry.kwargs, **entry.options)
+        try:
+            if task is not None:
+                return task.apply_async(entry.args, entry.kwargs, **entry.options)
+            return self.app.send_task(entry.task, entry.args, entry.kwargs, **entry.options)
+        except Exception as exc:
+            raise SchedulingError(f"cannot send scheduled task {entry.name}: {exc!r}") from exc
 
     def _until(self, moment: float) -> float:
         return max(0.0, moment - self.clock.monotonic())

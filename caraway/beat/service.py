@@ -94,8 +94,9 @@ class Service:
         (signals.beat_embedded_init if self.embedded else signals.beat_init).send(sender=self)
         scheduler = self.scheduler
         logger.info(
-            "beat: starting (scheduler %s, %d entries, store %s)",
+            "beat: starting (scheduler %s, %d entries, store %s, checks at least every %g s)",
             type(scheduler).__name__, len(scheduler.data), scheduler.store.describe(),
+            scheduler.max_interval,
         )  # fmt: skip
         try:
             while not self._stop.is_set():

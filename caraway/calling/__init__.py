@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from caraway import signals
 from caraway.calling import batch
+from caraway.connection import Connection
 from caraway.current import get_current_worker_task
 from caraway.engines.base.broker import Outgoing
 from caraway.engines.registry import backend_capabilities
@@ -255,13 +256,24 @@ def _publish(
     if collecting is not None:
         collecting.append((outgoing, after))
         return
-    _publish_retrying(app, [outgoing], options)
+    _send(app, [outgoing], options)
     signals.after_task_publish.send(**after)
     if app.conf.task_send_sent_event:
         # Lazy, an allow-listed upward import: the task-sent event goes out with the message.
         from caraway.events.sent import send_sent_event
 
         send_sent_event(app, message, body, queue)
+
+
+def _send(app: Caraway, batch: list[Outgoing], options: dict[str, Any]) -> None:
+    """Publish, or with ``connection=`` (the application's database connection) write the
+    batch in that connection's transaction: not retried, its errors are the caller's. The
+    handle of ``app.connection()`` (Celery's ``connection=`` spelling) changes nothing."""
+    within = options.get("connection")
+    if within is None or isinstance(within, Connection):
+        _publish_retrying(app, batch, options)
+    else:
+        app.broker.publish_in(within, batch)
 
 
 def _publish_retrying(app: Caraway, batch: list[Outgoing], options: dict[str, Any]) -> None:

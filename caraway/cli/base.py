@@ -7,15 +7,19 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Callable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from caraway.app import Caraway
+from caraway.cli.audit import Flag, refused_commands, rows_for
 from caraway.config import ENVIRONMENT
 from caraway.current import get_current_app
 from caraway.exceptions import CarawayError
+from caraway.settings import Status
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -43,6 +47,7 @@ class CLIState:
         self.broker: str | None = None
         self.result_backend: str | None = None
         self.config: str | None = None
+        self.quiet = False
         self._preloaded = app
         self._app: Caraway | None = None
 
@@ -86,14 +91,8 @@ def configure_app(
 
 #: Options of ``caraway`` itself that Celery 4 took after the subcommand too.
 GLOBAL_OPTIONS = frozenset({"-A", "--app", "-b", "--broker", "--result-backend", "--config"})
-#: Celery commands caraway does not have, and what to use instead.
-CELERY_ONLY_COMMANDS = {
-    "amqp": "it is an AMQP admin shell; use rabbitmqadmin or RabbitMQ's management UI "
-    "(queues of any broker: caraway list queues, caraway purge)",
-    "graph": "it draws Celery's bootsteps and cluster graph, which caraway has no equivalent of",
-    "logtool": "it parses Celery's log files; caraway events --dump or the task events give "
-    "the same facts as they happen",
-}
+#: Celery commands caraway does not have, and what to use instead (from caraway.cli.audit).
+CELERY_ONLY_COMMANDS = refused_commands()
 
 
 class CarawayGroup(click.Group):
@@ -129,6 +128,54 @@ def misplaced_option(option: str, ctx: click.Context) -> click.UsageError:
         f"command, e.g. `celery {command} {option} proj` became `celery {option} proj {command}`).",
         ctx,
     )
+
+
+CommandT = TypeVar("CommandT", bound=click.Command)
+
+
+def celery_flags(command: str) -> Callable[[CommandT], CommandT]:
+    """Give a command Celery's options that caraway refuses or ignores (caraway.cli.audit).
+
+    Each one is hidden from ``--help`` and answered as it is parsed: a refused one stops
+    with the reason (exit 2), an ignored one warns once on stderr and goes on. Spellings the
+    command already uses for its own options are left to them.
+    """
+
+    def add(cmd: CommandT) -> CommandT:
+        taken = {s for param in cmd.params for s in (*param.opts, *param.secondary_opts)}
+        for row in rows_for(command):
+            free = [spelling for spelling in row.spellings if spelling not in taken]
+            if row.status is not Status.WORKS and free:
+                cmd.params.append(_celery_option(row, free))
+        return cmd
+
+    return add
+
+
+def _celery_option(row: Flag, spellings: list[str]) -> click.Option:
+    name = "celery_" + max(spellings, key=len).lstrip("-").replace("-", "_")
+
+    def answer(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+            return
+        if row.status is Status.REFUSED:
+            raise click.UsageError(refusal(row), ctx)
+        click.echo(ignored_warning(row), err=True)
+
+    return click.Option(
+        [name, *spellings], is_flag=not row.takes_value, hidden=True, expose_value=False,
+        is_eager=True, callback=answer,
+    )  # fmt: skip
+
+
+def refusal(row: Flag) -> str:
+    """What a refused Celery option or command says."""
+    return f"caraway does not take Celery's {row.label}: {row.reason}."
+
+
+def ignored_warning(row: Flag) -> str:
+    """What an ignored Celery option says, once, before the command goes on."""
+    return f"Warning: Celery's {row.label} changes nothing in caraway: {row.reason}."
 
 
 def comma_list(ctx: click.Context, param: click.Parameter, values: Any) -> list[str]:

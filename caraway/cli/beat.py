@@ -4,6 +4,7 @@ database scheduler's schedules while beats run."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 from datetime import datetime
 from typing import Any
@@ -12,15 +13,18 @@ import click
 
 from caraway.beat import PeriodicTasks, Service
 from caraway.beat.entry import schedule_to_dict
-from caraway.cli.base import state_of
-from caraway.cli.worker import LOG_LEVELS, _pidfile
+from caraway.cli.base import celery_flags, state_of
+from caraway.cli.privileges import drop_privileges
+from caraway.cli.worker import LOG_LEVELS, _octal, _pidfile
 from caraway.schedules import crontab
 from caraway.schedules import solar as solar_schedule
 from caraway.utils.log import setup_logging
+from caraway.worker.daemon import detach as become_daemon
 
 SOLAR_HELP = "EVENT:LAT:LON, e.g. sunset:48.85:2.35"
 
 
+@celery_flags("beat")
 @click.group(invoke_without_command=True)
 @click.option(
     "-l",
@@ -60,6 +64,13 @@ SOLAR_HELP = "EVENT:LAT:LON, e.g. sunset:48.85:2.35"
     "--pidfile", type=click.Path(dir_okay=False),
     help="Write the process id here (default: beat_pidfile).",
 )  # fmt: skip
+@click.option(
+    "--detach", is_flag=True,
+    help="Run in the background (default --pidfile celerybeat.pid, --logfile celerybeat.log).",
+)  # fmt: skip
+@click.option("--umask", help="With --detach: the umask, in octal (e.g. 0o022).")
+@click.option("--uid", metavar="USER", help="Run as this user (name or id); needs root.")
+@click.option("--gid", metavar="GROUP", help="Run as this group (name or id); needs root.")
 @click.pass_context
 def beat(
     ctx: click.Context,
@@ -69,6 +80,10 @@ def beat(
     scheduler: str | None,
     max_interval: float | None,
     pidfile: str | None,
+    detach: bool,
+    umask: str | None,
+    uid: str | None,
+    gid: str | None,
 ) -> None:
     """Send periodic tasks when due. Run as many as you like: one sends, the others stand by.
 
@@ -80,6 +95,14 @@ def beat(
     app = state_of(ctx).app
     logfile = logfile or app.conf.beat_logfile
     pidfile = pidfile or app.conf.beat_pidfile
+    if detach:
+        # Relative paths name files where the command was started, as the user reads them.
+        pidfile = os.path.abspath(pidfile or "celerybeat.pid")
+        logfile = os.path.abspath(logfile or "celerybeat.log")
+        if schedule_filename is not None:
+            schedule_filename = os.path.abspath(schedule_filename)
+        become_daemon(None, _octal(umask) if umask is not None else None)
+    drop_privileges(uid, gid)
     setup_logging(loglevel.upper(), logfile, app.conf.worker_log_format)
     service = Service(
         app,

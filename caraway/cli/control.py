@@ -14,7 +14,9 @@ from typing import Any
 
 import click
 
-from caraway.cli.base import comma_list, state_of
+from caraway.cli.audit import method_row
+from caraway.cli.base import comma_list, ignored_warning, refusal, state_of
+from caraway.settings import Status
 from caraway.utils.text import did_you_mean
 from caraway.worker.commands import COMMANDS
 
@@ -153,10 +155,28 @@ class _MethodHelp(click.Command):
         formatter.write(_help(self.kind) + "\n")
 
 
+def _list_methods(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """``--list``: the methods of this command, one a line, then stop (as Celery's)."""
+    if value and isinstance(ctx.command, _MethodHelp):
+        click.echo(_help(ctx.command.kind))
+        ctx.exit()
+
+
+_list_option = click.option(
+    "--list", is_flag=True, is_eager=True, expose_value=False, callback=_list_methods,
+    help="List the methods and exit.",
+)  # fmt: skip
+
+
 def _run(
     ctx: click.Context, kind: str, method: str, words: tuple[str, ...],
     destination: list[str], timeout: float, as_json: bool,
 ) -> None:  # fmt: skip
+    row = method_row(kind, method)
+    if row is not None and row.status is Status.REFUSED:
+        raise click.UsageError(refusal(row))
+    if row is not None and row.status is Status.IGNORED:
+        click.echo(ignored_warning(row), err=True)
     known = _commands(kind)
     spec = known.get(method)
     if spec is None:
@@ -171,6 +191,7 @@ def _run(
 @click.command(cls=_MethodHelp, kind="inspect")
 @click.argument("method")
 @click.argument("args", nargs=-1)
+@_list_option
 @_common
 @click.pass_context
 def inspect(
@@ -187,6 +208,7 @@ def inspect(
 @click.command(cls=_MethodHelp, kind="control")
 @click.argument("method")
 @click.argument("args", nargs=-1)
+@_list_option
 @_common
 @click.pass_context
 def control(

@@ -6,7 +6,10 @@ Flower's flags and environment variables are accepted where they apply, so a gui
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -21,6 +24,12 @@ from caraway.dashboard.config import (
 )
 from caraway.dashboard.store import Limits
 from caraway.exceptions import ImproperlyConfigured
+
+if TYPE_CHECKING:
+    from caraway.app import Caraway
+    from caraway.dashboard.server import Background
+
+MISSING_EXTRA = 'the dashboard needs its extra ({} is missing): pip install "caraway[dashboard]"'
 
 
 def _env(name: str) -> list[str]:
@@ -115,10 +124,7 @@ def dashboard(
         # Lazy, the web stack is an extra: the rest of the CLI works without it.
         from caraway.dashboard.server import serve
     except ImportError as exc:
-        raise click.UsageError(
-            f"the dashboard needs its extra ({exc.name} is missing): "
-            'pip install "caraway[dashboard]"'
-        ) from None
+        raise click.UsageError(MISSING_EXTRA.format(exc.name)) from None
     app = state_of(ctx).app
     click.echo(f"-> caraway dashboard on http://{address}:{port}{config.url_prefix}/ "
                f"({app.broker.describe()})")  # fmt: skip
@@ -129,3 +135,43 @@ flower = click.Command(
     "flower", params=dashboard.params, callback=dashboard.callback,
     help="The dashboard under Flower's name (see `caraway dashboard --help`).",
 )  # fmt: skip
+
+
+def _from_env(env: Mapping[str, str], name: str) -> str | None:
+    return next((env[key] for key in _env(name) if env.get(key)), None)
+
+
+def embedded_config(
+    port: int, address: str, env: Mapping[str, str] = os.environ
+) -> DashboardConfig:
+    """``caraway worker --dashboard``'s settings: port and address from its options, the rest
+    from the environment variables ``caraway dashboard`` reads."""
+    store = _from_env(env, "DB")
+    return DashboardConfig(
+        address=address, port=port, url_prefix=normalise_prefix(_from_env(env, "URL_PREFIX") or ""),
+        basic_auth=parse_basic_auth(_from_env(env, "BASIC_AUTH")),
+        auth_token=_from_env(env, "AUTH_TOKEN"),
+        read_only=(_from_env(env, "READ_ONLY") or "").lower() in ("1", "true", "yes", "on"),
+        store_path=Path(store) if store else default_store_path(),
+        limits=Limits(int(_from_env(env, "MAX_TASKS") or Limits.max_tasks),
+                      float(_from_env(env, "MAX_AGE") or Limits.max_age)),
+    )  # fmt: skip
+
+
+def embedded_dashboard(app: Caraway, port: int, address: str) -> Background:
+    """The dashboard a worker serves beside itself, its port bound (not yet serving); a bad
+    setup, a missing extra or a taken port is a usage error naming the fix."""
+    try:
+        # Lazy, the web stack is an extra: the rest of the CLI works without it.
+        from caraway.dashboard.server import Background
+    except ImportError as exc:
+        raise click.UsageError(MISSING_EXTRA.format(exc.name)) from None
+    try:
+        return Background(app, embedded_config(port, address))
+    except (ImproperlyConfigured, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    except OSError as exc:
+        raise click.UsageError(
+            f"the dashboard cannot listen on {address}:{port}: {exc.strerror or exc}"
+            " (choose another with --dashboard-port)"
+        ) from None

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from caraway.cli.base import state_of
+from caraway.cli.base import celery_flags, state_of
 from caraway.events import EventReceiver, State
 
 #: ANSI: cursor home, clear the screen (the view redraws in place).
@@ -55,6 +55,7 @@ def render(state: Any, width: int = 100, tasks: int = 20) -> str:
     return "\n".join(lines)
 
 
+@celery_flags("events")
 @click.command()
 @click.option("-d", "--dump", is_flag=True, help="Print every event as a line instead.")
 @click.option(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from caraway.cli.base import CarawayGroup, CLIState
+from caraway.cli.base import CarawayGroup, CLIState, celery_flags
 from caraway.cli.beat import beat
 from caraway.cli.control import control, inspect, revoke, status
 from caraway.cli.dashboard import dashboard, flower
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+@celery_flags("")
 @click.group(cls=CarawayGroup, context_settings=CONTEXT_SETTINGS)
 @click.option(
     "-A",
@@ -67,6 +68,10 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
     type=click.Path(exists=True, file_okay=False),
     help="Change to this directory before loading the app.",
 )
+@click.option(
+    "-q", "--quiet", is_flag=True,
+    help="Print only what was asked for: no worker banner, no multi progress lines.",
+)  # fmt: skip
 @click.version_option(__version__, "--version", prog_name="caraway")
 @click.pass_context
 def cli(
@@ -76,6 +81,7 @@ def cli(
     result_backend: str | None,
     config: str | None,
     workdir: str | None,
+    quiet: bool,
 ) -> None:
     """caraway: a fast, Celery-compatible task queue.
 
@@ -90,6 +96,7 @@ def cli(
     state.broker = broker
     state.result_backend = result_backend
     state.config = config
+    state.quiet = quiet
 
 
 for command in (

@@ -18,21 +18,28 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
-from caraway.cli.base import state_of
+from caraway.cli.audit import rows_for
+from caraway.cli.base import ignored_warning, state_of
 from caraway.cli.worker import worker as worker_command
+from caraway.settings import Status
 from caraway.utils.log import expand_node_path
 
 #: How long ``stopwait`` and ``restart`` wait for each worker's warm shutdown.
 STOP_WAIT = 60.0
 #: Celery's multi spells ``--loglevel`` as ``-L`` too (``-l`` is taken by the option parser).
 _ALIASES = {"-L": "-l"}
-_COMMANDS = ("start", "stop", "stopwait", "restart", "kill", "show", "names")
+_COMMANDS = (
+    "start", "stop", "stopwait", "stop_verify", "restart", "kill", "show", "names", "get",
+    "expand", "help",
+)  # fmt: skip
+#: multi's own switches (not the workers'): Celery's, as caraway.cli.audit lists them.
+_SWITCHES = {spelling: row for row in rows_for("multi") for spelling in row.spellings}
 
 
 @dataclass
@@ -120,6 +127,9 @@ def parse(argv: Sequence[str]) -> tuple[list[str], list[_Option], dict[str, str]
         if spelling in ("--range-prefix", "--hostname", "--cmd"):
             own[spelling], i = _take_value(tokens, i, spelling, inline if eq else None)
             continue
+        if spelling in _SWITCHES:
+            own[_SWITCHES[spelling].spellings[-1]] = ""
+            continue
         if spelling not in spellings:
             raise click.UsageError(
                 f"caraway worker has no option {spelling!r} (see caraway worker --help)"
@@ -205,7 +215,10 @@ def _global_args(ctx: click.Context) -> list[str]:
     return args
 
 
-def _start(nodes: Iterable[Node], command: list[str]) -> int:
+Say = Callable[[str], None]
+
+
+def _start(nodes: Iterable[Node], command: list[str], say: Say, verbose: bool) -> int:
     failed = 0
     for node in nodes:
         args = [*command, "worker", *node.args, "--detach"]
@@ -213,27 +226,29 @@ def _start(nodes: Iterable[Node], command: list[str]) -> int:
             args += ["--pidfile", "%n.pid"]
         if _value(node.args, "-f", "--logfile") is None:
             args += ["--logfile", "%n%I.log"]
+        if verbose:
+            click.echo(f"> {node.name}: {' '.join(args)}")
         code = subprocess.call(args)
-        click.echo(f"> {node.name}: {'OK' if code == 0 else f'FAILED (exit {code})'}")
+        say(f"> {node.name}: {'OK' if code == 0 else f'FAILED (exit {code})'}")
         failed += code != 0
     return 1 if failed else 0
 
 
-def _signal(nodes: Iterable[Node], signum: int) -> list[tuple[Node, int]]:
+def _signal(nodes: Iterable[Node], signum: int, say: Say) -> list[tuple[Node, int]]:
     """Send ``signum`` to each running node; the nodes signalled, with their pids."""
     sent = []
     for node in nodes:
         pid = node.pid()
         if pid is None:
-            click.echo(f"> {node.name}: DOWN")
+            say(f"> {node.name}: DOWN")
             continue
         os.kill(pid, signum)
-        click.echo(f"> {node.name}: {signal.Signals(signum).name} -> {pid}")
+        say(f"> {node.name}: {signal.Signals(signum).name} -> {pid}")
         sent.append((node, pid))
     return sent
 
 
-def _wait_gone(sent: list[tuple[Node, int]], timeout: float = STOP_WAIT) -> int:
+def _wait_gone(sent: list[tuple[Node, int]], say: Say, timeout: float = STOP_WAIT) -> int:
     deadline = time.monotonic() + timeout
     waiting = list(sent)
     while waiting and time.monotonic() < deadline:
@@ -242,13 +257,17 @@ def _wait_gone(sent: list[tuple[Node, int]], timeout: float = STOP_WAIT) -> int:
             if _running(pid):  # its pidfile goes a moment before the process does
                 still.append((node, pid))
             else:
-                click.echo(f"> {node.name}: OK")
+                say(f"> {node.name}: OK")
         waiting = still
         if waiting:
             time.sleep(0.1)
     for node, pid in waiting:
         click.echo(f"> {node.name}: still running ({pid}) after {timeout:.0f} s", err=True)
     return 1 if waiting else 0
+
+
+def _quietly(text: str) -> None:
+    """``-q``: progress lines are dropped; failures still go to stderr."""
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -264,30 +283,50 @@ def multi(ctx: click.Context, action: str, argv: tuple[str, ...]) -> None:
       caraway -A proj multi start 4 -Q:1,2 images -Q default --pidfile=/run/%n.pid
       caraway -A proj multi stopwait 3 --pidfile=/run/%n.pid
       caraway multi show|names 3 ...                   # the command lines / the node names
+      caraway multi get w1@box w1 w2 ... / expand %n.log 3 ...   # one command line / paths
 
     Every option after the nodes goes to each worker; `-x:SEL value` only to the nodes SEL
     names (positions 1-3, 1,3 or node names). Pidfiles (--pidfile, default %n.pid) are how
     stop/stopwait/kill/restart find the workers: give them the same --pidfile as start.
+    multi's own switches: -q/--quiet (no progress lines), --verbose (print each command run).
     """
+    if action == "help":
+        click.echo(ctx.get_help())
+        return
+    first, argv = (argv[0], argv[1:]) if action in ("get", "expand") and argv else ("", argv)
     nodes, own = build_nodes(argv)
+    for switch in own:
+        if switch in _SWITCHES and _SWITCHES[switch].status is Status.IGNORED:
+            click.echo(ignored_warning(_SWITCHES[switch]), err=True)
+    say: Say = _quietly if "--quiet" in own or state_of(ctx).quiet else click.echo
     base = [own["--cmd"]] if "--cmd" in own else [sys.executable, "-m", "caraway"]
     command = [*base, *_global_args(ctx)]
     if action == "names":
         click.echo("\n".join(node.name for node in nodes))
-        return
-    if action == "show":
-        for node in nodes:
-            click.echo(" ".join([*command, "worker", *node.args]))
-        return
-    if action == "start":
-        ctx.exit(_start(nodes, command))
-    if action == "kill":
-        _signal(nodes, signal.SIGKILL)
-        return
-    sent = _signal(nodes, signal.SIGTERM)
-    if action == "stop":
-        return
-    code = _wait_gone(sent)
-    if action == "restart":
-        code = code or _start(nodes, command)
-    ctx.exit(code)
+    elif action == "expand":  # a path template, as each node's %n, %h, %d, %i... fill it
+        click.echo("\n".join(expand_node_path(first, node.name) for node in nodes))
+    elif action in ("show", "get"):
+        chosen = [node for node in nodes if action == "show" or first in _names(node)]
+        if not chosen:
+            raise click.UsageError(f"no node named {first!r} among {_names_of(nodes)}")
+        click.echo("\n".join(" ".join([*command, "worker", *node.args]) for node in chosen))
+    elif action == "start":
+        ctx.exit(_start(nodes, command, say, "--verbose" in own))
+    elif action == "kill":
+        _signal(nodes, signal.SIGKILL, say)
+    else:
+        sent = _signal(nodes, signal.SIGTERM, say)
+        if action == "stop":
+            return
+        code = _wait_gone(sent, say)  # stopwait and stop_verify (Celery's old name) end here
+        if action == "restart":
+            code = code or _start(nodes, command, say, "--verbose" in own)
+        ctx.exit(code)
+
+
+def _names(node: Node) -> tuple[str, str]:
+    return node.name, node.name.partition("@")[0]
+
+
+def _names_of(nodes: Iterable[Node]) -> str:
+    return ", ".join(node.name for node in nodes)

@@ -10,9 +10,10 @@ from typing import Any
 import click
 
 from caraway.canvas import chain, chord, chunks, group, signature, subtask, xmap, xstarmap
-from caraway.cli.base import state_of
+from caraway.cli.base import celery_flags, state_of
 
 
+@celery_flags("shell")
 @click.command()
 @click.option("-I", "--ipython", "flavour", flag_value="ipython", help="Use IPython.")
 @click.option("--python", "flavour", flag_value="python", help="Use the standard Python shell.")

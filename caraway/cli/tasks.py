@@ -67,6 +67,8 @@ def _expires(
 )  # fmt: skip
 @click.option("--serializer", help="Serializer of the arguments (default: task_serializer).")
 @click.option("--priority", type=click.IntRange(0, 255), help="Message priority, 0-255.")
+@click.option("--exchange", help="Exchange to publish to (default: by the app's routes).")
+@click.option("--routing-key", help="Routing key of the message (default: by the app's routes).")
 @click.pass_context
 def call(
     ctx: click.Context,
@@ -79,6 +81,8 @@ def call(
     expires: float | datetime | None,
     serializer: str | None,
     priority: int | None,
+    exchange: str | None,
+    routing_key: str | None,
 ) -> None:
     """Send task NAME to the workers and print its id."""
     state = state_of(ctx)
@@ -90,7 +94,7 @@ def call(
             click.echo(f"Note: {name!r} is not a task of this app.{hint} Sent anyway.", err=True)
     sent = app.send_task(
         name, args, kwargs, countdown=countdown, eta=eta, queue=queue, expires=expires,
-        serializer=serializer, priority=priority,
+        serializer=serializer, priority=priority, exchange=exchange, routing_key=routing_key,
     )  # fmt: skip
     click.echo(sent.id)
 

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from caraway import signals
-from caraway.cli.base import comma_list, state_of
+from caraway.cli.base import celery_flags, comma_list, state_of
+from caraway.cli.dashboard import embedded_dashboard
 from caraway.cli.privileges import drop_privileges
+from caraway.dashboard.config import DEFAULT_ADDRESS, DEFAULT_PORT
 from caraway.utils.log import expand_node_path
 from caraway.utils.text import did_you_mean
 from caraway.worker.daemon import detach as become_daemon
@@ -48,6 +50,7 @@ def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -
     )
 
 
+@celery_flags("worker")
 @click.command()
 @click.option(
     "-l",
@@ -175,21 +178,26 @@ def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -
     "-B", "--beat", is_flag=True,
     help="Also run beat in this worker (for development: run `caraway beat` in production).",
 )  # fmt: skip
-@click.option("-s", "--schedule-filename", metavar="FILE", help="Beat's run-time file (with -B).")
-@click.option("--scheduler", metavar="CLASS", help="Beat's scheduler class (with -B).")
-@click.option("-E", "--task-events", is_flag=True, help="Send task events (for monitors).")
 @click.option(
-    "--without-gossip", is_flag=True,
-    help="Celery's: listen to no other worker's events. caraway workers never do (no gossip).",
+    "-s", "--schedule-filename", "--schedule", metavar="FILE",
+    help="Beat's run-time file (with -B).",
 )  # fmt: skip
+@click.option("--scheduler", metavar="CLASS", help="Beat's scheduler class (with -B).")
+@click.option(
+    "-E", "--task-events", "--events", is_flag=True, help="Send task events (for monitors)."
+)
 @click.option(
     "--without-mingle", is_flag=True,
     help="Do not ask the other workers for revoked task ids at startup.",
 )  # fmt: skip
 @click.option("--without-heartbeat", is_flag=True, help="Send no worker events (heartbeats).")
 @click.option(
+    "--heartbeat-interval", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+    help="Seconds between the worker's heartbeat events (default: 2).",
+)  # fmt: skip
+@click.option(
     "-O",
-    "optimization",
+    "--optimization",
     type=click.Choice(["default", "fair"]),
     help="Scheduling: fair (a task goes to a slot only when it is free) is what caraway does;"
     " default warns that it changes nothing.",
@@ -216,6 +224,22 @@ def _check_pool(ctx: click.Context, param: click.Parameter, value: str | None) -
 )  # fmt: skip
 @click.option("--uid", metavar="USER", help="Run as this user (name or id); needs root.")
 @click.option("--gid", metavar="GROUP", help="Run as this group (name or id); needs root.")
+@click.option(
+    "--dashboard", "with_dashboard", is_flag=True,
+    help="Also serve the dashboard from this process (one-box setups; implies -E)."
+    " Authentication, read-only mode and history come from the CARAWAY_DASHBOARD_* (or"
+    " FLOWER_*) environment variables, as for `caraway dashboard`.",
+)  # fmt: skip
+@click.option(
+    "--dashboard-port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
+    envvar=["CARAWAY_DASHBOARD_PORT", "FLOWER_PORT", "CELERY_FLOWER_PORT"],
+    help="With --dashboard: the port it listens on.",
+)  # fmt: skip
+@click.option(
+    "--dashboard-address", default=DEFAULT_ADDRESS, show_default=True,
+    envvar=["CARAWAY_DASHBOARD_ADDRESS", "FLOWER_ADDRESS", "CELERY_FLOWER_ADDRESS"],
+    help="With --dashboard: the address it listens on (any but loopback needs authentication).",
+)  # fmt: skip
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -242,9 +266,9 @@ def worker(
     health_address: str | None,
     metrics: bool | None,
     task_events: bool,
-    without_gossip: bool,
     without_mingle: bool,
     without_heartbeat: bool,
+    heartbeat_interval: float | None,
     optimization: str | None,
     beat: bool,
     schedule_filename: str | None,
@@ -256,6 +280,9 @@ def worker(
     pool_restarts: bool | None,
     uid: str | None,
     gid: str | None,
+    with_dashboard: bool,
+    dashboard_port: int,
+    dashboard_address: str,
 ) -> None:
     """Start a worker in this process; SIGTERM or Ctrl-C stops it warmly.
 
@@ -263,9 +290,13 @@ def worker(
     and lets running tasks finish; then the exit code is 0. A second SIGTERM or Ctrl-C (or
     SIGQUIT) stops at once, after --soft-shutdown-timeout if one is set: running acks_late
     tasks go back to the queue, and the exit code is 1 (Celery's cold shutdown).
+
+    Celery's flags that change nothing here (--without-gossip, ...) warn and go on; those
+    caraway cannot honour stop with the reason (docs/differences.md lists both).
     """
 
-    app = state_of(ctx).app
+    state = state_of(ctx)
+    app = state.app
     _configure(app, time_limit, soft_time_limit, include, pool_restarts)
     if optimization == "default":
         click.echo(f"Warning: {ALWAYS_FAIR}", err=True)
@@ -280,7 +311,9 @@ def worker(
         uid if uid is not None else _setting_id(app.conf.worker_uid),
         gid if gid is not None else _setting_id(app.conf.worker_gid),
     )
-    if task_events:
+    # Bound now, as the user the worker runs as; it serves once the worker is ready.
+    web = embedded_dashboard(app, dashboard_port, dashboard_address) if with_dashboard else None
+    if task_events or web is not None:
         app.conf.worker_send_task_events = True
     level = loglevel.upper()
     instance = app.Worker(
@@ -307,6 +340,7 @@ def worker(
         disable_prefetch=disable_prefetch,
         statedb=statedb,
         without_heartbeat=without_heartbeat,
+        heartbeat_interval=heartbeat_interval,
         without_mingle=without_mingle,
         autoscale=autoscale,
     )
@@ -314,16 +348,29 @@ def worker(
         _purge(app, instance.queues)
 
     def show_banner(sender: Any, **kwargs: Any) -> None:
-        # The worker logs its banner at INFO; below that level say once that it is up.
-        if logging.getLevelName(level) > logging.INFO:  # the real stdout, as Celery prints it
+        # The worker logs its banner at INFO; below that level say once that it is up (on the
+        # real stdout, as Celery prints it), unless -q asked for silence.
+        if logging.getLevelName(level) > logging.INFO and not state.quiet:
             click.echo(instance.banner(), file=sys.__stdout__)  # sys.stdout may go to the log
 
+    def serve_dashboard(sender: Any, **kwargs: Any) -> None:
+        if web is not None:
+            web.start()
+            logging.getLogger("caraway.dashboard").info(
+                "Dashboard on http://%s:%d%s/", dashboard_address, web.port,
+                web.dashboard.config.url_prefix,
+            )  # fmt: skip
+
     signals.worker_ready.connect(show_banner, sender=instance)
+    signals.worker_ready.connect(serve_dashboard, sender=instance)
     try:
         with _pidfile(expand_node_path(pidfile, instance.hostname) if pidfile else None):
             instance.start()
     finally:
         signals.worker_ready.disconnect(show_banner, sender=instance)
+        signals.worker_ready.disconnect(serve_dashboard, sender=instance)
+        if web is not None:
+            web.stop()
     if instance.restart_requested:
         _restart()
     ctx.exit(instance.exitcode)

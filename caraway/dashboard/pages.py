@@ -15,9 +15,9 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from caraway import states
-from caraway.dashboard import beat, charts
+from caraway.dashboard import beat, charts, retry
+from caraway.dashboard.graph import workflow_graph
 from caraway.dashboard.security import checked_form, csrf_token
-from caraway.dashboard.service import workflow_tree
 from caraway.dashboard.store import TaskFilter
 
 if TYPE_CHECKING:
@@ -86,10 +86,10 @@ def _task_context(request: Request) -> dict[str, Any]:
     store = _dashboard(request).store
     task_id = request.path_params["task_id"]
     task = store.task(task_id)
-    family = store.family(task["root_id"] or task_id) if task else []
     return {"task_id": task_id, "task": task, "children": store.children(task_id),
             "timeline": store.timeline(task_id), "ready_states": states.READY_STATES,
-            "workflow": workflow_tree(family) if len(family) > 1 else []}  # fmt: skip
+            "graph": workflow_graph(store, task) if task else None,
+            "retry_queue": retry.known_queue(task) if task else ""}  # fmt: skip
 
 
 def task_page(request: Request) -> Response:
@@ -107,6 +107,20 @@ async def revoke_task(request: Request) -> Response:
     _dashboard(request).app.control.revoke(task_id, terminate=terminate)
     verb = "Terminated" if terminate else "Revoked"
     return _back(request, f"/task/{task_id}", f"{verb} {task_id}.")
+
+
+async def retry_task(request: Request) -> Response:
+    form = await checked_form(request)
+    task_id = request.path_params["task_id"]
+    dashboard = _dashboard(request)
+    task = dashboard.store.task(task_id)
+    if task is None:
+        raise HTTPException(404, f"no task {task_id!r} in the dashboard's history")
+    try:
+        new_id = retry.retry_now(dashboard.app, task, str(form.get("queue") or "").strip())
+    except retry.CannotRetry as exc:
+        return _back(request, f"/task/{task_id}", f"Cannot retry {task_id}: {exc}.")
+    return _back(request, f"/task/{new_id}", f"Sent {task_id} again as {new_id}.")
 
 
 def workers_page(request: Request) -> Response:
@@ -184,13 +198,19 @@ async def beat_action(request: Request) -> Response:
         except KeyError:
             raise HTTPException(404, f"no periodic task named {name!r}") from None
         return _back(request, "/beat", f"Sent {name} now (task {task_id}).")
-    if verb not in ("enable", "disable"):
-        raise HTTPException(404, f"unknown beat action {verb!r}: run, enable or disable")
+    if verb not in ("enable", "disable", "edit"):
+        raise HTTPException(404, f"unknown beat action {verb!r}: run, enable, disable or edit")
     try:
-        beat.set_enabled(app, name, verb == "enable")
+        if verb == "edit":
+            beat.edit(app, name, form.get("schedule", ""), form.get("args", ""),
+                      form.get("kwargs", ""))  # fmt: skip
+        else:
+            beat.set_enabled(app, name, verb == "enable")
     except KeyError:
         raise HTTPException(404, f"no stored periodic task named {name!r}") from None
-    return _back(request, "/beat", f"{name} {verb}d.")
+    except beat.BadEdit as exc:
+        return _back(request, "/beat", f"{name} not changed: {exc}.")
+    return _back(request, "/beat", f"{name} {verb}ed." if verb == "edit" else f"{name} {verb}d.")
 
 
 #: The Charts page's windows, in seconds.
@@ -201,15 +221,19 @@ def _charts_context(request: Request) -> dict[str, Any]:
     window = request.query_params.get("window", "3600")
     if window not in dict(CHART_WINDOWS):
         window = "3600"
-    buckets, table = charts.figures(_dashboard(request).store, float(window))
+    name = request.query_params.get("name", "")
+    found = charts.figures(_dashboard(request).store, float(window), name=name)
     seconds = float(window) / charts.BUCKETS
     label = f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.0f} min"
-    return {"window": window, "windows": CHART_WINDOWS, "buckets": buckets, "table": table,
-            "bucket_label": label}  # fmt: skip
+    return {"window": window, "windows": CHART_WINDOWS, "buckets": found.buckets,
+            "table": found.table, "name": name, "series": found.series, "bucket_label": label,
+            "query": urlencode({"window": window, "name": name})}  # fmt: skip
 
 
 def charts_page(request: Request) -> Response:
-    return render(request, "charts.html", "/charts", title="Charts", **_charts_context(request))
+    names = _dashboard(request).store.task_names()
+    return render(request, "charts.html", "/charts", title="Charts", names=names,
+                  **_charts_context(request))  # fmt: skip
 
 
 def charts_panel(request: Request) -> Response:
@@ -227,6 +251,7 @@ ROUTES = [
     Route("/task/{task_id}", task_page),
     Route("/task/{task_id}/panel", task_panel),
     Route("/task/{task_id}/revoke", revoke_task, methods=["POST"]),
+    Route("/task/{task_id}/retry", retry_task, methods=["POST"]),
     Route("/workers", workers_page),
     Route("/workers/rows", worker_rows),
     Route("/workers/{hostname}/{command}", worker_action, methods=["POST"]),

@@ -2,11 +2,14 @@
 
 ``serve`` adds ``/metrics`` (caraway.dashboard.metrics_route) when prometheus-client is
 installed; more routes can be given as ``extra_routes``. Both sit behind the same
-authentication as the pages.
+authentication as the pages. ``Background`` serves the same app from a thread of another
+process (``caraway worker --dashboard``).
 """
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -78,3 +81,38 @@ def serve(app: Caraway, config: DashboardConfig, extra_routes: Sequence[BaseRout
     dashboard = Dashboard(app, config)
     web = build_app(dashboard, [*metrics_routes(dashboard), *extra_routes])
     uvicorn.run(web, host=config.address, port=config.port, log_level="warning")
+
+
+class Background:
+    """The dashboard served by a thread of another process (``caraway worker --dashboard``).
+
+    The port is bound here, so a taken port fails before the worker starts; serving begins
+    with ``start``, which the worker calls once ready (after its pool forked: the children
+    get no copy of a running server).
+    """
+
+    def __init__(self, app: Caraway, config: DashboardConfig) -> None:
+        config.check()
+        family = socket.AF_INET6 if ":" in config.address else socket.AF_INET
+        self.socket = socket.create_server((config.address, config.port), family=family)
+        self.dashboard = Dashboard(app, config)
+        web = build_app(self.dashboard, metrics_routes(self.dashboard))
+        self.server = uvicorn.Server(uvicorn.Config(web, log_level="warning"))
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.socket]}, name="caraway-dashboard",
+            daemon=True,
+        )  # fmt: skip
+
+    @property
+    def port(self) -> int:
+        return int(self.socket.getsockname()[1])
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and listening (the ingest thread stops with the app's lifespan)."""
+        self.server.should_exit = True
+        if self.thread.is_alive():
+            self.thread.join(10)
+        self.socket.close()

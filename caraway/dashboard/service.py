@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from caraway.dashboard.ingest import Ingestor
+from caraway.dashboard.queues import QueueRow, queue_row
 from caraway.dashboard.store import Store
 from caraway.exceptions import OperationalError
 from caraway.routing import declared_queues
@@ -24,6 +25,8 @@ logger = logging.getLogger("caraway.dashboard")
 
 #: What Flower asks every worker for its workers list (the task lists only per worker).
 INSPECTED = ("stats", "active_queues", "registered", "conf")
+#: Asked in the same round for the Workers page only (Flower's list has no such field).
+PAGE_ONLY = ("reserved",)
 #: Seconds the workers' answers are reused before asking again.
 INSPECT_TTL = 5.0
 #: Fields of a Flower task, in Celery's order (``celery.events.state.Task``'s).
@@ -65,23 +68,6 @@ def _ask(inspect: Any, question: str) -> dict[str, Any] | None:
     return answer
 
 
-def workflow_tree(family: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
-    """A workflow's tasks as ``(depth, task)`` in tree order: each under its parent (chains,
-    groups and chord bodies alike), tasks whose parent is not kept at the top."""
-    known = {task["uuid"] for task in family}
-    children: dict[str | None, list[dict[str, Any]]] = {}
-    for task in family:
-        parent = task["parent_id"] if task["parent_id"] in known else None
-        children.setdefault(parent, []).append(task)
-    ordered: list[tuple[int, dict[str, Any]]] = []
-    pending = [(0, task) for task in reversed(children.get(None, []))]
-    while pending:
-        depth, task = pending.pop()
-        ordered.append((depth, task))
-        pending += [(depth + 1, child) for child in reversed(children.get(task["uuid"], []))]
-    return ordered
-
-
 class Dashboard:
     """One dashboard over one app: owns the store and the ingest thread."""
 
@@ -91,6 +77,7 @@ class Dashboard:
         self.store = Store(config.store_path, config.limits)
         self.ingestor = Ingestor(app, self.store)
         self._inspected: dict[str, dict[str, Any]] = {}
+        self._reserved: dict[str, int] = {}
         self._inspected_at = 0.0
         self._lock = threading.Lock()
 
@@ -116,9 +103,12 @@ class Dashboard:
         inspect = self.app.control.inspect(
             timeout=self.config.inspect_timeout, limit=alive, destination=destination
         )
-        with ThreadPoolExecutor(len(INSPECTED)) as pool:  # a broker away answers nothing
-            asked = pool.map(lambda question: _ask(inspect, question), INSPECTED)
-            answers = dict(zip(INSPECTED, asked, strict=True))
+        questions = INSPECTED + PAGE_ONLY
+        with ThreadPoolExecutor(len(questions)) as pool:  # a broker away answers nothing
+            asked = pool.map(lambda question: _ask(inspect, question), questions)
+            answers = dict(zip(questions, asked, strict=True))
+        reserved = answers.pop("reserved") or {}
+        self._reserved = {host: len(tasks or ()) for host, tasks in reserved.items()}
         merged: dict[str, dict[str, Any]] = {}
         for question, replies in answers.items():
             for hostname, answer in (replies or {}).items():
@@ -152,6 +142,7 @@ class Dashboard:
                 "heartbeat_age": None if worker["heartbeat"] is None
                 else now - worker["heartbeat"],
                 "pool": pool.get("implementation"), "concurrency": pool.get("max-concurrency"),
+                "reserved": self._reserved.get(hostname),
                 "queues": [q.get("name") for q in answers.get("active_queues") or ()],
             })  # fmt: skip
         return rows
@@ -174,14 +165,15 @@ class Dashboard:
         return [{"name": name, "messages": self.app.broker.size(name)}
                 for name in self.queue_names()]  # fmt: skip
 
-    def queues(self) -> list[dict[str, Any]]:
-        """For the Queues page: depth, and which workers consume each queue."""
+    def queues(self) -> list[QueueRow]:
+        """For the Queues page: each queue's figures, and which workers consume it."""
         consumers: dict[str, list[str]] = {}
         for hostname, answers in self.inspect().items():
             for queue in answers.get("active_queues") or ():
                 consumers.setdefault(str(queue.get("name")), []).append(hostname)
-        return [{**row, "consumers": sorted(consumers.get(row["name"], []))}
-                for row in self.queue_lengths()]  # fmt: skip
+        broker = self.app.broker
+        return [queue_row(name, broker.queue_stats(name), self.store, consumers.get(name, []))
+                for name in self.queue_names()]  # fmt: skip
 
     def dead_letters(self, limit: int = 200) -> list[DeadLetter]:
         return self.app.broker.dead_letters(limit)

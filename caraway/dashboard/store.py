@@ -31,12 +31,14 @@ CREATE TABLE IF NOT EXISTS tasks (
     revoked REAL, rejected REAL,
     args TEXT, kwargs TEXT, result TEXT, exception TEXT, traceback TEXT, runtime REAL,
     retries INTEGER, root_id TEXT, parent_id TEXT, queue TEXT, exchange TEXT,
-    routing_key TEXT, eta TEXT, expires TEXT, clock INTEGER, timeline TEXT NOT NULL
+    routing_key TEXT, eta TEXT, expires TEXT, clock INTEGER, timeline TEXT NOT NULL,
+    group_id TEXT, chord_body TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_time ON tasks (seen);
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, seen);
 CREATE INDEX IF NOT EXISTS tasks_by_name ON tasks (name, seen);
 CREATE INDEX IF NOT EXISTS tasks_by_worker ON tasks (hostname, seen);
+CREATE INDEX IF NOT EXISTS tasks_by_queue ON tasks (queue, seen);
 CREATE INDEX IF NOT EXISTS tasks_by_parent ON tasks (parent_id);
 CREATE INDEX IF NOT EXISTS tasks_by_root ON tasks (root_id);
 -- Text search scans this (narrow) index instead of whole rows: see Store.tasks.
@@ -45,6 +47,16 @@ CREATE TABLE IF NOT EXISTS task_names (name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS workers (
     hostname TEXT PRIMARY KEY, heartbeat REAL, offline_at REAL, info TEXT NOT NULL
 );
+"""
+#: Columns added since the first release, with their type: an older file gets them on open.
+#: ``group_id`` and ``chord_body`` (the task a chord header member's result goes to) come
+#: from caraway's workers' events only.
+ADDED_COLUMNS = (("group_id", "TEXT"), ("chord_body", "TEXT"))
+#: Indexes on added columns, made once the columns are there. Most tasks are in no group
+#: and no chord: partial indexes leave them out, so ingest pays for the few that are.
+LATE_INDEXES = """
+CREATE INDEX IF NOT EXISTS tasks_by_group ON tasks (group_id) WHERE group_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_by_chord ON tasks (chord_body) WHERE chord_body IS NOT NULL;
 """
 # Speed: the indexes are keyed on ``seen`` (when the first event about the task came), which
 # later events do not change, so only the state index moves as a task runs; and the timeline
@@ -55,6 +67,7 @@ CREATE TABLE IF NOT EXISTS workers (
 COPIED = (
     "name", "args", "kwargs", "result", "exception", "traceback", "runtime", "retries",
     "root_id", "parent_id", "queue", "exchange", "routing_key", "eta", "expires", "clock",
+    "group_id", "chord_body",
 )  # fmt: skip
 #: Task columns stamped with the time of the event that names them (``task-started`` → started).
 STAMPS = ("sent", "received", "started", "succeeded", "failed", "retried", "revoked", "rejected")
@@ -189,7 +202,13 @@ class Store:
         # gives the -wal and -shm files the same mode), as with the embedded broker's file.
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        self._conn().executescript(SCHEMA)  # its own transaction
+        conn = self._conn()
+        conn.executescript(SCHEMA)  # its own transaction
+        have = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+        for column, kind in ADDED_COLUMNS:
+            if column not in have:
+                conn.execute(f"ALTER TABLE tasks ADD COLUMN {column} {kind}")
+        conn.executescript(LATE_INDEXES)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -293,15 +312,33 @@ class Store:
         )
         return [row[0] for row in rows]
 
-    def family(self, root_id: str, limit: int = 500) -> list[dict[str, Any]]:
-        """The tasks of one workflow (those sharing ``root_id``, the root included), in the
-        order they were first seen: ``uuid``, ``name``, ``state``, ``parent_id``."""
+    @staticmethod
+    def _related(ids: Sequence[str], groups: Sequence[str]) -> tuple[str, list[str]]:
+        marks = ", ".join("?" * len(ids))
+        parts = [f"{column} IN ({marks})" for column in ("uuid", "root_id", "chord_body")]
+        if groups:
+            parts.append(f"group_id IN ({', '.join('?' * len(groups))})")
+        return " OR ".join(parts), [*ids, *ids, *ids, *groups]
+
+    def relatives(self, ids: Sequence[str], groups: Sequence[str], limit: int
+                  ) -> list[dict[str, Any]]:  # fmt: skip
+        """The tasks ``ids``, those under one of them (their root), joined into one (a
+        chord's body) or in one of ``groups``, in the order they were first seen: ``uuid``,
+        ``name``, ``state``, ``root_id``, ``parent_id``, ``group_id``, ``chord_body``. Each
+        part of the test reads its own index."""
+        where, values = self._related(ids, groups)
         rows = self._conn().execute(
-            "SELECT uuid, name, state, parent_id FROM tasks WHERE root_id = ? OR uuid = ?"
-            " ORDER BY seen LIMIT ?",
-            (root_id, root_id, limit),
+            "SELECT uuid, name, state, root_id, parent_id, group_id, chord_body FROM tasks"
+            f" WHERE {where} ORDER BY seen LIMIT ?",
+            [*values, limit],
         )
         return [dict(row) for row in rows]
+
+    def count_relatives(self, ids: Sequence[str], groups: Sequence[str]) -> int:
+        """How many tasks ``relatives`` would give without a limit."""
+        where, values = self._related(ids, groups)
+        return int(self._conn().execute(f"SELECT count(*) FROM tasks WHERE {where}",
+                                        values).fetchone()[0])  # fmt: skip
 
     def timeline(self, task_id: str) -> list[dict[str, Any]]:
         """The task's events in time order: ``type``, ``timestamp``, ``hostname``."""
@@ -341,6 +378,32 @@ class Store:
             (since, since, limit),
         )
         return [(row[0], float(row[1])) for row in rows]
+
+    def queue_rates(self, queue: str, since: float) -> tuple[int, int] | None:
+        """``(sent, received)``: tasks of ``queue`` sent, and received by a worker, after
+        ``since``; None when no task of that queue is known (a task's queue is known from its
+        ``task-sent`` event). Tasks first seen over ten minutes before ``since`` are left out:
+        the queue index bounds the scan."""
+        conn = self._conn()
+        if conn.execute("SELECT 1 FROM tasks WHERE queue = ? LIMIT 1", (queue,)).fetchone() is None:
+            return None
+        row = conn.execute(
+            "SELECT count(CASE WHEN sent >= ? THEN 1 END),"
+            " count(CASE WHEN received >= ? THEN 1 END)"
+            " FROM tasks WHERE queue = ? AND seen >= ? - 600",
+            (since, since, queue, since),
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def sent_times(self, task_ids: Sequence[str]) -> list[float]:
+        """When the tasks among ``task_ids`` whose ``task-sent`` event came were sent."""
+        if not task_ids:
+            return []
+        marks = ", ".join("?" * len(task_ids))
+        rows = self._conn().execute(
+            f"SELECT sent FROM tasks WHERE sent IS NOT NULL AND uuid IN ({marks})", list(task_ids)
+        )
+        return [float(row[0]) for row in rows]
 
     def task_names(self) -> list[str]:
         rows = self._conn().execute("SELECT name FROM task_names ORDER BY name")

@@ -53,9 +53,13 @@ BROKERS: dict[str, tuple[str, str | None]] = {
     "sentinel": ("caraway.engines.redis.broker:RedisBroker", "redis"),
     "redis+socket": ("caraway.engines.redis.broker:RedisBroker", "redis"),
     "unix": ("caraway.engines.redis.broker:RedisBroker", "redis"),
+    "redis+cluster": ("caraway.engines.redis.cluster.broker:RedisClusterBroker", "redis"),
+    "rediss+cluster": ("caraway.engines.redis.cluster.broker:RedisClusterBroker", "redis"),
     "amqp": ("caraway.engines.amqp.broker:AMQPBroker", "amqp"),
     "amqps": ("caraway.engines.amqp.broker:AMQPBroker", "amqp"),
     "pyamqp": ("caraway.engines.amqp.broker:AMQPBroker", "amqp"),
+    "postgresql": ("caraway.engines.postgresql.broker:PostgreSQLBroker", "postgresql"),
+    "postgres": ("caraway.engines.postgresql.broker:PostgreSQLBroker", "postgresql"),
     # Celery's names of kombu's transports, which only the kombu bridge speaks.
     **{
         scheme: ("caraway.engines.kombu.broker:KombuBroker", "kombu")
@@ -94,6 +98,8 @@ BACKENDS: dict[str, tuple[str, str | None]] = {
     "sentinel": ("caraway.engines.redis.backend:RedisBackend", "redis"),
     "redis+socket": ("caraway.engines.redis.backend:RedisBackend", "redis"),
     "unix": ("caraway.engines.redis.backend:RedisBackend", "redis"),
+    "redis+cluster": ("caraway.engines.redis.cluster.backend:RedisClusterBackend", "redis"),
+    "rediss+cluster": ("caraway.engines.redis.cluster.backend:RedisClusterBackend", "redis"),
     "disabled": ("caraway.engines.base.disabled:DisabledBackend", None),
     "db+postgresql": ("caraway.engines.sql.backend:SQLBackend", "postgresql"),
     "db+postgresql+psycopg": ("caraway.engines.sql.backend:SQLBackend", "postgresql"),

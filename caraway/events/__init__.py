@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 from caraway.events.dispatcher import EventDispatcher
+from caraway.events.event import Event, group_from
 from caraway.events.receiver import EventReceiver
 from caraway.events.state import State
 
-__all__ = ["EventDispatcher", "EventReceiver", "State"]
+__all__ = ["Event", "EventDispatcher", "EventReceiver", "State", "group_from"]

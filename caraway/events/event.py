@@ -25,6 +25,18 @@ def group_of(event_type: str) -> str:
     return event_type.partition("-")[0]
 
 
+#: Celery's name for it.
+group_from = group_of
+
+
+def Event(type: str, _fields: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+    """An event dict of ``type`` stamped with the time now, as Celery's helper builds it:
+    e.g. ``State().event(Event("worker-online", hostname="w1@h"))`` in a monitor's tests."""
+    event = {**(_fields or {}), **fields, "type": type}
+    event.setdefault("timestamp", time.time())
+    return event
+
+
 def routing_key(event_type: str) -> str:
     return event_type.replace("-", ".")
 

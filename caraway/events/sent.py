@@ -28,7 +28,8 @@ def send_sent_event(app: Caraway, message: Message, body: Any, queue: str) -> No
     )
     dispatcher.send(
         "task-sent", uuid=headers.get("id"), root_id=headers.get("root_id"),
-        parent_id=headers.get("parent_id"), name=headers.get("task"),
+        parent_id=headers.get("parent_id"), group_id=headers.get("group"),
+        name=headers.get("task"),
         args=_safe_repr(tuple(args)), kwargs=_safe_repr(kwargs), retries=headers.get("retries", 0),
         eta=headers.get("eta"), expires=headers.get("expires"), queue=queue, exchange="",
         routing_key=queue,

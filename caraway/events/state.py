@@ -16,6 +16,14 @@ from caraway import states
 
 #: Celery's HEARTBEAT_EXPIRE_WINDOW: a worker is offline after 200% of its beat period.
 EXPIRE_WINDOW = 2.0
+
+
+def heartbeat_expires(timestamp: float, freq: float = 60.0, expire_window: float = 200.0) -> float:
+    """When a worker whose last heartbeat came at ``timestamp`` counts as offline: after
+    ``expire_window`` percent of its period ``freq`` (Celery's helper, same arguments)."""
+    return timestamp + freq * expire_window / 100
+
+
 #: Heartbeats kept per worker.
 HEARTBEATS_KEPT = 4
 #: The task state each task event leads to.

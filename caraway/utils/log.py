@@ -19,6 +19,27 @@ task_logger = logging.getLogger("caraway.task")
 worker_logger = logging.getLogger("caraway.worker")
 
 
+#: Level names to numbers and numbers to names, both ways as Celery's ``LOG_LEVELS`` maps them.
+LOG_LEVELS: dict[str | int, str | int] = {
+    **{name: getattr(logging, name) for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")},
+    "WARN": logging.WARNING, "FATAL": logging.CRITICAL,
+    **{getattr(logging, name): name for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")},
+}  # fmt: skip
+
+
+def mlevel(level: int | str) -> int:
+    """A level as a number: ``"info"``, ``"INFO"``, ``"20"`` or ``20`` → 20 (Celery's helper)."""
+    if isinstance(level, int) or level.isdigit():
+        return int(level)
+    number = LOG_LEVELS.get(level.upper())
+    if not isinstance(number, int):
+        raise ValueError(f"unknown log level {level!r}: one of {', '.join(_LEVEL_NAMES)}")
+    return number
+
+
+_LEVEL_NAMES = [name for name in LOG_LEVELS if isinstance(name, str)]
+
+
 def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name)
 
@@ -195,10 +216,12 @@ def expand_node_path(template: str, nodename: str, index: int | None = None) -> 
 
 
 __all__ = [
+    "LOG_LEVELS",
     "LoggingProxy",
     "expand_node_path",
     "get_logger",
     "get_task_logger",
+    "mlevel",
     "redirect_stdouts",
     "restore_stdouts",
     "setup_logging",

@@ -337,14 +337,8 @@ def query_task(worker: Worker, ids: Any = (), **kwargs: Any) -> Any:
 
 @command("inspect")
 def report(worker: Worker, **kwargs: Any) -> Any:
-    """Versions and settings, as ``caraway report`` prints them."""
-    import platform
-
-    return ok(
-        f"software -> caraway:{__version__} py:{platform.python_version()}\n"
-        f"platform -> system:{platform.system()} arch:{platform.machine()}\n"
-        f"transport: {worker.app.broker.describe()}\n{worker.app.conf.humanize()}"
-    )
+    """Versions and settings, as ``caraway report`` prints them (``app.bugreport()``)."""
+    return ok(worker.app.bugreport())
 
 
 @command("inspect")
@@ -371,7 +365,7 @@ def _rss_text() -> str:
         return f"peak rss {peak // 1024 if sys.platform == 'darwin' else peak} KiB"
 
 
-@command("inspect")
+@command("inspect", args=(("from_node", str),))
 def hello(worker: Worker, from_node: str = "", revoked: Any = None, **kwargs: Any) -> Any:
     """A new worker's greeting: answers with the revoked ids this worker knows."""
     if from_node == worker.hostname:
@@ -463,10 +457,7 @@ def add_consumer(worker: Worker, queue: str = "", **kwargs: Any) -> Any:
     table = queue_table(worker.app.conf)
     declaration = worker.declarations.get(queue) or table.declaration(table.get(queue))
     worker.declarations[queue] = declaration
-    if declaration.is_plain:
-        worker.app.broker.declare(queue)
-    else:
-        worker.app.broker.declare_bound(declaration)
+    worker.app.broker.declare_bound(declaration)
     worker.app.broker.resume_consuming(queue)
     consumer.queues = [*consumer.queues, queue]
     return ok(f"add consumer {queue}")

@@ -28,8 +28,21 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("caraway.worker")
 
-#: Seconds between heartbeats (Celery's worker heartbeat, sent as ``freq``).
+#: Seconds between heartbeats by default (Celery's worker heartbeat, sent as ``freq``).
 HEARTBEAT_FREQ = 2.0
+
+
+def _chord_body(chord: Any) -> str | None:
+    """The id of the task a chord header member's result goes to: the body's, or its first
+    step's when the body is a chain (None for a body whose id is not known yet)."""
+    while isinstance(chord, dict):
+        if chord.get("task") == "celery.chain":
+            steps = (chord.get("kwargs") or {}).get("tasks") or [None]
+            chord = steps[0]
+            continue
+        task_id = (chord.get("options") or {}).get("task_id")
+        return str(task_id) if task_id else None
+    return None
 
 
 class Terminated(Ignore):
@@ -41,9 +54,12 @@ class Terminated(Ignore):
 
 
 class TaskMonitor:
-    def __init__(self, worker: Worker, dispatcher: EventDispatcher) -> None:
+    def __init__(
+        self, worker: Worker, dispatcher: EventDispatcher, freq: float = HEARTBEAT_FREQ
+    ) -> None:
         self.worker = worker
         self.dispatcher = dispatcher
+        self.freq = freq  # what heartbeats announce: monitors expire the worker by it
         #: task id -> (start time, its pool's owner: thread ident or greenlet) of the tasks
         #: running now.
         self.running: dict[str, tuple[float, Any]] = {}
@@ -79,13 +95,15 @@ class TaskMonitor:
         except OSError:
             loadavg = [0.0, 0.0, 0.0]
         return {
-            "freq": HEARTBEAT_FREQ, "active": len(state.active),
+            "freq": self.freq, "active": len(state.active),
             "processed": state.total_processed, "loadavg": loadavg, "sw_ident": "py-caraway",
             "sw_ver": __version__, "sw_sys": platform.system(),
         }  # fmt: skip
 
     def heartbeat(self, event_type: str = "worker-heartbeat") -> None:
         self._send(event_type, **self.worker_fields())
+        if event_type == "worker-heartbeat":
+            signals.heartbeat_sent.send(sender=self.worker)
 
     # --- task events and bookkeeping ---------------------------------------------------------
 
@@ -102,6 +120,9 @@ class TaskMonitor:
             args=_safe_repr(tuple(request.args or ())), kwargs=_safe_repr(request.kwargs or {}),
             root_id=request.root_id, parent_id=request.parent_id, retries=request.retries,
             eta=request.eta, expires=request.expires,
+            # Not in Celery's event (its consumers ignore unknown fields): the dashboard draws
+            # groups and chords with them.
+            group_id=request.group, chord_body=_chord_body(request.chord),
         )  # fmt: skip
 
     def started(self, job: Job) -> None:

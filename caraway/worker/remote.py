@@ -5,7 +5,7 @@ event dispatcher (worker events always, unless ``without_heartbeat``; task event
 ``-E`` / ``worker_send_task_events`` or after ``enable_events``), the task monitor, the
 control consumer (unless ``worker_enable_remote_control`` is off: then the worker binds no
 pidbox queue, so it neither answers nor obeys commands), then ``worker-online`` and a
-heartbeat every ``HEARTBEAT_FREQ`` s.
+heartbeat every ``heartbeat_interval`` s (``HEARTBEAT_FREQ`` by default).
 Shutdown (``stop``) sends ``worker-offline`` and closes them in reverse order.
 """
 
@@ -34,9 +34,10 @@ MINGLE_TIMEOUT = 1.0
 class RemoteControl:
     def __init__(
         self, worker: Worker, task_events: bool, without_heartbeat: bool,
-        without_mingle: bool = False,
+        without_mingle: bool = False, heartbeat_interval: float | None = None,
     ) -> None:  # fmt: skip
         self.worker = worker
+        self.heartbeat_interval = heartbeat_interval or HEARTBEAT_FREQ
         self.task_events = task_events
         self.without_heartbeat = without_heartbeat
         self.without_mingle = without_mingle
@@ -57,7 +58,7 @@ class RemoteControl:
             groups=None if self.task_events else {"worker"}, buffer_group={"task"},
             fanout=fanout,
         )  # fmt: skip
-        worker.monitor = monitor = TaskMonitor(worker, worker.events)
+        worker.monitor = monitor = TaskMonitor(worker, worker.events, self.heartbeat_interval)
         monitor.install()
         if worker.consumer is not None:
             worker.consumer.monitor = monitor
@@ -69,8 +70,9 @@ class RemoteControl:
         if not worker.app.broker.capabilities.keeps_revocations and not self.without_mingle:
             self._mingle()
         monitor.heartbeat("worker-online")
-        self._heart = threading.Thread(target=self._beat, name="caraway-heart", daemon=True)
-        self._heart.start()
+        if not self.without_heartbeat:  # off even with task events on, as in Celery
+            self._heart = threading.Thread(target=self._beat, name="caraway-heart", daemon=True)
+            self._heart.start()
 
     def _mingle(self) -> None:
         """Ask the running workers for the ids they know are revoked (Celery's mingle)."""
@@ -94,7 +96,7 @@ class RemoteControl:
 
     def _beat(self) -> None:
         monitor = self.worker.monitor
-        while not self._stopped.wait(HEARTBEAT_FREQ):
+        while not self._stopped.wait(self.heartbeat_interval):
             if monitor is not None:
                 monitor.heartbeat()
 

@@ -179,6 +179,7 @@ class Worker:
             task_events=bool(options.get("task_events") or conf.worker_send_task_events),
             without_heartbeat=bool(options.get("without_heartbeat")),
             without_mingle=bool(options.get("without_mingle")),
+            heartbeat_interval=options.get("heartbeat_interval"),
         )
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -231,9 +232,11 @@ class Worker:
         self.link = BrokerLink(broker.describe(), RetryPolicy.from_conf(app.conf))
         if not self._connect(broker, self.link):
             return
+        # Every queue, plain ones too: a plain queue is bound to the direct exchange of its
+        # name, so a message sent to that exchange (``call --exchange q --routing-key q``)
+        # reaches it on every engine, as kombu's declaration makes it on RabbitMQ and Redis.
         for declaration in self.declarations.values():
-            if not declaration.is_plain:  # plain queues are declared as they are consumed
-                broker.declare_bound(declaration)
+            broker.declare_bound(declaration)
         self.consumer = Consumer(
             app, broker, self.queues, pool, self.timer, self.state, self.hostname, self.prefetch,
             self.link,

@@ -101,6 +101,19 @@ def test_call_options_and_result_waiting(project: Project) -> None:
     assert "nope" in bad.stderr
 
 
+def test_call_exchange_and_routing_key_reach_the_bound_queue(project: Project) -> None:
+    project.spawn("worker", "-P", "threads", "-Q", "extra")
+    # The worker binds its queue to the exchange as it starts; a message sent before is unroutable.
+    client = project.client()
+    project.wait_until(lambda: bool(client.control.ping(timeout=0.5)), "the worker to answer")
+    sent = project.run(
+        "call", f"{project.module}.add", "-a", "[4, 4]", "--exchange", "extra",
+        "--routing-key", "extra",
+    ).stdout.strip()  # fmt: skip
+
+    assert project.run("result", sent, "--timeout", str(WAIT)).stdout == "8\n"
+
+
 def test_control_terminate_stops_a_running_task(project: Project) -> None:
     project.spawn("worker", "-P", "prefork", "-c", "1")
     client = project.client()

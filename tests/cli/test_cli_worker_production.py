@@ -90,7 +90,7 @@ def test_detach_runs_the_worker_in_the_background_with_its_pidfile(project: Proj
     pidfile = project.root / "bg.pid"
     started = project.run(
         "worker", "--detach", "-n", "bg@%h", "-P", "threads", "-l", "INFO",
-        "--pidfile", str(pidfile), "--logfile", str(project.root / "%n.log"),
+        "--pidfile", str(pidfile), "--logfile", str(project.root / "%n.log"), "--umask", "0o077",
     )  # fmt: skip
     assert started.returncode == 0, started.stderr  # the command returns at once
     pid = project.wait_until(
@@ -101,6 +101,7 @@ def test_detach_runs_the_worker_in_the_background_with_its_pidfile(project: Proj
         client = project.client()
         assert client.send_task(f"{project.module}.add", (3, 4)).get(timeout=WAIT) == 7
         assert "bg@" in (project.root / "bg.log").read_text()
+        assert (project.root / "bg.log").stat().st_mode & 0o077 == 0  # --umask
     finally:
         os.kill(daemon, signal.SIGTERM)
     project.wait_until(lambda: not pidfile.exists(), "the daemon to stop and remove its pidfile")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from caraway.engines.base.broker import Broker, Outgoing
+from caraway.engines.base.broker import Broker, Outgoing, QueueStats
 from caraway.protocol import Message, build_task_message
 
 
@@ -94,6 +94,32 @@ def test_priority_order_follows_the_engine_convention(broker: Broker) -> None:
     expected = sorted(priorities, reverse=convention == "high-first")
     assert (sorted(order) if convention == "ignored" else order) == expected
     broker.ack([d.tag for d in got])
+
+
+def test_queue_stats_count_what_waits_and_say_why_a_figure_is_missing(broker: Broker) -> None:
+    queue = _queue()
+    first, second, urgent = _message(), _message(), _message(priority=9)
+    broker.publish([Outgoing(first, queue), Outgoing(second, queue), Outgoing(urgent, queue, 9)])
+    time.sleep(0.05)  # let every message land
+
+    stats = broker.queue_stats(queue)
+
+    assert isinstance(stats, QueueStats)
+    assert stats.messages == broker.size(queue) == 3
+    for figure in ("by_priority", "consumers", "oldest_age"):
+        assert (getattr(stats, figure) is None) == (figure in stats.unknown), figure
+    if stats.by_priority is not None:
+        assert sum(stats.by_priority.values()) == 3
+        assert len([n for n in stats.by_priority.values() if n]) == 2  # 0 and 9 kept apart
+    if stats.oldest_age is not None:
+        assert 0 <= stats.oldest_age < 60
+    if stats.consumers is not None:
+        assert stats.consumers == 0
+    if stats.next_ids:
+        assert first.task_id in stats.next_ids
+        assert second.task_id not in stats.next_ids
+    assert broker.fetch([queue], 1, 0.3) != []  # looking took nothing
+    assert broker.queue_stats(_queue()).messages == 0
 
 
 def test_delayed_messages_wait_when_the_broker_holds_them(broker: Broker) -> None:

@@ -33,7 +33,7 @@ def test_every_engine_that_broadcasts_is_in_the_suite(broker_factories: dict[str
         if (cls := symbol_by_name(path)).capabilities.broadcast
     }
 
-    assert broadcasting == {"memory", "sqlite", "redis", "amqp"}
+    assert broadcasting == {"memory", "sqlite", "redis", "amqp", "postgresql"}
     assert broadcasting <= set(broker_factories)
 
 

@@ -1,4 +1,5 @@
-"""The worker's main process SIGKILLed under load, with ``acks_late`` (Redis, SQLite).
+"""The worker's main process SIGKILLed under load, with ``acks_late`` (Redis, SQLite,
+PostgreSQL).
 
 Nothing runs the worker's shutdown: the messages it held (running and prefetched) stay
 leased until their lease (``visibility_timeout``) runs out, then come back to a new
@@ -19,6 +20,7 @@ import pytest
 from fault_servers import LEASE, PrivateRedis, redis_conf, redis_empty
 from fault_workers import FaultProject, check
 from polling import poll
+from postgresql_support import count_messages, postgresql_schema
 
 #: Each wait inside is bounded; the sum of the bounds exceeds pytest's default 60 s.
 pytestmark = pytest.mark.timeout(150)
@@ -79,3 +81,13 @@ def test_the_worker_killed_on_sqlite(
             return conn.execute("SELECT count(*) FROM caraway_messages").fetchone()[0] == 0
 
     run_kill_story(project, "threads", empty)
+
+
+def test_the_worker_killed_on_postgresql(fault_project: Callable[..., FaultProject]) -> None:
+    """Prefork: the children inherit the parent's connections and must never use them."""
+    with postgresql_schema("fkill") as (url, schema):
+        project = fault_project(
+            broker_url=url,
+            broker_transport_options={"schema": schema, "visibility_timeout": LEASE},
+        )
+        run_kill_story(project, "prefork", lambda: count_messages(url, schema) == 0)

@@ -1,6 +1,7 @@
 """The dashboard in a real browser (the system's Chromium, driven by Playwright) while a real
-worker runs: a task goes received → success live, its page, a long task terminated, a dead
-letter requeued and run. Screenshots land in ``artefacts/dashboard/`` (git-ignored)."""
+worker runs: a task goes received → success live, its page, a long task terminated, a task
+retried, a dead letter requeued and run, a periodic task disabled and edited, the queues'
+figures. Screenshots land in ``artefacts/dashboard/`` (git-ignored)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 from interop_support import BIN, WAIT, Workers, die_with_parent, redis_wire, wait_until
 from services import free_port
 
+from caraway import group
 from caraway.beat import PeriodicTasks
 from caraway.engines.base.broker import Outgoing
 from caraway.protocol import build_task_message
@@ -119,10 +121,37 @@ def test_a_chain_is_shown_as_one_workflow(site: dict[str, Any]) -> None:
     first = result.parent.id
 
     page.goto(f"{site['base']}/task/{first}")
-    last = page.locator(f'li[data-member="{result.id}"]')
-    last.locator(".state.SUCCESS").wait_for(timeout=SEEN)
-    assert page.locator(f'li[data-member="{first}"]').count() == 1
+    last = page.locator(f'svg.workflow g.node[data-member="{result.id}"]')
+    last.and_(page.locator("g.SUCCESS")).wait_for(timeout=SEEN)
+    assert page.locator(f'g.node.current[data-member="{first}"]').count() == 1
+    assert page.locator(f'path.edge[data-source="{first}"][data-target="{result.id}"]').count() == 1
+
+
+def test_a_chord_is_drawn_as_a_graph_with_its_join(site: dict[str, Any]) -> None:
+    page, client = site["page"], site["client"]
+    add, tsum, echo = (client.tasks[f"interop.{name}"] for name in ("add", "tsum", "echo"))
+    members = [add.s(n).set(queue=QUEUE) for n in (1, 2, 3)]
+    workflow = (add.s(1, 1).set(queue=QUEUE) | group(members) | tsum.s().set(queue=QUEUE)
+                | echo.s().set(queue=QUEUE))  # fmt: skip
+    result = workflow.apply_async()
+    assert result.get(timeout=WAIT)["value"]["sum"] == 3 + 4 + 5
+    body = result.parent.id
+
+    page.goto(f"{site['base']}/task/{body}")
+    done = page.locator("svg.workflow g.node.SUCCESS")
+    page.wait_for_function(  # the panel refreshes every second until every event is stored
+        "() => document.querySelectorAll('svg.workflow g.node.SUCCESS').length === 6"
+        " && document.querySelectorAll('svg.workflow path.edge').length === 7", timeout=SEEN,
+    )  # fmt: skip
+    assert done.count() == 6
+    into_body = page.locator(f'svg.workflow path.edge[data-target="{body}"]')
+    assert into_body.count() == 3  # every member of the header, not only the last one
+    assert page.locator("svg.workflow path.edge.join").count() == 2
+    assert page.locator(f'g.node.current[data-member="{body}"]').count() == 1
     shot(page, "workflow")
+    page.locator(f'svg.workflow g.node[data-member="{result.id}"]').click()
+    page.wait_for_url(f"**/task/{result.id}")
+    page.locator("#task-state.SUCCESS").wait_for(timeout=SEEN)
 
 
 def test_a_long_task_is_terminated_from_its_page(site: dict[str, Any]) -> None:
@@ -134,6 +163,46 @@ def test_a_long_task_is_terminated_from_its_page(site: dict[str, Any]) -> None:
     page.locator("#task-state.REVOKED").wait_for(timeout=SEEN)
     shot(page, "task-revoked")
     assert client.AsyncResult(result.id).state == "REVOKED"
+
+
+def test_a_finished_task_is_retried_now_from_its_page(site: dict[str, Any]) -> None:
+    page, client = site["page"], site["client"]
+    result = client.tasks["interop.add"].apply_async((20, 22), queue=QUEUE)
+    assert result.get(timeout=WAIT) == 42
+    page.goto(f"{site['base']}/task/{result.id}")
+    page.locator("#task-state.SUCCESS").wait_for(timeout=SEEN)
+
+    page.get_by_label("queue to send it to").fill(QUEUE)  # workers' events do not name it
+    page.get_by_role("button", name="Retry now").click()
+    page.get_by_role("status").filter(has_text=f"Sent {result.id} again as").wait_for(timeout=SEEN)
+    new_id = page.url.split("/task/")[1].split("?")[0]
+    assert new_id != result.id
+    page.locator("#task-state.SUCCESS").wait_for(timeout=SEEN)
+    assert page.locator("dd.mono", has_text="(20, 22)").count() == 1
+    assert client.AsyncResult(new_id).get(timeout=WAIT) == 42
+    shot(page, "task-retried")
+
+
+def test_the_queues_page_shows_depth_per_priority_rates_and_age(site: dict[str, Any]) -> None:
+    page, client = site["page"], site["client"]
+    idle = client.conf.task_default_queue  # listed by the app, consumed by no worker
+    client.conf.task_send_sent_event = True  # the rates and the age on Redis come from these
+    try:
+        for priority in (0, 0, 9):
+            client.tasks["interop.add"].apply_async((1, 1), queue=idle, priority=priority)
+        page.goto(f"{site['base']}/queues")
+        row = page.locator(f'tr[data-queue="{idle}"]')
+        row.locator(".messages", has_text="3").wait_for(timeout=SEEN)
+        assert "0: 2" in row.locator(".by-priority").inner_text()
+        assert "9: 1" in row.locator(".by-priority").inner_text()
+        row.locator(".oldest", has_text="from task-sent events").wait_for(timeout=SEEN)
+        assert row.locator(".rate-in").inner_text() != "n/a"
+        mine = page.locator(f'tr[data-queue="{QUEUE}"]')
+        assert site["node"] in mine.locator(".consumers").inner_text()
+        shot(page, "queues")
+    finally:
+        client.conf.task_send_sent_event = False
+        client.broker.purge(idle)
 
 
 def test_a_dead_letter_is_requeued_and_runs(site: dict[str, Any]) -> None:
@@ -172,6 +241,19 @@ def test_a_periodic_task_is_disabled_from_the_beat_page(site: dict[str, Any]) ->
         assert "disabled" in page.locator(f'tr[data-schedule="{name}"]').inner_text()
         shot(page, "beat")
         assert schedules.get(name).enabled is False
+
+        row = page.locator(f'tr[data-schedule="{name}"]')
+        row.locator("summary", has_text="Edit").click()
+        row.locator('input[name="schedule"]').fill("*/5 * * * *")
+        row.locator('input[name="args"]').fill("[2, 3]")
+        shot(page, "beat-edit")
+        row.get_by_role("button", name="Save").click()
+        page.get_by_role("status").filter(has_text=f"{name} edited").wait_for(timeout=SEEN)
+        edited = page.locator(f'tr[data-schedule="{name}"]')
+        assert edited.locator('input[name="schedule"]').input_value() == "*/5 * * * *"
+        assert edited.locator('input[name="args"]').input_value() == "[2, 3]"
+        assert schedules.get(name).args == (2, 3)
+        assert type(schedules.get(name).schedule).__name__ == "crontab"
     finally:
         schedules.remove(name)
 
@@ -182,6 +264,7 @@ def test_workers_page_shows_the_worker_online(site: dict[str, Any]) -> None:
     row = page.locator(f'tr[data-worker="{site["node"]}"]')
     row.locator(".online").wait_for(timeout=SEEN)
     assert "prefork" in row.inner_text()
+    row.locator(".reserved", has_text="0").wait_for(timeout=SEEN)
     shot(page, "workers")
     page.goto(f"{site['base']}/tasks")
     page.locator(".state.REVOKED").first.wait_for(timeout=SEEN)
@@ -204,4 +287,15 @@ def test_charts_count_what_ran(site: dict[str, Any]) -> None:
     )  # fmt: skip
     failed = page.locator('tr[data-name="interop.fail"] td:nth-child(3)')
     assert failed.inner_text() == "1"
+
+    page.locator('tr[data-name="interop.add"] a').click()  # that name over time
+    page.wait_for_url("**/charts?window=300&name=interop.add")
+    series = page.locator('#series[data-name="interop.add"] svg.chart')
+    assert series.locator("rect").count() == 2 * 60
+    in_table = int(page.locator('tr[data-name="interop.add"] td:nth-child(2)').inner_text())
+    per_slot = series.locator("g").evaluate_all(
+        "slots => slots.map(slot => Number(slot.dataset.succeeded))"
+    )
+    assert sum(per_slot) == in_table >= 3
+    assert page.get_by_label("task name").input_value() == "interop.add"
     shot(page, "charts")

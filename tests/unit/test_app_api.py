@@ -53,6 +53,19 @@ def test_current_task_is_the_running_task(app: Caraway) -> None:
     assert app.current_task is None
 
 
+def test_bugreport_gives_versions_engines_and_settings_with_secrets_masked() -> None:
+    app = Caraway("rep", broker="redis://:s3cret@localhost:6379/3", set_as_current=False)
+    app.conf.task_default_queue = "reports"
+
+    text = app.bugreport()
+
+    assert f"software -> caraway:{caraway.__version__} py:" in text
+    assert "app -> rep\ntransport: redis://:**@localhost:6379/3" in text
+    assert "task_default_queue: 'reports'" in text
+    assert "s3cret" not in text
+    assert caraway.bugreport(app) == text
+
+
 def test_start_runs_a_command_for_this_app(
     app: Caraway, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("wire and config", ("settings", "config", "serialization", "protocol")),
     ("engine contracts", ("engines", "engines.base")),
     ("engines", ("engines.memory", "engines.sqlite", "engines.redis", "engines.amqp",
-                 "engines.sql")),
+                 "engines.sql", "engines.postgresql")),
     ("engine registry", ("engines.registry",)),
     # A schedule without an app reads the current app's zone (Celery's ``schedule.app``),
     # as a result reads the current app's backend: both sit beside the app.
@@ -34,7 +34,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
              "schedules", "builtins", "security", "connection")),
     ("sending and running", ("calling", "canvas", "execution", "tracing")),
     ("services", ("worker", "beat", "events", "control", "metrics")),
-    ("front ends", ("cli", "dashboard", "contrib", "__main__")),
+    # Celery's import paths under celery.app that name objects of the services layer.
+    ("front ends", ("cli", "dashboard", "contrib", "__main__", "app.control", "app.events")),
     ("public API", ("",)),
 ]  # fmt: skip
 ENGINE_PACKAGES = dict(LAYERS)["engines"]

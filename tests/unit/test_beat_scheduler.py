@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from caraway import Caraway
-from caraway.beat import PeriodicTasks, PersistentScheduler, Scheduler
+from caraway.beat import PeriodicTasks, PersistentScheduler, Scheduler, SchedulingError
 from caraway.beat.entry import entries_from_config
 from caraway.beat.periodic import ScheduleExists, ScheduleNotFound
 from caraway.engines.base.beat_store import EntryState
@@ -134,6 +134,20 @@ def test_an_interval_entry_is_sent_every_interval(
     assert {o.message.headers["task"] for o in published} == {"proj.tick"}
     recorded = store.states()["tick"]
     assert recorded == EntryState(START + 60, 6)
+
+
+def test_a_send_that_fails_is_a_scheduling_error_naming_the_entry(
+    app: Caraway, clock: FakeClock, store: MemoryStore
+) -> None:
+    app.conf.beat_schedule = {
+        "bad": {"task": "proj.tick", "schedule": 10, "options": {"priority": "high"}}
+    }
+    beat = Scheduler(app, clock=clock, store=store)
+
+    with pytest.raises(SchedulingError, match="cannot send scheduled task bad") as raised:
+        beat.apply_async(beat.data["bad"])
+
+    assert raised.value.__cause__ is not None
 
 
 def test_options_reach_the_message(

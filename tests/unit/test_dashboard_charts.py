@@ -29,7 +29,8 @@ def test_finished_tasks_are_counted_per_bucket_and_per_name(tmp_path: Path) -> N
     ]  # fmt: skip
     store.add_task_events(events)
 
-    buckets, table = figures(store, 3600.0, now=now)
+    found = figures(store, 3600.0, now=now)
+    buckets, table = found.buckets, found.table
 
     assert len(buckets) == BUCKETS
     assert (buckets[-1].succeeded, buckets[-1].failed) == (10, 0)
@@ -44,3 +45,38 @@ def test_finished_tasks_are_counted_per_bucket_and_per_name(tmp_path: Path) -> N
     assert fast.p50 == pytest.approx(0.55)
     assert fast.p99 == pytest.approx(0.991)
     assert (by_name["proj.slow"].failed, by_name["proj.slow"].p50) == (1, None)
+    assert (found.name, found.series) == ("", [])
+
+
+def test_one_task_names_finished_tasks_per_bucket(tmp_path: Path) -> None:
+    store = Store(tmp_path / "dash.sqlite3", Limits(max_age=float("inf")))
+    now = 10_000.0
+    events = []
+    for i, (name, kind, ago) in enumerate([
+        ("proj.a", "task-succeeded", 30), ("proj.a", "task-succeeded", 40),
+        ("proj.a", "task-failed", 50), ("proj.a", "task-succeeded", 1790),
+        ("proj.b", "task-succeeded", 30), ("proj.b", "task-failed", 1790),
+        ("proj.a", "task-succeeded", 5000),  # before the window
+    ]):  # fmt: skip
+        events += [
+            {"type": "task-received", "uuid": f"t{i}", "timestamp": now - ago - 5, "name": name},
+            {"type": kind, "uuid": f"t{i}", "timestamp": now - ago, "runtime": 0.1},
+        ]
+    store.add_task_events(events)
+
+    found = figures(store, 3600.0, now=now, name="proj.a")
+
+    assert found.name == "proj.a"
+    assert len(found.series) == BUCKETS
+    assert [(b.succeeded, b.failed) for b in found.series if b.succeeded or b.failed] == [
+        (1, 0), (2, 1)]  # half an hour ago, and in the last minute  # fmt: skip
+    assert (found.series[30].succeeded, found.series[-1].succeeded) == (1, 2)
+    last = found.series[-1]
+    assert last.ok_height + last.failed_height == pytest.approx(BAR_HEIGHT)
+    # scaled to its own busiest slot
+    assert found.series[30].ok_height == pytest.approx(BAR_HEIGHT / 3)
+    assert [(b.succeeded, b.failed) for b in found.buckets if b.succeeded or b.failed] == [
+        (1, 1), (3, 1)]  # every name together  # fmt: skip
+    assert found.series[-1].start == found.buckets[-1].start
+    nothing = figures(store, 3600.0, now=now, name="proj.none")
+    assert sum(b.succeeded + b.failed for b in nothing.series) == 0

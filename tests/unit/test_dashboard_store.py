@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from caraway.dashboard.config import DashboardConfig, normalise_prefix, parse_basic_auth
-from caraway.dashboard.service import masked, workflow_tree
+from caraway.dashboard.service import masked
 from caraway.dashboard.store import Limits, Store, TaskFilter
 from caraway.exceptions import ImproperlyConfigured
 
@@ -128,21 +128,6 @@ def test_secrets_are_masked_at_any_depth() -> None:
     for secret in ("s3cret", "'pw'", "pw2"):
         assert secret not in shown
     assert masked(conf)["routing_key"] == "celery"
-
-
-def test_a_workflow_is_drawn_as_a_tree(store: Store) -> None:
-    store.add_task_events([
-        event("task-received", "root", name="a", root_id="root"),
-        event("task-received", "g1", name="b", root_id="root", parent_id="root"),
-        event("task-received", "g2", name="b", root_id="root", parent_id="root"),
-        event("task-received", "body", name="c", root_id="root", parent_id="g1"),
-        event("task-received", "other", name="z", root_id="other"),
-    ])  # fmt: skip
-
-    tree = workflow_tree(store.family("root"))
-
-    assert [(depth, task["uuid"]) for depth, task in tree] == [
-        (0, "root"), (1, "g1"), (2, "body"), (1, "g2")]  # fmt: skip
 
 
 def test_flowers_sort_by(store: Store) -> None:

@@ -25,7 +25,7 @@ from test_redis_worker import RedisSpace
 from worker_support import WAIT, ThreadedWorker, wait_until
 
 from caraway import Celery
-from caraway.exceptions import OperationalError
+from caraway.exceptions import OperationalError, Unreachable
 from caraway.worker import remote
 
 
@@ -260,3 +260,30 @@ def test_a_worker_waiting_for_its_broker_stops_when_asked() -> None:
         assert not threaded.worker.ready.is_set()
     finally:
         app.close()
+
+
+def test_a_lost_revocation_queue_is_an_outage_and_declared_again() -> None:
+    """RabbitMQ drops the worker's exclusive revocation queue with its vhost (or a restart):
+    the next read is an outage (``Unreachable``, which the timer logs at debug), and the one
+    after declares a new queue that receives revocations again."""
+    host, port = require("rabbitmq")
+    vhost = create_vhost("revq")
+    app = Celery("revq", broker=f"amqp://guest:guest@{host}:{port}/{vhost}")
+    try:
+        broker = app.broker
+        assert broker.revocations(0)[0] == []
+        queue = broker._revocation_queue
+        rabbitmqctl("delete_queue", "-p", vhost, str(queue))
+        with pytest.raises(Unreachable):
+            broker.revocations(0)
+        assert broker.revocations(0)[0] == []
+        assert broker._revocation_queue not in (None, queue)
+        app.control.revoke("lost-queue-task")
+        wait_until(
+            lambda: ("lost-queue-task", False) in broker.revocations(0)[0],
+            what="the revocation on the new queue",
+        )
+    finally:
+        app.close()
+        with contextlib.suppress(subprocess.CalledProcessError):
+            rabbitmqctl("delete_vhost", vhost)

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from worker_support import WAIT, make_app, wait_until
 
-from caraway import Celery, states
+from caraway import Celery, signals, states
 from caraway.cli.base import CLIState
 from caraway.cli.main import cli
 from caraway.events import EventReceiver
@@ -153,6 +153,23 @@ def test_events_dump_and_live_view(app: Celery, start_worker: Callable[..., Any]
     assert view.output.count("caraway events — ") >= 2  # redrawn (ANSI codes off in pipes)
     assert "view@embedded" in view.output
     assert "online" in view.output
+
+
+def test_heartbeat_sent_follows_each_worker_heartbeat(
+    app: Celery, start_worker: Callable[..., Any]
+) -> None:
+    beats: list[Any] = []
+
+    def on_heartbeat(sender: Any = None, **kwargs: Any) -> None:
+        beats.append(sender)
+
+    signals.heartbeat_sent.connect(on_heartbeat)
+    try:
+        worker = start_worker(app, hostname="heart@embedded")
+        wait_until(lambda: beats, what="a heartbeat")  # one every 2 s
+    finally:
+        signals.heartbeat_sent.disconnect(on_heartbeat)
+    assert beats[0] is worker
 
 
 def test_list_bindings(app: Celery) -> None:

@@ -1,7 +1,7 @@
 """Exchanges of ``task_queues`` on every broker: a topic route reaches every matching queue,
 a ``Broadcast`` task runs on every worker, ``worker_direct`` reaches one named worker. Two
-workers per broker share the module's vhost (RabbitMQ), key prefix (Redis), file (SQLite) or
-store (memory); each has its own app, as separate processes would."""
+workers per broker share the module's vhost (RabbitMQ), key prefix (Redis), file (SQLite),
+schema (PostgreSQL) or store (memory); each has its own app, as separate processes would."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 from amqp_support import rabbit_vhost, table, vhost_of
+from postgresql_support import postgresql_schema
 from services import require
 from worker_support import ThreadedWorker, wait_until
 
@@ -68,7 +70,13 @@ def redis_prefix() -> Iterator[tuple[str, str]]:
     client.close()
 
 
-@pytest.fixture(scope="module", params=["amqp", "redis", "sqlite", "memory"])
+@pytest.fixture(scope="module")
+def pg_schema() -> Iterator[tuple[str, str]]:
+    with postgresql_schema("xtest") as found:
+        yield found
+
+
+@pytest.fixture(scope="module", params=["amqp", "redis", "sqlite", "memory", "postgresql"])
 def broker(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[str, dict[str, Any]]:
@@ -78,8 +86,22 @@ def broker(
         return f"sqlite:///{tmp_path_factory.mktemp('exchanges')}/broker.sqlite3", {}
     if request.param == "memory":
         return f"memory://exchanges-{uuid.uuid4().hex}", {}
+    if request.param == "postgresql":
+        url, schema = request.getfixturevalue("pg_schema")
+        return url, {"schema": schema}
     url, prefix = request.getfixturevalue("redis_prefix")
     return url, {"global_keyprefix": prefix}
+
+
+def _binding_rows(url: str, transport: dict[str, Any]) -> set[tuple[Any, ...]]:
+    """The binding table of the SQLite file or the PostgreSQL schema."""
+    query = "SELECT exchange, queue, routing_key, exchange_type, owner IS NOT NULL FROM {}"
+    if url.startswith("sqlite"):
+        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+            return set(conn.execute(query.format("caraway_bindings")))
+    with psycopg.connect(url, autocommit=True) as conn:
+        table = f'"{transport["schema"]}".caraway_bindings'
+        return {(*row[:4], int(row[4])) for row in conn.execute(query.format(table))}
 
 
 @pytest.fixture(scope="module")
@@ -162,10 +184,8 @@ def test_the_broker_holds_celerys_exchanges_and_bindings(
         return
     if url.startswith("memory"):
         pytest.skip("the memory engine's binding table is not visible outside the process")
-    if url.startswith("sqlite"):
-        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
-            rows = set(conn.execute("SELECT exchange, queue, routing_key, exchange_type, owner"
-                                    " IS NOT NULL FROM caraway_bindings"))  # fmt: skip
+    if url.startswith(("sqlite", "postgresql")):
+        rows = _binding_rows(url, transport)
         assert ("news", "sport", "news.sport.*", "topic", 0) in rows
         assert ("C.dq2", "sport@test.dq2", "sport@test", "direct", 0) in rows
         assert sum(1 for row in rows if row[0] == "announcements" and row[4]) == 2

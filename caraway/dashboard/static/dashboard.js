@@ -1,8 +1,13 @@
 // Live parts of a page: an element with data-refresh="URL" is re-fetched every
-// data-every milliseconds (default 1000) and its content replaced, while the tab is visible.
+// data-every milliseconds (default 1000) and its content replaced, while the tab is visible
+// and nobody is typing into a form inside it (a refresh would wipe what was typed).
 (function () {
+  function typing(element) {
+    var active = document.activeElement;
+    return active !== null && element.contains(active) && /^(INPUT|SELECT|TEXTAREA)$/.test(active.tagName);
+  }
   function refresh(element) {
-    if (document.hidden) { return; }
+    if (document.hidden || typing(element)) { return; }
     fetch(element.dataset.refresh, { credentials: "same-origin", cache: "no-store" })
       .then(function (response) { return response.ok ? response.text() : null; })
       .then(function (html) { if (html !== null) { element.innerHTML = html; } })

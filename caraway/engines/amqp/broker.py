@@ -47,7 +47,14 @@ from caraway.engines.amqp.client import (
     parse_url,
 )
 from caraway.engines.amqp.fanout import AMQPFanout
-from caraway.engines.base.broker import Broker, BrokerCapabilities, DeadLetter, Delivery, Outgoing
+from caraway.engines.base.broker import (
+    Broker,
+    BrokerCapabilities,
+    DeadLetter,
+    Delivery,
+    Outgoing,
+    QueueStats,
+)
 from caraway.engines.base.fanout import Fanout
 from caraway.engines.base.topology import QueueDeclaration
 from caraway.exceptions import OperationalError, Unreachable
@@ -572,6 +579,22 @@ class AMQPBroker(Broker):
             queue, "sizing", lambda ch: int(ch.queue_declare(queue, passive=True).message_count)
         )
 
+    def queue_stats(self, queue: str) -> QueueStats:
+        """Depth and consumers from a passive declare: all AMQP itself tells without
+        consuming (the management plugin's HTTP API would tell more; it is not used)."""
+        counted: list[int] = []
+
+        def declare(channel: Any) -> int:
+            answer = channel.queue_declare(queue, passive=True)
+            counted.append(int(answer.consumer_count))
+            return int(answer.message_count)
+
+        messages = self._passive(queue, "counting", declare)
+        return QueueStats(messages, consumers=counted[-1] if counted else 0, unknown={
+            "by_priority": "RabbitMQ does not say how many messages wait at each priority",
+            "oldest_age": "RabbitMQ shows a message's age only to whoever consumes it",
+        })  # fmt: skip
+
     def _passive(self, queue: str, doing: str, fun: Callable[[Any], int]) -> int:
         """``fun`` on a queue that may not exist: a missing queue has no messages."""
         try:
@@ -653,7 +676,15 @@ class AMQPBroker(Broker):
                 found.extend((str(tid), bool(data["terminate"])) for tid in data["task_ids"])
             return found
 
-        found = self._publisher.call("reading revocations", run)
+        try:
+            found = self._publisher.call("reading revocations", run)
+        except OperationalError as exc:
+            if not isinstance(exc.__cause__, amqp.exceptions.NotFound):
+                raise
+            # The queue went with its vhost or a broker restart, and the connection with it:
+            # an outage, reported by the consumer; the next read declares a new queue.
+            self._revocation_queue = None
+            raise Unreachable(str(exc)) from exc
         self._revocations_seen = max(self._revocations_seen, cursor) + len(found)
         return found, self._revocations_seen
 

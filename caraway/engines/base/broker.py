@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from caraway.exceptions import ImproperlyConfigured, OperationalError
@@ -85,6 +85,28 @@ class DeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueStats:
+    """What an engine can tell about one queue without taking a message from it.
+
+    A figure the engine cannot give is None, and ``unknown`` says why, keyed by the field's
+    name, so a dashboard shows the reason instead of a wrong number.
+    """
+
+    #: Messages waiting (``size``).
+    messages: int
+    #: Messages waiting per priority, in the engine's own numbers (Redis: its lanes' steps).
+    by_priority: dict[int, int] | None = None
+    #: Consumers the broker itself counts on the queue.
+    consumers: int | None = None
+    #: Seconds the oldest waiting message has waited since it became ready.
+    oldest_age: float | None = None
+    #: Task ids of the messages next out (one per priority lane), read without taking them,
+    #: so a caller that knows when those tasks were sent can tell their age.
+    next_ids: tuple[str, ...] = ()
+    unknown: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerCapabilities:
     """What a broker engine does natively; the worker does the rest itself.
 
@@ -123,6 +145,9 @@ class BrokerCapabilities:
     #: Queues may be bound to named direct, topic and fanout exchanges (``declare_bound``),
     #: and messages published to them (``Outgoing.exchange``).
     exchanges: bool = False
+    #: ``publish_in`` writes messages through the application's own database connection,
+    #: inside its transaction: they exist only if it commits (``apply_async(connection=)``).
+    transactional: bool = False
 
 
 class Broker(ABC):
@@ -141,6 +166,14 @@ class Broker(ABC):
     @abstractmethod
     def publish(self, batch: Sequence[Outgoing]) -> None:
         """Store every message of the batch durably before returning."""
+
+    def publish_in(self, connection: Any, batch: Sequence[Outgoing]) -> None:
+        """Store the batch through the application's ``connection``, in its open transaction
+        (brokers with ``transactional``): consumers see it only if that transaction commits."""
+        raise ImproperlyConfigured(
+            f"the broker {self.describe()} cannot send a task inside your database transaction:"
+            " use a PostgreSQL broker (postgresql://) for apply_async(connection=...)"
+        )
 
     async def publish_async(self, batch: Sequence[Outgoing]) -> None:
         """``publish`` for a running event loop, without blocking it. Engines without an
@@ -176,6 +209,15 @@ class Broker(ABC):
     @abstractmethod
     def size(self, queue: str) -> int:
         """How many messages wait in ``queue`` (delivered ones excluded)."""
+
+    def queue_stats(self, queue: str) -> QueueStats:
+        """What the engine knows about ``queue`` without consuming from it. The default
+        knows the depth only; engines override it with what their server can tell."""
+        return QueueStats(self.size(queue), unknown={
+            "by_priority": "this broker does not count messages per priority",
+            "consumers": "this broker does not count its consumers",
+            "oldest_age": "this broker does not tell how long a message has waited",
+        })  # fmt: skip
 
     @abstractmethod
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:

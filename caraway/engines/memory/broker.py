@@ -13,7 +13,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from caraway.engines.base.broker import Broker, BrokerCapabilities, DeadLetter, Delivery, Outgoing
+from caraway.engines.base.broker import (
+    Broker,
+    BrokerCapabilities,
+    DeadLetter,
+    Delivery,
+    Outgoing,
+    QueueStats,
+)
 from caraway.engines.base.fanout import Fanout
 from caraway.engines.base.topology import QueueDeclaration, fan_out, published_with
 from caraway.engines.memory.fanout import MemoryFanout
@@ -158,6 +165,18 @@ class MemoryBroker(Broker):
         with self._store.changed:
             delayed = sum(1 for d in self._store.delayed if d[2].queue == queue)
             return len(self._store.ready.get(queue, ())) + delayed
+
+    def queue_stats(self, queue: str) -> QueueStats:
+        with self._store.changed:
+            waiting = [item for _, _, item in self._store.ready.get(queue, ())]
+            waiting += [item for _, _, item in self._store.delayed if item.queue == queue]
+        by_priority: dict[int, int] = {}
+        for item in waiting:
+            by_priority[item.priority] = by_priority.get(item.priority, 0) + 1
+        return QueueStats(len(waiting), by_priority, unknown={
+            "consumers": "the memory broker keeps no list of consumers",
+            "oldest_age": "the memory broker keeps no publish time",
+        })  # fmt: skip
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         with self._store.changed:

@@ -17,7 +17,13 @@ import redis
 from redis.client import PubSub
 
 from caraway import serialization, states
-from caraway.engines.base.backend import TASK_KEY_PREFIX, Backend, BackendCapabilities, Stored
+from caraway.engines.base.backend import (
+    GROUP_KEY_PREFIX,
+    TASK_KEY_PREFIX,
+    Backend,
+    BackendCapabilities,
+    Stored,
+)
 from caraway.engines.base.beat_store import BeatStore
 from caraway.engines.base.chord_join import Joiner
 from caraway.engines.redis.beat_store import RedisStore
@@ -26,6 +32,7 @@ from caraway.engines.redis.client import (
     CONNECTION_ERRORS,
     Lane,
     LoopClients,
+    RedisTarget,
     connect,
     connect_async,
     parse_url,
@@ -82,7 +89,7 @@ class RedisBackend(Backend):
     def __init__(self, app: EngineApp, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(app, url, options)
         conf = app.conf
-        self.target = parse_url(url)
+        self.target = self.parse_target(url)
         self.prefix = str(self.options.get("global_keyprefix") or "")
         defaults: dict[str, Any] = {
             "socket_timeout": conf.redis_socket_timeout,
@@ -96,11 +103,9 @@ class RedisBackend(Backend):
             ssl_options(conf.redis_backend_use_ssl),
             {k: v for k, v in defaults.items() if v is not None},
         )
-        self.client = connect(
-            self.target, self.options, ssl_options=self._connection[0], **self._connection[1]
-        )
+        self.client = self.new_client()
         self._set_result = self.client.register_script(SET_RESULT)
-        self._lane = Lane(self.client)
+        self._lane = self.new_lane()
         ssl, defaults = self._connection
         self._async_clients = LoopClients(
             lambda: connect_async(self.target, self.options, ssl, **defaults)
@@ -110,6 +115,22 @@ class RedisBackend(Backend):
         self._local = threading.local()
         self._pubsubs: list[PubSub] = []
         self._pubsubs_lock = threading.Lock()
+
+    # --- connections and key names (a cluster engine overrides these) -------------------
+
+    def parse_target(self, url: str) -> RedisTarget:
+        return parse_url(url)
+
+    def new_client(self) -> redis.Redis:
+        ssl, defaults = self._connection
+        return connect(self.target, self.options, ssl_options=ssl, **defaults)
+
+    def new_lane(self) -> Lane:
+        return Lane(self.client)
+
+    def chord_key(self, group_id: str, suffix: str = "") -> str:
+        """A key of the chord join of ``group_id`` (Celery's names)."""
+        return self.key(f"{GROUP_KEY_PREFIX}{group_id}{suffix}")
 
     def beat_store(self) -> BeatStore:
         return RedisStore(self.client, self.target, self.prefix)
@@ -137,12 +158,16 @@ class RedisBackend(Backend):
             chunk = task_ids[start : start + MGET_CHUNK]
             keys = [self.key(TASK_KEY_PREFIX + task_id) for task_id in chunk]
             with translated(self.target, "to read results"):
-                (payloads,) = self._lane.call(("MGET", *keys))
+                payloads = self.mget(keys)
             metas.extend(
                 self.meta_of(task_id, None if raw is None else self._stored(_bytes(raw)))
                 for task_id, raw in zip(chunk, payloads, strict=True)
             )
         return metas
+
+    def mget(self, keys: Sequence[str]) -> list[Any]:
+        (payloads,) = self._lane.call(("MGET", *keys))
+        return list(payloads)
 
     def _stored(self, payload: bytes) -> Stored:
         return Stored(payload, self.content_type, self.content_encoding)

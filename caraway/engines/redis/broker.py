@@ -35,6 +35,7 @@ from caraway.engines.base.broker import (
     DeadLetter,
     Delivery,
     Outgoing,
+    QueueStats,
     SettlementKept,
 )
 from caraway.engines.base.fanout import Fanout
@@ -43,6 +44,7 @@ from caraway.engines.redis.client import (
     CONNECTION_ERRORS,
     Lane,
     LoopClients,
+    RedisTarget,
     connect,
     connect_async,
     parse_url,
@@ -217,7 +219,7 @@ class RedisBroker(Broker):
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(url, options)
         opts = self.options
-        self.target = parse_url(url)
+        self.target = self.parse_target(url)
         self.prefix = str(opts.get("global_keyprefix") or "")
         self.sep = str(opts.get("sep", SEP))
         self.priority_steps = sorted(
@@ -237,18 +239,16 @@ class RedisBroker(Broker):
         self.revoked_count_key = self.prefix + "_caraway.revoked.count"
         # The socket timeout must outlast the longest BRPOP we send.
         self._ssl_options = ssl_options(opts.get("broker_use_ssl"))
-        self.client = connect(
-            self.target, opts,
-            ssl_options=self._ssl_options,
+        self.client = self.new_client(
             socket_timeout=max(10.0, self.brpop_timeout + 5.0),
             socket_connect_timeout=float(opts.get("broker_connection_timeout") or 4.0),
-        )  # fmt: skip
+        )
         self._fetch = self.client.register_script(FETCH)
         self._release = self.client.register_script(RELEASE)
         self._restore = self.client.register_script(RESTORE)
         self._release_mutex = self.client.register_script(RELEASE_MUTEX)
         self._revocations = self.client.register_script(REVOCATIONS)
-        self._lane = Lane(self.client, on_lost=self._unconfirmed_acks)
+        self._lane = self.new_lane()
         # Settlements that found Redis away: (when, tags, how to send it again), oldest first.
         self._kept: collections.deque[tuple[float, tuple[Any, ...], Callable[[], object]]]
         self._kept = collections.deque()
@@ -272,6 +272,18 @@ class RedisBroker(Broker):
         self._lock = threading.Lock()
         self._cycle: list[str] = []
 
+    # --- connections (a cluster engine overrides these) ---------------------------------
+
+    def parse_target(self, url: str) -> RedisTarget:
+        return parse_url(url)
+
+    def new_client(self, **defaults: Any) -> redis.Redis:
+        """A client of this broker's server with its options (nothing connects yet)."""
+        return connect(self.target, self.options, ssl_options=self._ssl_options, **defaults)
+
+    def new_lane(self) -> Lane:
+        return Lane(self.client, on_lost=self._unconfirmed_acks)
+
     # --- names -------------------------------------------------------------------------
 
     def step_for(self, priority: int | None) -> int:
@@ -287,6 +299,10 @@ class RedisBroker(Broker):
             step = self.step_for(priority)
             name = names[(queue, priority)] = f"{queue}{self.sep}{step}" if step else queue
         return name
+
+    def fanout_channel(self, exchange: str, routing_key: str) -> str:
+        """The pub/sub channel of a fanout or topic exchange (kombu's name)."""
+        return fanout_channel(self.prefix, self.target.db, exchange, routing_key)
 
     def _lists(self, queue: str) -> list[str]:
         names = dict.fromkeys(self.prefix + self.list_name(queue, s) for s in self.priority_steps)
@@ -353,11 +369,9 @@ class RedisBroker(Broker):
             if declaration.auto_delete:
                 self._transient.append(declaration)
             if declaration.broadcast and queue not in self._relays:
-                channel = fanout_channel(
-                    self.prefix, self.target.db, declaration.exchange, declaration.routing_key
-                )
+                channel = self.fanout_channel(declaration.exchange, declaration.routing_key)
                 self._relays[queue] = BroadcastRelay(
-                    connect(self.target, self.options), channel,
+                    self.new_client(), channel,
                     partial(self._relay, queue), f"{channel} -> {queue}",
                 )  # fmt: skip
         self._declared.add(queue)
@@ -432,9 +446,7 @@ class RedisBroker(Broker):
         last: list[Any] = []
         for item in batch:
             if item.exchange_type == "fanout" and item.exchange:
-                channel = fanout_channel(
-                    self.prefix, self.target.db, item.exchange, item.routing_key
-                )
+                channel = self.fanout_channel(item.exchange, item.routing_key)
                 commands.append(["PUBLISH", channel, self._encoded(item)])
                 last = []
                 continue
@@ -559,7 +571,7 @@ class RedisBroker(Broker):
         receipt = self.client.get(self._receipt)
         self._unanswered = None
         number, *taken = _text(receipt).split(" ") if receipt else ("",)
-        tags = [tag for tag in taken if tag not in received]
+        tags = [tag for tag in self.receipt_tags(taken) if tag not in received]
         if number != str(call) or not tags:
             return  # the call never ran, took nothing, or its reply came after all
         logger.info(
@@ -567,6 +579,10 @@ class RedisBroker(Broker):
             " message(s)", len(tags),
         )  # fmt: skip
         self._release_now(tags, 0.0)
+
+    def receipt_tags(self, taken: list[str]) -> list[Any]:
+        """The delivery tags of the entries a fetch receipt names."""
+        return taken
 
     def _delivery(self, queue: str, tag: str, envelope: bytes) -> Delivery:
         try:
@@ -670,32 +686,44 @@ class RedisBroker(Broker):
 
     def reclaim_orphans(self) -> int:
         """kombu's restore: put back every message unacked for longer than the timeout."""
+        unreadable = self.prefix + "_caraway.unreadable"
+        return self.reclaim(self.unacked_mutex, self.unacked, self.unacked_index, unreadable)
+
+    def reclaim(self, mutex: str, unacked: str, index: str, unreadable: str) -> int:
+        """The restore over one unacked hash and its index, under ``mutex``; entries that
+        cannot be read go to the list ``unreadable``."""
         token = uuid.uuid4().hex
         try:
-            if not self.client.set(self.unacked_mutex, token, nx=True, px=self.mutex_expire_ms):
+            if not self.client.set(mutex, token, nx=True, px=self.mutex_expire_ms):
                 return 0
             try:
-                return self._restore_visible()
+                return self._restore_visible(unacked, index, unreadable)
             finally:
-                self._release_mutex(keys=[self.unacked_mutex], args=[token])
+                self._release_mutex(keys=[mutex], args=[token])
         except CONNECTION_ERRORS as exc:
             logger.debug("Cannot restore unacked messages: %s", exc)
             return 0
 
-    def _restore_visible(self) -> int:
+    def _restore_visible(self, unacked: str, index: str, unreadable: str) -> int:
         ceiling = self.clock.time() - self.lease_seconds
-        tags = self.client.zrange(self.unacked_index, ceiling, 0, desc=True, byscore=True)
+        tags = [_text(t) for t in self.client.zrange(index, ceiling, 0, desc=True, byscore=True)]
         if not tags:
             return 0
-        pipe = self.client.pipeline(transaction=False)
-        for tag, value in self._entries([_text(t) for t in tags]):
+        with translated(self.target, "to read unacked messages"):
+            values = self.client.hmget(unacked, tags)
+        calls: list[tuple[list[str], list[Any]]] = []
+        for tag, raw in zip(tags, values, strict=True):
+            value = _bytes(raw)
             target = self._restored(value) if value is not None else None
-            list_key, envelope = target or (self.prefix + "_caraway.unreadable", b"")
-            self._restore(
-                keys=[self.unacked, self.unacked_index, list_key],
-                args=[tag, value or b"", repr(ceiling), envelope],
-                client=pipe,
-            )
+            list_key, envelope = target or (unreadable, b"")
+            calls.append(([unacked, index, list_key], [tag, value or b"", repr(ceiling), envelope]))
+        return self.restore_each(calls)
+
+    def restore_each(self, calls: Sequence[tuple[list[str], list[Any]]]) -> int:
+        """Run the restore script once per (keys, args), pipelined; how many moved."""
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in calls:
+            self._restore(keys=keys, args=args, client=pipe)
         return sum(int(n) for n in pipe.execute())
 
     def dead_letter(self, delivery: Delivery, reason: str) -> str:
@@ -716,13 +744,17 @@ class RedisBroker(Broker):
             envelope = self.envelope(delivery.message, delivery.queue, delivery.message.priority)
         record = {"envelope": envelope, "queue": delivery.queue, "reason": reason,
                   "failed_at": self.clock.time()}  # fmt: skip
-        pipe = self.client.pipeline(transaction=True)
-        pipe.rpush(self.dead_key, serialization.json_dumps(record))
-        pipe.zrem(self.unacked_index, delivery.tag)
-        pipe.hdel(self.unacked, delivery.tag)
         with translated(self.target, "to set a message aside"):
-            pipe.execute()
+            self.set_aside(delivery.tag, serialization.json_dumps(record))
         return f"the Redis list {self.dead_key!r} at {self.target.masked}"
+
+    def set_aside(self, tag: Any, record: bytes) -> None:
+        """Add ``record`` to the dead letters and forget the delivery, in one transaction."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.rpush(self.dead_key, record)
+        pipe.zrem(self.unacked_index, tag)
+        pipe.hdel(self.unacked, tag)
+        pipe.execute()
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         with translated(self.target, "to read dead letters"):
@@ -763,6 +795,23 @@ class RedisBroker(Broker):
             pipe.llen(key)
         with translated(self.target, f"to count {queue!r}"):
             return sum(int(n) for n in pipe.execute())
+
+    def queue_stats(self, queue: str) -> QueueStats:
+        """Each priority lane's length and the message next out of it (the list's tail:
+        kombu pushes on the left and pops on the right), read in one round trip."""
+        steps = {self.list_name(queue, step): step for step in self.priority_steps}
+        pipe = self.client.pipeline(transaction=False)
+        for name in steps:
+            pipe.llen(self.prefix + name)
+            pipe.lindex(self.prefix + name, -1)
+        with translated(self.target, f"to count {queue!r}"):
+            answers = pipe.execute()
+        by_priority = {step: int(n) for step, n in zip(steps.values(), answers[::2], strict=True)}
+        next_ids = tuple(filter(None, (_task_id(raw) for raw in answers[1::2] if raw)))
+        return QueueStats(sum(by_priority.values()), by_priority, next_ids=next_ids, unknown={
+            "consumers": "Redis keeps no list of consumers: workers pop from the lists",
+            "oldest_age": "Redis lists keep no publish time with a message",
+        })  # fmt: skip
 
     def revoke(self, task_ids: Sequence[str], terminate: bool = False) -> None:
         if not task_ids:
@@ -885,7 +934,8 @@ class RedisBroker(Broker):
         for bound in self._transient:
             for command in self._bound(bound):
                 pipe.srem(command[1], command[2])
-            pipe.delete(*self._lists(bound.queue))
+            for key in self._lists(bound.queue):  # one by one: a cluster pipeline wants that
+                pipe.delete(key)
         self._transient.clear()
         with contextlib.suppress(redis.RedisError):  # Redis away: the leftovers stay
             pipe.execute()
@@ -923,6 +973,16 @@ def _text(value: Any) -> str:
 
 def _bytes(value: Any) -> bytes | None:
     return value.encode() if isinstance(value, str) else value
+
+
+def _task_id(raw: bytes) -> str | None:
+    """The task id in a queued envelope's headers; None for anything else on the list."""
+    try:
+        headers = json.loads(raw).get("headers")
+    except (ValueError, AttributeError):
+        return None
+    task_id = headers.get("id") if isinstance(headers, dict) else None
+    return task_id if isinstance(task_id, str) else None
 
 
 def _dead_key(row: bytes) -> str:

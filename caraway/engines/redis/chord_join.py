@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from caraway.engines.base.backend import GROUP_KEY_PREFIX
 from caraway.engines.base.chord_join import CLAIM_SECONDS, DONE_SECONDS, Join, new_token
 from caraway.engines.redis.client import translated
 
@@ -63,7 +62,7 @@ return 1
 
 
 def _key(backend: RedisBackend, gid: str, suffix: str = "") -> str:
-    return backend.key(f"{GROUP_KEY_PREFIX}{gid}{suffix}")
+    return backend.chord_key(gid, suffix)
 
 
 class RedisJoiner:

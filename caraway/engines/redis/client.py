@@ -81,11 +81,17 @@ _TRANSPORT_CONNECTION_OPTIONS = (
     "password",
 )
 
-#: redis-py's data errors that mean "the server cannot be reached right now".
+#: redis-py's data errors that mean "the server cannot be reached right now"; on a
+#: cluster, also a slot without a master (a failover under way) and no node answering.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
     redis.exceptions.BusyLoadingError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
+    # Since redis-py 6; older ones raise ConnectionError there.
+    getattr(redis.exceptions, "RedisClusterUnreachableError", redis.ConnectionError),
 )
 
 

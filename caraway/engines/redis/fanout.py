@@ -23,7 +23,7 @@ import redis
 from caraway import serialization
 from caraway.engines.base.fanout import Binding, Exchange, Fanout, Subscription, matches
 from caraway.engines.redis.broker import SEP, RedisBroker, message_from_envelope
-from caraway.engines.redis.client import CONNECTION_ERRORS, connect, translated
+from caraway.engines.redis.client import CONNECTION_ERRORS, translated
 from caraway.protocol import Message
 
 #: kombu 5.7 keeps bindings of expiring queues for an hour past their last refresh.
@@ -37,13 +37,13 @@ class RedisFanout(Fanout):
         self.target = broker.target
         self.prefix = broker.prefix
         self.options = broker.options
-        self.client = connect(
-            self.target, self.options, socket_timeout=READ_SLICE + 10.0, socket_connect_timeout=5.0
+        self._channel = broker.fanout_channel
+        self.client = broker.new_client(
+            socket_timeout=READ_SLICE + 10.0, socket_connect_timeout=5.0
         )
 
     def channel(self, exchange: str, routing_key: str) -> str:
-        base = f"{self.prefix}/{self.target.db}.{exchange}"
-        return f"{base}/{routing_key}" if routing_key else base
+        return self._channel(exchange, routing_key)
 
     def binding_key(self, exchange: str) -> str:
         return f"{self.prefix}_kombu.binding.{exchange}"
@@ -89,7 +89,8 @@ class RedisFanout(Fanout):
         member = f"{binding.routing_key}{SEP}{SEP}{binding.queue}"
         deadline = int(time.time() * 1000) + BINDING_TTL_MS
         with translated(self.target, f"to bind {binding.queue!r}"):
-            pipe = self.client.pipeline(transaction=True)
+            # Not a transaction: on a cluster the two keys may sit in two slots.
+            pipe = self.client.pipeline(transaction=False)
             pipe.sadd(self.binding_key(exchange), member)
             pipe.zadd(f"{self.prefix}_kombu.binding_deadlines", {exchange: deadline}, gt=True)
             pipe.execute()

@@ -17,7 +17,14 @@ from dataclasses import replace
 from typing import Any
 
 from caraway import serialization
-from caraway.engines.base.broker import Broker, BrokerCapabilities, DeadLetter, Delivery, Outgoing
+from caraway.engines.base.broker import (
+    Broker,
+    BrokerCapabilities,
+    DeadLetter,
+    Delivery,
+    Outgoing,
+    QueueStats,
+)
 from caraway.engines.base.fanout import Fanout
 from caraway.engines.base.topology import QueueDeclaration, fan_out, published_with
 from caraway.engines.sqlite.database import Database, path_from_url
@@ -307,6 +314,27 @@ class SQLiteBroker(Broker):
             .fetchone()
         )
         return int(row[0])
+
+    def queue_stats(self, queue: str) -> QueueStats:
+        """Depth per priority and the oldest ready message's wait, in one read."""
+        now = self.clock.time()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT priority, count(*), min(CASE WHEN visible_at <= ? THEN visible_at END)"
+                " FROM caraway_messages WHERE queue = ?"
+                " AND (lease_until IS NULL OR lease_until < ?) GROUP BY priority",
+                (now, queue, now),
+            )
+            .fetchall()
+        )
+        by_priority = {int(priority): int(count) for priority, count, _ in rows}
+        ready_since = [since for _, _, since in rows if since is not None]
+        return QueueStats(
+            sum(by_priority.values()), by_priority,
+            oldest_age=now - min(ready_since) if ready_since else None,
+            unknown={"consumers": "SQLite keeps no list of consumers: workers fetch by polling"},
+        )  # fmt: skip
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         rows = (

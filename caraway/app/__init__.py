@@ -26,6 +26,7 @@ from typing import (
 
 from caraway import signals
 from caraway import task as task_module
+from caraway.app import report
 from caraway.builtins import register_builtins
 from caraway.config import Configuration, load_from_envvar
 from caraway.connection import Connection, connection_for
@@ -594,6 +595,10 @@ class Caraway:
         """The zone of schedules (``timezone``/``enable_utc``), as Celery's ``app.timezone``."""
         return timezone_for(self.conf.timezone, bool(self.conf.enable_utc))
 
+    def bugreport(self) -> str:
+        """Versions, engines and settings (secrets masked), as ``caraway report`` prints them."""
+        return report.bugreport(self)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.main or '__main__'} at {id(self):#x}>"
 
@@ -650,3 +655,14 @@ def shared_task(fun: Any = None, **options: Any) -> Any:
     if fun is not None and callable(fun):
         return decorate(fun)
     return decorate
+
+
+def app_or_default(app: Caraway | None = None) -> Caraway:
+    """``app``, or the current app when None: Celery's helper for code that takes an
+    optional app (``from celery.app import app_or_default``)."""
+    return app if app is not None else get_current_app()
+
+
+def bugreport(app: Caraway | None = None) -> str:
+    """``app.bugreport()`` of ``app``, or of the current app (Celery's ``celery.bugreport``)."""
+    return app_or_default(app).bugreport()

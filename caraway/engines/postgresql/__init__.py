@@ -1,0 +1,1 @@
+"""The PostgreSQL engine: a broker with transactional enqueue, and broadcast by NOTIFY."""

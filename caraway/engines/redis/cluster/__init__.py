@@ -1,0 +1,1 @@
+"""Redis Cluster: the Redis engine's broker and backend with keys placed by hash slot."""
