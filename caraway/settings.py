@@ -226,8 +226,8 @@ _TABLE = (
     _s("database_table_names", DICT, {}, "Names of the 'task' and 'group' result tables.", "CELERY_RESULT_DB_TABLENAMES", "CELERY_RESULT_DB_TABLE_NAMES").works(),
     _s("database_url", OPT_STR, None, "Database URL of the SQL backend; prefer result_backend='db+…'.", "CELERY_RESULT_DBURI").refused("put the database URL in result_backend='db+postgresql://…'"),
     # Cache backend
-    _s("cache_backend", OPT_STR, None, "Cache backend name (kept for django-celery-results).").ignored("read only by Celery's cache result backend (result_backend='cache'), which caraway does not ship: result_backend='cache' is refused"),
-    _s("cache_backend_options", DICT, {}, "Options for the memcached client.").ignored("options of the memcached client, and caraway has no memcached backend"),
+    _s("cache_backend", OPT_STR, None, "Cache backend name (kept for django-celery-results).").ignored("read only with Celery's result_backend='cache', which caraway refuses: name the servers in result_backend='cache+memcached://host:11211/'"),
+    _s("cache_backend_options", DICT, {}, "Options for the memcached client.").works("tests/unit/test_memcached_urls.py::test_an_option_pymemcache_does_not_know_is_an_error"),
     # Redis backend
     _s("redis_backend_health_check_interval", OPT_INT, None, "Seconds between health checks of backend connections.").works(),
     _s("redis_backend_use_ssl", (Mapping, bool, NoneType), None, "SSL options for the Redis backend (same keys as broker_use_ssl).").works("tests/worker/test_redis_tls_sentinel.py::test_rediss_with_the_certificate_verified_through_broker_use_ssl"),

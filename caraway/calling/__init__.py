@@ -224,11 +224,15 @@ def _publish(
     queue, exchange, routing_key = destination.queue, destination.exchange, destination.routing_key
     declaration = destination.declaration
     if exchange and not app.broker.capabilities.exchanges:
-        raise ImproperlyConfigured(
-            f"{name} is routed to the {destination.exchange_type} exchange {exchange!r}, but the"
-            f" broker {app.broker.describe()} routes by queue name only: route this task by"
-            " queue name, or use a broker with exchanges (every built-in one has them)"
-        )
+        if exchange != queue or destination.exchange_type != "direct":
+            raise ImproperlyConfigured(
+                f"{name} is routed to the {destination.exchange_type} exchange {exchange!r}, but"
+                f" the broker {app.broker.describe()} routes by queue name only: route this task"
+                " by queue name, or use a broker with exchanges (every built-in one has them)"
+            )
+        # The queue's own direct exchange (Celery's plain layout, as a retry's
+        # delivery_info names it) is routing by the queue's name, which every broker does.
+        exchange = ""
     signals.before_task_publish.send(
         sender=name, body=body, exchange=exchange, routing_key=routing_key,
         headers=message.headers, properties=message.properties,

@@ -4,7 +4,10 @@ engine (made by its broker).
 How ``broker_url`` / ``result_backend`` find their engine class, first match wins:
 
 1. the scheme (before ``://``, any case) in the built-in table (``BROKERS`` / ``BACKENDS``),
-   or the whole setting when it is a bare name there (``"django-db"``, as in Celery);
+   or the whole setting when it is a bare name there (``"django-db"``, as in Celery); then
+   Celery's ``<engine>+<that engine's URL>``: ``db+<any SQLAlchemy URL>`` for results
+   (``BACKEND_FAMILIES``), ``kombu+<transport>://`` and ``sqla+...`` for brokers
+   (``BROKER_FAMILIES``);
 2. an entry point of that name (lower case) in the group ``caraway.brokers`` /
    ``caraway.backends`` of an installed distribution, so ``pip install caraway-toy`` makes
    ``toy://`` work. A plug-in cannot take over a built-in scheme;
@@ -57,9 +60,37 @@ BROKERS: dict[str, tuple[str, str | None]] = {
     "pyamqp": ("caraway.engines.amqp.broker:AMQPBroker", "amqp"),
     "postgresql": ("caraway.engines.postgresql.broker:PostgreSQLBroker", "postgresql"),
     "postgres": ("caraway.engines.postgresql.broker:PostgreSQLBroker", "postgresql"),
+    # Celery's names of kombu's transports, which only the kombu bridge speaks.
+    **{
+        scheme: ("caraway.engines.kombu.broker:KombuBroker", "kombu")
+        for scheme in (
+            "sqs",
+            "filesystem",
+            "azurestoragequeues",
+            "azureservicebus",
+            "gcpubsub",
+            "confluentkafka",
+            "zookeeper",
+            "consul",
+            "etcd",
+            "mongodb",
+            "qpid",
+            "pyro",
+        )
+    },
+}
+#: ``kombu+<transport>://`` (any kombu transport, ``kombu+memory://`` included) and Celery's
+#: ``sqla+<SQLAlchemy URL>`` (kombu's SQLAlchemy transport) reach the kombu bridge.
+BROKER_FAMILIES: dict[str, tuple[str, str | None]] = {
+    "kombu": ("caraway.engines.kombu.broker:KombuBroker", "kombu"),
+    "sqla": ("caraway.engines.kombu.broker:KombuBroker", "kombu"),
 }
 BACKENDS: dict[str, tuple[str, str | None]] = {
     "cache+memory": ("caraway.engines.memory.backend:MemoryBackend", None),
+    # Celery's spellings of its memcached clients (pylibmc, python-memcached): pymemcache here.
+    "cache+memcached": ("caraway.engines.memcached.backend:MemcachedBackend", "memcached"),
+    "cache+memcache": ("caraway.engines.memcached.backend:MemcachedBackend", "memcached"),
+    "cache+pylibmc": ("caraway.engines.memcached.backend:MemcachedBackend", "memcached"),
     "memory": ("caraway.engines.memory.backend:MemoryBackend", None),
     "sqlite": ("caraway.engines.sqlite.backend:SQLiteBackend", None),
     "redis": ("caraway.engines.redis.backend:RedisBackend", "redis"),
@@ -80,6 +111,12 @@ BACKENDS: dict[str, tuple[str, str | None]] = {
     "rpc": ("caraway.engines.amqp.rpc_backend:RPCBackend", "amqp"),
     # Celery's names without "://": django-celery-results' backend, ours in contrib.
     "django-db": ("caraway.contrib.django.backend:DjangoBackend", "django"),
+}
+#: Celery's ``<backend>+<that backend's own URL>``: after the table, a scheme whose part
+#: before the first ``+`` is here names that engine, so every SQLAlchemy dialect and driver
+#: (``db+postgresql+psycopg2://``, ``db+mysql+mysqldb://``) reaches the SQL engine.
+BACKEND_FAMILIES: dict[str, tuple[str, str | None]] = {
+    "db": ("caraway.engines.sql.backend:SQLBackend", "sql"),
 }
 
 
@@ -185,9 +222,16 @@ def _unknown(
     )
 
 
-def _load(table: dict[str, tuple[str, str | None]], url: str, kind: str, base: type) -> Any:
-    """The engine class for ``url``: the built-in ``table``, then the entry points of installed
-    distributions, then a dotted class path. The class gets ``url`` unchanged."""
+def _load(
+    table: dict[str, tuple[str, str | None]],
+    url: str,
+    kind: str,
+    base: type,
+    families: Mapping[str, tuple[str, str | None]] | None = None,
+) -> Any:
+    """The engine class for ``url``: the built-in ``table`` (then its ``families``), then the
+    entry points of installed distributions, then a dotted class path. The class gets ``url``
+    unchanged."""
     path = _class_path(url)
     if path is None and "://" not in url and url.lower() in table:
         scheme = url.lower()  # a bare name such as "django-db"
@@ -195,6 +239,9 @@ def _load(table: dict[str, tuple[str, str | None]], url: str, kind: str, base: t
         scheme = scheme_of(url) if path is None else path.lower()
     if scheme in table:
         return _load_builtin(table, scheme, kind)
+    family, plus, _ = scheme.partition("+")
+    if path is None and plus and family in (families or {}):
+        return _load_builtin({scheme: (families or {})[family]}, scheme, kind)
     plugins = _plugins(kind)
     if scheme in plugins:
         return _load_plugin(plugins[scheme], kind, base)
@@ -236,7 +283,7 @@ def create_broker(url: str | Sequence[str], options: Mapping[str, Any] | None = 
                 " (sentinel://h1:26379;sentinel://h2:26379 with master_name in"
                 " broker_transport_options)"
             )
-    cls = _load(BROKERS, url, "broker", Broker)
+    cls = _load(BROKERS, url, "broker", Broker, BROKER_FAMILIES)
     broker: Broker = cls(url, options)
     return broker
 
@@ -244,7 +291,9 @@ def create_broker(url: str | Sequence[str], options: Mapping[str, Any] | None = 
 def backend_capabilities(url: str) -> BackendCapabilities:
     """What the backend for ``url`` can do, read from its class: nothing is connected."""
     url = with_scheme(url, BACKENDS)
-    capabilities: BackendCapabilities = _load(BACKENDS, url, "result backend", Backend).capabilities
+    capabilities: BackendCapabilities = _load(
+        BACKENDS, url, "result backend", Backend, BACKEND_FAMILIES
+    ).capabilities
     return capabilities
 
 
@@ -254,7 +303,7 @@ def default_backend_url(broker_url: str | Sequence[str] | None) -> str:
     whose engine cannot be loaded gives its own error when it is made."""
     url = with_scheme(one_url(broker_url or DEFAULT_BROKER_URL), BROKERS)
     try:
-        keeps = _load(BROKERS, url, "broker", Broker).capabilities.keeps_results
+        keeps = _load(BROKERS, url, "broker", Broker, BROKER_FAMILIES).capabilities.keeps_results
     except (ImproperlyConfigured, ImportError):
         return "disabled://"
     return url if keeps else "disabled://"
@@ -262,7 +311,7 @@ def default_backend_url(broker_url: str | Sequence[str] | None) -> str:
 
 def create_backend(app: EngineApp, url: str, options: Mapping[str, Any] | None = None) -> Backend:
     url = with_scheme(url, BACKENDS)
-    cls = _load(BACKENDS, url, "result backend", Backend)
+    cls = _load(BACKENDS, url, "result backend", Backend, BACKEND_FAMILIES)
     backend: Backend = cls(app, url, options)
     return backend
 

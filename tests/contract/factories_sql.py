@@ -20,6 +20,8 @@ from caraway.engines.sql.backend import sqlalchemy_url
 SERVERS = {
     "postgresql": "db+postgresql://postgres@127.0.0.1:5432/test",
     "mariadb": "db+mysql://root@127.0.0.1:3306/test",
+    # Celery's spelling with the driver its guides name: SQLAlchemy's psycopg2 dialect.
+    "postgresql-psycopg2": "db+postgresql+psycopg2://postgres@127.0.0.1:5432/test",
 }
 
 
@@ -29,7 +31,7 @@ def sql_database(kind: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, Any
     if kind == "sqlalchemy-sqlite":
         url = f"db+sqlite:///{tmp_path}/results.sqlite3"
     else:
-        require(kind)
+        require(kind.partition("-")[0])
         url = SERVERS[kind]
     suffix = uuid.uuid4().hex[:12]
     names = {"task": f"taskmeta_{suffix}", "group": f"tasksetmeta_{suffix}"}
@@ -59,4 +61,4 @@ def _factory(kind: str) -> Any:
     return factory
 
 
-BACKENDS = {kind: _factory(kind) for kind in ("postgresql", "mariadb", "sqlalchemy-sqlite")}
+BACKENDS = {kind: _factory(kind) for kind in (*SERVERS, "sqlalchemy-sqlite")}

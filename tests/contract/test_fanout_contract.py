@@ -40,6 +40,8 @@ def test_every_engine_that_broadcasts_is_in_the_suite(broker_factories: dict[str
 @pytest.fixture
 def fanout(broker: Broker) -> Iterator[Fanout]:
     """The broadcast engine of the broker under test, closed afterwards."""
+    if not broker.capabilities.broadcast:
+        pytest.skip(f"{type(broker).__name__} does not broadcast")
     engine = broker.fanout()
     try:
         yield engine

@@ -208,3 +208,16 @@ def test_sending_to_an_exchange_on_a_broker_without_exchanges_names_the_fix(
         add.apply_async((1, 2), queue="sport")
     add.apply_async((1, 2), queue="images")  # a direct queue is reached by its name
     assert routed.broker.size("images") == 1
+
+
+def test_the_queues_own_direct_exchange_is_routing_by_name_on_any_broker(
+    routed: Caraway,
+) -> None:
+    """A retry names the exchange its message came through (``delivery_info``); for a plain
+    queue that is the queue's own direct exchange, which a broker without exchanges can serve."""
+    routed.broker.capabilities = replace(routed.broker.capabilities, exchanges=False)
+    add = routed.task(name="proj.add")(lambda x, y: x + y)
+
+    add.apply_async((1, 2), queue="plain", exchange="plain", routing_key="plain")
+
+    assert routed.broker.size("plain") == 1

@@ -1,6 +1,6 @@
 """``pip install caraway`` without extras: imports at module top must not make redis, amqp,
-SQLAlchemy, psycopg, Django, gevent or eventlet mandatory, and the embedded SQLite engine still runs
-tasks."""
+SQLAlchemy, psycopg, pymemcache, kombu, Django, gevent or eventlet mandatory, and the embedded
+SQLite engine still runs tasks."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pathlib import Path
 # packages, then a SQLite app and a worker run one task.
 _SCRIPT = """
 import sys
-for name in ("redis", "amqp", "sqlalchemy", "psycopg", "kombu", "django", "gevent", "eventlet"):
+for name in ("redis", "amqp", "sqlalchemy", "psycopg", "kombu", "django", "gevent", "eventlet",
+             "pymemcache"):
     sys.modules[name] = None
 
 import importlib, pkgutil
@@ -21,7 +22,8 @@ import caraway
 from caraway.contrib.testing.worker import start_worker
 
 extras = ("caraway.engines.redis", "caraway.engines.amqp", "caraway.engines.sql",
-          "caraway.engines.postgresql", "caraway.contrib.django.")
+          "caraway.engines.postgresql", "caraway.engines.memcached", "caraway.engines.kombu",
+          "caraway.contrib.django.")
 importlib.import_module("caraway.contrib.django.fixup")  # every app loads it, Django or not
 for info in pkgutil.walk_packages(caraway.__path__, "caraway."):
     if info.name != "caraway.__main__" and not info.name.startswith(extras):

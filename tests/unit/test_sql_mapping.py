@@ -22,7 +22,7 @@ from caraway.engines.registry import create_backend
 from caraway.engines.sql import backend as sql
 from caraway.engines.sql.backend import SQLBackend, meta_from_row, row_from_meta, sqlalchemy_url
 from caraway.engines.sql.models import CompatPickler, GroupTuple, SafePickler, build_tables
-from caraway.exceptions import MissingExtra, OperationalError
+from caraway.exceptions import ImproperlyConfigured, MissingExtra, OperationalError
 
 
 def _app(**conf: Any) -> Caraway:
@@ -39,6 +39,8 @@ def _app(**conf: Any) -> Caraway:
         ("db+mariadb://root@h/db", "mariadb+pymysql://root@h/db"),
         ("db+sqlite:///results.db", "sqlite:///results.db"),
         ("db+sqlite:////abs/results.db", "sqlite:////abs/results.db"),
+        ("db+postgresql+psycopg2://u@h/db", "postgresql+psycopg2://u@h/db"),
+        ("db+mysql+mysqldb://u@h/db", "mysql+mysqldb://u@h/db"),
     ],
 )
 def test_urls_map_to_sqlalchemy_with_a_driver(url: str, expected: str) -> None:
@@ -50,6 +52,29 @@ def test_every_db_scheme_picks_the_sql_backend_without_connecting() -> None:
     for url in ("db+postgresql://nobody@127.0.0.1:1/x", "db+mysql://nobody@127.0.0.1:1/x"):
         assert isinstance(create_backend(app, url), SQLBackend)
     assert type(create_backend(app, "sqlite:///plain.db")).__name__ == "SQLiteBackend"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["db+postgresql+psycopg2://u@127.0.0.1:1/x", "db+sqlite+pysqlite:///x.db",
+     "DB+MySQL+PyMySQL://u@127.0.0.1:1/x"],
+)  # fmt: skip
+def test_any_sqlalchemy_dialect_and_driver_after_db_plus_is_the_sql_backend(url: str) -> None:
+    """Celery's rule: ``db+`` then any SQLAlchemy URL (the table lists only our defaults)."""
+    backend = create_backend(_app(database_create_tables_at_setup=False), url)
+    assert isinstance(backend, SQLBackend)
+
+
+@pytest.mark.parametrize("driver", ["pg8000", "mysqldb"])
+def test_a_driver_that_is_not_installed_is_named_with_the_way_out(driver: str) -> None:
+    dialect = "postgresql" if driver == "pg8000" else "mysql"
+    with pytest.raises(MissingExtra, match=f"needs the driver '{driver}'.*drop the driver"):
+        create_backend(_app(), f"db+{dialect}+{driver}://u@127.0.0.1:1/x")
+
+
+def test_an_unknown_dialect_after_db_plus_names_it() -> None:
+    with pytest.raises(ImproperlyConfigured, match="SQLAlchemy has no dialect 'nosuchdb'"):
+        create_backend(_app(), "db+nosuchdb://u@h/x")
 
 
 def test_a_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -122,8 +122,12 @@ class BrokerCapabilities:
     lease_seconds: float = 60.0
     #: ``reclaim_orphans`` gives back messages a dead consumer left delivered.
     reclaims_orphans: bool = False
-    #: Which priority number is served first (Redis' convention is ``low-first``).
-    priority_order: Literal["high-first", "low-first"] = "high-first"
+    #: Which priority number is served first (Redis' convention is ``low-first``);
+    #: ``ignored`` where the server does not order by priority (SQS, through kombu).
+    priority_order: Literal["high-first", "low-first", "ignored"] = "high-first"
+    #: Messages of one queue (and priority) come out in the order they were sent; not so
+    #: through kombu's filesystem transport (ordered to the millisecond) or SQS.
+    fifo: bool = True
     #: ``fanout`` makes a broadcast engine on the same server (remote control, events).
     broadcast: bool = False
     #: A lost connection takes its deliveries with it (``lost``), and the broker delivers

@@ -45,7 +45,7 @@ from caraway.engines.sql.models import (
     build_tables,
     create_tables,
 )
-from caraway.exceptions import MissingExtra, OperationalError, Unreachable
+from caraway.exceptions import ImproperlyConfigured, MissingExtra, OperationalError, Unreachable
 from caraway.utils.pid import after_fork_in_child
 from caraway.utils.text import mask_url, truncate
 
@@ -532,12 +532,33 @@ def _retryable(exc: sa.exc.DBAPIError) -> bool:
 
 
 def _require_driver(url: str, sa_url: str) -> None:
+    """Fail now, naming the fix, when the URL's dialect is unknown or its driver missing:
+    our extras' drivers by the extra, any other (``psycopg2``, ``mysqldb``) by SQLAlchemy's
+    own import error."""
     scheme = sa_url.partition("://")[0]
     driver = scheme.partition("+")[2]
+    named = url.partition("://")[0]
     if driver in _DRIVER_EXTRAS:
         module, extra = _DRIVER_EXTRAS[driver]
         if importlib.util.find_spec(module) is None:
             raise MissingExtra(
-                f"the {url.partition('://')[0]}:// result backend needs the {module} driver:"
+                f"the {named}:// result backend needs the {module} driver:"
                 f' pip install "caraway[{extra}]"'
             )
+        return
+    try:
+        dialect = sa.engine.make_url(sa_url).get_dialect()
+    except sa.exc.NoSuchModuleError as exc:
+        raise ImproperlyConfigured(
+            f"SQLAlchemy has no dialect {scheme!r} (from {named}://): {exc}"
+        ) from exc
+    except sa.exc.ArgumentError as exc:
+        raise ImproperlyConfigured(f"bad database URL {mask_url(url)!r}: {exc}") from exc
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        raise MissingExtra(
+            f"the {named}:// result backend needs the driver {driver or scheme!r}, which is"
+            f" not installed ({exc}); install it, or drop the driver from the URL to use"
+            " caraway's (caraway[postgresql]: psycopg 3, caraway[mysql]: PyMySQL)"
+        ) from exc

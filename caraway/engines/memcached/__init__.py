@@ -1,0 +1,1 @@
+"""The memcached engine (pymemcache): a result backend, as Celery's ``cache+memcached://``."""
