@@ -40,6 +40,7 @@ from caraway.engines.base.exception_meta import exception_to_meta
 from caraway.engines.sql.beat_store import SQLStore
 from caraway.engines.sql.models import (
     EXTENDED_COLUMNS,
+    Encoded,
     GroupTuple,
     build_parts_table,
     build_tables,
@@ -153,6 +154,8 @@ def meta_from_row(
 ) -> dict[str, Any]:
     """The meta dict for a task row, whoever wrote it (Celery or caraway)."""
     result = row["result"]
+    if isinstance(result, Encoded):  # Celery 5.7 encodes with the result serializer
+        result = decode(result.data)
     if isinstance(result, BaseException):  # written by Celery with the pickle serializer
         result = exception_to_meta(result)
     meta: dict[str, Any] = {

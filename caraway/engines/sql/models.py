@@ -46,6 +46,19 @@ class GroupTuple:
     value: Any
 
 
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A result column Celery 5.7 wrote already encoded by its result serializer (JSON by
+    default) instead of pickled: the backend decodes it with its own serializer."""
+
+    data: bytes
+
+
+def _is_pickle(data: bytes) -> bool:
+    """Pickles of protocol 2 and above (Celery's and ours) open with PROTO (0x80)."""
+    return data[:1] == pickle.PROTO
+
+
 class CompatPickler:
     """``PickleType(pickler=...)``: plain pickle, except groups and Celery's result classes."""
 
@@ -57,6 +70,8 @@ class CompatPickler:
 
     @staticmethod
     def loads(data: bytes) -> Any:
+        if not _is_pickle(data):
+            return Encoded(bytes(data))
         return _CeleryFreeUnpickler(io.BytesIO(data)).load()
 
 
@@ -65,6 +80,8 @@ class SafePickler(CompatPickler):
 
     @staticmethod
     def loads(data: bytes) -> Any:
+        if not _is_pickle(data):
+            return Encoded(bytes(data))
         return _SafeUnpickler(io.BytesIO(data)).load()
 
 
