@@ -1,4 +1,4 @@
-"""Celery task protocol v2: building task messages and reading them back.
+"""Celery task protocols 2 (the default) and 1: building task messages and reading them back.
 
 A ``Message`` is the transport-neutral form (headers, properties, body bytes); each broker
 maps it onto its own storage. See ``docs/celery-wire.md`` §1 for every field.
@@ -170,6 +170,76 @@ def build_task_message(
         body, message_headers["compression"] = serialization.compress(body, compression)
     if headers:
         message_headers.update(headers)
+    properties = _properties(task_id, reply_to, priority, expires, now)
+    return Message(message_headers, properties, body, content_type, content_encoding)
+
+
+def build_task_message_v1(
+    name: str,
+    task_id: str,
+    args: Any = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    eta: datetime | None = None,
+    expires: datetime | None = None,
+    group: str | None = None,
+    group_index: int | None = None,
+    retries: int = 0,
+    time_limit: float | None = None,
+    soft_time_limit: float | None = None,
+    callbacks: list[Any] | None = None,
+    errbacks: list[Any] | None = None,
+    chord: Any = None,
+    reply_to: str = "",
+    priority: int | None = None,
+    serializer: str = "json",
+    compression: str | None = None,
+    headers: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> tuple[Message, dict[str, Any]]:
+    """Build a protocol-1 message (``task_protocol = 1``, docs/celery-wire.md §1.7): no
+    headers, everything in one body object; returns the message and that body.
+
+    Protocol 1 has no chain, root/parent ids, shadow or stamps: the caller sends a chain as
+    links (``caraway.calling.legacy``)."""
+    kwargs = {} if kwargs is None else kwargs
+    if not isinstance(args, list | tuple):
+        raise TypeError(f"task args must be a list or tuple, got {type(args).__name__}")
+    if not isinstance(kwargs, dict):
+        raise TypeError(f"task kwargs must be a dict, got {type(kwargs).__name__}")
+    body: dict[str, Any] = {
+        "task": name,
+        "id": task_id,
+        "args": args,
+        "kwargs": kwargs,
+        "group": group,
+        "group_index": group_index,
+        "retries": retries,
+        "eta": to_iso(eta) if eta else None,
+        "expires": to_iso(expires) if expires else None,
+        "utc": True,
+        "callbacks": callbacks,
+        "errbacks": errbacks,
+        "timelimit": [time_limit, soft_time_limit],
+        "taskset": group,
+        "chord": chord,
+    }
+    message_headers: dict[str, Any] = dict(headers or {})
+    content_type, content_encoding, data = serialization.dumps(body, serializer)
+    if compression:
+        data, message_headers["compression"] = serialization.compress(data, compression)
+    message = Message(message_headers, {}, data, content_type, content_encoding)
+    message.properties.update(_properties(task_id, reply_to, priority, expires, now))
+    return message, body
+
+
+def _properties(
+    task_id: str,
+    reply_to: str,
+    priority: int | None,
+    expires: datetime | None,
+    now: datetime | None,
+) -> dict[str, Any]:
     properties: dict[str, Any] = {
         "correlation_id": task_id,
         "reply_to": reply_to,
@@ -181,7 +251,7 @@ def build_task_message(
         # Rounded, not truncated: expires=120 must read "120000" despite float noise.
         ttl_ms = max(0, round((expires - reference).total_seconds() * 1000))
         properties["expiration"] = str(ttl_ms)
-    return Message(message_headers, properties, body, content_type, content_encoding)
+    return properties
 
 
 #: Headers the protocol itself writes; any other header was given by the caller.

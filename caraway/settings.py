@@ -177,7 +177,7 @@ _TABLE = (
     # Tasks
     _s("task_annotations", ANY, None, "Override task attributes by task name, '*' or annotation objects.").works(),
     _s("task_compression", OPT_STR, None, "Compression for task messages (gzip, bzip2, zstd…); None: none.", "CELERY_MESSAGE_COMPRESSION").works(),
-    _s("task_protocol", INT, 2, "Task message protocol version sent (1 or 2).", "CELERY_TASK_PROTOCOL").refused("caraway sends protocol 2, which every Celery since 4.0 reads; remove the setting or set 2"),
+    _s("task_protocol", INT, 2, "Task message protocol version sent (1 or 2).", "CELERY_TASK_PROTOCOL").works("tests/worker/test_protocol1.py::test_protocol1_runs_a_task_a_chain_a_chord_and_a_retry"),
     _s("task_serializer", STR, "json", "Default serializer for task messages.", "CELERY_TASK_SERIALIZER").works(),
     _s("task_args_repr_function", (str, _CALLABLE, NoneType), None, "Function (or its dotted path) that shortens args/kwargs for logs; None: built-in.").ignored("argsrepr/kwargsrepr in messages and logs are always Python's repr, shortened"),
     _s("task_publish_retry", BOOL, True, "Retry publishing a task when the connection fails.", "CELERY_TASK_PUBLISH_RETRY").works(),

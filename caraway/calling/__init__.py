@@ -1,4 +1,5 @@
-"""Sending a task: options, routing, the protocol-2 message, and the publish with retries."""
+"""Sending a task: options, routing, the message (protocol 2, or 1 by ``task_protocol``),
+and the publish with retries."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from caraway import signals
-from caraway.calling import batch
+from caraway.calling import batch, legacy
 from caraway.connection import Connection
 from caraway.current import get_current_worker_task
 from caraway.engines.base.broker import Outgoing
@@ -107,36 +108,48 @@ def send_task_message(
     if ignore_result is None:
         ignore_result = conf.task_ignore_result if task is not None else None
     serializer = options.get("serializer") or conf.task_serializer
-    message = build_task_message(
-        name,
-        task_id,
-        args,
-        kwargs,
-        eta=eta,
-        expires=expires_at,
-        group=options.get("group_id"),
-        group_index=options.get("group_index"),
-        retries=int(options.get("retries") or 0),
-        time_limit=options.get("time_limit"),
-        soft_time_limit=options.get("soft_time_limit"),
-        root_id=options.get("root_id") or (parent_request.root_id if parent_request else None),
-        parent_id=options.get("parent_id") or (parent_request.id if parent_request else None),
-        shadow=shadow,
-        ignore_result=ignore_result,
-        callbacks=_signature_dicts(link),
-        errbacks=_signature_dicts(link_error),
-        chain=options.get("chain"),
-        chord=options.get("chord"),
-        reply_to=options.get("reply_to") or app.thread_oid,
-        priority=priority,
-        serializer=serializer,
-        compression=options.get("compression") or conf.task_compression,
-        headers=options.get("headers"),
-        stamped_headers=options.get("stamped_headers"),
-        stamps=options.get("stamps") or _stamps(options),
-        replaced_task_nesting=int(options.get("replaced_task_nesting") or 0),
-        now=datetime.fromtimestamp(now, timezone.utc),
-    )
+    body: Any  # what the publish signals see: the v1 object, or v2's (args, kwargs, embed)
+    if conf.task_protocol != 2:
+        message, body = legacy.build(
+            app, name, task_id, args, kwargs, options, callbacks=_signature_dicts(link),
+            errbacks=_signature_dicts(link_error), eta=eta, expires=expires_at,
+            priority=priority, serializer=serializer,
+            now=datetime.fromtimestamp(now, timezone.utc),
+        )  # fmt: skip
+    else:
+        message = build_task_message(
+            name,
+            task_id,
+            args,
+            kwargs,
+            eta=eta,
+            expires=expires_at,
+            group=options.get("group_id"),
+            group_index=options.get("group_index"),
+            retries=int(options.get("retries") or 0),
+            time_limit=options.get("time_limit"),
+            soft_time_limit=options.get("soft_time_limit"),
+            root_id=options.get("root_id") or (parent_request.root_id if parent_request else None),
+            parent_id=options.get("parent_id") or (parent_request.id if parent_request else None),
+            shadow=shadow,
+            ignore_result=ignore_result,
+            callbacks=_signature_dicts(link),
+            errbacks=_signature_dicts(link_error),
+            chain=options.get("chain"),
+            chord=options.get("chord"),
+            reply_to=options.get("reply_to") or app.thread_oid,
+            priority=priority,
+            serializer=serializer,
+            compression=options.get("compression") or conf.task_compression,
+            headers=options.get("headers"),
+            stamped_headers=options.get("stamped_headers"),
+            stamps=options.get("stamps") or _stamps(options),
+            replaced_task_nesting=int(options.get("replaced_task_nesting") or 0),
+            now=datetime.fromtimestamp(now, timezone.utc),
+        )
+        embed = {"callbacks": link, "errbacks": link_error, "chain": options.get("chain"),
+                 "chord": options.get("chord")}  # fmt: skip
+        body = (args, kwargs, embed)
     message.properties["delivery_info"] = {
         "exchange": destination.exchange, "routing_key": destination.routing_key,
     }  # fmt: skip
@@ -144,8 +157,6 @@ def send_task_message(
         options.get("delivery_mode") or conf.task_default_delivery_mode
     )
     message.properties.update((k, options[k]) for k in CALLER_PROPERTIES if k in options)
-    embed = {"callbacks": link, "errbacks": link_error, "chain": options.get("chain"),
-             "chord": options.get("chord")}  # fmt: skip
     deliver_at = eta.timestamp() if eta else None
     # Only a backend already in use: creating one here could fail a send that needs none.
     # Not from inside a task, where waiting on a result is refused anyway (as in Celery).
@@ -154,8 +165,7 @@ def send_task_message(
         backend = app.backend  # its reply queue must be declared before the first send
     if not ignore_result and backend is not None and parent is None and _batch.get() is None:
         backend.on_task_call(task_id)
-    publish(app, name, message, (args, kwargs, embed), destination, priority or 0, deliver_at,
-            options)  # fmt: skip
+    publish(app, name, message, body, destination, priority or 0, deliver_at, options)
     if parent_request is not None:
         parent_request.children.append([[task_id, None], None])
     result: AsyncResult[Any] = (
@@ -192,7 +202,7 @@ def publish(
     app: Caraway,
     name: str,
     message: Message,
-    body: tuple[Any, Any, Any],
+    body: Any,
     destination: Destination,
     priority: int,
     deliver_at: float | None,
@@ -206,7 +216,7 @@ def publish(
     if tracer is None:
         _publish(app, name, message, body, destination, priority, deliver_at, options)
         return
-    task_id = str(message.headers.get("id"))
+    task_id = str(message.task_id)
     with sending(tracer, name, task_id, destination.queue, message.headers):
         _publish(app, name, message, body, destination, priority, deliver_at, options)
 
@@ -215,7 +225,7 @@ def _publish(
     app: Caraway,
     name: str,
     message: Message,
-    body: tuple[Any, Any, Any],
+    body: Any,
     destination: Destination,
     priority: int,
     deliver_at: float | None,

@@ -41,8 +41,14 @@ class Shapes:
     """The shapes seen in one batch, each with the first message sent in that shape."""
 
     def __init__(self, app: Caraway) -> None:
-        # Eager calls send nothing; inside a task, root and parent ids come from the parent.
-        self.enabled = not app.conf.task_always_eager and get_current_worker_task() is None
+        # Eager calls send nothing; inside a task, root and parent ids come from the parent;
+        # a template is a protocol-2 message.
+        conf = app.conf
+        self.enabled = (
+            not conf.task_always_eager
+            and conf.task_protocol == 2
+            and get_current_worker_task() is None
+        )
         self.templates: dict[Shape, tuple[Outgoing, dict[str, Any]]] = {}
 
     def shape_of(self, sig: Any) -> Shape | None:

@@ -23,9 +23,12 @@ def send_sent_event(app: Caraway, message: Message, body: Any, queue: str) -> No
         if dispatcher is None:
             dispatcher = _dispatchers[app] = EventDispatcher(app)
     headers = message.headers
-    args, kwargs = (
-        (body[0], body[1]) if isinstance(body, list | tuple) and len(body) >= 2 else ((), {})
-    )
+    if isinstance(body, dict):  # protocol 1: every field is in the body
+        headers, args, kwargs = body, body.get("args") or (), body.get("kwargs") or {}
+    else:
+        args, kwargs = (
+            (body[0], body[1]) if isinstance(body, list | tuple) and len(body) >= 2 else ((), {})
+        )
     dispatcher.send(
         "task-sent", uuid=headers.get("id"), root_id=headers.get("root_id"),
         parent_id=headers.get("parent_id"), group_id=headers.get("group"),

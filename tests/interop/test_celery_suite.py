@@ -19,7 +19,7 @@ from services import require
 ROOT = Path(__file__).resolve().parents[2]
 #: What runs: nodes of ``t/integration`` and a ``-k`` expression (Celery's tests, chosen for
 #: speed and for the behaviour they pin: calling, retries, request fields, chains, chords,
-#: stamps).
+#: stamps, task_protocol 1; all of test_group_chains.py passes but takes half a minute).
 SELECTION = (
     "test_tasks.py::test_tasks",
     "test_tasks.py::test_apply_tasks",
@@ -28,6 +28,7 @@ SELECTION = (
     "test_canvas.py::test_chain",
     "test_canvas.py::test_chord",
     "test_canvas.py::test_stamping_mechanism",
+    "test_group_chains.py::test_group_chains::test_pending_chord_keeps_header_errback",
 )
 #: The tests of the selection that run (``-k``): each pins a behaviour fixed to match Celery.
 NAMES = (
@@ -73,10 +74,11 @@ NAMES = (
     "test_chain_of_implicit_chords_as_body",
     "test_chord_header_with_empty_chains",
     "test_errback_set_as_one_signature_runs_on_header_failure",
+    "test_pending_chord_keeps_header_errback",  # protocol 2 and 1 (task_protocol), a chord
 )
 KEYWORDS = " or ".join(NAMES)
 #: Fewest tests that must pass per file (raise these as caraway gets better).
-RATCHET = {"test_tasks.py": 20, "test_canvas.py": 31}
+RATCHET = {"test_tasks.py": 20, "test_canvas.py": 31, "test_group_chains.py": 4}
 
 
 @pytest.mark.timeout(400)

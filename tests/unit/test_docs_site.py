@@ -20,5 +20,5 @@ def test_the_docs_build_strictly_with_the_generated_pages(tmp_path: Path) -> Non
     )  # fmt: skip
 
     assert completed.returncode == 0, completed.stderr
-    assert "task_protocol" in (site / "differences" / "index.html").read_text()
+    assert "database_url" in (site / "differences" / "index.html").read_text()
     assert "result_compression" in (site / "settings" / "index.html").read_text()

@@ -114,10 +114,10 @@ def test_a_refused_setting_set_only_by_the_environment_fails_at_finalize(
 
 def test_an_old_name_of_a_refused_setting_is_refused_under_its_old_name() -> None:
     app = Celery("audit", broker="memory://audit-old", set_as_current=False)
-    app.config_from_object({"CELERY_TASK_PROTOCOL": 1})
+    app.config_from_object({"CELERY_RESULT_DBURI": "sqlite:///results.db"})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConfigurationWarning)  # "rename it": not the point
-        with pytest.raises(ImproperlyConfigured, match=r"CELERY_TASK_PROTOCOL \(task_protocol\)"):
+        with pytest.raises(ImproperlyConfigured, match=r"CELERY_RESULT_DBURI \(database_url\)"):
             _ = app.conf.task_serializer
 
 
