@@ -6,7 +6,8 @@ their reprs; routing, options, headers and properties come from the task and the
 the same for every call of that *shape* (task and call options). Building those once per
 shape instead of once per call is what lets ``send_batch`` publish tens of thousands of
 messages a second. Anything that depends on the clock or on a parent task (countdown, eta,
-expires, links, a send from inside a task) is not a shape: it takes the ordinary path.
+expires, links, a send from inside a task) is not a shape: it takes the ordinary path, and
+so does every call of an app with a router function, which may route by the arguments.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from caraway.canvas import Signature
 from caraway.current import get_current_worker_task
 from caraway.engines.base.broker import Outgoing
 from caraway.protocol import Message, repr_args
+from caraway.routing import MapRouter
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -42,12 +44,13 @@ class Shapes:
 
     def __init__(self, app: Caraway) -> None:
         # Eager calls send nothing; inside a task, root and parent ids come from the parent;
-        # a template is a protocol-2 message.
+        # a template is a protocol-2 message; a router function may route by the arguments.
         conf = app.conf
         self.enabled = (
             not conf.task_always_eager
             and conf.task_protocol == 2
             and get_current_worker_task() is None
+            and all(isinstance(router, MapRouter) for router in app.routers)
         )
         self.templates: dict[Shape, tuple[Outgoing, dict[str, Any]]] = {}
 

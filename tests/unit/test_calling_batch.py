@@ -214,3 +214,21 @@ def test_publish_pauses_follow_celerys_retry_policy() -> None:
         assert publish_pauses(app, {"retry": False}) == []
     finally:
         app.close()
+
+
+def test_a_router_function_routes_each_call_of_a_batch_by_its_arguments(app: Caraway) -> None:
+    """A router function may look at a call's arguments (Celery passes them), so calls of
+    one task are not one shape then: each is routed on its own."""
+
+    def by_parity(name: str, args: Any, kwargs: Any, options: Any, **_: Any) -> Any:
+        return {"queue": "even" if args[0] % 2 == 0 else "odd"}
+
+    app.conf.task_routes = (by_parity,)
+
+    @app.task(name="proj.parity")
+    def parity(x: int) -> int:
+        return x
+
+    send_batch(app, [parity.s(i) for i in range(6)])
+
+    assert (app.broker.size("even"), app.broker.size("odd")) == (3, 3)
