@@ -352,6 +352,8 @@ class _chord(Signature):
         if body is None:
             raise ValueError("a chord needs a body: chord(header)(body) or chord(header, body)")
         body = maybe_signature(body, self._app).clone()
+        if self._app is None:  # a generator header names no app until read: the body's
+            self._app = body._app
         partial_args = (*(args or ()), *self.args)
         if self.app.conf.task_always_eager:
             return self._apply_here(body, partial_args, kwargs)

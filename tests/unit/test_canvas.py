@@ -381,3 +381,20 @@ def test_a_chord_copies_the_header_tasks_it_is_given(add: Task[Any, Any]) -> Non
 
     assert all(task.options["link_error"] == [errback] for task in built.tasks)
     assert header == (add.si(1, 1), add.si(2, 2)), "the caller's signatures are untouched (Celery)"
+
+
+def test_a_generator_chord_header_is_sent_through_its_bodys_app(app: Caraway) -> None:
+    """A generator header names no app until it is read: the chord takes its body's, as
+    Celery does, not the current app (which here is another one)."""
+
+    @app.task(name="gen.add")
+    def add(x: int) -> int:
+        return x
+
+    @app.task(name="gen.tsum")
+    def tsum(values: list[int]) -> int:
+        return sum(values)
+
+    chord(add.s(i) for i in range(3))(tsum.s())
+
+    assert app.broker.size("celery") == 3
