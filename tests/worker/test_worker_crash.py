@@ -39,7 +39,8 @@ def test_acks_late_task_killed_with_sigkill_runs_again_on_the_next_worker(
     assert runs[0]["pid"] == first.pid
     assert runs[1]["pid"] != first.pid
     assert [run["redelivered"] for run in runs] == [False, True]
-    assert project.messages_in_file() == 0
+    # acks_late: the result is stored before the message is acknowledged.
+    wait_until(lambda: project.messages_in_file() == 0, what="the rerun's ack")
 
 
 def test_early_acked_task_killed_with_sigkill_is_not_run_again(
