@@ -340,7 +340,8 @@ def test_rabbitmq_sockets_yield_under_gevent(tmp_path: Path) -> None:
             results = send_batch(project.app, [project.tasks.nap.s(0.2) for _ in range(100)])
 
             assert [r.get(timeout=WAIT) for r in results] == [0.2] * 100
-            assert time.monotonic() - started < 10  # one after another: 20 s
+            # One after another: 20 s; side by side about 1 s, up to 11 s seen on a loaded CI run.
+            assert time.monotonic() - started < 15
         finally:
             project.close()
             project.app.close()
