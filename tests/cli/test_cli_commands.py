@@ -170,7 +170,8 @@ def test_demo_interrupted_stops_its_worker_and_removes_its_folder(
     run = demo("--tasks", "1000000")
     home = tmp_path / "home"
     [log] = wait_until(lambda: list(home.glob("caraway-demo-*/*-worker.log")), "the worker")
-    assert _processes_using(log.parent)  # its worker runs
+    # its worker runs (the log file can appear before the process is seen using the folder)
+    wait_until(lambda: _processes_using(log.parent), "the worker in its folder")
 
     run.send_signal(signal.SIGINT)
     _, err = run.communicate(timeout=WAIT)
