@@ -103,6 +103,16 @@ class PrivateCluster:
             if self.running(port) and _info(port, "replication").get("role") == "master"
         ]  # fmt: skip
 
+    def delete_prefixed(self, prefix: str) -> None:
+        """Delete every key under ``prefix`` on every master (SCAN MATCH, node by node)."""
+        for port in self.masters():
+            client = redis.Redis(port=port)
+            try:
+                for key in client.scan_iter(match=f"{prefix}*", count=1000):
+                    client.delete(key)
+            finally:
+                client.close()
+
     def wait_replicated(self, master: int, key: str) -> None:
         """Until the replica of ``master`` has every write made there so far: a write of our
         own to ``key`` (a key of one of its slots), then WAIT for one replica to have it.

@@ -12,19 +12,6 @@ from typing import Any
 from redis_cluster import shared_cluster
 
 
-def delete_prefixed(ports: list[int], prefix: str) -> None:
-    """Delete every key under ``prefix`` on every master (SCAN MATCH, node by node)."""
-    import redis
-
-    for port in ports:
-        client = redis.Redis(port=port)
-        try:
-            for key in client.scan_iter(match=f"{prefix}*", count=1000):
-                client.delete(key)
-        finally:
-            client.close()
-
-
 @contextmanager
 def redis_cluster_engine(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     cluster = shared_cluster()
@@ -33,7 +20,7 @@ def redis_cluster_engine(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]
         # One start node: the suite's unreachable-server case swaps its port.
         yield cluster.url_of(1), {"global_keyprefix": prefix, "visibility_timeout": 2}
     finally:
-        delete_prefixed(cluster.masters(), prefix)
+        cluster.delete_prefixed(prefix)
 
 
 BROKERS = {"redis-cluster": redis_cluster_engine}

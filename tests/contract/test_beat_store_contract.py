@@ -19,6 +19,7 @@ import factories_django
 import pytest
 import redis
 import sqlalchemy as sa
+from redis_cluster import shared_cluster
 from services import require
 
 from caraway import Celery
@@ -29,13 +30,17 @@ from caraway.engines.base.beat_store import BeatStore, EntryState
 from caraway.engines.base.broker import Outgoing
 from caraway.engines.memory.beat_store import MemoryStore
 from caraway.engines.redis.beat_store import RedisStore
+from caraway.engines.redis.cluster.beat_store import RedisClusterStore
 from caraway.engines.registry import BACKENDS
 from caraway.engines.sql.backend import sqlalchemy_url
 from caraway.engines.sql.beat_store import SQLStore
 from caraway.engines.sqlite.beat_store import SQLiteStore
 from caraway.utils.imports import symbol_by_name
 
-ENGINES = ["memory", "file", "sqlite", "redis", "postgresql", "mariadb", "sqlalchemy-sqlite"]
+ENGINES = [
+    "memory", "file", "sqlite", "redis", "redis-cluster", "postgresql", "mariadb",
+    "sqlalchemy-sqlite",
+]  # fmt: skip
 if factories_django.set_up():  # only in the process test_django_contract.py starts
     ENGINES.append("django")
 SQL_SERVERS = {
@@ -83,6 +88,15 @@ def _factory(kind: str, tmp_path: Path, stack: ExitStack) -> StoreFactory:
         return lambda: _from_app(
             stack, RedisStore, broker=url, backend=url, result_backend_transport_options=options
         )
+    if kind == "redis-cluster":
+        cluster = shared_cluster()
+        prefix = f"bstore-{uuid.uuid4().hex[:10]}:"
+        stack.callback(cluster.delete_prefixed, prefix)
+        options = {"global_keyprefix": prefix}
+        return lambda: _from_app(
+            stack, RedisClusterStore, broker=cluster.url, backend=cluster.url,
+            result_backend_transport_options=options,
+        )  # fmt: skip
     if kind == "sqlalchemy-sqlite":
         url = f"db+sqlite:///{tmp_path}/beat.sqlite3"
     else:
@@ -101,7 +115,7 @@ def _factory(kind: str, tmp_path: Path, stack: ExitStack) -> StoreFactory:
 
 #: The store classes the suite opens: every engine whose backend keeps beat schedules
 #: (``beat_schedules``) must have its store here.
-SUITE_STORES = (MemoryStore, FileStore, SQLiteStore, RedisStore, SQLStore)
+SUITE_STORES = (MemoryStore, FileStore, SQLiteStore, RedisStore, RedisClusterStore, SQLStore)
 
 
 #: Engines whose suite runs in a process of its own (Django settings are per process), so
@@ -122,7 +136,8 @@ def test_every_engine_that_keeps_schedules_is_in_the_suite() -> None:
 
 
 def _engine_package(cls: type) -> str:
-    return ".".join(cls.__module__.split(".")[:3])
+    """The package a class is in: ``caraway.engines.redis.cluster`` apart from its parent."""
+    return cls.__module__.rpartition(".")[0]
 
 
 def _from_app(stack: ExitStack, expected: type[BeatStore], **conf: object) -> BeatStore:
@@ -338,6 +353,28 @@ def test_redis_pushes_nothing_for_a_beat_without_the_lease() -> None:
     finally:
         app.close()
         _delete_prefixed(host, port, prefix)
+
+
+def test_a_cluster_beat_publishes_then_records_for_the_holder_only() -> None:
+    """A run's message goes to its queue's slot, the record to the store's: two steps."""
+    cluster = shared_cluster()
+    prefix = f"bstore-{uuid.uuid4().hex[:10]}:"
+    options = {"global_keyprefix": prefix}
+    app = Celery("rc", broker=cluster.url, backend=cluster.url, broker_transport_options=options,
+                 result_backend_transport_options=options, set_as_current=False)  # fmt: skip
+    try:
+        store = store_for_app(app)
+        assert store.acquire("holder", 30)
+
+        refused = store.send("intruder", "t", EntryState(1.0, 1), _outgoing(app), app.broker)
+        sent = store.send("holder", "t", EntryState(2.0, 1), _outgoing(app), app.broker)
+
+        assert (refused, sent) == (False, True)
+        assert app.broker.size("celery") == 1
+        assert store.states() == {"t": EntryState(2.0, 1)}
+    finally:
+        app.close()
+        cluster.delete_prefixed(prefix)
 
 
 def test_only_the_holder_sends_through_any_broker(

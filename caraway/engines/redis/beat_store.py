@@ -56,7 +56,7 @@ class RedisStore(BeatStore):
     def __init__(self, client: redis.Redis, target: RedisTarget, prefix: str = "") -> None:
         self.client = client
         self.target = target
-        base = f"{prefix}_caraway.beat"
+        base = self.key_base(prefix)
         self.lease_key = f"{base}.lease"
         self.state_key = f"{base}.state"
         self.entries_key = f"{base}.entries"
@@ -65,6 +65,10 @@ class RedisStore(BeatStore):
         self._release = client.register_script(RELEASE)
         self._record = client.register_script(RECORD)
         self._declared: set[str] = set()
+
+    def key_base(self, prefix: str) -> str:
+        """What the store's keys (lease, states, definitions, version) start with."""
+        return f"{prefix}_caraway.beat"
 
     def describe(self) -> str:
         return self.target.masked

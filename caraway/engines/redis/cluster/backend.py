@@ -3,8 +3,8 @@
 Results spread over the cluster, one key per task id (no hash tag). A chord's keys (its
 parts, counters, claim and the group's result) carry the hash tag ``{<group id>}``, so the
 join's scripts run on one slot. Waits subscribe through redis-py's cluster pub/sub: a
-PUBLISH reaches the subscribers of every node, so any node serves. The database scheduler
-is not offered here (its script writes keys of several slots).
+PUBLISH reaches the subscribers of every node, so any node serves. The database scheduler's
+store keeps its keys on one slot of their own (``cluster/beat_store.py``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ import redis
 from redis.cluster import RedisCluster
 
 from caraway.engines.base.backend import GROUP_KEY_PREFIX, Backend, BackendCapabilities
+from caraway.engines.base.beat_store import BeatStore
 from caraway.engines.redis.backend import RedisBackend
 from caraway.engines.redis.client import CONNECTION_ERRORS, Lane, RedisTarget
+from caraway.engines.redis.cluster.beat_store import RedisClusterStore
 from caraway.engines.redis.cluster.client import ClusterLane, connect_cluster, parse_cluster_url
 
 #: How long a result wait keeps subscribing again while its node fails over.
@@ -27,7 +29,9 @@ RESUBSCRIBE_WITHIN = 15.0
 
 
 class RedisClusterBackend(RedisBackend):
-    capabilities = BackendCapabilities(chord_join="native", compressed_results=True)
+    capabilities = BackendCapabilities(
+        chord_join="native", beat_schedules=True, compressed_results=True
+    )
 
     def parse_target(self, url: str) -> RedisTarget:
         return parse_cluster_url(url)
@@ -38,6 +42,9 @@ class RedisClusterBackend(RedisBackend):
 
     def new_lane(self) -> Lane:
         return ClusterLane(self.client)
+
+    def beat_store(self) -> BeatStore:
+        return RedisClusterStore(self.client, self.target, self.prefix)
 
     def key(self, key: str) -> str:
         """A group's keys take its id as hash tag, so they share the chord's slot."""
