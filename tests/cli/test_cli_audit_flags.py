@@ -329,10 +329,12 @@ def test_remote_methods_from_the_command_line(project: Project) -> None:
     project.spawn("worker", "-P", "threads", "-n", "methods@%h")
     client = project.client()
     project.wait_until(lambda: client.control.ping(timeout=0.5), "the worker")
+    [pong] = client.control.ping(timeout=0.5)
+    (node,) = pong  # asked by name, each command returns at its answer, not after -t
     client.control.revoke("doomed-id")
 
     def answer(*words: str) -> object:
-        ran = project.run(*words, "-j", "-t", "2")
+        ran = project.run(*words, "-j", "-t", "5", "-d", node)
         assert ran.returncode == 0, ran.stderr
         (reply,) = json.loads(ran.stdout).values()
         return reply
