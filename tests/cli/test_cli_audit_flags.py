@@ -281,7 +281,7 @@ def test_worker_flags_seen_by_monitors(project: Project) -> None:
     project.wait_until(lambda: any("worker-heartbeat" in line for line in lines), "the dump")
 
     assert client.send_task("extra.pid").get(timeout=WAIT) == worker.pid
-    [stats] = client.control.inspect(timeout=2).stats().values()
+    [stats] = client.control.inspect(timeout=5, limit=1).stats().values()
     client.control.revoke("doomed-id")
     project.run("control", "heartbeat", "-t", "0.5")  # asks for one heartbeat event now
     dump.wait(timeout=WAIT)

@@ -142,7 +142,7 @@ def test_revoke_terminate_by_remote_control_signals_the_child_with_the_signal_as
     project = worker_project
     project.spawn(pool="prefork", concurrency=1)
     project.ping()
-    (hostname,) = project.app.control.inspect(timeout=5).ping() or {}
+    (hostname,) = project.app.control.inspect(timeout=5, limit=1).ping() or {}
     result = project.tasks.hold.delay("killed")
     [run] = project.wait_marks("killed", 1)
 
