@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from interop_support import Wire, Workers, rabbitmq_wire, redis_wire, write_project
+from interop_support import (
+    Wire,
+    Workers,
+    close_celery_app,
+    rabbitmq_wire,
+    redis_wire,
+    write_project,
+)
 
 pytest.importorskip("celery", reason="the interop tests need Celery: pip install -e '.[test]'")
 
@@ -73,7 +80,7 @@ def celery_client(project: Path, wire: Wire, marker_dir: Path) -> Iterator[Any]:
     try:
         yield app
     finally:
-        app.close()
+        close_celery_app(app)
 
 
 @pytest.fixture(scope="session")

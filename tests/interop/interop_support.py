@@ -12,11 +12,13 @@ killed at teardown, and a failing test prints the logs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -190,6 +192,28 @@ def rabbitmq_wire() -> Iterator[Wire]:
         yield Wire("rabbitmq", url, "rpc://")
 
 
+def close_celery_app(app: Any) -> None:
+    """Close what a Celery client app opened. Celery's ``app.close()`` only forgets its
+    connection pool, leaving the sockets of the pool, the producer pool and the result
+    backend to the garbage collector (pytest reports them as unraisable at its end)."""
+    if app._pool is not None:
+        app._pool.force_close_all()
+    producers = getattr(app.__dict__.get("amqp"), "_producer_pool", None)
+    if producers is not None:
+        producers.force_close_all()
+    backend = app._backend
+    if backend is not None:
+        consumer = getattr(backend, "result_consumer", None)
+        if consumer is not None and getattr(consumer, "_connection", True) is not None:
+            with contextlib.suppress(Exception):  # never started: nothing of its own to close
+                consumer.stop()
+        client = backend.__dict__.get("client")
+        if client is not None:
+            client.close()
+            client.connection_pool.disconnect()
+    app.close()
+
+
 def die_with_parent() -> None:
     """Run in the child before exec: on Linux it gets SIGKILL when the test process dies, so
     a pytest killed by a timeout leaves no worker behind (PR_SET_PDEATHSIG survives exec)."""
@@ -269,10 +293,17 @@ class Workers:
         return "\n".join(f"===== {w.name} =====\n{w.output()}" for w in self.started)
 
     def stop_all(self) -> None:
-        for worker in self.started:
+        """SIGTERM to every worker at once, then one shared 1.5 s wait before the kills (one
+        wait per worker added up to 3 s for each idle Celery worker on RabbitMQ)."""
+        running = [w for w in self.started if w.proc.poll() is None]
+        for worker in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 1.5
+        for worker in running:
             try:
-                worker.stop()
-            except Exception:  # teardown goes on: the next worker must not be left running
+                worker.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 worker.kill()
 
 

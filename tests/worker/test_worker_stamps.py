@@ -88,7 +88,9 @@ def test_revoke_by_stamped_headers_refuses_matching_tasks_also_ones_received(
     worker = start_worker(app, hostname="w1@stamps")
     # Received before the revoke: held by the worker for its countdown.
     held = work.si("held").stamp(Tenant("acme")).apply_async(countdown=3.0)
-    wait_until(lambda: app.control.inspect(timeout=1, limit=1).scheduled(), what="the task to be held")
+    wait_until(
+        lambda: app.control.inspect(timeout=1, limit=1).scheduled(), what="the task to be held"
+    )
 
     replies = app.control.revoke_by_stamped_headers(
         {"tenant": ["acme"]}, reply=True, timeout=WAIT, limit=1
