@@ -64,6 +64,9 @@ FETCH_TIMEOUT = 0.2
 #: per few messages instead of one per finished task, which a pool that runs tasks outside
 #: the consumer thread (prefork, threads) would otherwise cost.
 REFILL_SHARE = 0.5
+#: Longest the consumer waits for that share before it fetches for a smaller room anyway (s):
+#: under load a share frees much sooner; with messages trickling in the window still fills.
+REFILL_LINGER = 0.005
 #: How often the consumer looks for deliveries its broker connection lost (s).
 LOST_CHECK = 0.2
 #: What ``revoke(..., terminate=True)`` sends (Celery's default); brokers keep no signal yet.
@@ -150,10 +153,16 @@ class Consumer:
                 self._stopping.wait(min(pause, timeout))
                 continue
             with self._slots:
-                if not self._may_fetch():
+                if self._inflight >= self.window:
                     self._slots.wait(timeout)
                     continue
+                if not self._may_fetch():
+                    # Room, but less than a batch, and every pool slot has work: wait a
+                    # little for more room, then take what fits (the window still fills).
+                    self._slots.wait(min(timeout, REFILL_LINGER))
                 free = self.window - self._inflight
+                if free <= 0:
+                    continue
             try:
                 deliveries = self.broker.fetch(self.queues, free, timeout)
             except Unreachable as exc:
