@@ -1,6 +1,7 @@
 """caraway against Celery on the same Redis, same run, same machine: one command, one table.
 
     python bench/run.py [--n 10000] [--quick] [--redis redis://127.0.0.1:6379] [--db 14]
+    python bench/run.py --realistic [--n 10000]    # bench/realistic.py: one round trip a task
 
 Cases (the database ``--db`` is flushed with FLUSHDB before each one; no other db is touched):
 
@@ -581,11 +582,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a small run (n=500, 50 trips)")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="Redis server URL")
     parser.add_argument("--db", type=int, default=14, help="database to use and flush (14)")
+    parser.add_argument(
+        "--realistic", action="store_true",
+        help="only the realistic-task drain of bench/realistic.py (solo, 2 x solo, prefork)",
+    )  # fmt: skip
     parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(args.child)
         return 0
+    if args.realistic:
+        import realistic
+
+        quick = ["--n", str(min(args.n, 500)), "--passes", "1"] if args.quick else []
+        where = ["--redis", args.redis, "--db", str(args.db)]
+        return realistic.main(["--n", str(args.n), *quick, *where])
     if args.quick:
         args.n, args.roundtrips = min(args.n, 500), min(args.roundtrips, 50)
 

@@ -135,6 +135,9 @@ class Caraway:
         self._base_task: type[task_module.Task[Any, Any]] | None = None
         self._tasks = TaskRegistry()
         self._finalized = False
+        # Set once finalize() has returned: ``tasks``, read for every message a worker runs,
+        # then skips the lock (which the consumer and the pool threads would contend for).
+        self._finalize_done = False
         self._pending: list[Callable[[], task_module.Task[Any, Any]]] = []
         self._lock = threading.RLock()
         self._broker: Broker | None = None
@@ -291,6 +294,8 @@ class Caraway:
         return self._tasks
 
     def finalize(self, auto: bool = False) -> None:
+        if self._finalize_done:
+            return
         with self._lock:
             if self._finalized:
                 return
@@ -304,6 +309,7 @@ class Caraway:
             for task in self._tasks.values():
                 self._annotate(task)
             self.on_after_finalize.send(sender=self)
+            self._finalize_done = True
 
     @property
     def finalized(self) -> bool:

@@ -60,6 +60,13 @@ LIMIT_NAMES: dict[type[BaseException], str] = {
 }
 #: Longest a fetch blocks, so a stop request is noticed within this many seconds.
 FETCH_TIMEOUT = 0.2
+#: The window refills once this share of it is free (or a pool slot would idle): one fetch
+#: per few messages instead of one per finished task, which a pool that runs tasks outside
+#: the consumer thread (prefork, threads) would otherwise cost.
+REFILL_SHARE = 0.5
+#: Longest the consumer waits for that share before it fetches for a smaller room anyway (s):
+#: under load a share frees much sooner; with messages trickling in the window still fills.
+REFILL_LINGER = 0.005
 #: How often the consumer looks for deliveries its broker connection lost (s).
 LOST_CHECK = 0.2
 #: What ``revoke(..., terminate=True)`` sends (Celery's default); brokers keep no signal yet.
@@ -116,6 +123,9 @@ class Consumer:
         # Messages counted against the prefetch window. Jobs waiting for an ETA are not
         # counted (as in Celery), so many future tasks never stall the consumer.
         self._inflight = 0
+        # Jobs handed to the pool and not finished (waiting there or running).
+        self._pooled = 0
+        self._refill_at = max(1, int(self.window * REFILL_SHARE))
         self._slots = threading.Condition()
         self._stopping = threading.Event()
         self._revocation_cursor = 0
@@ -143,9 +153,15 @@ class Consumer:
                 self._stopping.wait(min(pause, timeout))
                 continue
             with self._slots:
+                if self._inflight >= self.window:
+                    self._slots.wait(timeout)
+                    continue
+                if not self._may_fetch():
+                    # Room, but less than a batch, and every pool slot has work: wait a
+                    # little for more room, then take what fits (the window still fills).
+                    self._slots.wait(min(timeout, REFILL_LINGER))
                 free = self.window - self._inflight
                 if free <= 0:
-                    self._slots.wait(timeout)
                     continue
             try:
                 deliveries = self.broker.fetch(self.queues, free, timeout)
@@ -161,6 +177,12 @@ class Consumer:
                     self._inflight += 1
                     self._leased.add(delivery.tag)
                 self.on_delivery(delivery)
+
+    def _may_fetch(self) -> bool:
+        """Whether the window is worth a fetch now (call with ``_slots`` held): a share of it
+        is free, or some free room and a pool slot with nothing to run next."""
+        free = self.window - self._inflight
+        return free >= self._refill_at or (free > 0 and self._pooled < self.pool.limit)
 
     @property
     def in_flight(self) -> int:
@@ -185,6 +207,8 @@ class Consumer:
             job = getattr(work, "job", None)
             if job is not None:
                 tags.append(job.delivery.tag)
+                with self._slots:
+                    self._pooled -= 1
         lost = self.broker.lost(tags)  # the broker already took those back
         tags = [tag for tag in tags if tag not in lost]
         if tags:
@@ -237,15 +261,22 @@ class Consumer:
                 continue
             with self._slots:
                 self._dropped += 1
-            self._done(job)
+            self._done(job, pooled=True)
 
-    def _done(self, job: Job | Delivery) -> None:
-        """The message is settled (acked, released or set aside): free its slot."""
+    def _done(self, job: Job | Delivery, pooled: bool = False) -> None:
+        """The message is settled (acked, released or set aside): free its slot.
+
+        ``pooled``: the job came from the pool. The consumer thread is woken only when it
+        may fetch, not once per finished task.
+        """
         tag = job.delivery.tag if isinstance(job, Job) else job.tag
         with self._slots:
             self._inflight -= 1
+            if pooled:
+                self._pooled -= 1
             self._leased.discard(tag)
-            self._slots.notify()
+            if self._may_fetch():
+                self._slots.notify()
 
     # --- housekeeping, run by the timer ---------------------------------------------------
 
@@ -414,8 +445,9 @@ class Consumer:
             # The bucket reserved a token for this job: when due it runs without another.
             self._hold(job, self.clock.time() + wait, "rate")
             return
-        work = _Work(self, job)
-        self.pool.submit(work)
+        with self._slots:
+            self._pooled += 1
+        self.pool.submit(_Work(self, job))
 
     def _rate_wait(self, job: Job) -> float:
         if not self.rate_limits_enabled:
@@ -510,7 +542,7 @@ class Consumer:
             self._internal_error(job)
         finally:
             self.state.active.pop(job.id, None)
-            self._done(job)
+            self._done(job, pooled=True)
 
     async def run_job_async(self, job: Job) -> None:
         """``run_job`` for an ``async def`` task on the asyncio pool's loop."""
@@ -521,7 +553,7 @@ class Consumer:
             self._internal_error(job)
         finally:
             self.state.active.pop(job.id, None)
-            self._done(job)
+            self._done(job, pooled=True)
 
     def _begin(self, job: Job) -> bool:
         """Early ack and bookkeeping before the body runs; False when it must not run."""

@@ -31,6 +31,7 @@ from caraway.execution import Outcome
 from caraway.utils.log import expand_node_path
 from caraway.worker import request as hooks
 from caraway.worker.pools.base import PoolOptions
+from caraway.worker.pools.channel import Channel
 from caraway.worker.pools.child import ChildLimits, Reply, child_main
 from caraway.worker.pools.forker import Forker, exit_status
 from caraway.worker.pools.threads import ThreadPool
@@ -49,7 +50,7 @@ class Child:
 
     def __init__(self, pid: int, conn: Connection, status_fd: int) -> None:
         self.pid = pid
-        self.conn = conn
+        self.conn = Channel(conn)
         self.status_fd = status_fd
         self.task_id: str | None = None
         self.terminated_with: int | None = None
@@ -163,7 +164,7 @@ class PreforkPool(ThreadPool):
             now = time.monotonic()
             deadlines = [d for d in (soft_at, hard_at) if d is not None]
             wait = max(0.0, min(deadlines) - now) if deadlines else None
-            if child.conn.poll(wait):
+            if wait is None or child.conn.poll(wait):  # no limit: no poll either
                 reply: Reply = child.conn.recv()
                 return reply
             now = time.monotonic()
