@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 import factories_django
@@ -334,10 +335,19 @@ def test_sqlite_writes_the_message_and_the_record_in_one_commit(
     store.close()
 
 
-def test_redis_pushes_nothing_for_a_beat_without_the_lease() -> None:
-    host, port = require("redis")
+@pytest.mark.parametrize("engine", ["redis", "redis-cluster"])
+def test_a_redis_beat_pushes_nothing_without_the_lease(engine: str) -> None:
+    """On a cluster a run's message goes to its queue's slot, the record to the store's: two
+    steps, still only for the holder."""
     prefix = f"bstore-{uuid.uuid4().hex[:10]}:"
-    url = f"redis://{host}:{port}/0"
+    if engine == "redis":
+        host, port = require("redis")
+        url = f"redis://{host}:{port}/0"
+        cleanup: Callable[[], None] = partial(_delete_prefixed, host, port, prefix)
+    else:
+        cluster = shared_cluster()
+        url = cluster.url
+        cleanup = partial(cluster.delete_prefixed, prefix)
     options = {"global_keyprefix": prefix}
     app = Celery("r", broker=url, backend=url, broker_transport_options=options,
                  result_backend_transport_options=options, set_as_current=False)  # fmt: skip
@@ -353,29 +363,7 @@ def test_redis_pushes_nothing_for_a_beat_without_the_lease() -> None:
         assert store.states() == {"t": EntryState(2.0, 1)}
     finally:
         app.close()
-        _delete_prefixed(host, port, prefix)
-
-
-def test_a_cluster_beat_publishes_then_records_for_the_holder_only() -> None:
-    """A run's message goes to its queue's slot, the record to the store's: two steps."""
-    cluster = shared_cluster()
-    prefix = f"bstore-{uuid.uuid4().hex[:10]}:"
-    options = {"global_keyprefix": prefix}
-    app = Celery("rc", broker=cluster.url, backend=cluster.url, broker_transport_options=options,
-                 result_backend_transport_options=options, set_as_current=False)  # fmt: skip
-    try:
-        store = store_for_app(app)
-        assert store.acquire("holder", 30)
-
-        refused = store.send("intruder", "t", EntryState(1.0, 1), _outgoing(app), app.broker)
-        sent = store.send("holder", "t", EntryState(2.0, 1), _outgoing(app), app.broker)
-
-        assert (refused, sent) == (False, True)
-        assert app.broker.size("celery") == 1
-        assert store.states() == {"t": EntryState(2.0, 1)}
-    finally:
-        app.close()
-        cluster.delete_prefixed(prefix)
+        cleanup()
 
 
 def test_only_the_holder_sends_through_any_broker(
