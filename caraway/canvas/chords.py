@@ -238,19 +238,26 @@ def fail_body(app: Caraway, body: Signature, exc: ChordError, gid: str | None) -
     text = "".join(tb.format_exception(exc))
     logger.error("Chord %s failed: %s", gid, exc)
     backend = app.backend
+    # A chain body's own errbacks (linked to every step when it runs) run once here.
+    own = _as_list(body.options.get("link_error")) if isinstance(body, _chain) else []
     for sig in _result_carriers(body, app):
         task_id = sig.options.get("task_id")
         if not task_id:
             continue
+        errbacks = _as_list(sig.options.get("link_error"))
+        errbacks += [errback for errback in own if errback not in errbacks]
+        own = []
         request = Context(
             id=task_id, task=sig.task, group=sig.options.get("group_id") or gid,
             group_index=sig.options.get("group_index"), chord=sig.options.get("chord"),
             parent_id=None, root_id=sig.options.get("root_id"), args=sig.args,
-            kwargs=sig.kwargs, errbacks=_as_list(sig.options.get("link_error")),
+            kwargs=sig.kwargs, errbacks=errbacks,
             called_directly=False,
         )  # fmt: skip
+        sent = call_errbacks(app, request, exc, text)
+        if sent is not None:  # Celery: the errbacks sent are the failed body's children
+            request.children.append(sent.as_tuple())
         backend.mark_as_failure(task_id, exc, text, request)
-        call_errbacks(app, request, exc, text)
         if request.chord:  # this body is a member of an outer chord's header: that one fails too
             on_part_return(app, request, states.FAILURE, exc)
 
