@@ -200,14 +200,16 @@ def on_part_return(app: Caraway, request: Context, state: str, value: Any) -> No
             try:
                 fail_body(app, body, _dependency_error(request.id, value), gid)
             finally:
-                joiner.finish(gid, join)
+                joiner.finish(gid, join, failed=True)
         return
     if not join.claimed:
         return
+    failed_part = False
     try:
         parts = joiner.results(gid)
         for task_id, part_state, result in parts:
             if part_state in states.PROPAGATE_STATES:
+                failed_part = True
                 fail_body(app, body, _dependency_error(task_id, meta_to_exception(result)), gid)
                 return
         try:
@@ -217,7 +219,7 @@ def on_part_return(app: Caraway, request: Context, state: str, value: Any) -> No
             logger.exception("Chord %s: could not send the body %r", gid, body)
             fail_body(app, body, _caused(ChordError(f"Callback error: {exc!r}"), exc), gid)
     finally:
-        joiner.finish(gid, join)
+        joiner.finish(gid, join, failed=failed_part)
 
 
 def _dependency_error(task_id: str, exc: Any) -> ChordError:
