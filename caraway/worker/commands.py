@@ -315,6 +315,9 @@ def conf(worker: Worker, with_defaults: bool = False, **kwargs: Any) -> Any:
     table = conf.table(with_defaults)
     shown = {key: _jsonable(_censor(key, value)) for key, value in sorted(table.items())}
     shown["deprecated_settings"] = sorted(conf.deprecated_settings)  # as Celery's report
+    # Celery's worker records every module its tasks come from as ``include``.
+    modules = {type(task).__module__ for task in worker.app.tasks.values()}
+    shown["include"] = sorted({*conf.include, *modules})
     return shown
 
 
