@@ -117,7 +117,7 @@ def test_a_failed_chord_keeps_every_header_result_in_its_join_key() -> None:
         gate.set()
 
         wait_until(lambda: results.zcard(key) == 3, what="all three parts kept")
-        parts = [json.loads(member) for member in results.zrange(key, 0, -1)]
+        parts = [app.backend.decode(member) for member in results.zrange(key, 0, -1)]  # raw
         assert [part[3] for part in parts if part[2] == "SUCCESS"] == [3, 7]
         assert [part[2] for part in parts if part[2] != "SUCCESS"] == ["FAILURE"]
         assert not results.exists(key.removesuffix(".j") + ".s")
