@@ -79,6 +79,7 @@ class Configuration(MutableMapping[str, Any]):
         self._defaults: dict[str, Any] = {}
         self._pending: tuple[Any, str | None, bool] | None = None
         self._warned: set[str] = set()
+        self._old_keys: set[str] = set()
         self._lock = threading.Lock()
         # Resolved reads, ``name -> (generation, value)``: a send or a task run reads about
         # ten settings. Every write bumps the generation after it changed a layer, so an
@@ -101,6 +102,7 @@ class Configuration(MutableMapping[str, Any]):
         with self._lock:
             self._pending = (obj, namespace, silent)
             self._source = {}
+            self._old_keys = set()
             self._changed()
 
     def _changed(self) -> None:
@@ -119,7 +121,9 @@ class Configuration(MutableMapping[str, Any]):
                 return
             pending, self._pending = self._pending, None  # a re-entrant read sees no source
             try:
-                self._source = load_source(*pending[:2], silent=pending[2], warned=self._warned)
+                self._source = load_source(
+                    *pending[:2], silent=pending[2], warned=self._warned, old_keys=self._old_keys
+                )
             except BaseException:
                 self._pending = pending  # a broken source keeps failing, never reads as empty
                 raise
@@ -258,6 +262,12 @@ class Configuration(MutableMapping[str, Any]):
 
     # -- reports ------------------------------------------------------------------------------
 
+    @property
+    def deprecated_settings(self) -> set[str]:
+        """The old setting names the source used, as written (``inspect conf`` reports them)."""
+        self._load()
+        return set(self._old_keys)
+
     def table(self, with_defaults: bool = False) -> dict[str, Any]:
         """Settings as a dict: those configured (source, changes, environment), or all."""
         if with_defaults:
@@ -307,10 +317,12 @@ def load_source(
     *,
     silent: bool = False,
     warned: set[str] | None = None,
+    old_keys: set[str] | None = None,
 ) -> dict[str, Any]:
     """Read a source into ``{setting name: checked value}`` by the rules of this module.
 
-    ``warned`` collects keys already warned about, so a caller warns about each only once.
+    ``warned`` collects keys already warned about, so a caller warns about each only once;
+    ``old_keys`` collects the old setting names read, as written.
     """
     if isinstance(obj, str):
         try:
@@ -320,8 +332,11 @@ def load_source(
                 return {}
             raise ImproperlyConfigured(str(exc)) from exc.__cause__
     warned = set() if warned is None else warned
+    old_keys = set() if old_keys is None else old_keys
     items = _source_items(obj, namespace)
-    return _read_namespaced(items, namespace, warned) if namespace else _read_plain(items, warned)
+    if namespace:
+        return _read_namespaced(items, namespace, warned, old_keys)
+    return _read_plain(items, warned, old_keys)
 
 
 def _source_items(obj: Any, namespace: str | None) -> Iterator[tuple[str, Any]]:
@@ -339,7 +354,9 @@ def _is_public(key: str) -> bool:
     return not key.startswith("_")
 
 
-def _read_plain(items: Iterator[tuple[str, Any]], warned: set[str]) -> dict[str, Any]:
+def _read_plain(
+    items: Iterator[tuple[str, Any]], warned: set[str], old_keys: set[str]
+) -> dict[str, Any]:
     new: dict[str, Any] = {}
     old: dict[str, tuple[str, Any]] = {}  # new name -> (key as written, value)
     forgot_namespace: list[str] = []
@@ -370,11 +387,12 @@ def _read_plain(items: Iterator[tuple[str, Any]], warned: set[str]) -> dict[str,
             stacklevel=4,
         )
         new.update({name: _checked(name, key, value) for name, (key, value) in old.items()})
+        old_keys.update(key for key, _ in old.values())
     return new
 
 
 def _read_namespaced(
-    items: Iterator[tuple[str, Any]], namespace: str, warned: set[str]
+    items: Iterator[tuple[str, Any]], namespace: str, warned: set[str], old_keys: set[str]
 ) -> dict[str, Any]:
     prefix = f"{namespace}_"
     result: dict[str, Any] = {}
@@ -386,6 +404,7 @@ def _read_namespaced(
         elif key in OLD_NAMES:
             name = OLD_NAMES[key]
             result.setdefault(name, _checked(name, key, value))
+            old_keys.add(key)
             renamed.append(f"{key} -> {prefix}{name.upper()}")
         elif not name.startswith("_"):
             _keep_unknown(result, name, key, value, warned, prefix)

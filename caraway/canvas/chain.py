@@ -118,6 +118,8 @@ class _chain(Composite):
             k: options.pop(k) for k in ("group_id", "group_index", "chord") if k in options
         }
         links = {k: options.pop(k) for k in ("link", "link_error") if k in options}
+        if "chord" in membership:
+            _keep_tail_group_together(steps, self.app)
         last = steps[-1]
         last.options.update(membership)
         for name, value in links.items():
@@ -180,6 +182,20 @@ class _chain(Composite):
         return " | ".join(repr(step) for step in self.tasks)
 
 
+def _keep_tail_group_together(steps: list[Signature], app: Caraway) -> None:
+    """A chain ending in a group, as a chord header member, gives that chord one value: the
+    list of its group's results (the chain keeps the group from being unrolled into the
+    header, as in Celery). A chord with a body that returns its list does that."""
+    # Lazy, breaks the cycle canvas.chain -> canvas.group -> canvas.chain.
+    from caraway.canvas.group import _chord, group
+
+    tail = steps[-1]
+    if isinstance(tail, group) and not isinstance(tail, _chord):
+        collect = app.tasks["celery.accumulate"].s(index=0)
+        steps[-1] = _chord(tail, body=collect, app=app)
+        _freeze_with_reply_to(steps[-1], app.thread_oid)
+
+
 def _joined_links(own: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     """The chain's own callbacks and errbacks, and those given to this call, all kept (the
     call's do not replace them: a replaced task's errbacks join those of its chain)."""
@@ -203,8 +219,10 @@ def _link_error_to_every_step(steps: list[Signature], errback: Signature) -> Non
 
 def _flatten_chain(tasks: Iterable[Signature]) -> Iterator[Signature]:
     """The steps of nested chains in order; an inner chain's links stay with its steps (its
-    errbacks on each, its callbacks on its last), as Celery keeps them when flattening."""
+    errbacks on each, its callbacks on its last), as Celery keeps them when flattening. A
+    group of one task is that task, as Celery unrolls it in a chain (issue #1656)."""
     for step in tasks:
+        step = _unrolled(step)
         if not isinstance(step, _chain):
             yield step
             continue
@@ -215,6 +233,15 @@ def _flatten_chain(tasks: Iterable[Signature]) -> Iterator[Signature]:
             for callback in step.options.get("link") or ():
                 inner[-1].link(maybe_signature(callback, step._app))
         yield from inner
+
+
+def _unrolled(step: Signature) -> Signature:
+    # Lazy, breaks the cycle canvas.chain -> canvas.group -> canvas.chain.
+    from caraway.canvas.group import _chord, group
+
+    if isinstance(step, group) and not isinstance(step, _chord) and len(step.tasks) == 1:
+        return maybe_signature(step.tasks[0], step._app)
+    return step
 
 
 def _freeze_with_reply_to(sig: Signature, reply_to: str) -> None:

@@ -200,14 +200,16 @@ def on_part_return(app: Caraway, request: Context, state: str, value: Any) -> No
             try:
                 fail_body(app, body, _dependency_error(request.id, value), gid)
             finally:
-                joiner.finish(gid, join)
+                joiner.finish(gid, join, failed=True)
         return
     if not join.claimed:
         return
+    failed_part = False
     try:
         parts = joiner.results(gid)
         for task_id, part_state, result in parts:
             if part_state in states.PROPAGATE_STATES:
+                failed_part = True
                 fail_body(app, body, _dependency_error(task_id, meta_to_exception(result)), gid)
                 return
         try:
@@ -217,7 +219,7 @@ def on_part_return(app: Caraway, request: Context, state: str, value: Any) -> No
             logger.exception("Chord %s: could not send the body %r", gid, body)
             fail_body(app, body, _caused(ChordError(f"Callback error: {exc!r}"), exc), gid)
     finally:
-        joiner.finish(gid, join)
+        joiner.finish(gid, join, failed=failed_part)
 
 
 def _dependency_error(task_id: str, exc: Any) -> ChordError:
@@ -238,19 +240,26 @@ def fail_body(app: Caraway, body: Signature, exc: ChordError, gid: str | None) -
     text = "".join(tb.format_exception(exc))
     logger.error("Chord %s failed: %s", gid, exc)
     backend = app.backend
+    # A chain body's own errbacks (linked to every step when it runs) run once here.
+    own = _as_list(body.options.get("link_error")) if isinstance(body, _chain) else []
     for sig in _result_carriers(body, app):
         task_id = sig.options.get("task_id")
         if not task_id:
             continue
+        errbacks = _as_list(sig.options.get("link_error"))
+        errbacks += [errback for errback in own if errback not in errbacks]
+        own = []
         request = Context(
             id=task_id, task=sig.task, group=sig.options.get("group_id") or gid,
             group_index=sig.options.get("group_index"), chord=sig.options.get("chord"),
             parent_id=None, root_id=sig.options.get("root_id"), args=sig.args,
-            kwargs=sig.kwargs, errbacks=_as_list(sig.options.get("link_error")),
+            kwargs=sig.kwargs, errbacks=errbacks,
             called_directly=False,
         )  # fmt: skip
+        sent = call_errbacks(app, request, exc, text)
+        if sent is not None:  # Celery: the errbacks sent are the failed body's children
+            request.children.append(sent.as_tuple())
         backend.mark_as_failure(task_id, exc, text, request)
-        call_errbacks(app, request, exc, text)
         if request.chord:  # this body is a member of an outer chord's header: that one fails too
             on_part_return(app, request, states.FAILURE, exc)
 

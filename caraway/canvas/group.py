@@ -411,10 +411,10 @@ def _descend(sig: Signature) -> int:
         return _descend(sig.body)
     if isinstance(sig, group):
         return sum(_descend(t) for t in sig.tasks)
-    if isinstance(sig, _chain):
+    if isinstance(sig, _chain):  # its last step counts; a group there gives one list
         for step in reversed(sig.tasks):
             size = _descend(step)
             if size:
-                return size
+                return 1 if isinstance(step, group) and not isinstance(step, _chord) else size
         return 0
     return 1

@@ -10,7 +10,7 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
-from caraway.canvas import maybe_signature
+from caraway.canvas import group, maybe_signature
 
 if TYPE_CHECKING:
     from caraway.app import Caraway
@@ -19,9 +19,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("caraway.worker")
 
 
-def call_errbacks(
-    app: Caraway, request: Context, exc: BaseException, traceback: str | None
-) -> None:
+def call_errbacks(app: Caraway, request: Context, exc: BaseException, traceback: str | None) -> Any:
+    """Run the new-style errbacks here and send the others, together as one group (as
+    Celery does); that group's result, or None when none was sent."""
+    sent: list[Any] = []
     for errback in request.errbacks or ():
         sig = maybe_signature(errback, app)
         try:
@@ -29,12 +30,20 @@ def call_errbacks(
             if target is not None and _free_positional_arity(target.run, sig) > 1:
                 sig(request, exc, traceback)
             else:
-                sig.apply_async((request.id,), parent_id=request.id,
-                                root_id=request.root_id or request.id)  # fmt: skip
+                sent.append(sig)
         except Exception:
             # The failure is stored already. Raising here would make it an internal error,
             # and the worker would redeliver an acks_late task again and again.
             logger.exception("Errback %r of %s[%s] raised", sig, request.task, request.id)
+    if not sent:
+        return None
+    try:
+        return group(sent, app=app).apply_async(
+            (request.id,), parent_id=request.id, root_id=request.root_id or request.id
+        )
+    except Exception:
+        logger.exception("Errbacks %r of %s[%s] could not be sent", sent, request.task, request.id)
+        return None
 
 
 def _free_positional_arity(fun: Any, sig: Any) -> int:

@@ -311,8 +311,14 @@ def active_queues(worker: Worker, **kwargs: Any) -> Any:
 @command("inspect", aliases=("dump_conf",))
 def conf(worker: Worker, with_defaults: bool = False, **kwargs: Any) -> Any:
     """The worker's settings (secrets masked; values that are not JSON shown as text)."""
-    table = worker.app.conf.table(with_defaults)
-    return {key: _jsonable(_censor(key, value)) for key, value in sorted(table.items())}
+    conf = worker.app.conf
+    table = conf.table(with_defaults)
+    shown = {key: _jsonable(_censor(key, value)) for key, value in sorted(table.items())}
+    shown["deprecated_settings"] = sorted(conf.deprecated_settings)  # as Celery's report
+    # Celery's worker records every module its tasks come from as ``include``.
+    modules = {type(task).__module__ for task in worker.app.tasks.values()}
+    shown["include"] = sorted({*conf.include, *modules})
+    return shown
 
 
 def _jsonable(value: Any) -> Any:

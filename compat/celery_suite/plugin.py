@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from compat.celery_suite import alias
+from compat.celery_suite.budgets import budget
 from compat.celery_suite.exclusions import EXCLUDED
 
 alias.install()
@@ -44,7 +45,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         reason = _exclusion(item.nodeid)
         if reason is not None:
             item.add_marker(pytest.mark.skip(reason=EXCLUDED_PREFIX + reason), append=False)
-        item.add_marker(pytest.mark.timeout(TEST_TIMEOUT), append=False)
+        seconds = max(TEST_TIMEOUT, budget(item.nodeid) or 0.0)  # waits longer by design
+        item.add_marker(pytest.mark.timeout(seconds), append=False)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

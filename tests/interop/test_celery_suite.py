@@ -68,17 +68,23 @@ NAMES = (
     "test_revoke_by_stamped_headers_no_match",
     "test_retry_switches_from_kwargs_to_args",
     "test_retry_switches_from_args_to_kwargs",
-    "test_revoke_keeps_state_of_task_started_elsewhere",
+    # One case of two: each waits out its 10 s broadcast (reply=True); STARTED pins the rule.
+    "(test_revoke_keeps_state_of_task_started_elsewhere and not PROGRESS)",
     "test_group_results_in_chain",
     "test_groupresult_serialization",
     "test_chain_of_implicit_chords_as_body",
     "test_chord_header_with_empty_chains",
     "test_errback_set_as_one_signature_runs_on_header_failure",
     "test_pending_chord_keeps_header_errback",  # protocol 2 and 1 (task_protocol), a chord
+    "test_nested_group_chain",  # a chain ending in a group, as a chord header member
+    "test_nested_chord_group_chain_group_tail",
+    "(test_chain_of_implicit_chords_body_failure and header)",  # a chain body's errback
+    "test_chord_on_error",  # errbacks as the failed body's children, results kept in .j
+    "test_all_tasks_of_canvas_are_stamped",  # a one-member group in a chain is its task
 )
 KEYWORDS = " or ".join(NAMES)
 #: Fewest tests that must pass per file (raise these as caraway gets better).
-RATCHET = {"test_tasks.py": 20, "test_canvas.py": 31, "test_group_chains.py": 4}
+RATCHET = {"test_tasks.py": 19, "test_canvas.py": 36, "test_group_chains.py": 4}
 
 
 @pytest.mark.timeout(400)

@@ -108,6 +108,8 @@ def test_registered_stats_active_queues_and_conf(cluster: Cluster) -> None:
         "beta@remote": ["beta"],
     }
     assert conf["worker_prefetch_multiplier"] == 4
+    assert conf["deprecated_settings"] == []  # no old setting names: Celery reports them here
+    assert conf["include"] == ["caraway.builtins", "remoteproj"]  # where its tasks come from
 
 
 def test_events_arrive_in_order_with_their_fields(cluster: Cluster) -> None:

@@ -364,6 +364,17 @@ def test_old_names_are_mapped_with_one_warning(write_module: WriteModule) -> Non
     assert "CELERYD_CONCURRENCY -> worker_concurrency" in message
     assert (conf.task_always_eager, conf.worker_concurrency, conf.result_expires) == (True, 2, 60)
     assert conf["CELERY_ALWAYS_EAGER"] is True  # reading by the old name still works
+    assert conf.deprecated_settings == {
+        "BROKER_URL", "CELERY_ALWAYS_EAGER", "CELERYD_CONCURRENCY", "CELERY_TASK_RESULT_EXPIRES",
+    }  # fmt: skip
+
+
+def test_deprecated_settings_names_the_old_names_a_namespaced_source_used() -> None:
+    conf = Configuration()
+    assert conf.deprecated_settings == set()
+    conf.set_source({"CELERY_ALWAYS_EAGER": True, "CELERY_BROKER_URL": "memory://"}, "CELERY")
+    with pytest.warns(ConfigurationWarning):
+        assert conf.deprecated_settings == {"CELERY_ALWAYS_EAGER"}
 
 
 def test_mixing_old_and_new_names_is_an_error() -> None:

@@ -45,3 +45,16 @@ def test_wait_for_gives_up_after_max_retries_with_the_last_error() -> None:
 def test_manager_refuses_unknown_options() -> None:
     with pytest.raises(TypeError, match="unexpected options"):
         Manager(Caraway("m", broker="memory://"), blok_timeout=1)
+
+
+def test_wait_until_idle_purges_the_waiting_tasks_first_as_celerys_does() -> None:
+    app = Caraway("m", broker="memory://")
+
+    @app.task(name="m.nap")
+    def nap() -> None: ...
+
+    for _ in range(3):
+        nap.delay()
+    Manager(app).wait_until_idle(timeout=5.0)  # no worker: nothing active once purged
+
+    assert app.control.purge() == 0

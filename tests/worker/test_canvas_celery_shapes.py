@@ -234,3 +234,69 @@ def test_a_chord_with_a_group_body_raises_the_failed_header_tasks_own_exception(
 
     with pytest.raises(ValueError, match="expected"):
         result.get(timeout=WAIT)
+
+
+def test_a_chain_ending_in_a_group_gives_a_chord_header_its_list(
+    shapes: SimpleNamespace,
+) -> None:
+    add = shapes.add
+    inner = chain(add.si(1, 200), group(add.si(1, 1000), add.si(1, 2000)))
+
+    result = chain(add.si(1, 0), group(add.si(1, 100), inner), add.si(1, 10))()
+
+    assert result.get(timeout=WAIT) == 11
+    tail = chain(add.si(40, 2), group(add.s(0), add.s(0)))
+    assert chord(group(tail), shapes.mark.s())().get(timeout=WAIT) == [[42, 42]], "one list"
+
+
+def test_a_chain_bodys_own_errback_runs_once_when_the_chords_header_fails(
+    shapes: SimpleNamespace,
+) -> None:
+    add, fail, tsum, record, calls = (
+        shapes.add, shapes.fail, shapes.tsum, shapes.record, shapes.calls,
+    )  # fmt: skip
+    calls.clear()
+    body = chain(tsum.s(), group(add.s(1), add.s(2)), tsum.s())
+    body.link_error(record.si("chain errback"))
+
+    result = chord(group(fail.si(), add.si(1, 2)), body).delay()
+
+    with pytest.raises((ValueError, ChordError)):
+        result.get(timeout=WAIT)
+    wait_until(lambda: calls == ["chain errback"], what="the chain body's errback")
+    assert not shapes.app.AsyncResult(result.id).successful()
+
+
+def test_a_failed_chords_body_lists_the_errbacks_sent_for_it_as_its_children(
+    shapes: SimpleNamespace,
+) -> None:
+    add, fail, tsum, mark = shapes.add, shapes.fail, shapes.tsum, shapes.mark
+    body = tsum.s().on_error(mark.s())  # old style: sent as a task, given the body's id
+
+    result = chord([add.si(1, 2), fail.si()], body)()
+
+    with pytest.raises(ValueError, match="expected"):
+        result.get(timeout=WAIT)
+    (errbacks,) = result.children
+    assert isinstance(errbacks, GroupResult)
+    assert errbacks.get(timeout=WAIT) == [result.id]
+
+
+def test_a_chain_failing_before_the_group_it_ends_in_raises_the_failure(
+    shapes: SimpleNamespace,
+) -> None:
+    """Celery on Redis waits for ever here (its own test is an xfail, issue #6437)."""
+    add, fail = shapes.add, shapes.fail
+
+    result = (add.s(1, 1) | fail.s() | group(add.s(1), add.s(1))).delay()
+
+    with pytest.raises(ValueError, match="expected"):
+        result.get(timeout=WAIT)
+
+
+def test_a_one_member_group_in_a_chain_runs_as_its_task(shapes: SimpleNamespace) -> None:
+    add = shapes.add
+
+    assert chain(group(add.s(0, 0)), add.s(-1)).delay().get(timeout=WAIT) == -1
+    assert chain(add.s(1, 1), group(add.s(1))).delay().get(timeout=WAIT) == 3
+    assert chain(group(add.s(1, 1) | add.s(1)), add.s(1)).delay().get(timeout=WAIT) == 4

@@ -7,6 +7,7 @@ import threading
 import uuid
 from typing import Any
 
+import pytest
 import redis
 from services import require
 from worker_support import WAIT, ThreadedWorker, wait_until
@@ -65,6 +66,61 @@ def test_a_chord_keeps_celerys_join_keys_midway_and_only_done_after() -> None:
         assert results.get(key + ".n") == "2"
         assert results.get(key + ".c") == "done"
         assert 0 < results.ttl(key + ".c") <= 300
+    finally:
+        gate.set()
+        worker.stop()
+        app.close()
+        for db in (0, 1):
+            client = redis.Redis(host=host, port=port, db=db)
+            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+            if keys:
+                client.delete(*keys)
+            client.close()
+        results.close()
+
+
+def test_a_failed_chord_keeps_every_header_result_in_its_join_key() -> None:
+    """As Celery: the results stay for inspection (its test_chord_on_error reads them), even
+    those that arrive after caraway failed the chord at its first failure."""
+    host, port = require("redis")
+    prefix = f"chordkeys-{uuid.uuid4().hex[:8]}:"
+    app = Celery(
+        "chordfail", broker=f"redis://{host}:{port}/0", backend=f"redis://{host}:{port}/1",
+        broker_transport_options={"global_keyprefix": prefix},
+        result_backend_transport_options={"global_keyprefix": prefix},
+    )  # fmt: skip
+    gate = threading.Event()
+    results = redis.Redis(host=host, port=port, db=1, decode_responses=True)
+
+    @app.task(name="keys.held")
+    def held(value: int) -> int:
+        assert gate.wait(WAIT)
+        return value
+
+    @app.task(name="keys.fail")
+    def fail() -> None:
+        raise ValueError("expected")
+
+    @app.task(name="keys.tsum")
+    def tsum(values: list[int]) -> int:
+        return sum(values)
+
+    worker = ThreadedWorker(app, pool="threads", concurrency=3).start()
+    try:
+        result = chord([held.si(3), held.si(7), fail.si()], tsum.s()).apply_async()
+        gid = result.parent.id
+        key = app.backend.get_key_for_group(gid, ".j")
+        assert key == f"{prefix}celery-taskset-meta-{gid}.j"
+
+        with pytest.raises(ValueError, match="expected"):
+            result.get(timeout=WAIT)
+        gate.set()
+
+        wait_until(lambda: results.zcard(key) == 3, what="all three parts kept")
+        parts = [app.backend.decode(member) for member in results.zrange(key, 0, -1)]  # raw
+        assert [part[3] for part in parts if part[2] == "SUCCESS"] == [3, 7]
+        assert [part[2] for part in parts if part[2] != "SUCCESS"] == ["FAILURE"]
+        assert not results.exists(key.removesuffix(".j") + ".s")
     finally:
         gate.set()
         worker.stop()

@@ -175,7 +175,11 @@ class ManagerMixin:
         return value
 
     def wait_until_idle(self, timeout: float = 30.0) -> None:
-        """Return once no worker reports an active task; fail after ``timeout`` seconds."""
+        """Purge the waiting tasks, then return once no worker reports an active task; fail
+        after ``timeout`` seconds. The purge is Celery's: what one test left queued must not
+        keep the next waiting."""
+        while self.app.control.purge():
+            pass
         deadline = time.monotonic() + timeout
         while True:
             # One second per question: every test's teardown asks, and workers answer fast.

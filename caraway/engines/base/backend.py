@@ -230,7 +230,11 @@ class Backend(ABC):
             payload = compress_payload(payload, self.compression)
         return Stored(payload, content_type, encoding)
 
-    def decode(self, stored: Stored) -> Any:
+    def decode(self, stored: Stored | bytes | str) -> Any:
+        """A stored value; raw bytes as read from the store are in this backend's serializer
+        (Celery's ``backend.decode(payload)``)."""
+        if not isinstance(stored, Stored):
+            stored = self.stored(stored.encode() if isinstance(stored, str) else stored)
         return serialization.loads(
             decompress_payload(stored.payload), stored.content_type, stored.content_encoding,
             self.accept,

@@ -4,7 +4,8 @@
   Per chord ``<gid>`` (under ``celery-taskset-meta-``): ``.j`` the results (a zset scored by
   ``group_index``, members ``[1, task_id, state, result]``), ``.s`` the header size, ``.t``
   parts added at run time, ``.d`` the ``<task_id>:<index>`` members already counted, ``.c``
-  the dispatch claim (a token), then ``"done"``. Celery 5.7 and caraway workers can run parts
+  the dispatch claim (a token), then ``"done"``, or ``"failed"`` (the results stay, as in
+  Celery, and late parts join them). Celery 5.7 and caraway workers can run parts
   of the same chord; 5.5's keys (no ``.d``/``.c``) are tolerated.
 * ``CountingJoiner``: backends that count with the ``chord_*`` primitives: a set of
   ``<task_id>:<index>`` members counted atomically, and a claim.
@@ -57,8 +58,9 @@ class Joiner(Protocol):
     def results(self, gid: str) -> list[tuple[str, str, Any]]:
         """Every part as ``(task_id, state, result)``, in header order."""
 
-    def finish(self, gid: str, join: Join) -> None:
-        """Drop the join state and leave a "done" marker for late duplicates."""
+    def finish(self, gid: str, join: Join, failed: bool = False) -> None:
+        """Drop the join state and leave a "done" marker for late duplicates (a failed
+        chord may keep its results, as Celery's Redis join does)."""
 
 
 def total_key(gid: str) -> str:
@@ -107,7 +109,7 @@ class CountingJoiner:
         parts.sort(key=lambda part: part[0])
         return [(task_id, state, result) for _, task_id, state, result in parts]
 
-    def finish(self, gid: str, join: Join) -> None:
+    def finish(self, gid: str, join: Join, failed: bool = False) -> None:
         self.backend.chord_finish(gid, DONE_SECONDS)
         self.backend.delete_raw(total_key(gid))
 

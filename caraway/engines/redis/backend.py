@@ -132,6 +132,8 @@ class RedisBackend(Backend):
         """A key of the chord join of ``group_id`` (Celery's names)."""
         return self.key(f"{GROUP_KEY_PREFIX}{group_id}{suffix}")
 
+    get_key_for_group = chord_key  # Celery's name, used to read a join's keys
+
     def beat_store(self) -> BeatStore:
         return RedisStore(self.client, self.target, self.prefix)
 

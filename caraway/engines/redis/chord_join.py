@@ -17,9 +17,11 @@ if TYPE_CHECKING:
 # KEYS: .j .t .s .d group-key .c
 # ARGV: task id, encoded part, ordered ("1": zset), score, expires (s, 0: none),
 #       group expires, claim seconds, claim token
-# Returns {count, .t, .s, claimed}; count -1 once the chord is done.
+# Returns {count, .t, .s, claimed}; count -1 once the chord is done or failed (a failed
+# chord still keeps the part, as Celery keeps every result of a failed chord).
 PART_RETURN = """
-if redis.call('GET', KEYS[6]) == 'done' then
+local marker = redis.call('GET', KEYS[6])
+if marker == 'done' then
   return {-1, false, false, 0}
 end
 local added = redis.call('SADD', KEYS[4], ARGV[1] .. ':' .. ARGV[4])
@@ -38,6 +40,9 @@ if expires > 0 then
   redis.call('EXPIRE', KEYS[3], expires)
   redis.call('EXPIRE', KEYS[4], expires)
   if tonumber(ARGV[6]) > 0 then redis.call('EXPIRE', KEYS[5], ARGV[6]) end
+end
+if marker == 'failed' then
+  return {-1, false, false, 0}
 end
 local extra = redis.call('GET', KEYS[2])
 local size = redis.call('GET', KEYS[3])
@@ -59,6 +64,14 @@ redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call('SET', KEYS[1], 'done', 'EX', ARGV[2])
 return 1
 """
+# KEYS: .c .t .s ; ARGV: token, seconds. A failed chord: its size goes (Celery drops it too),
+# its results stay (.j, .d, expiring with them), and "failed" stops a second failure.
+FAIL = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('SET', KEYS[1], 'failed', 'EX', ARGV[2])
+return 1
+"""
 
 
 def _key(backend: RedisBackend, gid: str, suffix: str = "") -> str:
@@ -72,6 +85,7 @@ class RedisJoiner:
         self._part = client.register_script(PART_RETURN)
         self._claim = client.register_script(CLAIM)
         self._finish = client.register_script(FINISH)
+        self._fail = client.register_script(FAIL)
         self.ordered = bool(
             (backend.app.conf.result_backend_transport_options or {}).get(
                 "result_chord_ordered", True
@@ -130,8 +144,13 @@ class RedisJoiner:
             parts.append((task_id, state, result))
         return parts
 
-    def finish(self, gid: str, join: Join) -> None:
+    def finish(self, gid: str, join: Join, failed: bool = False) -> None:
         backend = self.backend
+        if failed:
+            keys = [_key(backend, gid, s) for s in (".c", ".t", ".s")]
+            with translated(backend.target, "to finish a failed chord"):
+                self._fail(keys, [join.token, DONE_SECONDS])
+            return
         keys = [_key(backend, gid, s) for s in (".c", ".j", ".t", ".s", ".d")]
         with translated(backend.target, "to finish a chord"):
             self._finish(keys, [join.token, DONE_SECONDS])
