@@ -80,7 +80,7 @@ app.conf.update(
 )
 
 
-@app.task(name="bench.noop", shared=False)
+@app.task(name="bench.noop", shared=False, ignore_result=True)
 def noop():
     pass
 
@@ -167,6 +167,15 @@ def installed(lib: str) -> bool:
     return importlib.util.find_spec(lib) is not None
 
 
+ONLY_HELP = "comma-separated label prefixes, e.g. 'caraway,Huey -k thread' (all)"
+
+
+def selected(configs: Sequence[Config], only: str) -> list[Config]:
+    """The configurations whose label starts with one of ``only``'s items (any case)."""
+    prefixes = tuple(p.strip().lower() for p in only.split(",") if p.strip())
+    return [c for c in configs if not prefixes or c.label.lower().startswith(prefixes)]
+
+
 def write_project(folder: Path) -> Path:
     """One ``bench_peer_<lib>.py`` per library in ``folder``."""
     common = COMMON.format(counter=COUNTER, ready=READY_KEY)
@@ -239,8 +248,10 @@ def die_with_parent() -> None:
 
 def start_workers(setup: Setup, config: Config, **env: str) -> list[subprocess.Popen[bytes]]:
     log = setup.project / f"{config.lib}.log"
-    argv, worker_env = config.command(), setup.env(BENCH_WORKER="1", **env)
-    return [spawn(argv, setup.project, worker_env, log) for _ in range(config.processes)]
+    worker_env = setup.env(BENCH_WORKER="1", **env)
+    return [
+        spawn(config.command(), setup.project, worker_env, log) for _ in range(config.processes)
+    ]
 
 
 def spawn(argv: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -363,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--passes", type=int, default=3, help="interleaved passes (3)")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="Redis server URL")
     parser.add_argument("--db", type=int, default=12, help="database to use and flush (12)")
-    parser.add_argument("--only", default="", help="comma-separated libraries (all)")
+    parser.add_argument("--only", default="", help=ONLY_HELP)
     parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -380,9 +391,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except redis.ConnectionError as exc:
         print(f"Redis is not reachable at {args.redis}: {exc}", file=sys.stderr)
         return 2
-    wanted = set(args.only.split(",")) if args.only else set(SOURCES)
-    configs = [c for c in CONFIGS if c.lib in wanted and installed(c.lib)]
-    skipped = sorted({c.lib for c in CONFIGS if c.lib in wanted and not installed(c.lib)})
+    wanted = selected(CONFIGS, args.only)
+    configs = [c for c in wanted if installed(c.lib)]
+    skipped = sorted({c.lib for c in wanted if not installed(c.lib)})
     setup = Setup(write_project(Path(tempfile.mkdtemp(prefix="caraway-peers-"))), broker)
     results: dict[Config, list[tuple[float, float]]] = {c: [] for c in configs}
     try:
