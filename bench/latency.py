@@ -8,7 +8,9 @@ one worker is started; a producer process then sends ``noop.delay()`` (results i
 ``--rate`` per second on a fixed schedule (it catches up if it falls behind), and after a
 second of that a client process makes ``--trips`` sequential ``echo.delay(i).get()`` calls,
 each timed from the call to the result. The producer's achieved rate is printed with the
-figures, as a load that was not reached would flatter them. Passes are interleaved; the table
+figures, as a load that was not reached would flatter them, and so is the backlog (messages
+still queued when the last round trip ended): a worker slower than the load falls ever
+further behind, and its round trips wait for the whole queue. Passes are interleaved; the table
 shows the median of each pass's p50 and p99. Only database ``--db`` is used and flushed.
 """
 
@@ -28,6 +30,7 @@ from typing import Any
 
 from peers import (
     ONLY_HELP,
+    QUEUE,
     READY_KEY,
     Config,
     Setup,
@@ -39,6 +42,8 @@ from peers import (
     write_project,
 )
 
+#: Seconds the round trips of one run may take in all (500 at 10 ms each take 5 s).
+GIVE_UP = 30.0
 QUIET = ("--without-gossip", "--without-mingle", "--without-heartbeat")
 CONFIGS = [
     Config("caraway -P prefork -c 2 (default)", "caraway", ("-P", "prefork", "-c", "2")),
@@ -73,12 +78,13 @@ def measure(setup: Setup, client: Any, config: Config, trips: int, rate: int) ->
         wait_for(lambda: int(client.get(READY_KEY) or 0) >= 1, 60, "ready", workers)
         load = child(setup, "load", config.lib, str(rate))
         time.sleep(1.0)  # the background reaches its steady state
-        trip = result(child(setup, "trips", config.lib, str(trips)), timeout=300)
+        trip = result(child(setup, "trips", config.lib, str(trips)), timeout=600)
+        backlog = client.llen(QUEUE)
         load.send_signal(signal.SIGTERM)
         sent = result(load, timeout=30)
     finally:
         stop_workers(workers)
-    return {**trip, "load": sent["rate"]}
+    return {**trip, "load": sent["rate"], "backlog": backlog}
 
 
 # --- client processes -----------------------------------------------------------------------------
@@ -101,15 +107,26 @@ def child_load(lib: str, rate: int) -> None:
 
 
 def child_trips(lib: str, n: int) -> None:
+    """Timed sequential round trips. A run longer than ``GIVE_UP`` seconds (a worker behind
+    its background, each call waiting for the whole backlog) ends as ``"gave_up"``."""
     echo = __import__(f"bench_peer_{lib}").echo
-    for i in range(20):
-        echo.delay(i).get(timeout=10)
     samples = []
-    for i in range(n):
+    deadline = time.monotonic() + GIVE_UP
+    for i in range(-20, n):  # 20 warm-up calls first
         started = time.perf_counter()
-        if echo.delay(i).get(timeout=10) != i:
+        try:
+            value = echo.delay(i).get(timeout=max(0.1, deadline - time.monotonic()))
+        except Exception as exc:  # each library's own TimeoutError
+            if "Timeout" not in type(exc).__name__:
+                raise
+            value = None
+        if value is None or time.monotonic() > deadline:
+            print(json.dumps({"gave_up": float(max(0, i))}))
+            return
+        if value != i:
             raise RuntimeError("wrong result")
-        samples.append((time.perf_counter() - started) * 1000)
+        if i >= 0:
+            samples.append((time.perf_counter() - started) * 1000)
     samples.sort()
     print(json.dumps({
         "p50": statistics.median(samples),
@@ -122,15 +139,26 @@ def child_trips(lib: str, n: int) -> None:
 
 
 def table(results: dict[Config, list[dict[str, float]]], rate: int) -> str:
-    head = ("worker (Redis broker + results)", "p50", "p99", "max", f"load (target {rate}/s)")
+    head = ("worker (Redis broker + results)", "p50", "p99", "max", f"load (target {rate}/s)",
+            "backlog")  # fmt: skip
     body = []
-    for config, runs in results.items():
+    for config, all_runs in results.items():
+        runs = [run for run in all_runs if "gave_up" not in run]
+        label, failed = config.label, len(all_runs) - len(runs)
+        if not runs:
+            backlog = max(run["backlog"] for run in all_runs)
+            given_up = f"gave up after {GIVE_UP:.0f} s, backlog {backlog:,.0f}"
+            body.append((label, given_up, "-", "-", "-", "-"))
+            continue
+        if failed:
+            label += f" ({failed} of {len(all_runs)} passes gave up)"
 
         def median(key: str, runs: list[dict[str, float]] = runs) -> float:
             return statistics.median(run[key] for run in runs)
 
-        body.append((config.label, f"{median('p50'):.2f} ms", f"{median('p99'):.2f} ms",
-                     f"{median('max'):.2f} ms", f"{median('load'):,.0f}/s"))  # fmt: skip
+        body.append((label, f"{median('p50'):.2f} ms", f"{median('p99'):.2f} ms",
+                     f"{median('max'):.2f} ms", f"{median('load'):,.0f}/s",
+                     f"{median('backlog'):,.0f}"))  # fmt: skip
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(head, widths, strict=True)) + " |"]
     lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
