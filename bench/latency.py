@@ -3,21 +3,25 @@ background of no-op tasks. caraway and Celery, Redis broker and Redis results.
 
     python bench/latency.py [--trips 500] [--rate 1000] [--passes 3] [--db 12]
 
-For each worker form (``-P prefork -c 2``, the default pool; ``-P solo``; ``-P threads -c 2``)
-one worker is started; a producer process then sends ``noop.delay()`` (results ignored) at
-``--rate`` per second on a fixed schedule (it catches up if it falls behind), and after a
-second of that a client process makes ``--trips`` sequential ``echo.delay(i).get()`` calls,
-each timed from the call to the result. The producer's achieved rate is printed with the
-figures, as a load that was not reached would flatter them, and so is the backlog (messages
-still queued when the last round trip ended): a worker slower than the load falls ever
-further behind, and its round trips wait for the whole queue. Passes are interleaved; the table
-shows the median of each pass's p50 and p99. Only database ``--db`` is used and flushed.
+A baseline row first: bare redis-py, one process answering LPUSHed requests (BRPOP, then LPUSH
+of the reply) while popping the same background, the floor that scheduling on this machine
+leaves to any library. Then, for each worker form (``-P prefork -c 2``, the default pool; ``-P
+solo``; ``-P threads -c 2``) one worker is started; a producer process then sends
+``noop.delay()`` (results ignored) at ``--rate`` per second on a fixed schedule (it catches up
+if it falls behind), and after a second of that a client process makes ``--trips`` sequential
+``echo.delay(i).get()`` calls, each timed from the call to the result. The producer's achieved
+rate is printed with the figures, as a load that was not reached would flatter them, and so is
+the backlog (messages still queued when the last round trip ended): a worker slower than the
+load falls ever further behind, and its round trips wait for the whole queue. Passes are
+interleaved; the table shows the median of each pass's p50 and p99. Only database ``--db`` is
+used and flushed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import statistics
 import subprocess
@@ -36,6 +40,7 @@ from peers import (
     Setup,
     die_with_parent,
     selected,
+    spawn,
     start_workers,
     stop_workers,
     wait_for,
@@ -45,7 +50,12 @@ from peers import (
 #: Seconds the round trips of one run may take in all (500 at 10 ms each take 5 s).
 GIVE_UP = 30.0
 QUIET = ("--without-gossip", "--without-mingle", "--without-heartbeat")
+#: The floor: bare redis-py, one process answering LPUSHed requests with BRPOP and LPUSH
+#: while it pops the same background load (bare LPUSHes): no task library at all.
+BASELINE = Config("baseline: bare redis-py BRPOP/LPUSH echo", "redis", ())
+REQUESTS, REPLIES = f"{QUEUE}:requests", f"{QUEUE}:replies"
 CONFIGS = [
+    BASELINE,
     Config("caraway -P prefork -c 2 (default)", "caraway", ("-P", "prefork", "-c", "2")),
     Config("caraway -P solo", "caraway", ("-P", "solo")),
     Config("caraway -P threads -c 2", "caraway", ("-P", "threads", "-c", "2")),
@@ -73,7 +83,12 @@ def result(proc: subprocess.Popen[str], timeout: float) -> dict[str, float]:
 
 def measure(setup: Setup, client: Any, config: Config, trips: int, rate: int) -> dict[str, float]:
     client.flushdb()
-    workers = start_workers(setup, config, BENCH_BACKEND=setup.broker)
+    if config is BASELINE:
+        log = setup.project / "redis.log"
+        argv = [sys.executable, __file__, "--child", "serve", "redis", "0"]
+        workers = [spawn(argv, setup.project, setup.env(), log)]
+    else:
+        workers = start_workers(setup, config, BENCH_BACKEND=setup.broker)
     try:
         wait_for(lambda: int(client.get(READY_KEY) or 0) >= 1, 60, "ready", workers)
         load = child(setup, "load", config.lib, str(rate))
@@ -90,9 +105,50 @@ def measure(setup: Setup, client: Any, config: Config, trips: int, rate: int) ->
 # --- client processes -----------------------------------------------------------------------------
 
 
+def bare_client() -> Any:
+    import redis
+
+    return redis.Redis.from_url(os.environ["BENCH_BROKER"])
+
+
+def child_serve(_lib: str, _n: int) -> None:
+    """The baseline's worker: pop requests and background alike, answer the requests."""
+    client = bare_client()
+    client.incr(READY_KEY)
+    while True:
+        key, value = client.brpop([REQUESTS, QUEUE])
+        if key.decode() == REQUESTS:
+            client.lpush(REPLIES, value)
+
+
+class BareEcho:
+    """The baseline's calls, shaped like a task's ``delay(i).get()`` and ``delay()``."""
+
+    def __init__(self, queue: str) -> None:
+        self.client, self.queue = bare_client(), queue
+
+    def delay(self, value: int = 0) -> BareEcho:
+        self.client.lpush(self.queue, value)
+        return self
+
+    def get(self, timeout: float) -> int:
+        reply = self.client.brpop([REPLIES], timeout=timeout)
+        if reply is None:
+            raise TimeoutError("no reply")
+        return int(reply[1])
+
+
+def tasks(lib: str) -> tuple[Any, Any]:
+    """(the background task, the round-trip task) of ``lib``."""
+    if lib == "redis":
+        return BareEcho(QUEUE), BareEcho(REQUESTS)
+    module = __import__(f"bench_peer_{lib}")
+    return module.noop, module.echo
+
+
 def child_load(lib: str, rate: int) -> None:
     """``noop.delay()`` at ``rate`` per second until SIGTERM; prints the achieved rate."""
-    noop = __import__(f"bench_peer_{lib}").noop
+    noop = tasks(lib)[0]
     stop: list[int] = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     started = time.perf_counter()
@@ -109,7 +165,7 @@ def child_load(lib: str, rate: int) -> None:
 def child_trips(lib: str, n: int) -> None:
     """Timed sequential round trips. A run longer than ``GIVE_UP`` seconds (a worker behind
     its background, each call waiting for the whole backlog) ends as ``"gave_up"``."""
-    echo = __import__(f"bench_peer_{lib}").echo
+    echo = tasks(lib)[1]
     samples = []
     deadline = time.monotonic() + GIVE_UP
     for i in range(-20, n):  # 20 warm-up calls first
@@ -179,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         case, lib, number = args.child
-        (child_load if case == "load" else child_trips)(lib, int(number))
+        {"load": child_load, "trips": child_trips, "serve": child_serve}[case](lib, int(number))
         return 0
 
     import redis

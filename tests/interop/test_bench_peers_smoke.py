@@ -69,9 +69,10 @@ def test_the_peer_benchmark_drains_every_installed_library() -> None:
 @pytest.mark.timeout(120)
 def test_the_latency_benchmark_measures_round_trips_under_load() -> None:
     lines = run("latency.py", "--trips", "30", "--rate", "100", "--db", "9",
-                "--only", "caraway -P solo,caraway -P prefork")  # fmt: skip
+                "--only", "baseline,caraway -P solo,caraway -P prefork")  # fmt: skip
 
-    for label in ("caraway -P solo", "caraway -P prefork -c 2 (default)"):
+    for label in ("baseline: bare redis-py BRPOP/LPUSH echo", "caraway -P solo",
+                  "caraway -P prefork -c 2 (default)"):  # fmt: skip
         _, p50, p99, slowest, load = row(lines, label)
         assert 0 < float(p50.removesuffix(" ms")) <= float(p99.removesuffix(" ms"))
         assert float(p99.removesuffix(" ms")) <= float(slowest.removesuffix(" ms"))
