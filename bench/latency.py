@@ -1,7 +1,7 @@
 """Round trip under load: ``echo.delay(i).get()`` p50/p99 while the same worker runs a steady
 background of no-op tasks. caraway and Celery, Redis broker and Redis results.
 
-    python bench/latency.py [--trips 500] [--rate 1000] [--passes 3] [--db 12]
+    python bench/latency.py [--trips 500] [--rate 1000] [--passes 3] [--db 15]
 
 A baseline row first: bare redis-py, one process answering LPUSHed requests (BRPOP, then LPUSH
 of the reply) while popping the same background, the floor that scheduling on this machine
@@ -229,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=1000, help="background tasks/s (1000)")
     parser.add_argument("--passes", type=int, default=3, help="interleaved passes (3)")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="Redis server URL")
-    parser.add_argument("--db", type=int, default=12, help="database to use and flush (12)")
+    parser.add_argument("--db", type=int, default=15, help="database to use and flush (15)")
     parser.add_argument("--only", default="", help=ONLY_HELP)
     parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """caraway, Celery, Huey and Dramatiq on realistic tasks: same Redis, same run, one table.
 
-    python bench/peers.py [--n 10000] [--passes 3] [--redis redis://127.0.0.1:6379] [--db 12]
+    python bench/peers.py [--n 10000] [--passes 3] [--redis redis://127.0.0.1:6379] [--db 15]
 
 Each library gets a project module with the same two tasks: ``noop`` (does nothing) and
 ``work`` (one Redis ``INCR`` of a counter key: the smallest realistic task). For each worker
@@ -373,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=10_000, help="tasks per drain (10000)")
     parser.add_argument("--passes", type=int, default=3, help="interleaved passes (3)")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="Redis server URL")
-    parser.add_argument("--db", type=int, default=12, help="database to use and flush (12)")
+    parser.add_argument("--db", type=int, default=15, help="database to use and flush (15)")
     parser.add_argument("--only", default="", help=ONLY_HELP)
     parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
