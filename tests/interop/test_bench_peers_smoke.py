@@ -73,7 +73,8 @@ def test_the_latency_benchmark_measures_round_trips_under_load() -> None:
 
     for label in ("baseline: bare redis-py BRPOP/LPUSH echo", "caraway -P solo",
                   "caraway -P prefork -c 2 (default)"):  # fmt: skip
-        _, p50, p99, slowest, load = row(lines, label)
+        _, p50, p99, slowest, load, backlog = row(lines, label)
         assert 0 < float(p50.removesuffix(" ms")) <= float(p99.removesuffix(" ms"))
         assert float(p99.removesuffix(" ms")) <= float(slowest.removesuffix(" ms"))
         assert per_second(load) > 50  # the background ran at about its rate
+        assert int(backlog.replace(",", "")) >= 0
