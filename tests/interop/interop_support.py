@@ -208,7 +208,7 @@ def close_celery_app(app: Any) -> None:
             with contextlib.suppress(Exception):  # never started: nothing of its own to close
                 consumer.stop()
         client = backend.__dict__.get("client")
-        if client is not None:
+        if client is not None and hasattr(client, "connection_pool"):  # redis-py's
             client.close()
             client.connection_pool.disconnect()
     app.close()

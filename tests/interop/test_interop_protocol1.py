@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from interop_support import WAIT, Wire, Workers
+from interop_support import WAIT, Wire, Workers, close_celery_app
 
 TO_CARAWAY = "protocol1.to.caraway"
 TO_CELERY = "protocol1.to.celery"
@@ -44,7 +44,10 @@ def sender(request: pytest.FixtureRequest, wire: Wire, project: Any) -> Iterator
         yield app
     finally:
         lib.signals.before_task_publish.disconnect(record)
-        app.close()
+        if request.param == "celery":
+            close_celery_app(app)
+        else:
+            app.close()
 
 
 def _target(app: Any) -> tuple[str, str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from interop_support import WAIT, Wire, Workers, read_markers, wait_until
+from interop_support import WAIT, Wire, Workers, close_celery_app, read_markers, wait_until
 from moto_sqs import TRANSPORT_OPTIONS, session_moto
 from private_memcached import session_memcached
 
@@ -62,7 +62,7 @@ def theirs(project: Path, wire: Wire) -> Iterator[Any]:
         yield app
     finally:
         app.backend.client.disconnect_all()  # python-memcached's sockets: Celery keeps them
-        app.close()
+        close_celery_app(app)
 
 
 # --- caraway client -> Celery worker -----------------------------------------------------------
