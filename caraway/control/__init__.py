@@ -3,7 +3,8 @@
 Every command travels as a pidbox request (``caraway.control.mailbox``). With ``reply=True`` the
 caller gets a list of ``{hostname: reply}``, one per worker that answered within
 ``timeout`` s (or as soon as ``limit`` answered; with a ``destination`` list, the limit is its
-length). ``revoke`` also records the ids in the broker, so workers that start later, or
+length; without either, on an engine that counts the receivers of a broadcast (Redis), that
+count). ``revoke`` also records the ids in the broker, so workers that start later, or
 that missed the broadcast, still never run them.
 """
 
@@ -80,7 +81,9 @@ class Control:
         request.reply_to = {"exchange": mailbox.REPLY.name, "routing_key": reply_id}
         subscription = fanout.subscribe(mailbox.REPLY, mailbox.reply_binding(self.app, reply_id))
         try:
-            fanout.publish(mailbox.PIDBOX, "", mailbox.request_message(request))
+            reached = fanout.publish_counted(mailbox.PIDBOX, "", mailbox.request_message(request))
+            if limit is None and reached is not None:
+                limit = reached  # every worker that got it has answered: nobody else will
             return self._collect(subscription, request.ticket, timeout, limit, callback)
         finally:
             subscription.close()

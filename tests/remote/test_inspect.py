@@ -179,3 +179,18 @@ def test_unknown_method_and_no_answer(cluster: Cluster) -> None:
         {"alpha@remote": {"error": "No such control command: no_such"}}
     ]
     assert inspect(cluster, f"ghost-{uuid.uuid4().hex}@remote", timeout=0.3).ping() is None
+
+
+def test_on_redis_a_broadcast_ends_once_every_worker_it_reached_answered(cluster: Cluster) -> None:
+    """Redis's PUBLISH counts the workers that got the request: with no destination or limit
+    the caller stops at that many answers (Celery waits out the timeout); RabbitMQ does not
+    say, so there the timeout still ends it."""
+    started = time.monotonic()
+    replies = cluster.app.control.inspect(timeout=3.0).ping() or {}
+    elapsed = time.monotonic() - started
+
+    assert sorted(replies) == ["alpha@remote", "beta@remote"]
+    if cluster.kind == "redis":  # type: ignore[attr-defined]
+        assert elapsed < 2.0
+    else:
+        assert elapsed >= 3.0

@@ -66,6 +66,13 @@ class Fanout(ABC):
     def publish(self, exchange: Exchange, routing_key: str, message: Message) -> None:
         """Send ``message`` to every queue bound to ``exchange`` that matches ``routing_key``."""
 
+    def publish_counted(self, exchange: Exchange, routing_key: str, message: Message) -> int | None:
+        """``publish``, and how many subscribers the server handed the message to, where the
+        engine learns it as it publishes (``None``: unknown). A caller waiting for one answer
+        per receiver stops at that count instead of waiting out its timeout."""
+        self.publish(exchange, routing_key, message)
+        return None
+
     @abstractmethod
     def subscribe(self, exchange: Exchange, binding: Binding) -> Subscription:
         """Bind a queue to ``exchange``; messages published after this returns arrive."""

@@ -209,6 +209,9 @@ class RedisBroker(Broker):
         priority_order="low-first", broadcast=True, exchanges=True,
     )  # fmt: skip
 
+    #: PUBLISH replies with the number of subscribers reached (one server sees them all).
+    publish_counts_subscribers = True
+
     def uses_tls(self) -> bool:
         return self.url.partition("://")[0].lower() == "rediss"
 

@@ -38,6 +38,7 @@ class RedisFanout(Fanout):
         self.prefix = broker.prefix
         self.options = broker.options
         self._channel = broker.fanout_channel
+        self.counts_subscribers = broker.publish_counts_subscribers
         self.client = broker.new_client(
             socket_timeout=READ_SLICE + 10.0, socket_connect_timeout=5.0
         )
@@ -64,6 +65,15 @@ class RedisFanout(Fanout):
                 "properties": properties,
             }
         )
+
+    def publish_counted(self, exchange: Exchange, routing_key: str, message: Message) -> int | None:
+        """A fanout or topic exchange is one PUBLISH: its reply counts the subscribers that got
+        the message (on a cluster only those of one node: not counted there)."""
+        if exchange.kind == "direct" or not self.counts_subscribers:
+            return super().publish_counted(exchange, routing_key, message)
+        payload = self.envelope(exchange.name, routing_key, message)
+        with translated(self.target, f"to publish to {exchange.name!r}"):
+            return int(self.client.publish(self.channel(exchange.name, routing_key), payload))
 
     def publish(self, exchange: Exchange, routing_key: str, message: Message) -> None:
         payload = self.envelope(exchange.name, routing_key, message)

@@ -48,6 +48,8 @@ class RedisClusterBroker(RedisBroker):
     """The Redis broker on a cluster (the capabilities record is the Redis engine's)."""
 
     target: ClusterTarget
+    #: A PUBLISH counts the subscribers of the node it reached, not the cluster's.
+    publish_counts_subscribers = False
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(url, options)
