@@ -1,7 +1,7 @@
 """A fast selection of Celery's own integration tests, run against caraway (a ratchet).
 
 ``compat/celery_suite`` runs Celery 5.7.0's ``t/integration`` with ``celery`` imported as
-caraway. Here, in CI, a selection of about a minute runs on Redis, and each file must keep
+caraway. Here, in CI, a selection of under a minute runs on Redis, and each file must keep
 at least the number of passing tests reached so far: a regression fails, a gain is a reason
 to raise the number.
 """
@@ -19,7 +19,8 @@ from services import require
 ROOT = Path(__file__).resolve().parents[2]
 #: What runs: nodes of ``t/integration`` and a ``-k`` expression (Celery's tests, chosen for
 #: speed and for the behaviour they pin: calling, retries, request fields, chains, chords,
-#: stamps, task_protocol 1; all of test_group_chains.py passes but takes half a minute).
+#: stamps, task_protocol 1, inspect; test_inspect.py's test_scheduled may ask before the
+#: worker holds the task, so that file's floor leaves it one miss).
 SELECTION = (
     "test_tasks.py::test_tasks",
     "test_tasks.py::test_apply_tasks",
@@ -28,7 +29,8 @@ SELECTION = (
     "test_canvas.py::test_chain",
     "test_canvas.py::test_chord",
     "test_canvas.py::test_stamping_mechanism",
-    "test_group_chains.py::test_group_chains::test_pending_chord_keeps_header_errback",
+    "test_group_chains.py",
+    "test_inspect.py",
 )
 #: The tests of the selection that run (``-k``): each pins a behaviour fixed to match Celery.
 NAMES = (
@@ -68,14 +70,14 @@ NAMES = (
     "test_revoke_by_stamped_headers_no_match",
     "test_retry_switches_from_kwargs_to_args",
     "test_retry_switches_from_args_to_kwargs",
-    # One case of two: each waits out its 10 s broadcast (reply=True); STARTED pins the rule.
-    "(test_revoke_keeps_state_of_task_started_elsewhere and not PROGRESS)",
+    "test_revoke_keeps_state_of_task_started_elsewhere",
     "test_group_results_in_chain",
     "test_groupresult_serialization",
     "test_chain_of_implicit_chords_as_body",
     "test_chord_header_with_empty_chains",
     "test_errback_set_as_one_signature_runs_on_header_failure",
-    "test_pending_chord_keeps_header_errback",  # protocol 2 and 1 (task_protocol), a chord
+    "test_group_chains",  # the whole file (module names match -k): protocols 2 and 1
+    "test_inspect",  # the whole file: Celery's inspect replies, field by field
     "test_nested_group_chain",  # a chain ending in a group, as a chord header member
     "test_nested_chord_group_chain_group_tail",
     "(test_chain_of_implicit_chords_body_failure and header)",  # a chain body's errback
@@ -84,7 +86,12 @@ NAMES = (
 )
 KEYWORDS = " or ".join(NAMES)
 #: Fewest tests that must pass per file (raise these as caraway gets better).
-RATCHET = {"test_tasks.py": 19, "test_canvas.py": 36, "test_group_chains.py": 4}
+RATCHET = {
+    "test_tasks.py": 20,
+    "test_canvas.py": 36,
+    "test_group_chains.py": 21,
+    "test_inspect.py": 10,
+}
 
 
 @pytest.mark.timeout(400)
