@@ -193,14 +193,11 @@ def rabbitmq_wire() -> Iterator[Wire]:
 
 
 def close_celery_app(app: Any) -> None:
-    """Close what a Celery client app opened. Celery's ``app.close()`` only forgets its
-    connection pool, leaving the sockets of the pool, the producer pool and the result
-    backend to the garbage collector (pytest reports them as unraisable at its end)."""
-    if app._pool is not None:
-        app._pool.force_close_all()
-    producers = getattr(app.__dict__.get("amqp"), "_producer_pool", None)
-    if producers is not None:
-        producers.force_close_all()
+    """Close the connections a Celery client app holds of its own: its result backend's
+    (Redis client, rpc:// consumer). Celery's ``app.close()`` leaves them to the garbage
+    collector, which pytest reports as unraisable. Its broker connection and producer pools
+    are kombu's, shared by every app on the same URL (``kombu.pools``): closing them here
+    would break the apps still using them."""
     backend = app._backend
     if backend is not None:
         consumer = getattr(backend, "result_consumer", None)
