@@ -39,6 +39,7 @@ from peers import (
     Config,
     Setup,
     die_with_parent,
+    markdown,
     selected,
     spawn,
     start_workers,
@@ -215,12 +216,7 @@ def table(results: dict[Config, list[dict[str, float]]], rate: int) -> str:
         body.append((label, f"{median('p50'):.2f} ms", f"{median('p99'):.2f} ms",
                      f"{median('max'):.2f} ms", f"{median('load'):,.0f}/s",
                      f"{median('backlog'):,.0f}"))  # fmt: skip
-    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(head, widths, strict=True)) + " |"]
-    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in body:
-        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
-    return "\n".join(lines)
+    return markdown(head, body)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -358,7 +358,12 @@ def table(results: dict[Config, list[tuple[float, float]]], solo: float | None) 
         enqueue = statistics.median(r[0] for r in runs)
         ratio = f"{rate / solo:.2f}x" if solo else "-"
         body.append((config.label, f"{rate:,.0f}/s", ratio, f"{enqueue:,.0f}/s"))
-    widths = [max(len(row[i]) for row in [head, *body]) for i in range(4)]
+    return markdown(head, body)
+
+
+def markdown(head: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """A markdown table, its columns padded to their widest cell."""
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(head, widths, strict=True)) + " |"]
     lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in body:
