@@ -101,3 +101,19 @@ def free_port() -> int:
 def captures_dir() -> Path:
     """The golden captures of real Celery traffic, kept in the repository."""
     return CAPTURES
+
+
+def delete_redis_prefixed(prefix: str, dbs: tuple[int, ...] = (0, 1)) -> None:
+    """Delete a test's keys (all starting with ``prefix``) from databases ``dbs`` of the
+    shared Redis."""
+    import redis  # Lazy: tests without Redis import this module too.
+
+    host, port = SERVICES["redis"]
+    for db in dbs:
+        client = redis.Redis(host=host, port=port, db=db)
+        try:
+            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()

@@ -10,23 +10,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from services import require
+from services import delete_redis_prefixed, require
 from worker_support import WAIT, ThreadedWorker, wait_until
 
 from caraway import Celery, chain, chord, group
 from caraway.exceptions import ChordError
 from caraway.result import GroupResult
-
-
-def _cleanup(host: str, port: int, prefix: str) -> None:
-    import redis
-
-    for db in (0, 1):
-        client = redis.Redis(host=host, port=port, db=db)
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +73,7 @@ def shapes() -> Iterator[SimpleNamespace]:
         )  # fmt: skip
     finally:
         worker.stop()
-        _cleanup(host, port, prefix)
+        delete_redis_prefixed(prefix)
         app.close()
 
 

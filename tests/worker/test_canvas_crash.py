@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
-from services import require
+from services import delete_redis_prefixed, require
 from worker_support import WAIT, WorkerProject
 
 from caraway import chord
@@ -111,12 +110,7 @@ def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
     monkeypatch.setenv("CHORDKILL_REDIS", f"redis://{host}:{port}")
     monkeypatch.setenv("CHORDKILL_PREFIX", prefix)
     yield "redis"
-    for db in (0, 1):
-        client = redis.Redis(host=host, port=port, db=db)
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    delete_redis_prefixed(prefix)
 
 
 def test_a_worker_killed_in_a_chord_header_leaves_one_body_run(tmp_path: Path, engine: str) -> None:

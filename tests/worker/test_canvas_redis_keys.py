@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import redis
-from services import require
+from services import delete_redis_prefixed, require
 from worker_support import WAIT, ThreadedWorker, wait_until
 
 from caraway import Celery, chord
@@ -70,12 +70,7 @@ def test_a_chord_keeps_celerys_join_keys_midway_and_only_done_after() -> None:
         gate.set()
         worker.stop()
         app.close()
-        for db in (0, 1):
-            client = redis.Redis(host=host, port=port, db=db)
-            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-            if keys:
-                client.delete(*keys)
-            client.close()
+        delete_redis_prefixed(prefix)
         results.close()
 
 
@@ -125,10 +120,5 @@ def test_a_failed_chord_keeps_every_header_result_in_its_join_key() -> None:
         gate.set()
         worker.stop()
         app.close()
-        for db in (0, 1):
-            client = redis.Redis(host=host, port=port, db=db)
-            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-            if keys:
-                client.delete(*keys)
-            client.close()
+        delete_redis_prefixed(prefix)
         results.close()
