@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import run
 from peers import (
     ONLY_HELP,
     QUEUE,
@@ -234,14 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         {"load": child_load, "trips": child_trips, "serve": child_serve}[case](lib, int(number))
         return 0
 
-    import redis
-
     broker = f"{args.redis.rstrip('/')}/{args.db}"
-    client = redis.Redis.from_url(broker)
-    try:
-        client.ping()
-    except redis.ConnectionError as exc:
-        print(f"Redis is not reachable at {args.redis}: {exc}", file=sys.stderr)
+    client = run.open_redis(broker)
+    if client is None:
         return 2
     configs = selected(CONFIGS, args.only)
     setup = Setup(write_project(Path(tempfile.mkdtemp(prefix="caraway-latency-"))), broker)

@@ -575,6 +575,20 @@ def versions(client: Any) -> str:
     )
 
 
+def open_redis(url: str) -> Any | None:
+    """A client of the benchmark's database, or ``None`` (said on stderr) when Redis is away."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        print(f"Redis is not reachable at {url}: {exc}", file=sys.stderr)
+        client.close()
+        return None
+    return client
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=10_000, help="messages per case (10000)")
@@ -600,14 +614,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.n, args.roundtrips = min(args.n, 500), min(args.roundtrips, 50)
 
-    import redis
-
     broker = f"{args.redis.rstrip('/')}/{args.db}"
-    client = redis.Redis.from_url(broker)
-    try:
-        client.ping()
-    except redis.ConnectionError as exc:
-        print(f"Redis is not reachable at {args.redis}: {exc}", file=sys.stderr)
+    client = open_redis(broker)
+    if client is None:
         return 2
     folder = Path(tempfile.mkdtemp(prefix="caraway-bench-"))
     setup = Setup(write_project(folder), broker)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from polling import poll
-from services import rabbitmq_vhost, require
+from services import delete_redis_prefixed, rabbitmq_vhost, require
 
 T = TypeVar("T")
 
@@ -166,7 +166,6 @@ class Wire:
 @contextmanager
 def redis_wire() -> Iterator[Wire]:
     """Redis db ``REDIS_DB`` with a fresh ``global_keyprefix``; only those keys are deleted."""
-    import redis
 
     host, port = require("redis")
     prefix = f"interop-{uuid.uuid4().hex[:10]}:"
@@ -176,13 +175,7 @@ def redis_wire() -> Iterator[Wire]:
     try:
         yield Wire("redis", url, url, transport, options)
     finally:
-        client = redis.Redis(host=host, port=port, db=REDIS_DB)
-        try:
-            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+        delete_redis_prefixed(prefix, dbs=(REDIS_DB,))
 
 
 @contextmanager

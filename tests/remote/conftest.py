@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from remote_support import Cluster
-from services import rabbitmq_vhost, require
+from services import delete_redis_prefixed, rabbitmq_vhost, require
 
 _FAILED = pytest.StashKey[bool]()
 _CLUSTERS: list[Cluster] = []
@@ -30,18 +30,6 @@ def _print_worker_logs_on_failure(request: pytest.FixtureRequest) -> Iterator[No
             print(cluster.logs())
 
 
-def _delete_prefixed(prefix: str) -> None:
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=6379, db=0)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
 @pytest.fixture(scope="session", params=["redis", "rabbitmq"])
 def cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -54,7 +42,7 @@ def cluster(
         prefix = f"remote-{uuid.uuid4().hex[:10]}:"
         made = Cluster(root, f"redis://{host}:{port}/0", prefix)
         yield from _run(made, request.param)
-        _delete_prefixed(prefix)
+        delete_redis_prefixed(prefix, dbs=(0,))
     else:
         with rabbitmq_vhost("caraway-remote") as url:
             yield from _run(Cluster(root, url, None), request.param)

@@ -178,8 +178,8 @@ class ManagerMixin:
         """Purge the waiting tasks, then return once no worker reports an active task; fail
         after ``timeout`` seconds. The purge is Celery's: what one test left queued must not
         keep the next waiting."""
-        while self.app.control.purge():
-            pass
+        while self.app.control.purge():  # again until none is left: sends may still land
+            continue
         deadline = time.monotonic() + timeout
         while True:
             # One second per question: every test's teardown asks, and workers answer fast.

@@ -69,18 +69,17 @@ class RedisFanout(Fanout):
     def publish_counted(self, exchange: Exchange, routing_key: str, message: Message) -> int | None:
         """A fanout or topic exchange is one PUBLISH: its reply counts the subscribers that got
         the message (on a cluster only those of one node: not counted there)."""
-        if exchange.kind == "direct" or not self.counts_subscribers:
+        if exchange.kind == "direct":
             return super().publish_counted(exchange, routing_key, message)
-        payload = self.envelope(exchange.name, routing_key, message)
-        with translated(self.target, f"to publish to {exchange.name!r}"):
-            return int(self.client.publish(self.channel(exchange.name, routing_key), payload))
+        reached = self._publish_to_channel(exchange, routing_key, message)
+        return reached if self.counts_subscribers else None
 
     def publish(self, exchange: Exchange, routing_key: str, message: Message) -> None:
+        if exchange.kind != "direct":
+            self._publish_to_channel(exchange, routing_key, message)
+            return
         payload = self.envelope(exchange.name, routing_key, message)
         with translated(self.target, f"to publish to {exchange.name!r}"):
-            if exchange.kind != "direct":
-                self.client.publish(self.channel(exchange.name, routing_key), payload)
-                return
             members = self.client.smembers(self.binding_key(exchange.name))
             queues = []
             for member in members:
@@ -93,6 +92,12 @@ class RedisFanout(Fanout):
                 for queue in queues:
                     pipe.lpush(self.prefix + queue, payload)
                 pipe.execute()
+
+    def _publish_to_channel(self, exchange: Exchange, routing_key: str, message: Message) -> int:
+        """One PUBLISH to the exchange's channel; the subscribers Redis handed it to."""
+        payload = self.envelope(exchange.name, routing_key, message)
+        with translated(self.target, f"to publish to {exchange.name!r}"):
+            return int(self.client.publish(self.channel(exchange.name, routing_key), payload))
 
     def bind(self, exchange: str, binding: Binding) -> str:
         """Register the binding as kombu 5.7 does for an expiring queue; returns the member."""
