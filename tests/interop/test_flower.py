@@ -73,11 +73,14 @@ def test_flower_sees_a_caraway_worker_and_its_task(redis_only: tuple[Path, Wire]
         assert task["worker"] == node
         assert task["result"] == "42"
         assert task["args"] == "(20, 22)"
-        # Flower's refresh asks the workers with its own 1 s inspect timeout: on a loaded
-        # machine one answer can miss it, so ask again until this worker's is in.
-        described = wait_until(
-            lambda: get(f"{base}/api/workers?refresh=1").get(node), WAIT, "Flower's refresh"
-        )
+
+        # Flower's refresh asks each question (stats, active_queues, ...) with its own 1 s
+        # inspect timeout: one answer can miss it, so ask again until both used here are in.
+        def refreshed() -> Any:
+            found = get(f"{base}/api/workers?refresh=1").get(node) or {}
+            return found if "stats" in found and "active_queues" in found else None
+
+        described = wait_until(refreshed, WAIT, "Flower's refresh")
         assert described["stats"]["pool"]["max-concurrency"] == 2
         assert [q["name"] for q in described["active_queues"]] == ["flower"]
     finally:
