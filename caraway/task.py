@@ -220,10 +220,8 @@ class Task(Generic[P, R]):
         if self.app.conf.task_always_eager:
             return self._apply_eagerly(args, kwargs, task_id, link, link_error, options)
         if not options and task_id is link is link_error is shadow is None:
-            # Lazy, an allow-listed upward import: a plain call, from the task's template.
-            from caraway.calling.plain import send_plain
-
-            return send_plain(self, args, kwargs)
+            plain: AsyncResult[R] = (_send_plain or _import_send_plain())(self, args, kwargs)
+            return plain
         # Lazy, an allow-listed upward import: Celery's Task API reaches up to this layer.
         from caraway.calling import send_task_message
 
@@ -700,6 +698,20 @@ def _argument_checker(
         return signature, None
     required = sum(1 for p in params if p.default is inspect.Parameter.empty)
     return signature, (tuple(p.name for p in params), required)
+
+
+#: ``caraway.calling.plain.send_plain`` once imported: an import statement in
+#: ``apply_async`` would cost more than the rest of the call's own Python.
+_send_plain: Callable[..., Any] | None = None
+
+
+def _import_send_plain() -> Callable[..., Any]:
+    global _send_plain
+    # Lazy, an allow-listed upward import: a plain call, from the task's template.
+    from caraway.calling.plain import send_plain
+
+    _send_plain = send_plain
+    return send_plain
 
 
 def _binds(
