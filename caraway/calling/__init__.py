@@ -434,8 +434,9 @@ def send_batch(app: Caraway, signatures: Iterable[Signature]) -> list[AsyncResul
         for start in range(0, len(collected), BATCH_CHUNK):
             chunk = collected[start : start + BATCH_CHUNK]
             _publish_retrying(app, [outgoing for outgoing, _ in chunk], {})
-            for _, after in chunk:
-                signals.after_task_publish.send(**after)
+            if signals.after_task_publish.has_receivers():
+                for _, after in chunk:
+                    signals.after_task_publish.send(**after)
     return results
 
 

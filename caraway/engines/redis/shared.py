@@ -167,9 +167,14 @@ class SharedLane:
         while pending:
             conn = self._connection()
             try:
-                conn.send_packed_command(  # type: ignore[no-untyped-call]
-                    [b"".join(call.packed for call in pending)]
+                # One caller's commands as they are: a batch's are megabytes, copied once more
+                # only when several callers share the write.
+                packed = (
+                    pending[0].packed
+                    if len(pending) == 1
+                    else b"".join(call.packed for call in pending)
                 )
+                conn.send_packed_command([packed])  # type: ignore[no-untyped-call]
                 self.round_trips += 1
                 while pending:
                     call = pending[0]
