@@ -105,6 +105,12 @@ class Configuration(MutableMapping[str, Any]):
             self._old_keys = set()
             self._changed()
 
+    @property
+    def generation(self) -> int:
+        """A number every change of the settings increases: what a cache built from them
+        compares (values changed in place, a list appended to, are not changes)."""
+        return self._generation
+
     def _changed(self) -> None:
         with self._attr_lock:
             self._generation += 1

@@ -102,6 +102,10 @@ class Signal:
             self._receivers = [item for item in self._receivers if item[0] != key]
             return len(self._receivers) != before
 
+    def has_receivers(self) -> bool:
+        """Whether any receiver is connected: a hot path skips ``send``'s arguments if not."""
+        return bool(self._receivers)
+
     @property
     def receivers(self) -> list[Receiver]:
         live = []

@@ -137,6 +137,8 @@ class Task(Generic[P, R]):
     MaxRetriesExceededError = MaxRetriesExceededError
     #: ``pydantic=True``: turns model arguments into data the worker rebuilds (see apply_async).
     _dump_arguments: ArgumentDumper | None = None
+    #: What plain ``delay()`` calls share (caraway.calling.plain), once one was sent.
+    _send_template: Any = None
 
     _request_var: ContextVar[Context | None]
     _run_signature: tuple[Any, inspect.Signature | None, Plain | None]
@@ -211,15 +213,18 @@ class Task(Generic[P, R]):
         **options: Any,
     ) -> AsyncResult[R]:
         """Send the task with options (countdown, eta, expires, queue, priority, ...)."""
-        # Lazy, an allow-listed upward import: Celery's Task API reaches up to this layer.
-        from caraway.calling import send_task_message
-
         if self.app.strict_typing if self.typing is None else self.typing:
             self._check_arguments(args, kwargs)
         if self._dump_arguments is not None and not self._sends_pickle(options):
             args, kwargs = self._dump_arguments(tuple(args or ()), dict(kwargs or {}))
         if self.app.conf.task_always_eager:
             return self._apply_eagerly(args, kwargs, task_id, link, link_error, options)
+        if not options and task_id is link is link_error is shadow is None:
+            plain: AsyncResult[R] = (_send_plain or _import_send_plain())(self, args, kwargs)
+            return plain
+        # Lazy, an allow-listed upward import: Celery's Task API reaches up to this layer.
+        from caraway.calling import send_task_message
+
         return send_task_message(
             self.app, self.name or "", args, kwargs, task=self, task_id=task_id,
             link=link, link_error=link_error, shadow=shadow, **options,
@@ -693,6 +698,20 @@ def _argument_checker(
         return signature, None
     required = sum(1 for p in params if p.default is inspect.Parameter.empty)
     return signature, (tuple(p.name for p in params), required)
+
+
+#: ``caraway.calling.plain.send_plain`` once imported: an import statement in
+#: ``apply_async`` would cost more than the rest of the call's own Python.
+_send_plain: Callable[..., Any] | None = None
+
+
+def _import_send_plain() -> Callable[..., Any]:
+    global _send_plain
+    # Lazy, an allow-listed upward import: a plain call, from the task's template.
+    from caraway.calling.plain import send_plain
+
+    _send_plain = send_plain
+    return send_plain
 
 
 def _binds(

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,45 @@ def send_task_message(
     **options: Any,
 ) -> AsyncResult[Any]:
     """Build and publish the message for one task call; returns its ``AsyncResult``."""
+    call = prepare_call(
+        app, name, args, kwargs, task=task, task_id=task_id, link=link,
+        link_error=link_error, shadow=shadow, **options,
+    )  # fmt: skip
+    return dispatch(app, call)
+
+
+@dataclass(slots=True)
+class PreparedCall:
+    """One task call's message and everything its publish needs, before it is sent."""
+
+    name: str
+    task: Task[Any, Any] | None
+    task_id: str
+    message: Message
+    body: Any  # what the publish signals see: the v1 object, or v2's (args, kwargs, embed)
+    destination: Destination
+    priority: int
+    deliver_at: float | None
+    options: dict[str, Any]
+    ignore_result: bool | None
+    parent_request: Any  # the running task's request, when sent from inside a task
+    route: dict[str, Any]
+
+
+def prepare_call(
+    app: Caraway,
+    name: str,
+    args: Iterable[Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    *,
+    task: Task[Any, Any] | None = None,
+    task_id: str | None = None,
+    link: Any = None,
+    link_error: Any = None,
+    shadow: str | None = None,
+    **options: Any,
+) -> PreparedCall:
+    """The message of one task call, with its routing, options and result settings."""
     conf = app.conf
     # A tuple when none were given, as Celery sends it: argsrepr is "()" (docs/celery-wire.md §1.3).
     args = args if isinstance(args, list | tuple) else tuple(args or ())
@@ -108,7 +148,7 @@ def send_task_message(
     if ignore_result is None:
         ignore_result = conf.task_ignore_result if task is not None else None
     serializer = options.get("serializer") or conf.task_serializer
-    body: Any  # what the publish signals see: the v1 object, or v2's (args, kwargs, embed)
+    body: Any
     if conf.task_protocol != 2:
         message, body = legacy.build(
             app, name, task_id, args, kwargs, options, callbacks=_signature_dicts(link),
@@ -157,20 +197,35 @@ def send_task_message(
         options.get("delivery_mode") or conf.task_default_delivery_mode
     )
     message.properties.update((k, options[k]) for k in CALLER_PROPERTIES if k in options)
-    deliver_at = eta.timestamp() if eta else None
+    return PreparedCall(
+        name, task, task_id, message, body, destination, priority or 0,
+        eta.timestamp() if eta else None, options, ignore_result, parent_request, route,
+    )  # fmt: skip
+
+
+def dispatch(app: Caraway, call: PreparedCall) -> AsyncResult[Any]:
+    """Publish a prepared call (or collect it into the batch being built); its result."""
+    task_id, task, ignore_result, parent_request = (
+        call.task_id, call.task, call.ignore_result, call.parent_request,
+    )  # fmt: skip
     # Only a backend already in use: creating one here could fail a send that needs none.
     # Not from inside a task, where waiting on a result is refused anyway (as in Celery).
     backend = app._backend
     if backend is None and _needs_reply_queue(str(app.conf.result_backend or "")):
         backend = app.backend  # its reply queue must be declared before the first send
-    if not ignore_result and backend is not None and parent is None and _batch.get() is None:
+    if not ignore_result and backend is not None and parent_request is None and not _collecting():
         backend.on_task_call(task_id)
-    publish(app, name, message, body, destination, priority or 0, deliver_at, options)
+    publish(
+        app, call.name, call.message, call.body, call.destination, call.priority,
+        call.deliver_at, call.options,
+    )  # fmt: skip
     if parent_request is not None:
         parent_request.children.append([[task_id, None], None])
     result: AsyncResult[Any] = (
         # The task's result class (AbortableTask's), as Celery.
-        task.AsyncResult(task_id) if task is not None else app.AsyncResult(task_id, task_name=name)
+        task.AsyncResult(task_id)
+        if task is not None
+        else app.AsyncResult(task_id, task_name=call.name)
     )
     result.ignored = bool(ignore_result)
     return result
@@ -243,12 +298,13 @@ def _publish(
         # The queue's own direct exchange (Celery's plain layout, as a retry's
         # delivery_info names it) is routing by the queue's name, which every broker does.
         exchange = ""
-    signals.before_task_publish.send(
-        sender=name, body=body, exchange=exchange, routing_key=routing_key,
-        headers=message.headers, properties=message.properties,
-        declare=[] if declaration is None else [declaration],
-        retry_policy=options.get("retry_policy"),
-    )  # fmt: skip
+    if signals.before_task_publish.has_receivers():
+        signals.before_task_publish.send(
+            sender=name, body=body, exchange=exchange, routing_key=routing_key,
+            headers=message.headers, properties=message.properties,
+            declare=[] if declaration is None else [declaration],
+            retry_policy=options.get("retry_policy"),
+        )  # fmt: skip
     outgoing = Outgoing(
         message,
         queue,
@@ -267,7 +323,8 @@ def _publish(
         collecting.append((outgoing, after))
         return
     _send(app, [outgoing], options)
-    signals.after_task_publish.send(**after)
+    if signals.after_task_publish.has_receivers():
+        signals.after_task_publish.send(**after)
     if app.conf.task_send_sent_event:
         # Lazy, an allow-listed upward import: the task-sent event goes out with the message.
         from caraway.events.sent import send_sent_event
@@ -341,6 +398,10 @@ _batch: ContextVar[list[tuple[Outgoing, dict[str, Any]]] | None] = ContextVar(
 )
 
 
+def _collecting() -> bool:
+    return _batch.get() is not None
+
+
 @contextmanager
 def collecting() -> Iterator[list[tuple[Outgoing, dict[str, Any]]]]:
     """Collect the messages sent in this block instead of publishing them.
@@ -373,8 +434,9 @@ def send_batch(app: Caraway, signatures: Iterable[Signature]) -> list[AsyncResul
         for start in range(0, len(collected), BATCH_CHUNK):
             chunk = collected[start : start + BATCH_CHUNK]
             _publish_retrying(app, [outgoing for outgoing, _ in chunk], {})
-            for _, after in chunk:
-                signals.after_task_publish.send(**after)
+            if signals.after_task_publish.has_receivers():
+                for _, after in chunk:
+                    signals.after_task_publish.send(**after)
     return results
 
 

@@ -65,6 +65,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ),
     ("caraway.task", "caraway.calling"): _TASK_API,
     ("caraway.task", "caraway.calling.async_api"): _TASK_API,
+    ("caraway.task", "caraway.calling.plain"): _TASK_API,
     ("caraway.task", "caraway.canvas"): _TASK_API,
     ("caraway.task", "caraway.canvas.chain"): _TASK_API,
     ("caraway.task", "caraway.canvas.chords"): _TASK_API,

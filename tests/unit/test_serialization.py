@@ -9,6 +9,7 @@ import base64
 import json
 import pickle
 import sys
+import threading
 import zlib
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -519,3 +520,21 @@ def test_a_registered_serializer_sends_and_is_accepted_by_name() -> None:
         unregister("reversed")
     with pytest.raises(ImproperlyConfigured, match="Unknown serializer 'reversed'"):
         dumps({}, "reversed")
+
+
+def test_json_after_a_failed_encode_and_from_other_threads_matches_the_stdlib() -> None:
+    """``json_dumps`` keeps a C encoder per thread: a failure midway through a container
+    must not leave that container marked as being encoded (a false "circular reference")."""
+    value: dict[str, Any] = {"k": [1, 2], "bad": object()}
+    with pytest.raises(EncodeError):
+        json_dumps(value)
+    del value["bad"]
+    value["t"] = (1.5, float("nan"), "é")
+    expected = json.dumps(value).encode()
+    results: list[bytes] = []
+    threads = [threading.Thread(target=lambda: results.append(json_dumps(value))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [json_dumps(value), *results] == [expected] * 5

@@ -68,6 +68,8 @@ logger = logging.getLogger("caraway.broker")
 T = TypeVar("T")
 
 SEP = "\x06\x16"
+#: Properties the envelope writes itself, in kombu's places.
+_SET_BY_ENVELOPE = frozenset({"delivery_info", "priority", "body_encoding", "delivery_tag"})
 DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
 #: kombu's defaults; every participant sharing the broker must agree on them.
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
@@ -335,8 +337,7 @@ class RedisBroker(Broker):
     ) -> dict[str, Any]:
         """kombu's envelope (docs/celery-wire.md §3.3), keys and properties in kombu's order."""
         props = message.properties
-        skip = {"delivery_info", "priority", "body_encoding", "delivery_tag"}
-        properties = {key: value for key, value in props.items() if key not in skip}
+        properties = {key: value for key, value in props.items() if key not in _SET_BY_ENVELOPE}
         properties["delivery_info"] = {
             "exchange": exchange, "routing_key": queue if routing_key is None else routing_key,
         }  # fmt: skip
@@ -344,7 +345,8 @@ class RedisBroker(Broker):
         properties["body_encoding"] = "base64"
         properties["delivery_tag"] = new_id()
         return {
-            "body": base64.b64encode(message.body).decode("ascii"),
+            # base64.b64encode's own call, without its Python wrapper (same bytes)
+            "body": binascii.b2a_base64(message.body, newline=False).decode("ascii"),
             "content-encoding": message.content_encoding,
             "content-type": message.content_type,
             "headers": message.headers,

@@ -537,7 +537,7 @@ def pack(commands: Sequence[Sequence[Any]]) -> bytes:
                 data = repr(arg).encode()
             else:
                 raise TypeError(f"cannot send {type(arg).__name__} to Redis: {arg!r}")
-            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+            out += (b"$%d\r\n" % len(data), data, b"\r\n")  # no copy of the value until join
     return b"".join(out)
 
 

@@ -137,7 +137,7 @@ class SharedLane:
             following.done.release()
 
     def _lead(self) -> None:
-        """Write everything queued in one go, answer every caller, pass the lead on."""
+        """Write everything queued in one go, pass the lead on, answer every caller."""
         with self._mutex:
             batch, self._queue = self._queue, []
         try:
@@ -154,20 +154,27 @@ class SharedLane:
                     self._leading = False
                 else:
                     following.lead = True
+            # The next leader first: its write goes out (and the GIL is free while it waits
+            # for Redis) while the callers answered here are still being woken one by one.
+            if following is not None:
+                following.done.release()
             for call in batch:
                 if call.done is not None:
                     call.done.release()
-            if following is not None:
-                following.done.release()
 
     def _round_trip(self, pending: collections.deque[_Call]) -> None:
         failures = 0
         while pending:
             conn = self._connection()
             try:
-                conn.send_packed_command(  # type: ignore[no-untyped-call]
-                    [b"".join(call.packed for call in pending)]
+                # One caller's commands as they are: a batch's are megabytes, copied once more
+                # only when several callers share the write.
+                packed = (
+                    pending[0].packed
+                    if len(pending) == 1
+                    else b"".join(call.packed for call in pending)
                 )
+                conn.send_packed_command([packed])  # type: ignore[no-untyped-call]
                 self.round_trips += 1
                 while pending:
                     call = pending[0]
