@@ -435,8 +435,11 @@ class Consumer:
                 self._free_etas -= 1
                 self._inflight += 1
 
+    def _expired(self, job: Job) -> bool:
+        return job.call.expires is not None and job.call.expires.timestamp() < self.clock.time()
+
     def _schedule(self, job: Job, limit_rate: bool = True) -> None:
-        if job.call.expires is not None and job.call.expires.timestamp() < self.clock.time():
+        if self._expired(job):
             self._revoke(job, "expired")
             self._done(job)
             return
@@ -564,6 +567,9 @@ class Consumer:
             return False
         if self.state.is_revoked(job.id, job.request.stamps):
             self._revoke(job, "revoked")
+            return False
+        if self._expired(job):  # it expired while it waited for a pool slot: not run (Celery)
+            self._revoke(job, "expired")
             return False
         if self.deduplicate and job.acks_late and job.delivery.redelivered and self._succeeded(job):
             self._settle(job, "ack", partial(self.broker.ack, [job.delivery.tag]))
