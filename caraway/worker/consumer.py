@@ -580,6 +580,11 @@ class Consumer:
 
     def _begin(self, job: Job) -> bool:
         """Early ack and bookkeeping before the body runs; False when it must not run."""
+        if self._stopping.is_set():
+            # A warm shutdown gives back what has not started: this one left the pool's
+            # queue before the consumer saw the stop (it may sit in a fetch for a moment).
+            self._settle(job, "release", partial(self.broker.release, [job.delivery.tag]))
+            return False
         if self.broker.capabilities.loses_deliveries and self.broker.lost([job.delivery.tag]):
             # Its connection closed: the broker delivers it again.
             with self._slots:
