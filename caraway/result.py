@@ -534,28 +534,39 @@ class ResultSet(ResultBase):
         disable_sync_subtasks: bool = True,
         on_interval: Callable[[], Any] | None = None,
     ) -> list[Any]:
-        """Wait for every member, in order; their values (the first failure is raised)."""
+        """Wait for every member; their values, in order.
+
+        With ``propagate``, the first failure seen is raised, as in Celery's native join: a
+        member already failed (or failing while an earlier one is waited for) ends the join
+        without waiting for the members before it.
+        """
         if disable_sync_subtasks:
             assert_will_not_block()
         deadline = None if timeout is None else time.monotonic() + timeout
         values = []
         ahead, read_at = 0, 0.0  # members before ``ahead`` were read in a batch at ``read_at``
+        failed = None  # the first member that batch read as failed
         for index, result in enumerate(self.results):
             if index >= ahead:
                 _read_together(self.results[index : index + READ_AHEAD])
                 ahead, read_at = index + READ_AHEAD, time.monotonic()
+                failed = _first_failed(self.results[index:ahead]) if propagate else None
             if getattr(result, "_cache", True) is None and time.monotonic() - read_at > 0.1:
                 ahead = index + 1  # it is waited for: after it, read the rest again
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if remaining is not None and remaining <= 0 and not result.ready():
                 raise TimeoutError("the join operation timed out")
+            hook = on_interval
+            if propagate:
+                result = failed or result  # a failed member's get() raises at once
+                hook = _FailureWatch(self.results, index + 1, ahead, interval, on_interval)
             # A member's own state decides, as in Celery's native join: a member after a
             # failed step is failed itself, so waiting on it sees the whole failure stored.
             own = {} if isinstance(result, ResultSet) else {"follow_parents": False}
             try:
                 value = result.get(
                     timeout=remaining, propagate=propagate, interval=interval,
-                    on_message=on_message, on_interval=on_interval,
+                    on_message=on_message, on_interval=hook,
                     disable_sync_subtasks=disable_sync_subtasks, **own,
                 )  # fmt: skip
             except ChordError:
@@ -696,6 +707,45 @@ def result_from_tuple(value: Any, app: Caraway | None = None) -> Any:
 
 #: Members of a result set read per batch while joining it.
 READ_AHEAD = 1000
+
+
+def _first_failed(results: list[Any]) -> AsyncResult[Any] | None:
+    """The first plain member already read as failed (revoked, ...), by its cached state."""
+    for result in results:
+        cache = getattr(result, "_cache", None) if type(result) is AsyncResult else None
+        if cache is not None and cache["status"] in states.PROPAGATE_STATES:
+            return result  # type: ignore[no-any-return]
+    return None
+
+
+class _FailureWatch:
+    """A join's ``on_interval`` while it waits for one member: every ``interval`` seconds
+    it reads ``results[start:end]`` (one batched request) and raises the first failure
+    there, so a failure ends the join as soon as it is stored (Celery's native join)."""
+
+    def __init__(
+        self,
+        results: list[Any],
+        start: int,
+        end: int,
+        interval: float,
+        then: Callable[[], Any] | None,
+    ) -> None:
+        self.results, self.start, self.end = results, start, end
+        self.interval = interval
+        self.then = then
+        self.read_at = time.monotonic()
+
+    def __call__(self) -> None:
+        if self.start < self.end and time.monotonic() - self.read_at >= self.interval:
+            self.read_at = time.monotonic()
+            members = self.results[self.start : self.end]
+            _read_together(members)
+            failed = _first_failed(members)
+            if failed is not None:
+                failed.maybe_throw()
+        if self.then is not None:
+            self.then()
 
 
 def _read_together(results: list[Any]) -> dict[int, dict[str, Any]]:

@@ -83,7 +83,7 @@ class WorkerMetrics:
         worker, host = self.worker, self.hostname
         consumer = worker.consumer
         active = len(worker.state.active)
-        in_flight = consumer.in_flight if consumer is not None else 0
+        reserved = consumer.reserved_count if consumer is not None else 0
         window = consumer.window if consumer is not None else worker.prefetch
         yield worker_gauge(
             "worker_online", "1 while the worker consumes (its /readyz), else 0.",
@@ -92,7 +92,7 @@ class WorkerMetrics:
         yield worker_gauge("worker_active_tasks", "Tasks running now.", {host: active})
         yield worker_gauge(
             "worker_reserved_tasks", "Tasks prefetched by the worker and not started yet.",
-            {host: max(in_flight - active, 0)},
+            {host: max(reserved, 0)},
         )  # fmt: skip
         yield worker_gauge(
             "worker_prefetch_limit", "Most messages the worker reserves at once.", {host: window}

@@ -85,6 +85,7 @@ class Consumer:
         hostname: str,
         prefetch: int,
         link: BrokerLink | None = None,
+        count_running: bool = False,
     ) -> None:
         self.app = app
         #: The broker's reachability and retry policy (the worker's, connected at boot).
@@ -98,6 +99,10 @@ class Consumer:
         self.state = state
         self.hostname = hostname
         self.window = max(1, prefetch)
+        #: The window counts running tasks too (``worker_disable_prefetch``: a message is
+        #: taken only when a slot is free). Otherwise, as in Celery, it counts the messages
+        #: reserved: a task acked as it starts leaves it (an ``acks_late`` one when done).
+        self.count_running = count_running
         self.accept = serialization.normalize_accept(app.conf.accept_content)
         self.max_body_size: int | None = app.conf.worker_max_decompressed_size
         self.rate_limits_enabled = not app.conf.worker_disable_rate_limits
@@ -123,6 +128,8 @@ class Consumer:
         # Messages counted against the prefetch window. Jobs waiting for an ETA are not
         # counted (as in Celery), so many future tasks never stall the consumer.
         self._inflight = 0
+        # Tags of running jobs that left the window when they were acked at their start.
+        self._started: set[Any] = set()
         # Jobs handed to the pool and not finished (waiting there or running).
         self._pooled = 0
         self._refill_at = max(1, int(self.window * REFILL_SHARE))
@@ -186,8 +193,18 @@ class Consumer:
 
     @property
     def in_flight(self) -> int:
-        """Messages counted against the prefetch window now: reserved or running."""
+        """Messages counted against the prefetch window now: reserved, and running unless
+        acked as they started."""
         return self._inflight
+
+    @property
+    def reserved_count(self) -> int:
+        """Jobs in the window that have not started (taken, or waiting for a rate token)."""
+        with self._slots:
+            return self._inflight - sum(
+                1 for job in list(self.state.active.values())
+                if job.delivery.tag not in self._started
+            )  # fmt: skip
 
     def stop(self) -> None:
         self._stopping.set()
@@ -271,7 +288,10 @@ class Consumer:
         """
         tag = job.delivery.tag if isinstance(job, Job) else job.tag
         with self._slots:
-            self._inflight -= 1
+            if tag in self._started:
+                self._started.discard(tag)  # it left the window when it started
+            else:
+                self._inflight -= 1
             if pooled:
                 self._pooled -= 1
             self._leased.discard(tag)
@@ -435,8 +455,11 @@ class Consumer:
                 self._free_etas -= 1
                 self._inflight += 1
 
+    def _expired(self, job: Job) -> bool:
+        return job.call.expires is not None and job.call.expires.timestamp() < self.clock.time()
+
     def _schedule(self, job: Job, limit_rate: bool = True) -> None:
-        if job.call.expires is not None and job.call.expires.timestamp() < self.clock.time():
+        if self._expired(job):
             self._revoke(job, "expired")
             self._done(job)
             return
@@ -557,6 +580,11 @@ class Consumer:
 
     def _begin(self, job: Job) -> bool:
         """Early ack and bookkeeping before the body runs; False when it must not run."""
+        if self._stopping.is_set():
+            # A warm shutdown gives back what has not started: this one left the pool's
+            # queue before the consumer saw the stop (it may sit in a fetch for a moment).
+            self._settle(job, "release", partial(self.broker.release, [job.delivery.tag]))
+            return False
         if self.broker.capabilities.loses_deliveries and self.broker.lost([job.delivery.tag]):
             # Its connection closed: the broker delivers it again.
             with self._slots:
@@ -564,6 +592,9 @@ class Consumer:
             return False
         if self.state.is_revoked(job.id, job.request.stamps):
             self._revoke(job, "revoked")
+            return False
+        if self._expired(job):  # it expired while it waited for a pool slot: not run (Celery)
+            self._revoke(job, "expired")
             return False
         if self.deduplicate and job.acks_late and job.delivery.redelivered and self._succeeded(job):
             self._settle(job, "ack", partial(self.broker.ack, [job.delivery.tag]))
@@ -574,11 +605,22 @@ class Consumer:
         ):
             return False  # the broker delivers it again: running it now could run it twice
         self.state.active[job.id] = job
+        if not job.acks_late and not self.count_running:
+            self._leave_window(job)
         if self.monitor is not None:
             self.monitor.started(job)
         if self.metrics is not None:
             self.metrics.started(job)
         return True
+
+    def _leave_window(self, job: Job) -> None:
+        """A task acked as it starts is no longer reserved: its place in the window goes to
+        the next message, as Celery's prefetch count counts unacked messages only."""
+        with self._slots:
+            self._started.add(job.delivery.tag)
+            self._inflight -= 1
+            if self._may_fetch():
+                self._slots.notify()
 
     def _succeeded(self, job: Job) -> bool:
         """``worker_deduplicate_successful_tasks``: is a redelivered late-ack task stored as

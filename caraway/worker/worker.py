@@ -132,7 +132,10 @@ class Worker:
         # 0 means "no limit" in Celery; a bounded window still keeps the lease renewals cheap.
         self.prefetch_multiplier = multiplier or UNLIMITED_PREFETCH
         self.prefetch = self.concurrency * self.prefetch_multiplier
-        if options.get("disable_prefetch") or conf.worker_disable_prefetch:
+        self.disable_prefetch = bool(
+            options.get("disable_prefetch") or conf.worker_disable_prefetch
+        )
+        if self.disable_prefetch:
             self.prefetch = self.concurrency  # take a message only when a slot is free
         self.loglevel = loglevel if loglevel is not None else logging.WARNING
         #: ``%n``, ``%i``... filled in; prefork children fill in their own index.
@@ -239,7 +242,7 @@ class Worker:
             broker.declare_bound(declaration)
         self.consumer = Consumer(
             app, broker, self.queues, pool, self.timer, self.state, self.hostname, self.prefetch,
-            self.link,
+            self.link, count_running=self.disable_prefetch,
         )  # fmt: skip
         self.consumer.metrics = self.metrics
         self._start_housekeeping(broker)

@@ -16,6 +16,7 @@ from services import captures_dir
 from worker_support import WAIT, autojump, wait_until
 
 from caraway import Celery, states
+from caraway.exceptions import TaskRevokedError
 from caraway.utils.time import FakeClock
 
 
@@ -308,3 +309,41 @@ def test_eta_tasks_held_by_the_worker_do_not_block_the_prefetch_window(
 
     with autojump(clock, worker):
         assert [r.get(timeout=WAIT) for r in later] == ["later-0", "later-1", "later-2"]
+
+
+def test_an_expiring_task_behind_a_full_window_is_taken_and_stored_as_revoked(
+    rabbit: str, apps: Callable[..., Celery], start_worker: Callable[..., Any]
+) -> None:
+    # RabbitMQ drops a message whose ``expiration`` passes in the queue, and then nobody
+    # stores REVOKED: get() would wait for ever. As Celery's, the worker's prefetch count
+    # counts unacked messages, so a task acked as it starts makes room for the next one.
+    app = apps("amqp-expiring", task_default_queue="expiring")
+    entered, release = threading.Event(), threading.Event()
+
+    @app.task
+    def hold() -> str:
+        entered.set()
+        assert release.wait(WAIT)
+        return "held"
+
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    def ready() -> int:
+        rows = table(vhost_of(rabbit), "queues", "name", "messages_ready")
+        return sum(int(r["messages_ready"]) for r in rows if r["name"] == "expiring")
+
+    start_worker(app, pool="threads", concurrency=1, prefetch_multiplier=2)
+    running = hold.delay()
+    assert entered.wait(WAIT)  # started, so acked
+    time.sleep(0.5)  # the consumer fetches again (every 0.2 s) with one place left
+    reserved = hold.delay()
+    wait_until(lambda: ready() == 0, what="the second task taken")
+    expiring = add.apply_async((1, 1), expires=1)
+    time.sleep(1.5)  # its expiration passes while the worker's window is full
+
+    release.set()
+    with pytest.raises(TaskRevokedError):
+        expiring.get(timeout=WAIT)
+    assert [running.get(timeout=WAIT), reserved.get(timeout=WAIT)] == ["held", "held"]

@@ -157,17 +157,18 @@ def test_the_gauges_show_running_reserved_and_queued_tasks(metered: SimpleNamesp
     )
     waiting = [metered.later.delay() for _ in range(3)]
 
+    # A window of two reserved messages (the running task was acked as it started).
     samples = wait_until(
         lambda: (
             (s := scrape(metered.port))
-            and value(s, "caraway_worker_reserved_tasks", worker=me) == 1
+            and value(s, "caraway_worker_reserved_tasks", worker=me) == 2
             and s
         ),
-        what="one task reserved",
+        what="two tasks reserved",
     )
 
     assert value(samples, "caraway_worker_active_tasks", worker=me) == 1
-    assert value(samples, "caraway_queue_depth", queue=QUEUE) == 2
+    assert value(samples, "caraway_queue_depth", queue=QUEUE) == 1
     metered.release.set()
     held.get(timeout=WAIT)
     for result in waiting:

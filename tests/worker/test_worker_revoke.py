@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -47,6 +49,33 @@ def test_a_task_past_its_expiry_is_revoked_not_run(
         assert result.state == states.REVOKED
     assert runs == [6]
     assert app.broker.size("celery") == 0
+
+
+@pytest.mark.parametrize("broker", BROKERS)
+def test_a_task_expiring_while_it_waits_for_a_pool_slot_is_revoked_not_run(
+    broker: str, tmp_path: Path, start_worker: Any
+) -> None:
+    app, add, runs = counting_app(broker, tmp_path / "b.sqlite3")
+    entered, release = threading.Event(), threading.Event()
+
+    @app.task
+    def hold() -> None:
+        entered.set()
+        assert release.wait(WAIT)
+
+    start_worker(app, pool="threads", concurrency=1)
+    busy = hold.delay()
+    assert entered.wait(WAIT)
+    # Prefetched at once (the window has room) while the one slot is busy.
+    late = add.apply_async((1, 2), expires=0.3)
+    wait_until(lambda: app.broker.size("celery") == 0, what="the prefetch")
+    time.sleep(0.5)  # it expires while it waits in the worker
+    release.set()
+
+    busy.get(timeout=WAIT)
+    with pytest.raises(TaskRevokedError, match="expired"):
+        late.get(timeout=WAIT)
+    assert runs == []
 
 
 @pytest.mark.parametrize("broker", BROKERS)

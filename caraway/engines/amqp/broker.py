@@ -300,8 +300,11 @@ class AMQPBroker(Broker):
     def qos(self, prefetch_count: int) -> None:
         """The consumer's window: RabbitMQ sends at most this many unacked messages.
 
-        The limit grows by the ETA messages the worker holds (they stay unacked but free
-        their slot), as Celery raises its prefetch count for them.
+        Never fewer, as Celery's prefetch count: a task acked as it starts makes room for
+        the next message, which leaves the queue (a message waiting there is dropped by
+        RabbitMQ when its ``expiration`` passes, and nobody stores it as REVOKED). The
+        limit grows by the ETA messages the worker holds (they stay unacked but free their
+        slot), as Celery raises its prefetch count for them.
         """
         self._qos_window = max(1, int(prefetch_count))
 
@@ -321,6 +324,7 @@ class AMQPBroker(Broker):
                     if not found and remaining > 0:
                         self._drain_locked(min(remaining, DRAIN_SLICE))
                         found = self._take(queues, limit)
+                self._try_flush()  # acks queued while this fetch held the connection
                 if found or deadline - time.monotonic() <= 0:
                     return found
         except RECONNECT_ON as exc:
@@ -354,9 +358,7 @@ class AMQPBroker(Broker):
             self._start_keeper()
         with self._state:
             held = len(self._unsettled)
-        target = min(MAX_PREFETCH, max(1, held + limit))
-        if self._qos_window is not None and self._qos_applied is None:
-            target = max(target, self._qos_window)
+        target = min(MAX_PREFETCH, max(1, held + limit, self._qos_window or 0))
         if target != self._qos_applied:
             # Channel-wide (RabbitMQ's reading of global=True), so a change applies to the
             # running consumers at once. Quorum queues do not support it: per consumer there.
@@ -494,14 +496,20 @@ class AMQPBroker(Broker):
         self._try_flush()
 
     def _try_flush(self) -> None:
-        """Send queued acks now if the consuming connection is free; else its holder will."""
+        """Send queued acks now if the consuming connection is free; else its holder will.
+
+        Every holder calls this after letting the connection go, so an ack queued while it
+        held it is sent then, not when the next fetch comes (the window may be full) or the
+        keeper wakes: until RabbitMQ has the ack, it sends no message in its place.
+        """
         link = self._consumer
-        if link.lock.acquire(blocking=False):
+        while self._pending and link.lock.acquire(blocking=False):
             try:
                 self._flush_locked()
             except CONNECTION_ERRORS as exc:
                 link.drop()  # the consumer reports the loss; RabbitMQ redelivers
                 logger.debug("Could not ack on %s (%s): RabbitMQ will redeliver", self, exc)
+                return
             finally:
                 link.lock.release()
 
@@ -715,6 +723,7 @@ class AMQPBroker(Broker):
                 logger.debug("Broker connection lost while idle (%s)", exc)  # the consumer says it
             finally:
                 link.lock.release()
+            self._try_flush()
 
     def close(self) -> None:
         self._closing.set()
