@@ -478,11 +478,13 @@ class Consumer:
         self.pool.submit(_Work(self, job))
 
     def _rate_wait(self, job: Job) -> float:
-        if not self.rate_limits_enabled:
-            return 0.0
-        name = job.name
+        return self.rate_wait(job.name) if self.rate_limits_enabled else 0.0
+
+    def rate_wait(self, name: str) -> float:
+        """Seconds until task ``name`` may run, its token reserved (0: at once)."""
         if name not in self._buckets:
-            rate = parse_rate(job.task.rate_limit or self.app.conf.task_default_rate_limit)
+            task = self.app.tasks[name]
+            rate = parse_rate(task.rate_limit or self.app.conf.task_default_rate_limit)
             self._buckets[name] = TokenBucket(rate, clock=self.clock) if rate > 0 else None
         bucket = self._buckets[name]
         return 0.0 if bucket is None else bucket.take()
@@ -740,7 +742,8 @@ class Consumer:
     def held_jobs(self) -> list[tuple[float, Job, str]]:
         """Jobs waiting for their ETA ("eta") or a rate-limit token ("rate"), soonest first."""
         holds = sorted(self._holds, key=lambda hold: hold[:2])
-        return [(when, job, kind) for when, _, job, kind in holds if job.delivery.tag in self._held]
+        mine = [(when, job, kind) for when, _, job, kind in holds if job.delivery.tag in self._held]
+        return mine + sorted(self.pool.held(), key=lambda hold: hold[0])
 
     def reset_rate_limit(self, task_name: str) -> None:
         """Forget the task's token bucket: the next message builds one at its new rate."""

@@ -58,6 +58,12 @@ class ReservingPool(Pool):
     def begin(self, consumer: Any) -> None:
         self.inner.begin(consumer)  # type: ignore[attr-defined]
 
+    def held(self) -> list[tuple[float, Any, str]]:
+        return self.inner.held()
+
+    def reconfigure(self, change: tuple[Any, ...]) -> None:
+        self.inner.reconfigure(change)
+
     def stop_fetching(self) -> None:
         self.inner.stop_fetching()  # type: ignore[attr-defined]
 

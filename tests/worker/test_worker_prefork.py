@@ -1,23 +1,75 @@
-"""``-P prefork`` in real worker processes: children run tasks, die, time out and retire."""
+"""``-P prefork`` in real worker processes: children run tasks, die, time out and retire.
+
+Each test runs twice: on SQLite, where the supervisor hands each job to a child, and on
+Redis, where children fetch, run and ack for themselves (``settle_anywhere``) and the
+supervisor watches them.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
 import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from worker_support import WAIT, WorkerProject, wait_until
+from services import delete_redis_prefixed, require
+from worker_support import TASKS_SOURCE, WAIT, WorkerProject, wait_until
 
 from caraway import states
 from caraway.events import EventReceiver
 from caraway.exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
 
+#: The app of ``TASKS_SOURCE`` on Redis: its broker and results under a test's own prefix.
+SQLITE_APP = TASKS_SOURCE[TASKS_SOURCE.index("app = Celery(") : TASKS_SOURCE.index(")\n") + 2]
+REDIS_APP = """app = Celery(
+    "crashproj", broker=os.environ["PREFORK_REDIS"] + "/0",
+    backend=os.environ["PREFORK_REDIS"] + "/1",
+    broker_transport_options={
+        "global_keyprefix": os.environ["PREFORK_PREFIX"], "visibility_timeout": 2,
+    },
+    result_backend_transport_options={"global_keyprefix": os.environ["PREFORK_PREFIX"]},
+)
+"""
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def worker_project(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[WorkerProject]:
+    """The crash-test project on SQLite (hand-off) or on Redis (children fetch)."""
+    if request.param == "sqlite":
+        project = WorkerProject(tmp_path)
+    else:
+        host, port = require("redis")
+        prefix = f"prefork-{uuid.uuid4().hex[:10]}:"
+        monkeypatch.setenv("PREFORK_REDIS", f"redis://{host}:{port}")
+        monkeypatch.setenv("PREFORK_PREFIX", prefix)
+        project = WorkerProject(tmp_path, TASKS_SOURCE.replace(SQLITE_APP, REDIS_APP))
+    try:
+        yield project
+    finally:
+        project.close()
+        project.app.close()
+        if request.param == "redis":
+            delete_redis_prefixed(prefix)
+
+
+def unsettled(project: WorkerProject) -> int:
+    """Messages the broker still holds: queued, or delivered and not settled."""
+    broker = project.app.broker
+    if not broker.capabilities.settle_anywhere:
+        return project.messages_in_file()
+    client = broker.client  # type: ignore[attr-defined]
+    return int(client.hlen(broker.unacked)) + broker.size("celery")  # type: ignore[attr-defined]
+
 
 def settled(project: WorkerProject) -> None:
-    """Results are stored by the child before the supervisor acks: wait for the ack."""
-    wait_until(lambda: project.messages_in_file() == 0, what="every message settled")
+    """Results are stored by the child before the message is acked: wait for the ack."""
+    wait_until(lambda: unsettled(project) == 0, what="every message settled")
 
 
 def pids_of(project: WorkerProject, count: int) -> set[int]:

@@ -72,6 +72,16 @@ class Pool(ABC):
         """Stop the running task ``task_id`` with ``signum``; False where that is impossible."""
         return False
 
+    def reconfigure(self, change: tuple[Any, ...]) -> None:  # noqa: B027 - most have no one to tell
+        """A control command changed what the worker consumes or how a task runs:
+        ``("task", name, {attribute: value})`` or ``("queues", names, stopped, resumed)``.
+        Pools whose processes consume for themselves pass it on."""
+
+    def held(self) -> list[tuple[float, Any, str]]:
+        """Jobs the pool's own processes hold for their ETA or a rate-limit token:
+        (when, job, "eta" or "rate")."""
+        return []
+
     def reserved(self) -> list[Any]:
         """Jobs the pool's own processes took and have not started (``inspect reserved``)."""
         return []

@@ -17,9 +17,11 @@ held was reported, except those of its last fetch, which the broker's fetch rece
 
 from __future__ import annotations
 
+import collections
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import threading
 import time
@@ -31,7 +33,7 @@ from caraway.protocol import _safe_repr
 from caraway.worker import request as hooks
 from caraway.worker.consumer import Consumer
 from caraway.worker.job import Job
-from caraway.worker.pools.base import Pool, Work
+from caraway.worker.pools.base import LATE_LIMIT_SIGNALS, Pool, Work
 from caraway.worker.pools.channel import Channel
 from caraway.worker.pools.child import (
     Busy,
@@ -81,10 +83,10 @@ def fetching_child_main(
 
 
 def _consume(app: Caraway, conn: Channel, limits: ChildLimits, plan: FetchPlan) -> None:
-    begin = conn.recv()  # ("go", revoked ids, flagged stamps), or None: stopped first
+    begin = conn.recv()  # ("go", revocations, stamps, changes), or None: stopped first
     if begin is None:
         return
-    _, revoked, stamps = begin
+    _, revoked, stamps, changes = begin
     app._broker = None  # its own connections and fetch receipt, not the fork server's copy
     broker = app.broker
     state = WorkerState()
@@ -93,10 +95,13 @@ def _consume(app: Caraway, conn: Channel, limits: ChildLimits, plan: FetchPlan) 
     state.revoke_stamps(stamps)
     timer = Timer(name="caraway-child-timer")
     reporter = Reporter(conn, limits)
+    pool = MainThreadPool()
     consumer = ChildConsumer(
-        app, broker, list(plan.queues), _ChildPool(), timer, state, plan.hostname, plan.window
+        app, broker, list(plan.queues), pool, timer, state, plan.hostname, plan.window
     )
     consumer.reporter = reporter
+    for change in changes:
+        _apply(consumer, change)
     consumer.monitor = reporter  # type: ignore[assignment]
     reporter.consumer = consumer
     reporter.add(("receipt", broker.fetch_receipt()))
@@ -105,8 +110,12 @@ def _consume(app: Caraway, conn: Channel, limits: ChildLimits, plan: FetchPlan) 
         timer.call_repeatedly(renew_every, consumer.renew_leases)
     timer.start()
     threading.Thread(target=_listen, args=(conn, consumer), daemon=True).start()
+    fetcher = threading.Thread(target=_fetch, args=(consumer, pool), name="caraway-fetcher")
+    fetcher.start()
     try:
-        consumer.run()
+        pool.serve()  # tasks run in the main thread, where SIGUSR1 (soft limit) lands
+        consumer.stop()
+        fetcher.join()
         consumer.give_back()
         reporter.add(("bye",))  # what it held and did not report is settled or given back
     finally:
@@ -114,31 +123,98 @@ def _consume(app: Caraway, conn: Channel, limits: ChildLimits, plan: FetchPlan) 
         reporter.flush()
 
 
+def _fetch(consumer: ChildConsumer, pool: MainThreadPool) -> None:
+    """The consumer's loop, in its own thread: the window fills while a task runs."""
+    try:
+        consumer.run()
+    except BaseException:
+        logger.exception("The fetch loop of pool child %d failed", os.getpid())
+    finally:
+        pool.close()
+
+
 def _listen(conn: Channel, consumer: ChildConsumer) -> None:
-    """The supervisor's messages: revocations, and the stop (``None``, or the pipe closed)."""
+    """The supervisor's messages: revocations, control changes, rate-limit tokens, and the
+    stop (``None``, or the pipe closed)."""
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError):
             message = None
         if message is None:
+            consumer.reporter.answers.put(0.0)  # a fetch waiting for a token goes on
             consumer.stop()
             return
-        kind, value, *rest = message
+        kind, *rest = message
         if kind == "revoke":
-            consumer.state.revoke(value, *rest)
+            consumer.state.revoke(*rest)
         elif kind == "revoke_stamps":
-            consumer.state.revoke_stamps(value)
+            consumer.state.revoke_stamps(rest[0])
+        elif kind == "token":
+            consumer.reporter.answers.put(rest[0])
+        else:
+            _apply(consumer, message)
 
 
-class _ChildPool(Pool):
-    """The child runs each job in its consumer's thread, as ``-P solo``."""
+def _apply(consumer: ChildConsumer, change: tuple[Any, ...]) -> None:
+    """A control command's change, as the supervisor applied it to itself."""
+    kind, *rest = change
+    if kind == "task":
+        name, attributes = rest
+        task = consumer.app.tasks.get(name)
+        if task is not None:
+            for attribute, value in attributes.items():
+                setattr(task, attribute, value)
+            consumer.reset_rate_limit(name)
+    elif kind == "queues":
+        queues, stopped, resumed = rest
+        consumer.queues = list(queues)
+        if stopped:
+            consumer.broker.stop_consuming(stopped)
+        if resumed:
+            consumer.broker.resume_consuming(resumed)
+
+
+class MainThreadPool(Pool):
+    """The child's one slot: jobs the fetch thread hands over run in the main thread."""
 
     def __init__(self) -> None:
         super().__init__(1)
+        self._jobs: collections.deque[Work] = collections.deque()
+        self._changed = threading.Condition()
+        self._closed = False
 
     def submit(self, work: Work) -> None:
-        work()
+        with self._changed:
+            self._jobs.append(work)
+            self._changed.notify()
+
+    def serve(self) -> None:
+        """Run jobs until ``close``; one left waiting then is given back, not run."""
+        while True:
+            with self._changed:
+                while not self._jobs and not self._closed:
+                    self._changed.wait()
+                if self._closed:
+                    return
+                work = self._jobs.popleft()
+            try:
+                work()
+            except LATE_LIMIT_SIGNALS:
+                continue  # a soft time limit that fired as its task ended
+            except Exception:  # work settles its own failures
+                logger.exception("Pool child %d: unexpected error; it goes on", os.getpid())
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+
+    def take_pending(self) -> list[Work]:
+        with self._changed:
+            pending = list(self._jobs)
+            self._jobs.clear()
+        return pending
 
 
 class Reporter:
@@ -151,6 +227,14 @@ class Reporter:
         self.consumer: ChildConsumer | None = None
         self._pending: list[tuple[Any, ...]] = []
         self._lock = threading.Lock()
+        #: The supervisor's answers to ``ask`` (rate-limit waits), read by the listener.
+        self.answers: queue.SimpleQueue[float] = queue.SimpleQueue()
+
+    def ask(self, question: tuple[Any, ...]) -> float:
+        """Ask the supervisor and wait for its answer (one question at a time)."""
+        self.add(question)
+        self.flush()
+        return self.answers.get()
 
     def add(self, event: tuple[Any, ...]) -> None:
         with self._lock:
@@ -177,12 +261,15 @@ class Reporter:
     def finished(self, job: Job, outcome: Outcome) -> None:
         self.done += 1
         retiring = should_retire(self.done, self.limits)
-        # What the supervisor's task events show (task-succeeded, task-failed).
-        result = _safe_repr(outcome.retval)
+        # What the supervisor's task events show (task-succeeded, task-failed, task-retried).
+        retval = outcome.retval
+        reason = getattr(retval, "exc", None)
+        result = repr(reason) if isinstance(reason, BaseException) else _safe_repr(retval)
         traceback = outcome.einfo.traceback if outcome.einfo is not None else None
         self.add(("end", job.id, job.name, outcome.state, result, traceback, retiring))
         if retiring and self.consumer is not None:
             self.consumer.stop()
+            self.consumer.pool.close()  # type: ignore[attr-defined]
 
 
 class ChildConsumer(Consumer):
@@ -198,6 +285,21 @@ class ChildConsumer(Consumer):
             fetched = [(d.tag, self.broker.portable(d)) for d in deliveries]
             self.reporter.add(("fetched", fetched))
         return deliveries
+
+    def _rate_wait(self, job: Job) -> float:
+        """Rate limits are the worker's, not each child's: the supervisor keeps the buckets."""
+        limited = job.task.rate_limit or self.app.conf.task_default_rate_limit
+        if not self.rate_limits_enabled or not limited:
+            return 0.0
+        return self.reporter.ask(("token", job.name))
+
+    def _hold(self, job: Job, when: float, kind: str) -> None:
+        super()._hold(job, when, kind)
+        self.reporter.add(("held", job.delivery.tag, when, kind))  # ``inspect scheduled``
+
+    def _revoke(self, job: Job, reason: str) -> None:
+        super()._revoke(job, reason)
+        self.reporter.add(("revoked", job.delivery.tag, reason))  # the task-revoked event
 
     def _done(self, job: Job | Delivery, pooled: bool = False) -> None:
         super()._done(job, pooled)

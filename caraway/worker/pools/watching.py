@@ -63,13 +63,15 @@ class Reported:
     """A message a child fetched, decoded here only when someone looks at it: it stands in
     for its ``Job`` in ``state.active`` and ``inspect``."""
 
-    __slots__ = ("_job", "_pool", "carried", "tag", "task_id")
+    __slots__ = ("_job", "_pool", "carried", "hold", "tag", "task_id")
 
     def __init__(self, pool: WatchingPool, tag: Any, carried: Any) -> None:
         self._pool = pool
         self.tag = tag
         self.carried = carried
         self.task_id: str | None = None
+        #: (when, "eta" or "rate") while the child holds it for its ETA or a token.
+        self.hold: tuple[float, str] | None = None
         self._job: Job | None = None
 
     @property
@@ -106,6 +108,9 @@ class Watched:
     terminated_with: int | None = None
     retiring: bool = False
     said_bye: bool = False
+    #: Asked to leave by a shrink: not replaced when it exits.
+    leaving: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
     #: Tags settled since its last reported fetch: not given back from its receipt.
     since_fetch: set[Any] = field(default_factory=set)
 
@@ -127,21 +132,26 @@ class WatchingPool(Pool):
         self.limits = ChildLimits(
             self.options.max_tasks_per_child, self.options.max_memory_per_child
         )
+        self._share = max(1, self.options.prefetch // self.limit)
         self._forker = Forker(self._start_child)
         self._children: dict[int, Watched] = {}  # by the fd of its pipe
+        #: Control changes so far, replayed to each child that starts later.
+        self._changes: dict[Any, tuple[Any, ...]] = {}
         self._selector = selectors.DefaultSelector()
         self._consumer: Consumer | None = None
         self._fetching = False
         self._cold = False
         self._stopped = threading.Event()
+        #: Held while reports are read: by the watcher, or by a control command that must
+        #: see what the children wrote up to now (``sync``).
+        self._reading = threading.RLock()
         self._thread = threading.Thread(target=self._watch, name="caraway-watcher", daemon=True)
 
     @property
     def plan(self) -> FetchPlan:
-        """Each child's share of the window: together, the worker's prefetch window."""
-        options = self.options
-        window = max(1, options.prefetch // self.limit)
-        return FetchPlan(options.queues, window, options.hostname)
+        """Each child's share of the window: together, the worker's prefetch window (which
+        grows and shrinks with the pool)."""
+        return FetchPlan(self.options.queues, self._share, self.options.hostname)
 
     # --- life -----------------------------------------------------------------------------
 
@@ -164,8 +174,7 @@ class WatchingPool(Pool):
         """Warm shutdown: children stop fetching, give back what they hold, finish, exit."""
         self._fetching = False
         for child in list(self._children.values()):
-            with contextlib.suppress(OSError):
-                child.conn.send(None)
+            self._tell(child, None)
 
     def submit(self, work: Work) -> None:
         raise RuntimeError("the children of this pool fetch their own work")
@@ -195,13 +204,62 @@ class WatchingPool(Pool):
         return self.limit if self._fetching or not self._children else len(self._children)
 
     def reserved(self) -> list[Any]:
-        """Messages the children fetched and have not started (``inspect reserved``)."""
+        """Messages the children fetched and have not started nor hold (``inspect reserved``)."""
+        self.sync()
         found = []
         for child in list(self._children.values()):
             found += [r for r in list(child.held.values()) if r is not child.running]
-        return [reported.job for reported in found if reported.job is not None]
+        return [r.job for r in found if r.hold is None and r.job is not None]
+
+    def held(self) -> list[tuple[float, Any, str]]:
+        """Jobs the children hold for their ETA or a rate-limit token: (when, job, kind)."""
+        self.sync()
+        found = []
+        for child in list(self._children.values()):
+            for reported in list(child.held.values()):
+                hold, job = reported.hold, reported.job
+                if hold is not None and reported is not child.running and job is not None:
+                    found.append((hold[0], job, hold[1]))
+        return found
+
+    def reconfigure(self, change: tuple[Any, ...]) -> None:
+        key = change[:2] if change[0] == "task" else change[0]
+        if change[0] == "task" and key in self._changes:
+            change = ("task", change[1], {**self._changes[key][2], **change[2]})
+        self._changes[key] = change
+        for child in list(self._children.values()):
+            self._tell(child, change)
+
+    def grow(self, n: int) -> None:
+        for _ in range(max(0, n)):
+            slot = len(self._children)
+            child = self._fork(slot)
+            self._add(child)
+            if self._fetching:
+                self._go(child)
+            self.limit += 1
+
+    def shrink(self, n: int) -> None:
+        """``n`` children (idle ones first) give back what they hold, finish and leave."""
+        n = min(max(0, n), self.limit - 1)
+        staying = [c for c in self._children.values() if not c.leaving]
+        staying.sort(key=lambda child: child.running is not None)
+        for child in staying[:n]:
+            child.leaving = True
+            self._tell(child, None)
+        self.limit -= n
+
+    def sync(self) -> None:
+        """Read what the children reported so far, now, without waiting for the watcher."""
+        if self._consumer is None:
+            return
+        with self._reading:
+            for child in list(self._children.values()):
+                if child.conn.poll(0):
+                    self._read(child)
 
     def terminate(self, task_id: str, signum: int) -> bool:
+        self.sync()  # the task may have started a moment ago
         for child in list(self._children.values()):
             if child.running is not None and child.running.task_id == task_id:
                 child.terminated_with = signum
@@ -211,7 +269,7 @@ class WatchingPool(Pool):
 
     def decode(self, carried: Any) -> Job | None:
         consumer = self._consumer
-        if consumer is None:
+        if consumer is None or carried is None:
             return None
         return consumer.job_for(consumer.broker.from_portable(carried))
 
@@ -243,7 +301,7 @@ class WatchingPool(Pool):
         with state.lock:
             revoked = list(state.revoked.items())
             stamps = {name: list(values) for name, values in state.revoked_stamps.items()}
-        self._tell(child, ("go", revoked, stamps))
+        self._tell(child, ("go", revoked, stamps, list(self._changes.values())))
 
     def _revoke(self, task_id: str, terminate: bool) -> None:
         for child in list(self._children.values()):
@@ -254,7 +312,8 @@ class WatchingPool(Pool):
             self._tell(child, ("revoke_stamps", headers))
 
     def _tell(self, child: Watched, message: Any) -> None:
-        with contextlib.suppress(OSError):  # it died: the watcher sees that
+        """Write to the child; several threads do (revocations, control, the watcher)."""
+        with child.lock, contextlib.suppress(OSError):  # it died: the watcher sees that
             child.conn.send(message)
 
     # --- the watcher thread ------------------------------------------------------------------
@@ -262,8 +321,9 @@ class WatchingPool(Pool):
     def _watch(self) -> None:
         while self._children and not self._stopped.is_set():
             ready = self._selector.select(self._wait())
-            for key, _ in ready:
-                self._read(key.data)
+            with self._reading:
+                for key, _ in ready:
+                    self._read(key.data)
             self._enforce_limits()
             if ready and self._fetching:
                 # Busy children report steadily: read them in batches, not a wakeup each.
@@ -286,46 +346,68 @@ class WatchingPool(Pool):
             self._lost(child)
 
     def _handle(self, child: Watched, event: tuple[Any, ...]) -> None:
-        kind = event[0]
         consumer = self._consumer
         assert consumer is not None
-        if kind == "fetched":
-            monitor = consumer.monitor
-            for tag, carried in event[1]:
-                reported = child.held[tag] = Reported(self, tag, carried)
-                if monitor is not None and monitor.dispatcher.allows("task-received"):
-                    self._received(consumer, reported)
-            child.since_fetch.clear()
-        elif kind == "done":
-            child.held.pop(event[1], None)
-            child.since_fetch.add(event[1])
-        elif kind == "start":
-            self._started(consumer, child, *event[1:])
-        elif kind == "end":
-            self._ended(consumer, child, *event[1:])
-        elif kind == "receipt":
-            child.receipt = event[1]
-        elif kind == "bye":
-            child.said_bye = True
+        kind, *fields = event
+        getattr(self, f"_on_{kind}")(consumer, child, *fields)
+
+    # One method per report a child sends (``fetching.Reporter``).
+
+    def _on_fetched(self, consumer: Consumer, child: Watched, fetched: list[Any]) -> None:
+        monitor = consumer.monitor
+        for tag, carried in fetched:
+            reported = child.held[tag] = Reported(self, tag, carried)
+            if monitor is not None and monitor.dispatcher.allows("task-received"):
+                self._received(consumer, reported)
+        child.since_fetch.clear()
+
+    def _on_done(self, consumer: Consumer, child: Watched, tag: Any) -> None:
+        child.held.pop(tag, None)
+        child.since_fetch.add(tag)
+
+    def _on_token(self, consumer: Consumer, child: Watched, name: str) -> None:
+        self._tell(child, ("token", consumer.rate_wait(name)))
+
+    def _on_held(
+        self, consumer: Consumer, child: Watched, tag: Any, when: float, kind: str
+    ) -> None:
+        reported = child.held.get(tag)
+        if reported is not None:
+            reported.hold = (when, kind)
+
+    def _on_receipt(self, consumer: Consumer, child: Watched, receipt: Any) -> None:
+        child.receipt = receipt
+
+    def _on_bye(self, consumer: Consumer, child: Watched) -> None:
+        child.said_bye = True
+
+    def _on_revoked(self, consumer: Consumer, child: Watched, tag: Any, reason: str) -> None:
+        reported = child.held.get(tag)
+        job = reported.job if reported is not None else None
+        if consumer.monitor is not None and job is not None:
+            consumer.monitor.on_revoked(request=job.request, expired=reason == "expired")
 
     def _received(self, consumer: Consumer, reported: Reported) -> None:
         job = reported.job
         if job is not None and consumer.monitor is not None:
             consumer.monitor.on_received(sender=consumer, request=job.request)
 
-    def _started(
+    def _on_start(
         self, consumer: Consumer, child: Watched, tag: Any, task_id: str, at: float,
         hard: float | None,
     ) -> None:  # fmt: skip
-        reported = child.held.get(tag) or Reported(self, tag, None)
+        reported = child.held.get(tag)
+        if reported is None:
+            reported = Reported(self, tag, None)
         reported.task_id = task_id
+        reported.hold = None
         child.running = reported
         child.hard_at = at + hard if hard else None
         consumer.state.active[task_id] = reported
         if consumer.monitor is not None:
             consumer.monitor.started(reported)  # type: ignore[arg-type]
 
-    def _ended(
+    def _on_end(
         self, consumer: Consumer, child: Watched, task_id: str, name: str, state: str,
         result: Any, traceback: str | None, retiring: bool,
     ) -> None:  # fmt: skip
@@ -339,7 +421,7 @@ class WatchingPool(Pool):
             einfo = None
             if traceback is not None:
                 einfo = ExceptionInfo.from_text(Exception(result), traceback)
-            outcome = Outcome(state, result, einfo)
+            outcome = Outcome(state, _Shown(result), einfo)
             consumer.monitor.finished(reported, outcome)  # type: ignore[arg-type]
 
     def _enforce_limits(self) -> None:
@@ -373,7 +455,7 @@ class WatchingPool(Pool):
             child.held.pop(running.tag, None)
             self._settle_lost(consumer, child, running, exitcode)
         self._give_back(consumer, child)
-        if self._fetching and not self._cold:
+        if self._fetching and not self._cold and not child.leaving:
             why = "retired" if child.retiring else lost.exited(exitcode)
             logger.info("Pool child in slot %d %s; starting another", child.slot, why)
             replacement = self._fork(child.slot)
@@ -423,3 +505,12 @@ class WatchingPool(Pool):
             )  # fmt: skip
         except Exception as exc:
             logger.warning("Could not give back the messages of child %d: %s", child.pid, exc)
+
+
+class _Shown(str):
+    """A result or exception as the child showed it (its repr): shown as is in events."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return str(self)
