@@ -85,6 +85,10 @@ def dispatch(worker: Worker, method: str, arguments: dict[str, Any]) -> Any:
     spec = COMMANDS.get(method)
     if spec is None:
         return error(f"No such control command: {method}")
+    if worker.reserving is not None:
+        # Children that fetch for themselves report with a little delay: every command
+        # sees (and events follow) what they reported up to now.
+        worker.reserving.sync()
     try:
         return spec.handler(worker, **arguments)
     except TypeError as exc:

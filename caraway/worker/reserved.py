@@ -58,6 +58,9 @@ class ReservingPool(Pool):
     def begin(self, consumer: Any) -> None:
         self.inner.begin(consumer)  # type: ignore[attr-defined]
 
+    def sync(self) -> None:
+        self.inner.sync()
+
     def held(self) -> list[tuple[float, Any, str]]:
         return self.inner.held()
 

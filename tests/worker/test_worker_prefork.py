@@ -275,3 +275,33 @@ def test_ctrl_c_twice_requeues_the_running_late_ack_tasks_quietly(
     assert len(requeued) == 2
     assert project.app.broker.size("celery") == 2  # back at once, no lease to wait out
     assert [result.state for result in running] == [states.PENDING] * 2
+
+
+def test_messages_a_killed_child_fetched_and_did_not_start_go_back_at_once(
+    worker_project: WorkerProject,
+) -> None:
+    """Redis: the child fetched them itself; the supervisor gives them back when it dies
+    (from the child's reports and its fetch receipt), not after the visibility timeout."""
+    project = worker_project
+    if not project.app.broker.capabilities.settle_anywhere:
+        pytest.skip("the supervisor fetches on this broker: nothing of the child's to give back")
+    project.spawn(pool="prefork", concurrency=1)
+    project.ping()
+    held = project.tasks.hold.delay("prefetched")
+    [run] = project.wait_marks("prefetched", 1)
+    waiting = [project.tasks.pid.delay() for _ in range(2)]
+    wait_until(
+        lambda: (
+            len((project.app.control.inspect(timeout=2).reserved() or {"": []}).popitem()[1]) == 2
+        ),
+        what="both tasks prefetched by the child",
+    )
+
+    os.kill(run["pid"], signal.SIGKILL)
+
+    with pytest.raises(WorkerLostError):
+        held.get(timeout=WAIT)
+    ran_in = {result.get(timeout=WAIT) for result in waiting}
+    assert run["pid"] not in ran_in  # run by the child that replaced it
+    assert "Gave back 2 message(s) the child" in project.log(0)
+    settled(project)

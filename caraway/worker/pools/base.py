@@ -77,6 +77,9 @@ class Pool(ABC):
         ``("task", name, {attribute: value})`` or ``("queues", names, stopped, resumed)``.
         Pools whose processes consume for themselves pass it on."""
 
+    def sync(self) -> None:  # noqa: B027 - only pools that hear from their processes late
+        """Take in now what the pool's processes reported so far (``inspect``, events)."""
+
     def held(self) -> list[tuple[float, Any, str]]:
         """Jobs the pool's own processes hold for their ETA or a rate-limit token:
         (when, job, "eta" or "rate")."""

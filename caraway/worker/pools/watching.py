@@ -205,7 +205,6 @@ class WatchingPool(Pool):
 
     def reserved(self) -> list[Any]:
         """Messages the children fetched and have not started nor hold (``inspect reserved``)."""
-        self.sync()
         found = []
         for child in list(self._children.values()):
             found += [r for r in list(child.held.values()) if r is not child.running]
@@ -213,7 +212,6 @@ class WatchingPool(Pool):
 
     def held(self) -> list[tuple[float, Any, str]]:
         """Jobs the children hold for their ETA or a rate-limit token: (when, job, kind)."""
-        self.sync()
         found = []
         for child in list(self._children.values()):
             for reported in list(child.held.values()):
