@@ -10,30 +10,17 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from services import delete_redis_prefixed, require
-from worker_support import TASKS_SOURCE, WAIT, WorkerProject, wait_until
+from services import delete_redis_prefixed
+from worker_support import WAIT, WorkerProject, redis_project, wait_until
 
 from caraway import states
 from caraway.events import EventReceiver
 from caraway.exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
-
-#: The app of ``TASKS_SOURCE`` on Redis: its broker and results under a test's own prefix.
-SQLITE_APP = TASKS_SOURCE[TASKS_SOURCE.index("app = Celery(") : TASKS_SOURCE.index(")\n") + 2]
-REDIS_APP = """app = Celery(
-    "crashproj", broker=os.environ["PREFORK_REDIS"] + "/0",
-    backend=os.environ["PREFORK_REDIS"] + "/1",
-    broker_transport_options={
-        "global_keyprefix": os.environ["PREFORK_PREFIX"], "visibility_timeout": 2,
-    },
-    result_backend_transport_options={"global_keyprefix": os.environ["PREFORK_PREFIX"]},
-)
-"""
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -44,18 +31,14 @@ def worker_project(
     if request.param == "sqlite":
         project = WorkerProject(tmp_path)
     else:
-        host, port = require("redis")
-        prefix = f"prefork-{uuid.uuid4().hex[:10]}:"
-        monkeypatch.setenv("PREFORK_REDIS", f"redis://{host}:{port}")
-        monkeypatch.setenv("PREFORK_PREFIX", prefix)
-        project = WorkerProject(tmp_path, TASKS_SOURCE.replace(SQLITE_APP, REDIS_APP))
+        project = redis_project(tmp_path, monkeypatch)
     try:
         yield project
     finally:
         project.close()
         project.app.close()
         if request.param == "redis":
-            delete_redis_prefixed(prefix)
+            delete_redis_prefixed(os.environ["PREFORK_PREFIX"])
 
 
 def unsettled(project: WorkerProject) -> int:

@@ -321,7 +321,10 @@ class WatchingPool(Pool):
             ready = self._selector.select(self._wait())
             with self._reading:
                 for key, _ in ready:
-                    self._read(key.data)
+                    child: Watched = key.data
+                    # A ``sync`` may have read it (or found it dead) meanwhile.
+                    if self._children.get(key.fd) is child and child.conn.poll(0):
+                        self._read(child)
             self._enforce_limits()
             if ready and self._fetching:
                 # Busy children report steadily: read them in batches, not a wakeup each.
@@ -352,11 +355,13 @@ class WatchingPool(Pool):
     # One method per report a child sends (``fetching.Reporter``).
 
     def _on_fetched(self, consumer: Consumer, child: Watched, fetched: list[Any]) -> None:
-        monitor = consumer.monitor
+        monitor, metrics = consumer.monitor, consumer.metrics
         for tag, carried in fetched:
             reported = child.held[tag] = Reported(self, tag, carried)
             if monitor is not None and monitor.dispatcher.allows("task-received"):
                 self._received(consumer, reported)
+            if metrics is not None and reported.job is not None:
+                metrics.received(reported.job)
         child.since_fetch.clear()
 
     def _on_done(self, consumer: Consumer, child: Watched, tag: Any) -> None:
@@ -384,6 +389,8 @@ class WatchingPool(Pool):
         job = reported.job if reported is not None else None
         if consumer.monitor is not None and job is not None:
             consumer.monitor.on_revoked(request=job.request, expired=reason == "expired")
+        if consumer.metrics is not None and job is not None:
+            consumer.metrics.revoked(job)
 
     def _received(self, consumer: Consumer, reported: Reported) -> None:
         job = reported.job
@@ -404,6 +411,8 @@ class WatchingPool(Pool):
         consumer.state.active[task_id] = reported
         if consumer.monitor is not None:
             consumer.monitor.started(reported)  # type: ignore[arg-type]
+        if consumer.metrics is not None and reported.job is not None:
+            consumer.metrics.started(reported.job)
 
     def _on_end(
         self, consumer: Consumer, child: Watched, task_id: str, name: str, state: str,
@@ -415,12 +424,16 @@ class WatchingPool(Pool):
         child.retiring = retiring
         consumer.state.active.pop(task_id, None)
         consumer.state.task_done(name)
-        if consumer.monitor is not None and reported is not None:
-            einfo = None
-            if traceback is not None:
-                einfo = ExceptionInfo.from_text(Exception(result), traceback)
-            outcome = Outcome(state, _Shown(result), einfo)
+        if reported is None or (consumer.monitor is None and consumer.metrics is None):
+            return
+        einfo = None
+        if traceback is not None:
+            einfo = ExceptionInfo.from_text(Exception(result), traceback)
+        outcome = Outcome(state, _Shown(result), einfo)
+        if consumer.monitor is not None:
             consumer.monitor.finished(reported, outcome)  # type: ignore[arg-type]
+        if consumer.metrics is not None and reported.job is not None:
+            consumer.metrics.finished(reported.job, outcome)
 
     def _enforce_limits(self) -> None:
         now = time.monotonic()
