@@ -194,7 +194,8 @@ class WatchingPool(Pool):
             for child in list(self._children.values()):
                 self._reap(child)
         self._stopped.set()
-        self._thread.join(5) if self._thread.is_alive() else None
+        if self._thread.is_alive():
+            self._thread.join(5)
         self._forker.stop(wait)
 
     def processes(self) -> list[int]:
