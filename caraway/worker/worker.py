@@ -285,10 +285,19 @@ class Worker:
         return {"/metrics": self.metrics.render}
 
     def _create_pool(self, broker: Broker) -> Pool:
-        """Prefork children fetch for themselves where the broker lets any connection settle
-        any delivery (``settle_anywhere``); elsewhere the supervisor hands them each job."""
+        """Prefork children fetch for themselves when asked (``worker_prefork_children_fetch``)
+        and the broker lets any connection settle any delivery (``settle_anywhere``);
+        otherwise the supervisor hands them each job, as Celery's prefork does."""
         options = self._pool_options()
-        if self.pool_name in PROCESS_POOLS and broker.capabilities.settle_anywhere:
+        children_fetch = self.app.conf.worker_prefork_children_fetch
+        if self.pool_name in PROCESS_POOLS and children_fetch:
+            if not broker.capabilities.settle_anywhere:
+                raise ImproperlyConfigured(
+                    "worker_prefork_children_fetch needs a broker whose deliveries any "
+                    f"connection may settle (Redis); {type(broker).__name__} is not one: "
+                    "remove the setting, or use a redis:// broker"
+                )
+            return WatchingPool(self.concurrency, options)
             return WatchingPool(self.concurrency, options)
         return create_pool(self.pool_name, self.concurrency, options)
 

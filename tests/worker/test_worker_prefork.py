@@ -1,8 +1,8 @@
 """``-P prefork`` in real worker processes: children run tasks, die, time out and retire.
 
 Each test runs twice: on SQLite, where the supervisor hands each job to a child, and on
-Redis, where children fetch, run and ack for themselves (``settle_anywhere``) and the
-supervisor watches them.
+Redis with ``worker_prefork_children_fetch``, where children fetch, run and ack for
+themselves (``settle_anywhere``) and the supervisor watches them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from services import delete_redis_prefixed
-from worker_support import WAIT, WorkerProject, redis_project, wait_until
+from worker_support import _SQLITE_APP, TASKS_SOURCE, WAIT, WorkerProject, redis_project, wait_until
 
 from caraway import states
 from caraway.events import EventReceiver
@@ -288,3 +288,17 @@ def test_messages_a_killed_child_fetched_and_did_not_start_go_back_at_once(
     assert run["pid"] not in ran_in  # run by the child that replaced it
     assert "Gave back 2 message(s) the child" in project.log(0)
     settled(project)
+
+
+def test_children_fetch_is_refused_where_the_broker_cannot_let_them(tmp_path: Path) -> None:
+    """On SQLite only the supervisor's connection may settle a delivery: the worker stops at
+    boot, naming the setting, instead of quietly handing jobs over as if it were unset."""
+    asked = _SQLITE_APP + "app.conf.worker_prefork_children_fetch = True\n"
+    project = WorkerProject(tmp_path, TASKS_SOURCE.replace(_SQLITE_APP, asked))
+    try:
+        proc = project.spawn(pool="prefork", concurrency=1)
+        assert proc.wait(WAIT) != 0
+        assert "worker_prefork_children_fetch needs a broker" in project.log(0)
+    finally:
+        project.close()
+        project.app.close()

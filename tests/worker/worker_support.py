@@ -381,12 +381,14 @@ _REDIS_APP = """app = Celery(
         "global_keyprefix": os.environ["PREFORK_PREFIX"], "visibility_timeout": 2,
     },
     result_backend_transport_options={"global_keyprefix": os.environ["PREFORK_PREFIX"]},
+    worker_prefork_children_fetch=True,
 )
 """
 
 
 def redis_project(root: Path, monkeypatch: pytest.MonkeyPatch) -> WorkerProject:
-    """``WorkerProject`` on the shared Redis (prefork children fetch there), under a key
+    """``WorkerProject`` on the shared Redis (prefork children fetch there: the app sets
+    ``worker_prefork_children_fetch``), under a key
     prefix of its own (``PREFORK_PREFIX``; the test deletes its keys)."""
     host, port = require("redis")
     monkeypatch.setenv("PREFORK_REDIS", f"redis://{host}:{port}")
