@@ -391,6 +391,7 @@ _TABLE = (
     _s("worker_logfile", OPT_STR, None, "Log file of the worker (default stderr).").works("tests/cli/test_cli_worker_production.py::test_worker_logfile_and_pidfile_settings_are_the_defaults_of_the_options"),
     _s("worker_pidfile", OPT_STR, None, "PID file of the worker.").works("tests/cli/test_cli_worker_production.py::test_worker_logfile_and_pidfile_settings_are_the_defaults_of_the_options"),
     _s("worker_health_address", STR, "", "caraway: address of the --health-port probes; '': every interface.").works("tests/worker/test_health_probes.py::test_the_probes_bind_the_address_given_and_say_nothing_more"),
+    _s("worker_prefork_children_fetch", BOOL, False, "caraway: on Redis, prefork children fetch, run and ack for themselves (faster; consumer signals then run in the children).").works("tests/worker/test_worker_prefork.py::test_children_run_sync_and_async_tasks"),
     _s("worker_uid", ID, None, "User the worker switches to when detached.").works(),
     _s("worker_gid", ID, None, "Group the worker switches to when detached.").works("tests/cli/test_cli_celery_flags.py::test_the_worker_gid_setting_is_the_default_of_gid"),
     _s("worker_umask", ID, None, "umask of the worker when detached.").refused("pass --umask to 'caraway worker --detach'"),

@@ -85,6 +85,10 @@ def dispatch(worker: Worker, method: str, arguments: dict[str, Any]) -> Any:
     spec = COMMANDS.get(method)
     if spec is None:
         return error(f"No such control command: {method}")
+    if worker.reserving is not None:
+        # Children that fetch for themselves report with a little delay: every command
+        # sees (and events follow) what they reported up to now.
+        worker.reserving.sync()
     try:
         return spec.handler(worker, **arguments)
     except TypeError as exc:
@@ -486,6 +490,7 @@ def rate_limit(worker: Worker, task_name: str = "", rate_limit: Any = None,
     task.rate_limit = rate_limit if rate else None  # type: ignore[misc]
     if worker.consumer is not None:
         worker.consumer.reset_rate_limit(task_name)
+        worker.consumer.pool.reconfigure(("task", task_name, {"rate_limit": task.rate_limit}))
     if not rate:
         return ok("rate limit disabled successfully")
     return ok("new rate limit set successfully")
@@ -501,6 +506,9 @@ def time_limit(worker: Worker, task_name: str = "", soft: Any = None, hard: Any 
         return error(f"unknown task {task_name!r}")
     task.soft_time_limit = None if soft is None else float(soft)  # type: ignore[misc]
     task.time_limit = None if hard is None else float(hard)  # type: ignore[misc]
+    if worker.consumer is not None:
+        limits = {"soft_time_limit": task.soft_time_limit, "time_limit": task.time_limit}
+        worker.consumer.pool.reconfigure(("task", task_name, limits))
     return ok("time limits set successfully")
 
 
@@ -518,6 +526,7 @@ def add_consumer(worker: Worker, queue: str = "", **kwargs: Any) -> Any:
     worker.app.broker.declare_bound(declaration)
     worker.app.broker.resume_consuming(queue)
     consumer.queues = [*consumer.queues, queue]
+    consumer.pool.reconfigure(("queues", consumer.queues, None, queue))
     return ok(f"add consumer {queue}")
 
 
@@ -529,6 +538,7 @@ def cancel_consumer(worker: Worker, queue: str = "", **kwargs: Any) -> Any:
         return ok(f"no longer consuming from {queue}")
     consumer.queues = [name for name in consumer.queues if name != queue]
     worker.app.broker.stop_consuming(queue)
+    consumer.pool.reconfigure(("queues", consumer.queues, queue, None))
     # A fetch that began before may still take one message from the queue; it ends within
     # FETCH_TIMEOUT. Answering after it means: from the reply on, nothing more is taken.
     time.sleep(FETCH_TIMEOUT + 0.05)

@@ -151,6 +151,9 @@ class Consumer:
 
     def run(self) -> None:
         """Consume until ``stop()``; returns once no more messages will be taken."""
+        if self.pool.fetches_itself:
+            self._watch()
+            return
         while not self._stopping.is_set():
             self.heartbeat = time.monotonic()
             self._drop_lost()
@@ -171,7 +174,7 @@ class Consumer:
                 if free <= 0:
                     continue
             try:
-                deliveries = self.broker.fetch(self.queues, free, timeout)
+                deliveries = self.fetch(free, timeout)
             except Unreachable as exc:
                 self.link.failed(exc)  # raises once the retries are spent
                 continue
@@ -184,6 +187,20 @@ class Consumer:
                     self._inflight += 1
                     self._leased.add(delivery.tag)
                 self.on_delivery(delivery)
+
+    def _watch(self) -> None:
+        """The pool's processes consume: keep the heartbeat until ``stop()``."""
+        self.pool.begin(self)  # type: ignore[attr-defined]
+        try:
+            while not self._stopping.is_set():
+                self.heartbeat = time.monotonic()
+                self._stopping.wait(FETCH_TIMEOUT)
+        finally:
+            self.pool.stop_fetching()  # type: ignore[attr-defined]
+
+    def fetch(self, free: int, timeout: float) -> list[Delivery]:
+        """Take up to ``free`` messages, waiting up to ``timeout`` s when none is ready."""
+        return self.broker.fetch(self.queues, free, timeout)
 
     def _may_fetch(self) -> bool:
         """Whether the window is worth a fetch now (call with ``_slots`` held): a share of it
@@ -390,6 +407,17 @@ class Consumer:
             self._undecodable(delivery, exc)
             return None
 
+    def job_for(self, delivery: Delivery) -> Job | None:
+        """The job of a message another process of this worker took (a prefork child that
+        fetches for itself): decoded here only when needed, with no side effect; None if it
+        does not decode."""
+        try:
+            call = parse_task_message(delivery.message, self.accept, self.max_body_size)
+            task = self.app.tasks[call.name]
+            return Job(delivery, call, task, self.hostname, self._request_class(call.name, task))
+        except Exception:  # the child settled that message itself
+            return None
+
     def _request_class(self, name: str, task: Task[Any, Any]) -> type[hooks.Request] | None:
         """The task's ``Request`` class (one of a task registered after boot is resolved now:
         ``ImproperlyConfigured`` when it cannot be honoured)."""
@@ -473,11 +501,13 @@ class Consumer:
         self.pool.submit(_Work(self, job))
 
     def _rate_wait(self, job: Job) -> float:
-        if not self.rate_limits_enabled:
-            return 0.0
-        name = job.name
+        return self.rate_wait(job.name) if self.rate_limits_enabled else 0.0
+
+    def rate_wait(self, name: str) -> float:
+        """Seconds until task ``name`` may run, its token reserved (0: at once)."""
         if name not in self._buckets:
-            rate = parse_rate(job.task.rate_limit or self.app.conf.task_default_rate_limit)
+            task = self.app.tasks[name]
+            rate = parse_rate(task.rate_limit or self.app.conf.task_default_rate_limit)
             self._buckets[name] = TokenBucket(rate, clock=self.clock) if rate > 0 else None
         bucket = self._buckets[name]
         return 0.0 if bucket is None else bucket.take()
@@ -558,7 +588,7 @@ class Consumer:
         try:
             if self._begin(job):
                 outcome = self.pool.execute(job, self._execute_with_limits)
-                self._finish(job, outcome)
+                self.finish(job, outcome)
         except LATE_LIMIT_SIGNALS:
             logger.warning("%s: a time limit fired as the task finished", job.describe())
         except Exception:
@@ -571,7 +601,7 @@ class Consumer:
         """``run_job`` for an ``async def`` task on the asyncio pool's loop."""
         try:
             if self._begin(job):
-                self._finish(job, await self._execute_async_with_limits(job))
+                self.finish(job, await self._execute_async_with_limits(job))
         except Exception:
             self._internal_error(job)
         finally:
@@ -631,7 +661,8 @@ class Consumer:
             logger.warning("Could not check whether %s already succeeded: %s", job.describe(), exc)
             return False
 
-    def _finish(self, job: Job, outcome: Any) -> None:
+    def finish(self, job: Job, outcome: Any) -> None:
+        """The run ended with ``outcome``: bookkeeping, events, hooks, the late ack."""
         self.state.active.pop(job.id, None)
         self.state.task_done(job.name)
         if self.monitor is not None:
@@ -753,7 +784,8 @@ class Consumer:
     def held_jobs(self) -> list[tuple[float, Job, str]]:
         """Jobs waiting for their ETA ("eta") or a rate-limit token ("rate"), soonest first."""
         holds = sorted(self._holds, key=lambda hold: hold[:2])
-        return [(when, job, kind) for when, _, job, kind in holds if job.delivery.tag in self._held]
+        mine = [(when, job, kind) for when, _, job, kind in holds if job.delivery.tag in self._held]
+        return mine + sorted(self.pool.held(), key=lambda hold: hold[0])
 
     def reset_rate_limit(self, task_name: str) -> None:
         """Forget the task's token bucket: the next message builds one at its new rate."""

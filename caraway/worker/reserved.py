@@ -48,8 +48,27 @@ class ReservingPool(Pool):
         self._waiting: dict[int, Any] = {}
         self._lock = threading.Lock()
 
+    @property
+    def fetches_itself(self) -> bool:  # type: ignore[override]
+        return self.inner.fetches_itself
+
     def start(self) -> None:
         self.inner.start()
+
+    def begin(self, consumer: Any) -> None:
+        self.inner.begin(consumer)  # type: ignore[attr-defined]
+
+    def sync(self) -> None:
+        self.inner.sync()
+
+    def held(self) -> list[tuple[float, Any, str]]:
+        return self.inner.held()
+
+    def reconfigure(self, change: tuple[Any, ...]) -> None:
+        self.inner.reconfigure(change)
+
+    def stop_fetching(self) -> None:
+        self.inner.stop_fetching()  # type: ignore[attr-defined]
 
     def submit(self, work: Work) -> None:
         reserved = _Reserved(self, work)
@@ -65,7 +84,8 @@ class ReservingPool(Pool):
     def waiting(self) -> list[Any]:
         """Jobs submitted and not started, oldest first."""
         with self._lock:
-            return list(self._waiting.values())
+            waiting = list(self._waiting.values())
+        return waiting + self.inner.reserved()
 
     def execute(self, job: Job, run_here: Callable[[Job], Outcome]) -> Outcome:
         return self.inner.execute(job, run_here)

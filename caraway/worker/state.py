@@ -6,6 +6,7 @@ import json
 import os
 import threading
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,18 @@ class WorkerState:
         self.active: dict[str, Any] = {}
         self.processed: Counter[str] = Counter()
         self.lock = threading.Lock()
+        #: Told of each revocation (id, terminate) and flagged stamps (headers): prefork
+        #: children that fetch for themselves check their own copy before they run a task.
+        self.on_revoke: Callable[[str, bool], None] | None = None
+        self.on_revoke_stamps: Callable[[dict[str, Any]], None] | None = None
 
     def revoke(self, task_id: str, terminate: bool = False) -> None:
         with self.lock:
             self.revoked[task_id] = terminate
             while len(self.revoked) > REVOKES_MAX:
                 self.revoked.popitem(last=False)
+        if self.on_revoke is not None:
+            self.on_revoke(task_id, terminate)
 
     def is_revoked(self, task_id: str, stamps: dict[str, Any] | None = None) -> bool:
         return task_id in self.revoked or self.revoking_stamp(stamps) is not None
@@ -41,6 +48,8 @@ class WorkerState:
             for name, values in headers.items():
                 known = self.revoked_stamps.setdefault(name, [])
                 known.extend(v for v in _values(values) if v not in known)
+        if self.on_revoke_stamps is not None:
+            self.on_revoke_stamps(headers)
 
     def revoking_stamp(self, stamps: dict[str, Any] | None) -> tuple[str, Any] | None:
         """The first of ``stamps`` flagged as revoked, as (name, value); None if none is."""

@@ -30,7 +30,8 @@ from caraway.worker.connection import BrokerLink, RetryPolicy
 from caraway.worker.consumer import Consumer
 from caraway.worker.health import STUCK_AFTER, HealthServer
 from caraway.worker.pools import create_pool
-from caraway.worker.pools.base import PoolOptions
+from caraway.worker.pools.base import Pool, PoolOptions
+from caraway.worker.pools.watching import WatchingPool
 from caraway.worker.remote import RemoteControl
 from caraway.worker.reserved import ReservingPool
 from caraway.worker.state import WorkerState
@@ -220,9 +221,7 @@ class Worker:
             logger.info("Restored %d revoked task id(s) from %s", restored, self.statedb)
         if self._install_signals:
             self._install_signal_handlers()
-        pool = self.reserving = ReservingPool(
-            create_pool(self.pool_name, self.concurrency, self._pool_options())
-        )
+        pool = self.reserving = ReservingPool(self._create_pool(broker))
         pool.start()
         if self.options.get("health_port") is not None:  # after the fork: children skip it
             self.health = HealthServer(
@@ -288,11 +287,31 @@ class Worker:
         self.metrics = WorkerMetrics(self)
         return {"/metrics": self.metrics.render}
 
+    def _create_pool(self, broker: Broker) -> Pool:
+        """Prefork children fetch for themselves when asked (``worker_prefork_children_fetch``)
+        and the broker lets any connection settle any delivery (``settle_anywhere``);
+        otherwise the supervisor hands them each job, as Celery's prefork does."""
+        options = self._pool_options()
+        children_fetch = self.app.conf.worker_prefork_children_fetch
+        if self.pool_name in PROCESS_POOLS and children_fetch:
+            if not broker.capabilities.settle_anywhere:
+                raise ImproperlyConfigured(
+                    "worker_prefork_children_fetch needs a broker whose deliveries any "
+                    f"connection may settle (Redis); {type(broker).__name__} is not one: "
+                    "remove the setting, or use a redis:// broker"
+                )
+            return WatchingPool(self.concurrency, options)
+            return WatchingPool(self.concurrency, options)
+        return create_pool(self.pool_name, self.concurrency, options)
+
     def _pool_options(self) -> PoolOptions:
         conf, options = self.app.conf, self.options
         max_tasks = options.get("max_tasks_per_child") or conf.worker_max_tasks_per_child
         max_memory = options.get("max_memory_per_child") or conf.worker_max_memory_per_child
-        return PoolOptions(self.app, max_tasks, max_memory, self.logfile_template, self.hostname)
+        return PoolOptions(
+            self.app, max_tasks, max_memory, self.logfile_template, self.hostname,
+            tuple(self.queues), self.prefetch,
+        )  # fmt: skip
 
     def live(self) -> bool:
         """Liveness: booting, or the consumer loop turned within ``STUCK_AFTER`` seconds

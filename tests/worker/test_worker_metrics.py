@@ -3,16 +3,25 @@ HTTP and read with prometheus-client's own parser; every count matches what ran.
 
 from __future__ import annotations
 
+import os
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from services import free_port
-from worker_support import WAIT, ThreadedWorker, WorkerProject, sqlite_app, wait_until
+from services import delete_redis_prefixed, free_port
+from worker_support import (
+    WAIT,
+    ThreadedWorker,
+    WorkerProject,
+    redis_project,
+    sqlite_app,
+    wait_until,
+)
 
 from caraway.exceptions import ImproperlyConfigured
 
@@ -207,3 +216,26 @@ def test_a_prefork_worker_counts_what_its_children_ran(worker_project: WorkerPro
     worker = dict(next(labels for name, labels in samples if name == "caraway_worker_online"))
     assert value(samples, "caraway_worker_online", **worker) == 1
     assert value(samples, "caraway_worker_prefetch_limit", **worker) == 2 * 4
+
+
+def test_a_prefork_worker_on_redis_counts_what_its_children_fetched_and_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Redis the children fetch and ack for themselves: their reports still reach the
+    worker's counts."""
+    project = redis_project(tmp_path, monkeypatch)
+    try:
+        port = free_port()
+        options = {"health_port": port, "metrics": True}
+        project.spawn(pool="prefork", concurrency=2, options=options)
+        project.ping()
+        for result in [project.tasks.pid.delay() for _ in range(4)]:
+            result.get(timeout=WAIT)
+
+        samples = scrape_until(port, lambda s: succeeded(s, "crash.pid") == 4)
+
+        assert succeeded(samples, "celery.ping") == 1
+    finally:
+        project.close()
+        project.app.close()
+        delete_redis_prefixed(os.environ["PREFORK_PREFIX"])

@@ -1,23 +1,58 @@
-"""``-P prefork`` in real worker processes: children run tasks, die, time out and retire."""
+"""``-P prefork`` in real worker processes: children run tasks, die, time out and retire.
+
+Each test runs twice: on SQLite, where the supervisor hands each job to a child, and on
+Redis with ``worker_prefork_children_fetch``, where children fetch, run and ack for
+themselves (``settle_anywhere``) and the supervisor watches them.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from worker_support import WAIT, WorkerProject, wait_until
+from services import delete_redis_prefixed
+from worker_support import _SQLITE_APP, TASKS_SOURCE, WAIT, WorkerProject, redis_project, wait_until
 
 from caraway import states
 from caraway.events import EventReceiver
 from caraway.exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def worker_project(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[WorkerProject]:
+    """The crash-test project on SQLite (hand-off) or on Redis (children fetch)."""
+    if request.param == "sqlite":
+        project = WorkerProject(tmp_path)
+    else:
+        project = redis_project(tmp_path, monkeypatch)
+    try:
+        yield project
+    finally:
+        project.close()
+        project.app.close()
+        if request.param == "redis":
+            delete_redis_prefixed(os.environ["PREFORK_PREFIX"])
+
+
+def unsettled(project: WorkerProject) -> int:
+    """Messages the broker still holds: queued, or delivered and not settled."""
+    broker = project.app.broker
+    if not broker.capabilities.settle_anywhere:
+        return project.messages_in_file()
+    client = broker.client  # type: ignore[attr-defined]
+    return int(client.hlen(broker.unacked)) + broker.size("celery")  # type: ignore[attr-defined]
+
+
 def settled(project: WorkerProject) -> None:
-    """Results are stored by the child before the supervisor acks: wait for the ack."""
-    wait_until(lambda: project.messages_in_file() == 0, what="every message settled")
+    """Results are stored by the child before the message is acked: wait for the ack."""
+    wait_until(lambda: unsettled(project) == 0, what="every message settled")
 
 
 def pids_of(project: WorkerProject, count: int) -> set[int]:
@@ -223,3 +258,47 @@ def test_ctrl_c_twice_requeues_the_running_late_ack_tasks_quietly(
     assert len(requeued) == 2
     assert project.app.broker.size("celery") == 2  # back at once, no lease to wait out
     assert [result.state for result in running] == [states.PENDING] * 2
+
+
+def test_messages_a_killed_child_fetched_and_did_not_start_go_back_at_once(
+    worker_project: WorkerProject,
+) -> None:
+    """Redis: the child fetched them itself; the supervisor gives them back when it dies
+    (from the child's reports and its fetch receipt), not after the visibility timeout."""
+    project = worker_project
+    if not project.app.broker.capabilities.settle_anywhere:
+        pytest.skip("the supervisor fetches on this broker: nothing of the child's to give back")
+    project.spawn(pool="prefork", concurrency=1)
+    project.ping()
+    held = project.tasks.hold.delay("prefetched")
+    [run] = project.wait_marks("prefetched", 1)
+    waiting = [project.tasks.pid.delay() for _ in range(2)]
+    wait_until(
+        lambda: (
+            len((project.app.control.inspect(timeout=2).reserved() or {"": []}).popitem()[1]) == 2
+        ),
+        what="both tasks prefetched by the child",
+    )
+
+    os.kill(run["pid"], signal.SIGKILL)
+
+    with pytest.raises(WorkerLostError):
+        held.get(timeout=WAIT)
+    ran_in = {result.get(timeout=WAIT) for result in waiting}
+    assert run["pid"] not in ran_in  # run by the child that replaced it
+    assert "Gave back 2 message(s) the child" in project.log(0)
+    settled(project)
+
+
+def test_children_fetch_is_refused_where_the_broker_cannot_let_them(tmp_path: Path) -> None:
+    """On SQLite only the supervisor's connection may settle a delivery: the worker stops at
+    boot, naming the setting, instead of quietly handing jobs over as if it were unset."""
+    asked = _SQLITE_APP + "app.conf.worker_prefork_children_fetch = True\n"
+    project = WorkerProject(tmp_path, TASKS_SOURCE.replace(_SQLITE_APP, asked))
+    try:
+        proc = project.spawn(pool="prefork", concurrency=1)
+        assert proc.wait(WAIT) != 0
+        assert "worker_prefork_children_fetch needs a broker" in project.log(0)
+    finally:
+        project.close()
+        project.app.close()

@@ -29,7 +29,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
+import pytest
 from polling import poll
+from services import require
 
 from caraway import Celery
 from caraway.utils.time import FakeClock
@@ -368,3 +370,27 @@ class WorkerProject:
             # Shown by pytest only when the test failed.
             print(f"----- {log.name} (exit {proc.returncode}) -----")
             print(log.read_text(errors="replace"))
+
+
+#: The app of ``TASKS_SOURCE`` on Redis: broker and results under a test's own key prefix.
+_SQLITE_APP = TASKS_SOURCE[TASKS_SOURCE.index("app = Celery(") : TASKS_SOURCE.index(")\n") + 2]
+_REDIS_APP = """app = Celery(
+    "crashproj", broker=os.environ["PREFORK_REDIS"] + "/0",
+    backend=os.environ["PREFORK_REDIS"] + "/1",
+    broker_transport_options={
+        "global_keyprefix": os.environ["PREFORK_PREFIX"], "visibility_timeout": 2,
+    },
+    result_backend_transport_options={"global_keyprefix": os.environ["PREFORK_PREFIX"]},
+    worker_prefork_children_fetch=True,
+)
+"""
+
+
+def redis_project(root: Path, monkeypatch: pytest.MonkeyPatch) -> WorkerProject:
+    """``WorkerProject`` on the shared Redis (prefork children fetch there: the app sets
+    ``worker_prefork_children_fetch``), under a key
+    prefix of its own (``PREFORK_PREFIX``; the test deletes its keys)."""
+    host, port = require("redis")
+    monkeypatch.setenv("PREFORK_REDIS", f"redis://{host}:{port}")
+    monkeypatch.setenv("PREFORK_PREFIX", f"prefork-{uuid.uuid4().hex[:10]}:")
+    return WorkerProject(root, TASKS_SOURCE.replace(_SQLITE_APP, _REDIS_APP))

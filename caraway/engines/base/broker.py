@@ -70,6 +70,9 @@ class Delivery:
     #: Set by the broker when the entry it read is no message at all (say, text some script
     #: pushed onto a Redis list): the consumer sets it aside with this reason.
     problem: str | None = None
+    #: The entry as the engine read it, when it keeps it (Redis: kombu's envelope): what
+    #: ``portable`` sends another process instead of the decoded message.
+    raw: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -148,6 +151,11 @@ class BrokerCapabilities:
     #: ``publish_in`` writes messages through the application's own database connection,
     #: inside its transaction: they exist only if it commits (``apply_async(connection=)``).
     transactional: bool = False
+    #: Any connection may settle any delivery (a tag names the message, not the channel
+    #: that received it), so prefork children may each fetch, ack and release on their own
+    #: connection while the supervisor gives back a dead child's messages. Not so on AMQP,
+    #: where a delivery tag belongs to its channel.
+    settle_anywhere: bool = False
 
 
 class Broker(ABC):
@@ -179,6 +187,24 @@ class Broker(ABC):
         """``publish`` for a running event loop, without blocking it. Engines without an
         asyncio client publish in a worker thread; Redis overrides this."""
         await asyncio.to_thread(self.publish, batch)
+
+    def fetch_receipt(self) -> Any:
+        """What names the messages this broker's last fetch took, for another process to
+        read with ``receipt_tags`` once this one died (None: the engine keeps no receipt)."""
+        return None
+
+    def tags_in_receipt(self, receipt: Any) -> list[Any]:
+        """The tags of the last fetch behind ``receipt`` (from ``fetch_receipt``)."""
+        return []
+
+    def portable(self, delivery: Delivery) -> Any:
+        """``delivery`` in a form cheap to pickle to another process of this worker, which
+        rebuilds it with ``from_portable`` (``settle_anywhere`` engines: prefork children
+        tell the supervisor what they fetched)."""
+        return delivery
+
+    def from_portable(self, data: Any) -> Delivery:
+        return data  # type: ignore[no-any-return]
 
     @abstractmethod
     def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:

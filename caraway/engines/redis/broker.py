@@ -208,7 +208,7 @@ return {total, redis.call('LRANGE', KEYS[1], cursor - first, -1)}
 class RedisBroker(Broker):
     capabilities = BrokerCapabilities(
         leases=True, lease_seconds=DEFAULT_VISIBILITY_TIMEOUT, reclaims_orphans=True,
-        priority_order="low-first", broadcast=True, exchanges=True,
+        priority_order="low-first", broadcast=True, exchanges=True, settle_anywhere=True,
     )  # fmt: skip
 
     #: PUBLISH replies with the number of subscribers reached (one server sees them all).
@@ -609,6 +609,15 @@ class RedisBroker(Broker):
         """The delivery tags of the entries a fetch receipt names."""
         return taken
 
+    def fetch_receipt(self) -> Any:
+        return self._receipt
+
+    def tags_in_receipt(self, receipt: Any) -> list[Any]:
+        with translated(self.target, "to read a fetch receipt"):
+            value = self.client.get(receipt)
+        _, *taken = _text(value).split(" ") if value else ("",)
+        return self.receipt_tags(taken)
+
     def _delivery(self, queue: str, tag: str, envelope: bytes) -> Delivery:
         try:
             doc = serialization.json_loads(envelope)
@@ -626,7 +635,21 @@ class RedisBroker(Broker):
         return Delivery(
             message, queue, tag, redelivered,
             exchange=str(info.get("exchange") or ""), routing_key=info.get("routing_key"),
+            raw=envelope,
         )  # fmt: skip
+
+    def portable(self, delivery: Delivery) -> Any:
+        """(queue, tag, envelope): the bytes as Redis gave them, decoded again only when
+        the supervisor needs the message (a lost child, ``inspect``)."""
+        if delivery.raw is None:
+            return delivery
+        return delivery.queue, delivery.tag, delivery.raw
+
+    def from_portable(self, data: Any) -> Delivery:
+        if isinstance(data, Delivery):
+            return data
+        queue, tag, envelope = data
+        return self._delivery(queue, tag, envelope)
 
     def ack(self, tags: Sequence[Any]) -> None:
         """Forget delivered messages, pipelined: the thread does not wait for Redis.

@@ -31,10 +31,18 @@ class PoolOptions:
     max_memory_per_child: int | None = None  # KiB, as Celery
     logfile: str | None = None  # the template: children fill in their own %i / %I
     hostname: str = "celery"
+    #: For pools whose children fetch for themselves: the queues, and the whole prefetch
+    #: window (shared among the children).
+    queues: tuple[str, ...] = ()
+    prefetch: int = 0
 
 
 class Pool(ABC):
     """Runs jobs; ``limit`` is how many run at once."""
+
+    #: Whether the pool's processes fetch, run and settle messages themselves (the consumer
+    #: then only tells it when to begin and to stop fetching).
+    fetches_itself = False
 
     def __init__(self, limit: int, options: PoolOptions | None = None) -> None:
         self.limit = max(1, limit)
@@ -63,6 +71,23 @@ class Pool(ABC):
     def terminate(self, task_id: str, signum: int) -> bool:
         """Stop the running task ``task_id`` with ``signum``; False where that is impossible."""
         return False
+
+    def reconfigure(self, change: tuple[Any, ...]) -> None:  # noqa: B027 - most have no one to tell
+        """A control command changed what the worker consumes or how a task runs:
+        ``("task", name, {attribute: value})`` or ``("queues", names, stopped, resumed)``.
+        Pools whose processes consume for themselves pass it on."""
+
+    def sync(self) -> None:  # noqa: B027 - only pools that hear from their processes late
+        """Take in now what the pool's processes reported so far (``inspect``, events)."""
+
+    def held(self) -> list[tuple[float, Any, str]]:
+        """Jobs the pool's own processes hold for their ETA or a rate-limit token:
+        (when, job, "eta" or "rate")."""
+        return []
+
+    def reserved(self) -> list[Any]:
+        """Jobs the pool's own processes took and have not started (``inspect reserved``)."""
+        return []
 
     def take_pending(self) -> list[Work]:
         """Remove and return work not started yet (given back on a warm shutdown)."""

@@ -73,7 +73,7 @@ class Reply:
         return Outcome(self.state, self.retval, einfo, reject)
 
 
-class _Busy:
+class Busy:
     """Whether a task body may be running: the soft-limit signal is ignored otherwise."""
 
     running = False
@@ -90,9 +90,9 @@ def child_main(
     try:
         multiprocessing.current_process().name = f"ForkPoolWorker-{index}"  # %(processName)s
         if logfile:
-            _log_to(logfile)
+            log_to(logfile)
         die_with_parent()
-        _install_child_signals()
+        install_child_signals()
         signals.worker_process_init.send(sender=None)
         _serve(app, Channel(conn), limits)
     except BaseException:
@@ -122,7 +122,7 @@ def _serve(app: Caraway, conn: Channel, limits: ChildLimits) -> None:
             outcome: Outcome | Exception = _run(app, name, fields)
         except Exception as exc:  # task errors are outcomes: this failed around the task
             outcome = exc
-        retiring = _should_retire(done, limits)
+        retiring = should_retire(done, limits)
         if isinstance(outcome, Exception):
             conn.send(_internal_reply(outcome, retiring))
         else:
@@ -133,7 +133,7 @@ def _serve(app: Caraway, conn: Channel, limits: ChildLimits) -> None:
 
 def _run(app: Caraway, name: str, fields: dict[str, Any]) -> Outcome:
     task = app.tasks[name]
-    _Busy.running = True
+    Busy.running = True
     try:
         return execute(task, Context(**fields))
     except SoftTimeLimitExceeded:
@@ -141,7 +141,7 @@ def _run(app: Caraway, name: str, fields: dict[str, Any]) -> Outcome:
         logger.warning("%s[%s]: soft time limit fired as it finished", name, fields.get("id"))
         return Outcome(states.SUCCESS, None)
     finally:
-        _Busy.running = False
+        Busy.running = False
 
 
 def _reply(outcome: Outcome, retiring: bool) -> Reply:
@@ -168,7 +168,7 @@ def _internal_reply(exc: Exception, retiring: bool) -> Reply:
     return Reply(states.FAILURE, None, None, retiring, None, exc)
 
 
-def _should_retire(done: int, limits: ChildLimits) -> bool:
+def should_retire(done: int, limits: ChildLimits) -> bool:
     if limits.max_tasks and done >= limits.max_tasks:
         return True
     return bool(limits.max_memory_kib and resident_kib() > limits.max_memory_kib)
@@ -184,7 +184,7 @@ def resident_kib() -> int:
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def _log_to(path: str) -> None:
+def log_to(path: str) -> None:
     """``--logfile`` with ``%i``/``%I``: the file handlers the worker set up write here."""
     path = os.path.abspath(path)
     for logger_ in (logging.getLogger(), logging.getLogger("caraway.task")):
@@ -209,7 +209,7 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def _install_child_signals() -> None:
+def install_child_signals() -> None:
     """Ctrl-C goes to the supervisor, which decides; SIGTERM ends a child (``terminate``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -218,7 +218,7 @@ def _install_child_signals() -> None:
 
 
 def _on_soft_limit(signum: int, frame: FrameType | None) -> None:
-    if not _Busy.running:
+    if not Busy.running:
         return
     # An async body awaits on this thread's loop: cancel it at its await instead.
     if not coroutines.interrupt(threading.get_ident(), SoftTimeLimitExceeded):

@@ -19,17 +19,14 @@ import time
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, NoReturn
 
-from caraway import signals, states
+from caraway import signals
 from caraway.exceptions import (
-    Reject,
-    TaskRevokedError,
-    Terminated,
     TimeLimitExceeded,
-    WorkerLostError,
 )
 from caraway.execution import Outcome
 from caraway.utils.log import expand_node_path
 from caraway.worker import request as hooks
+from caraway.worker.pools import lost
 from caraway.worker.pools.base import PoolOptions
 from caraway.worker.pools.channel import Channel
 from caraway.worker.pools.child import ChildLimits, Reply, child_main
@@ -146,7 +143,7 @@ class PreforkPool(ThreadPool):
         except TimeLimitExceeded as exc:
             child.reap()
             self._replace(slot, "was killed at the hard time limit")
-            return self._failed(job, exc)
+            return lost.failed(self.app, job, exc)
         finally:
             child.task_id = None
         if reply.retiring or child.terminated_with is not None:
@@ -185,57 +182,15 @@ class PreforkPool(ThreadPool):
         exitcode = child.reap()
         if self._cold:
             self._children[slot] = None
-            return self._stopped_cold(job)
-        self._replace(slot, _exit(exitcode))
+            return lost.stopped_cold(self.app, job)
+        self._replace(slot, lost.exited(exitcode))
         if child.terminated_with is not None:  # revoke(..., terminate=True)
-            return self._terminated(job, child.terminated_with)
-        return self._worker_lost(job, exitcode)
+            return lost.terminated(self.app, job, child.terminated_with)
+        return lost.worker_lost(self.app, job, exitcode)
 
     def _replace(self, slot: int, why: str) -> None:
         logger.info("Pool child in slot %d %s; starting another", slot, why)
         self._children[slot] = None if self._cold else self._fork(slot)
-
-    def _stopped_cold(self, job: Job) -> Outcome:
-        """The cold shutdown killed its child: an acks_late message goes back to the queue
-        (Celery's cancel of unacked requests); an early-acked one is lost, and fails."""
-        exc = WorkerLostError("Worker exited prematurely: cold shutdown.")
-        if job.acks_late:
-            logger.warning("Requeued %s: stopped by the cold shutdown", job.describe())
-            requeue = Reject("cold shutdown", requeue=True)
-            return Outcome(states.FAILURE, None, reject=requeue, ended_by=exc)
-        logger.error("%s: %s (acked before it ran: not requeued)", job.describe(), exc)
-        return self._failed(job, exc)
-
-    def _terminated(self, job: Job, signum: int) -> Outcome:
-        logger.warning("%s terminated by signal %s", job.describe(), _signame(signum))
-        exc = TaskRevokedError("terminated")
-        if not job.call.ignore_result:
-            self.app.backend.mark_as_revoked(job.id, "terminated", job.request)
-        signals.task_revoked.send(
-            sender=job.task, request=job.request, terminated=True, signum=signum, expired=False
-        )
-        return Outcome(states.REVOKED, exc, ended_by=Terminated(_signame(signum)))
-
-    def _worker_lost(self, job: Job, exitcode: int) -> Outcome:
-        """Celery's semantics: requeue when ``reject_on_worker_lost``, else FAILURE."""
-        task, conf = job.task, self.app.conf
-        requeue = task.reject_on_worker_lost
-        if requeue is None:
-            requeue = conf.task_reject_on_worker_lost
-        exc = WorkerLostError(f"Worker exited prematurely: {_describe_exit(exitcode)}.")
-        if job.acks_late and requeue:
-            logger.warning("%s: its child %s; giving it back", job.describe(), _exit(exitcode))
-            again = Reject("worker lost", requeue=True)
-            return Outcome(states.FAILURE, None, reject=again, ended_by=exc)
-        logger.error("%s: %s", job.describe(), exc)
-        return self._failed(job, exc)
-
-    def _failed(self, job: Job, exc: BaseException) -> Outcome:
-        """The child could not store this failure: the supervisor does, for it."""
-        ignored = job.request.ignore_result or job.task.ignore_result
-        if not ignored or job.task.store_errors_even_if_ignored:
-            self.app.backend.mark_as_failure(job.id, exc, None, job.request)
-        return Outcome(states.FAILURE, exc, ended_by=exc)
 
     # --- control ---------------------------------------------------------------------------
 
@@ -258,20 +213,3 @@ class PreforkPool(ThreadPool):
             for thread in self._threads:
                 thread.join(2.0)  # long enough to give acks_late messages back
         self._forker.stop(wait)
-
-
-def _describe_exit(exitcode: int) -> str:
-    if exitcode < 0:
-        return f"signal {-exitcode} ({_signame(-exitcode)})"
-    return f"exitcode {exitcode}"
-
-
-def _exit(exitcode: int) -> str:
-    return f"exited with {_describe_exit(exitcode)}"
-
-
-def _signame(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return str(signum)

@@ -24,6 +24,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -59,6 +60,8 @@ class RedisClusterBroker(RedisBroker):
         self._run_id = uuid.uuid4().hex
         self._consumed: dict[str, None] = {}
         self._receipt_queue = ""
+        # Its receipts and tags are per slot: prefork children keep today's hand-off here.
+        self.capabilities = replace(self.capabilities, settle_anywhere=False)
 
     def parse_target(self, url: str) -> RedisTarget:
         return parse_cluster_url(url)
