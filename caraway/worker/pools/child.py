@@ -16,6 +16,7 @@ import pickle
 import resource
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from types import FrameType
@@ -82,7 +83,13 @@ class Busy:
 def child_main(
     app: Caraway, conn: Connection, limits: ChildLimits, index: int, logfile: str | None
 ) -> NoReturn:
-    """The child's whole life; leaves with ``os._exit`` (never the parent's atexit hooks).
+    """The hand-off child's whole life: it runs the jobs the supervisor sends."""
+    live_as_child(index, logfile, lambda: _serve(app, Channel(conn), limits))
+
+
+def live_as_child(index: int, logfile: str | None, serve: Callable[[], object]) -> NoReturn:
+    """A pool child's life around ``serve``; leaves with ``os._exit`` (never the parent's
+    atexit hooks).
 
     ``index`` counts from 1 (Celery's ``%i``); ``logfile`` is this child's own log file.
     """
@@ -94,7 +101,7 @@ def child_main(
         die_with_parent()
         install_child_signals()
         signals.worker_process_init.send(sender=None)
-        _serve(app, Channel(conn), limits)
+        serve()
     except BaseException:
         logger.exception("Pool child %d failed", os.getpid())
         code = 1

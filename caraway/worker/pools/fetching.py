@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import multiprocessing
 import os
 import queue
 import signal
@@ -27,7 +26,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from caraway import signals
 from caraway.execution import Outcome, execute
 from caraway.protocol import _safe_repr
 from caraway.worker import request as hooks
@@ -38,9 +36,7 @@ from caraway.worker.pools.channel import Channel
 from caraway.worker.pools.child import (
     Busy,
     ChildLimits,
-    die_with_parent,
-    install_child_signals,
-    log_to,
+    live_as_child,
     should_retire,
 )
 from caraway.worker.state import WorkerState
@@ -60,26 +56,8 @@ def fetching_child_main(
     app: Caraway, conn: Connection, limits: ChildLimits, plan: FetchPlan, index: int,
     logfile: str | None,
 ) -> NoReturn:  # fmt: skip
-    """The fetching child's whole life; leaves with ``os._exit``."""
-    code = 0
-    try:
-        multiprocessing.current_process().name = f"ForkPoolWorker-{index}"
-        if logfile:
-            log_to(logfile)
-        die_with_parent()
-        install_child_signals()
-        signals.worker_process_init.send(sender=None)
-        _consume(app, Channel(conn), limits, plan)
-    except BaseException:
-        logger.exception("Pool child %d failed", os.getpid())
-        code = 1
-    finally:
-        try:
-            signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=code)
-            for handler in logging.getLogger().handlers:
-                handler.flush()
-        finally:
-            os._exit(code)
+    """The fetching child's whole life: it consumes as ``plan`` says, reporting as it goes."""
+    live_as_child(index, logfile, lambda: _consume(app, Channel(conn), limits, plan))
 
 
 def _consume(app: Caraway, conn: Channel, limits: ChildLimits, plan: FetchPlan) -> None:
