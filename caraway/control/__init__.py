@@ -74,7 +74,7 @@ class Control:
         )
         fanout = self.fanout
         if not reply:
-            fanout.publish(mailbox.PIDBOX, "", mailbox.request_message(request))
+            fanout.publish_routed(mailbox.PIDBOX, "", mailbox.request_message(request))
             return None
         reply_id = str(uuid.uuid4())
         request.ticket = str(uuid.uuid4())

@@ -26,6 +26,9 @@ logger = logging.getLogger("caraway.worker")
 
 #: Longest a read blocks, so a stop is noticed within this many seconds.
 READ_SLICE = 0.5
+#: Longest a task waits for requests already received to be handled, and the poll step.
+SETTLE_LIMIT = 0.05
+SETTLE_POLL = 0.0002
 
 
 class Pidbox:
@@ -68,6 +71,19 @@ class Pidbox:
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             subscription.close()
+
+    def settle(self, limit: float = SETTLE_LIMIT) -> None:
+        """Wait (at most ``limit`` s) until the requests that already reached this worker
+        are handled. A task sent right after a revoke may arrive a fraction of a millisecond
+        before the revoke, on the other connection; the consumer asks before it runs one
+        that a revoke could name (Celery reads both on one connection, in order)."""
+        subscription = self._subscription
+        if subscription is None or threading.current_thread() is self._thread:
+            return
+        deadline = time.monotonic() + limit
+        time.sleep(0)  # lets the reader take what it has just received off the socket
+        while subscription.pending() and time.monotonic() < deadline:
+            time.sleep(SETTLE_POLL)
 
     def _run(self) -> None:
         while not self._stopped.is_set():

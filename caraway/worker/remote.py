@@ -65,6 +65,7 @@ class RemoteControl:
         if worker.app.conf.worker_enable_remote_control:
             self.pidbox = Pidbox(worker, fanout)
             self.pidbox.start()
+            worker.state.settle_control = self.pidbox.settle
         else:
             logger.info("Remote control is off (worker_enable_remote_control): no pidbox")
         if not worker.app.broker.capabilities.keeps_revocations and not self.without_mingle:
@@ -106,6 +107,7 @@ class RemoteControl:
         if self._heart is not None and self._heart is not threading.current_thread():
             self._heart.join(5)
         if self.pidbox is not None:
+            worker.state.settle_control = None
             self.pidbox.stop()
         if worker.monitor is not None:
             worker.monitor.heartbeat("worker-offline")

@@ -30,6 +30,9 @@ class WorkerState:
         #: children that fetch for themselves check their own copy before they run a task.
         self.on_revoke: Callable[[str, bool], None] | None = None
         self.on_revoke_stamps: Callable[[dict[str, Any]], None] | None = None
+        #: Waits until the control requests already received are handled (the pidbox's):
+        #: called before a stamped task's check, so a revoke sent before it is seen.
+        self.settle_control: Callable[[], None] | None = None
 
     def revoke(self, task_id: str, terminate: bool = False) -> None:
         with self.lock:
@@ -40,6 +43,8 @@ class WorkerState:
             self.on_revoke(task_id, terminate)
 
     def is_revoked(self, task_id: str, stamps: dict[str, Any] | None = None) -> bool:
+        if stamps and self.settle_control is not None:
+            self.settle_control()
         return task_id in self.revoked or self.revoking_stamp(stamps) is not None
 
     def revoke_stamps(self, headers: dict[str, Any]) -> None:

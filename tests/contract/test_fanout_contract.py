@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from caraway.engines.amqp.fanout import AMQPSubscription
 from caraway.engines.base.broker import Broker
 from caraway.engines.base.fanout import Binding, Exchange, Fanout, Subscription
 from caraway.engines.registry import BROKERS as BROKER_TABLE
@@ -247,3 +248,29 @@ def test_two_engines_on_one_server_reach_each_other(
         other_broker.close()
 
     assert _texts(subscription, 1) == ["across"]
+
+
+def test_a_routed_publish_reaches_every_subscriber_and_pending_tells_unfinished_reads(
+    fanout: Fanout, subscriptions: list[Subscription]
+) -> None:
+    """``publish_routed`` delivers as ``publish`` does. ``pending`` (the worker asks it before
+    a stamped task runs) is False with nothing unread; where the engine tells (RabbitMQ), it
+    is True once a message waits, and stays True until the reader calls ``get`` again."""
+    exchange = _exchange("fanout")
+    first, second = (_subscribe(fanout, subscriptions, exchange) for _ in range(2))
+    assert not first.pending()
+
+    fanout.publish_routed(exchange, "", _message("routed"))
+
+    if isinstance(first, AMQPSubscription):
+        deadline = time.monotonic() + ARRIVES
+        while not first.pending() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert first.pending()
+        assert _texts(first, 1) == ["routed"]
+        assert first.pending()  # handed to the reader, not finished with yet
+        assert _nothing_more(first) == []
+        assert not first.pending()
+    else:
+        assert _texts(first, 1) == ["routed"]
+    assert _texts(second, 1) == ["routed"]

@@ -8,6 +8,7 @@ pidbox and event receiver do. Publishing shares one connection under a lock.
 from __future__ import annotations
 
 import collections
+import select
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -41,29 +42,49 @@ def _declare_exchange(channel: Any, exchange: Exchange) -> None:
 class AMQPFanout(Fanout):
     def __init__(self, broker: AMQPBroker) -> None:
         self.params: AMQPParams = broker.params
+        self.confirm_timeout = broker.confirm_timeout
         self._lock = threading.Lock()
         self._conn: Any = None
         self._channel: Any = None
+        #: A second channel in confirm mode, for ``publish_routed`` only: each publish on it
+        #: waits for its own ack, so no earlier ack is ever taken for a later message.
+        self._confirming: Any = None
         self._declared: set[str] = set()
         after_fork_in_child(self._forget_parent)
 
     def _forget_parent(self) -> None:
         """In a forked child: publish on a connection of its own, never on the parent's."""
         self._lock = threading.Lock()
-        self._conn = self._channel = None
+        self._conn = self._channel = self._confirming = None
 
-    def _open(self) -> Any:
+    def _open(self, confirmed: bool = False) -> Any:
         if self._channel is None:
             self._conn = connect(self.params)
             self._channel = self._conn.channel()
             self._declared = set()
-        return self._channel
+        if not confirmed:
+            return self._channel
+        if self._confirming is None:  # put in confirm mode by its first basic_publish_confirm
+            self._confirming = self._conn.channel()
+        return self._confirming
 
     def _drop(self) -> None:
-        conn, self._conn, self._channel = self._conn, None, None
+        conn, self._conn, self._channel, self._confirming = self._conn, None, None, None
         close_quietly(conn)
 
     def publish(self, exchange: Exchange, routing_key: str, message: Message) -> None:
+        self._publish(exchange, routing_key, message, confirmed=False)
+
+    def publish_routed(self, exchange: Exchange, routing_key: str, message: Message) -> None:
+        """With a publisher confirm: RabbitMQ acks once the message sits in the bound queues.
+        Tasks go out on another connection, so without it a task sent just after a revoke
+        could be routed first and start before the worker read the revoke (Celery's client
+        sends both on one connection, which keeps them in order)."""
+        self._publish(exchange, routing_key, message, confirmed=True)
+
+    def _publish(
+        self, exchange: Exchange, routing_key: str, message: Message, confirmed: bool
+    ) -> None:
         properties = {
             k: v for k, v in message.properties.items() if k in ("delivery_mode", "priority")
         }
@@ -77,11 +98,17 @@ class AMQPFanout(Fanout):
         with self._lock:
             for attempt in (1, 2):  # a connection idle for long may have died: one retry
                 try:
-                    channel = self._open()
+                    channel = self._open(confirmed)
                     if exchange.name not in self._declared:
                         _declare_exchange(channel, exchange)
                         self._declared.add(exchange.name)
-                    channel.basic_publish(raw, exchange=exchange.name, routing_key=routing_key)
+                    if confirmed:
+                        channel.basic_publish_confirm(
+                            raw, exchange=exchange.name, routing_key=routing_key,
+                            confirm_timeout=self.confirm_timeout,
+                        )  # fmt: skip
+                    else:
+                        channel.basic_publish(raw, exchange=exchange.name, routing_key=routing_key)
                     return
                 except CONNECTION_ERRORS as exc:
                     self._drop()
@@ -104,6 +131,9 @@ class AMQPSubscription(Subscription):
         self.exchange = exchange
         self.binding = binding
         self._inbox: collections.deque[Message] = collections.deque()
+        #: How many messages the last ``get`` returned: the reader is busy with them until it
+        #: calls ``get`` again.
+        self._handed = 0
         self._conn: Any = None
         self._closed = False
         self._open()
@@ -139,6 +169,7 @@ class AMQPSubscription(Subscription):
         self._inbox.append(Message(dict(headers), properties, body, content_type, content_encoding))
 
     def get(self, timeout: float) -> list[Message]:
+        self._handed = 0
         deadline = time.monotonic() + timeout
         while not self._inbox and not self._closed:
             remaining = deadline - time.monotonic()
@@ -159,8 +190,26 @@ class AMQPSubscription(Subscription):
                 self._conn = None
                 time.sleep(min(RECONNECT_PAUSE, max(0.0, deadline - time.monotonic())))
         found = list(self._inbox)
+        self._handed = len(found)
         self._inbox.clear()
         return found
+
+    def pending(self) -> bool:
+        """Bytes waiting on the socket, or messages read that the reader has not finished
+        with: a poll, no read (the reading thread owns the connection)."""
+        if self._inbox or self._handed:
+            return True
+        transport = getattr(self._conn, "transport", None)
+        sock = getattr(transport, "sock", None)
+        if sock is None:
+            return False
+        if getattr(transport, "_read_buffer", b""):
+            return True
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):  # closed meanwhile: nothing more will be read from it
+            return False
+        return bool(readable)
 
     def close(self) -> None:
         self._closed = True

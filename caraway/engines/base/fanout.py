@@ -58,6 +58,12 @@ class Subscription(ABC):
     def close(self) -> None:
         """Unbind and free the queue; safe to call twice."""
 
+    def pending(self) -> bool:
+        """Whether messages have reached this subscriber that its reader has not finished
+        with (returned by ``get``, done once it calls ``get`` again). Asked from another
+        thread; engines that cannot tell answer False."""
+        return False
+
 
 class Fanout(ABC):
     """One engine's broadcast primitives; safe to share between threads."""
@@ -66,11 +72,18 @@ class Fanout(ABC):
     def publish(self, exchange: Exchange, routing_key: str, message: Message) -> None:
         """Send ``message`` to every queue bound to ``exchange`` that matches ``routing_key``."""
 
-    def publish_counted(self, exchange: Exchange, routing_key: str, message: Message) -> int | None:
-        """``publish``, and how many subscribers the server handed the message to, where the
-        engine learns it as it publishes (``None``: unknown). A caller waiting for one answer
-        per receiver stops at that count instead of waiting out its timeout."""
+    def publish_routed(self, exchange: Exchange, routing_key: str, message: Message) -> None:
+        """``publish``, returning only once the server has put the message in the bound
+        queues: whatever the caller sends next, on any connection, arrives after it (a task
+        sent right after ``revoke_by_stamped_headers`` must find the worker told). Engines
+        whose ``publish`` already returns that late keep this default."""
         self.publish(exchange, routing_key, message)
+
+    def publish_counted(self, exchange: Exchange, routing_key: str, message: Message) -> int | None:
+        """``publish_routed``, and how many subscribers the server handed the message to,
+        where the engine learns it as it publishes (``None``: unknown). A caller waiting for
+        one answer per receiver stops at that count instead of waiting out its timeout."""
+        self.publish_routed(exchange, routing_key, message)
         return None
 
     @abstractmethod
