@@ -7,6 +7,7 @@ themselves (``settle_anywhere``) and the supervisor watches them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -23,22 +24,36 @@ from caraway.events import EventReceiver
 from caraway.exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def worker_project(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@contextlib.contextmanager
+def crash_project(
+    broker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[WorkerProject]:
     """The crash-test project on SQLite (hand-off) or on Redis (children fetch)."""
-    if request.param == "sqlite":
-        project = WorkerProject(tmp_path)
-    else:
-        project = redis_project(tmp_path, monkeypatch)
+    project = (
+        WorkerProject(tmp_path) if broker == "sqlite" else redis_project(tmp_path, monkeypatch)
+    )
     try:
         yield project
     finally:
         project.close()
         project.app.close()
-        if request.param == "redis":
+        if broker == "redis":
             delete_redis_prefixed(os.environ["PREFORK_PREFIX"])
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def worker_project(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[WorkerProject]:
+    with crash_project(request.param, tmp_path, monkeypatch) as project:
+        yield project
+
+
+@pytest.fixture
+def fetching_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerProject]:
+    """Only on Redis: its children fetch for themselves."""
+    with crash_project("redis", tmp_path, monkeypatch) as project:
+        yield project
 
 
 def unsettled(project: WorkerProject) -> int:
@@ -261,13 +276,11 @@ def test_ctrl_c_twice_requeues_the_running_late_ack_tasks_quietly(
 
 
 def test_messages_a_killed_child_fetched_and_did_not_start_go_back_at_once(
-    worker_project: WorkerProject,
+    fetching_project: WorkerProject,
 ) -> None:
-    """Redis: the child fetched them itself; the supervisor gives them back when it dies
-    (from the child's reports and its fetch receipt), not after the visibility timeout."""
-    project = worker_project
-    if not project.app.broker.capabilities.settle_anywhere:
-        pytest.skip("the supervisor fetches on this broker: nothing of the child's to give back")
+    """The child fetched them itself; the supervisor gives them back when it dies (from the
+    child's reports and its fetch receipt), not after the visibility timeout."""
+    project = fetching_project
     project.spawn(pool="prefork", concurrency=1)
     project.ping()
     held = project.tasks.hold.delay("prefetched")
